@@ -1,0 +1,58 @@
+namespace GhmGen.Backends;
+
+/// <summary>Weights of one convolution, converted once into a backend's preferred layout.</summary>
+public interface IPreparedConv : IDisposable
+{
+    /// <summary>The convolution's arguments.</summary>
+    ConvSpec Spec { get; }
+}
+
+/// <summary>
+/// The op interface that generated <c>Forward</c> code calls. One implementation per device
+/// (CPU SIMD, ILGPU); all agree with <c>ReferenceBackend</c>, the plain-loop reference.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>Short name for messages, e.g. <c>cpu</c>.</summary>
+    string Name { get; }
+
+    /// <summary>Allocates <paramref name="elements"/> float32 elements (contents undefined).</summary>
+    DeviceBuffer Allocate(long elements);
+
+    /// <summary>Copies host values into a tensor.</summary>
+    void Upload(ReadOnlySpan<float> source, TensorView destination);
+
+    /// <summary>Copies a tensor's values to the host.</summary>
+    void Download(TensorView source, Span<float> destination);
+
+    /// <summary>
+    /// Prepares a convolution. <paramref name="weight"/> is [out, in/groups, k, k];
+    /// <paramref name="bias"/> is [out] or empty (no bias). Frozen batch norm is folded into
+    /// both by the caller (see <c>BatchNormFolding</c>).
+    /// </summary>
+    IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias);
+
+    /// <summary>
+    /// y = act(conv(x) + bias [+ residual]). x is [N, in, H, W]; y and residual are
+    /// [N, out, OH, OW]. ReLU is applied after the residual add when <paramref name="relu"/>.
+    /// </summary>
+    void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu);
+
+    /// <summary>Max-pool with a square window; padding counts as -infinity (PyTorch).</summary>
+    void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding);
+
+    /// <summary>
+    /// lower += nearest-upsample(upper) to lower's exact size (PyTorch 'nearest':
+    /// source index = floor(dst * in / out)). Both have the same N and C.
+    /// </summary>
+    void UpsampleNearestAdd(TensorView upper, TensorView lower);
+
+    /// <summary>y = act(a + b), elementwise, same shapes (y may alias a or b).</summary>
+    void Add(TensorView a, TensorView b, TensorView y, bool relu);
+
+    /// <summary>y = max(x, 0), elementwise (y may alias x).</summary>
+    void Relu(TensorView x, TensorView y);
+
+    /// <summary>y = 1 / (1 + exp(-x)), elementwise (y may alias x).</summary>
+    void Sigmoid(TensorView x, TensorView y);
+}

@@ -1,0 +1,14 @@
+namespace GhmGen.Layers;
+
+/// <summary>What every generated network exposes: its name, state dict and sizes.</summary>
+public interface INetwork
+{
+    /// <summary>The network's name (for detectors, the model name of SPEC.md §1).</summary>
+    string Name { get; }
+
+    /// <summary>Every state tensor in mmdetection's state-dict order, buffers included.</summary>
+    IReadOnlyList<StateTensor> State { get; }
+
+    /// <summary>Number of learnable parameters (buffers excluded).</summary>
+    long ParameterCount { get; }
+}

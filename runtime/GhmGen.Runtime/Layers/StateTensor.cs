@@ -1,0 +1,68 @@
+namespace GhmGen.Layers;
+
+/// <summary>Whether a state tensor is trained (and counted as a parameter) or is state beside it.</summary>
+public enum StateKind
+{
+    /// <summary>A learnable weight or bias: counted in parameter totals.</summary>
+    Parameter,
+
+    /// <summary>Running statistics, step counters and loss state: saved, never counted.</summary>
+    Buffer,
+}
+
+/// <summary>Element type of a state tensor as stored in a checkpoint.</summary>
+public enum StateElementType
+{
+    /// <summary>32-bit float, held in <see cref="StateTensor.Data"/>.</summary>
+    Float32,
+
+    /// <summary>64-bit integer (BN <c>num_batches_tracked</c>), held in <see cref="StateTensor.Int64Data"/>.</summary>
+    Int64,
+}
+
+/// <summary>
+/// One named tensor of a network's state dict: its mmdetection checkpoint key, shape and values.
+/// </summary>
+public sealed class StateTensor
+{
+    /// <summary>Creates a zero-filled tensor with a fixed key and shape.</summary>
+    public StateTensor(string key, int[] shape, StateKind kind, StateElementType elementType = StateElementType.Float32)
+    {
+        Key = key;
+        Shape = shape;
+        Kind = kind;
+        ElementType = elementType;
+        long count = 1;
+        foreach (int d in shape) count *= d;
+        ElementCount = count;
+        Data = elementType == StateElementType.Float32 ? new float[count] : [];
+        Int64Data = elementType == StateElementType.Int64 ? new long[count] : [];
+    }
+
+    /// <summary>The checkpoint key, e.g. <c>backbone.layer1.0.conv1.weight</c>.</summary>
+    public string Key { get; }
+
+    /// <summary>The shape, outermost dimension first (PyTorch order). Empty for a scalar.</summary>
+    public IReadOnlyList<int> Shape { get; }
+
+    /// <summary>Parameter or buffer.</summary>
+    public StateKind Kind { get; }
+
+    /// <summary>Float32 or Int64.</summary>
+    public StateElementType ElementType { get; }
+
+    /// <summary>Product of <see cref="Shape"/> (1 for a scalar).</summary>
+    public long ElementCount { get; }
+
+    /// <summary>Values in row-major order when <see cref="ElementType"/> is Float32, else empty.</summary>
+    public float[] Data { get; }
+
+    /// <summary>Values when <see cref="ElementType"/> is Int64, else empty.</summary>
+    public long[] Int64Data { get; }
+
+    /// <summary>The shape written as PyTorch prints it, e.g. <c>[64, 3, 7, 7]</c>.</summary>
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Key} {ShapeText}";
+}
