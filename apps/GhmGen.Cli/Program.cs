@@ -1,1 +1,3 @@
-return 0;
+using GhmGen.Cli;
+
+return GhmCommand.Run(args, Console.Out, Console.Error);

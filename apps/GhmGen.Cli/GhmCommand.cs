@@ -1,0 +1,21 @@
+using System.CommandLine;
+using GhmGen.Cli.Commands;
+
+namespace GhmGen.Cli;
+
+/// <summary>The <c>ghm</c> root command: wires the subcommands and runs one.</summary>
+internal static class GhmCommand
+{
+    /// <summary>Builds the command tree.</summary>
+    public static RootCommand Create() => new("GhmGen: RetinaNet with GHM losses for .NET")
+    {
+        ModelsCommand.Create(),
+    };
+
+    /// <summary>Parses and runs <paramref name="args"/>, writing to the given streams; returns the exit code.</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        ParseResult parsed = Create().Parse(args);
+        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error });
+    }
+}

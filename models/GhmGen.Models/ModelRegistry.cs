@@ -1,0 +1,48 @@
+using GhmGen.Layers;
+
+namespace GhmGen.Models;
+
+/// <summary>What the registry knows of one model without building it.</summary>
+/// <param name="Name">The model name of SPEC.md §1, e.g. <c>retinanet-ghm-r50-fpn</c>.</param>
+/// <param name="TotalParameters">Learnable parameters.</param>
+/// <param name="Parts">Learnable parameters per part (backbone, neck, head).</param>
+/// <param name="StateTensorCount">Tensors in the state dict, buffers included.</param>
+/// <param name="Create">Builds the network with zeroed weights.</param>
+/// <param name="MultiplyAccumulates">Convolution MACs of one forward pass for an input height and width.</param>
+/// <param name="OutputShapes">Every value's shape for an input height and width.</param>
+public sealed record ModelInfo(
+    string Name,
+    long TotalParameters,
+    IReadOnlyList<(string Part, long Parameters)> Parts,
+    int StateTensorCount,
+    Func<INetwork> Create,
+    Func<int, int, long> MultiplyAccumulates,
+    Func<int, int, LayerShape[]> OutputShapes);
+
+/// <summary>The four published RetinaNet-GHM detectors by name.</summary>
+public static class ModelRegistry
+{
+    /// <summary>Every registered model, smallest first.</summary>
+    public static IReadOnlyList<ModelInfo> All { get; } =
+    [
+        new(RetinaNetGhmR50Fpn.ModelName, RetinaNetGhmR50Fpn.ParameterCounts.Total, RetinaNetGhmR50Fpn.Parts,
+            RetinaNetGhmR50Fpn.StateTensorCount, () => new RetinaNetGhmR50Fpn(),
+            RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes),
+        new(RetinaNetGhmR101Fpn.ModelName, RetinaNetGhmR101Fpn.ParameterCounts.Total, RetinaNetGhmR101Fpn.Parts,
+            RetinaNetGhmR101Fpn.StateTensorCount, () => new RetinaNetGhmR101Fpn(),
+            RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes),
+        new(RetinaNetGhmX101x32x4dFpn.ModelName, RetinaNetGhmX101x32x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x32x4dFpn.Parts,
+            RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x32x4dFpn(),
+            RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes),
+        new(RetinaNetGhmX101x64x4dFpn.ModelName, RetinaNetGhmX101x64x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x64x4dFpn.Parts,
+            RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x64x4dFpn(),
+            RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes),
+    ];
+
+    /// <summary>The model of that name, or null.</summary>
+    public static ModelInfo? Find(string name) => All.FirstOrDefault(m => string.Equals(m.Name, name, StringComparison.Ordinal));
+
+    /// <summary>The model of that name; throws with the list of known names otherwise.</summary>
+    public static ModelInfo Get(string name) => Find(name)
+        ?? throw new ArgumentException($"unknown model '{name}'; known models: {string.Join(", ", All.Select(m => m.Name))}", nameof(name));
+}

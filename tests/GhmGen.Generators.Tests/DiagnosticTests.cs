@@ -1,0 +1,220 @@
+using Microsoft.CodeAnalysis;
+
+namespace GhmGen.Generators.Tests;
+
+/// <summary>Every diagnostic: its ID, severity, message, and that it points at the attribute that is wrong.</summary>
+public class DiagnosticTests
+{
+    private const string Header = "using GhmGen.Description;\nnamespace Demo;\n";
+
+    /// <summary>Runs the generator and returns its single diagnostic, checking that it starts at <paramref name="marker"/>.</summary>
+    private static Diagnostic Single(string source, string id, string marker)
+    {
+        source = Header + source;
+        GeneratorHarness.Result result = GeneratorHarness.Run(source);
+        Diagnostic d = Assert.Single(result.GeneratorDiagnostics);
+        Assert.Equal(id, d.Id);
+        Assert.Equal(DiagnosticSeverity.Error, d.Severity);
+        int at = source.IndexOf(marker, StringComparison.Ordinal);
+        Assert.True(at >= 0, "marker not in source");
+        Assert.Equal(at, d.Location.SourceSpan.Start);
+        Assert.Empty(result.Files);
+        return d;
+    }
+
+    [Fact]
+    public void GHM001_NotPartial() => Assert.Contains("partial", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("c", Out = 4)]
+        public sealed class Net;
+        """, "GHM001", "Network(\"n\")").GetMessage());
+
+    [Fact]
+    public void GHM002_BlockInputChannelsDoNotMatchConnectedValue() => Assert.Contains("expected 16 channels", Single("""
+        [Block]
+        [Input("c3", Channels = 16)]
+        [Conv("lateral", Out = 4)]
+        public sealed class Neck;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("c", Out = 8)]
+        [Use("neck", nameof(Neck))]
+        public sealed partial class Net;
+        """, "GHM002", "Use(\"neck\"").GetMessage());
+
+    [Fact]
+    public void GHM002_ConvDeclaredInputChannels() => Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("c", In = 4, Out = 8)]
+        public sealed partial class Net;
+        """, "GHM002", "Conv(\"c\"");
+
+    [Fact]
+    public void GHM002_AddOfDifferentChannels() => Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8)]
+        [Conv("b", From = "image", Out = 4)]
+        [Add("sum", "a", "b")]
+        public sealed partial class Net;
+        """, "GHM002", "Add(\"sum\"");
+
+    [Fact]
+    public void GHM003_GroupsDoNotDivideChannels() => Assert.Contains("groups 3", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8)]
+        [Conv("b", Out = 8, Kernel = 3, Groups = 3)]
+        public sealed partial class Net;
+        """, "GHM003", "Conv(\"b\"").GetMessage());
+
+    [Fact]
+    public void GHM004_NonPositiveKernel() => Assert.Contains("kernel size must be positive but is 0", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8, Kernel = 0)]
+        public sealed partial class Net;
+        """, "GHM004", "Conv(\"a\"").GetMessage());
+
+    [Fact]
+    public void GHM004_NonPositiveClassCountThroughArguments() => Single("""
+        [Block("classes")]
+        [Input("x")]
+        [Conv("cls", Out = "classes * 9", Kernel = 3, Padding = 1)]
+        public sealed class Head;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Use("head", nameof(Head), Args = "classes = 0")]
+        public sealed partial class Net;
+        """, "GHM004", "Conv(\"cls\"");
+
+    [Fact]
+    public void GHM005_DuplicateLayerName() => Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8)]
+        [Conv("a", Out = 8, Kernel = 1)]
+        public sealed partial class Net;
+        """, "GHM005", "Conv(\"a\", Out = 8, Kernel = 1)");
+
+    [Fact]
+    public void GHM006_UnknownBlock() => Assert.Contains("'Nope'", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Use("x", "Nope")]
+        public sealed partial class Net;
+        """, "GHM006", "Use(\"x\"").GetMessage());
+
+    [Fact]
+    public void GHM007_UnknownValue() => Assert.Contains("'missing'", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", From = "missing", Out = 8)]
+        public sealed partial class Net;
+        """, "GHM007", "Conv(\"a\"").GetMessage());
+
+    [Fact]
+    public void GHM008_CycleBetweenLayers() => Assert.Contains("a -> b -> a", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", From = "b", Out = 3)]
+        [Conv("b", From = "a", Out = 3)]
+        public sealed partial class Net;
+        """, "GHM008", "Conv(\"a\"").GetMessage());
+
+    [Fact]
+    public void GHM008_BlockUsesItself() => Single("""
+        [Block]
+        [Input("x")]
+        [Use("inner", nameof(Loop))]
+        public sealed class Loop;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Use("outer", nameof(Loop))]
+        public sealed partial class Net;
+        """, "GHM008", "Use(\"inner\"");
+
+    [Fact]
+    public void GHM009_FeatureMapShrinksToNothing() => Assert.Contains("minimum input size 8x8", Single("""
+        [Network("n", MinInputSize = 8)]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8, Kernel = 3, Stride = 2, Padding = 1)]
+        [MaxPool("pool", Kernel = 2)]
+        [Conv("b", Out = 8, Kernel = 3)]
+        public sealed partial class Net;
+        """, "GHM009", "Conv(\"b\"").GetMessage());
+
+    [Fact]
+    public void GHM010_MalformedExpression() => Assert.Contains("planes *", Single("""
+        [Block("planes")]
+        [Input("x")]
+        [Conv("a", Out = "planes *")]
+        public sealed class B;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Use("b", nameof(B), Args = "planes = 4")]
+        public sealed partial class Net;
+        """, "GHM010", "Conv(\"a\"").GetMessage());
+
+    [Fact]
+    public void GHM010_UnknownArgument() => Assert.Contains("has no parameter 'plane'", Single("""
+        [Block("planes")]
+        [Input("x")]
+        [Conv("a", Out = "planes")]
+        public sealed class B;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Use("b", nameof(B), Args = "planes = 4, plane = 2")]
+        public sealed partial class Net;
+        """, "GHM010", "Use(\"b\"").GetMessage());
+
+    [Fact]
+    public void GHM011_MissingArgument() => Assert.Contains("'planes'", Single("""
+        [Block("planes")]
+        [Input("x")]
+        [Conv("a", Out = "planes")]
+        public sealed class B;
+
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Stage("s", nameof(B), Count = 2)]
+        public sealed partial class Net;
+        """, "GHM011", "Stage(\"s\"").GetMessage());
+
+    [Fact]
+    public void GHM012_NetworkWithoutInput() => Single("""
+        [Network("n")]
+        [Conv("a", Out = 8)]
+        public sealed partial class Net;
+        """, "GHM012", "Network(\"n\")");
+
+    [Fact]
+    public void GHM013_NestedType() => Single("""
+        public static class Outer
+        {
+            [Network("n")]
+            [Input("image", Channels = 3)]
+            [Conv("a", Out = 8)]
+            public sealed partial class Net;
+        }
+        """, "GHM013", "Network(\"n\")");
+
+    [Fact]
+    public void EveryDescriptorIsTestedAndTracked()
+    {
+        string unshipped = File.ReadAllText(Path.Combine(GeneratorHarness.RepositoryRoot(), "generators", "GhmGen.Generators", "AnalyzerReleases.Unshipped.md"));
+        string tests = File.ReadAllText(Path.Combine(GeneratorHarness.RepositoryRoot(), "tests", "GhmGen.Generators.Tests", "DiagnosticTests.cs"));
+        foreach (string id in Diagnostics.DiagnosticDescriptors.ById.Keys)
+        {
+            Assert.Contains(id + " |", unshipped);
+            Assert.Contains($"void {id}_", tests);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
+
+namespace GhmGen.Generators.Tests;
+
+/// <summary>An edit that does not touch a declaration leaves every generator step cached.</summary>
+public class IncrementalityTests
+{
+    [Fact]
+    public void UnrelatedEdit_LeavesStepsCached()
+    {
+        CSharpCompilation compilation = GeneratorHarness.Compile(TinyNetSource.Text, "namespace Other; public class Unrelated { public int A; }");
+        GeneratorDriver driver = GeneratorHarness.CreateDriver().RunGenerators(compilation);
+
+        SyntaxTree old = compilation.SyntaxTrees.Last();
+        SyntaxTree edited = CSharpSyntaxTree.ParseText("namespace Other; public class Unrelated { public int A; public int B; }", GeneratorHarness.ParseOptions, path: old.FilePath);
+        driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
+
+        GeneratorRunResult run = driver.GetRunResult().Results.Single();
+        foreach (string step in new[] { NetworkGenerator.BlocksStep, NetworkGenerator.NetworksStep, NetworkGenerator.ExpandStep, NetworkGenerator.ModelsStep })
+        {
+            Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
+            foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
+                foreach ((object _, IncrementalStepRunReason reason) in s.Outputs)
+                    Assert.True(reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"step {step} output was {reason}");
+        }
+    }
+
+    [Fact]
+    public void EditedDeclaration_RerunsExpansion()
+    {
+        CSharpCompilation compilation = GeneratorHarness.Compile(TinyNetSource.Text);
+        GeneratorDriver driver = GeneratorHarness.CreateDriver().RunGenerators(compilation);
+        SyntaxTree old = compilation.SyntaxTrees.Single();
+        SyntaxTree edited = CSharpSyntaxTree.ParseText(TinyNetSource.Text.Replace("Count = 2", "Count = 3"), GeneratorHarness.ParseOptions, path: old.FilePath);
+        driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
+        GeneratorRunResult run = driver.GetRunResult().Results.Single();
+        Assert.Contains(run.TrackedSteps[NetworkGenerator.ExpandStep].SelectMany(s => s.Outputs), o => o.Reason == IncrementalStepRunReason.Modified);
+        Assert.Contains("public const long Total = 2530;", run.GeneratedSources.Single().SourceText.ToString()); // + conv 576 + bn 16
+    }
+}
