@@ -35,9 +35,10 @@ public sealed class StateTensor
         long count = 1;
         foreach (int d in shape) count *= d;
         ElementCount = count;
-        Data = elementType == StateElementType.Float32 ? new float[count] : [];
-        Int64Data = elementType == StateElementType.Int64 ? new long[count] : [];
     }
+
+    private float[]? _data;
+    private long[]? _int64Data;
 
     /// <summary>The checkpoint key, e.g. <c>backbone.layer1.0.conv1.weight</c>.</summary>
     public string Key { get; }
@@ -54,11 +55,14 @@ public sealed class StateTensor
     /// <summary>Product of <see cref="Shape"/> (1 for a scalar).</summary>
     public long ElementCount { get; }
 
-    /// <summary>Values in row-major order when <see cref="ElementType"/> is Float32, else empty.</summary>
-    public float[] Data { get; }
+    /// <summary>
+    /// Values in row-major order when <see cref="ElementType"/> is Float32, else empty. Allocated
+    /// (zeroed) on first use, so a network's layout can be inspected without its weights.
+    /// </summary>
+    public float[] Data => _data ??= ElementType == StateElementType.Float32 ? new float[ElementCount] : [];
 
-    /// <summary>Values when <see cref="ElementType"/> is Int64, else empty.</summary>
-    public long[] Int64Data { get; }
+    /// <summary>Values when <see cref="ElementType"/> is Int64, else empty (allocated on first use).</summary>
+    public long[] Int64Data => _int64Data ??= ElementType == StateElementType.Int64 ? new long[ElementCount] : [];
 
     /// <summary>The shape written as PyTorch prints it, e.g. <c>[64, 3, 7, 7]</c>.</summary>
     public string ShapeText => "[" + string.Join(", ", Shape) + "]";
