@@ -11,7 +11,13 @@ Run by hand with Debian's PyTorch (CI never runs Python):
 
     /usr/bin/python3 tools/reference/checkpoints.py verify FILE.pth EXPECTED.json
         torch.load()s a file written by GhmGen and compares it with the JSON description
-        written beside it by the C# test (same schema as `make`). Exit 0 when they agree.
+        written beside it by the C# test (same schema as `make`); also checks every zip entry's
+        CRC, that entries are stored and 64-byte aligned. Exit 0 when they agree. The file comes from
+        TorchCheckpointWriteTests.Writes_a_file_for_torch_to_verify:
+
+        dotnet test tests/GhmGen.Runtime.Tests -c Release --filter "FullyQualifiedName~Checkpoints"
+        D=tests/GhmGen.Runtime.Tests/bin/Release/net10.0/checkpoint-verify
+        /usr/bin/python3 tools/reference/checkpoints.py verify $D/written_by_ghmgen.pth $D/written_by_ghmgen.expected.json
 """
 import collections
 import json

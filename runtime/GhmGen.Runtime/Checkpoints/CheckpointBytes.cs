@@ -51,7 +51,11 @@ internal abstract class CheckpointBytes : IDisposable
         }
     }
 
-    /// <summary>A read-only memory map of a file: pages come from the OS cache as tensors are read.</summary>
+    /// <summary>
+    /// A read-only memory map of a file: pages come from the OS cache as tensors are read, so
+    /// reading a checkpoint costs its mapped pages (shared, reclaimable) plus the values copied out.
+    /// The file must not be truncated by another process while it is open.
+    /// </summary>
     public sealed unsafe class Mapped : CheckpointBytes
     {
         private readonly MemoryMappedFile _map;
@@ -86,19 +90,19 @@ internal abstract class CheckpointBytes : IDisposable
                 stream.Dispose();
                 return new InMemory(name, ReadOnlyMemory<byte>.Empty);
             }
-            MemoryMappedFile map = MemoryMappedFile.CreateFromFile(
-                stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            MemoryMappedViewAccessor view;
+            MemoryMappedFile? map = null;
             try
             {
-                view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+                map = MemoryMappedFile.CreateFromFile(
+                    stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                return new Mapped(name, length, map, map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read));
             }
-            catch
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                map.Dispose();
-                throw;
+                map?.Dispose();
+                stream.Dispose();
+                throw new CheckpointFormatException(name, $"cannot map '{path}': {e.Message}", e);
             }
-            return new Mapped(name, length, map, view);
         }
 
         protected override ReadOnlySpan<byte> SliceUnchecked(long offset, int length)

@@ -25,7 +25,7 @@ internal sealed record PickleGlobal(string Module, string Name)
 internal sealed class PickleReader(string fileName, Func<object[], CheckpointStorage> loadStorage)
 {
     /// <summary>Most values a result may expand to when shared sub-trees are counted each time.</summary>
-    public const long MaxExpandedValues = 50_000_000;
+    public const long MaxExpandedValues = 1_000_000;
 
     private const int MaxBigIntegerBytes = 1024;
     private static readonly UTF8Encoding StrictUtf8 = new(false, true);

@@ -116,6 +116,15 @@ public sealed partial class TorchCheckpoint : IDisposable
         string? pickleName = entries.Keys.Where(n => n.EndsWith("/data.pkl", StringComparison.Ordinal) && n.IndexOf('/') == n.Length - 9).Order(StringComparer.Ordinal).FirstOrDefault();
         if (pickleName == null) throw bytes.Fail("zip archive has no '<archive>/data.pkl' entry; not a PyTorch checkpoint");
         string archive = pickleName[..^"/data.pkl".Length];
+        if (entries.TryGetValue(archive + "/byteorder", out ZipEntry byteOrder))
+        {
+            // torch >= 2.1 records the writer's byte order; only little-endian data is read here.
+            RequireStored(bytes, byteOrder);
+            if (byteOrder.Size > 16 || !bytes.Slice(byteOrder.DataOffset, (int)byteOrder.Size).SequenceEqual("little"u8))
+            {
+                throw bytes.Fail("checkpoint was written on a big-endian machine; only little-endian data is supported");
+            }
+        }
         ZipEntry pickle = entries[pickleName];
         RequireStored(bytes, pickle);
         if (pickle.Size > int.MaxValue) throw bytes.Fail($"data.pkl of {pickle.Size} bytes is too large");

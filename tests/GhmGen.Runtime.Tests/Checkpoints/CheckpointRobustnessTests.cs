@@ -106,6 +106,21 @@ public sealed class CheckpointRobustnessTests
         Assert.Equal([1f, 4, 2, 5, 3, 6], checkpoint.Find("wt")!.ReadFloat32());
     }
 
+    [Fact]
+    public void Pre_1_6_storage_views_in_legacy_files_are_resolved()
+    {
+        // Old torch wrote ('storage', type, root_key, 'cpu', root_numel, (view_key, offset, view_numel)).
+        byte[] viewTensor = P(
+            "ctorch._utils\n_rebuild_tensor_v2\n(",
+            "(", S("storage"), "ctorch\nFloatStorage\n", S("0"), S("cpu"), I(6), "(", S("v1"), I(2), I(3), "t", "t", "Q",
+            I(1), IntTuple(2), IntTuple(1), 0x89, "ccollections\nOrderedDict\n)R", "tR");
+        byte[] file = Legacy(StateDict(S("w"), viewTensor), ["0"], (6, Floats(10, 11, 12, 13, 14, 15)));
+        using TorchCheckpoint checkpoint = TorchCheckpoint.Read(file, "old.pth");
+        // The view starts at root element 2; the tensor starts 1 further: elements 3 and 4.
+        Assert.Equal([13f, 14f], checkpoint.Find("w")!.ReadFloat32());
+        Assert.Equal("v1", checkpoint.Find("w")!.StorageKey);
+    }
+
     // ---- not a checkpoint --------------------------------------------------------------------
 
     [Fact]
