@@ -1,5 +1,7 @@
 using System.CommandLine;
+using GhmGen.Checkpoints;
 using GhmGen.Cli.Commands;
+using GhmGen.Models;
 
 namespace GhmGen.Cli;
 
@@ -10,6 +12,7 @@ internal static class GhmCommand
     public static RootCommand Create() => new("GhmGen: RetinaNet with GHM losses for .NET")
     {
         ModelsCommand.Create(),
+        CheckpointCommand.Create(() => ModelRegistry.All.Select(m => StateLayout.From(m.Create()))),
     };
 
     /// <summary>Parses and runs <paramref name="args"/>, writing to the given streams; returns the exit code.</summary>

@@ -4,6 +4,8 @@ The backbone comes from torchvision's ResNet (same key names and shapes as mmdet
 "pytorch"-style ResNet/ResNeXt, fc removed); the FPN, head and GHM buffers are added by hand
 from mmdetection's module structure (SPEC.md section 3). One line per tensor:
 `key<TAB>dtype<TAB>shape<TAB>kind` with kind = parameter | buffer, in state-dict order.
+Also writes `<model>.macs.txt`: convolution multiply-accumulates for a few input sizes, the
+backbone counted with forward hooks and the FPN/head from the feature sizes.
 
 Run: /usr/bin/python3 tools/reference/state_keys.py tests/GhmGen.Models.Tests/Fixtures/StateDicts
 """
@@ -55,21 +57,6 @@ class Head(nn.Module):
         self.retina_reg = nn.Conv2d(256, 9 * 4, 3, 1, 1)
 
 
-def conv_macs(module, size):
-    """Multiply-accumulates of every Conv2d of a forward pass, counted with hooks."""
-    total = [0]
-
-    def hook(conv, _inp, out):
-        total[0] += out.numel() * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        feats = module(torch.zeros(1, 3, *size))
-    for h in handles:
-        h.remove()
-    return total[0], feats
-
-
 def retinanet_macs(backbone, size):
     """Backbone by hooks; FPN and head from the feature sizes (SPEC.md section 2)."""
     body = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
@@ -101,8 +88,6 @@ def conv_macs_seq(module, x):
         total[0] += out.numel() * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if isinstance(module, nn.Conv2d):
-        handles.append(module.register_forward_hook(hook)) if False else None
     y = module(x)
     for h in handles:
         h.remove()
