@@ -39,6 +39,7 @@ public sealed partial class NetworkGenerator
             EmitState(w, m);
             EmitShapes(w, m);
             EmitDescription(w, m);
+            EmitSession(w, m);
 
             w.Close();
             return w.ToString();
@@ -238,6 +239,117 @@ public sealed partial class NetworkGenerator
             w.Close();
             w.Line("text.AppendLine(string.Format(global::System.Globalization.CultureInfo.InvariantCulture, \"total parameters {0:N0}, {1:F2} GMAC\", ParameterCounts.Total, MultiplyAccumulates(height, width) / 1e9));");
             w.Line("return text.ToString();");
+            w.Close();
+        }
+
+        private static void EmitSession(CodeWriter w, NetworkModel m)
+        {
+            const string B = "global::GhmGen.Backends";
+            ForwardPlan plan = ForwardPlanner.Plan(m, out _, out _)!;
+            int[] size = SizeSlots(m, null);
+            var convIndex = new Dictionary<int, int>();
+            for (int i = 0; i < plan.Convs.Count; i++) convIndex[plan.Convs[i].Conv] = i;
+            var layerProperty = m.Layers.Select(l => PropertyName(l.Key)).ToArray();
+            string V(int value) => $"_v[{value}]";
+
+            w.Line();
+            w.Line("/// <summary>Prepares this network's weights on <paramref name=\"backend\"/> and plans memory for <paramref name=\"batch\"/> x C x <paramref name=\"height\"/> x <paramref name=\"width\"/> inputs.</summary>");
+            w.Line($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);").Line();
+
+            w.Line("/// <summary>");
+            w.Line("/// This network on one backend for one input size: prepared convolutions (batch norm folded),");
+            w.Line($"/// {plan.SlotCount} activation buffers reused as values die, and a straight-line <see cref=\"Forward\"/>.");
+            w.Line("/// </summary>");
+            w.Open("public sealed class Session : global::System.IDisposable");
+            w.Line($"private readonly {B}.IBackend _backend;");
+            w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
+            w.Line($"private readonly {B}.IPreparedConv[] _convs;");
+            w.Line($"private readonly {B}.TensorView[] _v = new {B}.TensorView[{m.Values.Count}];").Line();
+
+            w.Open($"internal Session({m.TypeName} network, {B}.IBackend backend, int batch, int height, int width)");
+            w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
+            w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
+            w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+            w.Line("int[] s = Sizes(height, width);");
+            w.Line("_backend = backend;");
+            w.Line("Batch = batch;");
+            w.Line("Height = height;");
+            w.Line("Width = width;");
+            w.Line($"long[] size = new long[{plan.SlotCount}];");
+            var materialized = plan.Steps.Select(st => st.Output).ToList();
+            foreach (int v in materialized)
+            {
+                int k = size[v];
+                w.Line($"size[{plan.SlotOf[v]}] = global::System.Math.Max(size[{plan.SlotOf[v]}], (long)batch * {m.Values[v].Channels} * s[{2 * k}] * s[{2 * k + 1}]);");
+            }
+            w.Line($"_slots = new {B}.DeviceBuffer[{plan.SlotCount}];");
+            w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);");
+            foreach (int v in materialized)
+            {
+                int k = size[v];
+                w.Line($"_v[{v}] = new(_slots[{plan.SlotOf[v]}], 0, batch, {m.Values[v].Channels}, s[{2 * k}], s[{2 * k + 1}]); // {m.Values[v].Name}");
+            }
+            w.OpenList("_convs =");
+            foreach ((int conv, int bn) in plan.Convs)
+                w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv]}, {(bn >= 0 ? "network." + layerProperty[bn] : "null")}),");
+            w.CloseList();
+            w.Close().Line();
+
+            w.Line("/// <summary>Batch size.</summary>");
+            w.Line("public int Batch { get; }").Line();
+            w.Line("/// <summary>Input height.</summary>");
+            w.Line("public int Height { get; }").Line();
+            w.Line("/// <summary>Input width.</summary>");
+            w.Line("public int Width { get; }").Line();
+            w.Line("/// <summary>The input tensor (N x C x H x W).</summary>");
+            w.Line($"public {B}.TensorView Input => {V(plan.Steps[0].Output)};").Line();
+            foreach (OutputModel o in m.Outputs)
+            {
+                w.Line($"/// <summary>Output <c>{o.Name}</c> (<c>{m.Values[o.Value].Name}</c>), valid after <see cref=\"Forward\"/>.</summary>");
+                w.Line($"public {B}.TensorView {Pascal(o.Name)} => {V(o.Value)};").Line();
+            }
+            w.Line("/// <summary>Every output by name, in declaration order.</summary>");
+            w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> Outputs => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {V(o.Value)})"))}];").Line();
+
+            w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>");
+            w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
+            w.Line($"{B}.IBackend b = _backend;");
+            foreach (ForwardStep st in plan.Steps)
+            {
+                string name = m.Values[st.Output].Name;
+                switch (st.Kind)
+                {
+                    case "input":
+                        w.Line($"b.Upload(input, {V(st.Output)}); // {name}");
+                        break;
+                    case "conv":
+                    {
+                        string what = m.Layers[st.ConvLayer].Key + (st.BnLayer >= 0 ? " + " + m.Layers[st.BnLayer].Key.Substring(m.Layers[st.BnLayer].Key.LastIndexOf('.') + 1) : "") + (st.Other >= 0 ? " + residual" : "") + (st.Relu ? " + relu" : "");
+                        w.Line($"b.Conv2d(_convs[{convIndex[st.ConvLayer]}], {V(st.X)}, {V(st.Output)}, {(st.Other >= 0 ? V(st.Other) : "null")}, relu: {(st.Relu ? "true" : "false")}); // {what}");
+                        break;
+                    }
+                    case "maxpool":
+                        w.Line($"b.MaxPool2d({V(st.X)}, {V(st.Output)}, {st.Kernel}, {st.Stride}, {st.Padding}); // {name}");
+                        break;
+                    case "upsample_add":
+                        if (!st.InPlace) w.Line($"b.Copy({V(st.Other)}, {V(st.Output)});");
+                        w.Line($"b.UpsampleNearestAdd({V(st.X)}, {V(st.Output)}); // {name}");
+                        break;
+                    case "add":
+                        w.Line($"b.Add({V(st.X)}, {V(st.Other)}, {V(st.Output)}, relu: {(st.Relu ? "true" : "false")}); // {name}");
+                        break;
+                    case "relu":
+                        w.Line($"b.Relu({V(st.X)}, {V(st.Output)}); // {name}");
+                        break;
+                }
+            }
+            w.Close().Line();
+
+            w.Line("/// <summary>Releases the prepared weights and activation buffers.</summary>");
+            w.Open("public void Dispose()");
+            w.Line($"foreach ({B}.IPreparedConv conv in _convs) conv.Dispose();");
+            w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+            w.Close();
             w.Close();
         }
 

@@ -28,6 +28,7 @@ public sealed partial class NetworkGenerator
         private readonly List<(long H, long W)[]> _sizes = [];
         private readonly Dictionary<string, int> _valueByName = new(StringComparer.Ordinal);
         private readonly List<NodeModel> _nodes = [];
+        private readonly List<LocationInfo?> _nodeLocations = [];
         private readonly List<string> _parts = [];
         private readonly BlockDecl _network;
 
@@ -86,17 +87,20 @@ public sealed partial class NetworkGenerator
             long channels = Eval(channelsText, Scope(root, args, networkName, _network.Location), networkName, input.Location);
             RequirePositive(channels, "input channels", networkName, input.Location);
             int inputValue = AddValue(input.Name ?? "input", (int)channels, _probes.Select(p => p).ToArray(), input.Location);
-            _nodes.Add(new NodeModel("input", inputValue, EquatableArray<int>.Empty, -1, 0, 0, 0, -1, false, false));
+            AddNode(input.Location, new NodeModel("input", inputValue, EquatableArray<int>.Empty, -1, 0, 0, 0, -1, false, false));
 
             Dictionary<string, int> outputs = ExpandBlock(root, "", "", args, [inputValue], _network.Location, "", shared: false, new List<string> { root.TypeName });
             if (outputs.Count == 0)
                 throw Error(DiagnosticDescriptors.BadShape, _network.Location, networkName, "the network has no outputs");
 
-            return new NetworkModel(
+            var model = new NetworkModel(
                 _network.TypeName, _network.Namespace, _network.Accessibility, networkName, _network.MinInputSize,
                 _layers.ToEquatableArray(), _values.ToEquatableArray(), _nodes.ToEquatableArray(),
                 outputs.Where(kv => kv.Key.Length > 0).Select(kv => new OutputModel(kv.Key, kv.Value)).ToEquatableArray(),
                 _parts.ToEquatableArray());
+            if (Emit.ForwardPlanner.Plan(model, out int badNode, out string? problem) is null)
+                throw Error(DiagnosticDescriptors.NoForward, _nodeLocations[badNode], $"'{_values[_nodes[badNode].Output].Name}'", problem!);
+            return model;
         }
 
         /// <summary>
@@ -245,7 +249,7 @@ public sealed partial class NetworkGenerator
                     int layer = AddLayer(new LayerModel("conv", keyPrefix + op.Name, part, inC, (int)outC, (int)k, (int)s, (int)p, (int)g, bias, 0), d.Location, shared);
                     (long H, long W)[] sizes = _sizes[x].Select(z => (Shrink(z.H, k, s, p), Shrink(z.W, k, s, p))).ToArray();
                     int y = AddValue(valuePrefix + op.Name, (int)outC, sizes, d.Location);
-                    _nodes.Add(new NodeModel("conv", y, new EquatableArray<int>([x]), layer, (int)k, (int)s, (int)p, -1, d.Get("Relu") == "true", shared));
+                    AddNode(d.Location, new NodeModel("conv", y, new EquatableArray<int>([x]), layer, (int)k, (int)s, (int)p, -1, d.Get("Relu") == "true", shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -255,7 +259,7 @@ public sealed partial class NetworkGenerator
                     int c = _values[x].Channels;
                     int layer = AddLayer(new LayerModel("bn", keyPrefix + op.Name, part, c, c, 0, 0, 0, 1, false, 0), d.Location, shared);
                     int y = AddValue(valuePrefix + op.Name, c, _sizes[x], d.Location);
-                    _nodes.Add(new NodeModel("bn", y, new EquatableArray<int>([x]), layer, 0, 0, 0, -1, false, shared));
+                    AddNode(d.Location, new NodeModel("bn", y, new EquatableArray<int>([x]), layer, 0, 0, 0, -1, false, shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -263,7 +267,7 @@ public sealed partial class NetworkGenerator
                 {
                     int x = inputs[0];
                     int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[x], d.Location);
-                    _nodes.Add(new NodeModel("relu", y, new EquatableArray<int>([x]), -1, 0, 0, 0, -1, false, shared));
+                    AddNode(d.Location, new NodeModel("relu", y, new EquatableArray<int>([x]), -1, 0, 0, 0, -1, false, shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -278,7 +282,7 @@ public sealed partial class NetworkGenerator
                     if (p < 0 || 2 * p > k) throw Error(DiagnosticDescriptors.NonPositive, d.Location, where, "padding", "between 0 and half the kernel", p.ToString());
                     (long H, long W)[] sizes = _sizes[x].Select(z => (Shrink(z.H, k, s, p), Shrink(z.W, k, s, p))).ToArray();
                     int y = AddValue(valuePrefix + op.Name, _values[x].Channels, sizes, d.Location);
-                    _nodes.Add(new NodeModel("maxpool", y, new EquatableArray<int>([x]), -1, (int)k, (int)s, (int)p, -1, false, shared));
+                    AddNode(d.Location, new NodeModel("maxpool", y, new EquatableArray<int>([x]), -1, (int)k, (int)s, (int)p, -1, false, shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -286,7 +290,7 @@ public sealed partial class NetworkGenerator
                 {
                     int x = inputs[0], like = inputs[1];
                     int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[like], d.Location);
-                    _nodes.Add(new NodeModel("upsample", y, new EquatableArray<int>([x]), -1, 0, 0, 0, like, false, shared));
+                    AddNode(d.Location, new NodeModel("upsample", y, new EquatableArray<int>([x]), -1, 0, 0, 0, like, false, shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -300,7 +304,7 @@ public sealed partial class NetworkGenerator
                             throw Error(DiagnosticDescriptors.BadShape, d.Location, where,
                                 $"operands '{_values[a].Name}' ({_sizes[a][i].H}x{_sizes[a][i].W}) and '{_values[b].Name}' ({_sizes[b][i].H}x{_sizes[b][i].W}) differ in size for input {_probes[i].H}x{_probes[i].W}");
                     int y = AddValue(valuePrefix + op.Name, _values[a].Channels, _sizes[a], d.Location);
-                    _nodes.Add(new NodeModel("add", y, new EquatableArray<int>([a, b]), -1, 0, 0, 0, -1, false, shared));
+                    AddNode(d.Location, new NodeModel("add", y, new EquatableArray<int>([a, b]), -1, 0, 0, 0, -1, false, shared));
                     local[op.Name] = y;
                     break;
                 }
@@ -430,6 +434,12 @@ public sealed partial class NetworkGenerator
                 done.Add(next);
             }
             return order;
+        }
+
+        private void AddNode(LocationInfo? location, NodeModel node)
+        {
+            _nodes.Add(node);
+            _nodeLocations.Add(location);
         }
 
         private int AddLayer(LayerModel layer, LocationInfo? location, bool shared)

@@ -207,6 +207,24 @@ public class DiagnosticTests
         """, "GHM013", "Network(\"n\")");
 
     [Fact]
+    public void GHM014_BatchNormNotAfterConvolution() => Assert.Contains("folded", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8, Relu = true)]
+        [BatchNorm("bn")]
+        public sealed partial class Net;
+        """, "GHM014", "BatchNorm(\"bn\")").GetMessage());
+
+    [Fact]
+    public void GHM014_UpsampleNotFeedingAnAdd() => Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8, Stride = 2)]
+        [Upsample("up", "image")]
+        public sealed partial class Net;
+        """, "GHM014", "Upsample(\"up\"");
+
+    [Fact]
     public void EveryDescriptorIsTestedAndTracked()
     {
         string unshipped = File.ReadAllText(Path.Combine(GeneratorHarness.RepositoryRoot(), "generators", "GhmGen.Generators", "AnalyzerReleases.Unshipped.md"));

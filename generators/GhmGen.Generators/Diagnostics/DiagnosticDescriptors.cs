@@ -74,6 +74,11 @@ internal static class DiagnosticDescriptors
         "Network type must be top-level",
         "Type '{0}' must be a non-generic class declared directly in a namespace");
 
+    /// <summary>GHM014: "{0}: {1}".</summary>
+    public static readonly DiagnosticDescriptor NoForward = Error("GHM014",
+        "Layer pattern the forward pass cannot run",
+        "{0}: {1}");
+
     /// <summary>All descriptors by ID (diagnostics travel through the pipeline as IDs).</summary>
     public static readonly IReadOnlyDictionary<string, DiagnosticDescriptor> ById = new Dictionary<string, DiagnosticDescriptor>
     {
@@ -90,6 +95,7 @@ internal static class DiagnosticDescriptors
         [MissingArgument.Id] = MissingArgument,
         [BadShape.Id] = BadShape,
         [NestedType.Id] = NestedType,
+        [NoForward.Id] = NoForward,
     };
 
     private static DiagnosticDescriptor Error(string id, string title, string message) =>

@@ -50,6 +50,9 @@ public interface IBackend : IDisposable
     /// <summary>y = act(a + b), elementwise, same shapes (y may alias a or b).</summary>
     void Add(TensorView a, TensorView b, TensorView y, bool relu);
 
+    /// <summary>destination = source, same shapes.</summary>
+    void Copy(TensorView source, TensorView destination);
+
     /// <summary>y = max(x, 0), elementwise (y may alias x).</summary>
     void Relu(TensorView x, TensorView y);
 

@@ -136,6 +136,14 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Copy(TensorView source, TensorView destination)
+    {
+        if (source.ElementCount != destination.ElementCount)
+            throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
+        Span(source).CopyTo(Span(destination));
+    }
+
+    /// <inheritdoc/>
     public void Relu(TensorView x, TensorView y)
     {
         ReadOnlySpan<float> sx = Span(x);

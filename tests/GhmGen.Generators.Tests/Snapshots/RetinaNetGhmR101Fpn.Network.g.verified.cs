@@ -1894,4 +1894,715 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         text.AppendLine(string.Format(global::System.Globalization.CultureInfo.InvariantCulture, "total parameters {0:N0}, {1:F2} GMAC", ParameterCounts.Total, MultiplyAccumulates(height, width) / 1e9));
         return text.ToString();
     }
+
+    /// <summary>Prepares this network's weights on <paramref name="backend"/> and plans memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+
+    /// <summary>
+    /// This network on one backend for one input size: prepared convolutions (batch norm folded),
+    /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// </summary>
+    public sealed class Session : global::System.IDisposable
+    {
+        private readonly global::GhmGen.Backends.IBackend _backend;
+        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
+        private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[405];
+
+        internal Session(RetinaNetGhmR101Fpn network, global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            int[] s = Sizes(height, width);
+            _backend = backend;
+            Batch = batch;
+            Height = height;
+            Width = width;
+            long[] size = new long[11];
+            size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[8] * s[9]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[12] * s[13]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 2048 * s[16] * s[17]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 2048 * s[14] * s[15]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 512 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[14] * s[15]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
+            _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
+            _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
+            _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
+            _v[7] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
+            _v[10] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
+            _v[14] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
+            _v[16] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
+            _v[19] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
+            _v[22] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
+            _v[26] = new(_slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
+            _v[29] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
+            _v[32] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
+            _v[36] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
+            _v[39] = new(_slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
+            _v[42] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
+            _v[46] = new(_slots[2], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
+            _v[48] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
+            _v[51] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
+            _v[54] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
+            _v[58] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
+            _v[61] = new(_slots[0], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
+            _v[64] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
+            _v[68] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
+            _v[71] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
+            _v[74] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
+            _v[78] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
+            _v[81] = new(_slots[0], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
+            _v[84] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
+            _v[88] = new(_slots[0], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
+            _v[90] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
+            _v[93] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
+            _v[96] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
+            _v[100] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
+            _v[103] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
+            _v[106] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
+            _v[110] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
+            _v[113] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
+            _v[116] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
+            _v[120] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
+            _v[123] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
+            _v[126] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
+            _v[130] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
+            _v[133] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
+            _v[136] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
+            _v[140] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
+            _v[143] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu0
+            _v[146] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu1
+            _v[150] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.6.out
+            _v[153] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu0
+            _v[156] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu1
+            _v[160] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.7.out
+            _v[163] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu0
+            _v[166] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu1
+            _v[170] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.8.out
+            _v[173] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu0
+            _v[176] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu1
+            _v[180] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.9.out
+            _v[183] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu0
+            _v[186] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu1
+            _v[190] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.10.out
+            _v[193] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu0
+            _v[196] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu1
+            _v[200] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.11.out
+            _v[203] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu0
+            _v[206] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu1
+            _v[210] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.12.out
+            _v[213] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu0
+            _v[216] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu1
+            _v[220] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.13.out
+            _v[223] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu0
+            _v[226] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu1
+            _v[230] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.14.out
+            _v[233] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu0
+            _v[236] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu1
+            _v[240] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.15.out
+            _v[243] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu0
+            _v[246] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu1
+            _v[250] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.16.out
+            _v[253] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu0
+            _v[256] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu1
+            _v[260] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.17.out
+            _v[263] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu0
+            _v[266] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu1
+            _v[270] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.18.out
+            _v[273] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu0
+            _v[276] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu1
+            _v[280] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.19.out
+            _v[283] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu0
+            _v[286] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu1
+            _v[290] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.20.out
+            _v[293] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu0
+            _v[296] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu1
+            _v[300] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.21.out
+            _v[303] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu0
+            _v[306] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu1
+            _v[310] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.22.out
+            _v[313] = new(_slots[2], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
+            _v[316] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
+            _v[320] = new(_slots[2], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
+            _v[322] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
+            _v[325] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
+            _v[328] = new(_slots[2], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
+            _v[332] = new(_slots[0], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
+            _v[335] = new(_slots[4], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
+            _v[338] = new(_slots[2], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
+            _v[342] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
+            _v[343] = new(_slots[0], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
+            _v[344] = new(_slots[2], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
+            _v[345] = new(_slots[3], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
+            _v[347] = new(_slots[2], 0, batch, 256, s[10], s[11]); // neck.merged4
+            _v[349] = new(_slots[0], 0, batch, 256, s[6], s[7]); // neck.merged3
+            _v[350] = new(_slots[1], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
+            _v[351] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
+            _v[352] = new(_slots[2], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
+            _v[353] = new(_slots[3], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
+            _v[354] = new(_slots[4], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
+            _v[355] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
+            _v[356] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[357] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
+            _v[358] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[359] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
+            _v[360] = new(_slots[1], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[361] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
+            _v[362] = new(_slots[1], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[363] = new(_slots[5], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
+            _v[364] = new(_slots[6], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _v[365] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _v[366] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _v[367] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _v[368] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _v[369] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _v[370] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _v[371] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _v[372] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _v[373] = new(_slots[1], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _v[374] = new(_slots[7], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _v[375] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _v[376] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _v[377] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _v[378] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _v[379] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _v[380] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _v[381] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _v[382] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _v[383] = new(_slots[0], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _v[384] = new(_slots[8], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _v[385] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _v[386] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _v[387] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _v[388] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _v[389] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _v[390] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _v[391] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _v[392] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _v[393] = new(_slots[2], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _v[394] = new(_slots[9], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
+            _v[395] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _v[396] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
+            _v[397] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _v[398] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
+            _v[399] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _v[400] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
+            _v[401] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _v[402] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
+            _v[403] = new(_slots[3], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[404] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+            _convs =
+            [
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null),
+            ];
+        }
+
+        /// <summary>Batch size.</summary>
+        public int Batch { get; }
+
+        /// <summary>Input height.</summary>
+        public int Height { get; }
+
+        /// <summary>Input width.</summary>
+        public int Width { get; }
+
+        /// <summary>The input tensor (N x C x H x W).</summary>
+        public global::GhmGen.Backends.TensorView Input => _v[0];
+
+        /// <summary>Output <c>cls_p3</c> (<c>bbox_head.p3.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP3 => _v[363];
+
+        /// <summary>Output <c>reg_p3</c> (<c>bbox_head.p3.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP3 => _v[364];
+
+        /// <summary>Output <c>cls_p4</c> (<c>bbox_head.p4.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP4 => _v[373];
+
+        /// <summary>Output <c>reg_p4</c> (<c>bbox_head.p4.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP4 => _v[374];
+
+        /// <summary>Output <c>cls_p5</c> (<c>bbox_head.p5.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP5 => _v[383];
+
+        /// <summary>Output <c>reg_p5</c> (<c>bbox_head.p5.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP5 => _v[384];
+
+        /// <summary>Output <c>cls_p6</c> (<c>bbox_head.p6.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP6 => _v[393];
+
+        /// <summary>Output <c>reg_p6</c> (<c>bbox_head.p6.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP6 => _v[394];
+
+        /// <summary>Output <c>cls_p7</c> (<c>bbox_head.p7.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP7 => _v[403];
+
+        /// <summary>Output <c>reg_p7</c> (<c>bbox_head.p7.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP7 => _v[404];
+
+        /// <summary>Every output by name, in declaration order.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> Outputs => [("cls_p3", _v[363]), ("reg_p3", _v[364]), ("cls_p4", _v[373]), ("reg_p4", _v[374]), ("cls_p5", _v[383]), ("reg_p5", _v[384]), ("cls_p6", _v[393]), ("reg_p6", _v[394]), ("cls_p7", _v[403]), ("reg_p7", _v[404])];
+
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>
+        public void Forward(global::System.ReadOnlySpan<float> input)
+        {
+            global::GhmGen.Backends.IBackend b = _backend;
+            b.Upload(input, _v[0]); // image
+            b.Conv2d(_convs[0], _v[0], _v[3], null, relu: true); // backbone.conv1 + bn1 + relu
+            b.MaxPool2d(_v[3], _v[4], 3, 2, 1); // backbone.pool
+            b.Conv2d(_convs[1], _v[4], _v[7], null, relu: true); // backbone.layer1.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[2], _v[7], _v[10], null, relu: true); // backbone.layer1.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[3], _v[4], _v[14], null, relu: false); // backbone.layer1.0.downsample.0 + 1
+            b.Conv2d(_convs[4], _v[10], _v[16], _v[14], relu: true); // backbone.layer1.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[5], _v[16], _v[19], null, relu: true); // backbone.layer1.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[6], _v[19], _v[22], null, relu: true); // backbone.layer1.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[7], _v[22], _v[26], _v[16], relu: true); // backbone.layer1.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[8], _v[26], _v[29], null, relu: true); // backbone.layer1.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[9], _v[29], _v[32], null, relu: true); // backbone.layer1.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[10], _v[32], _v[36], _v[26], relu: true); // backbone.layer1.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[11], _v[36], _v[39], null, relu: true); // backbone.layer2.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[12], _v[39], _v[42], null, relu: true); // backbone.layer2.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[13], _v[36], _v[46], null, relu: false); // backbone.layer2.0.downsample.0 + 1
+            b.Conv2d(_convs[14], _v[42], _v[48], _v[46], relu: true); // backbone.layer2.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[15], _v[48], _v[51], null, relu: true); // backbone.layer2.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[16], _v[51], _v[54], null, relu: true); // backbone.layer2.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[17], _v[54], _v[58], _v[48], relu: true); // backbone.layer2.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[18], _v[58], _v[61], null, relu: true); // backbone.layer2.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[19], _v[61], _v[64], null, relu: true); // backbone.layer2.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[20], _v[64], _v[68], _v[58], relu: true); // backbone.layer2.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[21], _v[68], _v[71], null, relu: true); // backbone.layer2.3.conv1 + bn1 + relu
+            b.Conv2d(_convs[22], _v[71], _v[74], null, relu: true); // backbone.layer2.3.conv2 + bn2 + relu
+            b.Conv2d(_convs[23], _v[74], _v[78], _v[68], relu: true); // backbone.layer2.3.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[24], _v[78], _v[81], null, relu: true); // backbone.layer3.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[25], _v[81], _v[84], null, relu: true); // backbone.layer3.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[26], _v[78], _v[88], null, relu: false); // backbone.layer3.0.downsample.0 + 1
+            b.Conv2d(_convs[27], _v[84], _v[90], _v[88], relu: true); // backbone.layer3.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[28], _v[90], _v[93], null, relu: true); // backbone.layer3.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[29], _v[93], _v[96], null, relu: true); // backbone.layer3.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[30], _v[96], _v[100], _v[90], relu: true); // backbone.layer3.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[31], _v[100], _v[103], null, relu: true); // backbone.layer3.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[32], _v[103], _v[106], null, relu: true); // backbone.layer3.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[33], _v[106], _v[110], _v[100], relu: true); // backbone.layer3.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[34], _v[110], _v[113], null, relu: true); // backbone.layer3.3.conv1 + bn1 + relu
+            b.Conv2d(_convs[35], _v[113], _v[116], null, relu: true); // backbone.layer3.3.conv2 + bn2 + relu
+            b.Conv2d(_convs[36], _v[116], _v[120], _v[110], relu: true); // backbone.layer3.3.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[37], _v[120], _v[123], null, relu: true); // backbone.layer3.4.conv1 + bn1 + relu
+            b.Conv2d(_convs[38], _v[123], _v[126], null, relu: true); // backbone.layer3.4.conv2 + bn2 + relu
+            b.Conv2d(_convs[39], _v[126], _v[130], _v[120], relu: true); // backbone.layer3.4.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[40], _v[130], _v[133], null, relu: true); // backbone.layer3.5.conv1 + bn1 + relu
+            b.Conv2d(_convs[41], _v[133], _v[136], null, relu: true); // backbone.layer3.5.conv2 + bn2 + relu
+            b.Conv2d(_convs[42], _v[136], _v[140], _v[130], relu: true); // backbone.layer3.5.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[43], _v[140], _v[143], null, relu: true); // backbone.layer3.6.conv1 + bn1 + relu
+            b.Conv2d(_convs[44], _v[143], _v[146], null, relu: true); // backbone.layer3.6.conv2 + bn2 + relu
+            b.Conv2d(_convs[45], _v[146], _v[150], _v[140], relu: true); // backbone.layer3.6.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[46], _v[150], _v[153], null, relu: true); // backbone.layer3.7.conv1 + bn1 + relu
+            b.Conv2d(_convs[47], _v[153], _v[156], null, relu: true); // backbone.layer3.7.conv2 + bn2 + relu
+            b.Conv2d(_convs[48], _v[156], _v[160], _v[150], relu: true); // backbone.layer3.7.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[49], _v[160], _v[163], null, relu: true); // backbone.layer3.8.conv1 + bn1 + relu
+            b.Conv2d(_convs[50], _v[163], _v[166], null, relu: true); // backbone.layer3.8.conv2 + bn2 + relu
+            b.Conv2d(_convs[51], _v[166], _v[170], _v[160], relu: true); // backbone.layer3.8.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[52], _v[170], _v[173], null, relu: true); // backbone.layer3.9.conv1 + bn1 + relu
+            b.Conv2d(_convs[53], _v[173], _v[176], null, relu: true); // backbone.layer3.9.conv2 + bn2 + relu
+            b.Conv2d(_convs[54], _v[176], _v[180], _v[170], relu: true); // backbone.layer3.9.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[55], _v[180], _v[183], null, relu: true); // backbone.layer3.10.conv1 + bn1 + relu
+            b.Conv2d(_convs[56], _v[183], _v[186], null, relu: true); // backbone.layer3.10.conv2 + bn2 + relu
+            b.Conv2d(_convs[57], _v[186], _v[190], _v[180], relu: true); // backbone.layer3.10.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[58], _v[190], _v[193], null, relu: true); // backbone.layer3.11.conv1 + bn1 + relu
+            b.Conv2d(_convs[59], _v[193], _v[196], null, relu: true); // backbone.layer3.11.conv2 + bn2 + relu
+            b.Conv2d(_convs[60], _v[196], _v[200], _v[190], relu: true); // backbone.layer3.11.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[61], _v[200], _v[203], null, relu: true); // backbone.layer3.12.conv1 + bn1 + relu
+            b.Conv2d(_convs[62], _v[203], _v[206], null, relu: true); // backbone.layer3.12.conv2 + bn2 + relu
+            b.Conv2d(_convs[63], _v[206], _v[210], _v[200], relu: true); // backbone.layer3.12.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[64], _v[210], _v[213], null, relu: true); // backbone.layer3.13.conv1 + bn1 + relu
+            b.Conv2d(_convs[65], _v[213], _v[216], null, relu: true); // backbone.layer3.13.conv2 + bn2 + relu
+            b.Conv2d(_convs[66], _v[216], _v[220], _v[210], relu: true); // backbone.layer3.13.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[67], _v[220], _v[223], null, relu: true); // backbone.layer3.14.conv1 + bn1 + relu
+            b.Conv2d(_convs[68], _v[223], _v[226], null, relu: true); // backbone.layer3.14.conv2 + bn2 + relu
+            b.Conv2d(_convs[69], _v[226], _v[230], _v[220], relu: true); // backbone.layer3.14.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[70], _v[230], _v[233], null, relu: true); // backbone.layer3.15.conv1 + bn1 + relu
+            b.Conv2d(_convs[71], _v[233], _v[236], null, relu: true); // backbone.layer3.15.conv2 + bn2 + relu
+            b.Conv2d(_convs[72], _v[236], _v[240], _v[230], relu: true); // backbone.layer3.15.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[73], _v[240], _v[243], null, relu: true); // backbone.layer3.16.conv1 + bn1 + relu
+            b.Conv2d(_convs[74], _v[243], _v[246], null, relu: true); // backbone.layer3.16.conv2 + bn2 + relu
+            b.Conv2d(_convs[75], _v[246], _v[250], _v[240], relu: true); // backbone.layer3.16.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[76], _v[250], _v[253], null, relu: true); // backbone.layer3.17.conv1 + bn1 + relu
+            b.Conv2d(_convs[77], _v[253], _v[256], null, relu: true); // backbone.layer3.17.conv2 + bn2 + relu
+            b.Conv2d(_convs[78], _v[256], _v[260], _v[250], relu: true); // backbone.layer3.17.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[79], _v[260], _v[263], null, relu: true); // backbone.layer3.18.conv1 + bn1 + relu
+            b.Conv2d(_convs[80], _v[263], _v[266], null, relu: true); // backbone.layer3.18.conv2 + bn2 + relu
+            b.Conv2d(_convs[81], _v[266], _v[270], _v[260], relu: true); // backbone.layer3.18.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[82], _v[270], _v[273], null, relu: true); // backbone.layer3.19.conv1 + bn1 + relu
+            b.Conv2d(_convs[83], _v[273], _v[276], null, relu: true); // backbone.layer3.19.conv2 + bn2 + relu
+            b.Conv2d(_convs[84], _v[276], _v[280], _v[270], relu: true); // backbone.layer3.19.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[85], _v[280], _v[283], null, relu: true); // backbone.layer3.20.conv1 + bn1 + relu
+            b.Conv2d(_convs[86], _v[283], _v[286], null, relu: true); // backbone.layer3.20.conv2 + bn2 + relu
+            b.Conv2d(_convs[87], _v[286], _v[290], _v[280], relu: true); // backbone.layer3.20.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[88], _v[290], _v[293], null, relu: true); // backbone.layer3.21.conv1 + bn1 + relu
+            b.Conv2d(_convs[89], _v[293], _v[296], null, relu: true); // backbone.layer3.21.conv2 + bn2 + relu
+            b.Conv2d(_convs[90], _v[296], _v[300], _v[290], relu: true); // backbone.layer3.21.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[91], _v[300], _v[303], null, relu: true); // backbone.layer3.22.conv1 + bn1 + relu
+            b.Conv2d(_convs[92], _v[303], _v[306], null, relu: true); // backbone.layer3.22.conv2 + bn2 + relu
+            b.Conv2d(_convs[93], _v[306], _v[310], _v[300], relu: true); // backbone.layer3.22.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[94], _v[310], _v[313], null, relu: true); // backbone.layer4.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[95], _v[313], _v[316], null, relu: true); // backbone.layer4.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[96], _v[310], _v[320], null, relu: false); // backbone.layer4.0.downsample.0 + 1
+            b.Conv2d(_convs[97], _v[316], _v[322], _v[320], relu: true); // backbone.layer4.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[98], _v[322], _v[325], null, relu: true); // backbone.layer4.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[99], _v[325], _v[328], null, relu: true); // backbone.layer4.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[100], _v[328], _v[332], _v[322], relu: true); // backbone.layer4.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[101], _v[332], _v[335], null, relu: true); // backbone.layer4.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[102], _v[335], _v[338], null, relu: true); // backbone.layer4.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[103], _v[338], _v[342], _v[332], relu: true); // backbone.layer4.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[104], _v[78], _v[343], null, relu: false); // neck.lateral_convs.0.conv
+            b.Conv2d(_convs[105], _v[310], _v[344], null, relu: false); // neck.lateral_convs.1.conv
+            b.Conv2d(_convs[106], _v[342], _v[345], null, relu: false); // neck.lateral_convs.2.conv
+            b.UpsampleNearestAdd(_v[345], _v[347]); // neck.merged4
+            b.UpsampleNearestAdd(_v[347], _v[349]); // neck.merged3
+            b.Conv2d(_convs[107], _v[349], _v[350], null, relu: false); // neck.fpn_convs.0.conv
+            b.Conv2d(_convs[108], _v[347], _v[351], null, relu: false); // neck.fpn_convs.1.conv
+            b.Conv2d(_convs[109], _v[345], _v[352], null, relu: false); // neck.fpn_convs.2.conv
+            b.Conv2d(_convs[110], _v[342], _v[353], null, relu: false); // neck.fpn_convs.3.conv
+            b.Conv2d(_convs[111], _v[353], _v[354], null, relu: false); // neck.fpn_convs.4.conv
+            b.Conv2d(_convs[112], _v[350], _v[355], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[113], _v[355], _v[356], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[114], _v[356], _v[357], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[115], _v[357], _v[358], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[116], _v[350], _v[359], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[117], _v[359], _v[360], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[118], _v[360], _v[361], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[119], _v[361], _v[362], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[120], _v[358], _v[363], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[121], _v[362], _v[364], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[112], _v[351], _v[365], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[113], _v[365], _v[366], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[114], _v[366], _v[367], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[115], _v[367], _v[368], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[116], _v[351], _v[369], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[117], _v[369], _v[370], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[118], _v[370], _v[371], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[119], _v[371], _v[372], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[120], _v[368], _v[373], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[121], _v[372], _v[374], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[112], _v[352], _v[375], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[113], _v[375], _v[376], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[114], _v[376], _v[377], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[115], _v[377], _v[378], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[116], _v[352], _v[379], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[117], _v[379], _v[380], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[118], _v[380], _v[381], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[119], _v[381], _v[382], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[120], _v[378], _v[383], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[121], _v[382], _v[384], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[112], _v[353], _v[385], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[113], _v[385], _v[386], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[114], _v[386], _v[387], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[115], _v[387], _v[388], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[116], _v[353], _v[389], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[117], _v[389], _v[390], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[118], _v[390], _v[391], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[119], _v[391], _v[392], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[120], _v[388], _v[393], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[121], _v[392], _v[394], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[112], _v[354], _v[395], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[113], _v[395], _v[396], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[114], _v[396], _v[397], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[115], _v[397], _v[398], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[116], _v[354], _v[399], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[117], _v[399], _v[400], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[118], _v[400], _v[401], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[119], _v[401], _v[402], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[120], _v[398], _v[403], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[121], _v[402], _v[404], null, relu: false); // bbox_head.retina_reg
+        }
+
+        /// <summary>Releases the prepared weights and activation buffers.</summary>
+        public void Dispose()
+        {
+            foreach (global::GhmGen.Backends.IPreparedConv conv in _convs) conv.Dispose();
+            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+        }
+    }
 }

@@ -1146,4 +1146,511 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
         text.AppendLine(string.Format(global::System.Globalization.CultureInfo.InvariantCulture, "total parameters {0:N0}, {1:F2} GMAC", ParameterCounts.Total, MultiplyAccumulates(height, width) / 1e9));
         return text.ToString();
     }
+
+    /// <summary>Prepares this network's weights on <paramref name="backend"/> and plans memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+
+    /// <summary>
+    /// This network on one backend for one input size: prepared convolutions (batch norm folded),
+    /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// </summary>
+    public sealed class Session : global::System.IDisposable
+    {
+        private readonly global::GhmGen.Backends.IBackend _backend;
+        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
+        private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[235];
+
+        internal Session(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            int[] s = Sizes(height, width);
+            _backend = backend;
+            Batch = batch;
+            Height = height;
+            Width = width;
+            long[] size = new long[11];
+            size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[8] * s[9]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[12] * s[13]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 2048 * s[16] * s[17]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 2048 * s[14] * s[15]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 512 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+            size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
+            size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[10] * s[11]);
+            size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[14] * s[15]);
+            size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[18] * s[19]);
+            size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[20] * s[21]);
+            size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
+            _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
+            _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
+            _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
+            _v[7] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
+            _v[10] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
+            _v[14] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
+            _v[16] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
+            _v[19] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
+            _v[22] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
+            _v[26] = new(_slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
+            _v[29] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
+            _v[32] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
+            _v[36] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
+            _v[39] = new(_slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
+            _v[42] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
+            _v[46] = new(_slots[2], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
+            _v[48] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
+            _v[51] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
+            _v[54] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
+            _v[58] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
+            _v[61] = new(_slots[0], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
+            _v[64] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
+            _v[68] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
+            _v[71] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
+            _v[74] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
+            _v[78] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
+            _v[81] = new(_slots[0], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
+            _v[84] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
+            _v[88] = new(_slots[0], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
+            _v[90] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
+            _v[93] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
+            _v[96] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
+            _v[100] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
+            _v[103] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
+            _v[106] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
+            _v[110] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
+            _v[113] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
+            _v[116] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
+            _v[120] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
+            _v[123] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
+            _v[126] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
+            _v[130] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
+            _v[133] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
+            _v[136] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
+            _v[140] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
+            _v[143] = new(_slots[3], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
+            _v[146] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
+            _v[150] = new(_slots[3], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
+            _v[152] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
+            _v[155] = new(_slots[3], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
+            _v[158] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
+            _v[162] = new(_slots[3], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
+            _v[165] = new(_slots[4], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
+            _v[168] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
+            _v[172] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
+            _v[173] = new(_slots[3], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
+            _v[174] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
+            _v[175] = new(_slots[1], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
+            _v[177] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.merged4
+            _v[179] = new(_slots[3], 0, batch, 256, s[6], s[7]); // neck.merged3
+            _v[180] = new(_slots[2], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
+            _v[181] = new(_slots[3], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
+            _v[182] = new(_slots[0], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
+            _v[183] = new(_slots[1], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
+            _v[184] = new(_slots[4], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
+            _v[185] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
+            _v[186] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[187] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
+            _v[188] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[189] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
+            _v[190] = new(_slots[2], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[191] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
+            _v[192] = new(_slots[2], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[193] = new(_slots[5], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
+            _v[194] = new(_slots[6], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _v[195] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _v[196] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _v[197] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _v[198] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _v[199] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _v[200] = new(_slots[3], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _v[201] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _v[202] = new(_slots[3], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _v[203] = new(_slots[2], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _v[204] = new(_slots[7], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _v[205] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _v[206] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _v[207] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _v[208] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _v[209] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _v[210] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _v[211] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _v[212] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _v[213] = new(_slots[3], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _v[214] = new(_slots[8], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _v[215] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _v[216] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _v[217] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _v[218] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _v[219] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _v[220] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _v[221] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _v[222] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _v[223] = new(_slots[0], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _v[224] = new(_slots[9], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
+            _v[225] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _v[226] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
+            _v[227] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _v[228] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
+            _v[229] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _v[230] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
+            _v[231] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _v[232] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
+            _v[233] = new(_slots[1], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[234] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+            _convs =
+            [
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null),
+            ];
+        }
+
+        /// <summary>Batch size.</summary>
+        public int Batch { get; }
+
+        /// <summary>Input height.</summary>
+        public int Height { get; }
+
+        /// <summary>Input width.</summary>
+        public int Width { get; }
+
+        /// <summary>The input tensor (N x C x H x W).</summary>
+        public global::GhmGen.Backends.TensorView Input => _v[0];
+
+        /// <summary>Output <c>cls_p3</c> (<c>bbox_head.p3.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP3 => _v[193];
+
+        /// <summary>Output <c>reg_p3</c> (<c>bbox_head.p3.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP3 => _v[194];
+
+        /// <summary>Output <c>cls_p4</c> (<c>bbox_head.p4.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP4 => _v[203];
+
+        /// <summary>Output <c>reg_p4</c> (<c>bbox_head.p4.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP4 => _v[204];
+
+        /// <summary>Output <c>cls_p5</c> (<c>bbox_head.p5.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP5 => _v[213];
+
+        /// <summary>Output <c>reg_p5</c> (<c>bbox_head.p5.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP5 => _v[214];
+
+        /// <summary>Output <c>cls_p6</c> (<c>bbox_head.p6.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP6 => _v[223];
+
+        /// <summary>Output <c>reg_p6</c> (<c>bbox_head.p6.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP6 => _v[224];
+
+        /// <summary>Output <c>cls_p7</c> (<c>bbox_head.p7.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsP7 => _v[233];
+
+        /// <summary>Output <c>reg_p7</c> (<c>bbox_head.p7.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView RegP7 => _v[234];
+
+        /// <summary>Every output by name, in declaration order.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> Outputs => [("cls_p3", _v[193]), ("reg_p3", _v[194]), ("cls_p4", _v[203]), ("reg_p4", _v[204]), ("cls_p5", _v[213]), ("reg_p5", _v[214]), ("cls_p6", _v[223]), ("reg_p6", _v[224]), ("cls_p7", _v[233]), ("reg_p7", _v[234])];
+
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>
+        public void Forward(global::System.ReadOnlySpan<float> input)
+        {
+            global::GhmGen.Backends.IBackend b = _backend;
+            b.Upload(input, _v[0]); // image
+            b.Conv2d(_convs[0], _v[0], _v[3], null, relu: true); // backbone.conv1 + bn1 + relu
+            b.MaxPool2d(_v[3], _v[4], 3, 2, 1); // backbone.pool
+            b.Conv2d(_convs[1], _v[4], _v[7], null, relu: true); // backbone.layer1.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[2], _v[7], _v[10], null, relu: true); // backbone.layer1.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[3], _v[4], _v[14], null, relu: false); // backbone.layer1.0.downsample.0 + 1
+            b.Conv2d(_convs[4], _v[10], _v[16], _v[14], relu: true); // backbone.layer1.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[5], _v[16], _v[19], null, relu: true); // backbone.layer1.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[6], _v[19], _v[22], null, relu: true); // backbone.layer1.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[7], _v[22], _v[26], _v[16], relu: true); // backbone.layer1.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[8], _v[26], _v[29], null, relu: true); // backbone.layer1.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[9], _v[29], _v[32], null, relu: true); // backbone.layer1.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[10], _v[32], _v[36], _v[26], relu: true); // backbone.layer1.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[11], _v[36], _v[39], null, relu: true); // backbone.layer2.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[12], _v[39], _v[42], null, relu: true); // backbone.layer2.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[13], _v[36], _v[46], null, relu: false); // backbone.layer2.0.downsample.0 + 1
+            b.Conv2d(_convs[14], _v[42], _v[48], _v[46], relu: true); // backbone.layer2.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[15], _v[48], _v[51], null, relu: true); // backbone.layer2.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[16], _v[51], _v[54], null, relu: true); // backbone.layer2.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[17], _v[54], _v[58], _v[48], relu: true); // backbone.layer2.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[18], _v[58], _v[61], null, relu: true); // backbone.layer2.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[19], _v[61], _v[64], null, relu: true); // backbone.layer2.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[20], _v[64], _v[68], _v[58], relu: true); // backbone.layer2.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[21], _v[68], _v[71], null, relu: true); // backbone.layer2.3.conv1 + bn1 + relu
+            b.Conv2d(_convs[22], _v[71], _v[74], null, relu: true); // backbone.layer2.3.conv2 + bn2 + relu
+            b.Conv2d(_convs[23], _v[74], _v[78], _v[68], relu: true); // backbone.layer2.3.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[24], _v[78], _v[81], null, relu: true); // backbone.layer3.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[25], _v[81], _v[84], null, relu: true); // backbone.layer3.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[26], _v[78], _v[88], null, relu: false); // backbone.layer3.0.downsample.0 + 1
+            b.Conv2d(_convs[27], _v[84], _v[90], _v[88], relu: true); // backbone.layer3.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[28], _v[90], _v[93], null, relu: true); // backbone.layer3.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[29], _v[93], _v[96], null, relu: true); // backbone.layer3.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[30], _v[96], _v[100], _v[90], relu: true); // backbone.layer3.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[31], _v[100], _v[103], null, relu: true); // backbone.layer3.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[32], _v[103], _v[106], null, relu: true); // backbone.layer3.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[33], _v[106], _v[110], _v[100], relu: true); // backbone.layer3.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[34], _v[110], _v[113], null, relu: true); // backbone.layer3.3.conv1 + bn1 + relu
+            b.Conv2d(_convs[35], _v[113], _v[116], null, relu: true); // backbone.layer3.3.conv2 + bn2 + relu
+            b.Conv2d(_convs[36], _v[116], _v[120], _v[110], relu: true); // backbone.layer3.3.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[37], _v[120], _v[123], null, relu: true); // backbone.layer3.4.conv1 + bn1 + relu
+            b.Conv2d(_convs[38], _v[123], _v[126], null, relu: true); // backbone.layer3.4.conv2 + bn2 + relu
+            b.Conv2d(_convs[39], _v[126], _v[130], _v[120], relu: true); // backbone.layer3.4.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[40], _v[130], _v[133], null, relu: true); // backbone.layer3.5.conv1 + bn1 + relu
+            b.Conv2d(_convs[41], _v[133], _v[136], null, relu: true); // backbone.layer3.5.conv2 + bn2 + relu
+            b.Conv2d(_convs[42], _v[136], _v[140], _v[130], relu: true); // backbone.layer3.5.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[43], _v[140], _v[143], null, relu: true); // backbone.layer4.0.conv1 + bn1 + relu
+            b.Conv2d(_convs[44], _v[143], _v[146], null, relu: true); // backbone.layer4.0.conv2 + bn2 + relu
+            b.Conv2d(_convs[45], _v[140], _v[150], null, relu: false); // backbone.layer4.0.downsample.0 + 1
+            b.Conv2d(_convs[46], _v[146], _v[152], _v[150], relu: true); // backbone.layer4.0.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[47], _v[152], _v[155], null, relu: true); // backbone.layer4.1.conv1 + bn1 + relu
+            b.Conv2d(_convs[48], _v[155], _v[158], null, relu: true); // backbone.layer4.1.conv2 + bn2 + relu
+            b.Conv2d(_convs[49], _v[158], _v[162], _v[152], relu: true); // backbone.layer4.1.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[50], _v[162], _v[165], null, relu: true); // backbone.layer4.2.conv1 + bn1 + relu
+            b.Conv2d(_convs[51], _v[165], _v[168], null, relu: true); // backbone.layer4.2.conv2 + bn2 + relu
+            b.Conv2d(_convs[52], _v[168], _v[172], _v[162], relu: true); // backbone.layer4.2.conv3 + bn3 + residual + relu
+            b.Conv2d(_convs[53], _v[78], _v[173], null, relu: false); // neck.lateral_convs.0.conv
+            b.Conv2d(_convs[54], _v[140], _v[174], null, relu: false); // neck.lateral_convs.1.conv
+            b.Conv2d(_convs[55], _v[172], _v[175], null, relu: false); // neck.lateral_convs.2.conv
+            b.UpsampleNearestAdd(_v[175], _v[177]); // neck.merged4
+            b.UpsampleNearestAdd(_v[177], _v[179]); // neck.merged3
+            b.Conv2d(_convs[56], _v[179], _v[180], null, relu: false); // neck.fpn_convs.0.conv
+            b.Conv2d(_convs[57], _v[177], _v[181], null, relu: false); // neck.fpn_convs.1.conv
+            b.Conv2d(_convs[58], _v[175], _v[182], null, relu: false); // neck.fpn_convs.2.conv
+            b.Conv2d(_convs[59], _v[172], _v[183], null, relu: false); // neck.fpn_convs.3.conv
+            b.Conv2d(_convs[60], _v[183], _v[184], null, relu: false); // neck.fpn_convs.4.conv
+            b.Conv2d(_convs[61], _v[180], _v[185], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[62], _v[185], _v[186], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[63], _v[186], _v[187], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[64], _v[187], _v[188], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[65], _v[180], _v[189], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[66], _v[189], _v[190], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[67], _v[190], _v[191], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[68], _v[191], _v[192], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[69], _v[188], _v[193], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[70], _v[192], _v[194], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[61], _v[181], _v[195], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[62], _v[195], _v[196], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[63], _v[196], _v[197], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[64], _v[197], _v[198], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[65], _v[181], _v[199], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[66], _v[199], _v[200], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[67], _v[200], _v[201], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[68], _v[201], _v[202], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[69], _v[198], _v[203], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[70], _v[202], _v[204], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[61], _v[182], _v[205], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[62], _v[205], _v[206], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[63], _v[206], _v[207], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[64], _v[207], _v[208], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[65], _v[182], _v[209], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[66], _v[209], _v[210], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[67], _v[210], _v[211], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[68], _v[211], _v[212], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[69], _v[208], _v[213], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[70], _v[212], _v[214], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[61], _v[183], _v[215], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[62], _v[215], _v[216], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[63], _v[216], _v[217], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[64], _v[217], _v[218], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[65], _v[183], _v[219], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[66], _v[219], _v[220], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[67], _v[220], _v[221], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[68], _v[221], _v[222], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[69], _v[218], _v[223], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[70], _v[222], _v[224], null, relu: false); // bbox_head.retina_reg
+            b.Conv2d(_convs[61], _v[184], _v[225], null, relu: true); // bbox_head.cls_convs.0.conv + relu
+            b.Conv2d(_convs[62], _v[225], _v[226], null, relu: true); // bbox_head.cls_convs.1.conv + relu
+            b.Conv2d(_convs[63], _v[226], _v[227], null, relu: true); // bbox_head.cls_convs.2.conv + relu
+            b.Conv2d(_convs[64], _v[227], _v[228], null, relu: true); // bbox_head.cls_convs.3.conv + relu
+            b.Conv2d(_convs[65], _v[184], _v[229], null, relu: true); // bbox_head.reg_convs.0.conv + relu
+            b.Conv2d(_convs[66], _v[229], _v[230], null, relu: true); // bbox_head.reg_convs.1.conv + relu
+            b.Conv2d(_convs[67], _v[230], _v[231], null, relu: true); // bbox_head.reg_convs.2.conv + relu
+            b.Conv2d(_convs[68], _v[231], _v[232], null, relu: true); // bbox_head.reg_convs.3.conv + relu
+            b.Conv2d(_convs[69], _v[228], _v[233], null, relu: false); // bbox_head.retina_cls
+            b.Conv2d(_convs[70], _v[232], _v[234], null, relu: false); // bbox_head.retina_reg
+        }
+
+        /// <summary>Releases the prepared weights and activation buffers.</summary>
+        public void Dispose()
+        {
+            foreach (global::GhmGen.Backends.IPreparedConv conv in _convs) conv.Dispose();
+            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+        }
+    }
 }

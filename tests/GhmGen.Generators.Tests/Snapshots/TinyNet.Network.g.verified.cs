@@ -192,4 +192,116 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         text.AppendLine(string.Format(global::System.Globalization.CultureInfo.InvariantCulture, "total parameters {0:N0}, {1:F2} GMAC", ParameterCounts.Total, MultiplyAccumulates(height, width) / 1e9));
         return text.ToString();
     }
+
+    /// <summary>Prepares this network's weights on <paramref name="backend"/> and plans memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+
+    /// <summary>
+    /// This network on one backend for one input size: prepared convolutions (batch norm folded),
+    /// 5 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// </summary>
+    public sealed class Session : global::System.IDisposable
+    {
+        private readonly global::GhmGen.Backends.IBackend _backend;
+        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
+        private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[18];
+
+        internal Session(TinyNet network, global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            int[] s = Sizes(height, width);
+            _backend = backend;
+            Batch = batch;
+            Height = height;
+            Width = width;
+            long[] size = new long[5];
+            size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[8] * s[9]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
+            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[6] * s[7]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
+            size[2] = global::System.Math.Max(size[2], (long)batch * 6 * s[4] * s[5]);
+            size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
+            size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
+            size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
+            _slots = new global::GhmGen.Backends.DeviceBuffer[5];
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
+            _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
+            _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool
+            _v[5] = new(_slots[1], 0, batch, 8, s[8], s[9]); // stage.0.proj
+            _v[7] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.0.out
+            _v[11] = new(_slots[1], 0, batch, 8, s[6], s[7]); // stage.1.out
+            _v[13] = new(_slots[0], 0, batch, 8, s[4], s[5]); // merged
+            _v[14] = new(_slots[2], 0, batch, 6, s[4], s[5]); // head.merged.cls
+            _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
+            _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
+            _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
+            _convs =
+            [
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null),
+            ];
+        }
+
+        /// <summary>Batch size.</summary>
+        public int Batch { get; }
+
+        /// <summary>Input height.</summary>
+        public int Height { get; }
+
+        /// <summary>Input width.</summary>
+        public int Width { get; }
+
+        /// <summary>The input tensor (N x C x H x W).</summary>
+        public global::GhmGen.Backends.TensorView Input => _v[0];
+
+        /// <summary>Output <c>cls_a</c> (<c>head.merged.cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsA => _v[14];
+
+        /// <summary>Output <c>box_a</c> (<c>head.merged.box</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView BoxA => _v[15];
+
+        /// <summary>Output <c>cls_b</c> (<c>head.stage.cls</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView ClsB => _v[16];
+
+        /// <summary>Output <c>box_b</c> (<c>head.stage.box</c>), valid after <see cref="Forward"/>.</summary>
+        public global::GhmGen.Backends.TensorView BoxB => _v[17];
+
+        /// <summary>Every output by name, in declaration order.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> Outputs => [("cls_a", _v[14]), ("box_a", _v[15]), ("cls_b", _v[16]), ("box_b", _v[17])];
+
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>
+        public void Forward(global::System.ReadOnlySpan<float> input)
+        {
+            global::GhmGen.Backends.IBackend b = _backend;
+            b.Upload(input, _v[0]); // image
+            b.Conv2d(_convs[0], _v[0], _v[1], null, relu: true); // stem + relu
+            b.MaxPool2d(_v[1], _v[2], 2, 2, 0); // pool
+            b.Conv2d(_convs[1], _v[2], _v[5], null, relu: false); // stage.0.proj
+            b.Conv2d(_convs[2], _v[2], _v[7], _v[5], relu: true); // stage.0.conv + bn + residual + relu
+            b.Conv2d(_convs[3], _v[7], _v[11], _v[7], relu: true); // stage.1.conv + bn + residual + relu
+            b.UpsampleNearestAdd(_v[11], _v[13]); // merged
+            b.Conv2d(_convs[4], _v[13], _v[14], null, relu: false); // head.cls
+            b.Conv2d(_convs[5], _v[13], _v[15], null, relu: false); // head.box
+            b.Conv2d(_convs[4], _v[11], _v[16], null, relu: false); // head.cls
+            b.Conv2d(_convs[5], _v[11], _v[17], null, relu: false); // head.box
+        }
+
+        /// <summary>Releases the prepared weights and activation buffers.</summary>
+        public void Dispose()
+        {
+            foreach (global::GhmGen.Backends.IPreparedConv conv in _convs) conv.Dispose();
+            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+        }
+    }
 }
