@@ -52,8 +52,11 @@ public sealed class PtxCompileTests
         Assert.Contains(".version 7.8\n", ptx);
         Assert.Contains(".target sm_80\n", ptx);  // see the remarks: sm_90 is capped to sm_80 PTX
         Assert.Contains($".visible .entry Kernel_{kernel.Name}(", ptx);
-        if (kernel.ExplicitlyGrouped)
-            Assert.Contains("bar.sync", ptx);  // the shared-memory tiles are synchronised
+        if (kernel.UsesSharedMemory)
+        {
+            Assert.Contains(".shared ", ptx);
+            Assert.Contains("bar.sync", ptx);  // staged data is synchronised across the group
+        }
     }
 
     [Fact]
