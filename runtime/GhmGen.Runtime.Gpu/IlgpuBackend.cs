@@ -175,6 +175,7 @@ public sealed class IlgpuBackend : IBackend
             throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
         if (residual is { } r && (r.N != y.N || r.C != y.C || r.H != y.H || r.W != y.W))
             throw new ArgumentException($"conv {s}: residual {r.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+        if (y.ElementCount == 0) return;
         var launch = new ConvLaunch(s, x.N, x.H, x.W, p.Bias is not null, residual is not null, relu);
         var grid = new Index3D(
             Blocks(launch.Columns, ConvKernels.Tile),
@@ -194,6 +195,7 @@ public sealed class IlgpuBackend : IBackend
         int oh = (x.H + 2 * padding - kernel) / stride + 1, ow = (x.W + 2 * padding - kernel) / stride + 1;
         if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
             throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
+        if (y.ElementCount == 0) return;
         _maxPool(Elements(y), View(x), View(y), new PoolLaunch(x.H, x.W, oh, ow, kernel, stride, padding));
     }
 
@@ -202,6 +204,9 @@ public sealed class IlgpuBackend : IBackend
     {
         if (upper.N != lower.N || upper.C != lower.C)
             throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
+        if (lower.ElementCount == 0) return;
+        if (upper.H <= 0 || upper.W <= 0)
+            throw new ArgumentException($"upsample-add: upper tensor {upper.ShapeText} is empty", nameof(upper));
         _upsampleAdd(Elements(lower), View(upper), View(lower), new UpsampleLaunch(upper.H, upper.W, lower.H, lower.W));
     }
 
@@ -210,6 +215,7 @@ public sealed class IlgpuBackend : IBackend
     {
         if (a.ElementCount != b.ElementCount || a.ElementCount != y.ElementCount)
             throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
+        if (y.ElementCount == 0) return;
         _add(Elements(y), View(a), View(b), View(y), relu ? 1 : 0);
     }
 
@@ -218,6 +224,7 @@ public sealed class IlgpuBackend : IBackend
     {
         if (x.ElementCount != y.ElementCount)
             throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
+        if (y.ElementCount == 0) return;
         _relu(Elements(y), View(x), View(y));
     }
 
@@ -226,6 +233,7 @@ public sealed class IlgpuBackend : IBackend
     {
         if (x.ElementCount != y.ElementCount)
             throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
+        if (y.ElementCount == 0) return;
         _sigmoid(Elements(y), View(x), View(y));
     }
 
