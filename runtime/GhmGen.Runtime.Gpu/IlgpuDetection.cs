@@ -19,9 +19,14 @@ public sealed record LevelDetections(float[] Boxes, float[] Scores, int[] Labels
 /// score threshold, top-k by score (a bitonic sort of score/index keys), delta decoding with
 /// the dw/dh clamp; then class-aware NMS from a device-computed IoU bitmask.
 /// </summary>
-public sealed class IlgpuDetection
+public sealed class IlgpuDetection : IDisposable
 {
     private readonly IlgpuBackend _backend;
+    private readonly MemoryBuffer1D<int, Stride1D.Dense> _counter;
+    // Scratch reused across calls, grown on demand: candidate keys (one per pair of the
+    // largest level seen) and the power-of-two sort run.
+    private MemoryBuffer1D<ulong, Stride1D.Dense>? _candidates;
+    private MemoryBuffer1D<ulong, Stride1D.Dense>? _sortRun;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<ulong>, ArrayView<int>, CandidateLaunch> _select;
     private readonly Action<Index1D, ArrayView<ulong>, int, int> _sortStep;
     private readonly Action<Index1D, ArrayView<ulong>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeLaunch> _decode;
@@ -37,6 +42,7 @@ public sealed class IlgpuDetection
         _sortStep = a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ulong>, int, int>(DetectionKernels.BitonicSortStep);
         _decode = a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ulong>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeLaunch>(DetectionKernels.DecodeBoxes);
         _nmsMask = a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<ulong>, int, float>(DetectionKernels.NmsMask);
+        _counter = a.Allocate1D<int>(1);
     }
 
     /// <summary>
@@ -67,24 +73,21 @@ public sealed class IlgpuDetection
 
         Accelerator a = _backend.Accelerator;
         int pairs = (int)classLogits.ElementCount;
-        using MemoryBuffer1D<ulong, Stride1D.Dense> keys = a.Allocate1D<ulong>(pairs);
-        using MemoryBuffer1D<int, Stride1D.Dense> counter = a.Allocate1D<int>(1);
-        counter.MemSetToZero();
-        _select(pairs, IlgpuBackend.View(classLogits), keys.View, counter.View,
+        ArrayView<ulong> keys = Scratch(ref _candidates, pairs);
+        _counter.MemSetToZero();
+        _select(pairs, IlgpuBackend.View(classLogits), keys, _counter.View,
             new CandidateLaunch(classLogits.H, classLogits.W, anchorsPerCell, classes, scoreThreshold));
         var found = new int[1];
         a.Synchronize();
-        counter.View.CopyToCPU(found);
+        _counter.View.CopyToCPU(found);
         int candidates = found[0];
         if (candidates == 0) return new LevelDetections([], [], []);
 
         int padded = 1;
         while (padded < candidates) padded <<= 1;
-        ArrayView<ulong> sorted;
-        using MemoryBuffer1D<ulong, Stride1D.Dense> work = a.Allocate1D<ulong>(padded);
-        work.MemSetToZero();  // padding keys 0 sort last
-        work.View.SubView(0, candidates).CopyFrom(keys.View.SubView(0, candidates));
-        sorted = work.View;
+        ArrayView<ulong> sorted = Scratch(ref _sortRun, padded).SubView(0, padded);
+        sorted.MemSetToZero();  // padding keys 0 sort last
+        sorted.SubView(0, candidates).CopyFrom(keys.SubView(0, candidates));
         SortDescending(sorted);
 
         int count = Math.Min(candidates, topK);
@@ -147,6 +150,24 @@ public sealed class IlgpuDetection
             for (int b = 0; b < blocks; b++) removed[b] |= words[i * blocks + b];
         }
         return [.. kept];
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _counter.Dispose();
+        _candidates?.Dispose();
+        _sortRun?.Dispose();
+    }
+
+    private ArrayView<ulong> Scratch(ref MemoryBuffer1D<ulong, Stride1D.Dense>? buffer, int length)
+    {
+        if (buffer is null || buffer.Length < length)
+        {
+            buffer?.Dispose();
+            buffer = _backend.Accelerator.Allocate1D<ulong>(length);
+        }
+        return buffer.View;
     }
 
     /// <summary>Sorts a power-of-two run of keys descending on the device.</summary>

@@ -26,7 +26,8 @@ public sealed class DetectionTests(CpuAcceleratorFixture fixture)
         if (count > 3) keys[1] = keys[2];  // an exact duplicate
         using MemoryBuffer1D<ulong, Stride1D.Dense> buffer = _gpu.Accelerator.Allocate1D(keys);
 
-        new IlgpuDetection(_gpu).SortDescending(buffer.View);
+        using var detection = new IlgpuDetection(_gpu);
+        detection.SortDescending(buffer.View);
 
         var sorted = new ulong[padded];
         _gpu.Accelerator.Synchronize();
@@ -56,11 +57,15 @@ public sealed class DetectionTests(CpuAcceleratorFixture fixture)
             (anchors[at], anchors[at + 1], anchors[at + 2], anchors[at + 3]) = (cx - half, cy - half * 0.5f, cx + half, cy + half * 0.5f);
         }
 
-        LevelDetections actual = new IlgpuDetection(_gpu).DecodeLevel(
-            TestTensors.Put(_gpu, 1, anchorsPerCell * classes, h, w, logits),
-            TestTensors.Put(_gpu, 1, anchorsPerCell * 4, h, w, deltas),
-            TestTensors.Put(_gpu, 1, 1, 1, anchors.Length, anchors),
-            classes, threshold, topK, imageWidth, imageHeight);
+        using var detection = new IlgpuDetection(_gpu);
+        TensorView logitMap = TestTensors.Put(_gpu, 1, anchorsPerCell * classes, h, w, logits);
+        TensorView deltaMap = TestTensors.Put(_gpu, 1, anchorsPerCell * 4, h, w, deltas);
+        TensorView anchorList = TestTensors.Put(_gpu, 1, 1, 1, anchors.Length, anchors);
+        LevelDetections actual = detection.DecodeLevel(logitMap, deltaMap, anchorList, classes, threshold, topK, imageWidth, imageHeight);
+        // A second call reuses the scratch buffers and the counter.
+        LevelDetections again = detection.DecodeLevel(logitMap, deltaMap, anchorList, classes, threshold, topK, imageWidth, imageHeight);
+        Assert.Equal(actual.Boxes, again.Boxes);
+        Assert.Equal(actual.Labels, again.Labels);
 
         // Naive: every (cell, anchor, class) in order, sort by score (ties: lower pair id), decode.
         var candidates = new List<(float Score, int Pair)>();
@@ -98,7 +103,8 @@ public sealed class DetectionTests(CpuAcceleratorFixture fixture)
     public void DecodeLevelWithNothingAboveThresholdIsEmpty()
     {
         float[] logits = Enumerable.Repeat(-10f, 2 * 3 * 2 * 2).ToArray();
-        LevelDetections result = new IlgpuDetection(_gpu).DecodeLevel(
+        using var detection = new IlgpuDetection(_gpu);
+        LevelDetections result = detection.DecodeLevel(
             TestTensors.Put(_gpu, 1, 6, 2, 2, logits),
             TestTensors.Put(_gpu, 1, 8, 2, 2, new float[32]),
             TestTensors.Put(_gpu, 1, 1, 1, 32, new float[32]),
@@ -126,12 +132,13 @@ public sealed class DetectionTests(CpuAcceleratorFixture fixture)
             labels[i] = random.Next(labelsCount);
         }
 
-        int[] kept = new IlgpuDetection(_gpu).Nms(boxes, scores, labels, iou, int.MaxValue);
+        using var detection = new IlgpuDetection(_gpu);
+        int[] kept = detection.Nms(boxes, scores, labels, iou, int.MaxValue);
 
         int[] expected = NaiveNms(boxes, scores, labels, iou);
         Assert.True(expected.Length < n, "the test needs some suppression");
         Assert.Equal(expected, kept);
-        int[] firstTen = new IlgpuDetection(_gpu).Nms(boxes, scores, labels, iou, 10);
+        int[] firstTen = detection.Nms(boxes, scores, labels, iou, 10);
         Assert.Equal(expected.Take(10), firstTen);
     }
 
@@ -141,7 +148,7 @@ public sealed class DetectionTests(CpuAcceleratorFixture fixture)
         // IoU of box 0 and 1 = 50 / 150 = 1/3; of box 0 and 2 = 0.
         float[] boxes = [0, 0, 10, 10, 5, 0, 15, 10, 20, 20, 30, 30];
         float[] scores = [0.9f, 0.8f, 0.7f];
-        var detection = new IlgpuDetection(_gpu);
+        using var detection = new IlgpuDetection(_gpu);
         Assert.Equal([0, 2], detection.Nms(boxes, scores, [0, 0, 0], 0.3f, 100));
         Assert.Equal([0, 1, 2], detection.Nms(boxes, scores, [0, 0, 0], 0.34f, 100));
         Assert.Equal([0, 1, 2], detection.Nms(boxes, scores, [0, 1, 0], 0.3f, 100));  // other class
