@@ -70,30 +70,37 @@ internal static class ConvKernels
         int depth = p.Depth, columns = p.Columns, kk = p.Kernel * p.Kernel;
         int outPlane = p.OutHeight * p.OutWidth;
 
+        // Each thread stages the same tile column (and weight-tile row) at every K step, so
+        // the column's (n, oy, ox) decomposition is done once, outside the K loop.
+        int stageColumn = thread % Tile, stageRow = thread / Tile;              // input tile
+        int weightColumn = thread % DepthSlice, weightRow = thread / DepthSlice;  // weight tile
+        int gatherColumn = columnBase + stageColumn;
+        bool columnInside = gatherColumn < columns;
+        int q = gatherColumn % outPlane;
+        int iy0 = q / p.OutWidth * p.Stride - p.Padding, ix0 = q % p.OutWidth * p.Stride - p.Padding;
+        int xBase = (gatherColumn / outPlane * p.InChannels + group * p.InPerGroup) * p.Height * p.Width;
+
         float acc00 = 0f, acc01 = 0f, acc10 = 0f, acc11 = 0f;
         for (int k0 = 0; k0 < depth; k0 += DepthSlice)
         {
-            // Each of the 256 threads stages two weights and two gathered inputs.
-            for (int e = thread; e < Tile * DepthSlice; e += Threads * Threads)
+            // 512 values per tile, 256 threads: each stages two weights and two inputs.
+            for (int half = 0; half < 2; half++)
             {
-                int row = e / DepthSlice, col = e % DepthSlice;
-                int oLocal = rowBase + row, k = k0 + col;
-                weightTile[e] = oLocal < p.OutPerGroup && k < depth
+                int oLocal = rowBase + weightRow + half * (Tile / 2), k = k0 + weightColumn;
+                weightTile[(weightRow + half * (Tile / 2)) * DepthSlice + weightColumn] = oLocal < p.OutPerGroup && k < depth
                     ? weight[(group * p.OutPerGroup + oLocal) * depth + k]
                     : 0f;
 
-                int kRow = e / Tile, column = columnBase + e % Tile, kIn = k0 + kRow;
+                int kRow = stageRow + half * (DepthSlice / 2), kIn = k0 + kRow;
                 float v = 0f;
-                if (kIn < depth && column < columns)
+                if (columnInside && kIn < depth)
                 {
-                    int ci = kIn / kk, r = kIn % kk, ky = r / p.Kernel, kx = r % p.Kernel;
-                    int n = column / outPlane, q = column % outPlane;
-                    int iy = q / p.OutWidth * p.Stride - p.Padding + ky;
-                    int ix = q % p.OutWidth * p.Stride - p.Padding + kx;
+                    int ci = kIn / kk, r = kIn - ci * kk, ky = r / p.Kernel, kx = r - ky * p.Kernel;
+                    int iy = iy0 + ky, ix = ix0 + kx;
                     if (iy >= 0 && iy < p.Height && ix >= 0 && ix < p.Width)
-                        v = x[((n * p.InChannels + group * p.InPerGroup + ci) * p.Height + iy) * p.Width + ix];
+                        v = x[xBase + (ci * p.Height + iy) * p.Width + ix];
                 }
-                inputTile[e] = v;
+                inputTile[kRow * Tile + stageColumn] = v;
             }
             Group.Barrier();
 
