@@ -1,0 +1,68 @@
+using GhmGen.Backends;
+using GhmGen.Backends.Gpu;
+
+namespace GhmGen.Runtime.Gpu.Tests;
+
+/// <summary>A fact that runs only where ILGPU finds a CUDA device (skipped, and reported so, elsewhere).</summary>
+public sealed class CudaFactAttribute : FactAttribute
+{
+    /// <summary>Sets <see cref="FactAttribute.Skip"/> when there is no CUDA device.</summary>
+    public CudaFactAttribute()
+    {
+        if (!IlgpuBackend.IsCudaAvailable) Skip = "no CUDA device on this machine";
+    }
+}
+
+/// <summary>Device selection, and the same op checks on a real CUDA device where there is one.</summary>
+public sealed class CudaTests
+{
+    [Fact]
+    public void CudaAvailabilityAndCreationAgree()
+    {
+        bool available = IlgpuBackend.IsCudaAvailable;
+        bool created = IlgpuBackend.TryCreateCuda(out IlgpuBackend? backend);
+        using (backend)
+        {
+            Assert.Equal(available, created);
+            Assert.Equal(created, backend is not null);
+            if (backend is not null) Assert.Equal("cuda", backend.Name);
+        }
+        if (!available)
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => IlgpuBackend.Create(IlgpuDevice.Cuda));
+            Assert.Contains("no CUDA device", e.Message);
+        }
+    }
+
+    [CudaFact]
+    public void ConvolutionsAndElementwiseOpsAgreeWithReferenceOnCuda()
+    {
+        using IlgpuBackend cuda = IlgpuBackend.Create(IlgpuDevice.Cuda);
+        var reference = new ReferenceBackend();
+        var random = new Random(5);
+        // Shapes of the real network's awkward cases, small: 7x7/2 stem, grouped 3x3/2, 1x1.
+        ConvSpec[] specs = [new(3, 16, 7, 2, 3, 1), new(64, 64, 3, 2, 1, 32), new(64, 40, 1, 1, 0, 1)];
+        foreach (ConvSpec spec in specs)
+        {
+            float[] weight = TestTensors.Random(random, spec.WeightCount, 0.2f);
+            float[] bias = TestTensors.Random(random, spec.OutChannels);
+            float[] input = TestTensors.Random(random, 2L * spec.InChannels * 37 * 45);
+            int oh = spec.OutputSize(37), ow = spec.OutputSize(45);
+            float[] residual = TestTensors.Random(random, 2L * spec.OutChannels * oh * ow);
+
+            float[] Run(IBackend b)
+            {
+                using IPreparedConv conv = b.PrepareConv(spec, weight, bias);
+                TensorView x = TestTensors.Put(b, 2, spec.InChannels, 37, 45, input);
+                TensorView r = TestTensors.Put(b, 2, spec.OutChannels, oh, ow, residual);
+                TensorView y = new(b.Allocate(r.ElementCount), 0, 2, spec.OutChannels, oh, ow);
+                b.Conv2d(conv, x, y, r, relu: true);
+                b.Sigmoid(y, y);
+                return TestTensors.Get(b, y);
+            }
+
+            // The GPU contracts multiply-adds into FMAs and has its own exp: 1e-4.
+            TestTensors.Close(Run(reference), Run(cuda), 1e-4f, 1e-4f);
+        }
+    }
+}
