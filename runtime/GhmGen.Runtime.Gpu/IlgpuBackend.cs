@@ -220,6 +220,15 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Copy(TensorView source, TensorView destination)
+    {
+        if (source.ElementCount != destination.ElementCount)
+            throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
+        if (destination.ElementCount == 0) return;
+        View(source).CopyTo(View(destination));
+    }
+
+    /// <inheritdoc/>
     public void Relu(TensorView x, TensorView y)
     {
         if (x.ElementCount != y.ElementCount)

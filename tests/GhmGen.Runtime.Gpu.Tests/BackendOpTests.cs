@@ -146,6 +146,23 @@ public sealed class BackendOpTests(CpuAcceleratorFixture fixture)
     }
 
     [Fact]
+    public void CopyMatchesReference()
+    {
+        float[] x = TestTensors.Random(new Random(4), 2 * 3 * 5 * 7, 8f);
+
+        float[] Run(IBackend b)
+        {
+            TensorView t = TestTensors.Put(b, 2, 3, 5, 7, x);
+            TensorView c = new(b.Allocate(t.ElementCount + 5), 5, 2, 3, 5, 7);
+            b.Copy(t, c);
+            return TestTensors.Get(b, c);
+        }
+
+        Assert.Equal(x, Run(_ref));
+        Assert.Equal(x, Run(_gpu));
+    }
+
+    [Fact]
     public void RejectsTensorsFromAnotherBackend()
     {
         TensorView host = new(_ref.Allocate(4), 0, 1, 1, 2, 2);

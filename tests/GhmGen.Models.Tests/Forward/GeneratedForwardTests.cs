@@ -50,6 +50,35 @@ public class GeneratedForwardTests
     }
 
     [Fact]
+    public void TinyNet_OnIlgpuCpuAccelerator_EqualsReferenceBackend()
+    {
+        var net = new TinyNet();
+        var random = new Random(11);
+        foreach (StateTensor t in net.State)
+            Fill(t, random);
+        float[] image = Enumerable.Range(0, 3 * 32 * 40).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+
+        float[][] Run(IBackend backend)
+        {
+            using TinyNet.Session session = net.CreateSession(backend, 1, 32, 40);
+            session.Forward(image);
+            return session.Outputs.Select(o =>
+            {
+                float[] values = new float[o.Tensor.ElementCount];
+                backend.Download(o.Tensor, values);
+                return values;
+            }).ToArray();
+        }
+
+        using var reference = new ReferenceBackend();
+        using var gpu = GhmGen.Backends.Gpu.IlgpuBackend.Create(GhmGen.Backends.Gpu.IlgpuDevice.CpuAccelerator);
+        float[][] want = Run(reference), got = Run(gpu);
+        for (int o = 0; o < want.Length; o++)
+            for (int i = 0; i < want[o].Length; i++)
+                Assert.True(Math.Abs(want[o][i] - got[o][i]) <= 1e-4f * (1 + Math.Abs(want[o][i])), $"output {o}[{i}]: {got[o][i]} vs {want[o][i]}");
+    }
+
+    [Fact]
     public void R50_SessionPlansFewBuffersAndValidShapes()
     {
         using var backend = new ReferenceBackend();
