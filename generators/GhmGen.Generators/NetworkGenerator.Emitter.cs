@@ -260,7 +260,7 @@ public sealed partial class NetworkGenerator
             w.Line("/// This network on one backend for one input size: prepared convolutions (batch norm folded),");
             w.Line($"/// {plan.SlotCount} activation buffers reused as values die, and a straight-line <see cref=\"Forward\"/>.");
             w.Line("/// </summary>");
-            w.Open("public sealed class Session : global::System.IDisposable");
+            w.Open("public sealed class Session : global::GhmGen.Layers.IForwardSession");
             w.Line($"private readonly {B}.IBackend _backend;");
             w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
             w.Line($"private readonly {B}.IPreparedConv[] _convs;");

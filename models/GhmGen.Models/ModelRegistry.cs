@@ -10,6 +10,7 @@ namespace GhmGen.Models;
 /// <param name="Create">Builds the network with zeroed weights.</param>
 /// <param name="MultiplyAccumulates">Convolution MACs of one forward pass for an input height and width.</param>
 /// <param name="OutputShapes">Every value's shape for an input height and width.</param>
+/// <param name="CreateSession">Prepares a network built by <paramref name="Create"/> on a backend for a batch, height and width.</param>
 public sealed record ModelInfo(
     string Name,
     long TotalParameters,
@@ -17,7 +18,8 @@ public sealed record ModelInfo(
     int StateTensorCount,
     Func<INetwork> Create,
     Func<int, int, long> MultiplyAccumulates,
-    Func<int, int, LayerShape[]> OutputShapes);
+    Func<int, int, LayerShape[]> OutputShapes,
+    Func<INetwork, GhmGen.Backends.IBackend, int, int, int, IForwardSession> CreateSession);
 
 /// <summary>The four published RetinaNet-GHM detectors by name.</summary>
 public static class ModelRegistry
@@ -27,16 +29,20 @@ public static class ModelRegistry
     [
         new(RetinaNetGhmR50Fpn.ModelName, RetinaNetGhmR50Fpn.ParameterCounts.Total, RetinaNetGhmR50Fpn.Parts,
             RetinaNetGhmR50Fpn.StateTensorCount, () => new RetinaNetGhmR50Fpn(),
-            RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes),
+            RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes,
+            (n, b, batch, h, w) => ((RetinaNetGhmR50Fpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmR101Fpn.ModelName, RetinaNetGhmR101Fpn.ParameterCounts.Total, RetinaNetGhmR101Fpn.Parts,
             RetinaNetGhmR101Fpn.StateTensorCount, () => new RetinaNetGhmR101Fpn(),
-            RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes),
+            RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes,
+            (n, b, batch, h, w) => ((RetinaNetGhmR101Fpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmX101x32x4dFpn.ModelName, RetinaNetGhmX101x32x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x32x4dFpn.Parts,
             RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x32x4dFpn(),
-            RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes),
+            RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes,
+            (n, b, batch, h, w) => ((RetinaNetGhmX101x32x4dFpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmX101x64x4dFpn.ModelName, RetinaNetGhmX101x64x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x64x4dFpn.Parts,
             RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x64x4dFpn(),
-            RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes),
+            RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes,
+            (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateSession(b, batch, h, w)),
     ];
 
     /// <summary>The model of that name, or null.</summary>

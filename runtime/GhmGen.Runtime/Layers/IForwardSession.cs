@@ -1,0 +1,25 @@
+using GhmGen.Backends;
+
+namespace GhmGen.Layers;
+
+/// <summary>A network prepared on one backend for one input size (generated per network as <c>Session</c>).</summary>
+public interface IForwardSession : IDisposable
+{
+    /// <summary>Batch size.</summary>
+    int Batch { get; }
+
+    /// <summary>Input height.</summary>
+    int Height { get; }
+
+    /// <summary>Input width.</summary>
+    int Width { get; }
+
+    /// <summary>The input tensor, N x C x H x W.</summary>
+    TensorView Input { get; }
+
+    /// <summary>Every output by name, in declaration order; valid after <see cref="Forward"/>.</summary>
+    IReadOnlyList<(string Name, TensorView Tensor)> Outputs { get; }
+
+    /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major).</summary>
+    void Forward(ReadOnlySpan<float> input);
+}
