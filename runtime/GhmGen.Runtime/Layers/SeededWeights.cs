@@ -99,6 +99,7 @@ public static class SeededWeights
     public static double Uniform01(string key, long index)
     {
         ArgumentNullException.ThrowIfNull(key);
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
         return Unit(Fnv1a64(key) + (ulong)index);
     }
 

@@ -134,6 +134,23 @@ public sealed class SeededWeightsTests
     }
 
     [Fact]
+    public void Uniform01_IsTheValueFillUniformMapsAffinely()
+    {
+        var values = new float[40];
+        SeededWeights.FillUniform("neck.fpn_convs.0.conv.bias", values, -0.05, 0.05);
+
+        for (int i = 0; i < values.Length; i++)
+        {
+            double u = SeededWeights.Uniform01("neck.fpn_convs.0.conv.bias", i);
+            Assert.InRange(u, 0.0, 1.0 - Math.Pow(2, -24));
+            Assert.Equal(Math.Floor(u * (1 << 24)), u * (1 << 24));
+            Assert.Equal((float)(-0.05 + 0.1 * u), values[i]);
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => SeededWeights.Uniform01("input", -1));
+    }
+
+    [Fact]
     public void Fill_UnknownKey_ThrowsNamingTheKey()
     {
         var tensor = new StateTensor("neck.mystery.scale", [4, 4], StateKind.Parameter);
