@@ -7,7 +7,8 @@ eager  : the nn.Module under torch.no_grad()
 frozen : torch.jit.trace + torch.jit.freeze (folds BN into convs, constant weights)
 Each mode runs 1 warm-up + N timed runs in its own process (so peak RSS is per mode) and prints
 one JSON line {"framework", "model", "size", "threads", "runs", "median_ms", "min_ms",
-"peak_rss_mb", "torch"}.
+"median_cpu_ms", "peak_rss_mb", "torch"}.  median_cpu_ms is process CPU time (all threads) per
+run: on a machine shared with other jobs, median_cpu_ms / threads estimates the idle wall time.
 """
 from __future__ import annotations
 
@@ -55,14 +56,17 @@ def bench_one(mode: str, name: str, h: int, w: int, threads: int, runs: int) -> 
         if mode == "frozen":
             fn = torch.jit.freeze(torch.jit.trace(fn, (x,)))
         fn(x)  # warm-up (for frozen: also the profiling run of the JIT)
-        times = []
+        times, cpu_times = [], []
         for _ in range(runs):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn(x)
             times.append((time.perf_counter() - t0) * 1e3)
+            cpu_times.append((time.process_time() - c0) * 1e3)
     return {
         "framework": f"pytorch-{mode}", "model": name, "size": f"{h}x{w}", "threads": threads,
         "runs": runs, "median_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
+        "median_cpu_ms": round(statistics.median(cpu_times), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__,
     }
