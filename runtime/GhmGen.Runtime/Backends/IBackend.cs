@@ -42,8 +42,9 @@ public interface IBackend : IDisposable
     void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding);
 
     /// <summary>
-    /// lower += nearest-upsample(upper) to lower's exact size (PyTorch 'nearest':
-    /// source index = floor(dst * in / out)). Both have the same N and C.
+    /// lower += nearest-upsample(upper) to lower's exact size (PyTorch 'nearest': with
+    /// scale = (float)in / out in float32, source index = min(floor(dst * scale), in - 1)).
+    /// Both have the same N and C.
     /// </summary>
     void UpsampleNearestAdd(TensorView upper, TensorView lower);
 

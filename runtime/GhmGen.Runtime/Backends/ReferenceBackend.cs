@@ -109,13 +109,15 @@ public sealed class ReferenceBackend : IBackend
             throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
         ReadOnlySpan<float> us = Span(upper);
         Span<float> ls = Span(lower);
+        // PyTorch's 'nearest' with an output size: scale = (float)in / out, src = min(floor(dst * scale), in - 1).
+        float scaleY = (float)upper.H / lower.H, scaleX = (float)upper.W / lower.W;
         for (int nc = 0; nc < lower.N * lower.C; nc++)
         for (int y = 0; y < lower.H; y++)
         {
-            int sy = (int)((long)y * upper.H / lower.H);
+            int sy = Math.Min((int)MathF.Floor(y * scaleY), upper.H - 1);
             for (int x = 0; x < lower.W; x++)
             {
-                int sx = (int)((long)x * upper.W / lower.W);
+                int sx = Math.Min((int)MathF.Floor(x * scaleX), upper.W - 1);
                 ls[(nc * lower.H + y) * lower.W + x] += us[(nc * upper.H + sy) * upper.W + sx];
             }
         }
