@@ -1,0 +1,94 @@
+// Decodes JPEG and PNG files to 8-bit RGB with StbImageSharp (pure managed, no reflection).
+// Untrusted input: the header is read first and images whose declared size exceeds
+// MaxPixels are refused before any pixel buffer is allocated; every decoder failure becomes an
+// InvalidDataException that names the file. Tests: tests/GhmGen.Runtime.Tests/Imaging/ImageDecoderTests.cs.
+using StbImageSharp;
+
+namespace GhmGen.Imaging;
+
+/// <summary>Reads JPEG and PNG images into <see cref="RgbImage"/>s.</summary>
+public static class ImageDecoder
+{
+    /// <summary>Largest accepted declared image size, width*height (100 megapixels).</summary>
+    public const long MaxPixels = 100_000_000;
+
+    /// <summary>Largest accepted file size in bytes (512 MiB).</summary>
+    public const long MaxFileBytes = 512L * 1024 * 1024;
+
+    /// <summary>Reads and decodes the image file at <paramref name="path"/>.</summary>
+    public static RgbImage Decode(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var info = new FileInfo(path);
+        if (!info.Exists)
+            throw new FileNotFoundException($"image file '{path}' does not exist", path);
+        if (info.Length > MaxFileBytes)
+            throw new InvalidDataException($"image file '{path}' is {info.Length} bytes, more than the {MaxFileBytes}-byte limit");
+        byte[] data;
+        try
+        {
+            data = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"image file '{path}' could not be read: {e.Message}", e);
+        }
+        return Decode(data, path);
+    }
+
+    /// <summary>Decodes an in-memory JPEG or PNG; <paramref name="name"/> is used in error messages.</summary>
+    public static RgbImage Decode(byte[] data, string name) => Decode(data, name, MaxPixels);
+
+    /// <summary>Decodes an in-memory JPEG or PNG, refusing images that declare more than <paramref name="maxPixels"/> pixels.</summary>
+    public static RgbImage Decode(byte[] data, string name, long maxPixels)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxPixels);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(name);
+        string format = DetectFormat(data)
+            ?? throw new InvalidDataException($"image '{name}' is neither a JPEG nor a PNG file (unrecognised signature)");
+
+        ImageInfo? header;
+        try
+        {
+            using var stream = new MemoryStream(data, writable: false);
+            header = ImageInfo.FromStream(stream);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new InvalidDataException($"{format} image '{name}' has an unreadable header: {e.Message}", e);
+        }
+        if (header is not { } h || h.Width <= 0 || h.Height <= 0)
+            throw new InvalidDataException($"{format} image '{name}' has an unreadable or corrupt header");
+        long pixels = (long)h.Width * h.Height;
+        if (pixels > maxPixels)
+            throw new InvalidDataException(
+                $"{format} image '{name}' declares {h.Width}x{h.Height} = {pixels} pixels, more than the {maxPixels}-pixel limit");
+
+        ImageResult result;
+        try
+        {
+            result = ImageResult.FromMemory(data, ColorComponents.RedGreenBlue);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new InvalidDataException($"{format} image '{name}' could not be decoded: {e.Message}", e);
+        }
+        if (result is null || result.Data is null)
+            throw new InvalidDataException($"{format} image '{name}' could not be decoded");
+        if (result.Width != h.Width || result.Height != h.Height || result.Data.LongLength != pixels * 3)
+            throw new InvalidDataException(
+                $"{format} image '{name}' decoded to {result.Width}x{result.Height} ({result.Data.LongLength} bytes), not the declared {h.Width}x{h.Height}");
+        return new RgbImage(result.Width, result.Height, result.Data);
+    }
+
+    private static string? DetectFormat(ReadOnlySpan<byte> data)
+    {
+        if (data.Length >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
+            return "JPEG";
+        ReadOnlySpan<byte> pngSignature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+        if (data.StartsWith(pngSignature))
+            return "PNG";
+        return null;
+    }
+}
