@@ -118,6 +118,9 @@ def main():
     # JPEG: libjpeg (cv2) and stb_image may differ slightly; the test reports and bounds the difference.
     img = inputs['img53x37.png']
     cv2.imwrite(os.path.join(OUT, 'img53x37.jpg'), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    # A progressive JPEG too, for the decoder's truncation and corruption tests.
+    cv2.imwrite(os.path.join(OUT, 'img64x48_progressive.jpg'), cv2.cvtColor(inputs['img64x48.png'], cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
     decoded = read_rgb('img53x37.jpg')
     decoded.tofile(os.path.join(OUT, 'img53x37_jpg_cv2.rgb'))
     manifest['jpeg'].append({'input': 'img53x37.jpg', 'width': 53, 'height': 37, 'expected': 'img53x37_jpg_cv2.rgb'})

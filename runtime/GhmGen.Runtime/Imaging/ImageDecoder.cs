@@ -48,6 +48,9 @@ public static class ImageDecoder
         string format = DetectFormat(data)
             ?? throw new InvalidDataException($"image '{name}' is neither a JPEG nor a PNG file (unrecognised signature)");
 
+        if (format == "JPEG")
+            CheckJpegSegments(data, name);
+
         ImageInfo? header;
         try
         {
@@ -80,6 +83,69 @@ public static class ImageDecoder
             throw new InvalidDataException(
                 $"{format} image '{name}' decoded to {result.Width}x{result.Height} ({result.Data.LongLength} bytes), not the declared {h.Width}x{h.Height}");
         return new RgbImage(result.Width, result.Height, result.Data);
+    }
+
+    // stb_image (StbImageSharp 2.30.16) loops forever on some JPEGs whose marker segments are cut
+    // short (e.g. a file truncated inside APP0), so the segment structure is checked first: every
+    // length-prefixed segment must lie inside the data and a frame header (SOFn) and a scan (SOS)
+    // must appear. A file that ends inside entropy-coded data is left to stb (it decodes what is there).
+    private static void CheckJpegSegments(ReadOnlySpan<byte> data, string name)
+    {
+        int position = 2;
+        bool sawFrame = false, sawScan = false;
+        while (true)
+        {
+            if (position >= data.Length)
+            {
+                if (sawScan) return;
+                throw new InvalidDataException($"JPEG image '{name}' is truncated: it ends at byte {position} before its image data");
+            }
+            if (data[position] != 0xFF)
+            {
+                if (!sawScan)
+                    throw new InvalidDataException($"JPEG image '{name}' is corrupt: expected a marker at byte {position}, found 0x{data[position]:X2}");
+                // Entropy-coded data: skip to the next marker (0xFF not followed by 0x00 or a restart marker).
+                while (position < data.Length)
+                {
+                    if (data[position] == 0xFF && position + 1 < data.Length && data[position + 1] != 0x00
+                        && (data[position + 1] < 0xD0 || data[position + 1] > 0xD7) && data[position + 1] != 0xFF)
+                        break;
+                    position++;
+                }
+                continue;
+            }
+            int markerAt = position;
+            while (position < data.Length && data[position] == 0xFF) position++;
+            if (position >= data.Length)
+            {
+                if (sawScan) return;
+                throw new InvalidDataException($"JPEG image '{name}' is truncated inside the marker at byte {markerAt}");
+            }
+            byte marker = data[position++];
+            if (marker == 0xD9) // EOI
+            {
+                if (!sawScan)
+                    throw new InvalidDataException($"JPEG image '{name}' ends (EOI at byte {markerAt}) before any image data");
+                return;
+            }
+            if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x00)
+                continue; // standalone markers carry no length
+            if (position + 2 > data.Length)
+                throw new InvalidDataException($"JPEG image '{name}' is truncated in the length of segment 0xFF{marker:X2} at byte {markerAt}");
+            int length = (data[position] << 8) | data[position + 1];
+            if (length < 2 || position + length > data.Length)
+                throw new InvalidDataException(
+                    $"JPEG image '{name}' is truncated or corrupt: segment 0xFF{marker:X2} at byte {markerAt} declares {length} bytes, {data.Length - position} remain");
+            bool isFrame = marker is >= 0xC0 and <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+            if (isFrame) sawFrame = true;
+            if (marker == 0xDA)
+            {
+                if (!sawFrame)
+                    throw new InvalidDataException($"JPEG image '{name}' has a scan (SOS at byte {markerAt}) before any frame header");
+                sawScan = true;
+            }
+            position += length;
+        }
     }
 
     private static string? DetectFormat(ReadOnlySpan<byte> data)
