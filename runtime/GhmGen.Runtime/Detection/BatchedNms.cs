@@ -127,8 +127,12 @@ public static class BatchedNms
             for (int j = i + 1; j < end; j++)
             {
                 if (suppressed[j] != 0) continue;
-                float w = MathF.Max(0f, MathF.Min(ix2, x2[j]) - MathF.Max(ix1, x1[j]));
-                float h = MathF.Max(0f, MathF.Min(iy2, y2[j]) - MathF.Max(iy1, y1[j]));
+                // std::max / std::min as torchvision writes them: (a < b) ? b : a.
+                float xx1 = ix1 < x1[j] ? x1[j] : ix1, yy1 = iy1 < y1[j] ? y1[j] : iy1;
+                float xx2 = x2[j] < ix2 ? x2[j] : ix2, yy2 = y2[j] < iy2 ? y2[j] : iy2;
+                float w = xx2 - xx1, h = yy2 - yy1;
+                if (w < 0f) w = 0f;
+                if (h < 0f) h = 0f;
                 float inter = w * h;
                 float iou = inter / (iArea + area[j] - inter);
                 if (iou > iouThreshold) suppressed[j] = 1;

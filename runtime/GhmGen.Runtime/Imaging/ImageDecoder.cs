@@ -1,7 +1,8 @@
 // Decodes JPEG and PNG files to 8-bit RGB with StbImageSharp (pure managed, no reflection).
 // Untrusted input: the header is read first and images whose declared size exceeds
-// MaxPixels are refused before any pixel buffer is allocated; every decoder failure becomes an
-// InvalidDataException that names the file. Tests: tests/GhmGen.Runtime.Tests/Imaging/ImageDecoderTests.cs.
+// MaxPixels are refused before any pixel buffer is allocated; JPEG marker segments are checked
+// (stb loops on some cut ones) and PNG image data may not inflate beyond its declared size; every
+// decoder failure becomes an InvalidDataException that names the file. Tests: tests/GhmGen.Runtime.Tests/Imaging/ImageDecoderTests.cs.
 using StbImageSharp;
 
 namespace GhmGen.Imaging;
@@ -67,6 +68,8 @@ public static class ImageDecoder
         if (pixels > maxPixels)
             throw new InvalidDataException(
                 $"{format} image '{name}' declares {h.Width}x{h.Height} = {pixels} pixels, more than the {maxPixels}-pixel limit");
+        if (format == "PNG")
+            CheckPngDecompressedSize(data, name);
 
         ImageResult result;
         try
@@ -147,6 +150,63 @@ public static class ImageDecoder
             position += length;
         }
     }
+
+    // stb_image grows its zlib output buffer without a limit, so a small PNG whose image data
+    // inflates far beyond its declared size (a "zlib bomb") could allocate gigabytes. The IDAT data is
+    // inflated once here, counting bytes, and refused as soon as it exceeds what the header allows.
+    // Malformed chunks or zlib data are left to stb, which reports them.
+    private static void CheckPngDecompressedSize(byte[] data, string name)
+    {
+        const int signatureLength = 8;
+        if (data.Length < signatureLength + 8 + 13 || ReadBigEndian(data, signatureLength + 4) != 0x49484452) // "IHDR"
+            return;
+        long width = ReadBigEndian(data, signatureLength + 8), height = ReadBigEndian(data, signatureLength + 12);
+        int bitDepth = data[signatureLength + 16], colorType = data[signatureLength + 17];
+        int channels = colorType switch { 0 => 1, 2 => 3, 3 => 1, 4 => 2, 6 => 4, _ => 4 };
+        long rowBytes = (width * channels * Math.Max(bitDepth, 1) + 7) / 8;
+        // Adam7 interlacing adds at most one filter byte and one partial byte per row of each of 7 passes.
+        long allowed = height * (rowBytes + 1) + 14 * height + 64;
+
+        var idat = new List<(int Offset, int Length)>();
+        int position = signatureLength;
+        while (position + 12 <= data.Length)
+        {
+            uint length = ReadBigEndian(data, position);
+            uint type = ReadBigEndian(data, position + 4);
+            if (length > data.Length - position - 12)
+                break;
+            if (type == 0x49444154) // "IDAT"
+                idat.Add((position + 8, (int)length));
+            position += 12 + (int)length;
+        }
+        if (idat.Count == 0)
+            return;
+
+        using var compressed = new MemoryStream();
+        foreach (var (offset, length) in idat) compressed.Write(data, offset, length);
+        compressed.Position = 0;
+        var scratch = new byte[64 * 1024];
+        long total = 0;
+        try
+        {
+            using var inflater = new System.IO.Compression.ZLibStream(compressed, System.IO.Compression.CompressionMode.Decompress);
+            int read;
+            while ((read = inflater.Read(scratch, 0, scratch.Length)) > 0)
+            {
+                total += read;
+                if (total > allowed)
+                    throw new InvalidDataException(
+                        $"PNG image '{name}' inflates to more than {allowed} bytes, more than its declared {width}x{height} pixels need");
+            }
+        }
+        catch (InvalidDataException) when (total <= allowed)
+        {
+            // Corrupt zlib data: stb reports it when it decodes.
+        }
+    }
+
+    private static uint ReadBigEndian(byte[] data, int offset) =>
+        (uint)(data[offset] << 24 | data[offset + 1] << 16 | data[offset + 2] << 8 | data[offset + 3]);
 
     private static string? DetectFormat(ReadOnlySpan<byte> data)
     {

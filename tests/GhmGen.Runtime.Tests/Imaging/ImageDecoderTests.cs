@@ -64,6 +64,22 @@ public class ImageDecoderTests
     }
 
     [Fact]
+    public void Decode_PngWhoseDataInflatesFarBeyondItsSize_IsRefused()
+    {
+        // 16x16 RGB needs 16 * (1 + 48) = 784 bytes of filtered rows; this IDAT inflates to 10 MB of zeros.
+        using var compressed = new MemoryStream();
+        using (var zlib = new System.IO.Compression.ZLibStream(compressed, System.IO.Compression.CompressionLevel.Optimal, leaveOpen: true))
+            zlib.Write(new byte[10_000_000]);
+        byte[] png = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A,
+            .. PngChunk("IHDR", [0, 0, 0, 16, 0, 0, 0, 16, 8, 2, 0, 0, 0]),
+            .. PngChunk("IDAT", compressed.ToArray()), .. PngChunk("IEND", [])];
+        Assert.True(png.Length < 20_000);
+        var e = Assert.Throws<InvalidDataException>(() => ImageDecoder.Decode(png, "bomb.png"));
+        Assert.Contains("bomb.png", e.Message);
+        Assert.Contains("inflates to more than", e.Message);
+    }
+
+    [Fact]
     public void Decode_HugeDeclaredJpeg_IsRefusedBeforeDecoding()
     {
         byte[] jpeg = [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 8, 0xFF, 0xFF, 0xFF, 0xFF, 3,
