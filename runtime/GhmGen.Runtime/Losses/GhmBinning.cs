@@ -1,0 +1,144 @@
+// Shared pieces of GHM-C and GHM-R: the gradient-length bin of a value, the per-bin weights
+// from a histogram (with mmdetection's float32 EMA of acc_sum), and the second pass that scales
+// stored unscaled gradients by their bin's weight (AVX2 gather, scalar fallback).
+// Reference tests: tests/GhmGen.Runtime.Tests/Losses/GhmSpecVectorTests.cs and GhmFixtureTests.cs.
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace GhmGen.Losses;
+
+/// <summary>Bin lookup, per-bin weights and gradient scaling shared by <see cref="GhmcLoss"/> and <see cref="GhmrLoss"/>.</summary>
+internal static unsafe class GhmBinning
+{
+    /// <summary>Elements per work chunk: big enough to amortize scheduling, small enough to balance 2-64 cores.</summary>
+    public const int ChunkElements = 1 << 16;
+
+    /// <summary>The bin b with edges[b] &lt;= g &lt; edges[b + 1] (mmdetection's test), or -1 if none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int BinOf(float g, float* edges, int bins)
+    {
+        if (!(g >= edges[0] && g < edges[bins])) return -1;
+        // Edges are k/bins rounded to float, so the truncated product is off by at most one.
+        int b = (int)(g * bins);
+        if (b > bins - 1) b = bins - 1;
+        if (b < 0) b = 0;
+        if (g < edges[b])
+        {
+            do b--; while (g < edges[b]);
+        }
+        else
+        {
+            while (g >= edges[b + 1]) b++;
+        }
+        return b;
+    }
+
+    /// <summary>
+    /// Turns a histogram of one call into per-bin weights, updating <paramref name="accSum"/> as
+    /// mmdetection does in float32: acc = f32(f32(m) * acc) + f32((1 - m) * k); weight = f32(1 / acc) * f32(tot)
+    /// (PyTorch's scalar / tensor), or f32(tot / k) when momentum is 0; then every weight / n.
+    /// Empty bins keep their acc_sum and weight 0.
+    /// </summary>
+    /// <returns>The number of non-empty bins n.</returns>
+    public static int ComputeBinWeights(ReadOnlySpan<long> counts, float[] accSum, double momentum, double tot, Span<float> weights)
+    {
+        int bins = counts.Length;
+        int nonEmpty = 0;
+        float totF = (float)tot;
+        float momentumF = (float)momentum;
+        for (int b = 0; b < bins; b++)
+        {
+            long k = counts[b];
+            if (k <= 0)
+            {
+                weights[b] = 0f;
+                continue;
+            }
+            nonEmpty++;
+            if (momentum > 0)
+            {
+                float acc = momentumF * accSum[b];
+                acc += (float)((1.0 - momentum) * k);
+                accSum[b] = acc;
+                weights[b] = (1f / acc) * totF;
+            }
+            else
+            {
+                weights[b] = (float)(tot / k);
+            }
+        }
+        if (nonEmpty > 0)
+            for (int b = 0; b < bins; b++) weights[b] /= nonEmpty;
+        return nonEmpty;
+    }
+
+    /// <summary>
+    /// In place: value[i] *= scale[bin(|value[i]|)] over [start, start + count). The values are
+    /// the unscaled gradients that pass 1 stored (0 for elements outside every bin), whose
+    /// magnitude is the gradient length g, so the bin is recomputed instead of stored.
+    /// </summary>
+    public static void ScaleByBin(float* values, long start, long count, float* edges, float* scale, int bins)
+    {
+        float* p = values + start;
+        long i = 0;
+        if (Avx2.IsSupported && count >= 8)
+        {
+            var binsF = Vector256.Create((float)bins);
+            var maxBin = Vector256.Create(bins - 1);
+            var one = Vector256.Create(1);
+            for (; i <= count - 8; i += 8)
+            {
+                Vector256<float> v = Avx.LoadVector256(p + i);
+                Vector256<float> g = Vector256.Abs(v);
+                Vector256<int> b = Vector256.Min(Vector256.Max(Vector256.ConvertToInt32(g * binsF), Vector256<int>.Zero), maxBin);
+                Vector256<float> lower = Avx2.GatherVector256(edges, b, 4);
+                Vector256<float> upper = Avx2.GatherVector256(edges, b + one, 4);
+                // comparison masks are all ones (-1) where true
+                b += Vector256.LessThan(g, lower).AsInt32();
+                b -= Vector256.GreaterThanOrEqual(g, upper).AsInt32();
+                b = Vector256.Min(Vector256.Max(b, Vector256<int>.Zero), maxBin);
+                Vector256<float> w = Avx2.GatherVector256(scale, b, 4);
+                Avx.Store(p + i, v * w);
+            }
+        }
+        for (; i < count; i++)
+        {
+            float v = p[i];
+            int b = BinOf(MathF.Abs(v), edges, bins);
+            p[i] = b < 0 ? 0f : v * scale[b];
+        }
+    }
+
+    /// <summary>Sums per-chunk histograms in chunk order (deterministic for any thread count).</summary>
+    public static void ReduceChunks(long[] chunkCounts, double[] chunkSums, int chunkCount, int bins, Span<long> counts, Span<double> sums)
+    {
+        counts.Clear();
+        sums.Clear();
+        for (int c = 0; c < chunkCount; c++)
+        {
+            for (int b = 0; b < bins; b++)
+            {
+                counts[b] += chunkCounts[c * bins + b];
+                sums[b] += chunkSums[c * bins + b];
+            }
+        }
+    }
+
+    /// <summary>Grows a scratch array to at least <paramref name="length"/> elements.</summary>
+    public static T[] Ensure<T>(ref T[]? array, int length)
+    {
+        if (array is null || array.Length < length) array = new T[Math.Max(length, 16)];
+        return array;
+    }
+
+    /// <summary>Lane indices set in a mask, lowest first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int NextLane(ref uint bits)
+    {
+        int lane = BitOperations.TrailingZeroCount(bits);
+        bits &= bits - 1;
+        return lane;
+    }
+}

@@ -1,0 +1,272 @@
+// GHM-C loss (Li, Liu, Wang, AAAI 2019) exactly as mmdetection's GHMC computes it (SPEC.md
+// section 6), forward and backward in one call.
+//   NCHW form: class output [N, A*C, H, W] (channel a*C + c) with LevelTargets.LabelCodes [N, A, H*W]
+//              -> loss, gradient [N, A*C, H, W].
+//   Dense form: logits, binary targets, label weights [M, C] row-major -> loss, gradient [M, C].
+// Two passes over the logits, both SIMD (Vector256; AVX2 gathers in pass 2) and multi-threaded:
+//   pass 1: per element g = |sigmoid(x) - t| and bce(x, t); write sigmoid(x) - t into the gradient
+//           buffer; per-chunk histogram of counts and bce sums (double) by bin;
+//   reduce: chunk histograms added in chunk order -> counts, acc_sum EMA, bin weights W_b;
+//           loss = sum_b W_b * bceSum_b / tot * lossWeight;
+//   pass 2: gradient *= W_b * lossWeight / tot, with b recomputed from |gradient| (= g).
+// Chunks are fixed by the shape alone, so results do not depend on the thread count.
+// Reference tests: tests/GhmGen.Runtime.Tests/Losses/GhmSpecVectorTests.cs (SPEC vectors),
+// GhmFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch) and GhmNaiveTests.cs (per-bin loop).
+using System.Runtime.Intrinsics;
+
+namespace GhmGen.Losses;
+
+/// <summary>Gradient Harmonized classification loss (GHM-C) with its persistent <c>acc_sum</c> state.</summary>
+public sealed unsafe class GhmcLoss
+{
+    private readonly float[] _edges;
+    private long[]? _chunkCounts;
+    private double[]? _chunkSums;
+    private long[]? _chunkValid;
+    private readonly long[] _counts;
+    private readonly double[] _sums;
+    private readonly float[] _weights;
+    private readonly float[] _scale;
+
+    /// <summary>Creates the loss with mmdetection's GHM config defaults (30 bins, momentum 0.75, weight 1).</summary>
+    /// <param name="bins">Number of gradient-length bins.</param>
+    /// <param name="momentum">EMA momentum of <c>acc_sum</c>; 0 uses each call's counts and keeps no state.</param>
+    /// <param name="lossWeight">Multiplier of the loss (and gradient).</param>
+    /// <param name="accSum">
+    /// The state to update in place, e.g. the checkpoint buffer <c>bbox_head.loss_cls.acc_sum</c> [bins];
+    /// a new zeroed array when null.
+    /// </param>
+    public GhmcLoss(int bins = 30, double momentum = 0.75, float lossWeight = 1f, float[]? accSum = null)
+    {
+        if (bins < 1) throw new ArgumentOutOfRangeException(nameof(bins), bins, "bins must be at least 1.");
+        if (!(momentum >= 0 && momentum < 1)) throw new ArgumentOutOfRangeException(nameof(momentum), momentum, "momentum must be in [0, 1).");
+        if (accSum is not null && accSum.Length != bins)
+            throw new ArgumentException($"accSum has {accSum.Length} entries but GHM-C has {bins} bins.", nameof(accSum));
+        Bins = bins;
+        Momentum = momentum;
+        LossWeight = lossWeight;
+        AccSum = accSum ?? new float[bins];
+        // torch.arange(bins + 1).float() / bins; edges[-1] += 1e-6 (all float32)
+        _edges = new float[bins + 1];
+        for (int k = 0; k <= bins; k++) _edges[k] = (float)k / bins;
+        _edges[bins] += 1e-6f;
+        _counts = new long[bins];
+        _sums = new double[bins];
+        _weights = new float[bins];
+        _scale = new float[bins];
+    }
+
+    /// <summary>Number of bins.</summary>
+    public int Bins { get; }
+
+    /// <summary>EMA momentum.</summary>
+    public double Momentum { get; }
+
+    /// <summary>Loss multiplier.</summary>
+    public float LossWeight { get; }
+
+    /// <summary>The persistent EMA of bin counts (bound array, updated in place by every call).</summary>
+    public float[] AccSum { get; }
+
+    /// <summary>Bin edges [bins + 1]: k / bins in float32, the last plus 1e-6 (checkpoint buffer <c>edges</c>).</summary>
+    public ReadOnlySpan<float> Edges => _edges;
+
+    /// <summary>Maximum threads per call; -1 uses all cores.</summary>
+    public int MaxDegreeOfParallelism { get; set; } = -1;
+
+    /// <summary>Counts of the last call's bins (valid elements with edges[b] &lt;= g &lt; edges[b+1]).</summary>
+    public ReadOnlySpan<long> LastBinCounts => _counts;
+
+    /// <summary>
+    /// Loss and gradient of one FPN level over all images of the batch, straight from the NCHW class output.
+    /// Updates <see cref="AccSum"/> (call once per level, P3 first, as mmdetection does).
+    /// </summary>
+    /// <param name="classOutput">[N, A*C, H, W] logits, channel a*C + c.</param>
+    /// <param name="level">The level's targets (label codes [N, A, H*W]).</param>
+    /// <param name="gradient">[N, A*C, H, W], overwritten with d loss / d classOutput.</param>
+    public float ComputeLevel(ReadOnlySpan<float> classOutput, Detection.LevelTargets level, Span<float> gradient)
+    {
+        ArgumentNullException.ThrowIfNull(level);
+        long length = level.ClassOutputLength;
+        if (classOutput.Length != length)
+            throw new ArgumentException($"classOutput has {classOutput.Length} values; the level needs N*A*C*H*W = {level.NumImages}*{level.AnchorsPerCell}*{level.NumClasses}*{level.CellCount} = {length}.", nameof(classOutput));
+        if (gradient.Length != length)
+            throw new ArgumentException($"gradient has {gradient.Length} values; it must match classOutput ({length}).", nameof(gradient));
+        if (length == 0) return 0f;
+        fixed (float* x = classOutput)
+        fixed (int* codes = level.LabelCodes)
+        fixed (float* grad = gradient)
+        {
+            return Compute(x, codes, grad, (long)level.NumImages * level.AnchorsPerCell * level.NumClasses, level.CellCount, length, level.NumClasses, -1);
+        }
+    }
+
+    /// <summary>
+    /// mmdetection's <c>GHMC.forward(pred, target, label_weight)</c> on [M, C] row-major arrays with
+    /// binary targets (0 or 1): returns the loss and writes d loss / d logits. Updates <see cref="AccSum"/>.
+    /// </summary>
+    public float Compute(ReadOnlySpan<float> logits, ReadOnlySpan<float> targets, ReadOnlySpan<float> labelWeights, Span<float> gradient)
+    {
+        int length = logits.Length;
+        if (targets.Length != length || labelWeights.Length != length || gradient.Length != length)
+            throw new ArgumentException($"logits ({length}), targets ({targets.Length}), labelWeights ({labelWeights.Length}) and gradient ({gradient.Length}) must have the same length.", nameof(targets));
+        if (length == 0) return 0f;
+        // Per-element codes against class 1: 1 = target 1, 0 = target 0, -1 = not valid.
+        var codes = new int[length];
+        for (int i = 0; i < length; i++)
+        {
+            float t = targets[i];
+            if (t != 0f && t != 1f)
+                throw new ArgumentException($"targets[{i}] = {t}: GHM-C needs binary targets (0 or 1).", nameof(targets));
+            codes[i] = labelWeights[i] > 0f ? (int)t : -1;
+        }
+        int planeLength = Math.Min(length, GhmBinning.ChunkElements);
+        long planes = (length + planeLength - 1) / planeLength;
+        fixed (float* x = logits)
+        fixed (int* c = codes)
+        fixed (float* grad = gradient)
+        {
+            return Compute(x, c, grad, planes, planeLength, length, 1, 1);
+        }
+    }
+
+    // Planes of planeLength elements (the last may be short); plane p reads code plane
+    // p / classesPerCodePlane and compares codes with fixedClass, or with p % classesPerCodePlane when fixedClass < 0.
+    private float Compute(float* x, int* codes, float* grad, long planeCount, int planeLength, long totalLength, int classesPerCodePlane, int fixedClass)
+    {
+        int bins = Bins;
+        long planesPerChunk = Math.Max(1, GhmBinning.ChunkElements / planeLength);
+        int chunkCount = checked((int)((planeCount + planesPerChunk - 1) / planesPerChunk));
+        long[] chunkCounts = GhmBinning.Ensure(ref _chunkCounts, chunkCount * bins);
+        double[] chunkSums = GhmBinning.Ensure(ref _chunkSums, chunkCount * bins);
+        long[] chunkValid = GhmBinning.Ensure(ref _chunkValid, chunkCount);
+        var options = new ParallelOptions { MaxDegreeOfParallelism = MaxDegreeOfParallelism };
+        nint xp = (nint)x, cp = (nint)codes, gp = (nint)grad;
+
+        fixed (float* edgesPinned = _edges)
+        {
+            nint ep = (nint)edgesPinned;
+            Parallel.For(0, chunkCount, options, chunk =>
+            {
+                var counts = new Span<long>(chunkCounts, chunk * bins, bins);
+                var sums = new Span<double>(chunkSums, chunk * bins, bins);
+                counts.Clear();
+                sums.Clear();
+                long valid = 0;
+                long firstPlane = chunk * planesPerChunk;
+                long endPlane = Math.Min(planeCount, firstPlane + planesPerChunk);
+                for (long p = firstPlane; p < endPlane; p++)
+                {
+                    long start = p * planeLength;
+                    int len = (int)Math.Min(planeLength, totalLength - start);
+                    int cls = fixedClass >= 0 ? fixedClass : (int)(p % classesPerCodePlane);
+                    int* codePlane = (int*)cp + p / classesPerCodePlane * planeLength;
+                    valid += HistogramPass((float*)xp + start, codePlane, cls, (float*)gp + start, len, (float*)ep, bins, counts, sums);
+                }
+                chunkValid[chunk] = valid;
+            });
+
+            long validTotal = 0;
+            for (int c = 0; c < chunkCount; c++) validTotal += chunkValid[c];
+            GhmBinning.ReduceChunks(chunkCounts, chunkSums, chunkCount, bins, _counts, _sums);
+            double tot = Math.Max(validTotal, 1);
+            GhmBinning.ComputeBinWeights(_counts, AccSum, Momentum, tot, _weights);
+            double loss = 0;
+            for (int b = 0; b < bins; b++)
+            {
+                loss += _weights[b] * _sums[b];
+                _scale[b] = (float)(_weights[b] * (double)LossWeight / tot);
+            }
+            loss = loss / tot * LossWeight;
+
+            fixed (float* scalePinned = _scale)
+            {
+                nint sp = (nint)scalePinned;
+                long chunkElements = planesPerChunk * planeLength;
+                Parallel.For(0, chunkCount, options, chunk =>
+                {
+                    long start = chunk * chunkElements;
+                    long count = Math.Min(chunkElements, totalLength - start);
+                    GhmBinning.ScaleByBin((float*)gp, start, count, (float*)ep, (float*)sp, bins);
+                });
+            }
+            return (float)loss;
+        }
+    }
+
+    // Pass 1 over one plane: writes sigmoid(x) - t (0 where not valid or in no bin) and adds
+    // each binned valid element's count and bce to its bin, in element order. Returns the valid count.
+    private static long HistogramPass(float* x, int* codes, int cls, float* grad, int length, float* edges, int bins, Span<long> counts, Span<double> sums)
+    {
+        long valid = 0;
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated && length >= 8)
+        {
+            float* gBuf = stackalloc float[8];
+            float* bceBuf = stackalloc float[8];
+            var zero = Vector256<float>.Zero;
+            var one = Vector256.Create(1f);
+            var classVector = Vector256.Create(cls);
+            for (; i <= length - 8; i += 8)
+            {
+                Vector256<int> code = Vector256.Load(codes + i);
+                Vector256<float> validMask = Vector256.GreaterThanOrEqual(code, Vector256<int>.Zero).AsSingle();
+                uint validBits = validMask.ExtractMostSignificantBits();
+                if (validBits == 0)
+                {
+                    Vector256.Store(zero, grad + i);
+                    continue;
+                }
+                Vector256<float> xv = Vector256.Load(x + i);
+                Vector256<float> t = Vector256.Equals(code, classVector).AsSingle() & one;
+                Vector256<float> e = Vector256.Exp(-Vector256.Abs(xv));     // exp(-|x|) in (0, 1]
+                Vector256<float> onePlusE = one + e;
+                Vector256<float> r = one / onePlusE;
+                Vector256<float> sigmoid = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(xv, zero), r, e * r);
+                Vector256<float> v = (sigmoid - t) & validMask;
+                Vector256<float> bce = Vector256.Max(xv, zero) - xv * t + Vector256.Log(onePlusE);
+                Vector256.Store(v, grad + i);
+                Vector256.Store(Vector256.Abs(v), gBuf);
+                Vector256.Store(bce, bceBuf);
+                valid += System.Numerics.BitOperations.PopCount(validBits);
+                while (validBits != 0)
+                {
+                    int lane = GhmBinning.NextLane(ref validBits);
+                    int b = GhmBinning.BinOf(gBuf[lane], edges, bins);
+                    if (b < 0)
+                    {
+                        grad[i + lane] = 0f;
+                        continue;
+                    }
+                    counts[b]++;
+                    sums[b] += bceBuf[lane];
+                }
+            }
+        }
+        for (; i < length; i++)
+        {
+            int code = codes[i];
+            if (code < 0)
+            {
+                grad[i] = 0f;
+                continue;
+            }
+            valid++;
+            float xi = x[i];
+            float t = code == cls ? 1f : 0f;
+            float e = MathF.Exp(-MathF.Abs(xi));
+            float r = 1f / (1f + e);
+            float v = (xi >= 0f ? r : e * r) - t;
+            int b = GhmBinning.BinOf(MathF.Abs(v), edges, bins);
+            if (b < 0)
+            {
+                grad[i] = 0f;
+                continue;
+            }
+            grad[i] = v;
+            counts[b]++;
+            sums[b] += MathF.Max(xi, 0f) - xi * t + MathF.Log(1f + e);
+        }
+        return valid;
+    }
+}
