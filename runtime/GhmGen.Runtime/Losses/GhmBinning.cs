@@ -92,6 +92,13 @@ internal static unsafe class GhmBinning
             {
                 Vector256<float> v = Avx.LoadVector256(p + i);
                 Vector256<float> g = Vector256.Abs(v);
+                // Most vectors hold one bin only (easy negatives): a broadcast instead of gathers.
+                int b0 = BinOf(g.ToScalar(), edges, bins);
+                if (b0 >= 0 && Vector256.GreaterThanOrEqualAll(g, Vector256.Create(edges[b0])) && Vector256.LessThanAll(g, Vector256.Create(edges[b0 + 1])))
+                {
+                    Avx.Store(p + i, v * Vector256.Create(scale[b0]));
+                    continue;
+                }
                 Vector256<int> b = Vector256.Min(Vector256.Max(Vector256.ConvertToInt32(g * binsF), Vector256<int>.Zero), maxBin);
                 Vector256<float> lower = Avx2.GatherVector256(edges, b, 4);
                 Vector256<float> upper = Avx2.GatherVector256(edges, b + one, 4);
@@ -109,6 +116,56 @@ internal static unsafe class GhmBinning
             int b = BinOf(MathF.Abs(v), edges, bins);
             p[i] = b < 0 ? 0f : v * scale[b];
         }
+    }
+
+    /// <summary>
+    /// exp(x) for x &lt;= 0 (Cephes expf: x = n ln2 + r, degree-5 polynomial, 2^n by exponent bits;
+    /// about 1 ulp; inputs below -87.3 give exp(-87.3) instead of a denormal). BCL's Vector256.Exp
+    /// widens to double and is several times slower.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ExpNonPositive(Vector256<float> x)
+    {
+        x = Vector256.Max(x, Vector256.Create(-87.3f));
+        Vector256<float> n = Vector256.Floor(x * Vector256.Create(1.44269504088896341f) + Vector256.Create(0.5f));
+        x = x - n * Vector256.Create(0.693359375f) - n * Vector256.Create(-2.12194440e-4f);
+        Vector256<float> z = x * x;
+        Vector256<float> p = Vector256.Create(1.9875691500E-4f);
+        p = p * x + Vector256.Create(1.3981999507E-3f);
+        p = p * x + Vector256.Create(8.3334519073E-3f);
+        p = p * x + Vector256.Create(4.1665795894E-2f);
+        p = p * x + Vector256.Create(1.6666665459E-1f);
+        p = p * x + Vector256.Create(5.0000001201E-1f);
+        Vector256<float> y = p * z + x + Vector256.Create(1f);
+        Vector256<int> pow2 = (Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23;
+        return y * pow2.AsSingle();
+    }
+
+    /// <summary>
+    /// log(y) for y in [1, 2] (Cephes logf: range reduction to [sqrt(1/2), sqrt(2)] and a degree-9
+    /// polynomial; about 1 ulp). BCL's Vector256.Log is several times slower than Exp here.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LogOneToTwo(Vector256<float> y)
+    {
+        var one = Vector256.Create(1f);
+        Vector256<float> big = Vector256.GreaterThan(y, Vector256.Create(1.41421356f));
+        Vector256<float> e = big & one;
+        Vector256<float> f = Vector256.ConditionalSelect(big, y * Vector256.Create(0.5f), y) - one;
+        Vector256<float> z = f * f;
+        Vector256<float> p = Vector256.Create(7.0376836292E-2f);
+        p = p * f + Vector256.Create(-1.1514610310E-1f);
+        p = p * f + Vector256.Create(1.1676998740E-1f);
+        p = p * f + Vector256.Create(-1.2420140846E-1f);
+        p = p * f + Vector256.Create(1.4249322787E-1f);
+        p = p * f + Vector256.Create(-1.6668057665E-1f);
+        p = p * f + Vector256.Create(2.0000714765E-1f);
+        p = p * f + Vector256.Create(-2.4999993993E-1f);
+        p = p * f + Vector256.Create(3.3333331174E-1f);
+        Vector256<float> r = f * z * p;
+        r += e * Vector256.Create(-2.12194440e-4f);
+        r -= z * Vector256.Create(0.5f);
+        return f + r + e * Vector256.Create(0.693359375f);
     }
 
     /// <summary>Sums per-chunk histograms in chunk order (deterministic for any thread count).</summary>

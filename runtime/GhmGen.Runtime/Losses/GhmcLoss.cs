@@ -195,7 +195,10 @@ public sealed unsafe class GhmcLoss
     }
 
     // Pass 1 over one plane: writes sigmoid(x) - t (0 where not valid or in no bin) and adds
-    // each binned valid element's count and bce to its bin, in element order. Returns the valid count.
+    // each binned valid element's count and bce to its bin. Returns the valid count.
+    // Fast path: when all 8 lanes are valid and fall in one bin (most vectors: easy negatives in
+    // bin 0), the bce vector is added to that bin's double-lane accumulator; other vectors go lane
+    // by lane. The summation order is fixed by the data alone (never by threads).
     private static long HistogramPass(float* x, int* codes, int cls, float* grad, int length, float* edges, int bins, Span<long> counts, Span<double> sums)
     {
         long valid = 0;
@@ -204,6 +207,8 @@ public sealed unsafe class GhmcLoss
         {
             float* gBuf = stackalloc float[8];
             float* bceBuf = stackalloc float[8];
+            Vector256<double>* binAcc = stackalloc Vector256<double>[bins];
+            for (int b = 0; b < bins; b++) binAcc[b] = Vector256<double>.Zero;
             var zero = Vector256<float>.Zero;
             var one = Vector256.Create(1f);
             var classVector = Vector256.Create(cls);
@@ -219,16 +224,27 @@ public sealed unsafe class GhmcLoss
                 }
                 Vector256<float> xv = Vector256.Load(x + i);
                 Vector256<float> t = Vector256.Equals(code, classVector).AsSingle() & one;
-                Vector256<float> e = Vector256.Exp(-Vector256.Abs(xv));     // exp(-|x|) in (0, 1]
+                Vector256<float> e = GhmBinning.ExpNonPositive(-Vector256.Abs(xv));     // exp(-|x|) in (0, 1]
                 Vector256<float> onePlusE = one + e;
                 Vector256<float> r = one / onePlusE;
                 Vector256<float> sigmoid = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(xv, zero), r, e * r);
                 Vector256<float> v = (sigmoid - t) & validMask;
-                Vector256<float> bce = Vector256.Max(xv, zero) - xv * t + Vector256.Log(onePlusE);
+                Vector256<float> bce = Vector256.Max(xv, zero) - xv * t + GhmBinning.LogOneToTwo(onePlusE);
                 Vector256.Store(v, grad + i);
-                Vector256.Store(Vector256.Abs(v), gBuf);
-                Vector256.Store(bce, bceBuf);
+                Vector256<float> g = Vector256.Abs(v);
                 valid += System.Numerics.BitOperations.PopCount(validBits);
+                if (validBits == 0xFF)
+                {
+                    int b0 = GhmBinning.BinOf(g.ToScalar(), edges, bins);
+                    if (b0 >= 0 && Vector256.GreaterThanOrEqualAll(g, Vector256.Create(edges[b0])) && Vector256.LessThanAll(g, Vector256.Create(edges[b0 + 1])))
+                    {
+                        counts[b0] += 8;
+                        binAcc[b0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
+                        continue;
+                    }
+                }
+                Vector256.Store(g, gBuf);
+                Vector256.Store(bce, bceBuf);
                 while (validBits != 0)
                 {
                     int lane = GhmBinning.NextLane(ref validBits);
@@ -241,6 +257,11 @@ public sealed unsafe class GhmcLoss
                     counts[b]++;
                     sums[b] += bceBuf[lane];
                 }
+            }
+            for (int b = 0; b < bins; b++)
+            {
+                Vector256<double> acc = binAcc[b];
+                sums[b] += acc.GetElement(0) + acc.GetElement(1) + acc.GetElement(2) + acc.GetElement(3);
             }
         }
         for (; i < length; i++)

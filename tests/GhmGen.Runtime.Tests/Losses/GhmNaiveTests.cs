@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using GhmGen.Detection;
 using GhmGen.Losses;
 
@@ -229,6 +230,32 @@ public class GhmNaiveTests
             Assert.Equal(serial.ComputeLevel(x, level, g1), parallel.ComputeLevel(x, level, g2));
             Assert.Equal(g1, g2);
             Assert.Equal(serial.AccSum, parallel.AccSum);
+        }
+    }
+}
+
+/// <summary>The vector exp and log approximations inside GHM-C's first pass, against System.Math.</summary>
+public class GhmMathTests
+{
+    [Fact]
+    public void ExpOfNonPositiveArgumentsIsWithinTwoUlp()
+    {
+        for (double a = -87; a <= 0; a += 0.0137)
+        {
+            var v = GhmBinning.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Create((float)a));
+            double expected = Math.Exp((float)a);
+            Assert.True(Math.Abs(v.GetElement(0) - expected) <= 2.5e-7 * expected, $"exp({a}) = {expected:R}, got {v.GetElement(0):R}");
+        }
+    }
+
+    [Fact]
+    public void LogBetweenOneAndTwoIsWithinTwoUlp()
+    {
+        for (double y = 1; y <= 2; y += 0.0001)
+        {
+            var v = GhmBinning.LogOneToTwo(System.Runtime.Intrinsics.Vector256.Create((float)y));
+            double expected = Math.Log((float)y);
+            Assert.True(Math.Abs(v.GetElement(0) - expected) <= 1.2e-7 * Math.Max(expected, 1e-3), $"log({y}) = {expected:R}, got {v.GetElement(0):R}");
         }
     }
 }
