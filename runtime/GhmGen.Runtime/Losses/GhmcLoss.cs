@@ -9,7 +9,12 @@
 //   reduce: chunk histograms added in chunk order -> counts, acc_sum EMA, bin weights W_b;
 //           loss = sum_b W_b * bceSum_b / tot * lossWeight;
 //   pass 2: gradient *= W_b * lossWeight / tot, with b recomputed from |gradient| (= g).
-// Chunks are fixed by the shape alone, so results do not depend on the thread count.
+// Chunks are fixed by the shape alone and each chunk's sums are double, added in a fixed order
+// (a vector whose 8 lanes share one bin goes into that bin's 4-lane double accumulator, other
+// elements one by one), then chunks are added in chunk order: results do not depend on the
+// thread count, and differ from a sequential float64 sum only by double rounding (~1e-16).
+// exp and log use Cephes polynomials (~1 ulp; GhmMathTests), so g can differ from PyTorch's by
+// an ulp: only an element within an ulp of a bin edge could change bins.
 // Reference tests: tests/GhmGen.Runtime.Tests/Losses/GhmSpecVectorTests.cs (SPEC vectors),
 // GhmFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch) and GhmNaiveTests.cs (per-bin loop).
 using System.Runtime.Intrinsics;
