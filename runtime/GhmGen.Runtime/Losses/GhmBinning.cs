@@ -75,15 +75,73 @@ internal static unsafe class GhmBinning
     }
 
     /// <summary>
+    /// True when edges[k] == (float)k / bins for every k &lt; bins and the last edge is at least 1
+    /// (GHM-C's and GHM-R's edges): then <see cref="UniformBin"/> finds bins without a table.
+    /// </summary>
+    public static bool HasUniformEdges(ReadOnlySpan<float> edges)
+    {
+        int bins = edges.Length - 1;
+        for (int k = 0; k < bins; k++)
+            if (edges[k] != (float)k / bins) return false;
+        return edges[bins] >= 1f;
+    }
+
+    /// <summary>
+    /// Bins of 8 gradient lengths for uniform edges, exactly as edges[b] &lt;= g &lt; edges[b + 1]
+    /// for 0 &lt;= g &lt; edges[bins]: the truncated g * bins, corrected by one against the
+    /// recomputed float edges k / bins, clamped to the last bin (whose upper edge is &gt;= 1).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> UniformBin(Vector256<float> g, Vector256<float> binsF, Vector256<int> maxBin)
+    {
+        Vector256<int> b = Vector256.Min(Vector256.Max(Vector256.ConvertToInt32(g * binsF), Vector256<int>.Zero), maxBin);
+        Vector256<float> lower = Vector256.ConvertToSingle(b) / binsF;
+        Vector256<float> upper = Vector256.ConvertToSingle(b + Vector256<int>.One) / binsF;
+        // comparison masks are all ones (-1) where true
+        b += Vector256.LessThan(g, lower).AsInt32();
+        b -= Vector256.GreaterThanOrEqual(g, upper).AsInt32();
+        return Vector256.Min(Vector256.Max(b, Vector256<int>.Zero), maxBin);
+    }
+
+    /// <summary>
     /// In place: value[i] *= scale[bin(|value[i]|)] over [start, start + count). The values are
     /// the unscaled gradients that pass 1 stored (0 for elements outside every bin), whose
     /// magnitude is the gradient length g, so the bin is recomputed instead of stored.
     /// </summary>
-    public static void ScaleByBin(float* values, long start, long count, float* edges, float* scale, int bins)
+    public static void ScaleByBin(float* values, long start, long count, float* edges, float* scale, int bins, bool uniformEdges)
     {
         float* p = values + start;
         long i = 0;
-        if (Avx2.IsSupported && count >= 8)
+        if (uniformEdges && Vector256.IsHardwareAccelerated && count >= 8)
+        {
+            var binsF = Vector256.Create((float)bins);
+            var maxBin = Vector256.Create(bins - 1);
+            int* bBuf = stackalloc int[8];
+            float* wBuf = stackalloc float[8];
+            for (; i <= count - 8; i += 8)
+            {
+                Vector256<float> v = Vector256.Load(p + i);
+                Vector256<int> b = UniformBin(Vector256.Abs(v), binsF, maxBin);
+                int b0 = b.ToScalar();
+                Vector256<float> w;
+                if (Vector256.EqualsAll(b, Vector256.Create(b0)))
+                {
+                    w = Vector256.Create(scale[b0]); // most vectors: one bin (easy negatives)
+                }
+                else if (Avx2.IsSupported)
+                {
+                    w = Avx2.GatherVector256(scale, b, 4);
+                }
+                else
+                {
+                    Vector256.Store(b, bBuf);
+                    for (int lane = 0; lane < 8; lane++) wBuf[lane] = scale[bBuf[lane]];
+                    w = Vector256.Load(wBuf);
+                }
+                Vector256.Store(v * w, p + i);
+            }
+        }
+        else if (Avx2.IsSupported && count >= 8)
         {
             var binsF = Vector256.Create((float)bins);
             var maxBin = Vector256.Create(bins - 1);
@@ -92,22 +150,13 @@ internal static unsafe class GhmBinning
             {
                 Vector256<float> v = Avx.LoadVector256(p + i);
                 Vector256<float> g = Vector256.Abs(v);
-                // Most vectors hold one bin only (easy negatives): a broadcast instead of gathers.
-                int b0 = BinOf(g.ToScalar(), edges, bins);
-                if (b0 >= 0 && Vector256.GreaterThanOrEqualAll(g, Vector256.Create(edges[b0])) && Vector256.LessThanAll(g, Vector256.Create(edges[b0 + 1])))
-                {
-                    Avx.Store(p + i, v * Vector256.Create(scale[b0]));
-                    continue;
-                }
                 Vector256<int> b = Vector256.Min(Vector256.Max(Vector256.ConvertToInt32(g * binsF), Vector256<int>.Zero), maxBin);
                 Vector256<float> lower = Avx2.GatherVector256(edges, b, 4);
                 Vector256<float> upper = Avx2.GatherVector256(edges, b + one, 4);
-                // comparison masks are all ones (-1) where true
                 b += Vector256.LessThan(g, lower).AsInt32();
                 b -= Vector256.GreaterThanOrEqual(g, upper).AsInt32();
                 b = Vector256.Min(Vector256.Max(b, Vector256<int>.Zero), maxBin);
-                Vector256<float> w = Avx2.GatherVector256(scale, b, 4);
-                Avx.Store(p + i, v * w);
+                Avx.Store(p + i, v * Avx2.GatherVector256(scale, b, 4));
             }
         }
         for (; i < count; i++)

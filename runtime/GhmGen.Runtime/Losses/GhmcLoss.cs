@@ -22,6 +22,7 @@ using System.Runtime.Intrinsics;
 namespace GhmGen.Losses;
 
 /// <summary>Gradient Harmonized classification loss (GHM-C) with its persistent <c>acc_sum</c> state.</summary>
+/// <remarks>One instance keeps scratch buffers between calls: do not call it from two threads at once.</remarks>
 public sealed unsafe class GhmcLoss
 {
     private readonly float[] _edges;
@@ -192,7 +193,7 @@ public sealed unsafe class GhmcLoss
                 {
                     long start = chunk * chunkElements;
                     long count = Math.Min(chunkElements, totalLength - start);
-                    GhmBinning.ScaleByBin((float*)gp, start, count, (float*)ep, (float*)sp, bins);
+                    GhmBinning.ScaleByBin((float*)gp, start, count, (float*)ep, (float*)sp, bins, uniformEdges: true);
                 });
             }
             return (float)loss;
@@ -210,8 +211,12 @@ public sealed unsafe class GhmcLoss
         int i = 0;
         if (Vector256.IsHardwareAccelerated && length >= 8)
         {
-            float* gBuf = stackalloc float[8];
+            int* binBuf = stackalloc int[8];
             float* bceBuf = stackalloc float[8];
+            var binsF = Vector256.Create((float)bins);
+            var maxBin = Vector256.Create(bins - 1);
+            var edge0 = Vector256.Create(edges[0]);
+            var edgeLast = Vector256.Create(edges[bins]);
             Vector256<double>* binAcc = stackalloc Vector256<double>[bins];
             for (int b = 0; b < bins; b++) binAcc[b] = Vector256<double>.Zero;
             var zero = Vector256<float>.Zero;
@@ -238,29 +243,26 @@ public sealed unsafe class GhmcLoss
                 Vector256.Store(v, grad + i);
                 Vector256<float> g = Vector256.Abs(v);
                 valid += System.Numerics.BitOperations.PopCount(validBits);
-                if (validBits == 0xFF)
+                // In range: edges[0] <= g < edges[bins] (false for NaN); GHM-C's edges are uniform.
+                uint inRangeBits = (Vector256.GreaterThanOrEqual(g, edge0) & Vector256.LessThan(g, edgeLast)).ExtractMostSignificantBits();
+                Vector256<int> bin = GhmBinning.UniformBin(g, binsF, maxBin);
+                int b0 = bin.ToScalar();
+                if ((validBits & inRangeBits) == 0xFF && Vector256.EqualsAll(bin, Vector256.Create(b0)))
                 {
-                    int b0 = GhmBinning.BinOf(g.ToScalar(), edges, bins);
-                    if (b0 >= 0 && Vector256.GreaterThanOrEqualAll(g, Vector256.Create(edges[b0])) && Vector256.LessThanAll(g, Vector256.Create(edges[b0 + 1])))
-                    {
-                        counts[b0] += 8;
-                        binAcc[b0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
-                        continue;
-                    }
+                    counts[b0] += 8;
+                    binAcc[b0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
+                    continue;
                 }
-                Vector256.Store(g, gBuf);
+                Vector256.Store(bin, binBuf);
                 Vector256.Store(bce, bceBuf);
-                while (validBits != 0)
+                uint outside = validBits & ~inRangeBits;
+                while (outside != 0) grad[i + GhmBinning.NextLane(ref outside)] = 0f;
+                uint binned = validBits & inRangeBits;
+                while (binned != 0)
                 {
-                    int lane = GhmBinning.NextLane(ref validBits);
-                    int b = GhmBinning.BinOf(gBuf[lane], edges, bins);
-                    if (b < 0)
-                    {
-                        grad[i + lane] = 0f;
-                        continue;
-                    }
-                    counts[b]++;
-                    sums[b] += bceBuf[lane];
+                    int lane = GhmBinning.NextLane(ref binned);
+                    counts[binBuf[lane]]++;
+                    sums[binBuf[lane]] += bceBuf[lane];
                 }
             }
             for (int b = 0; b < bins; b++)

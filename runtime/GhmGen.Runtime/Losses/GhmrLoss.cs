@@ -9,9 +9,11 @@
 namespace GhmGen.Losses;
 
 /// <summary>Gradient Harmonized regression loss (GHM-R, authentic smooth L1) with its persistent <c>acc_sum</c> state.</summary>
+/// <remarks>One instance keeps scratch buffers between calls: do not call it from two threads at once.</remarks>
 public sealed unsafe class GhmrLoss
 {
     private readonly float[] _edges;
+    private readonly bool _uniformEdges;
     private long[]? _chunkCounts;
     private double[]? _chunkSums;
     private double[]? _chunkWeightSums;
@@ -45,6 +47,7 @@ public sealed unsafe class GhmrLoss
         _edges = new float[bins + 1];
         for (int k = 0; k < bins; k++) _edges[k] = (float)((double)k / bins);
         _edges[bins] = 1000f;
+        _uniformEdges = GhmBinning.HasUniformEdges(_edges);
         _counts = new long[bins];
         _sums = new double[bins];
         _weights = new float[bins];
@@ -169,7 +172,7 @@ public sealed unsafe class GhmrLoss
             {
                 long start = (long)chunk * GhmBinning.ChunkElements;
                 long count = Math.Min(GhmBinning.ChunkElements, length - start);
-                GhmBinning.ScaleByBin((float*)gp, start, count, (float*)ep, (float*)sp, bins);
+                GhmBinning.ScaleByBin((float*)gp, start, count, (float*)ep, (float*)sp, bins, _uniformEdges);
             });
             return (float)loss;
         }

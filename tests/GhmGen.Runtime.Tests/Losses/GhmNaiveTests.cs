@@ -259,3 +259,35 @@ public class GhmMathTests
         }
     }
 }
+
+/// <summary>The table-free vector bin lookup against the plain edge test.</summary>
+public class GhmBinLookupTests
+{
+    [Fact]
+    public unsafe void UniformBinEqualsTheEdgeTestAtAndAroundEveryEdge()
+    {
+        foreach (float[] edges in new[] { new GhmcLoss().Edges.ToArray(), new GhmrLoss().Edges.ToArray() })
+        {
+            Assert.True(GhmBinning.HasUniformEdges(edges));
+            int bins = edges.Length - 1;
+            var values = new List<float> { 0f, 1f, float.Epsilon };
+            for (int k = 0; k < bins; k++)
+            {
+                float e = edges[k];
+                values.AddRange([e, MathF.BitIncrement(e), MathF.BitDecrement(e), e + 0.01f]);
+            }
+            values.RemoveAll(v => v < 0 || v > 1);
+            fixed (float* edgePtr = edges)
+            {
+                foreach (float g in values)
+                {
+                    int expected = -1;
+                    for (int b = 0; b < bins; b++) if (g >= edges[b] && g < edges[b + 1]) expected = b;
+                    int actual = GhmBinning.UniformBin(Vector256.Create(g), Vector256.Create((float)bins), Vector256.Create(bins - 1)).ToScalar();
+                    Assert.True(expected == actual, $"g = {g:R} with {bins} bins: expected bin {expected}, got {actual}");
+                    Assert.Equal(expected, GhmBinning.BinOf(g, edgePtr, bins));
+                }
+            }
+        }
+    }
+}
