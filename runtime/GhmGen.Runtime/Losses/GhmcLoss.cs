@@ -220,50 +220,40 @@ public sealed unsafe class GhmcLoss
             Vector256<double>* binAcc = stackalloc Vector256<double>[bins];
             for (int b = 0; b < bins; b++) binAcc[b] = Vector256<double>.Zero;
             var zero = Vector256<float>.Zero;
-            var one = Vector256.Create(1f);
             var classVector = Vector256.Create(cls);
+            // Two vectors per step: exp, log and the divide are long dependency chains, and two
+            // independent ones in flight keep the core busy.
+            for (; i <= length - 16; i += 16)
+            {
+                Vector256<int> codeA = Vector256.Load(codes + i);
+                Vector256<int> codeB = Vector256.Load(codes + i + 8);
+                Vector256<float> validA = Vector256.GreaterThanOrEqual(codeA, Vector256<int>.Zero).AsSingle();
+                Vector256<float> validB = Vector256.GreaterThanOrEqual(codeB, Vector256<int>.Zero).AsSingle();
+                uint validBitsA = validA.ExtractMostSignificantBits();
+                uint validBitsB = validB.ExtractMostSignificantBits();
+                if ((validBitsA | validBitsB) == 0)
+                {
+                    Vector256.Store(zero, grad + i);
+                    Vector256.Store(zero, grad + i + 8);
+                    continue;
+                }
+                Vector256<float> bceA = SigmoidAndBce(Vector256.Load(x + i), codeA, classVector, validA, out Vector256<float> vA);
+                Vector256<float> bceB = SigmoidAndBce(Vector256.Load(x + i + 8), codeB, classVector, validB, out Vector256<float> vB);
+                Vector256.Store(vA, grad + i);
+                Vector256.Store(vB, grad + i + 8);
+                valid += System.Numerics.BitOperations.PopCount(validBitsA) + System.Numerics.BitOperations.PopCount(validBitsB);
+                AddToHistogram(Vector256.Abs(vA), bceA, validBitsA, grad + i, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
+                AddToHistogram(Vector256.Abs(vB), bceB, validBitsB, grad + i + 8, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
+            }
             for (; i <= length - 8; i += 8)
             {
                 Vector256<int> code = Vector256.Load(codes + i);
                 Vector256<float> validMask = Vector256.GreaterThanOrEqual(code, Vector256<int>.Zero).AsSingle();
                 uint validBits = validMask.ExtractMostSignificantBits();
-                if (validBits == 0)
-                {
-                    Vector256.Store(zero, grad + i);
-                    continue;
-                }
-                Vector256<float> xv = Vector256.Load(x + i);
-                Vector256<float> t = Vector256.Equals(code, classVector).AsSingle() & one;
-                Vector256<float> e = GhmBinning.ExpNonPositive(-Vector256.Abs(xv));     // exp(-|x|) in (0, 1]
-                Vector256<float> onePlusE = one + e;
-                Vector256<float> r = one / onePlusE;
-                Vector256<float> sigmoid = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(xv, zero), r, e * r);
-                Vector256<float> v = (sigmoid - t) & validMask;
-                Vector256<float> bce = Vector256.Max(xv, zero) - xv * t + GhmBinning.LogOneToTwo(onePlusE);
+                Vector256<float> bce = SigmoidAndBce(Vector256.Load(x + i), code, classVector, validMask, out Vector256<float> v);
                 Vector256.Store(v, grad + i);
-                Vector256<float> g = Vector256.Abs(v);
                 valid += System.Numerics.BitOperations.PopCount(validBits);
-                // In range: edges[0] <= g < edges[bins] (false for NaN); GHM-C's edges are uniform.
-                uint inRangeBits = (Vector256.GreaterThanOrEqual(g, edge0) & Vector256.LessThan(g, edgeLast)).ExtractMostSignificantBits();
-                Vector256<int> bin = GhmBinning.UniformBin(g, binsF, maxBin);
-                int b0 = bin.ToScalar();
-                if ((validBits & inRangeBits) == 0xFF && Vector256.EqualsAll(bin, Vector256.Create(b0)))
-                {
-                    counts[b0] += 8;
-                    binAcc[b0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
-                    continue;
-                }
-                Vector256.Store(bin, binBuf);
-                Vector256.Store(bce, bceBuf);
-                uint outside = validBits & ~inRangeBits;
-                while (outside != 0) grad[i + GhmBinning.NextLane(ref outside)] = 0f;
-                uint binned = validBits & inRangeBits;
-                while (binned != 0)
-                {
-                    int lane = GhmBinning.NextLane(ref binned);
-                    counts[binBuf[lane]]++;
-                    sums[binBuf[lane]] += bceBuf[lane];
-                }
+                AddToHistogram(Vector256.Abs(v), bce, validBits, grad + i, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
             }
             for (int b = 0; b < bins; b++)
             {
@@ -296,5 +286,69 @@ public sealed unsafe class GhmcLoss
             sums[b] += MathF.Max(xi, 0f) - xi * t + MathF.Log(1f + e);
         }
         return valid;
+    }
+
+    // sigmoid(x) - t (masked by valid) into v, and bce(x, t) as the result, for 8 logits.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SigmoidAndBce(Vector256<float> x, Vector256<int> code, Vector256<int> classVector, Vector256<float> validMask, out Vector256<float> v)
+    {
+        var one = Vector256.Create(1f);
+        var zero = Vector256<float>.Zero;
+        Vector256<float> t = Vector256.Equals(code, classVector).AsSingle() & one;
+        Vector256<float> e = GhmBinning.ExpNonPositive(-Vector256.Abs(x));     // exp(-|x|) in (0, 1]
+        Vector256<float> onePlusE = one + e;
+        Vector256<float> r = one / onePlusE;
+        Vector256<float> sigmoid = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, zero), r, e * r);
+        v = (sigmoid - t) & validMask;
+        return Vector256.Max(x, zero) - x * t + GhmBinning.LogOneToTwo(onePlusE);
+    }
+
+    // Counts 8 gradient lengths g (with their bce) into the histogram. A vector whose lanes are all
+    // valid and in one bin goes to that bin's 4-lane double accumulator; otherwise lane by lane,
+    // zeroing the stored gradient of valid lanes outside every bin (NaN).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void AddToHistogram(Vector256<float> g, Vector256<float> bce, uint validBits, float* grad,
+        Vector256<float> binsF, Vector256<int> maxBin, Vector256<float> edge0, Vector256<float> edgeLast,
+        Span<long> counts, Span<double> sums, Vector256<double>* binAcc, int* binBuf, float* bceBuf)
+    {
+        if (validBits == 0) return;
+        uint inRangeBits = (Vector256.GreaterThanOrEqual(g, edge0) & Vector256.LessThan(g, edgeLast)).ExtractMostSignificantBits();
+        Vector256<int> bin = GhmBinning.UniformBin(g, binsF, maxBin);
+        int b0 = bin.ToScalar();
+        Vector256<float> sameBin = Vector256.Equals(bin, Vector256.Create(b0)).AsSingle();
+        uint binned = validBits & inRangeBits;
+        uint sameBits = binned & sameBin.ExtractMostSignificantBits();
+        if (sameBits == 0xFF)
+        {
+            counts[b0] += 8;
+            binAcc[b0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
+            return;
+        }
+        uint outside = validBits & ~inRangeBits;
+        while (outside != 0) grad[GhmBinning.NextLane(ref outside)] = 0f;
+        // Lanes in lane 0's bin (usually most of them) still go in one masked vector add.
+        if (sameBits != 0)
+        {
+            Vector256<float> masked = bce & LaneBitMask(sameBits);
+            counts[b0] += System.Numerics.BitOperations.PopCount(sameBits);
+            binAcc[b0] += Vector256.WidenLower(masked) + Vector256.WidenUpper(masked);
+            binned &= ~sameBits;
+        }
+        Vector256.Store(bin, binBuf);
+        Vector256.Store(bce, bceBuf);
+        while (binned != 0)
+        {
+            int lane = GhmBinning.NextLane(ref binned);
+            counts[binBuf[lane]]++;
+            sums[binBuf[lane]] += bceBuf[lane];
+        }
+    }
+
+    // All-ones in lane k where bit k of bits is set.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> LaneBitMask(uint bits)
+    {
+        Vector256<int> laneBits = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
+        return Vector256.Equals(Vector256.Create((int)bits) & laneBits, laneBits).AsSingle();
     }
 }
