@@ -118,9 +118,16 @@ internal static unsafe class GhmBinning
             var maxBin = Vector256.Create(bins - 1);
             int* bBuf = stackalloc int[8];
             float* wBuf = stackalloc float[8];
+            var edge1 = Vector256.Create(edges[1]);
+            var scale0 = Vector256.Create(scale[0]);
             for (; i <= count - 8; i += 8)
             {
                 Vector256<float> v = Vector256.Load(p + i);
+                if (Vector256.LessThanAll(Vector256.Abs(v), edge1))
+                {
+                    Vector256.Store(v * scale0, p + i); // all in bin 0: the common case
+                    continue;
+                }
                 Vector256<int> b = UniformBin(Vector256.Abs(v), binsF, maxBin);
                 int b0 = b.ToScalar();
                 Vector256<float> w;

@@ -216,6 +216,7 @@ public sealed unsafe class GhmcLoss
             var binsF = Vector256.Create((float)bins);
             var maxBin = Vector256.Create(bins - 1);
             var edge0 = Vector256.Create(edges[0]);
+            var edge1 = Vector256.Create(edges[1]);
             var edgeLast = Vector256.Create(edges[bins]);
             Vector256<double>* binAcc = stackalloc Vector256<double>[bins];
             for (int b = 0; b < bins; b++) binAcc[b] = Vector256<double>.Zero;
@@ -242,8 +243,8 @@ public sealed unsafe class GhmcLoss
                 Vector256.Store(vA, grad + i);
                 Vector256.Store(vB, grad + i + 8);
                 valid += System.Numerics.BitOperations.PopCount(validBitsA) + System.Numerics.BitOperations.PopCount(validBitsB);
-                AddToHistogram(Vector256.Abs(vA), bceA, validBitsA, grad + i, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
-                AddToHistogram(Vector256.Abs(vB), bceB, validBitsB, grad + i + 8, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
+                AddToHistogram(Vector256.Abs(vA), bceA, validBitsA, grad + i, binsF, maxBin, edge0, edge1, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
+                AddToHistogram(Vector256.Abs(vB), bceB, validBitsB, grad + i + 8, binsF, maxBin, edge0, edge1, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
             }
             for (; i <= length - 8; i += 8)
             {
@@ -253,7 +254,7 @@ public sealed unsafe class GhmcLoss
                 Vector256<float> bce = SigmoidAndBce(Vector256.Load(x + i), code, classVector, validMask, out Vector256<float> v);
                 Vector256.Store(v, grad + i);
                 valid += System.Numerics.BitOperations.PopCount(validBits);
-                AddToHistogram(Vector256.Abs(v), bce, validBits, grad + i, binsF, maxBin, edge0, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
+                AddToHistogram(Vector256.Abs(v), bce, validBits, grad + i, binsF, maxBin, edge0, edge1, edgeLast, counts, sums, binAcc, binBuf, bceBuf);
             }
             for (int b = 0; b < bins; b++)
             {
@@ -308,10 +309,16 @@ public sealed unsafe class GhmcLoss
     // zeroing the stored gradient of valid lanes outside every bin (NaN).
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void AddToHistogram(Vector256<float> g, Vector256<float> bce, uint validBits, float* grad,
-        Vector256<float> binsF, Vector256<int> maxBin, Vector256<float> edge0, Vector256<float> edgeLast,
+        Vector256<float> binsF, Vector256<int> maxBin, Vector256<float> edge0, Vector256<float> edge1, Vector256<float> edgeLast,
         Span<long> counts, Span<double> sums, Vector256<double>* binAcc, int* binBuf, float* bceBuf)
     {
         if (validBits == 0) return;
+        if (validBits == 0xFF && Vector256.LessThanAll(g, edge1))
+        {
+            counts[0] += 8; // all in bin 0 (easy negatives): no bin arithmetic
+            binAcc[0] += Vector256.WidenLower(bce) + Vector256.WidenUpper(bce);
+            return;
+        }
         uint inRangeBits = (Vector256.GreaterThanOrEqual(g, edge0) & Vector256.LessThan(g, edgeLast)).ExtractMostSignificantBits();
         Vector256<int> bin = GhmBinning.UniformBin(g, binsF, maxBin);
         int b0 = bin.ToScalar();
