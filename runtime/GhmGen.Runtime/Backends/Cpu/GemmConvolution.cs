@@ -1,0 +1,224 @@
+// Convolution as a blocked GEMM, per image n and group g:
+//   y[n, g*M + m, p] = act(bias[m] + sum_k A_g[m, k] * X_g[k, p] (+ residual[n, g*M + m, p]))
+// with M = out/groups, K = in/groups*kh*kw, p over the OH*OW output pixels, and the implicit
+// im2col matrix X_g[(c*kh + ky)*kw + kx, (oy, ox)] = x[n, g*in/groups + c, oy*s - pad + ky,
+// ox*s - pad + kx] (zero outside). No im2col buffer is built: each worker packs only a
+// KC x NC block of X_g into its scratch, as NR-wide panels (panel[k*NR + j]), then runs the
+// MR x NR micro-kernel over the weight panels (packed once, PackedConvWeights). A 1x1 stride-1
+// convolution packs plain copies of the input rows (out[o, hw] = W[o, c] * X[c, hw]).
+// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128
+// (an 128 x 48 input panel = 24 KB stays in L1), row block MC = 256 output channels (a 128 x 256
+// weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
+// rows are split into chunks only when there are too few items to keep every worker busy.
+// Shapes: x [N, in, H, W], y and residual [N, out, OH, OW].
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>The per-call state of one GEMM convolution, run as parallel work items.</summary>
+internal sealed unsafe class GemmConvolution : IParallelWork
+{
+    /// <summary>KC: k steps per packed input block.</summary>
+    public const int DepthBlock = 128;
+
+    /// <summary>NR multiples per column block (NC = this * NR).</summary>
+    public const int PanelsPerColumnBlock = 10;
+
+    /// <summary>MC: output channels per weight block that stays in L2.</summary>
+    public const int RowBlock = 256;
+
+    /// <summary>Largest MR x NR tile of any kernel, for the edge-tile scratch.</summary>
+    private const int MaxTileElements = 1024;
+
+    private readonly GemmKernel kernel;
+    private readonly float*[] scratch;
+
+    // Per-call arguments (set by Prepare, read by Execute on every worker).
+    private PackedConvWeights conv = null!;
+    private float* x, y, residual, panels, bias;
+    private int inChannels, height, width, outHeight, outWidth, pixels;
+    private int columnBlocks, rowChunks, panelsPerChunk, columnBlock;
+    private bool relu;
+
+    /// <summary>Uses <paramref name="kernel"/> and one scratch block of <see cref="ScratchElements"/> per worker.</summary>
+    public GemmConvolution(GemmKernel kernel, float*[] scratch)
+    {
+        this.kernel = kernel;
+        this.scratch = scratch;
+    }
+
+    /// <summary>Floats of scratch each worker needs.</summary>
+    public static long ScratchElements(GemmKernel kernel) => (long)DepthBlock * PanelsPerColumnBlock * kernel.Columns;
+
+    /// <summary>Sets up one call and returns the number of work items.</summary>
+    public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual,
+        float* panels, float* bias, bool relu, int workers)
+    {
+        this.conv = conv;
+        this.x = x;
+        this.y = y;
+        this.residual = residual;
+        this.panels = panels;
+        this.bias = bias;
+        this.relu = relu;
+        ConvSpec s = conv.Spec;
+        inChannels = s.InChannels;
+        height = xView.H;
+        width = xView.W;
+        outHeight = s.OutputSize(height);
+        outWidth = s.OutputSize(width);
+        pixels = outHeight * outWidth;
+        columnBlock = PanelsPerColumnBlock * kernel.Columns;
+        columnBlocks = (pixels + columnBlock - 1) / columnBlock;
+        long items = (long)xView.N * s.Groups * columnBlocks;
+        // Too few items for the workers (small feature maps): split output channels too. Each chunk
+        // packs the same input block again, which is cheap next to its GEMM.
+        int wanted = 4 * workers;
+        rowChunks = items >= wanted ? 1 : (int)Math.Min(conv.PanelsPerGroup, (wanted + items - 1) / items);
+        panelsPerChunk = (conv.PanelsPerGroup + rowChunks - 1) / rowChunks;
+        rowChunks = (conv.PanelsPerGroup + panelsPerChunk - 1) / panelsPerChunk;
+        return checked((int)(items * rowChunks));
+    }
+
+    /// <inheritdoc/>
+    public void Execute(int item, int worker)
+    {
+        int mr = kernel.Rows, nr = kernel.Columns;
+        int chunk = item % rowChunks;
+        item /= rowChunks;
+        int block = item % columnBlocks;
+        item /= columnBlocks;
+        ConvSpec s = conv.Spec;
+        int g = item % s.Groups, n = item / s.Groups;
+        int m = conv.OutPerGroup, depth = conv.Depth;
+        int firstColumn = block * columnBlock, columns = Math.Min(columnBlock, pixels - firstColumn);
+        int columnPanels = (columns + nr - 1) / nr;
+        int firstPanel = chunk * panelsPerChunk, endPanel = Math.Min(conv.PanelsPerGroup, firstPanel + panelsPerChunk);
+        int panelsPerRowBlock = Math.Max(1, RowBlock / mr);
+
+        float* image = x + ((long)n * inChannels + (long)g * (inChannels / s.Groups)) * height * width;
+        long outStart = ((long)n * s.OutChannels + (long)g * m) * pixels + firstColumn;
+        float* yGroup = y + outStart;
+        float* rGroup = residual == null ? null : residual + outStart;
+        float* aGroup = panels + g * conv.GroupStride;
+        float* biasGroup = bias + (long)g * conv.PanelsPerGroup * mr;
+        float* packed = scratch[worker];
+        float* edge = stackalloc float[2 * MaxTileElements];
+
+        for (int k0 = 0; k0 < depth; k0 += DepthBlock)
+        {
+            int kc = Math.Min(DepthBlock, depth - k0);
+            PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
+            int mode = (k0 == 0 ? GemmMicroKernels.First : 0)
+                | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
+            for (int p0 = firstPanel; p0 < endPanel; p0 += panelsPerRowBlock)
+            {
+                int p1 = Math.Min(endPanel, p0 + panelsPerRowBlock);
+                for (int jp = 0; jp < columnPanels; jp++)
+                {
+                    float* b = packed + (long)jp * kc * nr;
+                    int tileColumns = Math.Min(nr, columns - jp * nr);
+                    for (int ip = p0; ip < p1; ip++)
+                    {
+                        float* a = aGroup + (long)ip * mr * depth + (long)k0 * mr;
+                        int tileRows = Math.Min(mr, m - ip * mr);
+                        long at = (long)ip * mr * pixels + jp * nr;
+                        float* c = yGroup + at;
+                        float* r = rGroup == null ? null : rGroup + at;
+                        if (tileRows == mr && tileColumns == nr)
+                            kernel.Tile(kc, a, b, c, pixels, biasGroup + ip * mr, r, mode);
+                        else
+                            EdgeTile(kc, a, b, c, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge);
+                    }
+                }
+            }
+        }
+    }
+
+    // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
+    private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode,
+        int rows, int columns, float* edge)
+    {
+        int mr = kernel.Rows, nr = kernel.Columns;
+        float* tile = edge, tileResidual = edge + MaxTileElements;
+        bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;
+        new Span<float>(tile, mr * nr).Clear();
+        if (useResidual) new Span<float>(tileResidual, mr * nr).Clear();
+        for (int i = 0; i < rows; i++)
+        {
+            if ((mode & GemmMicroKernels.First) == 0)
+                new ReadOnlySpan<float>(c + (long)i * pixels, columns).CopyTo(new Span<float>(tile + i * nr, columns));
+            if (useResidual)
+                new ReadOnlySpan<float>(r + (long)i * pixels, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
+        }
+        kernel.Tile(kc, a, b, tile, nr, tileBias, useResidual ? tileResidual : null, mode);
+        for (int i = 0; i < rows; i++)
+            new ReadOnlySpan<float>(tile + i * nr, columns).CopyTo(new Span<float>(c + (long)i * pixels, columns));
+    }
+
+    // Packs rows k0 .. k0+kc of the implicit im2col matrix, output pixels firstColumn ..
+    // firstColumn+columns, as NR-wide panels: dst[(q / NR) * kc * NR + (k - k0) * NR + q % NR];
+    // columns past `columns` (up to paddedColumns) are zero.
+    private void PackInput(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
+    {
+        ConvSpec s = conv.Spec;
+        int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        int nr = kernel.Columns;
+        long panelStride = (long)kc * nr;
+        long plane = (long)height * width;
+        int startY = firstColumn / outWidth, startX = firstColumn % outWidth;
+        for (int kk = 0; kk < kc; kk++)
+        {
+            int k = k0 + kk;
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            float* rowDst = dst + (long)kk * nr;
+            int oy = startY, ox = startX, q = 0;
+            while (q < paddedColumns)
+            {
+                int j = q % nr;
+                float* d = rowDst + q / nr * panelStride + j;
+                int run = Math.Min(nr - j, paddedColumns - q);
+                if (q >= columns)
+                {
+                    new Span<float>(d, run).Clear();
+                    q += run;
+                    continue;
+                }
+                run = Math.Min(run, Math.Min(columns - q, outWidth - ox));
+                int iy = oy * stride - pad + ky;
+                if ((uint)iy >= (uint)height)
+                {
+                    new Span<float>(d, run).Clear();
+                }
+                else
+                {
+                    float* row = source + (long)iy * width;
+                    int ix0 = ox * stride - pad + kx;
+                    if (stride == 1)
+                    {
+                        // valid t: 0 <= ix0 + t < width
+                        int lo = Math.Clamp(-ix0, 0, run), hi = Math.Clamp(width - ix0, lo, run);
+                        if (lo > 0) new Span<float>(d, lo).Clear();
+                        if (hi > lo) new ReadOnlySpan<float>(row + ix0 + lo, hi - lo).CopyTo(new Span<float>(d + lo, hi - lo));
+                        if (run > hi) new Span<float>(d + hi, run - hi).Clear();
+                    }
+                    else
+                    {
+                        for (int t = 0; t < run; t++)
+                        {
+                            int ix = ix0 + t * stride;
+                            d[t] = (uint)ix < (uint)width ? row[ix] : 0f;
+                        }
+                    }
+                }
+                q += run;
+                ox += run;
+                if (ox == outWidth)
+                {
+                    ox = 0;
+                    oy++;
+                }
+            }
+        }
+    }
+}
