@@ -12,9 +12,12 @@
 // rows are split into chunks only when there are too few items to keep every worker busy.
 // Shapes: x [N, in, H, W], y and residual [N, out, OH, OW].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
+using System.Runtime.CompilerServices;
+
 namespace GhmGen.Backends.Cpu;
 
 /// <summary>The per-call state of one GEMM convolution, run as parallel work items.</summary>
+[SkipLocalsInit]
 internal sealed unsafe class GemmConvolution : IParallelWork
 {
     /// <summary>KC: k steps per packed input block.</summary>

@@ -9,8 +9,9 @@ namespace GhmGen.Backends.Cpu;
 internal sealed class PackedConvWeights : IPreparedConv
 {
     /// <summary>Packs <paramref name="weight"/> [out, in/groups, k, k] and <paramref name="bias"/> [out] or empty.</summary>
-    public PackedConvWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int panelRows)
+    public PackedConvWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int panelRows, bool winograd)
     {
+        if (winograd && WinogradWeights.Applies(spec)) Winograd = new WinogradWeights(spec, weight, bias, panelRows);
         Spec = spec;
         PanelRows = panelRows;
         OutPerGroup = spec.OutChannels / spec.Groups;
@@ -54,6 +55,9 @@ internal sealed class PackedConvWeights : IPreparedConv
 
     /// <summary>Bias per group, padded to whole panels (pinned).</summary>
     public float[] Bias { get; }
+
+    /// <summary>The same weights transformed for Winograd F(4x4, 3x3), when that applies and is enabled.</summary>
+    public WinogradWeights? Winograd { get; }
 
     /// <inheritdoc/>
     public void Dispose() { }
