@@ -25,7 +25,7 @@ public static class ConvTable
             double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
             Console.WriteLine($"FMA peak, {t} thread(s): {wall:F1} GFLOP/s wall, {t * FmaPeak.Flops(200_000_000) / cpu / 1e9:F1} GFLOP per CPU-second");
         }
-        double total = 0, totalFlops = 0;
+        double total = 0, totalFlops = 0, totalCpu = 0;
         foreach (ConvShape shape in ConvShape.RetinaNetR50.Concat(ConvShape.ResNeXtGrouped))
         {
             if (filter is not null && !shape.Name.Contains(filter, StringComparison.Ordinal)) continue;
@@ -44,10 +44,12 @@ public static class ConvTable
             if (!shape.Name.StartsWith('X'))
             {
                 total += best * shape.Count;
+                totalCpu += bestCpu * shape.Count;
                 totalFlops += shape.Flops * shape.Count;
             }
         }
-        Console.WriteLine($"R-50 RetinaNet convolutions, one forward: {total * 1e3:F0} ms ({totalFlops / total / 1e9:F1} GFLOP/s average)");
+        Console.WriteLine($"R-50 RetinaNet convolutions, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
+            + $"{totalCpu * 1e3:F0} ms CPU time = {totalCpu / backend.ThreadCount * 1e3:F0} ms on {backend.ThreadCount} uncontended cores");
     }
 }
 

@@ -31,6 +31,9 @@ public sealed class CpuBackendTests
         new(8, 16, 3, 1, 1, 1, 37, 41, 1, true, true),        // 1517 pixels: several column blocks
         new(32, 300, 1, 1, 0, 1, 5, 6, 1, true, false),       // 300 outputs: two row blocks
         new(5, 7, 5, 3, 2, 1, 11, 10, 2, false, false),       // kernel 5, stride 3
+        new(4, 8, 3, 2, 1, 1, 9, 101, 1, false, true),        // stride 2, wide rows: vector even-element packing
+        new(8, 16, 1, 2, 0, 1, 5, 99, 2, true, true),         // downsample on wide rows
+        new(3, 16, 7, 2, 3, 1, 11, 133, 1, false, true),      // stem on wide rows
     ];
 
     // Dense 3x3 stride-1 pad-1 cases, run through Winograd F(4x4, 3x3): partial tiles at the right
@@ -42,6 +45,7 @@ public sealed class CpuBackendTests
         new(300, 70, 3, 1, 1, 1, 9, 11, 1, true, false),
         new(8, 520, 3, 1, 1, 1, 4, 4, 1, false, true),
         new(64, 64, 3, 1, 1, 1, 1, 1, 2, false, false),
+        new(12, 20, 3, 1, 1, 1, 23, 75, 2, true, true),        // wide: runs of 8 interior tiles (AVX2 gather/transpose paths)
     ];
 
     public static TheoryData<int, GemmKernelKind, int> ConvData()

@@ -62,8 +62,9 @@ public sealed unsafe class CpuBackend : IBackend
 
     /// <summary>
     /// Fewest 4x4 output tiles (N x tiles per image) for which a Winograd-capable convolution uses
-    /// Winograd; -1 (default): one block of NR tiles per thread, below which the direct GEMM keeps
-    /// the threads busier. Tests set 0 to force Winograd on small images.
+    /// Winograd; -1 (default): one full block of NR tiles and a block for every thread, below
+    /// which the direct GEMM wastes fewer lanes or keeps the threads busier. Tests set 0 to force
+    /// Winograd on small images.
     /// </summary>
     internal long WinogradMinimumTiles { get; set; } = -1;
 
@@ -119,8 +120,10 @@ public sealed unsafe class CpuBackend : IBackend
         Span<float> ys = Span(y);
         ReadOnlySpan<float> xs = Span(x);
         ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
-        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * pool.WorkerCount;
-        if (packed.Winograd is { } wino && (long)x.N * WinogradConvolution.TileCount(x.H, x.W) >= minimumTiles)
+        // Default: at least one full block of NR tiles, and a block for every worker.
+        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
+        long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
+        if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
         {
             fixed (float* px = xs)
             fixed (float* py = ys)

@@ -13,6 +13,8 @@
 // Shapes: x [N, in, H, W], y and residual [N, out, OH, OW].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GhmGen.Backends.Cpu;
 
@@ -70,13 +72,25 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         outHeight = s.OutputSize(height);
         outWidth = s.OutputSize(width);
         pixels = outHeight * outWidth;
-        columnBlock = PanelsPerColumnBlock * kernel.Columns;
+        int nr = kernel.Columns;
+        columnBlock = PanelsPerColumnBlock * nr;
         columnBlocks = (pixels + columnBlock - 1) / columnBlock;
-        long items = (long)xView.N * s.Groups * columnBlocks;
-        // Too few items for the workers (small feature maps): split output channels too. Each chunk
-        // packs the same input block again, which is cheap next to its GEMM.
+        long images = (long)xView.N * s.Groups;
+        long items = images * columnBlocks;
         int wanted = 4 * workers;
-        rowChunks = items >= wanted ? 1 : (int)Math.Min(conv.PanelsPerGroup, (wanted + items - 1) / items);
+        if (items < wanted)
+        {
+            // Small feature maps: narrower column blocks first (no work is repeated) ...
+            long blocksPerImage = (wanted + images - 1) / images;
+            int width = (int)((pixels + blocksPerImage - 1) / blocksPerImage);
+            columnBlock = Math.Min(columnBlock, Math.Max(nr, (width + nr - 1) / nr * nr));
+            columnBlocks = (pixels + columnBlock - 1) / columnBlock;
+            items = images * columnBlocks;
+        }
+        // ... then output-channel chunks of at least 8 panels; each chunk packs the same input
+        // block again, so they stay few.
+        int maxChunks = Math.Max(1, conv.PanelsPerGroup / 8);
+        rowChunks = items >= wanted ? 1 : (int)Math.Min(maxChunks, (wanted + items - 1) / items);
         panelsPerChunk = (conv.PanelsPerGroup + rowChunks - 1) / rowChunks;
         rowChunks = (conv.PanelsPerGroup + panelsPerChunk - 1) / panelsPerChunk;
         return checked((int)(items * rowChunks));
@@ -207,7 +221,19 @@ internal sealed unsafe class GemmConvolution : IParallelWork
                     }
                     else
                     {
-                        for (int t = 0; t < run; t++)
+                        int t = 0;
+                        if (stride == 2 && Avx512F.IsSupported)
+                        {
+                            // Even elements of 32 contiguous floats, while all 32 lie in the row.
+                            for (; t < run && ix0 + 2 * t < 0; t++) d[t] = 0f;
+                            Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                            for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16)
+                            {
+                                float* at = row + ix0 + 2 * t;
+                                Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(d + t);
+                            }
+                        }
+                        for (; t < run; t++)
                         {
                             int ix = ix0 + t * stride;
                             d[t] = (uint)ix < (uint)width ? row[ix] : 0f;

@@ -13,6 +13,8 @@
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (Winograd cases).
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GhmGen.Backends.Cpu;
 
@@ -161,8 +163,13 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
             float* channel = image + ch * plane;
             for (int t0 = 0; t0 < nr; t0 += lanes)
             {
-                StagePatches(channel, firstTile + t0, lanes, stage);
-                InputTransform(stage, v + (long)ch * nr + t0, vPosition);
+                if (FastTiles && InteriorRun(firstTile + t0, 0))
+                    GatherInputTransform(channel, firstTile + t0, v + (long)ch * nr + t0, vPosition);
+                else
+                {
+                    StagePatches(channel, firstTile + t0, lanes, stage);
+                    InputTransform(stage, v + (long)ch * nr + t0, vPosition);
+                }
             }
         }
 
@@ -194,9 +201,90 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
                 for (int t0 = 0; t0 < nr; t0 += lanes)
                 {
                     OutputTransform(m + t0, productPosition, bias[row], result);
-                    WriteTiles(result, firstTile + t0, lanes, outImage + row * plane, resImage == null ? null : resImage + row * plane);
+                    if (FastTiles && InteriorRun(firstTile + t0, 1))
+                        WriteTileRun(result, firstTile + t0, outImage + row * plane, resImage == null ? null : resImage + row * plane);
+                    else
+                        WriteTiles(result, firstTile + t0, lanes, outImage + row * plane, resImage == null ? null : resImage + row * plane);
                 }
             }
+        }
+    }
+
+    // AVX2 paths for 8 tiles in one tile row away from the image border: gathered input patches,
+    // and output tiles written as 4 rows of 32 contiguous floats.
+    private static bool FastTiles => Avx2.IsSupported && Vector<float>.Count == 8;
+
+    // Whether tiles firstTile .. firstTile+7 lie in one tile row with every input patch (margin 0)
+    // or every output tile (margin 1) inside the image.
+    private bool InteriorRun(int firstTile, int margin)
+    {
+        int last = firstTile + 7;
+        if (last >= tiles) return false;
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        if (last / tilesX != ty) return false;
+        return margin == 0
+            ? ty * 4 - 1 >= 0 && ty * 4 + 5 <= height && tx * 4 - 1 >= 0 && (tx + 7) * 4 + 5 <= width
+            : ty * 4 + 4 <= height && (tx + 7) * 4 + 4 <= width;
+    }
+
+    // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k].
+    private void GatherInputTransform(float* channel, int firstTile, float* output, long positionStride)
+    {
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        float* origin = channel + (long)(ty * 4 - 1) * width + tx * 4 - 1;
+        Vector256<int> index = Vector256.Create(0, 4, 8, 12, 16, 20, 24, 28);
+        Vector<float>* t = stackalloc Vector<float>[36];
+        for (int i = 0; i < 6; i++)
+        {
+            float* row = origin + (long)i * width;
+            BtRow(Avx2.GatherVector256(row, index, 4).AsVector(), Avx2.GatherVector256(row + 1, index, 4).AsVector(),
+                Avx2.GatherVector256(row + 2, index, 4).AsVector(), Avx2.GatherVector256(row + 3, index, 4).AsVector(),
+                Avx2.GatherVector256(row + 4, index, 4).AsVector(), Avx2.GatherVector256(row + 5, index, 4).AsVector(), t + i * 6, 1);
+        }
+        Vector<float>* v = stackalloc Vector<float>[36];
+        for (int b = 0; b < 6; b++)
+            BtRow(t[b], t[6 + b], t[12 + b], t[18 + b], t[24 + b], t[30 + b], v + b, 6);
+        for (int xi = 0; xi < 36; xi++) v[xi].Store(output + xi * positionStride);
+    }
+
+    // WriteTiles for 8 interior tiles of one tile row: transposes result[(i*4 + j)][l] into output
+    // rows 4ty + i, columns 4(tx + l) + j (32 contiguous floats per row).
+    private void WriteTileRun(float* result, int firstTile, float* outPlane, float* resPlane)
+    {
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        Vector256<float> zero = Vector256<float>.Zero;
+        for (int i = 0; i < 4; i++)
+        {
+            float* r = result + i * 4 * 8;
+            Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
+            Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
+            Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 0 and 4
+            Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 1 and 5
+            Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 2 and 6
+            Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 3 and 7
+            Vector256<float> o0 = Avx.Permute2x128(e, f, 0x20), o1 = Avx.Permute2x128(g, h, 0x20);
+            Vector256<float> o2 = Avx.Permute2x128(e, f, 0x31), o3 = Avx.Permute2x128(g, h, 0x31);
+            long at = (long)(ty * 4 + i) * width + tx * 4;
+            if (resPlane != null)
+            {
+                float* res = resPlane + at;
+                o0 += Vector256.Load(res);
+                o1 += Vector256.Load(res + 8);
+                o2 += Vector256.Load(res + 16);
+                o3 += Vector256.Load(res + 24);
+            }
+            if (relu)
+            {
+                o0 = Avx.Max(o0, zero);
+                o1 = Avx.Max(o1, zero);
+                o2 = Avx.Max(o2, zero);
+                o3 = Avx.Max(o3, zero);
+            }
+            float* dst = outPlane + at;
+            o0.Store(dst);
+            o1.Store(dst + 8);
+            o2.Store(dst + 16);
+            o3.Store(dst + 24);
         }
     }
 
