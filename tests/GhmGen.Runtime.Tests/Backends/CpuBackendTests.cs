@@ -152,6 +152,29 @@ public sealed class CpuBackendTests
         Assert.All(all.AsSpan(13 + 350).ToArray(), v => Assert.Equal(-123f, v));
     }
 
+    [Theory]
+    [InlineData(64, 3, false)] // GEMM, K = 576: several k blocks accumulate onto y
+    [InlineData(16, 1, false)] // GEMM, 1x1
+    [InlineData(16, 3, true)]  // Winograd
+    public void Conv2dResidualMayBeTheOutputItself(int inChannels, int kernel, bool winograd)
+    {
+        // y = relu(conv(x) + y): the reference reads each residual value before writing it.
+        var spec = new ConvSpec(inChannels, 12, kernel, 1, kernel / 2, 1);
+        var random = new Random(inChannels + kernel);
+        float[] x = RandomValues(random, inChannels * 17 * 23), w = RandomValues(random, (int)spec.WeightCount), b = RandomValues(random, 12);
+        float[] start = RandomValues(random, 12 * 17 * 23);
+        float[] Run(IBackend be)
+        {
+            using IPreparedConv conv = be.PrepareConv(spec, w, b);
+            TensorView xv = Tensor(be, x, 1, inChannels, 17, 23), yv = Tensor(be, start, 1, 12, 17, 23);
+            be.Conv2d(conv, xv, yv, yv, relu: true);
+            return Read(be, yv);
+        }
+        using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0 };
+        float[] expected = Run(new ReferenceBackend()), got = Run(cpu);
+        for (int i = 0; i < got.Length; i++) Assert.Equal(expected[i], got[i], 2e-4f);
+    }
+
     [Fact]
     public void BadArgumentsAreRejectedWithClearMessages()
     {
@@ -167,6 +190,9 @@ public sealed class CpuBackendTests
         using IPreparedConv other = new ReferenceBackend().PrepareConv(spec, new float[spec.WeightCount], []);
         e = Assert.Throws<ArgumentException>(() => cpu.Conv2d(other, x, new TensorView(cpu.Allocate(200), 0, 1, 8, 5, 5), null, false));
         Assert.Contains("not prepared by this CPU backend", e.Message);
+        var shared = cpu.Allocate(4 * 25 + 8 * 25);
+        e = Assert.Throws<ArgumentException>(() => cpu.Conv2d(conv, new TensorView(shared, 0, 1, 4, 5, 5), new TensorView(shared, 50, 1, 8, 5, 5), null, false));
+        Assert.Contains("overlaps the input", e.Message);
     }
 
     [Theory]

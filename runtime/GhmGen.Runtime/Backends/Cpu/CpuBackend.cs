@@ -3,7 +3,7 @@
 // upsample-add, add(+ReLU), ReLU and sigmoid (CpuPointwiseOps). Tensors live in HostBuffer
 // (managed float arrays, pinned for the duration of each call). Work runs on a CpuWorkerPool, so
 // a steady-state call allocates nothing. Calls on one backend must not overlap (one set of
-// per-worker scratch).
+// per-worker scratch). Conv2d accepts residual == y (accumulate in place), not x overlapping y.
 // Reference tests: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every op against
 // ReferenceBackend), CpuBackendAllocationTests.cs.
 using System.Runtime.InteropServices;
@@ -116,6 +116,10 @@ public sealed unsafe class CpuBackend : IBackend
             throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
         if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
             throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+        if (Overlaps(x, y))
+            throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
+        if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
+            throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
         if (x.ElementCount == 0) return;
         Span<float> ys = Span(y);
         ReadOnlySpan<float> xs = Span(x);
@@ -253,6 +257,9 @@ public sealed unsafe class CpuBackend : IBackend
             throw new ArgumentException($"tensor {t.ShapeText} at offset {t.Offset} overruns its buffer of {h.Length} elements");
         return h.Array.AsSpan((int)t.Offset, checked((int)t.ElementCount));
     }
+
+    private static bool Overlaps(TensorView a, TensorView b) =>
+        ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
 
     private static void CheckLength(int length, TensorView t)
     {

@@ -10,7 +10,8 @@
 // (an 128 x 48 input panel = 24 KB stays in L1), row block MC = 256 output channels (a 128 x 256
 // weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
 // rows are split into chunks only when there are too few items to keep every worker busy.
-// Shapes: x [N, in, H, W], y and residual [N, out, OH, OW].
+// Shapes: x [N, in, H, W], y and residual [N, out, OH, OW]. The residual may be y itself
+// (y += conv(x)): then each work item first adds the bias to its part of y and accumulates onto it.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -115,7 +116,18 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         float* image = x + ((long)n * inChannels + (long)g * (inChannels / s.Groups)) * height * width;
         long outStart = ((long)n * s.OutChannels + (long)g * m) * pixels + firstColumn;
         float* yGroup = y + outStart;
-        float* rGroup = residual == null ? null : residual + outStart;
+        bool inPlace = residual == y;
+        float* rGroup = residual == null || inPlace ? null : residual + outStart;
+        if (inPlace)
+        {
+            // y already holds the residual: add the bias now, then accumulate (no First mode).
+            for (int row = firstPanel * mr; row < Math.Min(m, endPanel * mr); row++)
+            {
+                float rowBias = bias[(long)g * conv.PanelsPerGroup * mr + row];
+                float* line = yGroup + (long)row * pixels;
+                for (int j = 0; j < columns; j++) line[j] += rowBias;
+            }
+        }
         float* aGroup = panels + g * conv.GroupStride;
         float* biasGroup = bias + (long)g * conv.PanelsPerGroup * mr;
         float* packed = scratch[worker];
@@ -125,7 +137,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         {
             int kc = Math.Min(DepthBlock, depth - k0);
             PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
-            int mode = (k0 == 0 ? GemmMicroKernels.First : 0)
+            int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
                 | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
             for (int p0 = firstPanel; p0 < endPanel; p0 += panelsPerRowBlock)
             {
