@@ -66,7 +66,11 @@ public class ConvFmaPeakBenchmarks
 public sealed class GflopsConfig : ManualConfig
 {
     /// <summary>The config.</summary>
-    public GflopsConfig() => AddColumn(new GflopsColumn());
+    public GflopsConfig()
+    {
+        AddColumn(new GflopsColumn());
+        SummaryStyle = SummaryStyle.Default.WithMaxParameterColumnWidth(44); // whole shape names
+    }
 }
 
 /// <summary>GFLOP/s = floating-point operations of one call / mean time.</summary>
