@@ -25,6 +25,7 @@ internal sealed class CpuWorkerPool : IDisposable
     private int nextItem;
     private ExceptionDispatchInfo? failure;
     private volatile bool disposed;
+    private int running;
 
     /// <summary>Starts <paramref name="workerCount"/> - 1 background threads.</summary>
     public CpuWorkerPool(int workerCount)
@@ -48,6 +49,20 @@ internal sealed class CpuWorkerPool : IDisposable
     public void Run(IParallelWork body, int items)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (Interlocked.Exchange(ref running, 1) != 0)
+            throw new InvalidOperationException("CPU backend ops were called from two threads at once; one backend runs one op at a time");
+        try
+        {
+            RunItems(body, items);
+        }
+        finally
+        {
+            Volatile.Write(ref running, 0);
+        }
+    }
+
+    private void RunItems(IParallelWork body, int items)
+    {
         if (items <= 0) return;
         int helpers = Math.Min(threads.Length, items - 1);
         if (helpers == 0)

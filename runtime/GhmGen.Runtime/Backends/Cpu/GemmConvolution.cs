@@ -6,7 +6,7 @@
 // KC x NC block of X_g into its scratch, as NR-wide panels (panel[k*NR + j]), then runs the
 // MR x NR micro-kernel over the weight panels (packed once, PackedConvWeights). A 1x1 stride-1
 // convolution packs plain copies of the input rows (out[o, hw] = W[o, c] * X[c, hw]).
-// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128
+// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128 (K <= 192: one block)
 // (an 128 x 48 input panel = 24 KB stays in L1), row block MC = 256 output channels (a 128 x 256
 // weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
 // rows are split into chunks only when there are too few items to keep every worker busy.
@@ -53,7 +53,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     }
 
     /// <summary>Floats of scratch each worker needs.</summary>
-    public static long ScratchElements(GemmKernel kernel) => (long)DepthBlock * PanelsPerColumnBlock * kernel.Columns;
+    public static long ScratchElements(GemmKernel kernel) => (long)DepthBlock * 3 / 2 * PanelsPerColumnBlock * kernel.Columns;
 
     /// <summary>Sets up one call and returns the number of work items.</summary>
     public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual,
@@ -133,9 +133,11 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         float* packed = scratch[worker];
         float* edge = stackalloc float[2 * MaxTileElements];
 
-        for (int k0 = 0; k0 < depth; k0 += DepthBlock)
+        // Up to 1.5 KC in one block (a 192 x 48 panel still fits L1): no tiny tail blocks.
+        int depthBlock = depth <= DepthBlock * 3 / 2 ? depth : DepthBlock;
+        for (int k0 = 0; k0 < depth; k0 += depthBlock)
         {
-            int kc = Math.Min(DepthBlock, depth - k0);
+            int kc = Math.Min(depthBlock, depth - k0);
             PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
             int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
                 | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
