@@ -34,6 +34,7 @@ public sealed class CpuBackendTests
         new(4, 8, 3, 2, 1, 1, 9, 101, 1, false, true),        // stride 2, wide rows: vector even-element packing
         new(8, 16, 1, 2, 0, 1, 5, 99, 2, true, true),         // downsample on wide rows
         new(3, 16, 7, 2, 3, 1, 11, 133, 1, false, true),      // stem on wide rows
+        new(3, 10, 3, 1, 1, 1, 2000, 1, 4, false, false),     // one-pixel rows: more runs than kept, per-element packing
     ];
 
     // Dense 3x3 stride-1 pad-1 cases, run through Winograd F(4x4, 3x3): partial tiles at the right

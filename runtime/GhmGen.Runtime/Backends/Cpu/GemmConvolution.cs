@@ -188,7 +188,9 @@ internal sealed unsafe class GemmConvolution : IParallelWork
 
     // Packs rows k0 .. k0+kc of the implicit im2col matrix, output pixels firstColumn ..
     // firstColumn+columns, as NR-wide panels: dst[(q / NR) * kc * NR + (k - k0) * NR + q % NR];
-    // columns past `columns` (up to paddedColumns) are zero.
+    // columns past `columns` (up to paddedColumns) are zero. The columns are first cut into runs
+    // that stay in one panel and one output row (the same for every k); each row k then copies
+    // or gathers one input-row segment per run.
     private void PackInput(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
     {
         ConvSpec s = conv.Spec;
@@ -196,64 +198,26 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         int nr = kernel.Columns;
         long panelStride = (long)kc * nr;
         long plane = (long)height * width;
-        int startY = firstColumn / outWidth, startX = firstColumn % outWidth;
-        for (int kk = 0; kk < kc; kk++)
+
+        // Runs: destination offset (panel part), output row, output column, length.
+        const int MaxRuns = 256;
+        int* runDst = stackalloc int[MaxRuns];
+        int* runY = stackalloc int[MaxRuns];
+        int* runX = stackalloc int[MaxRuns];
+        int* runLength = stackalloc int[MaxRuns];
+        int runs = 0;
         {
-            int k = k0 + kk;
-            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
-            float* source = image + channel * plane;
-            float* rowDst = dst + (long)kk * nr;
-            int oy = startY, ox = startX, q = 0;
-            while (q < paddedColumns)
+            int oy = firstColumn / outWidth, ox = firstColumn % outWidth, q = 0;
+            while (q < columns)
             {
+                if (runs == MaxRuns) break;
                 int j = q % nr;
-                float* d = rowDst + q / nr * panelStride + j;
-                int run = Math.Min(nr - j, paddedColumns - q);
-                if (q >= columns)
-                {
-                    new Span<float>(d, run).Clear();
-                    q += run;
-                    continue;
-                }
-                run = Math.Min(run, Math.Min(columns - q, outWidth - ox));
-                int iy = oy * stride - pad + ky;
-                if ((uint)iy >= (uint)height)
-                {
-                    new Span<float>(d, run).Clear();
-                }
-                else
-                {
-                    float* row = source + (long)iy * width;
-                    int ix0 = ox * stride - pad + kx;
-                    if (stride == 1)
-                    {
-                        // valid t: 0 <= ix0 + t < width
-                        int lo = Math.Clamp(-ix0, 0, run), hi = Math.Clamp(width - ix0, lo, run);
-                        if (lo > 0) new Span<float>(d, lo).Clear();
-                        if (hi > lo) new ReadOnlySpan<float>(row + ix0 + lo, hi - lo).CopyTo(new Span<float>(d + lo, hi - lo));
-                        if (run > hi) new Span<float>(d + hi, run - hi).Clear();
-                    }
-                    else
-                    {
-                        int t = 0;
-                        if (stride == 2 && Avx512F.IsSupported)
-                        {
-                            // Even elements of 32 contiguous floats, while all 32 lie in the row.
-                            for (; t < run && ix0 + 2 * t < 0; t++) d[t] = 0f;
-                            Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                            for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16)
-                            {
-                                float* at = row + ix0 + 2 * t;
-                                Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(d + t);
-                            }
-                        }
-                        for (; t < run; t++)
-                        {
-                            int ix = ix0 + t * stride;
-                            d[t] = (uint)ix < (uint)width ? row[ix] : 0f;
-                        }
-                    }
-                }
+                int run = Math.Min(nr - j, Math.Min(columns - q, outWidth - ox));
+                runDst[runs] = (int)(q / nr * panelStride + j);
+                runY[runs] = oy;
+                runX[runs] = ox;
+                runLength[runs] = run;
+                runs++;
                 q += run;
                 ox += run;
                 if (ox == outWidth)
@@ -261,6 +225,108 @@ internal sealed unsafe class GemmConvolution : IParallelWork
                     ox = 0;
                     oy++;
                 }
+            }
+            if (q < columns)
+            {
+                PackInputByElement(dst, image, k0, kc, firstColumn, columns, paddedColumns);
+                return;
+            }
+        }
+
+        for (int kk = 0; kk < kc; kk++)
+        {
+            int k = k0 + kk;
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            float* rowDst = dst + (long)kk * nr;
+            for (int r = 0; r < runs; r++)
+            {
+                float* d = rowDst + runDst[r];
+                int run = runLength[r];
+                int iy = runY[r] * stride - pad + ky;
+                if ((uint)iy >= (uint)height)
+                {
+                    Clear(d, run);
+                    continue;
+                }
+                float* row = source + (long)iy * width;
+                int ix0 = runX[r] * stride - pad + kx;
+                if (stride == 1)
+                {
+                    // valid t: 0 <= ix0 + t < width
+                    int lo = Math.Clamp(-ix0, 0, run), hi = Math.Clamp(width - ix0, lo, run);
+                    Clear(d, lo);
+                    Copy(row + ix0 + lo, d + lo, hi - lo);
+                    Clear(d + hi, run - hi);
+                }
+                else
+                {
+                    int t = 0;
+                    if (stride == 2 && Avx512F.IsSupported)
+                    {
+                        // Even elements of 32 contiguous floats, while all 32 lie in the row.
+                        for (; t < run && ix0 + 2 * t < 0; t++) d[t] = 0f;
+                        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                        for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16)
+                        {
+                            float* at = row + ix0 + 2 * t;
+                            Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(d + t);
+                        }
+                    }
+                    for (; t < run; t++)
+                    {
+                        int ix = ix0 + t * stride;
+                        d[t] = (uint)ix < (uint)width ? row[ix] : 0f;
+                    }
+                }
+            }
+            // Zero columns past the end, up to the last panel's width.
+            for (int q = columns; q < paddedColumns; q++) rowDst[q / nr * panelStride + q % nr] = 0f;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Copy(float* source, float* destination, int count)
+    {
+        int t = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; t + 16 <= count; t += 16) Vector512.Load(source + t).Store(destination + t);
+        for (; t + 8 <= count; t += 8) Vector256.Load(source + t).Store(destination + t);
+        for (; t < count; t++) destination[t] = source[t];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Clear(float* destination, int count)
+    {
+        int t = 0;
+        for (; t + 8 <= count; t += 8) Vector256<float>.Zero.Store(destination + t);
+        for (; t < count; t++) destination[t] = 0f;
+    }
+
+    // The plain per-element packing, for column blocks cut into more runs than PackInput keeps
+    // (output rows narrower than ~2 pixels).
+    private void PackInputByElement(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
+    {
+        ConvSpec s = conv.Spec;
+        int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        int nr = kernel.Columns;
+        long panelStride = (long)kc * nr;
+        long plane = (long)height * width;
+        for (int kk = 0; kk < kc; kk++)
+        {
+            int k = k0 + kk;
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            for (int q = 0; q < paddedColumns; q++)
+            {
+                float value = 0f;
+                if (q < columns)
+                {
+                    int p = firstColumn + q;
+                    int iy = p / outWidth * stride - pad + ky, ix = p % outWidth * stride - pad + kx;
+                    if ((uint)iy < (uint)height && (uint)ix < (uint)width) value = source[(long)iy * width + ix];
+                }
+                dst[q / nr * panelStride + (long)kk * nr + q % nr] = value;
             }
         }
     }
