@@ -100,7 +100,8 @@ public sealed unsafe class CpuBackend : IBackend
             throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
         if (bias.Length != 0 && bias.Length != spec.OutChannels)
             throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
-        var packed = new PackedConvWeights(spec, weight, bias, kernel.Rows, useWinograd);
+        GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
+        var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd);
         if (packed.Winograd is not null) EnsureWinogradScratch(spec.InChannels);
         return packed;
     }
@@ -108,7 +109,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu)
     {
-        if (conv is not PackedConvWeights packed || packed.PanelRows != kernel.Rows)
+        if (conv is not PackedConvWeights packed || (packed.Kernel != kernel && packed.Kernel != kernel.Narrow))
             throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
         ConvSpec s = packed.Spec;
         int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);

@@ -100,6 +100,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     /// <inheritdoc/>
     public void Execute(int item, int worker)
     {
+        GemmKernel kernel = conv.Kernel;
         int mr = kernel.Rows, nr = kernel.Columns;
         int chunk = item % rowChunks;
         item /= rowChunks;
@@ -169,6 +170,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode,
         int rows, int columns, float* edge)
     {
+        GemmKernel kernel = conv.Kernel;
         int mr = kernel.Rows, nr = kernel.Columns;
         float* tile = edge, tileResidual = edge + MaxTileElements;
         bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;

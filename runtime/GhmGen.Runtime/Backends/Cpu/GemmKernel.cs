@@ -27,13 +27,20 @@ public enum GemmKernelKind
 internal sealed unsafe class GemmKernel
 {
     private GemmKernel(GemmKernelKind kind, int rows, int columns,
-        delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile)
+        delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile, GemmKernel? narrow = null)
     {
         Kind = kind;
         Rows = rows;
         Columns = columns;
         Tile = tile;
+        Narrow = narrow ?? this;
     }
+
+    /// <summary>
+    /// The same instruction set with fewer rows (AVX-512: 4x48), for convolutions with at most 4
+    /// output channels per group, where the full tile would be half padding; itself otherwise.
+    /// </summary>
+    public GemmKernel Narrow { get; }
 
     /// <summary>The instruction set.</summary>
     public GemmKernelKind Kind { get; }
@@ -66,7 +73,8 @@ internal sealed unsafe class GemmKernel
             throw new PlatformNotSupportedException($"GEMM kernel {kind} is not supported by this processor");
         return kind switch
         {
-            GemmKernelKind.Avx512 => new GemmKernel(kind, 8, 48, &GemmMicroKernels.Avx512Tile),
+            GemmKernelKind.Avx512 => new GemmKernel(kind, 8, 48, &GemmMicroKernels.Avx512Tile,
+                new GemmKernel(kind, 4, 48, &GemmMicroKernels.Avx512NarrowTile)),
             GemmKernelKind.Avx2 => new GemmKernel(kind, 6, 16, &GemmMicroKernels.Avx2Tile),
             _ => new GemmKernel(GemmKernelKind.Portable, 4, 2 * Vector<float>.Count, &GemmMicroKernels.PortableTile),
         };

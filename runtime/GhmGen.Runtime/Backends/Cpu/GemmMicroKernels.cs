@@ -4,8 +4,9 @@
 // input panel (NR output pixels per step k, see ConvInputPacker), c rows are output channels with
 // row stride ldc (NCHW: pixels contiguous). init = bias (mode First) or the partial sums already
 // in c; the epilogue (mode Last) adds the residual (same layout as c) and applies ReLU.
-// Three variants, chosen at run time by CpuBackend: AVX-512 8x48 (24 zmm accumulators),
-// AVX2+FMA 6x16 (12 ymm), portable Vector<T> 4x(2 vectors). The rows are written out by hand
+// Three variants, chosen at run time by CpuBackend: AVX-512 8x48 (24 zmm accumulators; a 4x48
+// one for convolutions with 4 output channels per group, ResNeXt), AVX2+FMA 6x16 (12 ymm),
+// portable Vector<T> 4x(2 vectors). The rows are written out by hand
 // (one line per row) so that the JIT keeps every accumulator in a register.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every variant against
 // ReferenceBackend).
@@ -240,4 +241,62 @@ internal static class GemmMicroKernels
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + Vector<float>.Count);
         c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + Vector<float>.Count);
     }
+
+    /// <summary>4x(48) tile: c[4, 48] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Avx512NarrowTile(int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode)
+    {
+        Vector512<float> c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+        if ((mode & First) != 0)
+        {
+            c00 = Vector512.Create(bias[0]); c01 = c00; c02 = c00;
+            c10 = Vector512.Create(bias[1]); c11 = c10; c12 = c10;
+            c20 = Vector512.Create(bias[2]); c21 = c20; c22 = c20;
+            c30 = Vector512.Create(bias[3]); c31 = c30; c32 = c30;
+        }
+        else
+        {
+            c00 = Vector512.Load(c); c01 = Vector512.Load(c + 16); c02 = Vector512.Load(c + 32);
+            c10 = Vector512.Load(c + ldc); c11 = Vector512.Load(c + ldc + 16); c12 = Vector512.Load(c + ldc + 32);
+            c20 = Vector512.Load(c + 2 * ldc); c21 = Vector512.Load(c + 2 * ldc + 16); c22 = Vector512.Load(c + 2 * ldc + 32);
+            c30 = Vector512.Load(c + 3 * ldc); c31 = Vector512.Load(c + 3 * ldc + 16); c32 = Vector512.Load(c + 3 * ldc + 32);
+        }
+        for (int k = 0; k < kc; k++)
+        {
+            Vector512<float> b0 = Vector512.Load(b); Vector512<float> b1 = Vector512.Load(b + 16); Vector512<float> b2 = Vector512.Load(b + 32);
+            Vector512<float> ar = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(ar, b0, c00); c01 = Avx512F.FusedMultiplyAdd(ar, b1, c01); c02 = Avx512F.FusedMultiplyAdd(ar, b2, c02);
+            ar = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(ar, b0, c10); c11 = Avx512F.FusedMultiplyAdd(ar, b1, c11); c12 = Avx512F.FusedMultiplyAdd(ar, b2, c12);
+            ar = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(ar, b0, c20); c21 = Avx512F.FusedMultiplyAdd(ar, b1, c21); c22 = Avx512F.FusedMultiplyAdd(ar, b2, c22);
+            ar = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(ar, b0, c30); c31 = Avx512F.FusedMultiplyAdd(ar, b1, c31); c32 = Avx512F.FusedMultiplyAdd(ar, b2, c32);
+            a += 4;
+            b += 48;
+        }
+        if ((mode & Last) != 0)
+        {
+            if (residual != null)
+            {
+                c00 += Vector512.Load(residual); c01 += Vector512.Load(residual + 16); c02 += Vector512.Load(residual + 32);
+                c10 += Vector512.Load(residual + ldc); c11 += Vector512.Load(residual + ldc + 16); c12 += Vector512.Load(residual + ldc + 32);
+                c20 += Vector512.Load(residual + 2 * ldc); c21 += Vector512.Load(residual + 2 * ldc + 16); c22 += Vector512.Load(residual + 2 * ldc + 32);
+                c30 += Vector512.Load(residual + 3 * ldc); c31 += Vector512.Load(residual + 3 * ldc + 16); c32 += Vector512.Load(residual + 3 * ldc + 32);
+            }
+            if ((mode & Relu) != 0)
+            {
+                Vector512<float> zero = Vector512<float>.Zero;
+                c00 = Avx512F.Max(c00, zero); c01 = Avx512F.Max(c01, zero); c02 = Avx512F.Max(c02, zero);
+                c10 = Avx512F.Max(c10, zero); c11 = Avx512F.Max(c11, zero); c12 = Avx512F.Max(c12, zero);
+                c20 = Avx512F.Max(c20, zero); c21 = Avx512F.Max(c21, zero); c22 = Avx512F.Max(c22, zero);
+                c30 = Avx512F.Max(c30, zero); c31 = Avx512F.Max(c31, zero); c32 = Avx512F.Max(c32, zero);
+            }
+        }
+        c00.Store(c); c01.Store(c + 16); c02.Store(c + 32);
+        c10.Store(c + ldc); c11.Store(c + ldc + 16); c12.Store(c + ldc + 32);
+        c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 16); c22.Store(c + 2 * ldc + 32);
+        c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 16); c32.Store(c + 3 * ldc + 32);
+    }
+
 }

@@ -9,8 +9,10 @@ namespace GhmGen.Backends.Cpu;
 internal sealed class PackedConvWeights : IPreparedConv
 {
     /// <summary>Packs <paramref name="weight"/> [out, in/groups, k, k] and <paramref name="bias"/> [out] or empty.</summary>
-    public PackedConvWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int panelRows, bool winograd)
+    public PackedConvWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, GemmKernel kernel, bool winograd)
     {
+        int panelRows = kernel.Rows;
+        Kernel = kernel;
         if (winograd && WinogradWeights.Applies(spec)) Winograd = new WinogradWeights(spec, weight, bias, panelRows);
         Spec = spec;
         PanelRows = panelRows;
@@ -34,6 +36,9 @@ internal sealed class PackedConvWeights : IPreparedConv
 
     /// <inheritdoc/>
     public ConvSpec Spec { get; }
+
+    /// <summary>The micro-kernel the panels were packed for.</summary>
+    public GemmKernel Kernel { get; }
 
     /// <summary>MR of the kernel the panels were packed for.</summary>
     public int PanelRows { get; }
