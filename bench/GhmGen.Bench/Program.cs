@@ -1,13 +1,25 @@
+using System.Globalization;
 using BenchmarkDotNet.Running;
 
 namespace GhmGen.Bench;
 
-/// <summary>Entry point: pick suites with BenchmarkDotNet's switcher (e.g. <c>--filter *Ghm* --job short</c>).</summary>
+/// <summary>
+/// Entry point. <c>conv-table [repeats] [threads]</c> prints a quick Stopwatch table of GFLOP/s per
+/// R-50 convolution shape; anything else goes to BenchmarkDotNet's switcher
+/// (e.g. <c>--filter *Ghm* --job short</c>).
+/// </summary>
 public static class Program
 {
     /// <summary>Runs the benchmarks named on the command line.</summary>
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "conv-table")
+        {
+            int repeats = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 3;
+            int threads = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 0;
+            ConvTable.Print(repeats, threads, args.Length > 3 ? args[3] : null);
+            return 0;
+        }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

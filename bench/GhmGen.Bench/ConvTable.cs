@@ -1,0 +1,84 @@
+// A quick measurement without BenchmarkDotNet: each R-50 shape run `repeats` times after one
+// warm-up, best time kept; prints GFLOP/s per shape, the FMA peak, and the sum over one forward
+// pass (time x count) for the convolutions alone.
+using System.Diagnostics;
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+
+namespace GhmGen.Bench;
+
+/// <summary>Prints GFLOP/s per convolution shape with a plain stopwatch.</summary>
+public static class ConvTable
+{
+    /// <summary>Measures every shape (or those whose name contains <paramref name="filter"/>).</summary>
+    public static void Print(int repeats, int threads, string? filter)
+    {
+        using var backend = new CpuBackend(threads);
+        Console.WriteLine($"kernel {backend.KernelKind}, {backend.ThreadCount} threads");
+        // The machine is shared: besides wall-clock GFLOP/s, print GFLOP per second of CPU time that
+        // this process actually got (all threads summed, so a per-core rate), which contention
+        // distorts much less.
+        foreach (int t in new[] { 1, backend.ThreadCount }.Distinct())
+        {
+            TimeSpan cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+            double wall = FmaPeak.Measure(t, 200_000_000);
+            double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
+            Console.WriteLine($"FMA peak, {t} thread(s): {wall:F1} GFLOP/s wall, {t * FmaPeak.Flops(200_000_000) / cpu / 1e9:F1} GFLOP per CPU-second");
+        }
+        double total = 0, totalFlops = 0, totalCpu = 0;
+        foreach (ConvShape shape in ConvShape.RetinaNetR50.Concat(ConvShape.ResNeXtGrouped))
+        {
+            if (filter is not null && !shape.Name.Contains(filter, StringComparison.Ordinal)) continue;
+            using var run = new ConvRun(backend, shape);
+            run.Run();
+            double best = double.MaxValue, bestCpu = double.MaxValue;
+            for (int i = 0; i < repeats; i++)
+            {
+                TimeSpan cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+                long start = Stopwatch.GetTimestamp();
+                run.Run();
+                best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+                bestCpu = Math.Min(bestCpu, (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds);
+            }
+            Console.WriteLine($"{shape.Name,-40} x{shape.Count,-3} {best * 1e3,9:F2} ms {shape.Flops / best / 1e9,8:F1} GFLOP/s wall {shape.Flops / bestCpu / 1e9,8:F1} per CPU-s");
+            if (!shape.Name.StartsWith('X'))
+            {
+                total += best * shape.Count;
+                totalCpu += bestCpu * shape.Count;
+                totalFlops += shape.Flops * shape.Count;
+            }
+        }
+        Console.WriteLine($"R-50 RetinaNet convolutions, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
+            + $"{totalCpu * 1e3:F0} ms CPU time = {totalCpu / backend.ThreadCount * 1e3:F0} ms on {backend.ThreadCount} uncontended cores");
+    }
+}
+
+/// <summary>One prepared convolution with its input and output tensors.</summary>
+public sealed class ConvRun : IDisposable
+{
+    private readonly IBackend backend;
+    private readonly IPreparedConv conv;
+    private readonly TensorView x, y;
+
+    /// <summary>Prepares <paramref name="shape"/> with random weights and input.</summary>
+    public ConvRun(IBackend backend, ConvShape shape)
+    {
+        this.backend = backend;
+        var random = new Random(1);
+        ConvSpec spec = shape.Spec;
+        float[] w = new float[spec.WeightCount], b = new float[shape.Out], input = new float[shape.In * shape.H * shape.W];
+        foreach (float[] a in new[] { w, b, input })
+            for (int i = 0; i < a.Length; i++) a[i] = (float)(random.NextDouble() - 0.5);
+        conv = backend.PrepareConv(spec, w, b);
+        x = new TensorView(backend.Allocate(input.Length), 0, 1, shape.In, shape.H, shape.W);
+        backend.Upload(input, x);
+        int oh = spec.OutputSize(shape.H), ow = spec.OutputSize(shape.W);
+        y = new TensorView(backend.Allocate((long)shape.Out * oh * ow), 0, 1, shape.Out, oh, ow);
+    }
+
+    /// <summary>One convolution with bias and ReLU.</summary>
+    public void Run() => backend.Conv2d(conv, x, y, null, relu: true);
+
+    /// <inheritdoc/>
+    public void Dispose() => conv.Dispose();
+}

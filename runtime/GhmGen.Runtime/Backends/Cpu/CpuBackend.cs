@@ -1,0 +1,270 @@
+// The fast CPU implementation of IBackend: convolution through the packed GEMM
+// (GemmConvolution + GemmMicroKernels), and SIMD, multi-threaded max-pool, nearest
+// upsample-add, add(+ReLU), ReLU and sigmoid (CpuPointwiseOps). Tensors live in HostBuffer
+// (managed float arrays, pinned for the duration of each call). Work runs on a CpuWorkerPool, so
+// a steady-state call allocates nothing. Calls on one backend must not overlap (one set of
+// per-worker scratch). Conv2d accepts residual == y (accumulate in place), not x overlapping y.
+// Reference tests: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every op against
+// ReferenceBackend), CpuBackendAllocationTests.cs.
+using System.Runtime.InteropServices;
+
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>The managed SIMD, multi-threaded CPU backend (AOT-safe).</summary>
+public sealed unsafe class CpuBackend : IBackend
+{
+    private readonly CpuWorkerPool pool;
+    private readonly GemmKernel kernel;
+    private readonly float*[] scratch;
+    private readonly GemmConvolution convolution;
+    private readonly CpuPointwiseOps pointwise;
+    private readonly bool useWinograd;
+    private readonly float*[] winogradInput, winogradProducts;
+    private readonly WinogradConvolution winogradConvolution;
+    private readonly float* zeroBias;
+    private long winogradInputElements;
+    private bool disposed;
+
+    /// <summary>
+    /// Creates a backend running on <paramref name="threads"/> threads (0: one per processor) with
+    /// the given micro-kernel (Auto: the best this processor supports). With
+    /// <paramref name="winograd"/>, dense 3x3 stride-1 convolutions on maps of at least one tile
+    /// block per thread use Winograd F(4x4, 3x3) (4x fewer multiply-adds, a few times larger
+    /// rounding error than the direct sum; see WinogradConvolution).
+    /// </summary>
+    public CpuBackend(int threads = 0, GemmKernelKind kernelKind = GemmKernelKind.Auto, bool winograd = true)
+    {
+        if (threads < 0)
+            throw new ArgumentOutOfRangeException(nameof(threads), threads, "thread count must be 0 (all processors) or positive");
+        kernel = GemmKernel.Create(kernelKind);
+        pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
+        scratch = new float*[pool.WorkerCount];
+        nuint bytes = (nuint)(GemmConvolution.ScratchElements(kernel) * sizeof(float));
+        for (int i = 0; i < scratch.Length; i++) scratch[i] = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+        convolution = new GemmConvolution(kernel, scratch);
+        pointwise = new CpuPointwiseOps();
+        useWinograd = winograd;
+        winogradInput = new float*[pool.WorkerCount];
+        winogradProducts = new float*[pool.WorkerCount];
+        zeroBias = (float*)NativeMemory.AlignedAlloc((nuint)(kernel.Rows * sizeof(float)), 64);
+        new Span<float>(zeroBias, kernel.Rows).Clear();
+        winogradConvolution = new WinogradConvolution(kernel, winogradInput, winogradProducts, zeroBias);
+    }
+
+    /// <inheritdoc/>
+    public string Name => "cpu";
+
+    /// <summary>Threads that run ops (the caller included).</summary>
+    public int ThreadCount => pool.WorkerCount;
+
+    /// <summary>The micro-kernel in use.</summary>
+    public GemmKernelKind KernelKind => kernel.Kind;
+
+    /// <summary>
+    /// Fewest 4x4 output tiles (N x tiles per image) for which a Winograd-capable convolution uses
+    /// Winograd; -1 (default): one full block of NR tiles and a block for every thread, below
+    /// which the direct GEMM wastes fewer lanes or keeps the threads busier. Tests set 0 to force
+    /// Winograd on small images.
+    /// </summary>
+    internal long WinogradMinimumTiles { get; set; } = -1;
+
+    /// <inheritdoc/>
+    public DeviceBuffer Allocate(long elements)
+    {
+        if (elements < 0 || elements > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(elements), elements, "a CPU buffer holds 0 .. Array.MaxLength floats");
+        return new HostBuffer(elements);
+    }
+
+    /// <inheritdoc/>
+    public void Upload(ReadOnlySpan<float> source, TensorView destination)
+    {
+        CheckLength(source.Length, destination);
+        source.CopyTo(Span(destination));
+    }
+
+    /// <inheritdoc/>
+    public void Download(TensorView source, Span<float> destination)
+    {
+        CheckLength(destination.Length, source);
+        Span(source).CopyTo(destination);
+    }
+
+    /// <inheritdoc/>
+    public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        if (spec.InChannels <= 0 || spec.OutChannels <= 0 || spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0 || spec.Groups <= 0
+            || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
+            throw new ArgumentException($"invalid convolution {spec}", nameof(spec));
+        if (weight.Length != spec.WeightCount)
+            throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
+        if (bias.Length != 0 && bias.Length != spec.OutChannels)
+            throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
+        GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
+        var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd);
+        if (packed.Winograd is not null) EnsureWinogradScratch(spec.InChannels);
+        return packed;
+    }
+
+    /// <inheritdoc/>
+    public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu)
+    {
+        if (conv is not PackedConvWeights packed || (packed.Kernel != kernel && packed.Kernel != kernel.Narrow))
+            throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
+        ConvSpec s = packed.Spec;
+        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+        if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
+            throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
+        if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
+            throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+        if (Overlaps(x, y))
+            throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
+        if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
+            throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
+        if (x.ElementCount == 0) return;
+        Span<float> ys = Span(y);
+        ReadOnlySpan<float> xs = Span(x);
+        ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
+        // Default: at least one full block of NR tiles, and a block for every worker.
+        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
+        long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
+        if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+        {
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            fixed (float* pa = wino.Panels)
+            fixed (float* pb = wino.Bias)
+            {
+                int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu);
+                pool.Run(winogradConvolution, items);
+            }
+            return;
+        }
+        fixed (float* px = xs)
+        fixed (float* py = ys)
+        fixed (float* pr = rs)
+        fixed (float* pa = packed.Panels)
+        fixed (float* pb = packed.Bias)
+        {
+            int items = convolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
+            pool.Run(convolution, items);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2d(TensorView x, TensorView y, int kernelSize, int stride, int padding)
+    {
+        if (kernelSize <= 0 || stride <= 0 || padding < 0 || 2 * padding > kernelSize)
+            throw new ArgumentException($"max-pool: invalid kernel {kernelSize}, stride {stride}, padding {padding}");
+        int oh = (x.H + 2 * padding - kernelSize) / stride + 1, ow = (x.W + 2 * padding - kernelSize) / stride + 1;
+        if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
+            throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
+        ReadOnlySpan<float> xs = Span(x);
+        Span<float> ys = Span(y);
+        fixed (float* px = xs)
+        fixed (float* py = ys)
+            pool.Run(pointwise, pointwise.PrepareMaxPool(px, py, x, y, kernelSize, stride, padding));
+    }
+
+    /// <inheritdoc/>
+    public void UpsampleNearestAdd(TensorView upper, TensorView lower)
+    {
+        if (upper.N != lower.N || upper.C != lower.C)
+            throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
+        ReadOnlySpan<float> us = Span(upper);
+        Span<float> ls = Span(lower);
+        fixed (float* pu = us)
+        fixed (float* pl = ls)
+            pool.Run(pointwise, pointwise.PrepareUpsampleAdd(pu, pl, upper, lower));
+    }
+
+    /// <inheritdoc/>
+    public void Add(TensorView a, TensorView b, TensorView y, bool relu)
+    {
+        ReadOnlySpan<float> sa = Span(a), sb = Span(b);
+        Span<float> sy = Span(y);
+        if (sa.Length != sb.Length || sa.Length != sy.Length)
+            throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
+        fixed (float* pa = sa)
+        fixed (float* pb = sb)
+        fixed (float* py = sy)
+            pool.Run(pointwise, pointwise.PrepareElementwise(relu ? PointwiseOp.AddRelu : PointwiseOp.Add, pa, pb, py, sy.Length));
+    }
+
+    /// <inheritdoc/>
+    public void Relu(TensorView x, TensorView y)
+    {
+        ReadOnlySpan<float> sx = Span(x);
+        Span<float> sy = Span(y);
+        if (sx.Length != sy.Length)
+            throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
+        fixed (float* px = sx)
+        fixed (float* py = sy)
+            pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Relu, px, null, py, sy.Length));
+    }
+
+    /// <inheritdoc/>
+    public void Sigmoid(TensorView x, TensorView y)
+    {
+        ReadOnlySpan<float> sx = Span(x);
+        Span<float> sy = Span(y);
+        if (sx.Length != sy.Length)
+            throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
+        fixed (float* px = sx)
+        fixed (float* py = sy)
+            pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Sigmoid, px, null, py, sy.Length));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        pool.Dispose();
+        for (int i = 0; i < scratch.Length; i++)
+        {
+            NativeMemory.AlignedFree(scratch[i]);
+            NativeMemory.AlignedFree(winogradInput[i]);
+            NativeMemory.AlignedFree(winogradProducts[i]);
+            scratch[i] = winogradInput[i] = winogradProducts[i] = null;
+        }
+        NativeMemory.AlignedFree(zeroBias);
+    }
+
+    // Grows the per-worker Winograd scratch for a convolution with `inChannels` inputs (at
+    // prepare time, so that Conv2d never allocates).
+    private void EnsureWinogradScratch(int inChannels)
+    {
+        long needed = WinogradConvolution.InputScratchElements(kernel, inChannels);
+        if (needed <= winogradInputElements) return;
+        for (int i = 0; i < winogradInput.Length; i++)
+        {
+            NativeMemory.AlignedFree(winogradInput[i]);
+            winogradInput[i] = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
+            if (winogradProducts[i] == null)
+                winogradProducts[i] = (float*)NativeMemory.AlignedAlloc((nuint)(WinogradConvolution.ProductScratchElements(kernel) * sizeof(float)), 64);
+        }
+        winogradInputElements = needed;
+    }
+
+    private static Span<float> Span(TensorView t)
+    {
+        if (t.Buffer is not HostBuffer h)
+            throw new ArgumentException($"tensor {t.ShapeText} does not live in host memory of the CPU backend");
+        if (t.N < 0 || t.C < 0 || t.H < 0 || t.W < 0)
+            throw new ArgumentException($"tensor {t.ShapeText} has a negative dimension");
+        if (t.Offset < 0 || t.Offset + t.ElementCount > h.Length)
+            throw new ArgumentException($"tensor {t.ShapeText} at offset {t.Offset} overruns its buffer of {h.Length} elements");
+        return h.Array.AsSpan((int)t.Offset, checked((int)t.ElementCount));
+    }
+
+    private static bool Overlaps(TensorView a, TensorView b) =>
+        ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
+
+    private static void CheckLength(int length, TensorView t)
+    {
+        if (length != t.ElementCount)
+            throw new ArgumentException($"{length} values do not fit tensor {t.ShapeText} ({t.ElementCount} elements)");
+    }
+}

@@ -1,0 +1,335 @@
+// Convolution as a blocked GEMM, per image n and group g:
+//   y[n, g*M + m, p] = act(bias[m] + sum_k A_g[m, k] * X_g[k, p] (+ residual[n, g*M + m, p]))
+// with M = out/groups, K = in/groups*kh*kw, p over the OH*OW output pixels, and the implicit
+// im2col matrix X_g[(c*kh + ky)*kw + kx, (oy, ox)] = x[n, g*in/groups + c, oy*s - pad + ky,
+// ox*s - pad + kx] (zero outside). No im2col buffer is built: each worker packs only a
+// KC x NC block of X_g into its scratch, as NR-wide panels (panel[k*NR + j]), then runs the
+// MR x NR micro-kernel over the weight panels (packed once, PackedConvWeights). A 1x1 stride-1
+// convolution packs plain copies of the input rows (out[o, hw] = W[o, c] * X[c, hw]).
+// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128 (K <= 192: one block)
+// (an 128 x 48 input panel = 24 KB stays in L1), row block MC = 256 output channels (a 128 x 256
+// weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
+// rows are split into chunks only when there are too few items to keep every worker busy.
+// Shapes: x [N, in, H, W], y and residual [N, out, OH, OW]. The residual may be y itself
+// (y += conv(x)): then each work item first adds the bias to its part of y and accumulates onto it.
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>The per-call state of one GEMM convolution, run as parallel work items.</summary>
+[SkipLocalsInit]
+internal sealed unsafe class GemmConvolution : IParallelWork
+{
+    /// <summary>KC: k steps per packed input block.</summary>
+    public const int DepthBlock = 128;
+
+    /// <summary>NR multiples per column block (NC = this * NR).</summary>
+    public const int PanelsPerColumnBlock = 10;
+
+    /// <summary>MC: output channels per weight block that stays in L2.</summary>
+    public const int RowBlock = 256;
+
+    /// <summary>Largest MR x NR tile of any kernel, for the edge-tile scratch.</summary>
+    private const int MaxTileElements = 1024;
+
+    private readonly GemmKernel kernel;
+    private readonly float*[] scratch;
+
+    // Per-call arguments (set by Prepare, read by Execute on every worker).
+    private PackedConvWeights conv = null!;
+    private float* x, y, residual, panels, bias;
+    private int inChannels, height, width, outHeight, outWidth, pixels;
+    private int columnBlocks, rowChunks, panelsPerChunk, columnBlock;
+    private bool relu;
+
+    /// <summary>Uses <paramref name="kernel"/> and one scratch block of <see cref="ScratchElements"/> per worker.</summary>
+    public GemmConvolution(GemmKernel kernel, float*[] scratch)
+    {
+        this.kernel = kernel;
+        this.scratch = scratch;
+    }
+
+    /// <summary>Floats of scratch each worker needs.</summary>
+    public static long ScratchElements(GemmKernel kernel) => (long)DepthBlock * 3 / 2 * PanelsPerColumnBlock * kernel.Columns;
+
+    /// <summary>Sets up one call and returns the number of work items.</summary>
+    public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual,
+        float* panels, float* bias, bool relu, int workers)
+    {
+        this.conv = conv;
+        this.x = x;
+        this.y = y;
+        this.residual = residual;
+        this.panels = panels;
+        this.bias = bias;
+        this.relu = relu;
+        ConvSpec s = conv.Spec;
+        inChannels = s.InChannels;
+        height = xView.H;
+        width = xView.W;
+        outHeight = s.OutputSize(height);
+        outWidth = s.OutputSize(width);
+        pixels = outHeight * outWidth;
+        int nr = kernel.Columns;
+        columnBlock = PanelsPerColumnBlock * nr;
+        columnBlocks = (pixels + columnBlock - 1) / columnBlock;
+        long images = (long)xView.N * s.Groups;
+        long items = images * columnBlocks;
+        int wanted = 4 * workers;
+        if (items < wanted)
+        {
+            // Small feature maps: narrower column blocks first (no work is repeated) ...
+            long blocksPerImage = (wanted + images - 1) / images;
+            int width = (int)((pixels + blocksPerImage - 1) / blocksPerImage);
+            columnBlock = Math.Min(columnBlock, Math.Max(nr, (width + nr - 1) / nr * nr));
+            columnBlocks = (pixels + columnBlock - 1) / columnBlock;
+            items = images * columnBlocks;
+        }
+        // ... then output-channel chunks of at least 8 panels; each chunk packs the same input
+        // block again, so they stay few.
+        int maxChunks = Math.Max(1, conv.PanelsPerGroup / 8);
+        rowChunks = items >= wanted ? 1 : (int)Math.Min(maxChunks, (wanted + items - 1) / items);
+        panelsPerChunk = (conv.PanelsPerGroup + rowChunks - 1) / rowChunks;
+        rowChunks = (conv.PanelsPerGroup + panelsPerChunk - 1) / panelsPerChunk;
+        return checked((int)(items * rowChunks));
+    }
+
+    /// <inheritdoc/>
+    public void Execute(int item, int worker)
+    {
+        GemmKernel kernel = conv.Kernel;
+        int mr = kernel.Rows, nr = kernel.Columns;
+        int chunk = item % rowChunks;
+        item /= rowChunks;
+        int block = item % columnBlocks;
+        item /= columnBlocks;
+        ConvSpec s = conv.Spec;
+        int g = item % s.Groups, n = item / s.Groups;
+        int m = conv.OutPerGroup, depth = conv.Depth;
+        int firstColumn = block * columnBlock, columns = Math.Min(columnBlock, pixels - firstColumn);
+        int columnPanels = (columns + nr - 1) / nr;
+        int firstPanel = chunk * panelsPerChunk, endPanel = Math.Min(conv.PanelsPerGroup, firstPanel + panelsPerChunk);
+        int panelsPerRowBlock = Math.Max(1, RowBlock / mr);
+
+        float* image = x + ((long)n * inChannels + (long)g * (inChannels / s.Groups)) * height * width;
+        long outStart = ((long)n * s.OutChannels + (long)g * m) * pixels + firstColumn;
+        float* yGroup = y + outStart;
+        bool inPlace = residual == y;
+        float* rGroup = residual == null || inPlace ? null : residual + outStart;
+        if (inPlace)
+        {
+            // y already holds the residual: add the bias now, then accumulate (no First mode).
+            for (int row = firstPanel * mr; row < Math.Min(m, endPanel * mr); row++)
+            {
+                float rowBias = bias[(long)g * conv.PanelsPerGroup * mr + row];
+                float* line = yGroup + (long)row * pixels;
+                for (int j = 0; j < columns; j++) line[j] += rowBias;
+            }
+        }
+        float* aGroup = panels + g * conv.GroupStride;
+        float* biasGroup = bias + (long)g * conv.PanelsPerGroup * mr;
+        float* packed = scratch[worker];
+        float* edge = stackalloc float[2 * MaxTileElements];
+
+        // Up to 1.5 KC in one block (a 192 x 48 panel still fits L1): no tiny tail blocks.
+        int depthBlock = depth <= DepthBlock * 3 / 2 ? depth : DepthBlock;
+        for (int k0 = 0; k0 < depth; k0 += depthBlock)
+        {
+            int kc = Math.Min(depthBlock, depth - k0);
+            PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
+            int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
+                | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
+            for (int p0 = firstPanel; p0 < endPanel; p0 += panelsPerRowBlock)
+            {
+                int p1 = Math.Min(endPanel, p0 + panelsPerRowBlock);
+                for (int jp = 0; jp < columnPanels; jp++)
+                {
+                    float* b = packed + (long)jp * kc * nr;
+                    int tileColumns = Math.Min(nr, columns - jp * nr);
+                    for (int ip = p0; ip < p1; ip++)
+                    {
+                        float* a = aGroup + (long)ip * mr * depth + (long)k0 * mr;
+                        int tileRows = Math.Min(mr, m - ip * mr);
+                        long at = (long)ip * mr * pixels + jp * nr;
+                        float* c = yGroup + at;
+                        float* r = rGroup == null ? null : rGroup + at;
+                        if (tileRows == mr && tileColumns == nr)
+                            kernel.Tile(kc, a, b, c, pixels, biasGroup + ip * mr, r, mode);
+                        else
+                            EdgeTile(kc, a, b, c, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge);
+                    }
+                }
+            }
+        }
+    }
+
+    // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
+    private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode,
+        int rows, int columns, float* edge)
+    {
+        GemmKernel kernel = conv.Kernel;
+        int mr = kernel.Rows, nr = kernel.Columns;
+        float* tile = edge, tileResidual = edge + MaxTileElements;
+        bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;
+        new Span<float>(tile, mr * nr).Clear();
+        if (useResidual) new Span<float>(tileResidual, mr * nr).Clear();
+        for (int i = 0; i < rows; i++)
+        {
+            if ((mode & GemmMicroKernels.First) == 0)
+                new ReadOnlySpan<float>(c + (long)i * pixels, columns).CopyTo(new Span<float>(tile + i * nr, columns));
+            if (useResidual)
+                new ReadOnlySpan<float>(r + (long)i * pixels, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
+        }
+        kernel.Tile(kc, a, b, tile, nr, tileBias, useResidual ? tileResidual : null, mode);
+        for (int i = 0; i < rows; i++)
+            new ReadOnlySpan<float>(tile + i * nr, columns).CopyTo(new Span<float>(c + (long)i * pixels, columns));
+    }
+
+    // Packs rows k0 .. k0+kc of the implicit im2col matrix, output pixels firstColumn ..
+    // firstColumn+columns, as NR-wide panels: dst[(q / NR) * kc * NR + (k - k0) * NR + q % NR];
+    // columns past `columns` (up to paddedColumns) are zero. The columns are first cut into runs
+    // that stay in one panel and one output row (the same for every k); each row k then copies
+    // or gathers one input-row segment per run.
+    private void PackInput(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
+    {
+        ConvSpec s = conv.Spec;
+        int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        int nr = kernel.Columns;
+        long panelStride = (long)kc * nr;
+        long plane = (long)height * width;
+
+        // Runs: destination offset (panel part), output row, output column, length.
+        const int MaxRuns = 256;
+        int* runDst = stackalloc int[MaxRuns];
+        int* runY = stackalloc int[MaxRuns];
+        int* runX = stackalloc int[MaxRuns];
+        int* runLength = stackalloc int[MaxRuns];
+        int runs = 0;
+        {
+            int oy = firstColumn / outWidth, ox = firstColumn % outWidth, q = 0;
+            while (q < columns)
+            {
+                if (runs == MaxRuns) break;
+                int j = q % nr;
+                int run = Math.Min(nr - j, Math.Min(columns - q, outWidth - ox));
+                runDst[runs] = (int)(q / nr * panelStride + j);
+                runY[runs] = oy;
+                runX[runs] = ox;
+                runLength[runs] = run;
+                runs++;
+                q += run;
+                ox += run;
+                if (ox == outWidth)
+                {
+                    ox = 0;
+                    oy++;
+                }
+            }
+            if (q < columns)
+            {
+                PackInputByElement(dst, image, k0, kc, firstColumn, columns, paddedColumns);
+                return;
+            }
+        }
+
+        for (int kk = 0; kk < kc; kk++)
+        {
+            int k = k0 + kk;
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            float* rowDst = dst + (long)kk * nr;
+            for (int r = 0; r < runs; r++)
+            {
+                float* d = rowDst + runDst[r];
+                int run = runLength[r];
+                int iy = runY[r] * stride - pad + ky;
+                if ((uint)iy >= (uint)height)
+                {
+                    Clear(d, run);
+                    continue;
+                }
+                float* row = source + (long)iy * width;
+                int ix0 = runX[r] * stride - pad + kx;
+                if (stride == 1)
+                {
+                    // valid t: 0 <= ix0 + t < width
+                    int lo = Math.Clamp(-ix0, 0, run), hi = Math.Clamp(width - ix0, lo, run);
+                    Clear(d, lo);
+                    Copy(row + ix0 + lo, d + lo, hi - lo);
+                    Clear(d + hi, run - hi);
+                }
+                else
+                {
+                    int t = 0;
+                    if (stride == 2 && Avx512F.IsSupported)
+                    {
+                        // Even elements of 32 contiguous floats, while all 32 lie in the row.
+                        for (; t < run && ix0 + 2 * t < 0; t++) d[t] = 0f;
+                        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                        for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16)
+                        {
+                            float* at = row + ix0 + 2 * t;
+                            Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(d + t);
+                        }
+                    }
+                    for (; t < run; t++)
+                    {
+                        int ix = ix0 + t * stride;
+                        d[t] = (uint)ix < (uint)width ? row[ix] : 0f;
+                    }
+                }
+            }
+            // Zero columns past the end, up to the last panel's width.
+            for (int q = columns; q < paddedColumns; q++) rowDst[q / nr * panelStride + q % nr] = 0f;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Copy(float* source, float* destination, int count)
+    {
+        int t = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; t + 16 <= count; t += 16) Vector512.Load(source + t).Store(destination + t);
+        for (; t + 8 <= count; t += 8) Vector256.Load(source + t).Store(destination + t);
+        for (; t < count; t++) destination[t] = source[t];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Clear(float* destination, int count)
+    {
+        int t = 0;
+        for (; t + 8 <= count; t += 8) Vector256<float>.Zero.Store(destination + t);
+        for (; t < count; t++) destination[t] = 0f;
+    }
+
+    // The plain per-element packing, for column blocks cut into more runs than PackInput keeps
+    // (output rows narrower than ~2 pixels).
+    private void PackInputByElement(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
+    {
+        ConvSpec s = conv.Spec;
+        int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        int nr = kernel.Columns;
+        long panelStride = (long)kc * nr;
+        long plane = (long)height * width;
+        for (int kk = 0; kk < kc; kk++)
+        {
+            int k = k0 + kk;
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            for (int q = 0; q < paddedColumns; q++)
+            {
+                float value = 0f;
+                if (q < columns)
+                {
+                    int p = firstColumn + q;
+                    int iy = p / outWidth * stride - pad + ky, ix = p % outWidth * stride - pad + kx;
+                    if ((uint)iy < (uint)height && (uint)ix < (uint)width) value = source[(long)iy * width + ix];
+                }
+                dst[q / nr * panelStride + (long)kk * nr + q % nr] = value;
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+// Winograd F(4x4, 3x3) for dense 3x3 stride-1 pad-1 convolutions (groups 1): each 4x4 output tile
+// of y[n, o] comes from a 6x6 input patch d of every channel c (rows 4ty-1 .. 4ty+4, zero outside):
+//   U[o, c] = G g[o, c] G^T (6x6, once, WinogradWeights),  V[c, t] = B^T d[c, t] B (6x6),
+//   M_xi[o, t] = sum_c U_xi[o, c] V_xi[c, t] for each of the 36 positions xi (36 GEMMs on the
+//   packed micro-kernel), Y[o, t] = A^T M[o, t] A (4x4) + bias (+ residual), ReLU.
+// 36 multiplies per 16 outputs instead of 144: 4x fewer multiply-adds than the direct GEMM, at
+// the price of transforms (vectorized over tiles) and a larger float32 rounding error (the
+// transform matrices have entries up to 8; see the tolerance in CpuBackendTests).
+// Work items are (image, block of NR tiles). Per item: the input transform of all channels into
+// V (already in the micro-kernel's NR-panel layout: V_xi[c * NR + tile]), then, per chunk of 64
+// output channels, the 36 GEMMs into M and the output transform.
+// Shapes: x [N, C, H, W], y and residual [N, O, H, W].
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (Winograd cases).
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>Weights of a 3x3 convolution transformed for Winograd F(4x4, 3x3), in micro-kernel panels.</summary>
+internal sealed class WinogradWeights
+{
+    /// <summary>Positions of the 6x6 transformed tile.</summary>
+    public const int Positions = 36;
+
+    // G of F(4, 3): 6x3.
+    private static readonly double[,] G =
+    {
+        { 1 / 4.0, 0, 0 },
+        { -1 / 6.0, -1 / 6.0, -1 / 6.0 },
+        { -1 / 6.0, 1 / 6.0, -1 / 6.0 },
+        { 1 / 24.0, 1 / 12.0, 1 / 6.0 },
+        { 1 / 24.0, -1 / 12.0, 1 / 6.0 },
+        { 0, 0, 1 },
+    };
+
+    /// <summary>Transforms <paramref name="weight"/> [out, in, 3, 3] and pads <paramref name="bias"/>.</summary>
+    public WinogradWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int panelRows)
+    {
+        InChannels = spec.InChannels;
+        OutChannels = spec.OutChannels;
+        PanelRows = panelRows;
+        PanelCount = (OutChannels + panelRows - 1) / panelRows;
+        // Layout [xi][panel][c][r]: for each xi an A matrix [O, C] in MR-row panels, K = C.
+        Panels = GC.AllocateArray<float>(checked(Positions * PanelCount * panelRows * InChannels), pinned: true);
+        Bias = GC.AllocateArray<float>(PanelCount * panelRows, pinned: true);
+        Span<double> u = stackalloc double[Positions];
+        for (int o = 0; o < OutChannels; o++)
+        {
+            if (bias.Length > 0) Bias[o] = bias[o];
+            int panel = o / panelRows, r = o % panelRows;
+            for (int c = 0; c < InChannels; c++)
+            {
+                ReadOnlySpan<float> g = weight.Slice((o * InChannels + c) * 9, 9);
+                for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 6; b++)
+                {
+                    double sum = 0;
+                    for (int i = 0; i < 3; i++)
+                    for (int j = 0; j < 3; j++)
+                        sum += G[a, i] * g[i * 3 + j] * G[b, j];
+                    u[a * 6 + b] = sum;
+                }
+                for (int xi = 0; xi < Positions; xi++)
+                    Panels[(((long)xi * PanelCount + panel) * InChannels + c) * panelRows + r] = (float)u[xi];
+            }
+        }
+    }
+
+    /// <summary>C.</summary>
+    public int InChannels { get; }
+
+    /// <summary>O.</summary>
+    public int OutChannels { get; }
+
+    /// <summary>MR.</summary>
+    public int PanelRows { get; }
+
+    /// <summary>ceil(O / MR).</summary>
+    public int PanelCount { get; }
+
+    /// <summary>Transformed weights, [36][panel][C][MR] (pinned).</summary>
+    public float[] Panels { get; }
+
+    /// <summary>Bias padded to whole panels (pinned).</summary>
+    public float[] Bias { get; }
+
+    /// <summary>Whether Winograd F(4x4, 3x3) computes <paramref name="spec"/>.</summary>
+    public static bool Applies(ConvSpec spec) => spec is { Kernel: 3, Stride: 1, Padding: 1, Groups: 1 };
+}
+
+/// <summary>The per-call state of one Winograd convolution, run as parallel work items.</summary>
+[SkipLocalsInit]
+internal sealed unsafe class WinogradConvolution : IParallelWork
+{
+    /// <summary>Output-channel panels per GEMM chunk (64 rows for MR = 8).</summary>
+    private const int ChunkPanels = 8;
+
+    private readonly GemmKernel kernel;
+    private readonly float*[] inputScratch;
+    private readonly float*[] productScratch;
+    private readonly float* zeroBias;
+
+    private WinogradWeights weights = null!;
+    private float* x, y, residual, panels, bias;
+    private int height, width, tilesX, tiles, tileBlocks;
+    private bool relu;
+
+    /// <summary>Uses <paramref name="kernel"/> and per-worker scratch (sizes: <see cref="InputScratchElements"/>, <see cref="ProductScratchElements"/>).</summary>
+    public WinogradConvolution(GemmKernel kernel, float*[] inputScratch, float*[] productScratch, float* zeroBias)
+    {
+        this.kernel = kernel;
+        this.inputScratch = inputScratch;
+        this.productScratch = productScratch;
+        this.zeroBias = zeroBias;
+    }
+
+    /// <summary>Floats of transformed input per worker for <paramref name="inChannels"/> channels.</summary>
+    public static long InputScratchElements(GemmKernel kernel, int inChannels) => (long)WinogradWeights.Positions * inChannels * kernel.Columns;
+
+    /// <summary>Floats of GEMM products per worker.</summary>
+    public static long ProductScratchElements(GemmKernel kernel) => (long)WinogradWeights.Positions * ChunkPanels * kernel.Rows * kernel.Columns;
+
+    /// <summary>Output tiles of an h x w image (4x4 each).</summary>
+    public static int TileCount(int h, int w) => ((h + 3) / 4) * ((w + 3) / 4);
+
+    /// <summary>Sets up one call and returns the number of work items.</summary>
+    public int Prepare(WinogradWeights weights, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu)
+    {
+        this.weights = weights;
+        this.x = x;
+        this.y = y;
+        this.residual = residual;
+        this.panels = panels;
+        this.bias = bias;
+        this.relu = relu;
+        height = xView.H;
+        width = xView.W;
+        tilesX = (width + 3) / 4;
+        tiles = TileCount(height, width);
+        tileBlocks = (tiles + kernel.Columns - 1) / kernel.Columns;
+        return checked(xView.N * tileBlocks);
+    }
+
+    /// <inheritdoc/>
+    public void Execute(int item, int worker)
+    {
+        int nr = kernel.Columns, mr = kernel.Rows, lanes = Vector<float>.Count;
+        int n = item / tileBlocks, firstTile = item % tileBlocks * nr;
+        int c = weights.InChannels, o = weights.OutChannels;
+        long plane = (long)height * width;
+        float* image = x + (long)n * c * plane;
+        float* v = inputScratch[worker];
+        float* products = productScratch[worker];
+        long vPosition = (long)c * nr; // V_xi stride
+        float* stage = stackalloc float[36 * Vector<float>.Count];
+        float* result = stackalloc float[16 * Vector<float>.Count];
+
+        // Input transform: V_xi[ch * NR + t] for every channel and tile of the block.
+        for (int ch = 0; ch < c; ch++)
+        {
+            float* channel = image + ch * plane;
+            for (int t0 = 0; t0 < nr; t0 += lanes)
+            {
+                if (FastTiles && InteriorRun(firstTile + t0, 0))
+                    GatherInputTransform(channel, firstTile + t0, v + (long)ch * nr + t0, vPosition);
+                else
+                {
+                    StagePatches(channel, firstTile + t0, lanes, stage);
+                    InputTransform(stage, v + (long)ch * nr + t0, vPosition);
+                }
+            }
+        }
+
+        // Per chunk of output channels: 36 GEMMs M_xi[row, t] = U_xi[row, :] V_xi[:, t], then
+        // the output transform of the chunk's rows.
+        long productPosition = (long)ChunkPanels * mr * nr;
+        float* outImage = y + (long)n * o * plane;
+        float* resImage = residual == null ? null : residual + (long)n * o * plane;
+        for (int p0 = 0; p0 < weights.PanelCount; p0 += ChunkPanels)
+        {
+            int p1 = Math.Min(weights.PanelCount, p0 + ChunkPanels);
+            for (int xi = 0; xi < WinogradWeights.Positions; xi++)
+            {
+                float* aPosition = panels + (long)xi * weights.PanelCount * mr * c;
+                for (int k0 = 0; k0 < c; k0 += GemmConvolution.DepthBlock)
+                {
+                    int kc = Math.Min(GemmConvolution.DepthBlock, c - k0);
+                    float* b = v + xi * vPosition + (long)k0 * nr;
+                    int mode = k0 == 0 ? GemmMicroKernels.First : 0;
+                    for (int ip = p0; ip < p1; ip++)
+                        kernel.Tile(kc, aPosition + ((long)ip * c + k0) * mr, b,
+                            products + xi * productPosition + (long)(ip - p0) * mr * nr, nr, zeroBias, null, mode);
+                }
+            }
+            int rowEnd = Math.Min(o, p1 * mr);
+            for (int row = p0 * mr; row < rowEnd; row++)
+            {
+                float* m = products + (long)(row - p0 * mr) * nr;
+                for (int t0 = 0; t0 < nr; t0 += lanes)
+                {
+                    OutputTransform(m + t0, productPosition, bias[row], result);
+                    if (FastTiles && InteriorRun(firstTile + t0, 1))
+                        WriteTileRun(result, firstTile + t0, outImage + row * plane, resImage == null ? null : resImage + row * plane);
+                    else
+                        WriteTiles(result, firstTile + t0, lanes, outImage + row * plane, resImage == null ? null : resImage + row * plane);
+                }
+            }
+        }
+    }
+
+    // AVX2 paths for 8 tiles in one tile row away from the image border: gathered input patches,
+    // and output tiles written as 4 rows of 32 contiguous floats.
+    private static bool FastTiles => Avx2.IsSupported && Vector<float>.Count == 8;
+
+    // Whether tiles firstTile .. firstTile+7 lie in one tile row with every input patch (margin 0)
+    // or every output tile (margin 1) inside the image.
+    private bool InteriorRun(int firstTile, int margin)
+    {
+        int last = firstTile + 7;
+        if (last >= tiles) return false;
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        if (last / tilesX != ty) return false;
+        return margin == 0
+            ? ty * 4 - 1 >= 0 && ty * 4 + 5 <= height && tx * 4 - 1 >= 0 && (tx + 7) * 4 + 5 <= width
+            : ty * 4 + 4 <= height && (tx + 7) * 4 + 4 <= width;
+    }
+
+    // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k].
+    private void GatherInputTransform(float* channel, int firstTile, float* output, long positionStride)
+    {
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        float* origin = channel + (long)(ty * 4 - 1) * width + tx * 4 - 1;
+        Vector256<int> index = Vector256.Create(0, 4, 8, 12, 16, 20, 24, 28);
+        Vector<float>* t = stackalloc Vector<float>[36];
+        for (int i = 0; i < 6; i++)
+        {
+            float* row = origin + (long)i * width;
+            BtRow(Avx2.GatherVector256(row, index, 4).AsVector(), Avx2.GatherVector256(row + 1, index, 4).AsVector(),
+                Avx2.GatherVector256(row + 2, index, 4).AsVector(), Avx2.GatherVector256(row + 3, index, 4).AsVector(),
+                Avx2.GatherVector256(row + 4, index, 4).AsVector(), Avx2.GatherVector256(row + 5, index, 4).AsVector(), t + i * 6, 1);
+        }
+        Vector<float>* v = stackalloc Vector<float>[36];
+        for (int b = 0; b < 6; b++)
+            BtRow(t[b], t[6 + b], t[12 + b], t[18 + b], t[24 + b], t[30 + b], v + b, 6);
+        for (int xi = 0; xi < 36; xi++) v[xi].Store(output + xi * positionStride);
+    }
+
+    // WriteTiles for 8 interior tiles of one tile row: transposes result[(i*4 + j)][l] into output
+    // rows 4ty + i, columns 4(tx + l) + j (32 contiguous floats per row).
+    private void WriteTileRun(float* result, int firstTile, float* outPlane, float* resPlane)
+    {
+        int ty = firstTile / tilesX, tx = firstTile % tilesX;
+        Vector256<float> zero = Vector256<float>.Zero;
+        for (int i = 0; i < 4; i++)
+        {
+            float* r = result + i * 4 * 8;
+            Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
+            Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
+            Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 0 and 4
+            Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 1 and 5
+            Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 2 and 6
+            Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 3 and 7
+            Vector256<float> o0 = Avx.Permute2x128(e, f, 0x20), o1 = Avx.Permute2x128(g, h, 0x20);
+            Vector256<float> o2 = Avx.Permute2x128(e, f, 0x31), o3 = Avx.Permute2x128(g, h, 0x31);
+            long at = (long)(ty * 4 + i) * width + tx * 4;
+            if (resPlane != null)
+            {
+                float* res = resPlane + at;
+                o0 += Vector256.Load(res);
+                o1 += Vector256.Load(res + 8);
+                o2 += Vector256.Load(res + 16);
+                o3 += Vector256.Load(res + 24);
+            }
+            if (relu)
+            {
+                o0 = Avx.Max(o0, zero);
+                o1 = Avx.Max(o1, zero);
+                o2 = Avx.Max(o2, zero);
+                o3 = Avx.Max(o3, zero);
+            }
+            float* dst = outPlane + at;
+            o0.Store(dst);
+            o1.Store(dst + 8);
+            o2.Store(dst + 16);
+            o3.Store(dst + 24);
+        }
+    }
+
+    // stage[(i * 6 + k) * lanes + l] = x[4ty - 1 + i, 4tx - 1 + k] of tile firstTile + l (zero outside).
+    private void StagePatches(float* channel, int firstTile, int lanes, float* stage)
+    {
+        for (int l = 0; l < lanes; l++)
+        {
+            int t = firstTile + l;
+            if (t >= tiles)
+            {
+                for (int i = 0; i < 36; i++) stage[i * lanes + l] = 0f;
+                continue;
+            }
+            int y0 = t / tilesX * 4 - 1, x0 = t % tilesX * 4 - 1;
+            bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= height && x0 + 6 <= width;
+            for (int i = 0; i < 6; i++)
+            {
+                int iy = y0 + i;
+                float* row = channel + (long)iy * width;
+                float* s = stage + i * 6 * lanes + l;
+                if (inside)
+                {
+                    s[0] = row[x0]; s[lanes] = row[x0 + 1]; s[2 * lanes] = row[x0 + 2];
+                    s[3 * lanes] = row[x0 + 3]; s[4 * lanes] = row[x0 + 4]; s[5 * lanes] = row[x0 + 5];
+                }
+                else
+                {
+                    bool rowInside = (uint)iy < (uint)height;
+                    for (int k = 0; k < 6; k++)
+                    {
+                        int ix = x0 + k;
+                        s[k * lanes] = rowInside && (uint)ix < (uint)width ? row[ix] : 0f;
+                    }
+                }
+            }
+        }
+    }
+
+    // V = B^T d B for `lanes` tiles at once; V_xi goes to output + xi * positionStride.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InputTransform(float* stage, float* output, long positionStride)
+    {
+        int lanes = Vector<float>.Count;
+        Vector<float>* t = stackalloc Vector<float>[36];
+        for (int i = 0; i < 6; i++)
+        {
+            float* s = stage + i * 6 * lanes;
+            BtRow(Vector.Load(s), Vector.Load(s + lanes), Vector.Load(s + 2 * lanes), Vector.Load(s + 3 * lanes),
+                Vector.Load(s + 4 * lanes), Vector.Load(s + 5 * lanes), t + i * 6, 1);
+        }
+        Vector<float>* v = stackalloc Vector<float>[36];
+        for (int b = 0; b < 6; b++)
+            BtRow(t[b], t[6 + b], t[12 + b], t[18 + b], t[24 + b], t[30 + b], v + b, 6);
+        for (int xi = 0; xi < 36; xi++) v[xi].Store(output + xi * positionStride);
+    }
+
+    // r = B^T d for one 6-vector d; r[j] goes to dst[j * stride].
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BtRow(Vector<float> d0, Vector<float> d1, Vector<float> d2, Vector<float> d3, Vector<float> d4, Vector<float> d5,
+        Vector<float>* dst, int stride)
+    {
+        var four = new Vector<float>(4f);
+        var five = new Vector<float>(5f);
+        var two = new Vector<float>(2f);
+        Vector<float> d4MinusD2 = d4 - d2;
+        dst[0] = four * d0 - five * d2 + d4;
+        Vector<float> s12 = four * (d1 + d2), s34 = d3 + d4;
+        dst[stride] = s34 - s12;
+        Vector<float> m12 = four * (d1 - d2), m34 = d4 - d3;
+        dst[2 * stride] = m12 + m34;
+        Vector<float> t13 = two * (d3 - d1);
+        dst[3 * stride] = t13 + d4MinusD2;
+        dst[4 * stride] = d4MinusD2 - t13;
+        dst[5 * stride] = four * d1 - five * d3 + d5;
+    }
+
+    // Y = A^T M A + bias for `lanes` tiles: result[(i * 4 + j) * lanes + l].
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OutputTransform(float* m, long positionStride, float rowBias, float* result)
+    {
+        int lanes = Vector<float>.Count;
+        Vector<float>* t = stackalloc Vector<float>[24];
+        for (int a = 0; a < 6; a++)
+        {
+            float* row = m + a * 6 * positionStride;
+            AtRow(Vector.Load(row), Vector.Load(row + positionStride), Vector.Load(row + 2 * positionStride),
+                Vector.Load(row + 3 * positionStride), Vector.Load(row + 4 * positionStride), Vector.Load(row + 5 * positionStride), t + a * 4, 1);
+        }
+        Vector<float>* yv = stackalloc Vector<float>[16];
+        for (int j = 0; j < 4; j++)
+            AtRow(t[j], t[4 + j], t[8 + j], t[12 + j], t[16 + j], t[20 + j], yv + j, 4);
+        var b = new Vector<float>(rowBias);
+        for (int i = 0; i < 16; i++) (yv[i] + b).Store(result + i * lanes);
+    }
+
+    // r = A^T m for one 6-vector m; r[i] goes to dst[i * stride].
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AtRow(Vector<float> m0, Vector<float> m1, Vector<float> m2, Vector<float> m3, Vector<float> m4, Vector<float> m5,
+        Vector<float>* dst, int stride)
+    {
+        Vector<float> p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+        dst[0] = m0 + p12 + p34;
+        dst[stride] = n12 + new Vector<float>(2f) * n34;
+        dst[2 * stride] = p12 + new Vector<float>(4f) * p34;
+        dst[3 * stride] = n12 + new Vector<float>(8f) * n34 + m5;
+    }
+
+    // Writes the 4x4 tiles (bias included) with residual and ReLU, clipped to the image.
+    private void WriteTiles(float* result, int firstTile, int lanes, float* outPlane, float* resPlane)
+    {
+        for (int l = 0; l < lanes; l++)
+        {
+            int t = firstTile + l;
+            if (t >= tiles) return;
+            int oy0 = t / tilesX * 4, ox0 = t % tilesX * 4;
+            int rows = Math.Min(4, height - oy0), columns = Math.Min(4, width - ox0);
+            for (int i = 0; i < rows; i++)
+            {
+                long at = (long)(oy0 + i) * width + ox0;
+                for (int j = 0; j < columns; j++)
+                {
+                    float value = result[(i * 4 + j) * lanes + l];
+                    if (resPlane != null) value += resPlane[at + j];
+                    outPlane[at + j] = relu ? MathF.Max(value, 0f) : value;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+// A steady-state CpuBackend call allocates no managed memory: the convolution packs into
+// per-worker native scratch and runs on CpuWorkerPool (no Parallel.For closures). Measured with
+// GC.GetTotalAllocatedBytes(precise: true), which counts every thread (the pool's workers too), so
+// this class runs alone (its collection disables parallelization with other test classes).
+// Covers the GEMM convolution (1x1 with residual + ReLU, grouped stride 2), Winograd, and every
+// pointwise op.
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+
+namespace GhmGen.Runtime.Tests.Backends;
+
+[CollectionDefinition(nameof(AllocationMeasurement), DisableParallelization = true)]
+public sealed class AllocationMeasurement;
+
+[Collection(nameof(AllocationMeasurement))]
+public sealed class CpuBackendAllocationTests
+{
+    [Fact]
+    public void SteadyStateOpsAllocateNothing()
+    {
+        using var cpu = new CpuBackend(2);
+        var random = new Random(3);
+        var spec = new ConvSpec(32, 48, 3, 1, 1, 1);
+        using IPreparedConv conv = cpu.PrepareConv(spec, CpuBackendTests.RandomValues(random, (int)spec.WeightCount), CpuBackendTests.RandomValues(random, 48));
+        var grouped = new ConvSpec(32, 32, 3, 2, 1, 8);
+        using IPreparedConv groupedConv = cpu.PrepareConv(grouped, CpuBackendTests.RandomValues(random, (int)grouped.WeightCount), []);
+        var x = new TensorView(cpu.Allocate(2 * 32 * 29 * 31), 0, 2, 32, 29, 31);
+        cpu.Upload(CpuBackendTests.RandomValues(random, (int)x.ElementCount), x);
+        var y = new TensorView(cpu.Allocate(2 * 48 * 29 * 31), 0, 2, 48, 29, 31);
+        var residual = new TensorView(cpu.Allocate(y.ElementCount), 0, 2, 48, 29, 31);
+        var pointwiseSpec = new ConvSpec(32, 48, 1, 1, 0, 1);
+        using IPreparedConv pointwiseConv = cpu.PrepareConv(pointwiseSpec, CpuBackendTests.RandomValues(random, (int)pointwiseSpec.WeightCount), []);
+        var half = new TensorView(cpu.Allocate(2 * 32 * 15 * 16), 0, 2, 32, 15, 16);
+        var pooled = new TensorView(cpu.Allocate(2 * 32 * 15 * 16), 0, 2, 32, 15, 16);
+
+        void Step()
+        {
+            cpu.Conv2d(conv, x, y, residual, relu: true); // 2 x 64 tiles: Winograd
+            cpu.Conv2d(pointwiseConv, x, y, residual, relu: true);
+            cpu.Conv2d(groupedConv, x, half, null, relu: false);
+            cpu.MaxPool2d(x, pooled, 3, 2, 1);
+            cpu.UpsampleNearestAdd(half, x);
+            cpu.Add(y, residual, y, relu: true);
+            cpu.Relu(y, y);
+            cpu.Sigmoid(y, y);
+        }
+
+        // Warm-up: pool threads started, and every method past tiered compilation (call counting
+        // and the tier-1 rejit run on a background thread that allocates; its delay is 100 ms).
+        for (int i = 0; i < 60; i++) Step();
+        Thread.Sleep(500);
+        for (int i = 0; i < 60; i++) Step();
+        Thread.Sleep(500);
+        // The count is process-wide, and the runtime's own background threads (tiering, timers of
+        // the test host) allocate now and then. An allocation per call would show in every
+        // window of 10 steps; so one clean window out of five proves the ops allocate nothing.
+        var windows = new List<long>();
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < 10; i++) Step();
+            windows.Add(GC.GetTotalAllocatedBytes(precise: true) - before);
+            if (windows[^1] == 0) break;
+        }
+        Assert.True(windows[^1] == 0, $"bytes allocated per window of 10 steps: {string.Join(", ", windows)}");
+    }
+}
