@@ -12,6 +12,8 @@ internal static class GhmCommand
     public static RootCommand Create() => new("GhmGen: RetinaNet with GHM losses for .NET")
     {
         ModelsCommand.Create(),
+        DetectCommand.Create(),
+        BenchCommand.Create(),
         CheckpointCommand.Create(() => ModelRegistry.All.Select(m => StateLayout.From(m.Create()))),
     };
 

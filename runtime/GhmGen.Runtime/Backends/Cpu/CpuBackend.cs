@@ -193,6 +193,14 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Copy(TensorView source, TensorView destination)
+    {
+        if (source.ElementCount != destination.ElementCount)
+            throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
+        Span(source).CopyTo(Span(destination));
+    }
+
+    /// <inheritdoc/>
     public void Relu(TensorView x, TensorView y)
     {
         ReadOnlySpan<float> sx = Span(x);

@@ -1,0 +1,50 @@
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+#if GHM_GPU
+using GhmGen.Backends.Gpu;
+#endif
+
+namespace GhmGen.Cli;
+
+/// <summary>Turns <c>--device auto|cpu|cuda</c> into a backend.</summary>
+internal static class Devices
+{
+    /// <summary>The accepted values of <c>--device</c>.</summary>
+    public static readonly string[] Names = ["auto", "cpu", "cuda"];
+
+    /// <summary>Whether this build of ghm contains the ILGPU (CUDA) backend; NativeAOT builds do not.</summary>
+#if GHM_GPU
+    public const bool HasCuda = true;
+#else
+    public const bool HasCuda = false;
+#endif
+
+    /// <summary>
+    /// Creates the backend for <paramref name="device"/>: <c>cpu</c>, <c>cuda</c> (first CUDA
+    /// device), or <c>auto</c> (CUDA when there is one, else the CPU).
+    /// <paramref name="threads"/> applies to the CPU backend (0 = all cores).
+    /// </summary>
+    public static IBackend Create(string device, int threads)
+    {
+        switch (device)
+        {
+            case "cpu":
+                return new CpuBackend(threads);
+            case "cuda":
+#if GHM_GPU
+                return IlgpuBackend.Create(IlgpuDevice.Cuda);
+#else
+                throw new InvalidOperationException(
+                    "--device cuda needs the JIT build of ghm (dotnet run --project apps/GhmGen.Cli, or dotnet publish without PublishAot): " +
+                    "this NativeAOT binary leaves out the ILGPU backend, which generates GPU code at run time");
+#endif
+            case "auto":
+#if GHM_GPU
+                if (IlgpuBackend.TryCreateCuda(out IlgpuBackend? gpu)) return gpu;
+#endif
+                return new CpuBackend(threads);
+            default:
+                throw new ArgumentException($"--device '{device}' is not one of {string.Join(", ", Names)}", nameof(device));
+        }
+    }
+}
