@@ -1902,7 +1902,7 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
     /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
     /// </summary>
-    public sealed class Session : global::System.IDisposable
+    public sealed class Session : global::GhmGen.Layers.IForwardSession
     {
         private readonly global::GhmGen.Backends.IBackend _backend;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
