@@ -16,6 +16,24 @@ public class PyTorchForwardTests
 {
     public static TheoryData<string, string> ReferenceCases => new() { { "retinanet-ghm-r50-fpn", "72x100" } };
 
+    public static TheoryData<string, string> AllCases => new()
+    {
+        { "retinanet-ghm-r50-fpn", "96x128" },
+        { "retinanet-ghm-r50-fpn", "64x160" },
+        { "retinanet-ghm-r50-fpn", "72x100" },
+        { "retinanet-ghm-r101-fpn", "96x128" },
+        { "retinanet-ghm-x101-32x4d-fpn", "96x128" },
+        { "retinanet-ghm-x101-64x4d-fpn", "96x128" },
+    };
+
+    [Theory]
+    [MemberData(nameof(AllCases))]
+    public void CpuBackend_EqualsPyTorch(string model, string size)
+    {
+        using var backend = new GhmGen.Backends.Cpu.CpuBackend();
+        Check(model, size, backend);
+    }
+
     [Theory]
     [MemberData(nameof(ReferenceCases))]
     public void ReferenceBackend_EqualsPyTorch(string model, string size)
