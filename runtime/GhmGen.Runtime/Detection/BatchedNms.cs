@@ -5,11 +5,15 @@
 // Order: descending score, ties broken by the lower original index (a stable sort; torchvision's
 // scores.sort(descending=True) is not stable, so exact ties may be ordered differently there).
 // Algorithm: one sort of packed (score, index) keys, a counting sort into per-class buckets with the
-// coordinates copied into contiguous per-bucket arrays, greedy suppression inside each bucket.
+// coordinates copied into contiguous per-bucket arrays, greedy suppression inside each bucket
+// (eight IoUs at a time with Vector256 where available).
 // All scratch memory is pooled: no allocation per call in steady state.
 // Reference tests: tests/GhmGen.Runtime.Tests/Detection/NmsTests.cs (naive O(n^2) C# reference and
 // torchvision fixtures).
 using System.Buffers;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace GhmGen.Detection;
 
@@ -120,19 +124,43 @@ public static class BatchedNms
     private static void SuppressBucket(Span<float> x1, Span<float> y1, Span<float> x2, Span<float> y2, Span<float> area,
         Span<byte> suppressed, int begin, int end, float iouThreshold)
     {
+        ref float x1Ref = ref MemoryMarshal.GetReference(x1), y1Ref = ref MemoryMarshal.GetReference(y1);
+        ref float x2Ref = ref MemoryMarshal.GetReference(x2), y2Ref = ref MemoryMarshal.GetReference(y2);
+        ref float areaRef = ref MemoryMarshal.GetReference(area);
         for (int i = begin; i < end; i++)
         {
             if (suppressed[i] != 0) continue;
             float ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iArea = area[i];
-            for (int j = i + 1; j < end; j++)
+            int j = i + 1;
+            if (Vector256.IsHardwareAccelerated && end - j >= Vector256<float>.Count)
+            {
+                // Eight candidates at a time with the same float32 operations as the scalar loop below;
+                // re-suppressing an already suppressed box changes nothing, so no per-lane skip is needed.
+                var vx1 = Vector256.Create(ix1); var vy1 = Vector256.Create(iy1);
+                var vx2 = Vector256.Create(ix2); var vy2 = Vector256.Create(iy2);
+                var vArea = Vector256.Create(iArea); var threshold = Vector256.Create(iouThreshold);
+                for (; j + Vector256<float>.Count <= end; j += Vector256<float>.Count)
+                {
+                    nuint o = (nuint)j;
+                    var w = Vector256.MaxNative(Vector256<float>.Zero,
+                        Vector256.MinNative(vx2, Vector256.LoadUnsafe(ref x2Ref, o)) - Vector256.MaxNative(vx1, Vector256.LoadUnsafe(ref x1Ref, o)));
+                    var h = Vector256.MaxNative(Vector256<float>.Zero,
+                        Vector256.MinNative(vy2, Vector256.LoadUnsafe(ref y2Ref, o)) - Vector256.MaxNative(vy1, Vector256.LoadUnsafe(ref y1Ref, o)));
+                    var inter = w * h;
+                    var iou = inter / (vArea + Vector256.LoadUnsafe(ref areaRef, o) - inter);
+                    uint mask = Vector256.GreaterThan(iou, threshold).ExtractMostSignificantBits();
+                    while (mask != 0)
+                    {
+                        suppressed[j + BitOperations.TrailingZeroCount(mask)] = 1;
+                        mask &= mask - 1;
+                    }
+                }
+            }
+            for (; j < end; j++)
             {
                 if (suppressed[j] != 0) continue;
-                // std::max / std::min as torchvision writes them: (a < b) ? b : a.
-                float xx1 = ix1 < x1[j] ? x1[j] : ix1, yy1 = iy1 < y1[j] ? y1[j] : iy1;
-                float xx2 = x2[j] < ix2 ? x2[j] : ix2, yy2 = y2[j] < iy2 ? y2[j] : iy2;
-                float w = xx2 - xx1, h = yy2 - yy1;
-                if (w < 0f) w = 0f;
-                if (h < 0f) h = 0f;
+                float w = float.MaxNative(0f, float.MinNative(ix2, x2[j]) - float.MaxNative(ix1, x1[j]));
+                float h = float.MaxNative(0f, float.MinNative(iy2, y2[j]) - float.MaxNative(iy1, y1[j]));
                 float inter = w * h;
                 float iou = inter / (iArea + area[j] - inter);
                 if (iou > iouThreshold) suppressed[j] = 1;

@@ -7,6 +7,9 @@
 // Reference test: tests/GhmGen.Runtime.Tests/Detection/PostProcessorTests.cs against fixtures that
 // tools/reference/postprocess.py made with PyTorch and torchvision.ops.batched_nms.
 using System.Buffers;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace GhmGen.Detection;
 
@@ -118,16 +121,27 @@ public static class PostProcessor
             {
                 int anchorInCell = channel / Classes, cls = channel % Classes;
                 ReadOnlySpan<float> plane = logits.Slice(channel * cells, cells);
-                for (int cell = 0; cell < cells; cell++)
+                int cell = 0;
+                if (Vector256.IsHardwareAccelerated)
                 {
-                    float logit = plane[cell];
-                    if (!(logit > logitThreshold)) continue;
-                    float score = Sigmoid(logit);
-                    if (!(score > threshold)) continue;
-                    if (candidateCount == candidates.Length)
-                        Grow(ref candidates, candidateCount);
-                    uint pair = (uint)((cell * AnchorsPerCell + anchorInCell) * Classes + cls);
-                    candidates[candidateCount++] = ((ulong)~BatchedNms.OrderedBits(score) << 32) | pair;
+                    // Skip eight logits at a time when none is near the threshold (almost all of them).
+                    var limit = Vector256.Create(logitThreshold);
+                    ref float planeRef = ref MemoryMarshal.GetReference(plane);
+                    for (; cell + Vector256<float>.Count <= cells; cell += Vector256<float>.Count)
+                    {
+                        uint mask = Vector256.GreaterThan(Vector256.LoadUnsafe(ref planeRef, (nuint)cell), limit).ExtractMostSignificantBits();
+                        while (mask != 0)
+                        {
+                            int c = cell + BitOperations.TrailingZeroCount(mask);
+                            mask &= mask - 1;
+                            AddCandidate(plane[c], c, anchorInCell, cls, threshold, ref candidates, ref candidateCount);
+                        }
+                    }
+                }
+                for (; cell < cells; cell++)
+                {
+                    if (plane[cell] > logitThreshold)
+                        AddCandidate(plane[cell], cell, anchorInCell, cls, threshold, ref candidates, ref candidateCount);
                 }
             }
 
@@ -155,7 +169,7 @@ public static class PostProcessor
                 x1 /= scaleX; x2 /= scaleX; y1 /= scaleY; y2 /= scaleY;
                 if (!(x2 - x1 > 0f) || !(y2 - y1 > 0f)) continue;
                 boxes[4 * count] = x1; boxes[4 * count + 1] = y1; boxes[4 * count + 2] = x2; boxes[4 * count + 3] = y2;
-                scores[count] = Sigmoid(level.ClassLogits.Span[(a * Classes + cls) * cells + cell]);
+                scores[count] = Sigmoid(logits[(a * Classes + cls) * cells + cell]);
                 labels[count] = cls;
                 count++;
             }
@@ -165,6 +179,19 @@ public static class PostProcessor
         {
             ArrayPool<ulong>.Shared.Return(candidates);
         }
+    }
+
+    private static void AddCandidate(float logit, int cell, int anchorInCell, int cls, float threshold,
+        ref ulong[] candidates, ref int candidateCount)
+    {
+        float score = Sigmoid(logit);
+        if (!(score > threshold)) return;
+        if (candidateCount == candidates.Length)
+            Grow(ref candidates, candidateCount);
+        // Key: inverted order-preserving score bits, then the (anchor, class) pair index: ascending key
+        // order is score descending, ties by anchor*80 + class (mmdetection's nonzero order).
+        uint pair = (uint)((cell * AnchorsPerCell + anchorInCell) * Classes + cls);
+        candidates[candidateCount++] = ((ulong)~BatchedNms.OrderedBits(score) << 32) | pair;
     }
 
     private static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));

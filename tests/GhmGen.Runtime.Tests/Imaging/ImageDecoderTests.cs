@@ -19,7 +19,8 @@ public class ImageDecoderTests
     [Fact]
     public void DecodeJpeg_IsCloseToLibjpeg()
     {
-        // stb_image and libjpeg use different IDCT/upsampling: small differences are expected.
+        // stb_image and libjpeg use different IDCT/upsampling: small differences are expected
+        // (measured on this fixture: 354 of 5883 bytes differ, mean 0.078, max 2).
         RgbImage image = ImageDecoder.Decode(ImagingFixtures.PathOf("img53x37.jpg"));
         byte[] libjpeg = ImagingFixtures.Bytes("img53x37_jpg_cv2.rgb");
         Assert.Equal((53, 37), (image.Width, image.Height));
@@ -33,7 +34,7 @@ public class ImageDecoderTests
             max = Math.Max(max, d);
         }
         double mean = (double)sum / libjpeg.Length;
-        Assert.True(mean < 2.0 && max <= 24, $"stb vs libjpeg: mean |diff| {mean:F3}, max {max}");
+        Assert.True(mean < 0.5 && max <= 4, $"stb vs libjpeg: mean |diff| {mean:F3}, max {max}");
     }
 
     [Fact]
