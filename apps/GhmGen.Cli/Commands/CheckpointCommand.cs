@@ -31,7 +31,42 @@ internal static class CheckpointCommand
             candidates,
             parseResult.InvocationConfiguration.Output,
             parseResult.InvocationConfiguration.Error));
-        return new Command("checkpoint", "Inspect PyTorch checkpoint files.") { inspect };
+        return new Command("checkpoint", "Inspect PyTorch checkpoint files, or write one with seeded test weights.") { inspect, SeedCommand() };
+    }
+
+    /// <summary>
+    /// <c>ghm checkpoint seed --model NAME --out FILE</c>: writes a checkpoint of a registered model
+    /// with the deterministic test weights of <see cref="GhmGen.Layers.SeededWeights"/> (the ones the
+    /// PyTorch reference scripts use), for trying the pipeline without downloading weights.
+    /// </summary>
+    private static Command SeedCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Model name (see ghm models)", Required = true };
+        var outPath = new Option<string>("--out") { Description = "Where to write the .pth file", Required = true };
+        var seed = new Command("seed", "Write a checkpoint of a model with deterministic test weights (not trained: detections are meaningless).")
+        {
+            model,
+            outPath,
+        };
+        seed.SetAction(parse =>
+        {
+            try
+            {
+                GhmGen.Models.ModelInfo info = GhmGen.Models.ModelRegistry.Get(parse.GetValue(model)!);
+                GhmGen.Layers.INetwork network = info.Create();
+                GhmGen.Layers.SeededWeights.Fill(network);
+                TorchCheckpoint.Write(parse.GetValue(outPath)!, network,
+                    PickleValue.NewDict([new KeyValuePair<string, PickleValue>("model", PickleValue.FromString(info.Name)),
+                        new KeyValuePair<string, PickleValue>("weights", PickleValue.FromString("GhmGen SeededWeights (untrained test weights)"))]));
+                return 0;
+            }
+            catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException)
+            {
+                parse.InvocationConfiguration.Error.WriteLine($"ghm checkpoint seed: {e.Message}");
+                return 2;
+            }
+        });
+        return seed;
     }
 
     private static int Inspect(string path, bool asJson, Func<IEnumerable<StateLayout>> candidates, TextWriter output, TextWriter error)
