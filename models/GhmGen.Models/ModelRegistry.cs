@@ -7,7 +7,7 @@ namespace GhmGen.Models;
 /// <param name="TotalParameters">Learnable parameters.</param>
 /// <param name="Parts">Learnable parameters per part (backbone, neck, head).</param>
 /// <param name="StateTensorCount">Tensors in the state dict, buffers included.</param>
-/// <param name="Create">Builds the network with zeroed weights.</param>
+/// <param name="Create">Builds the network with zeroed weights and mmdetection's GHM bin edges.</param>
 /// <param name="MultiplyAccumulates">Convolution MACs of one forward pass for an input height and width.</param>
 /// <param name="OutputShapes">Every value's shape for an input height and width.</param>
 /// <param name="CreateSession">Prepares a network built by <paramref name="Create"/> on a backend for a batch, height and width.</param>
@@ -28,22 +28,29 @@ public static class ModelRegistry
     public static IReadOnlyList<ModelInfo> All { get; } =
     [
         new(RetinaNetGhmR50Fpn.ModelName, RetinaNetGhmR50Fpn.ParameterCounts.Total, RetinaNetGhmR50Fpn.Parts,
-            RetinaNetGhmR50Fpn.StateTensorCount, () => new RetinaNetGhmR50Fpn(),
+            RetinaNetGhmR50Fpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmR50Fpn()),
             RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes,
             (n, b, batch, h, w) => ((RetinaNetGhmR50Fpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmR101Fpn.ModelName, RetinaNetGhmR101Fpn.ParameterCounts.Total, RetinaNetGhmR101Fpn.Parts,
-            RetinaNetGhmR101Fpn.StateTensorCount, () => new RetinaNetGhmR101Fpn(),
+            RetinaNetGhmR101Fpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmR101Fpn()),
             RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes,
             (n, b, batch, h, w) => ((RetinaNetGhmR101Fpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmX101x32x4dFpn.ModelName, RetinaNetGhmX101x32x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x32x4dFpn.Parts,
-            RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x32x4dFpn(),
+            RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x32x4dFpn()),
             RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes,
             (n, b, batch, h, w) => ((RetinaNetGhmX101x32x4dFpn)n).CreateSession(b, batch, h, w)),
         new(RetinaNetGhmX101x64x4dFpn.ModelName, RetinaNetGhmX101x64x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x64x4dFpn.Parts,
-            RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => new RetinaNetGhmX101x64x4dFpn(),
+            RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x64x4dFpn()),
             RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes,
             (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateSession(b, batch, h, w)),
     ];
+
+    /// <summary>A new network as mmdetection creates one: zero weights, GHM bin edges set.</summary>
+    private static INetwork WithGhmEdges(INetwork network)
+    {
+        GhmGen.Losses.GhmLossState.InitializeEdges(network);
+        return network;
+    }
 
     /// <summary>The model of that name, or null.</summary>
     public static ModelInfo? Find(string name) => All.FirstOrDefault(m => string.Equals(m.Name, name, StringComparison.Ordinal));
