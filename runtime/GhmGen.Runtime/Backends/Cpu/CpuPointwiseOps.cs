@@ -3,12 +3,14 @@
 //   add: y = a + b, add-relu: y = max(a + b, 0), relu: y = max(x, 0), sigmoid: y = 1 / (1 + exp(-x))
 //   (y may alias an input);
 // - max-pool, one item per (n, c) plane: x [N, C, H, W] -> y [N, C, OH, OW], square window,
-//   padding counted as -infinity;
+//   padding counted as -infinity (separable: column max of the window rows, then row max);
 // - nearest upsample-add, one item per (n, c) plane: lower[n, c, y, x] += upper[n, c,
-//   floor(y * inH / outH), floor(x * inW / outW)] (PyTorch 'nearest').
+//   floor(y * inH / outH), floor(x * inW / outW)] (PyTorch 'nearest'; AVX path for exactly 2x wide).
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GhmGen.Backends.Cpu;
 
@@ -35,6 +37,7 @@ internal enum PointwiseOp
 }
 
 /// <summary>Per-call state of the pointwise ops (one call at a time), run as parallel work items.</summary>
+[SkipLocalsInit]
 internal sealed unsafe class CpuPointwiseOps : IParallelWork
 {
     private const int ChunkElements = 16384;
@@ -142,9 +145,56 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
         }
     }
 
+    // Separable: per output row, the column-wise max of the window's input rows (contiguous, SIMD)
+    // into a row buffer, then the max over each output's window columns in that buffer.
     private void MaxPoolPlane(int plane)
     {
         float* src = a + (long)plane * inH * inW, dst = y + (long)plane * outH * outW;
+        const int MaxRow = 8192;
+        if (inW > MaxRow)
+        {
+            MaxPoolPlaneDirect(src, dst);
+            return;
+        }
+        float* columnMax = stackalloc float[inW];
+        for (int oy = 0; oy < outH; oy++)
+        {
+            int y0 = oy * stride - padding;
+            int ky0 = Math.Max(0, -y0), ky1 = Math.Min(kernelSize, inH - y0);
+            float* outRow = dst + (long)oy * outW;
+            if (ky1 <= ky0)
+            {
+                new Span<float>(outRow, outW).Fill(float.NegativeInfinity);
+                continue;
+            }
+            float* first = src + (long)(y0 + ky0) * inW;
+            new ReadOnlySpan<float>(first, inW).CopyTo(new Span<float>(columnMax, inW));
+            for (int ky = ky0 + 1; ky < ky1; ky++)
+            {
+                float* row = src + (long)(y0 + ky) * inW;
+                int x = 0;
+                for (; x <= inW - Vector<float>.Count; x += Vector<float>.Count)
+                    Vector.Store(Vector.Max(Vector.Load(columnMax + x), Vector.Load(row + x)), columnMax + x);
+                for (; x < inW; x++) columnMax[x] = Max(columnMax[x], row[x]);
+            }
+            for (int ox = 0; ox < outW; ox++)
+            {
+                int x0 = ox * stride - padding;
+                int kx0 = Math.Max(0, -x0), kx1 = Math.Min(kernelSize, inW - x0);
+                float best = float.NegativeInfinity;
+                for (int kx = kx0; kx < kx1; kx++) best = Max(best, columnMax[x0 + kx]);
+                outRow[ox] = best;
+            }
+        }
+    }
+
+    // Max of two window values; the inputs hold no NaN, so a plain compare matches MathF.Max.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Max(float left, float right) => left > right ? left : right;
+
+    // Per output, over the clipped window (rows wider than the row buffer).
+    private void MaxPoolPlaneDirect(float* src, float* dst)
+    {
         for (int oy = 0; oy < outH; oy++)
         {
             int y0 = oy * stride - padding;
@@ -172,6 +222,25 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
         {
             float* srcRow = src + (long)oy * inH / outH * inW;
             float* dstRow = dst + (long)oy * outW;
+            if (outW == 2 * inW && Avx.IsSupported)
+            {
+                // Exactly 2x wide (the FPN case): each source value added to two neighbours.
+                int sxv = 0;
+                for (; sxv <= inW - 8; sxv += 8)
+                {
+                    Vector256<float> v = Vector256.Load(srcRow + sxv);
+                    Vector256<float> low = Avx.UnpackLow(v, v), high = Avx.UnpackHigh(v, v);
+                    float* d = dstRow + 2 * sxv;
+                    (Vector256.Load(d) + Avx.Permute2x128(low, high, 0x20)).Store(d);
+                    (Vector256.Load(d + 8) + Avx.Permute2x128(low, high, 0x31)).Store(d + 8);
+                }
+                for (; sxv < inW; sxv++)
+                {
+                    dstRow[2 * sxv] += srcRow[sxv];
+                    dstRow[2 * sxv + 1] += srcRow[sxv];
+                }
+                continue;
+            }
             // sx = floor(ox * inW / outW), kept incrementally: numerator = ox * inW - sx * outW.
             int sx = 0;
             long numerator = 0;
