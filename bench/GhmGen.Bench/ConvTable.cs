@@ -10,6 +10,36 @@ namespace GhmGen.Bench;
 /// <summary>Prints GFLOP/s per convolution shape with a plain stopwatch.</summary>
 public static class ConvTable
 {
+    // Max-pool after the stem, an FPN upsample-add, a bottleneck add+ReLU, the sigmoid of P3's
+    // class map: time and GB/s of tensor traffic (read + write).
+    private static void PrintPointwise(IBackend backend, int repeats)
+    {
+        TensorView New(int c, int h, int w) => new(backend.Allocate((long)c * h * w), 0, 1, c, h, w);
+        TensorView stem = New(64, 400, 608), pooled = New(64, 200, 304);
+        TensorView upper = New(256, 50, 76), lower = New(256, 100, 152);
+        TensorView a = New(256, 200, 304), b = New(256, 200, 304);
+        TensorView logits = New(720, 100, 152);
+        (string Name, Action Run, double Bytes)[] ops =
+        [
+            ("max-pool 3x3/2 64x400x608", () => backend.MaxPool2d(stem, pooled, 3, 2, 1), 4.0 * (stem.ElementCount + pooled.ElementCount)),
+            ("upsample-add 256x50x76 -> 100x152", () => backend.UpsampleNearestAdd(upper, lower), 4.0 * (upper.ElementCount + 2 * lower.ElementCount)),
+            ("add+relu 256x200x304", () => backend.Add(a, b, a, relu: true), 4.0 * 3 * a.ElementCount),
+            ("sigmoid 720x100x152", () => backend.Sigmoid(logits, logits), 4.0 * 2 * logits.ElementCount),
+        ];
+        foreach (var (name, run, bytes) in ops)
+        {
+            run();
+            double best = double.MaxValue;
+            for (int i = 0; i < repeats; i++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                run();
+                best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+            Console.WriteLine($"{name,-44} {best * 1e3,9:F2} ms {bytes / best / 1e9,8:F1} GB/s");
+        }
+    }
+
     /// <summary>Measures every shape (or those whose name contains <paramref name="filter"/>).</summary>
     public static void Print(int repeats, int threads, string? filter)
     {
@@ -48,6 +78,7 @@ public static class ConvTable
                 totalFlops += shape.Flops * shape.Count;
             }
         }
+        PrintPointwise(backend, repeats);
         Console.WriteLine($"R-50 RetinaNet convolutions, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
             + $"{totalCpu * 1e3:F0} ms CPU time = {totalCpu / backend.ThreadCount * 1e3:F0} ms on {backend.ThreadCount} uncontended cores");
     }

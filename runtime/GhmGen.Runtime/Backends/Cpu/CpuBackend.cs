@@ -136,7 +136,7 @@ public sealed unsafe class CpuBackend : IBackend
             fixed (float* pa = wino.Panels)
             fixed (float* pb = wino.Bias)
             {
-                int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu);
+                int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
                 pool.Run(winogradConvolution, items);
             }
             return;

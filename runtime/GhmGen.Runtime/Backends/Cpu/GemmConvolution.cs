@@ -6,9 +6,9 @@
 // KC x NC block of X_g into its scratch, as NR-wide panels (panel[k*NR + j]), then runs the
 // MR x NR micro-kernel over the weight panels (packed once, PackedConvWeights). A 1x1 stride-1
 // convolution packs plain copies of the input rows (out[o, hw] = W[o, c] * X[c, hw]).
-// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128 (K <= 192: one block)
-// (an 128 x 48 input panel = 24 KB stays in L1), row block MC = 256 output channels (a 128 x 256
-// weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
+// Blocking (GotoBLAS order): column block NC = 10 NR pixels (one work item), k block KC = 128
+// (a 128 x 48 input panel = 24 KB stays in L1; K <= 192 is one block), row block MC = 256
+// output channels (a 128 x 256 weight block = 128 KB stays in L2). Work items are (image, group, column block, row chunk);
 // rows are split into chunks only when there are too few items to keep every worker busy.
 // Shapes: x [N, in, H, W], y and residual [N, out, OH, OW]. The residual may be y itself
 // (y += conv(x)): then each work item first adds the bias to its part of y and accumulates onto it.
