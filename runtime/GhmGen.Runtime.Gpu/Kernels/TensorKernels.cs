@@ -1,7 +1,8 @@
 // Element-wise and pooling kernels, one thread per output element (implicitly grouped):
 // Relu/Sigmoid: y[i] = f(x[i]); Add: y[i] = act(a[i] + b[i]) (all [count]);
 // MaxPool2d: x [N*C, H, W] -> y [N*C, OH, OW], padding = -infinity;
-// UpsampleNearestAdd: lower [N*C, LH, LW] += upper[N*C, floor(y*UH/LH), floor(x*UW/LW)].
+// UpsampleNearestAdd: lower [N*C, LH, LW] += upper[N*C, sy, sx] with PyTorch's nearest index
+// src = min(floor(dst * (float)in / out), in - 1).
 // Reference test: tests/GhmGen.Runtime.Gpu.Tests/BackendOpTests.cs (against ReferenceBackend).
 using ILGPU;
 using ILGPU.Algorithms;
@@ -57,8 +58,9 @@ internal static class TensorKernels
     {
         int plane = p.LowerHeight * p.LowerWidth;
         int nc = i / plane, q = i % plane, ly = q / p.LowerWidth, lx = q % p.LowerWidth;
-        int sy = (int)((long)ly * p.UpperHeight / p.LowerHeight);
-        int sx = (int)((long)lx * p.UpperWidth / p.LowerWidth);
+        // PyTorch 'nearest': scale = (float)in / out in float32, src = min(floor(dst * scale), in - 1).
+        int sy = XMath.Min((int)XMath.Floor(ly * ((float)p.UpperHeight / p.LowerHeight)), p.UpperHeight - 1);
+        int sx = XMath.Min((int)XMath.Floor(lx * ((float)p.UpperWidth / p.LowerWidth)), p.UpperWidth - 1);
         lower[i] += upper[(nc * p.UpperHeight + sy) * p.UpperWidth + sx];
     }
 }

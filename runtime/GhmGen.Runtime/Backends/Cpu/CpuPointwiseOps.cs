@@ -232,10 +232,13 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
 
     private void UpsampleAddPlane(int plane)
     {
+        // PyTorch's 'nearest' with an output size: scale = (float)in / out in float32,
+        // src = min(floor(dst * scale), in - 1). For exactly 2x sizes this is dst / 2.
+        float scaleY = (float)inH / outH, scaleX = (float)inW / outW;
         float* src = a + (long)plane * inH * inW, dst = y + (long)plane * outH * outW;
         for (int oy = 0; oy < outH; oy++)
         {
-            float* srcRow = src + (long)oy * inH / outH * inW;
+            float* srcRow = src + (long)Math.Min((int)MathF.Floor(oy * scaleY), inH - 1) * inW;
             float* dstRow = dst + (long)oy * outW;
             if (outW == 2 * inW && Avx.IsSupported)
             {
@@ -256,19 +259,8 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
                 }
                 continue;
             }
-            // sx = floor(ox * inW / outW), kept incrementally: numerator = ox * inW - sx * outW.
-            int sx = 0;
-            long numerator = 0;
             for (int ox = 0; ox < outW; ox++)
-            {
-                dstRow[ox] += srcRow[sx];
-                numerator += inW;
-                while (numerator >= outW)
-                {
-                    numerator -= outW;
-                    sx++;
-                }
-            }
+                dstRow[ox] += srcRow[Math.Min((int)MathF.Floor(ox * scaleX), inW - 1)];
         }
     }
 }
