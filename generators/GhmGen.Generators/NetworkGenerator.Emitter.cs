@@ -253,8 +253,31 @@ public sealed partial class NetworkGenerator
             string V(int value) => $"_v[{value}]";
 
             w.Line();
-            w.Line("/// <summary>Prepares this network's weights on <paramref name=\"backend\"/> and plans memory for <paramref name=\"batch\"/> x C x <paramref name=\"height\"/> x <paramref name=\"width\"/> inputs.</summary>");
-            w.Line($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);").Line();
+            w.Line("/// <summary>Prepares this network's weights on <paramref name=\"backend\"/> (batch norm folded, packed); one <see cref=\"Prepared\"/> serves every input size.</summary>");
+            w.Line($"public Prepared Prepare({B}.IBackend backend) => new(this, backend);").Line();
+            w.Line("/// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>");
+            w.Line($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);").Line();
+
+            w.Line($"/// <summary>This network's {plan.Convs.Count} convolutions prepared on one backend, batch norm folded in.</summary>");
+            w.Open("public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork");
+            w.Open($"internal Prepared({m.TypeName} network, {B}.IBackend backend)");
+            w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
+            w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
+            w.Line("Backend = backend;");
+            w.OpenList("Convs =");
+            foreach ((int conv, int bn) in plan.Convs)
+                w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv]}, {(bn >= 0 ? "network." + layerProperty[bn] : "null")}),");
+            w.CloseList();
+            w.Close().Line();
+            w.Line("/// <inheritdoc/>");
+            w.Line($"public {B}.IBackend Backend {{ get; }}").Line();
+            w.Line($"internal {B}.IPreparedConv[] Convs {{ get; }}").Line();
+            w.Line("/// <summary>Plans activation memory for one input size, sharing these weights.</summary>");
+            w.Line("public Session CreateSession(int batch, int height, int width) => new(this, batch, height, width, ownsWeights: false);").Line();
+            w.Line("global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);").Line();
+            w.Line("/// <summary>Releases the prepared weights.</summary>");
+            w.Line($"public void Dispose() {{ foreach ({B}.IPreparedConv conv in Convs) conv.Dispose(); }}");
+            w.Close().Line();
 
             w.Line("/// <summary>");
             w.Line("/// This network on one backend for one input size: prepared convolutions (batch norm folded),");
@@ -262,16 +285,19 @@ public sealed partial class NetworkGenerator
             w.Line("/// </summary>");
             w.Open("public sealed class Session : global::GhmGen.Layers.IForwardSession");
             w.Line($"private readonly {B}.IBackend _backend;");
+            w.Line("private readonly Prepared _weights;");
+            w.Line("private readonly bool _ownsWeights;");
             w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
             w.Line($"private readonly {B}.IPreparedConv[] _convs;");
             w.Line($"private readonly {B}.TensorView[] _v = new {B}.TensorView[{m.Values.Count}];").Line();
 
-            w.Open($"internal Session({m.TypeName} network, {B}.IBackend backend, int batch, int height, int width)");
-            w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
-            w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
+            w.Open("internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)");
             w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
             w.Line("int[] s = Sizes(height, width);");
-            w.Line("_backend = backend;");
+            w.Line("_weights = weights;");
+            w.Line("_ownsWeights = ownsWeights;");
+            w.Line("_backend = weights.Backend;");
+            w.Line("_convs = weights.Convs;");
             w.Line("Batch = batch;");
             w.Line("Height = height;");
             w.Line("Width = width;");
@@ -283,16 +309,12 @@ public sealed partial class NetworkGenerator
                 w.Line($"size[{plan.SlotOf[v]}] = global::System.Math.Max(size[{plan.SlotOf[v]}], (long)batch * {m.Values[v].Channels} * s[{2 * k}] * s[{2 * k + 1}]);");
             }
             w.Line($"_slots = new {B}.DeviceBuffer[{plan.SlotCount}];");
-            w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);");
+            w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);");
             foreach (int v in materialized)
             {
                 int k = size[v];
                 w.Line($"_v[{v}] = new(_slots[{plan.SlotOf[v]}], 0, batch, {m.Values[v].Channels}, s[{2 * k}], s[{2 * k + 1}]); // {m.Values[v].Name}");
             }
-            w.OpenList("_convs =");
-            foreach ((int conv, int bn) in plan.Convs)
-                w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv]}, {(bn >= 0 ? "network." + layerProperty[bn] : "null")}),");
-            w.CloseList();
             w.Close().Line();
 
             w.Line("/// <summary>Batch size.</summary>");
@@ -345,10 +367,10 @@ public sealed partial class NetworkGenerator
             }
             w.Close().Line();
 
-            w.Line("/// <summary>Releases the prepared weights and activation buffers.</summary>");
+            w.Line("/// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>");
             w.Open("public void Dispose()");
-            w.Line($"foreach ({B}.IPreparedConv conv in _convs) conv.Dispose();");
             w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+            w.Line("if (_ownsWeights) _weights.Dispose();");
             w.Close();
             w.Close();
         }

@@ -29,15 +29,17 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 public sealed class Detector : IDisposable
 {
     private readonly Dictionary<(int H, int W), IForwardSession> _sessions = [];
-    private readonly INetwork _network;
+    private readonly IPreparedNetwork _prepared;
     private readonly IBackend _backend;
 
     /// <summary>Wraps a built network whose weights are already loaded.</summary>
     public Detector(ModelInfo model, INetwork network, IBackend backend, IReadOnlyList<string>? classNames = null)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
-        _network = network ?? throw new ArgumentNullException(nameof(network));
+        ArgumentNullException.ThrowIfNull(network);
         _backend = backend ?? throw new ArgumentNullException(nameof(backend));
+        // Weights are prepared once; each distinct padded input size only adds activation buffers.
+        _prepared = model.Prepare(network, backend);
         ClassNames = classNames is { Count: CocoCategories.Count } ? classNames : CocoCategories.Names;
     }
 
@@ -93,13 +95,13 @@ public sealed class Detector : IDisposable
     private IForwardSession Session(int height, int width)
     {
         if (_sessions.TryGetValue((height, width), out IForwardSession? session)) return session;
-        // Keep a few sizes prepared; a folder of photos has only a handful of padded sizes.
+        // Keep the activation plans of a few sizes; a folder of photos has a handful of padded sizes.
         if (_sessions.Count >= 4)
         {
             foreach (IForwardSession old in _sessions.Values) old.Dispose();
             _sessions.Clear();
         }
-        session = Model.CreateSession(_network, _backend, 1, height, width);
+        session = _prepared.CreateSession(1, height, width);
         _sessions[(height, width)] = session;
         return session;
     }
@@ -109,5 +111,6 @@ public sealed class Detector : IDisposable
     {
         foreach (IForwardSession session in _sessions.Values) session.Dispose();
         _sessions.Clear();
+        _prepared.Dispose();
     }
 }

@@ -10,7 +10,7 @@ namespace GhmGen.Models;
 /// <param name="Create">Builds the network with zeroed weights and mmdetection's GHM bin edges.</param>
 /// <param name="MultiplyAccumulates">Convolution MACs of one forward pass for an input height and width.</param>
 /// <param name="OutputShapes">Every value's shape for an input height and width.</param>
-/// <param name="CreateSession">Prepares a network built by <paramref name="Create"/> on a backend for a batch, height and width.</param>
+/// <param name="Prepare">Prepares the weights of a network built by <paramref name="Create"/> on a backend (once; sessions for any size share them).</param>
 public sealed record ModelInfo(
     string Name,
     long TotalParameters,
@@ -19,7 +19,30 @@ public sealed record ModelInfo(
     Func<INetwork> Create,
     Func<int, int, long> MultiplyAccumulates,
     Func<int, int, LayerShape[]> OutputShapes,
-    Func<INetwork, GhmGen.Backends.IBackend, int, int, int, IForwardSession> CreateSession);
+    Func<INetwork, GhmGen.Backends.IBackend, IPreparedNetwork> Prepare)
+{
+    /// <summary>Prepares <paramref name="network"/> on <paramref name="backend"/> and plans one input size; the session owns the prepared weights.</summary>
+    public IForwardSession CreateSession(INetwork network, GhmGen.Backends.IBackend backend, int batch, int height, int width) =>
+        new OwningSession(Prepare(network, backend), batch, height, width);
+
+    private sealed class OwningSession(IPreparedNetwork prepared, int batch, int height, int width) : IForwardSession
+    {
+        private readonly IForwardSession _session = prepared.CreateSession(batch, height, width);
+
+        public int Batch => _session.Batch;
+        public int Height => _session.Height;
+        public int Width => _session.Width;
+        public GhmGen.Backends.TensorView Input => _session.Input;
+        public IReadOnlyList<(string Name, GhmGen.Backends.TensorView Tensor)> Outputs => _session.Outputs;
+        public void Forward(ReadOnlySpan<float> input) => _session.Forward(input);
+
+        public void Dispose()
+        {
+            _session.Dispose();
+            prepared.Dispose();
+        }
+    }
+}
 
 /// <summary>The four published RetinaNet-GHM detectors by name.</summary>
 public static class ModelRegistry
@@ -30,19 +53,19 @@ public static class ModelRegistry
         new(RetinaNetGhmR50Fpn.ModelName, RetinaNetGhmR50Fpn.ParameterCounts.Total, RetinaNetGhmR50Fpn.Parts,
             RetinaNetGhmR50Fpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmR50Fpn()),
             RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes,
-            (n, b, batch, h, w) => ((RetinaNetGhmR50Fpn)n).CreateSession(b, batch, h, w)),
+            (n, b) => ((RetinaNetGhmR50Fpn)n).Prepare(b)),
         new(RetinaNetGhmR101Fpn.ModelName, RetinaNetGhmR101Fpn.ParameterCounts.Total, RetinaNetGhmR101Fpn.Parts,
             RetinaNetGhmR101Fpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmR101Fpn()),
             RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes,
-            (n, b, batch, h, w) => ((RetinaNetGhmR101Fpn)n).CreateSession(b, batch, h, w)),
+            (n, b) => ((RetinaNetGhmR101Fpn)n).Prepare(b)),
         new(RetinaNetGhmX101x32x4dFpn.ModelName, RetinaNetGhmX101x32x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x32x4dFpn.Parts,
             RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x32x4dFpn()),
             RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes,
-            (n, b, batch, h, w) => ((RetinaNetGhmX101x32x4dFpn)n).CreateSession(b, batch, h, w)),
+            (n, b) => ((RetinaNetGhmX101x32x4dFpn)n).Prepare(b)),
         new(RetinaNetGhmX101x64x4dFpn.ModelName, RetinaNetGhmX101x64x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x64x4dFpn.Parts,
             RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x64x4dFpn()),
             RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes,
-            (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateSession(b, batch, h, w)),
+            (n, b) => ((RetinaNetGhmX101x64x4dFpn)n).Prepare(b)),
     ];
 
     /// <summary>A new network as mmdetection creates one: zero weights, GHM bin edges set.</summary>

@@ -2,6 +2,19 @@ using GhmGen.Backends;
 
 namespace GhmGen.Layers;
 
+/// <summary>
+/// A network's weights prepared on one backend (batch norm folded, packed for the kernels): made
+/// once, shared by the sessions of every input size (generated per network as <c>Prepared</c>).
+/// </summary>
+public interface IPreparedNetwork : IDisposable
+{
+    /// <summary>The backend the weights live on.</summary>
+    IBackend Backend { get; }
+
+    /// <summary>Plans activation memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
+    IForwardSession CreateSession(int batch, int height, int width);
+}
+
 /// <summary>A network prepared on one backend for one input size (generated per network as <c>Session</c>).</summary>
 public interface IForwardSession : IDisposable
 {

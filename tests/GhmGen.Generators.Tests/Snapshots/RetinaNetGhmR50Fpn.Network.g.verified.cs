@@ -1147,8 +1147,109 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
         return text.ToString();
     }
 
-    /// <summary>Prepares this network's weights on <paramref name="backend"/> and plans memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
-    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+    /// <summary>Prepares this network's weights on <paramref name="backend"/> (batch norm folded, packed); one <see cref="Prepared"/> serves every input size.</summary>
+    public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
+
+    /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
+
+    /// <summary>This network's 71 convolutions prepared on one backend, batch norm folded in.</summary>
+    public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork
+    {
+        internal Prepared(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.IBackend backend)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            Backend = backend;
+            Convs =
+            [
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null),
+            ];
+        }
+
+        /// <inheritdoc/>
+        public global::GhmGen.Backends.IBackend Backend { get; }
+
+        internal global::GhmGen.Backends.IPreparedConv[] Convs { get; }
+
+        /// <summary>Plans activation memory for one input size, sharing these weights.</summary>
+        public Session CreateSession(int batch, int height, int width) => new(this, batch, height, width, ownsWeights: false);
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);
+
+        /// <summary>Releases the prepared weights.</summary>
+        public void Dispose() { foreach (global::GhmGen.Backends.IPreparedConv conv in Convs) conv.Dispose(); }
+    }
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
@@ -1157,17 +1258,20 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
     public sealed class Session : global::GhmGen.Layers.IForwardSession
     {
         private readonly global::GhmGen.Backends.IBackend _backend;
+        private readonly Prepared _weights;
+        private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[235];
 
-        internal Session(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
         {
-            global::System.ArgumentNullException.ThrowIfNull(network);
-            global::System.ArgumentNullException.ThrowIfNull(backend);
             if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
             int[] s = Sizes(height, width);
-            _backend = backend;
+            _weights = weights;
+            _ownsWeights = ownsWeights;
+            _backend = weights.Backend;
+            _convs = weights.Convs;
             Batch = batch;
             Height = height;
             Width = width;
@@ -1288,7 +1392,7 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[20] * s[21]);
             size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
             _slots = new global::GhmGen.Backends.DeviceBuffer[11];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
@@ -1404,80 +1508,6 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             _v[232] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
             _v[233] = new(_slots[1], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
             _v[234] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
-            _convs =
-            [
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null),
-            ];
         }
 
         /// <summary>Batch size.</summary>
@@ -1646,11 +1676,11 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[70], _v[232], _v[234], null, relu: false); // bbox_head.retina_reg
         }
 
-        /// <summary>Releases the prepared weights and activation buffers.</summary>
+        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
-            foreach (global::GhmGen.Backends.IPreparedConv conv in _convs) conv.Dispose();
             foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsWeights) _weights.Dispose();
         }
     }
 }

@@ -193,8 +193,44 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         return text.ToString();
     }
 
-    /// <summary>Prepares this network's weights on <paramref name="backend"/> and plans memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
-    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+    /// <summary>Prepares this network's weights on <paramref name="backend"/> (batch norm folded, packed); one <see cref="Prepared"/> serves every input size.</summary>
+    public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
+
+    /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
+
+    /// <summary>This network's 6 convolutions prepared on one backend, batch norm folded in.</summary>
+    public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork
+    {
+        internal Prepared(TinyNet network, global::GhmGen.Backends.IBackend backend)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            Backend = backend;
+            Convs =
+            [
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null),
+            ];
+        }
+
+        /// <inheritdoc/>
+        public global::GhmGen.Backends.IBackend Backend { get; }
+
+        internal global::GhmGen.Backends.IPreparedConv[] Convs { get; }
+
+        /// <summary>Plans activation memory for one input size, sharing these weights.</summary>
+        public Session CreateSession(int batch, int height, int width) => new(this, batch, height, width, ownsWeights: false);
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);
+
+        /// <summary>Releases the prepared weights.</summary>
+        public void Dispose() { foreach (global::GhmGen.Backends.IPreparedConv conv in Convs) conv.Dispose(); }
+    }
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
@@ -203,17 +239,20 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
     public sealed class Session : global::GhmGen.Layers.IForwardSession
     {
         private readonly global::GhmGen.Backends.IBackend _backend;
+        private readonly Prepared _weights;
+        private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[18];
 
-        internal Session(TinyNet network, global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
         {
-            global::System.ArgumentNullException.ThrowIfNull(network);
-            global::System.ArgumentNullException.ThrowIfNull(backend);
             if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
             int[] s = Sizes(height, width);
-            _backend = backend;
+            _weights = weights;
+            _ownsWeights = ownsWeights;
+            _backend = weights.Backend;
+            _convs = weights.Convs;
             Batch = batch;
             Height = height;
             Width = width;
@@ -230,7 +269,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
             size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
             _slots = new global::GhmGen.Backends.DeviceBuffer[5];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool
@@ -242,15 +281,6 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
             _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
             _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
-            _convs =
-            [
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null),
-            ];
         }
 
         /// <summary>Batch size.</summary>
@@ -297,11 +327,11 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[5], _v[11], _v[17], null, relu: false); // head.box
         }
 
-        /// <summary>Releases the prepared weights and activation buffers.</summary>
+        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
-            foreach (global::GhmGen.Backends.IPreparedConv conv in _convs) conv.Dispose();
             foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsWeights) _weights.Dispose();
         }
     }
 }

@@ -50,6 +50,32 @@ public class GeneratedForwardTests
     }
 
     [Fact]
+    public void PreparedWeights_ServeSessionsOfSeveralSizes()
+    {
+        var net = new TinyNet();
+        var random = new Random(5);
+        foreach (StateTensor t in net.State)
+            Fill(t, random);
+        using var backend = new ReferenceBackend();
+        using TinyNet.Prepared prepared = net.Prepare(backend);
+        foreach ((int h, int w) in new[] { (32, 48), (40, 24), (32, 48) })
+        {
+            float[] image = Enumerable.Range(0, 3 * h * w).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+            using TinyNet.Session shared = prepared.CreateSession(1, h, w);
+            using TinyNet.Session own = net.CreateSession(backend, 1, h, w);
+            shared.Forward(image);
+            own.Forward(image);
+            foreach (((string name, TensorView a), (string _, TensorView b)) in shared.Outputs.Zip(own.Outputs))
+            {
+                float[] x = new float[a.ElementCount], y = new float[b.ElementCount];
+                backend.Download(a, x);
+                backend.Download(b, y);
+                Assert.True(x.SequenceEqual(y), $"{name} differs at {h}x{w}");
+            }
+        }
+    }
+
+    [Fact]
     public void TinyNet_OnIlgpuCpuAccelerator_EqualsReferenceBackend()
     {
         var net = new TinyNet();
