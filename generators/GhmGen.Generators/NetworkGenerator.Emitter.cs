@@ -264,9 +264,10 @@ public sealed partial class NetworkGenerator
             w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
             w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
             w.Line("Backend = backend;");
+            w.Line("float[]? scratch = null; // one folding buffer for every convolution");
             w.OpenList("Convs =");
             foreach ((int conv, int bn) in plan.Convs)
-                w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv]}, {(bn >= 0 ? "network." + layerProperty[bn] : "null")}),");
+                w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv]}, {(bn >= 0 ? "network." + layerProperty[bn] : "null")}, ref scratch),");
             w.CloseList();
             w.Close().Line();
             w.Line("/// <inheritdoc/>");

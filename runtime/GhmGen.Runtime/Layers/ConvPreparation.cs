@@ -11,14 +11,29 @@ public static class ConvPreparation
     /// </summary>
     public static IPreparedConv Prepare(IBackend backend, Conv2d conv, BatchNorm2d? batchNorm)
     {
+        float[]? scratch = null;
+        return Prepare(backend, conv, batchNorm, ref scratch);
+    }
+
+    /// <summary>
+    /// As <see cref="Prepare(IBackend, Conv2d, BatchNorm2d?)"/>, folding into <paramref name="scratch"/>
+    /// (grown as needed and kept for the next call) instead of a new copy per convolution: preparing
+    /// a whole network then leaves no weight-sized garbage behind (backends copy what they keep).
+    /// </summary>
+    public static IPreparedConv Prepare(IBackend backend, Conv2d conv, BatchNorm2d? batchNorm, ref float[]? scratch)
+    {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(conv);
         if (batchNorm is null)
             return backend.PrepareConv(conv.Spec, conv.Weight.Data, conv.Bias is { } b ? b.Data : ReadOnlySpan<float>.Empty);
         if (batchNorm.Channels != conv.Spec.OutChannels)
             throw new ArgumentException($"batch norm '{batchNorm.Key}' has {batchNorm.Channels} channels; convolution '{conv.Key}' has {conv.Spec.OutChannels}");
-        float[] weight = (float[])conv.Weight.Data.Clone();
-        float[] bias = conv.Bias is { } cb ? (float[])cb.Data.Clone() : new float[conv.Spec.OutChannels];
+        int weights = conv.Weight.Data.Length, outChannels = conv.Spec.OutChannels;
+        if (scratch is null || scratch.Length < weights + outChannels) scratch = new float[weights + outChannels];
+        Span<float> weight = scratch.AsSpan(0, weights), bias = scratch.AsSpan(weights, outChannels);
+        conv.Weight.Data.CopyTo(weight);
+        if (conv.Bias is { } cb) cb.Data.CopyTo(bias);
+        else bias.Clear();
         BatchNormFolding.Fold(weight, bias, batchNorm.Weight.Data, batchNorm.Bias.Data, batchNorm.RunningMean.Data, batchNorm.RunningVar.Data, BatchNorm2d.Epsilon);
         return backend.PrepareConv(conv.Spec, weight, bias);
     }

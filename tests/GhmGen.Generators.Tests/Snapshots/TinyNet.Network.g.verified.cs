@@ -207,14 +207,15 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
+            float[]? scratch = null; // one folding buffer for every convolution
             Convs =
             [
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null, ref scratch),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null, ref scratch),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null, ref scratch),
+                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null, ref scratch),
             ];
         }
 
