@@ -13,7 +13,6 @@ namespace GhmGen.Bench;
 public class GhmLossBenchmarks
 {
     private static readonly (int H, int W)[] LevelSizes = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)];
-    private static readonly int[] Strides = [8, 16, 32, 64, 128];
 
     private RetinaTargets _targets = null!;
     private float[][] _logits = null!;
@@ -80,33 +79,11 @@ public class GhmLossBenchmarks
     [Benchmark]
     public void CopyLogitSizedArray() => _copySource.AsSpan().CopyTo(_copyTarget);
 
-    // Anchors by SPEC.md section 5's rule (the runtime's AnchorGenerator lives elsewhere).
     private static float[] SpecAnchors(out int[] counts)
     {
-        var all = new List<float>();
-        counts = new int[LevelSizes.Length];
-        for (int l = 0; l < LevelSizes.Length; l++)
-        {
-            int stride = Strides[l];
-            var (h, w) = LevelSizes[l];
-            var baseAnchors = new List<float>();
-            foreach (float ratio in new[] { 0.5f, 1f, 2f })
-            {
-                float hRatio = MathF.Sqrt(ratio), wRatio = 1f / hRatio;
-                for (int s = 0; s < 3; s++)
-                {
-                    float scale = (float)(4 * Math.Pow(2, s / 3.0));
-                    float ws = stride * wRatio * scale, hs = stride * hRatio * scale;
-                    baseAnchors.AddRange([-0.5f * ws, -0.5f * hs, 0.5f * ws, 0.5f * hs]);
-                }
-            }
-            for (int y = 0; y < h; y++)
-                for (int x = 0; x < w; x++)
-                    for (int a = 0; a < 9; a++)
-                        all.AddRange([baseAnchors[a * 4] + x * stride, baseAnchors[a * 4 + 1] + y * stride, baseAnchors[a * 4 + 2] + x * stride, baseAnchors[a * 4 + 3] + y * stride]);
-            counts[l] = h * w * 9;
-        }
-        return [.. all];
+        FeatureSize[] sizes = [.. LevelSizes.Select(s => new FeatureSize(s.Item1, s.Item2))];
+        counts = [.. sizes.Select(s => s.Height * s.Width * AnchorGenerator.AnchorsPerCell)];
+        return AnchorGenerator.AllAnchors(sizes);
     }
 }
 
