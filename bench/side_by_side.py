@@ -18,8 +18,9 @@ How it works (one run of this script):
      Every worker holds the same seeded weights and the same seeded 1x3xHxW input (SeededWeights /
      seeded_weights.py, bit-identical).
   3. Sends each worker one warm-up "run", then --rounds rounds; in each round every worker does one
-     timed forward, strictly one at a time (the others are blocked reading stdin). The start of the
-     round-robin rotates by one framework per round so no framework always follows the same one.
+     timed forward, strictly one at a time (the others are blocked reading stdin). The order within
+     a round is a seeded shuffle (--seed), so no framework always runs first or always follows the
+     same peer (whose threads may still be spinning down).
      Each worker times its own forward (wall clock and process CPU time) and answers one line.
   4. Reads each worker's peak RSS (VmHWM of /proc/PID/status; it includes set-up, e.g. generating
      the seeded weights) and its current RSS (VmRSS, the steady state) right after the rounds, before
@@ -39,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -223,6 +225,7 @@ def main() -> int:
     parser.add_argument("--frameworks", default=",".join(ALL_FRAMEWORKS),
                         help="comma-separated subset of " + ",".join(ALL_FRAMEWORKS) + " (ghmgen is required)")
     parser.add_argument("--onnx", help="ONNX file (default artifacts/onnx/MODEL-HxW.onnx, exported if missing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the per-round framework order")
     parser.add_argument("--no-build", action="store_true", help="do not run dotnet build first")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,9 +266,13 @@ def main() -> int:
         times = {f: [] for f in frameworks}
         cpu = {f: [] for f in frameworks}
         loads = []
+        shuffler = random.Random(args.seed)
+        orders = []
         for r in range(args.rounds):
             loads.append(os.getloadavg()[0])
-            order = frameworks[r % len(frameworks):] + frameworks[:r % len(frameworks)]
+            order = list(frameworks)
+            shuffler.shuffle(order)
+            orders.append(order)
             line = []
             for f in order:
                 ms, cpu_ms = workers[f].run()
@@ -320,7 +327,7 @@ def main() -> int:
         })
 
     print()
-    print(f"{args.model} {h}x{w}, {args.threads} threads, {args.rounds} rounds round-robin after 1 warm-up each; "
+    print(f"{args.model} {h}x{w}, {args.threads} threads, {args.rounds} rounds round-robin (shuffled order) after 1 warm-up each; "
           f"{started:%Y-%m-%d %H:%M} UTC; load average (1 min) per round {min(loads):.2f}..{max(loads):.2f}")
     print(f"{'framework':<16}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'med CPU ms':>12}{'peak RSS MB':>13}"
           f"{'RSS after MB':>14}{'GhmGen/peer':>13}")
@@ -341,7 +348,7 @@ def main() -> int:
     summary = {
         "model": args.model, "size": f"{h}x{w}", "threads": args.threads, "rounds": args.rounds,
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_model(), "cores": os.cpu_count(),
-        "load_avg_1min": [round(v, 2) for v in loads], "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
+        "load_avg_1min": [round(v, 2) for v in loads], "round_orders": orders, "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
         "python": platform.python_version(), "results": rows, "guard": guard, "guard_pass": ok,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
