@@ -249,8 +249,12 @@ def main() -> int:
                         "--size", f"{h}x{w}"], check=True, cwd=ROOT)
     if not args.no_build:
         print("# dotnet build bench/GhmGen.Bench -c Release", flush=True)
-        subprocess.run(["dotnet", "build", BENCH_PROJECT, "-c", "Release", "--nologo", "-v", "q"], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        build = subprocess.run(["dotnet", "build", BENCH_PROJECT, "-c", "Release", "--nologo", "-v", "q"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if build.returncode != 0:
+            print(build.stdout, file=sys.stderr)
+            print(f"side_by_side.py: dotnet build {BENCH_PROJECT} failed (exit {build.returncode})", file=sys.stderr)
+            return 2
 
     started = datetime.datetime.now(datetime.timezone.utc)
     workers: dict[str, Worker] = {}
