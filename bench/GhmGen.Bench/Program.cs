@@ -5,7 +5,8 @@ namespace GhmGen.Bench;
 
 /// <summary>
 /// Entry point. <c>conv-table [repeats] [threads]</c> prints a quick Stopwatch table of GFLOP/s per
-/// R-50 convolution shape; anything else goes to BenchmarkDotNet's switcher
+/// R-50 convolution shape; <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
+/// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
 public static class Program
@@ -20,6 +21,8 @@ public static class Program
             ConvTable.Print(repeats, threads, args.Length > 3 ? args[3] : null);
             return 0;
         }
+        if (args.Length > 0 && args[0] == "side-by-side-worker")
+            return SideBySide.SideBySideWorker.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }
