@@ -21,6 +21,7 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly bool useWinograd;
     private readonly float*[] winogradInput, winogradProducts;
     private readonly WinogradConvolution winogradConvolution;
+    private readonly SmallMapConvolution smallMapConvolution = new();
     private readonly float* zeroBias;
     private long winogradInputElements;
     private bool disposed;
@@ -141,6 +142,19 @@ public sealed unsafe class CpuBackend : IBackend
             }
             return;
         }
+        if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
+        {
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            fixed (float* pa = packed.Panels)
+            fixed (float* pb = packed.Bias)
+            {
+                int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
+                pool.Run(smallMapConvolution, items);
+            }
+            return;
+        }
         fixed (float* px = xs)
         fixed (float* py = ys)
         fixed (float* pr = rs)
@@ -238,6 +252,7 @@ public sealed unsafe class CpuBackend : IBackend
             scratch[i] = winogradInput[i] = winogradProducts[i] = null;
         }
         NativeMemory.AlignedFree(zeroBias);
+        smallMapConvolution.Dispose();
     }
 
     // Grows the per-worker Winograd scratch for a convolution with `inChannels` inputs (at

@@ -1,0 +1,56 @@
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+
+namespace GhmGen.Runtime.Tests.Backends;
+
+/// <summary>
+/// Convolutions with at most 8 output pixels (the CPU backend's GEMV-like small-map path on the
+/// AVX-512 kernel) against the reference backend: odd channel counts, stride 2, padding, a batch
+/// of 2, residual (also in place) and ReLU.
+/// </summary>
+public class SmallMapConvolutionTests
+{
+    [Theory]
+    [InlineData(1, 37, 45, 3, 1, 1, 1, 2, false, false)]   // a 1x2 map (P7-like), 45 outputs: a partial panel
+    [InlineData(1, 256, 256, 3, 2, 1, 3, 5, true, true)]   // stride 2 -> 2x3, residual + ReLU
+    [InlineData(1, 2048, 256, 3, 2, 1, 4, 5, false, false)] // P6 from C5 at a small input: K = 18432
+    [InlineData(2, 19, 24, 1, 1, 0, 2, 2, true, false)]    // batch 2: 8 columns exactly
+    [InlineData(1, 5, 9, 3, 1, 1, 1, 1, true, true)]       // one pixel
+    public void SmallMaps_MatchReference(int n, int cin, int cout, int k, int stride, int pad, int h, int w, bool residual, bool relu)
+    {
+        var random = new Random(cin * 31 + cout);
+        var spec = new ConvSpec(cin, cout, k, stride, pad, 1);
+        float[] weight = Values(random, (int)spec.WeightCount, 1f / MathF.Sqrt(cin * k * k));
+        float[] bias = Values(random, cout, 0.5f);
+        float[] x = Values(random, n * cin * h * w, 1f);
+        int oh = spec.OutputSize(h), ow = spec.OutputSize(w);
+        float[] r = Values(random, n * cout * oh * ow, 1f);
+
+        float[] Run(IBackend b, bool inPlace)
+        {
+            using IPreparedConv conv = b.PrepareConv(spec, weight, bias);
+            var xt = new TensorView(b.Allocate(x.Length), 0, n, cin, h, w);
+            var yt = new TensorView(b.Allocate(r.Length), 0, n, cout, oh, ow);
+            var rt = new TensorView(b.Allocate(r.Length), 0, n, cout, oh, ow);
+            b.Upload(x, xt);
+            b.Upload(r, rt);
+            if (inPlace) b.Upload(r, yt);
+            b.Conv2d(conv, xt, yt, residual ? (inPlace ? yt : rt) : null, relu);
+            float[] result = new float[r.Length];
+            b.Download(yt, result);
+            return result;
+        }
+
+        float[] want = Run(new ReferenceBackend(), inPlace: false);
+        using var cpu = new CpuBackend(2);
+        foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
+        {
+            float[] got = Run(cpu, inPlace);
+            for (int i = 0; i < want.Length; i++)
+                Assert.True(Math.Abs(want[i] - got[i]) <= 1e-5f * (1 + Math.Abs(want[i])) * MathF.Sqrt(cin * k * k) / 8, $"[{i}] {got[i]} vs {want[i]}");
+        }
+    }
+
+    private static float[] Values(Random random, int count, float scale) =>
+        Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1) * scale).ToArray();
+}
