@@ -12,13 +12,6 @@ internal static class Devices
     /// <summary>The accepted values of <c>--device</c>.</summary>
     public static readonly string[] Names = ["auto", "cpu", "cuda"];
 
-    /// <summary>Whether this build of ghm contains the ILGPU (CUDA) backend; NativeAOT builds do not.</summary>
-#if GHM_GPU
-    public const bool HasCuda = true;
-#else
-    public const bool HasCuda = false;
-#endif
-
     /// <summary>
     /// Creates the backend for <paramref name="device"/>: <c>cpu</c>, <c>cuda</c> (first CUDA
     /// device), or <c>auto</c> (CUDA when there is one, else the CPU).
