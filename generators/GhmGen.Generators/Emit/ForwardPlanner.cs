@@ -220,9 +220,8 @@ internal static class ForwardPlanner
                         slot = slotOf[candidate];
                         live.Remove(candidate);
                         inPlace = true;
-                        if (s.Kind == "upsample_add" || candidate == operand) break;
+                        break;
                     }
-                if (s.Kind == "upsample_add" && !(inPlace && slot == slotOf[s.Other])) inPlace = false;
             }
             if (slot < 0)
             {

@@ -164,20 +164,9 @@ public sealed class ReferenceBackend : IBackend
     /// <inheritdoc/>
     public void Dispose() { }
 
-    private static Span<float> Span(TensorView t)
-    {
-        if (t.Buffer is not HostBuffer h)
-            throw new ArgumentException($"tensor {t.ShapeText} does not live in host memory of this backend");
-        if (t.Offset < 0 || t.Offset + t.ElementCount > h.Length)
-            throw new ArgumentException($"tensor {t.ShapeText} at offset {t.Offset} overruns its buffer of {h.Length} elements");
-        return h.Array.AsSpan((int)t.Offset, checked((int)t.ElementCount));
-    }
+    private static Span<float> Span(TensorView t) => HostBuffer.SpanOf(t, "this backend");
 
-    private static void CheckLength(int length, TensorView t)
-    {
-        if (length != t.ElementCount)
-            throw new ArgumentException($"{length} values do not fit tensor {t.ShapeText} ({t.ElementCount} elements)");
-    }
+    private static void CheckLength(int length, TensorView t) => HostBuffer.CheckLength(length, t);
 
     private sealed class PreparedConv(ConvSpec spec, float[] weight, float[] bias) : IPreparedConv
     {
@@ -196,4 +185,23 @@ public sealed class HostBuffer(long elements) : DeviceBuffer
 
     /// <inheritdoc/>
     public override long Length => Array.Length;
+
+    /// <summary>The values of <paramref name="t"/>, which must live in a HostBuffer of <paramref name="owner"/>'s and fit inside it.</summary>
+    internal static Span<float> SpanOf(TensorView t, string owner)
+    {
+        if (t.Buffer is not HostBuffer h)
+            throw new ArgumentException($"tensor {t.ShapeText} does not live in host memory of {owner}");
+        if (t.N < 0 || t.C < 0 || t.H < 0 || t.W < 0)
+            throw new ArgumentException($"tensor {t.ShapeText} has a negative dimension");
+        if (t.Offset < 0 || t.Offset + t.ElementCount > h.Length)
+            throw new ArgumentException($"tensor {t.ShapeText} at offset {t.Offset} overruns its buffer of {h.Length} elements");
+        return h.Array.AsSpan((int)t.Offset, checked((int)t.ElementCount));
+    }
+
+    /// <summary>Throws unless <paramref name="length"/> values fill <paramref name="t"/> exactly.</summary>
+    internal static void CheckLength(int length, TensorView t)
+    {
+        if (length != t.ElementCount)
+            throw new ArgumentException($"{length} values do not fit tensor {t.ShapeText} ({t.ElementCount} elements)");
+    }
 }

@@ -271,23 +271,10 @@ public sealed unsafe class CpuBackend : IBackend
         winogradInputElements = needed;
     }
 
-    private static Span<float> Span(TensorView t)
-    {
-        if (t.Buffer is not HostBuffer h)
-            throw new ArgumentException($"tensor {t.ShapeText} does not live in host memory of the CPU backend");
-        if (t.N < 0 || t.C < 0 || t.H < 0 || t.W < 0)
-            throw new ArgumentException($"tensor {t.ShapeText} has a negative dimension");
-        if (t.Offset < 0 || t.Offset + t.ElementCount > h.Length)
-            throw new ArgumentException($"tensor {t.ShapeText} at offset {t.Offset} overruns its buffer of {h.Length} elements");
-        return h.Array.AsSpan((int)t.Offset, checked((int)t.ElementCount));
-    }
+    private static Span<float> Span(TensorView t) => HostBuffer.SpanOf(t, "the CPU backend");
 
     private static bool Overlaps(TensorView a, TensorView b) =>
         ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
 
-    private static void CheckLength(int length, TensorView t)
-    {
-        if (length != t.ElementCount)
-            throw new ArgumentException($"{length} values do not fit tensor {t.ShapeText} ({t.ElementCount} elements)");
-    }
+    private static void CheckLength(int length, TensorView t) => HostBuffer.CheckLength(length, t);
 }
