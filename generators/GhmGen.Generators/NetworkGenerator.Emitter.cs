@@ -258,8 +258,13 @@ public sealed partial class NetworkGenerator
             w.Line("/// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>");
             w.Line($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);").Line();
 
-            w.Line($"/// <summary>This network's {plan.Convs.Count} convolutions prepared on one backend, batch norm folded in.</summary>");
+            w.Line("/// <summary>");
+            w.Line($"/// This network's {plan.Convs.Count} convolutions prepared on one backend, batch norm folded in.");
+            w.Line("/// Read-only once made: sessions on several threads may share it (as far as the backend allows");
+            w.Line("/// concurrent callers); dispose it only after every session that uses it.");
+            w.Line("/// </summary>");
             w.Open("public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork");
+            w.Line("private bool _disposed;").Line();
             w.Open($"internal Prepared({m.TypeName} network, {B}.IBackend backend)");
             w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
             w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
@@ -274,15 +279,26 @@ public sealed partial class NetworkGenerator
             w.Line($"public {B}.IBackend Backend {{ get; }}").Line();
             w.Line($"internal {B}.IPreparedConv[] Convs {{ get; }}").Line();
             w.Line("/// <summary>Plans activation memory for one input size, sharing these weights.</summary>");
-            w.Line("public Session CreateSession(int batch, int height, int width) => new(this, batch, height, width, ownsWeights: false);").Line();
+            w.Open("public Session CreateSession(int batch, int height, int width)");
+            w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+            w.Line("return new(this, batch, height, width, ownsWeights: false);");
+            w.Close().Line();
+            w.Line("/// <summary>Whether <see cref=\"Dispose\"/> has run.</summary>");
+            w.Line("internal bool IsDisposed => _disposed;").Line();
             w.Line("global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);").Line();
             w.Line("/// <summary>Releases the prepared weights.</summary>");
-            w.Line($"public void Dispose() {{ foreach ({B}.IPreparedConv conv in Convs) conv.Dispose(); }}");
+            w.Open("public void Dispose()");
+            w.Line("if (_disposed) return;");
+            w.Line("_disposed = true;");
+            w.Line($"foreach ({B}.IPreparedConv conv in Convs) conv.Dispose();");
+            w.Close();
             w.Close().Line();
 
             w.Line("/// <summary>");
             w.Line("/// This network on one backend for one input size: prepared convolutions (batch norm folded),");
             w.Line($"/// {plan.SlotCount} activation buffers reused as values die, and a straight-line <see cref=\"Forward\"/>.");
+            w.Line("/// Not thread-safe: one caller at a time (the outputs live in its buffers). Sessions of one");
+            w.Line("/// <see cref=\"Prepared\"/> may run on different threads at once when the backend allows it.");
             w.Line("/// </summary>");
             w.Open("public sealed class Session : global::GhmGen.Layers.IForwardSession");
             w.Line($"private readonly {B}.IBackend _backend;");
@@ -290,10 +306,12 @@ public sealed partial class NetworkGenerator
             w.Line("private readonly bool _ownsWeights;");
             w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
             w.Line($"private readonly {B}.IPreparedConv[] _convs;");
-            w.Line($"private readonly {B}.TensorView[] _v = new {B}.TensorView[{m.Values.Count}];").Line();
+            w.Line($"private readonly {B}.TensorView[] _v = new {B}.TensorView[{m.Values.Count}];");
+            w.Line("private bool _disposed;").Line();
 
             w.Open("internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)");
             w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+            w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
             w.Line("int[] s = Sizes(height, width);");
             w.Line("_weights = weights;");
             w.Line("_ownsWeights = ownsWeights;");
@@ -336,6 +354,8 @@ public sealed partial class NetworkGenerator
 
             w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>");
             w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
+            w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+            w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
             w.Line($"{B}.IBackend b = _backend;");
             foreach (ForwardStep st in plan.Steps)
             {
@@ -370,6 +390,8 @@ public sealed partial class NetworkGenerator
 
             w.Line("/// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>");
             w.Open("public void Dispose()");
+            w.Line("if (_disposed) return;");
+            w.Line("_disposed = true;");
             w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
             w.Line("if (_ownsWeights) _weights.Dispose();");
             w.Close();

@@ -25,19 +25,45 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// using var detector = Detector.Load("retinanet-ghm-r50-fpn", "retinanet_ghm_r50.pth", backend);
 /// DetectionResult result = detector.Detect(ImageDecoder.Decode("street.jpg"));
 /// </code>
+/// Thread-safe: <see cref="Detect"/> may be called from any number of threads at once, and several
+/// detectors may share one backend. Each call leases a session (activation buffers) for its padded
+/// input size from a pool, so no two calls share buffers; at most
+/// <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the others
+/// wait (preprocessing and post-processing run on the caller's thread meanwhile). Dispose it once
+/// no call is in flight; calls after <see cref="Dispose"/> throw <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class Detector : IDisposable
 {
-    private readonly Dictionary<(int H, int W), IForwardSession> _sessions = [];
+    /// <summary>Idle sessions kept for reuse, over all sizes (a folder of photos has a handful of padded sizes).</summary>
+    private const int MaxIdleSessions = 4;
+
+    private readonly Lock _gate = new();
+    // Idle sessions, least recently returned first.
+    private readonly LinkedList<IForwardSession> _idle = [];
+    private readonly SemaphoreSlim _forwardSlots;
     private readonly IPreparedNetwork _prepared;
     private readonly IBackend _backend;
+    private int _inFlight;
+    private bool _disposed;
 
     /// <summary>Wraps a built network whose weights are already loaded.</summary>
-    public Detector(ModelInfo model, INetwork network, IBackend backend, IReadOnlyList<string>? classNames = null)
+    /// <param name="model">The registered model the network is an instance of.</param>
+    /// <param name="network">The network, weights loaded.</param>
+    /// <param name="backend">Where it runs; the caller keeps ownership.</param>
+    /// <param name="classNames">Class names by label (80 of them), or null for COCO's.</param>
+    /// <param name="maxConcurrentForwards">Forward passes in flight at once (each holds a session's activation buffers).</param>
+    /// <param name="preprocess">Resize and padding (default: mmdetection's 1333x800, pad to 32).</param>
+    public Detector(ModelInfo model, INetwork network, IBackend backend, IReadOnlyList<string>? classNames = null,
+        int maxConcurrentForwards = 2, PreprocessOptions? preprocess = null)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
         ArgumentNullException.ThrowIfNull(network);
         _backend = backend ?? throw new ArgumentNullException(nameof(backend));
+        if (maxConcurrentForwards < 1)
+            throw new ArgumentOutOfRangeException(nameof(maxConcurrentForwards), maxConcurrentForwards, "at least one forward pass must be allowed");
+        MaxConcurrentForwards = maxConcurrentForwards;
+        Preprocess = preprocess ?? PreprocessOptions.Default;
+        _forwardSlots = new SemaphoreSlim(maxConcurrentForwards, maxConcurrentForwards);
         // Weights are prepared once; each distinct padded input size only adds activation buffers.
         _prepared = model.Prepare(network, backend);
         ClassNames = classNames is { Count: CocoCategories.Count } ? classNames : CocoCategories.Names;
@@ -49,68 +75,158 @@ public sealed class Detector : IDisposable
     /// <summary>Class names by label: the checkpoint's <c>CLASSES</c> when it has 80, else COCO's.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
+    /// <summary>Forward passes of this detector that may be in flight at once.</summary>
+    public int MaxConcurrentForwards { get; }
+
+    /// <summary>How images are resized and padded before the network.</summary>
+    public PreprocessOptions Preprocess { get; }
+
     /// <summary>
     /// Builds <paramref name="modelName"/> and loads <paramref name="checkpointPath"/> into it
     /// (strict: every key present with the right shape). Throws <see cref="ArgumentException"/>
     /// for an unknown model and <see cref="CheckpointFormatException"/> or
     /// <see cref="CheckpointMismatchException"/> for a bad file.
     /// </summary>
-    public static Detector Load(string modelName, string checkpointPath, IBackend backend)
+    public static Detector Load(string modelName, string checkpointPath, IBackend backend, PreprocessOptions? preprocess = null)
     {
         ModelInfo model = ModelRegistry.Get(modelName);
         INetwork network = model.Create();
         using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
         StateDictLoader.Load(network, checkpoint, strict: true);
-        return new Detector(model, network, backend, checkpoint.ClassNames);
+        return new Detector(model, network, backend, checkpoint.ClassNames, preprocess: preprocess);
     }
 
-    /// <summary>Preprocesses, runs the network and post-processes one image.</summary>
+    /// <summary>Preprocesses, runs the network and post-processes one image (thread-safe).</summary>
     public DetectionResult Detect(RgbImage image, PostProcessOptions? options = null, bool keepRaw = false)
     {
-        PreprocessedImage input = Preprocessor.Run(image);
-        IForwardSession session = Session(input.PaddedHeight, input.PaddedWidth);
-        session.Forward(input.Tensor);
-
-        var outputs = session.Outputs;
-        var names = new string[outputs.Count];
-        var shapes = new (int C, int H, int W)[outputs.Count];
-        var values = new float[outputs.Count][];
-        for (int i = 0; i < outputs.Count; i++)
+        ArgumentNullException.ThrowIfNull(image);
+        Enter();
+        try
         {
-            TensorView t = outputs[i].Tensor;
-            names[i] = outputs[i].Name;
-            shapes[i] = (t.C, t.H, t.W);
-            values[i] = new float[t.ElementCount];
-            _backend.Download(t, values[i]);
+            PreprocessedImage input = Preprocessor.Run(image, Preprocess);
+            HeadOutputs raw = RunNetwork(input);
+            // Outputs come as cls_p3, reg_p3, cls_p4, ... (the declaration order of RetinaNet's outputs).
+            var levels = new HeadLevelOutput[raw.Names.Length / 2];
+            for (int l = 0; l < levels.Length; l++)
+                levels[l] = new HeadLevelOutput(raw.Values[2 * l], raw.Values[2 * l + 1], raw.Shapes[2 * l].H, raw.Shapes[2 * l].W);
+            DetectedObject[] objects = PostProcessor.Run(levels, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
+            return new DetectionResult(objects, input, keepRaw ? raw : null);
         }
-
-        // Outputs come as cls_p3, reg_p3, cls_p4, ... (the declaration order of RetinaNet's outputs).
-        var levels = new HeadLevelOutput[outputs.Count / 2];
-        for (int l = 0; l < levels.Length; l++)
-            levels[l] = new HeadLevelOutput(values[2 * l], values[2 * l + 1], shapes[2 * l].H, shapes[2 * l].W);
-        DetectedObject[] objects = PostProcessor.Run(levels, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
-        return new DetectionResult(objects, input, keepRaw ? new HeadOutputs(names, shapes, values) : null);
+        finally
+        {
+            Exit();
+        }
     }
 
-    private IForwardSession Session(int height, int width)
+    // Runs the forward pass in a leased session and copies the outputs out before returning it.
+    private HeadOutputs RunNetwork(PreprocessedImage input)
     {
-        if (_sessions.TryGetValue((height, width), out IForwardSession? session)) return session;
-        // Keep the activation plans of a few sizes; a folder of photos has a handful of padded sizes.
-        if (_sessions.Count >= 4)
+        _forwardSlots.Wait();
+        IForwardSession? session = null;
+        try
         {
-            foreach (IForwardSession old in _sessions.Values) old.Dispose();
-            _sessions.Clear();
+            session = Lease(input.PaddedHeight, input.PaddedWidth);
+            session.Forward(input.Tensor);
+            var outputs = session.Outputs;
+            var names = new string[outputs.Count];
+            var shapes = new (int C, int H, int W)[outputs.Count];
+            var values = new float[outputs.Count][];
+            for (int i = 0; i < outputs.Count; i++)
+            {
+                TensorView t = outputs[i].Tensor;
+                names[i] = outputs[i].Name;
+                shapes[i] = (t.C, t.H, t.W);
+                values[i] = new float[t.ElementCount];
+                _backend.Download(t, values[i]);
+            }
+            return new HeadOutputs(names, shapes, values);
         }
-        session = _prepared.CreateSession(1, height, width);
-        _sessions[(height, width)] = session;
-        return session;
+        finally
+        {
+            if (session is not null) Return(session);
+            _forwardSlots.Release();
+        }
     }
 
-    /// <inheritdoc/>
+    private void Enter()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _inFlight++;
+        }
+    }
+
+    private void Exit()
+    {
+        bool release;
+        lock (_gate)
+        {
+            _inFlight--;
+            release = _disposed && _inFlight == 0;
+        }
+        if (release) ReleaseAll();
+    }
+
+    // An idle session of this size, or a new one; only the caller uses it until Return.
+    private IForwardSession Lease(int height, int width)
+    {
+        lock (_gate)
+        {
+            for (LinkedListNode<IForwardSession>? node = _idle.Last; node is not null; node = node.Previous)
+            {
+                if (node.Value.Height == height && node.Value.Width == width)
+                {
+                    _idle.Remove(node);
+                    return node.Value;
+                }
+            }
+        }
+        return _prepared.CreateSession(1, height, width);
+    }
+
+    private void Return(IForwardSession session)
+    {
+        IForwardSession? evicted = null;
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _idle.AddLast(session);
+                if (_idle.Count > MaxIdleSessions)
+                {
+                    evicted = _idle.First!.Value;
+                    _idle.RemoveFirst();
+                }
+            }
+            else evicted = session;
+        }
+        evicted?.Dispose();
+    }
+
+    private void ReleaseAll()
+    {
+        IForwardSession[] idle;
+        lock (_gate)
+        {
+            idle = [.. _idle];
+            _idle.Clear();
+        }
+        foreach (IForwardSession session in idle) session.Dispose();
+        _prepared.Dispose();
+        _forwardSlots.Dispose();
+    }
+
+    /// <summary>Releases the sessions and prepared weights (not the backend). Calls still in flight finish first.</summary>
     public void Dispose()
     {
-        foreach (IForwardSession session in _sessions.Values) session.Dispose();
-        _sessions.Clear();
-        _prepared.Dispose();
+        bool release;
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            release = _inFlight == 0;
+        }
+        if (release) ReleaseAll();
     }
 }

@@ -21,7 +21,9 @@ public enum IlgpuDevice
 /// <summary>
 /// Every <see cref="IBackend"/> op as an ILGPU kernel (compiled to PTX on CUDA). Tensors stay on
 /// the accelerator between ops; only <see cref="Upload"/> and <see cref="Download"/> copy.
-/// Ops are queued on the default stream; <see cref="Download"/> waits for them.
+/// Ops are queued on the default stream; <see cref="Download"/> waits for them. Thread-safe: each
+/// op is queued under one lock, so sessions on several threads share the stream op by op (the
+/// GHM-loss and detection kernel classes on the same accelerator are not covered by it).
 /// </summary>
 public sealed class IlgpuBackend : IBackend
 {
@@ -33,6 +35,8 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, PoolLaunch> _maxPool;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, UpsampleLaunch> _upsampleAdd;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _unused;
+    private readonly Lock _gate = new();
+    private bool _disposed;
 
     private IlgpuBackend(Context context, Accelerator accelerator)
     {
@@ -117,138 +121,179 @@ public sealed class IlgpuBackend : IBackend
     public string Name => Accelerator.AcceleratorType == AcceleratorType.Cuda ? "cuda" : "ilgpu-cpu";
 
     /// <summary>Waits until every queued op has finished.</summary>
-    public void Synchronize() => Accelerator.Synchronize();
+    public void Synchronize()
+    {
+        lock (_gate) Accelerator.Synchronize();
+    }
 
     /// <inheritdoc/>
     public DeviceBuffer Allocate(long elements)
     {
-        if (elements <= 0)
-            throw new ArgumentOutOfRangeException(nameof(elements), elements, "a device buffer needs at least one element");
-        return new IlgpuBuffer(Accelerator.Allocate1D<float>(elements));
+        lock (_gate)
+        {
+            if (elements <= 0)
+                throw new ArgumentOutOfRangeException(nameof(elements), elements, "a device buffer needs at least one element");
+            return new IlgpuBuffer(Accelerator.Allocate1D<float>(elements));
+        }
     }
 
     /// <inheritdoc/>
     public void Upload(ReadOnlySpan<float> source, TensorView destination)
     {
-        CheckLength(source.Length, destination);
-        View(destination).CopyFromCPU(source);
+        lock (_gate)
+        {
+            CheckLength(source.Length, destination);
+            View(destination).CopyFromCPU(source);
+        }
     }
 
     /// <inheritdoc/>
     public void Download(TensorView source, Span<float> destination)
     {
-        CheckLength(destination.Length, source);
-        Accelerator.Synchronize();
-        View(source).CopyToCPU(destination);
+        lock (_gate)
+        {
+            CheckLength(destination.Length, source);
+            Accelerator.Synchronize();
+            View(source).CopyToCPU(destination);
+        }
     }
 
     /// <inheritdoc/>
     public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
-        if (spec.Groups <= 0 || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
-            throw new ArgumentException($"conv {spec}: channels must divide into {spec.Groups} groups", nameof(spec));
-        if (spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0)
-            throw new ArgumentException($"conv {spec}: kernel and stride must be positive, padding non-negative", nameof(spec));
-        if (weight.Length != spec.WeightCount)
-            throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
-        if (bias.Length != 0 && bias.Length != spec.OutChannels)
-            throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
-        MemoryBuffer1D<float, Stride1D.Dense> w = Accelerator.Allocate1D<float>(weight.Length);
-        ((ArrayView<float>)w.View).CopyFromCPU(weight);
-        MemoryBuffer1D<float, Stride1D.Dense>? b = null;
-        if (bias.Length > 0)
+        lock (_gate)
         {
-            b = Accelerator.Allocate1D<float>(bias.Length);
-            ((ArrayView<float>)b.View).CopyFromCPU(bias);
+            if (spec.Groups <= 0 || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
+                throw new ArgumentException($"conv {spec}: channels must divide into {spec.Groups} groups", nameof(spec));
+            if (spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0)
+                throw new ArgumentException($"conv {spec}: kernel and stride must be positive, padding non-negative", nameof(spec));
+            if (weight.Length != spec.WeightCount)
+                throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
+            if (bias.Length != 0 && bias.Length != spec.OutChannels)
+                throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
+            MemoryBuffer1D<float, Stride1D.Dense> w = Accelerator.Allocate1D<float>(weight.Length);
+            ((ArrayView<float>)w.View).CopyFromCPU(weight);
+            MemoryBuffer1D<float, Stride1D.Dense>? b = null;
+            if (bias.Length > 0)
+            {
+                b = Accelerator.Allocate1D<float>(bias.Length);
+                ((ArrayView<float>)b.View).CopyFromCPU(bias);
+            }
+            return new PreparedConv(spec, w, b);
         }
-        return new PreparedConv(spec, w, b);
     }
 
     /// <inheritdoc/>
     public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu)
     {
-        if (conv is not PreparedConv p)
-            throw new ArgumentException($"conv {conv.Spec} was not prepared by this ILGPU backend", nameof(conv));
-        ConvSpec s = p.Spec;
-        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
-        if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
-            throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
-        if (residual is { } r && (r.N != y.N || r.C != y.C || r.H != y.H || r.W != y.W))
-            throw new ArgumentException($"conv {s}: residual {r.ShapeText} differs from output {y.ShapeText}", nameof(residual));
-        if (y.ElementCount == 0) return;
-        var launch = new ConvLaunch(s, x.N, x.H, x.W, p.Bias is not null, residual is not null, relu);
-        var grid = new Index3D(
-            Blocks(launch.Columns, ConvKernels.Tile),
-            Blocks(launch.OutPerGroup, ConvKernels.Tile),
-            s.Groups);
-        var group = new Index3D(ConvKernels.Threads, ConvKernels.Threads, 1);
-        _conv(new KernelConfig(grid, group),
-            View(x), p.Weight.View, p.Bias?.View ?? _unused.View,
-            residual is { } res ? View(res) : _unused.View, View(y), launch);
+        lock (_gate)
+        {
+            if (conv is not PreparedConv p)
+                throw new ArgumentException($"conv {conv.Spec} was not prepared by this ILGPU backend", nameof(conv));
+            ConvSpec s = p.Spec;
+            int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+            if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
+                throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
+            if (residual is { } r && (r.N != y.N || r.C != y.C || r.H != y.H || r.W != y.W))
+                throw new ArgumentException($"conv {s}: residual {r.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+            if (y.ElementCount == 0) return;
+            var launch = new ConvLaunch(s, x.N, x.H, x.W, p.Bias is not null, residual is not null, relu);
+            var grid = new Index3D(
+                Blocks(launch.Columns, ConvKernels.Tile),
+                Blocks(launch.OutPerGroup, ConvKernels.Tile),
+                s.Groups);
+            var group = new Index3D(ConvKernels.Threads, ConvKernels.Threads, 1);
+            _conv(new KernelConfig(grid, group),
+                View(x), p.Weight.View, p.Bias?.View ?? _unused.View,
+                residual is { } res ? View(res) : _unused.View, View(y), launch);
+        }
     }
 
     /// <inheritdoc/>
     public void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding)
     {
-        if (kernel <= 0 || stride <= 0 || padding < 0 || padding * 2 > kernel)
-            throw new ArgumentException($"max-pool: kernel {kernel}, stride {stride}, padding {padding} are not a valid window");
-        int oh = (x.H + 2 * padding - kernel) / stride + 1, ow = (x.W + 2 * padding - kernel) / stride + 1;
-        if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
-            throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
-        if (y.ElementCount == 0) return;
-        _maxPool(Elements(y), View(x), View(y), new PoolLaunch(x.H, x.W, oh, ow, kernel, stride, padding));
+        lock (_gate)
+        {
+            if (kernel <= 0 || stride <= 0 || padding < 0 || padding * 2 > kernel)
+                throw new ArgumentException($"max-pool: kernel {kernel}, stride {stride}, padding {padding} are not a valid window");
+            int oh = (x.H + 2 * padding - kernel) / stride + 1, ow = (x.W + 2 * padding - kernel) / stride + 1;
+            if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
+                throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
+            if (y.ElementCount == 0) return;
+            _maxPool(Elements(y), View(x), View(y), new PoolLaunch(x.H, x.W, oh, ow, kernel, stride, padding));
+        }
     }
 
     /// <inheritdoc/>
     public void UpsampleNearestAdd(TensorView upper, TensorView lower)
     {
-        if (upper.N != lower.N || upper.C != lower.C)
-            throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
-        if (lower.ElementCount == 0) return;
-        if (upper.H <= 0 || upper.W <= 0)
-            throw new ArgumentException($"upsample-add: upper tensor {upper.ShapeText} is empty", nameof(upper));
-        _upsampleAdd(Elements(lower), View(upper), View(lower), new UpsampleLaunch(upper.H, upper.W, lower.H, lower.W));
+        lock (_gate)
+        {
+            if (upper.N != lower.N || upper.C != lower.C)
+                throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
+            if (lower.ElementCount == 0) return;
+            if (upper.H <= 0 || upper.W <= 0)
+                throw new ArgumentException($"upsample-add: upper tensor {upper.ShapeText} is empty", nameof(upper));
+            _upsampleAdd(Elements(lower), View(upper), View(lower), new UpsampleLaunch(upper.H, upper.W, lower.H, lower.W));
+        }
     }
 
     /// <inheritdoc/>
     public void Add(TensorView a, TensorView b, TensorView y, bool relu)
     {
-        if (a.ElementCount != b.ElementCount || a.ElementCount != y.ElementCount)
-            throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
-        if (y.ElementCount == 0) return;
-        _add(Elements(y), View(a), View(b), View(y), relu ? 1 : 0);
+        lock (_gate)
+        {
+            if (a.ElementCount != b.ElementCount || a.ElementCount != y.ElementCount)
+                throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
+            if (y.ElementCount == 0) return;
+            _add(Elements(y), View(a), View(b), View(y), relu ? 1 : 0);
+        }
     }
 
     /// <inheritdoc/>
     public void Copy(TensorView source, TensorView destination)
     {
-        if (source.ElementCount != destination.ElementCount)
-            throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
-        if (destination.ElementCount == 0) return;
-        View(source).CopyTo(View(destination));
+        lock (_gate)
+        {
+            if (source.ElementCount != destination.ElementCount)
+                throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
+            if (destination.ElementCount == 0) return;
+            View(source).CopyTo(View(destination));
+        }
     }
 
     /// <inheritdoc/>
     public void Relu(TensorView x, TensorView y)
     {
-        if (x.ElementCount != y.ElementCount)
-            throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
-        if (y.ElementCount == 0) return;
-        _relu(Elements(y), View(x), View(y));
+        lock (_gate)
+        {
+            if (x.ElementCount != y.ElementCount)
+                throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
+            if (y.ElementCount == 0) return;
+            _relu(Elements(y), View(x), View(y));
+        }
     }
 
     /// <inheritdoc/>
     public void Sigmoid(TensorView x, TensorView y)
     {
-        if (x.ElementCount != y.ElementCount)
-            throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
-        if (y.ElementCount == 0) return;
-        _sigmoid(Elements(y), View(x), View(y));
+        lock (_gate)
+        {
+            if (x.ElementCount != y.ElementCount)
+                throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
+            if (y.ElementCount == 0) return;
+            _sigmoid(Elements(y), View(x), View(y));
+        }
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
         _unused.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

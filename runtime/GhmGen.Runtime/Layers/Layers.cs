@@ -10,8 +10,8 @@ public sealed class Conv2d
     {
         Key = key;
         Spec = spec;
-        Weight = new StateTensor(key + ".weight", [spec.OutChannels, spec.InChannels / spec.Groups, spec.Kernel, spec.Kernel], StateKind.Parameter);
-        Bias = bias ? new StateTensor(key + ".bias", [spec.OutChannels], StateKind.Parameter) : null;
+        Weight = new StateTensor(key + ".weight", [spec.OutChannels, spec.InChannels / spec.Groups, spec.Kernel, spec.Kernel], StateKind.Parameter, role: StateRole.ConvWeight);
+        Bias = bias ? new StateTensor(key + ".bias", [spec.OutChannels], StateKind.Parameter, role: StateRole.ConvBias) : null;
     }
 
     /// <summary>Checkpoint key prefix, e.g. <c>backbone.conv1</c>.</summary>
@@ -35,11 +35,11 @@ public sealed class BatchNorm2d
     {
         Key = key;
         Channels = channels;
-        Weight = new StateTensor(key + ".weight", [channels], StateKind.Parameter);
-        Bias = new StateTensor(key + ".bias", [channels], StateKind.Parameter);
-        RunningMean = new StateTensor(key + ".running_mean", [channels], StateKind.Buffer);
-        RunningVar = new StateTensor(key + ".running_var", [channels], StateKind.Buffer);
-        NumBatchesTracked = new StateTensor(key + ".num_batches_tracked", [], StateKind.Buffer, StateElementType.Int64);
+        Weight = new StateTensor(key + ".weight", [channels], StateKind.Parameter, role: StateRole.BatchNormWeight);
+        Bias = new StateTensor(key + ".bias", [channels], StateKind.Parameter, role: StateRole.BatchNormBias);
+        RunningMean = new StateTensor(key + ".running_mean", [channels], StateKind.Buffer, role: StateRole.BatchNormRunningMean);
+        RunningVar = new StateTensor(key + ".running_var", [channels], StateKind.Buffer, role: StateRole.BatchNormRunningVar);
+        NumBatchesTracked = new StateTensor(key + ".num_batches_tracked", [], StateKind.Buffer, StateElementType.Int64, StateRole.BatchNormBatchesTracked);
         Weight.Data.AsSpan().Fill(1f);
         RunningVar.Data.AsSpan().Fill(1f);
     }

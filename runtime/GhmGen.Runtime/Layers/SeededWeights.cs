@@ -36,12 +36,12 @@ public static class SeededWeights
         foreach (StateTensor tensor in network.State) Fill(tensor);
     }
 
-    /// <summary>Fills one state tensor with its seeded value; the role is read from the key and shape.</summary>
-    /// <exception cref="ArgumentException">The key names no known role.</exception>
+    /// <summary>Fills one state tensor with its seeded value; the rule follows its <see cref="StateTensor.Role"/>.</summary>
+    /// <exception cref="ArgumentException">A float parameter that no layer type owns, or a wrong element type.</exception>
     public static void Fill(StateTensor tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        SeededRole role = RoleOf(tensor.Key, tensor.Shape);
+        SeededRole role = RoleOf(tensor);
         switch (role)
         {
             case SeededRole.StepCounter:
@@ -56,9 +56,9 @@ public static class SeededWeights
                 RequireType(tensor, StateElementType.Float32, role);
                 FillGhmrEdges(tensor.Data);
                 return;
-            case SeededRole.GhmAccumulatedSum:
-                RequireType(tensor, StateElementType.Float32, role);
+            case SeededRole.GhmAccumulatedSum or SeededRole.ZeroBuffer:
                 tensor.Data.AsSpan().Clear();
+                tensor.Int64Data.AsSpan().Clear();
                 return;
         }
 
@@ -129,41 +129,31 @@ public static class SeededWeights
         }
     }
 
-    /// <summary>Which seeded rule fills a state key (SPEC.md section 3 names).</summary>
-    public static SeededRole RoleOf(string key, IReadOnlyList<int> shape)
+    /// <summary>
+    /// Which seeded rule fills a state tensor. The layer type decides (<see cref="StateTensor.Role"/>);
+    /// key names only pick values within a role: the GHM edges among buffers, the classification
+    /// prior among convolution biases, and the backbone's gain among convolution weights.
+    /// </summary>
+    public static SeededRole RoleOf(StateTensor tensor)
     {
-        ArgumentNullException.ThrowIfNull(key);
-        ArgumentNullException.ThrowIfNull(shape);
-        int dot = key.LastIndexOf('.');
-        string module = dot < 0 ? string.Empty : key[..dot];
-        string leaf = key[(dot + 1)..];
-        bool batchNorm = IsBatchNormModule(module);
-        if (leaf == "num_batches_tracked") return SeededRole.StepCounter;
-        if (key == "bbox_head.loss_cls.edges") return SeededRole.GhmcEdges;
-        if (key == "bbox_head.loss_bbox.edges") return SeededRole.GhmrEdges;
-        if (leaf == "acc_sum") return SeededRole.GhmAccumulatedSum;
-        if (leaf == "running_mean") return SeededRole.BatchNormRunningMean;
-        if (leaf == "running_var") return SeededRole.BatchNormRunningVariance;
-        if (batchNorm && leaf == "weight") return SeededRole.BatchNormWeight;
-        if (batchNorm && leaf == "bias") return SeededRole.BatchNormBias;
-        if (leaf == "weight" && shape.Count == 4) return SeededRole.ConvWeight;
-        if (key == "bbox_head.retina_cls.bias") return SeededRole.RetinaClsBias;
-        if (leaf == "bias" && shape.Count == 1) return SeededRole.ConvBias;
-        throw new ArgumentException(
-            $"Seeded weights: no role for state key '{key}' with shape [{string.Join(", ", shape)}].", nameof(key));
-    }
-
-    private static bool IsBatchNormModule(string module)
-    {
-        if (module.EndsWith("downsample.1", StringComparison.Ordinal)) return true;
-        string last = module[(module.LastIndexOf('.') + 1)..];
-        if (!last.StartsWith("bn", StringComparison.Ordinal) || last.Length == 2) return false;
-        for (int i = 2; i < last.Length; i++)
+        ArgumentNullException.ThrowIfNull(tensor);
+        string key = tensor.Key;
+        return tensor.Role switch
         {
-            if (!char.IsAsciiDigit(last[i])) return false;
-        }
-
-        return true;
+            StateRole.ConvWeight => SeededRole.ConvWeight,
+            StateRole.ConvBias => key.EndsWith("retina_cls.bias", StringComparison.Ordinal) ? SeededRole.RetinaClsBias : SeededRole.ConvBias,
+            StateRole.BatchNormWeight => SeededRole.BatchNormWeight,
+            StateRole.BatchNormBias => SeededRole.BatchNormBias,
+            StateRole.BatchNormRunningMean => SeededRole.BatchNormRunningMean,
+            StateRole.BatchNormRunningVar => SeededRole.BatchNormRunningVariance,
+            StateRole.BatchNormBatchesTracked => SeededRole.StepCounter,
+            StateRole.Buffer when key.EndsWith("loss_cls.edges", StringComparison.Ordinal) => SeededRole.GhmcEdges,
+            StateRole.Buffer when key.EndsWith("loss_bbox.edges", StringComparison.Ordinal) => SeededRole.GhmrEdges,
+            StateRole.Buffer when key.EndsWith(".acc_sum", StringComparison.Ordinal) => SeededRole.GhmAccumulatedSum,
+            StateRole.Buffer when tensor.Kind == StateKind.Buffer => SeededRole.ZeroBuffer,
+            _ => throw new ArgumentException(
+                $"Seeded weights: '{key}' is a parameter that no convolution or batch norm owns; seed it yourself.", nameof(tensor)),
+        };
     }
 
     private static (double Low, double High) ConvWeightRange(string key, IReadOnlyList<int> shape)
@@ -239,4 +229,7 @@ public enum SeededRole
 
     /// <summary>Any other conv bias: U(-0.05, 0.05).</summary>
     ConvBias,
+
+    /// <summary>Any other declared buffer: zero.</summary>
+    ZeroBuffer,
 }

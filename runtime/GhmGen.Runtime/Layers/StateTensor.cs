@@ -10,6 +10,34 @@ public enum StateKind
     Buffer,
 }
 
+/// <summary>What a state tensor is to the layer that owns it (set by the layer types, not guessed from keys).</summary>
+public enum StateRole
+{
+    /// <summary>A buffer declared on its own (<c>[Buffer]</c>), e.g. GHM's <c>edges</c> and <c>acc_sum</c>.</summary>
+    Buffer,
+
+    /// <summary>A convolution's weight [out, in/groups, k, k].</summary>
+    ConvWeight,
+
+    /// <summary>A convolution's bias [out].</summary>
+    ConvBias,
+
+    /// <summary>A batch norm's scale (gamma).</summary>
+    BatchNormWeight,
+
+    /// <summary>A batch norm's shift (beta).</summary>
+    BatchNormBias,
+
+    /// <summary>A batch norm's running mean.</summary>
+    BatchNormRunningMean,
+
+    /// <summary>A batch norm's running variance.</summary>
+    BatchNormRunningVar,
+
+    /// <summary>A batch norm's int64 <c>num_batches_tracked</c>.</summary>
+    BatchNormBatchesTracked,
+}
+
 /// <summary>Element type of a state tensor as stored in a checkpoint.</summary>
 public enum StateElementType
 {
@@ -26,9 +54,17 @@ public enum StateElementType
 public sealed class StateTensor
 {
     /// <summary>Creates a zero-filled tensor with a fixed key and shape.</summary>
-    public StateTensor(string key, int[] shape, StateKind kind, StateElementType elementType = StateElementType.Float32)
+    /// <param name="key">Checkpoint key.</param>
+    /// <param name="shape">Shape, outermost first.</param>
+    /// <param name="kind">Parameter or buffer.</param>
+    /// <param name="elementType">Float32 or Int64.</param>
+    /// <param name="role">What it is to its layer (layers set it; a plain buffer is <see cref="StateRole.Buffer"/>).</param>
+    public StateTensor(string key, int[] shape, StateKind kind, StateElementType elementType = StateElementType.Float32, StateRole role = StateRole.Buffer)
     {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(shape);
         Key = key;
+        Role = role;
         Shape = shape;
         Kind = kind;
         ElementType = elementType;
@@ -45,6 +81,9 @@ public sealed class StateTensor
 
     /// <summary>The shape, outermost dimension first (PyTorch order). Empty for a scalar.</summary>
     public IReadOnlyList<int> Shape { get; }
+
+    /// <summary>What the tensor is to the layer that owns it.</summary>
+    public StateRole Role { get; }
 
     /// <summary>Parameter or buffer.</summary>
     public StateKind Kind { get; }

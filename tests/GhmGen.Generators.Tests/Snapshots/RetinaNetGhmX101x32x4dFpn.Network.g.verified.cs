@@ -1901,9 +1901,15 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
     /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
     public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
 
-    /// <summary>This network's 122 convolutions prepared on one backend, batch norm folded in.</summary>
+    /// <summary>
+    /// This network's 122 convolutions prepared on one backend, batch norm folded in.
+    /// Read-only once made: sessions on several threads may share it (as far as the backend allows
+    /// concurrent callers); dispose it only after every session that uses it.
+    /// </summary>
     public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork
     {
+        private bool _disposed;
+
         internal Prepared(RetinaNetGhmX101x32x4dFpn network, global::GhmGen.Backends.IBackend backend)
         {
             global::System.ArgumentNullException.ThrowIfNull(network);
@@ -2043,17 +2049,31 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
         internal global::GhmGen.Backends.IPreparedConv[] Convs { get; }
 
         /// <summary>Plans activation memory for one input size, sharing these weights.</summary>
-        public Session CreateSession(int batch, int height, int width) => new(this, batch, height, width, ownsWeights: false);
+        public Session CreateSession(int batch, int height, int width)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            return new(this, batch, height, width, ownsWeights: false);
+        }
+
+        /// <summary>Whether <see cref="Dispose"/> has run.</summary>
+        internal bool IsDisposed => _disposed;
 
         global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);
 
         /// <summary>Releases the prepared weights.</summary>
-        public void Dispose() { foreach (global::GhmGen.Backends.IPreparedConv conv in Convs) conv.Dispose(); }
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            foreach (global::GhmGen.Backends.IPreparedConv conv in Convs) conv.Dispose();
+        }
     }
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
     /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// Not thread-safe: one caller at a time (the outputs live in its buffers). Sessions of one
+    /// <see cref="Prepared"/> may run on different threads at once when the backend allows it.
     /// </summary>
     public sealed class Session : global::GhmGen.Layers.IForwardSession
     {
@@ -2063,10 +2083,12 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[405];
+        private bool _disposed;
 
         internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
         {
             if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-x101-32x4d-fpn's minimum of {MinInputSize}x{MinInputSize}");
             int[] s = Sizes(height, width);
             _weights = weights;
             _ownsWeights = ownsWeights;
@@ -2460,6 +2482,8 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
         /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major); read the outputs afterwards.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _v[0]); // image
             b.Conv2d(_convs[0], _v[0], _v[3], null, relu: true); // backbone.conv1 + bn1 + relu
@@ -2632,6 +2656,8 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
         /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
+            if (_disposed) return;
+            _disposed = true;
             foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
             if (_ownsWeights) _weights.Dispose();
         }

@@ -47,7 +47,7 @@ public sealed class SeededWeightsTests
 
         SeededWeights.Fill(tensor);
 
-        Assert.Equal(PythonRoleNames[entry.GetProperty("role").GetString()!], SeededWeights.RoleOf(tensor.Key, tensor.Shape));
+        Assert.Equal(PythonRoleNames[entry.GetProperty("role").GetString()!], SeededWeights.RoleOf(tensor));
         AssertSampleEqual(entry, tensor);
     }
 
@@ -120,8 +120,8 @@ public sealed class SeededWeightsTests
     [Fact]
     public void Fill_ConvWeightStaysWithinItsHeUniformBound()
     {
-        var grouped = new StateTensor("backbone.layer1.0.conv2.weight", [256, 8, 3, 3], StateKind.Parameter);
-        var head = new StateTensor("bbox_head.cls_convs.1.conv.weight", [256, 256, 3, 3], StateKind.Parameter);
+        var grouped = new StateTensor("backbone.layer1.0.conv2.weight", [256, 8, 3, 3], StateKind.Parameter, role: StateRole.ConvWeight);
+        var head = new StateTensor("bbox_head.cls_convs.1.conv.weight", [256, 256, 3, 3], StateKind.Parameter, role: StateRole.ConvWeight);
 
         SeededWeights.Fill(grouped);
         SeededWeights.Fill(head);
@@ -163,7 +163,7 @@ public sealed class SeededWeightsTests
     [Fact]
     public void Fill_CounterStoredAsFloat_ThrowsNamingTheKey()
     {
-        var tensor = new StateTensor("backbone.bn1.num_batches_tracked", [], StateKind.Buffer, StateElementType.Float32);
+        var tensor = new StateTensor("backbone.bn1.num_batches_tracked", [], StateKind.Buffer, StateElementType.Float32, StateRole.BatchNormBatchesTracked);
 
         ArgumentException error = Assert.Throws<ArgumentException>(() => SeededWeights.Fill(tensor));
 
@@ -180,8 +180,20 @@ public sealed class SeededWeightsTests
         bool int64 = entry.GetProperty("element_type").GetString() == "int64";
         bool buffer = key.EndsWith(".running_mean", StringComparison.Ordinal) || key.EndsWith(".running_var", StringComparison.Ordinal)
             || key.EndsWith(".num_batches_tracked", StringComparison.Ordinal) || key.StartsWith("bbox_head.loss_", StringComparison.Ordinal);
+        // The role a layer type would give it (the fixture's role names are the Python script's).
+        StateRole role = entry.GetProperty("role").GetString() switch
+        {
+            "counter" => StateRole.BatchNormBatchesTracked,
+            "bn_running_mean" => StateRole.BatchNormRunningMean,
+            "bn_running_var" => StateRole.BatchNormRunningVar,
+            "bn_weight" => StateRole.BatchNormWeight,
+            "bn_bias" => StateRole.BatchNormBias,
+            "conv_weight" => StateRole.ConvWeight,
+            "retina_cls_bias" or "conv_bias" => StateRole.ConvBias,
+            _ => StateRole.Buffer,
+        };
         var tensor = new StateTensor(key, shape, buffer ? StateKind.Buffer : StateKind.Parameter,
-            int64 ? StateElementType.Int64 : StateElementType.Float32);
+            int64 ? StateElementType.Int64 : StateElementType.Float32, role);
         // Start from garbage so that a Fill that skips elements is caught.
         tensor.Data.AsSpan().Fill(float.NaN);
         tensor.Int64Data.AsSpan().Fill(-7);

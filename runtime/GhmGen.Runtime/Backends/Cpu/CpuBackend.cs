@@ -2,15 +2,22 @@
 // (GemmConvolution + GemmMicroKernels), and SIMD, multi-threaded max-pool, nearest
 // upsample-add, add(+ReLU), ReLU and sigmoid (CpuPointwiseOps). Tensors live in HostBuffer
 // (managed float arrays, pinned for the duration of each call). Work runs on a CpuWorkerPool, so
-// a steady-state call allocates nothing. Calls on one backend must not overlap (one set of
-// per-worker scratch). Conv2d accepts residual == y (accumulate in place), not x overlapping y.
+// a steady-state call allocates nothing. Ops that use the workers or their scratch hold one lock
+// from start to end, so callers on several threads are served one op at a time (each op already
+// uses every worker). Conv2d accepts residual == y (accumulate in place), not x overlapping y.
 // Reference tests: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every op against
 // ReferenceBackend), CpuBackendAllocationTests.cs.
 using System.Runtime.InteropServices;
 
 namespace GhmGen.Backends.Cpu;
 
-/// <summary>The managed SIMD, multi-threaded CPU backend (AOT-safe).</summary>
+/// <summary>
+/// The managed SIMD, multi-threaded CPU backend (AOT-safe). Thread-safe: any number of threads
+/// may call it at once (sessions of several detectors, or several sessions of one); each op runs
+/// alone on all of the backend's workers, so concurrent callers share its threads op by op.
+/// Ops on tensors that one caller is writing must not be issued by another at the same time.
+/// After <see cref="Dispose"/> every op throws <see cref="ObjectDisposedException"/>.
+/// </summary>
 public sealed unsafe class CpuBackend : IBackend
 {
     private readonly CpuWorkerPool pool;
@@ -23,6 +30,7 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly WinogradConvolution winogradConvolution;
     private readonly SmallMapConvolution smallMapConvolution = new();
     private readonly float* zeroBias;
+    private readonly Lock gate = new();
     private long winogradInputElements;
     private bool disposed;
 
@@ -72,6 +80,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public DeviceBuffer Allocate(long elements)
     {
+        ThrowIfDisposed();
         if (elements < 0 || elements > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(elements), elements, "a CPU buffer holds 0 .. Array.MaxLength floats");
         return new HostBuffer(elements);
@@ -80,6 +89,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Upload(ReadOnlySpan<float> source, TensorView destination)
     {
+        ThrowIfDisposed();
         CheckLength(source.Length, destination);
         source.CopyTo(Span(destination));
     }
@@ -87,6 +97,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Download(TensorView source, Span<float> destination)
     {
+        ThrowIfDisposed();
         CheckLength(destination.Length, source);
         Span(source).CopyTo(destination);
     }
@@ -94,6 +105,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
+        ThrowIfDisposed();
         if (spec.InChannels <= 0 || spec.OutChannels <= 0 || spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0 || spec.Groups <= 0
             || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
             throw new ArgumentException($"invalid convolution {spec}", nameof(spec));
@@ -101,114 +113,139 @@ public sealed unsafe class CpuBackend : IBackend
             throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
         if (bias.Length != 0 && bias.Length != spec.OutChannels)
             throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
+        // Packing touches only the new object; the shared Winograd scratch grows under the lock.
         GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
         var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd);
-        if (packed.Winograd is not null) EnsureWinogradScratch(spec.InChannels);
+        if (packed.Winograd is not null)
+        {
+            lock (gate)
+            {
+                ThrowIfDisposed();
+                EnsureWinogradScratch(spec.InChannels);
+            }
+        }
         return packed;
     }
 
     /// <inheritdoc/>
     public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu)
     {
-        if (conv is not PackedConvWeights packed || (packed.Kernel != kernel && packed.Kernel != kernel.Narrow))
-            throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
-        ConvSpec s = packed.Spec;
-        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
-        if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
-            throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
-        if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
-            throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
-        if (Overlaps(x, y))
-            throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
-        if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
-            throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
-        if (x.ElementCount == 0) return;
-        Span<float> ys = Span(y);
-        ReadOnlySpan<float> xs = Span(x);
-        ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
-        // Default: at least one full block of NR tiles, and a block for every worker.
-        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
-        long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
-        if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+        lock (gate)
         {
-            fixed (float* px = xs)
-            fixed (float* py = ys)
-            fixed (float* pr = rs)
-            fixed (float* pa = wino.Panels)
-            fixed (float* pb = wino.Bias)
+            ThrowIfDisposed();
+            if (conv is not PackedConvWeights packed || (packed.Kernel != kernel && packed.Kernel != kernel.Narrow))
+                throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
+            ConvSpec s = packed.Spec;
+            int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+            if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
+                throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
+            if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
+                throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+            if (Overlaps(x, y))
+                throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
+            if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
+                throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
+            if (x.ElementCount == 0) return;
+            Span<float> ys = Span(y);
+            ReadOnlySpan<float> xs = Span(x);
+            ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
+            // Default: at least one full block of NR tiles, and a block for every worker.
+            long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
+            long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
+            if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
             {
-                int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
-                pool.Run(winogradConvolution, items);
+                fixed (float* px = xs)
+                fixed (float* py = ys)
+                fixed (float* pr = rs)
+                fixed (float* pa = wino.Panels)
+                fixed (float* pb = wino.Bias)
+                {
+                    int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
+                    pool.Run(winogradConvolution, items);
+                }
+                return;
             }
-            return;
-        }
-        if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
-        {
+            if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
+            {
+                fixed (float* px = xs)
+                fixed (float* py = ys)
+                fixed (float* pr = rs)
+                fixed (float* pa = packed.Panels)
+                fixed (float* pb = packed.Bias)
+                {
+                    int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
+                    pool.Run(smallMapConvolution, items);
+                }
+                return;
+            }
             fixed (float* px = xs)
             fixed (float* py = ys)
             fixed (float* pr = rs)
             fixed (float* pa = packed.Panels)
             fixed (float* pb = packed.Bias)
             {
-                int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
-                pool.Run(smallMapConvolution, items);
+                int items = convolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
+                pool.Run(convolution, items);
             }
-            return;
-        }
-        fixed (float* px = xs)
-        fixed (float* py = ys)
-        fixed (float* pr = rs)
-        fixed (float* pa = packed.Panels)
-        fixed (float* pb = packed.Bias)
-        {
-            int items = convolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
-            pool.Run(convolution, items);
         }
     }
 
     /// <inheritdoc/>
     public void MaxPool2d(TensorView x, TensorView y, int kernelSize, int stride, int padding)
     {
-        if (kernelSize <= 0 || stride <= 0 || padding < 0 || 2 * padding > kernelSize)
-            throw new ArgumentException($"max-pool: invalid kernel {kernelSize}, stride {stride}, padding {padding}");
-        int oh = (x.H + 2 * padding - kernelSize) / stride + 1, ow = (x.W + 2 * padding - kernelSize) / stride + 1;
-        if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
-            throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
-        ReadOnlySpan<float> xs = Span(x);
-        Span<float> ys = Span(y);
-        fixed (float* px = xs)
-        fixed (float* py = ys)
-            pool.Run(pointwise, pointwise.PrepareMaxPool(px, py, x, y, kernelSize, stride, padding));
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            if (kernelSize <= 0 || stride <= 0 || padding < 0 || 2 * padding > kernelSize)
+                throw new ArgumentException($"max-pool: invalid kernel {kernelSize}, stride {stride}, padding {padding}");
+            int oh = (x.H + 2 * padding - kernelSize) / stride + 1, ow = (x.W + 2 * padding - kernelSize) / stride + 1;
+            if (y.N != x.N || y.C != x.C || y.H != oh || y.W != ow)
+                throw new ArgumentException($"max-pool: input {x.ShapeText} does not give output {y.ShapeText}");
+            ReadOnlySpan<float> xs = Span(x);
+            Span<float> ys = Span(y);
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+                pool.Run(pointwise, pointwise.PrepareMaxPool(px, py, x, y, kernelSize, stride, padding));
+        }
     }
 
     /// <inheritdoc/>
     public void UpsampleNearestAdd(TensorView upper, TensorView lower)
     {
-        if (upper.N != lower.N || upper.C != lower.C)
-            throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
-        ReadOnlySpan<float> us = Span(upper);
-        Span<float> ls = Span(lower);
-        fixed (float* pu = us)
-        fixed (float* pl = ls)
-            pool.Run(pointwise, pointwise.PrepareUpsampleAdd(pu, pl, upper, lower));
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            if (upper.N != lower.N || upper.C != lower.C)
+                throw new ArgumentException($"upsample-add: {upper.ShapeText} and {lower.ShapeText} differ in batch or channels");
+            ReadOnlySpan<float> us = Span(upper);
+            Span<float> ls = Span(lower);
+            fixed (float* pu = us)
+            fixed (float* pl = ls)
+                pool.Run(pointwise, pointwise.PrepareUpsampleAdd(pu, pl, upper, lower));
+        }
     }
 
     /// <inheritdoc/>
     public void Add(TensorView a, TensorView b, TensorView y, bool relu)
     {
-        ReadOnlySpan<float> sa = Span(a), sb = Span(b);
-        Span<float> sy = Span(y);
-        if (sa.Length != sb.Length || sa.Length != sy.Length)
-            throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
-        fixed (float* pa = sa)
-        fixed (float* pb = sb)
-        fixed (float* py = sy)
-            pool.Run(pointwise, pointwise.PrepareElementwise(relu ? PointwiseOp.AddRelu : PointwiseOp.Add, pa, pb, py, sy.Length));
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            ReadOnlySpan<float> sa = Span(a), sb = Span(b);
+            Span<float> sy = Span(y);
+            if (sa.Length != sb.Length || sa.Length != sy.Length)
+                throw new ArgumentException($"add: shapes {a.ShapeText}, {b.ShapeText}, {y.ShapeText} differ");
+            fixed (float* pa = sa)
+            fixed (float* pb = sb)
+            fixed (float* py = sy)
+                pool.Run(pointwise, pointwise.PrepareElementwise(relu ? PointwiseOp.AddRelu : PointwiseOp.Add, pa, pb, py, sy.Length));
+        }
     }
 
     /// <inheritdoc/>
     public void Copy(TensorView source, TensorView destination)
     {
+        ThrowIfDisposed();
         if (source.ElementCount != destination.ElementCount)
             throw new ArgumentException($"copy: shapes {source.ShapeText} and {destination.ShapeText} differ");
         Span(source).CopyTo(Span(destination));
@@ -217,32 +254,43 @@ public sealed unsafe class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Relu(TensorView x, TensorView y)
     {
-        ReadOnlySpan<float> sx = Span(x);
-        Span<float> sy = Span(y);
-        if (sx.Length != sy.Length)
-            throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
-        fixed (float* px = sx)
-        fixed (float* py = sy)
-            pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Relu, px, null, py, sy.Length));
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            ReadOnlySpan<float> sx = Span(x);
+            Span<float> sy = Span(y);
+            if (sx.Length != sy.Length)
+                throw new ArgumentException($"relu: shapes {x.ShapeText} and {y.ShapeText} differ");
+            fixed (float* px = sx)
+            fixed (float* py = sy)
+                pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Relu, px, null, py, sy.Length));
+        }
     }
 
     /// <inheritdoc/>
     public void Sigmoid(TensorView x, TensorView y)
     {
-        ReadOnlySpan<float> sx = Span(x);
-        Span<float> sy = Span(y);
-        if (sx.Length != sy.Length)
-            throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
-        fixed (float* px = sx)
-        fixed (float* py = sy)
-            pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Sigmoid, px, null, py, sy.Length));
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            ReadOnlySpan<float> sx = Span(x);
+            Span<float> sy = Span(y);
+            if (sx.Length != sy.Length)
+                throw new ArgumentException($"sigmoid: shapes {x.ShapeText} and {y.ShapeText} differ");
+            fixed (float* px = sx)
+            fixed (float* py = sy)
+                pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Sigmoid, px, null, py, sy.Length));
+        }
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        if (disposed) return;
-        disposed = true;
+        lock (gate)
+        {
+            if (disposed) return;
+            disposed = true;
+        }
         pool.Dispose();
         for (int i = 0; i < scratch.Length; i++)
         {
@@ -270,6 +318,8 @@ public sealed unsafe class CpuBackend : IBackend
         }
         winogradInputElements = needed;
     }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);
 
     private static Span<float> Span(TensorView t) => HostBuffer.SpanOf(t, "the CPU backend");
 
