@@ -4,7 +4,7 @@
 namespace GhmGen.Backends;
 
 /// <summary>The slow, obviously-correct backend that the fast ones are compared against.</summary>
-public sealed class ReferenceBackend : IBackend
+public sealed partial class ReferenceBackend : ITrainingBackend
 {
     /// <inheritdoc/>
     public string Name => "reference";
