@@ -19,13 +19,14 @@ public enum IlgpuDevice
 }
 
 /// <summary>
-/// Every <see cref="IBackend"/> op as an ILGPU kernel (compiled to PTX on CUDA). Tensors stay on
+/// Every <see cref="IBackend"/> and <see cref="ITrainingBackend"/> op as an ILGPU kernel (compiled
+/// to PTX on CUDA; the backward ops are in IlgpuBackend.Backward.cs). Tensors stay on
 /// the accelerator between ops; only <see cref="Upload"/> and <see cref="Download"/> copy.
 /// Ops are queued on the default stream; <see cref="Download"/> waits for them. Thread-safe: each
 /// op is queued under one lock, so sessions on several threads share the stream op by op (the
 /// GHM-loss and detection kernel classes on the same accelerator are not covered by it).
 /// </summary>
-public sealed class IlgpuBackend : IBackend
+public sealed partial class IlgpuBackend : ITrainingBackend
 {
     private readonly Context _context;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvLaunch> _conv;
@@ -163,10 +164,7 @@ public sealed class IlgpuBackend : IBackend
     {
         lock (_gate)
         {
-            if (spec.Groups <= 0 || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
-                throw new ArgumentException($"conv {spec}: channels must divide into {spec.Groups} groups", nameof(spec));
-            if (spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0)
-                throw new ArgumentException($"conv {spec}: kernel and stride must be positive, padding non-negative", nameof(spec));
+            CheckSpec(spec);
             if (weight.Length != spec.WeightCount)
                 throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
             if (bias.Length != 0 && bias.Length != spec.OutChannels)
@@ -314,6 +312,14 @@ public sealed class IlgpuBackend : IBackend
     private static Index1D Elements(TensorView t) => new(checked((int)t.ElementCount));
 
     private static int Blocks(int count, int tile) => (count + tile - 1) / tile;
+
+    private static void CheckSpec(ConvSpec spec)
+    {
+        if (spec.Groups <= 0 || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
+            throw new ArgumentException($"conv {spec}: channels must divide into {spec.Groups} groups", nameof(spec));
+        if (spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0)
+            throw new ArgumentException($"conv {spec}: kernel and stride must be positive, padding non-negative", nameof(spec));
+    }
 
     private static void CheckLength(int length, TensorView t)
     {

@@ -65,4 +65,57 @@ public sealed class CudaTests
             TestTensors.Close(Run(reference), Run(cuda), 1e-4f, 1e-4f);
         }
     }
+
+    [CudaFact]
+    public void BackwardOpsAgreeWithReferenceOnCuda()
+    {
+        using IlgpuBackend cuda = IlgpuBackend.Create(IlgpuDevice.Cuda);
+        var reference = new ReferenceBackend();
+        var random = new Random(6);
+        ConvSpec[] specs = [new(3, 16, 7, 2, 3, 1), new(64, 64, 3, 2, 1, 32), new(64, 40, 1, 1, 0, 1)];
+        foreach (ConvSpec spec in specs)
+        {
+            float[] weight = TestTensors.Random(random, spec.WeightCount, 0.2f);
+            float[] input = TestTensors.Random(random, 2L * spec.InChannels * 37 * 45);
+            int oh = spec.OutputSize(37), ow = spec.OutputSize(45);
+            float[] gradient = TestTensors.Random(random, 2L * spec.OutChannels * oh * ow);
+            float[] start = TestTensors.Random(random, spec.WeightCount + spec.OutChannels + input.Length);
+
+            float[] Run(ITrainingBackend b)
+            {
+                using IPreparedConv conv = b.PrepareConv(spec, weight, []);
+                TensorView x = TestTensors.Put(b, 2, spec.InChannels, 37, 45, input);
+                TensorView dy = TestTensors.Put(b, 2, spec.OutChannels, oh, ow, gradient);
+                TensorView dx = TestTensors.Put(b, 2, spec.InChannels, 37, 45, start[..input.Length]);
+                TensorView dw = TestTensors.Put(b, 1, 1, 1, (int)spec.WeightCount, start[..(int)spec.WeightCount]);
+                TensorView db = TestTensors.Put(b, 1, 1, 1, spec.OutChannels, start[..spec.OutChannels]);
+                b.Conv2dBackwardData(conv, dy, dx, accumulate: true);
+                b.Conv2dBackwardWeights(spec, x, dy, dw, db, accumulate: true);
+                return [.. TestTensors.Get(b, dx), .. TestTensors.Get(b, dw), .. TestTensors.Get(b, db)];
+            }
+
+            // Float sums of up to 2 * 19 * 23 products (FMA-contracted) against double sums.
+            TestTensors.Close(Run(reference), Run(cuda), 1e-4f, 1e-4f);
+        }
+
+        float[] pooled = TestTensors.Random(random, 2 * 8 * 37 * 45);
+        float[] poolGradient = TestTensors.Random(random, 2 * 8 * 19 * 23);
+        float[] upper = TestTensors.Random(random, 2 * 8 * 13 * 17);
+
+        (float[] Pool, float[] Upsample) RunOthers(ITrainingBackend b)
+        {
+            TensorView x = TestTensors.Put(b, 2, 8, 37, 45, pooled);
+            TensorView dy = TestTensors.Put(b, 2, 8, 19, 23, poolGradient);
+            TensorView dx = new(b.Allocate(x.ElementCount), 0, 2, 8, 37, 45);
+            b.MaxPool2dBackward(x, dy, dx, 3, 2, 1, accumulate: false);
+            TensorView dUpper = TestTensors.Put(b, 2, 8, 13, 17, upper);
+            b.UpsampleNearestBackward(dx, dUpper, accumulate: true);  // 13x17 <- 37x45
+            return (TestTensors.Get(b, dx), TestTensors.Get(b, dUpper));
+        }
+
+        var (refPool, refUpsample) = RunOthers(reference);
+        var (cudaPool, cudaUpsample) = RunOthers(cuda);
+        TestTensors.Close(refPool, cudaPool, 1e-6f, 1e-6f);
+        TestTensors.Close(refUpsample, cudaUpsample, 1e-5f, 1e-5f);
+    }
 }

@@ -73,4 +73,19 @@ public sealed class PtxCompileTests
         Assert.Contains("[2048]", ptx);
         Assert.Contains("ld.shared.f32", ptx);
     }
+
+    [Fact]
+    public void WeightGradientReducesWithWarpShuffles()
+    {
+        KernelEntry kernel = KernelCatalog.All.Single(k => k.Name == nameof(BackwardKernels.ConvBackwardWeights));
+        using Context context = Context.Create(b => b.Cuda().EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_80), CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, nvvmAPI: null);
+
+        string ptx = ((PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), KernelSpecialization.Empty)).PTXAssembly;
+
+        // One warp per gradient element: lanes combine through shuffles, with no atomics.
+        Assert.Contains("shfl.sync.down", ptx);
+        Assert.DoesNotContain("atom.global", ptx);
+        Assert.DoesNotContain("red.global", ptx);
+    }
 }

@@ -58,9 +58,15 @@ internal static class TensorKernels
     {
         int plane = p.LowerHeight * p.LowerWidth;
         int nc = i / plane, q = i % plane, ly = q / p.LowerWidth, lx = q % p.LowerWidth;
-        // PyTorch 'nearest': scale = (float)in / out in float32, src = min(floor(dst * scale), in - 1).
-        int sy = XMath.Min((int)XMath.Floor(ly * ((float)p.UpperHeight / p.LowerHeight)), p.UpperHeight - 1);
-        int sx = XMath.Min((int)XMath.Floor(lx * ((float)p.UpperWidth / p.LowerWidth)), p.UpperWidth - 1);
+        int sy = NearestSource(ly, (float)p.UpperHeight / p.LowerHeight, p.UpperHeight);
+        int sx = NearestSource(lx, (float)p.UpperWidth / p.LowerWidth, p.UpperWidth);
         lower[i] += upper[(nc * p.UpperHeight + sy) * p.UpperWidth + sx];
     }
+
+    /// <summary>
+    /// PyTorch 'nearest': scale = (float)in / out in float32, src = min(floor(dst * scale), in - 1).
+    /// Shared by the forward op and its gradient (BackwardKernels.UpsampleNearestBackward).
+    /// </summary>
+    public static int NearestSource(int destination, float scale, int inSize) =>
+        XMath.Min((int)XMath.Floor(destination * scale), inSize - 1);
 }
