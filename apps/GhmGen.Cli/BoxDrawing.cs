@@ -38,7 +38,11 @@ internal static class BoxDrawing
         [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40],
     ];
 
-    /// <summary>Writes <paramref name="image"/> with every detection drawn to <paramref name="path"/> (PNG; folder created).</summary>
+    /// <summary>
+    /// Writes <paramref name="image"/> with every detection drawn to <paramref name="path"/> (PNG;
+    /// its folder is created). Throws <see cref="IOException"/> or <see cref="UnauthorizedAccessException"/>
+    /// when it cannot be written, leaving no temporary file.
+    /// </summary>
     public static void Save(string path, RgbImage image, IReadOnlyList<DetectedObject> detections, IReadOnlyList<string> classNames)
     {
         byte[] pixels = (byte[])image.Rgb.Clone();
@@ -70,10 +74,31 @@ internal static class BoxDrawing
         }
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
+        // Written beside the destination and renamed, so a failure leaves no half-written PNG.
         string temp = path + ".tmp-" + Guid.NewGuid().ToString("N");
-        using (var stream = File.Create(temp))
-            new ImageWriter().WritePng(pixels, w, h, ColorComponents.RedGreenBlue, stream);
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+                new ImageWriter().WritePng(pixels, w, h, ColorComponents.RedGreenBlue, stream);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            DeleteQuietly(temp);
+            throw;
+        }
+    }
+
+    private static void DeleteQuietly(string path)
+    {
+        try
+        {
+            File.Delete(path); // no-op when it was never created
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The failure being reported is the one that matters.
+        }
     }
 
     private static int Clamp(int v, int size) => Math.Clamp(v, 0, size - 1);

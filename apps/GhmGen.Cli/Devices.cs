@@ -15,7 +15,8 @@ internal static class Devices
     /// <summary>
     /// Creates the backend for <paramref name="device"/>: <c>cpu</c>, <c>cuda</c> (first CUDA
     /// device), or <c>auto</c> (CUDA when there is one, else the CPU).
-    /// <paramref name="threads"/> applies to the CPU backend (0 = all cores).
+    /// <paramref name="threads"/> applies to the CPU backend (0 = all cores). Throws
+    /// <see cref="UsageException"/> when <c>cuda</c> is asked for and this build or machine has none.
     /// </summary>
     public static IBackend Create(string device, int threads)
     {
@@ -25,9 +26,16 @@ internal static class Devices
                 return new CpuBackend(threads);
             case "cuda":
 #if GHM_GPU
-                return IlgpuBackend.Create(IlgpuDevice.Cuda);
+                try
+                {
+                    return IlgpuBackend.Create(IlgpuDevice.Cuda);
+                }
+                catch (InvalidOperationException e)
+                {
+                    throw new UsageException($"--device cuda: {e.Message}", e);
+                }
 #else
-                throw new InvalidOperationException(
+                throw new UsageException(
                     "--device cuda needs the JIT build of ghm (dotnet run --project apps/GhmGen.Cli, or dotnet publish without PublishAot): " +
                     "this NativeAOT binary leaves out the ILGPU backend, which generates GPU code at run time");
 #endif
@@ -37,7 +45,7 @@ internal static class Devices
 #endif
                 return new CpuBackend(threads);
             default:
-                throw new ArgumentException($"--device '{device}' is not one of {string.Join(", ", Names)}", nameof(device));
+                throw new UsageException($"--device '{device}' is not one of {string.Join(", ", Names)}");
         }
     }
 }

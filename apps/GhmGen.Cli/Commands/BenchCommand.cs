@@ -11,45 +11,47 @@ namespace GhmGen.Cli.Commands;
 /// <summary><c>ghm bench</c>: times the forward pass of a model on random input.</summary>
 internal static class BenchCommand
 {
+    /// <summary>Largest accepted <c>--runs</c>.</summary>
+    public const int MaxRuns = 100_000;
+
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model name (see ghm models)", Required = true };
+        Option<string> model = CommonOptions.Model();
         var size = new Option<string>("--size") { Description = "Input HxW, e.g. 800x1216", DefaultValueFactory = _ => "800x1216" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var runs = new Option<int>("--runs") { Description = "Timed forward passes after one warm-up", DefaultValueFactory = _ => 5 };
-        var device = new Option<string>("--device") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto" };
-        device.AcceptOnlyFromAmong(Devices.Names);
+        size.Validators.Add(result =>
+        {
+            string? text = result.GetValueOrDefault<string>();
+            if (text is not null && !TryParseSize(text, out _)) result.AddError(SizeError(text));
+        });
+        Option<int> threads = CommonOptions.Threads();
+        Option<int> runs = CommonOptions.Int("--runs", "Timed forward passes after one warm-up", defaultValue: 5, min: 1, max: MaxRuns);
+        Option<string> device = CommonOptions.Device();
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var command = new Command("bench", "Time the forward pass of a model on random input (1 warm-up, then --runs timed passes)")
         {
             model, size, threads, runs, device, json,
         };
-        command.SetAction(parse =>
-        {
-            TextWriter output = parse.InvocationConfiguration.Output, error = parse.InvocationConfiguration.Error;
-            try
-            {
-                return Run(parse.GetValue(model)!, parse.GetValue(size)!, parse.GetValue(threads), parse.GetValue(runs),
-                    parse.GetValue(device)!, parse.GetValue(json), output);
-            }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-            {
-                error.WriteLine($"ghm bench: {e.Message}");
-                return 2;
-            }
-        });
+        command.SetAction(parse => Run(parse.GetValue(model)!, ParseSize(parse.GetValue(size)!), parse.GetValue(threads), parse.GetValue(runs),
+            parse.GetValue(device)!, parse.GetValue(json), parse.InvocationConfiguration.Output));
         return command;
     }
 
-    /// <summary>Parses "HxW" (positive integers).</summary>
-    public static (int Height, int Width) ParseSize(string text)
+    /// <summary>Parses "HxW" (sides between 1 and 8192); throws <see cref="UsageException"/> otherwise.</summary>
+    public static (int Height, int Width) ParseSize(string text) =>
+        TryParseSize(text, out var size) ? size : throw new UsageException(SizeError(text));
+
+    private static bool TryParseSize(string text, out (int Height, int Width) size)
     {
         string[] parts = text.Split('x', 'X');
+        size = default;
         if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int h)
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int w) || h < 1 || w < 1 || h > 8192 || w > 8192)
-            throw new ArgumentException($"--size '{text}' is not HxW with sides between 1 and 8192, e.g. 800x1216");
-        return (h, w);
+            return false;
+        size = (h, w);
+        return true;
     }
+
+    private static string SizeError(string text) => $"--size '{text}' is not HxW with sides between 1 and 8192, e.g. 800x1216";
 
     /// <summary>
     /// Prepares the weights on the backend, then lets the network's own copy go before activation
@@ -63,17 +65,22 @@ internal static class BenchCommand
         return prepared;
     }
 
-    private static int Run(string modelName, string sizeText, int threads, int runs, string deviceName, bool json, TextWriter output)
+    private static int Run(string modelName, (int Height, int Width) size, int threads, int runs, string deviceName, bool json, TextWriter output)
     {
         ModelInfo info = ModelRegistry.Get(modelName);
-        (int height, int width) = ParseSize(sizeText);
-        if (runs < 1) throw new ArgumentException($"--runs {runs} must be at least 1");
-        if (threads < 0) throw new ArgumentException($"--threads {threads} must be 0 (all cores) or more");
-        info.OutputShapes(height, width); // validates the size for this model
+        (int height, int width) = size;
+        try
+        {
+            info.OutputShapes(height, width);
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            throw new UsageException($"--size {height}x{width} is too small for {info.Name}: a feature map shrinks to nothing");
+        }
 
         INetwork network = info.Create();
         SeededWeights.Fill(network);
-        float[] input = new float[3L * height * width > int.MaxValue ? throw new ArgumentException("--size is too large") : 3 * height * width];
+        float[] input = new float[3 * height * width]; // at most 3 * 8192 * 8192 < 2^31
         var random = new Random(1);
         for (int i = 0; i < input.Length; i++) input[i] = (float)(random.NextDouble() * 4 - 2);
 

@@ -29,8 +29,7 @@ internal static class CheckpointCommand
             parseResult.GetValue(file)!,
             parseResult.GetValue(json),
             candidates,
-            parseResult.InvocationConfiguration.Output,
-            parseResult.InvocationConfiguration.Error));
+            parseResult.InvocationConfiguration.Output));
         return new Command("checkpoint", "Inspect PyTorch checkpoint files, or write one with seeded test weights.") { inspect, SeedCommand() };
     }
 
@@ -41,8 +40,8 @@ internal static class CheckpointCommand
     /// </summary>
     private static Command SeedCommand()
     {
-        var model = new Option<string>("--model") { Description = "Model name (see ghm models)", Required = true };
-        var outPath = new Option<string>("--out") { Description = "Where to write the .pth file", Required = true };
+        Option<string> model = CommonOptions.Model();
+        var outPath = new Option<string>("--out") { Description = "Where to write the .pth file (its folder must exist)", Required = true };
         var seed = new Command("seed", "Write a checkpoint of a model with deterministic test weights (not trained: detections are meaningless).")
         {
             model,
@@ -50,39 +49,43 @@ internal static class CheckpointCommand
         };
         seed.SetAction(parse =>
         {
+            string path = parse.GetValue(outPath)!;
+            OutputTargets.CheckFile("--out", path);
+            GhmGen.Models.ModelInfo info = GhmGen.Models.ModelRegistry.Get(parse.GetValue(model)!);
+            GhmGen.Layers.INetwork network = info.Create();
+            GhmGen.Layers.SeededWeights.Fill(network);
             try
             {
-                GhmGen.Models.ModelInfo info = GhmGen.Models.ModelRegistry.Get(parse.GetValue(model)!);
-                GhmGen.Layers.INetwork network = info.Create();
-                GhmGen.Layers.SeededWeights.Fill(network);
-                TorchCheckpoint.Write(parse.GetValue(outPath)!, network,
+                TorchCheckpoint.Write(path, network,
                     PickleValue.NewDict([new KeyValuePair<string, PickleValue>("model", PickleValue.FromString(info.Name)),
                         new KeyValuePair<string, PickleValue>("weights", PickleValue.FromString("GhmGen SeededWeights (untrained test weights)"))]));
-                return 0;
             }
-            catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                parse.InvocationConfiguration.Error.WriteLine($"ghm checkpoint seed: {e.Message}");
-                return 2;
+                throw new UsageException($"--out '{path}' cannot be written: {OutputTargets.Reason(e, path)}", e);
             }
+            return ExitCodes.Success;
         });
         return seed;
     }
 
-    private static int Inspect(string path, bool asJson, Func<IEnumerable<StateLayout>> candidates, TextWriter output, TextWriter error)
+    private static int Inspect(string path, bool asJson, Func<IEnumerable<StateLayout>> candidates, TextWriter output)
     {
+        TorchCheckpoint checkpoint;
         try
         {
-            using TorchCheckpoint checkpoint = TorchCheckpoint.Read(path);
-            CheckpointMatch? match = CheckpointMatcher.Match(checkpoint.Tensors, candidates());
-            if (asJson) WriteJson(checkpoint, match, output);
-            else WriteText(checkpoint, match, output);
-            return 0;
+            checkpoint = TorchCheckpoint.Read(path);
         }
         catch (CheckpointFormatException e)
         {
-            error.WriteLine(e.Message);
-            return 1;
+            throw new UsageException(e.Message, e);
+        }
+        using (checkpoint)
+        {
+            CheckpointMatch? match = CheckpointMatcher.Match(checkpoint.Tensors, candidates());
+            if (asJson) WriteJson(checkpoint, match, output);
+            else WriteText(checkpoint, match, output);
+            return ExitCodes.Success;
         }
     }
 

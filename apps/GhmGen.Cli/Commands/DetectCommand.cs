@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
 using GhmGen.Detection;
@@ -8,22 +7,33 @@ using GhmGen.Models;
 
 namespace GhmGen.Cli.Commands;
 
-/// <summary><c>ghm detect</c>: images in, COCO-style detections out.</summary>
+/// <summary>
+/// <c>ghm detect</c>: images in, COCO-style detections out. Inputs, model, checkpoint and output
+/// paths are checked before the first image (exit 2); a bad image is reported and skipped, and an
+/// output file that cannot be written is reported, both making the exit code 1 at the end.
+/// </summary>
 internal static class DetectCommand
 {
-    private static readonly string[] ImageExtensions = [".jpg", ".jpeg", ".png"];
-
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model name (see ghm models)", Required = true };
+        Option<string> model = CommonOptions.Model();
         var checkpoint = new Option<string>("--checkpoint") { Description = "mmdetection .pth checkpoint of that model", Required = true };
-        var scoreThr = new Option<float>("--score-thr") { Description = "Score threshold", DefaultValueFactory = _ => 0.05f };
-        var outPath = new Option<string?>("--out") { Description = "Write the JSON results here instead of standard output" };
-        var draw = new Option<string?>("--draw") { Description = "Write each image with labelled boxes as PNG into this folder" };
-        var saveRaw = new Option<string?>("--save-raw") { Description = "Write each image's ten head outputs as .npy files into this folder" };
-        var device = new Option<string>("--device") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto" };
-        device.AcceptOnlyFromAmong(Devices.Names);
-        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        Option<float> scoreThr = CommonOptions.Float("--score-thr", "Score threshold, in [0, 1)", defaultValue: 0.05f, min: 0f, maxExclusive: 1f);
+        var outPath = new Option<string?>("--out")
+        {
+            Description = "Write the results to this file instead of standard output: a .jsonl file gets one JSON object per line, " +
+                "written as images are done; any other file a JSON array, replaced in one step at the end",
+        };
+        var draw = new Option<string?>("--draw")
+        {
+            Description = "Write each image with labelled boxes into this folder as NAME.png (NAME as in the results, e.g. x.jpg.png); created if its parent exists",
+        };
+        var saveRaw = new Option<string?>("--save-raw")
+        {
+            Description = "Write each image's ten head outputs as .npy files into the folder NAME in this folder; created if its parent exists",
+        };
+        Option<string> device = CommonOptions.Device();
+        Option<int> threads = CommonOptions.Threads();
         var inputs = new Argument<string[]>("images") { Description = "Image files or folders (JPEG, PNG)", Arity = ArgumentArity.OneOrMore };
         var command = new Command("detect", "Detect objects in images with a RetinaNet-GHM checkpoint")
         {
@@ -39,64 +49,115 @@ internal static class DetectCommand
     private static int Run(string modelName, string checkpointPath, float scoreThr, string? outPath, string? drawDir, string? rawDir,
         string deviceName, int threads, string[] inputs, TextWriter output, TextWriter error)
     {
-        if (!(scoreThr >= 0 && scoreThr < 1))
+        // Everything that can be checked is checked before the model is loaded.
+        IReadOnlyList<InputImage> images = InputImages.Expand(inputs);
+        DetectOutputs outputs = DetectOutputs.Check(outPath, drawDir, rawDir, images);
+
+        using IBackend backend = Devices.Create(deviceName, threads);
+        using Detector detector = Load(modelName, checkpointPath, backend);
+        using DetectionsWriter results = DetectionsWriter.Open(outPath, output, detector.ClassNames);
+        outputs.CreateFolders();
+
+        var options = PostProcessOptions.Default with { ScoreThreshold = scoreThr };
+        int skipped = 0, warned = 0, unwritten = 0;
+        bool progress = !Console.IsErrorRedirected && ReferenceEquals(error, Console.Error);
+        void Report(string message)
         {
-            error.WriteLine($"ghm detect: --score-thr {scoreThr} must be in [0, 1)");
-            return 2;
+            if (progress) error.WriteLine();
+            error.WriteLine($"ghm detect: {message}");
         }
-        List<string> images;
-        Detector detector;
-        IBackend backend;
+
+        for (int i = 0; i < images.Count; i++)
+        {
+            InputImage image = images[i];
+            if (progress) error.Write($"\r{Bar(i, images.Count)} {i}/{images.Count} {image.Name,-40}");
+            DecodedImage decoded;
+            try
+            {
+                decoded = ImageDecoder.DecodeWithWarnings(image.Path);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException)
+            {
+                Report($"skipped '{image.Path}': {e.Message}");
+                skipped++;
+                continue;
+            }
+            foreach (string warning in decoded.Warnings) Report($"warning: {warning}");
+            if (decoded.Warnings.Count > 0) warned++;
+
+            DetectionResult result = detector.Detect(decoded.Image, options, keepRaw: outputs.SavesRaw);
+            results.Add(image.Name, result.Objects);
+            if (outputs.SavesRaw && !TryWrite(() => SaveRaw(outputs.RawFolder(image), result.Raw!), $"the raw outputs of '{image.Path}'", outputs.RawFolder(image), Report))
+                unwritten++;
+            if (outputs.Draws && !TryWrite(() => BoxDrawing.Save(outputs.DrawingPath(image), decoded.Image, result.Objects, detector.ClassNames),
+                    $"the drawing of '{image.Path}'", outputs.DrawingPath(image), Report))
+                unwritten++;
+        }
+        if (progress) error.WriteLine($"\r{Bar(images.Count, images.Count)} {images.Count}/{images.Count} done{new string(' ', 40)}");
+        results.Complete();
+
+        if (skipped > 0) error.WriteLine($"ghm detect: {skipped} of {images.Count} images skipped");
+        if (warned > 0) error.WriteLine($"ghm detect: {warned} of {images.Count} images decoded with warnings");
+        if (unwritten > 0) error.WriteLine($"ghm detect: {unwritten} drawings or raw outputs could not be written");
+        return skipped + warned + unwritten > 0 ? ExitCodes.Incomplete : ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// Loads the checkpoint into the model; a file that is not a checkpoint, or one of another
+    /// model, is a <see cref="UsageException"/> with a short report.
+    /// </summary>
+    private static Detector Load(string modelName, string checkpointPath, IBackend backend)
+    {
         try
         {
-            images = ExpandInputs(inputs);
-            backend = Devices.Create(deviceName, threads);
-            detector = Detector.Load(modelName, checkpointPath, backend);
+            return Detector.Load(modelName, checkpointPath, backend);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or CheckpointFormatException or CheckpointMismatchException or IOException or UnauthorizedAccessException)
+        catch (CheckpointFormatException e)
         {
-            error.WriteLine($"ghm detect: {e.Message}");
-            return 2;
+            throw new UsageException(e.Message, e);
         }
-
-        using (backend)
-        using (detector)
+        catch (CheckpointMismatchException e)
         {
-            var options = PostProcessOptions.Default with { ScoreThreshold = scoreThr };
-            var results = new List<(string Image, DetectedObject Object)>();
-            int failed = 0;
-            bool progress = !Console.IsErrorRedirected && ReferenceEquals(error, Console.Error);
-            for (int i = 0; i < images.Count; i++)
-            {
-                string path = images[i];
-                if (progress) error.Write($"\r{Bar(i, images.Count)} {i}/{images.Count} {Path.GetFileName(path),-40}");
-                try
-                {
-                    RgbImage image = ImageDecoder.Decode(path);
-                    DetectionResult result = detector.Detect(image, options, keepRaw: rawDir is not null);
-                    foreach (DetectedObject o in result.Objects) results.Add((Path.GetFileName(path), o));
-                    if (rawDir is not null) SaveRaw(rawDir, path, result.Raw!);
-                    if (drawDir is not null) BoxDrawing.Save(Path.Combine(drawDir, Path.GetFileNameWithoutExtension(path) + ".png"), image, result.Objects, detector.ClassNames);
-                }
-                catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
-                {
-                    if (progress) error.WriteLine();
-                    error.WriteLine($"ghm detect: skipped '{path}': {e.Message}");
-                    failed++;
-                }
-            }
-            if (progress) error.WriteLine($"\r{Bar(images.Count, images.Count)} {images.Count}/{images.Count} done{new string(' ', 40)}");
+            throw new UsageException(MismatchMessage(e, checkpointPath), e);
+        }
+    }
 
-            string json = ToJson(results, detector.ClassNames);
-            if (outPath is null) output.WriteLine(json);
-            else
+    /// <summary>
+    /// The counts and first keys of each kind (the exception's message), then which registered
+    /// model the file is for, if any: a checkpoint of another model differs in hundreds of keys.
+    /// </summary>
+    internal static string MismatchMessage(CheckpointMismatchException e, string checkpointPath)
+    {
+        string verdict;
+        try
+        {
+            using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
+            CheckpointMatch? match = CheckpointMatcher.Match(checkpoint.Tensors, ModelRegistry.All.Select(m => StateLayout.From(m.Create())));
+            verdict = match switch
             {
-                string temp = outPath + ".tmp-" + Guid.NewGuid().ToString("N");
-                File.WriteAllText(temp, json + "\n");
-                File.Move(temp, outPath, overwrite: true);
-            }
-            if (failed > 0) error.WriteLine($"ghm detect: {failed} of {images.Count} images could not be read");
-            return failed > 0 ? 1 : 0;
+                { IsExact: true } => $"the file is a checkpoint of {match.Model}: use --model {match.Model}",
+                null => "there are no registered models to compare it with",
+                _ => $"the file matches no registered model (the closest, {match.Model}, differs in {match.Differences} keys)",
+            };
+        }
+        catch (CheckpointFormatException)
+        {
+            verdict = "the file could not be read again to compare it with the registered models";
+        }
+        return string.Join(Environment.NewLine, e.Message, "  " + verdict, $"  ('ghm checkpoint inspect {checkpointPath}' lists every key)");
+    }
+
+    private static bool TryWrite(Action write, string what, string path, Action<string> report)
+    {
+        try
+        {
+            write();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            report($"could not write {what} to '{path}': {OutputTargets.Reason(e, path)}");
+            return false;
         }
     }
 
@@ -106,57 +167,13 @@ internal static class DetectCommand
         return "[" + new string('#', filled) + new string('.', 20 - filled) + "]";
     }
 
-    /// <summary>Files as given; folders expand to their JPEG and PNG files, sorted by name.</summary>
-    private static List<string> ExpandInputs(string[] inputs)
+    private static void SaveRaw(string folder, HeadOutputs raw)
     {
-        var images = new List<string>();
-        foreach (string input in inputs)
-        {
-            if (Directory.Exists(input))
-                images.AddRange(Directory.GetFiles(input)
-                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-                    .OrderBy(f => f, StringComparer.Ordinal));
-            else images.Add(input);
-        }
-        if (images.Count == 0) throw new ArgumentException("no images found in " + string.Join(", ", inputs));
-        return images;
-    }
-
-    private static void SaveRaw(string dir, string imagePath, HeadOutputs raw)
-    {
-        string folder = Path.Combine(dir, Path.GetFileNameWithoutExtension(imagePath));
         Directory.CreateDirectory(folder);
         for (int i = 0; i < raw.Names.Length; i++)
         {
             (int c, int h, int w) = raw.Shapes[i];
             NpyWriter.Write(Path.Combine(folder, raw.Names[i] + ".npy"), raw.Values[i], 1, c, h, w);
         }
-    }
-
-    private static string ToJson(List<(string Image, DetectedObject Object)> results, IReadOnlyList<string> classNames)
-    {
-        using var stream = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
-        {
-            writer.WriteStartArray();
-            foreach ((string image, DetectedObject o) in results)
-            {
-                CocoResult coco = CocoCategories.ToCocoResult(o);
-                writer.WriteStartObject();
-                writer.WriteString("image", image);
-                writer.WriteStartArray("bbox");
-                writer.WriteNumberValue(Math.Round(coco.X, 3));
-                writer.WriteNumberValue(Math.Round(coco.Y, 3));
-                writer.WriteNumberValue(Math.Round(coco.Width, 3));
-                writer.WriteNumberValue(Math.Round(coco.Height, 3));
-                writer.WriteEndArray();
-                writer.WriteNumber("score", Math.Round(o.Score, 5));
-                writer.WriteNumber("category_id", coco.CategoryId);
-                writer.WriteString("label", classNames[o.Label]);
-                writer.WriteEndObject();
-            }
-            writer.WriteEndArray();
-        }
-        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
     }
 }

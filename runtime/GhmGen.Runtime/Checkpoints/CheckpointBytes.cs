@@ -82,7 +82,7 @@ internal abstract class CheckpointBytes : IDisposable
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                throw new CheckpointFormatException(name, $"cannot open '{path}': {e.Message}", e);
+                throw new CheckpointFormatException(name, $"cannot open '{path}': {OpenFailure(path, e)}", e);
             }
             long length = stream.Length;
             if (length == 0)
@@ -104,6 +104,15 @@ internal abstract class CheckpointBytes : IDisposable
                 throw new CheckpointFormatException(name, $"cannot map '{path}': {e.Message}", e);
             }
         }
+
+        /// <summary>Why a checkpoint file could not be opened, in words (not .NET's message, which repeats the full path).</summary>
+        private static string OpenFailure(string path, Exception e) => e switch
+        {
+            FileNotFoundException or DirectoryNotFoundException => "no such file",
+            UnauthorizedAccessException when Directory.Exists(path) => "it is a folder",
+            UnauthorizedAccessException => "permission denied",
+            _ => e.Message,
+        };
 
         protected override ReadOnlySpan<byte> SliceUnchecked(long offset, int length)
         {

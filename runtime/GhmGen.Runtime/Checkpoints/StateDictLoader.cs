@@ -20,21 +20,50 @@ public sealed record LoadReport(
     /// <summary>Whether every network key was loaded and the checkpoint had nothing else.</summary>
     public bool IsComplete => Missing.Count == 0 && Unexpected.Count == 0 && Mismatched.Count == 0;
 
+    /// <summary>The counts: "N loaded, N missing, N unexpected, N mismatched".</summary>
+    public string Counts => $"{Loaded.Count} loaded, {Missing.Count} missing, {Unexpected.Count} unexpected, {Mismatched.Count} mismatched";
+
     /// <summary>A multi-line description listing every missing, unexpected and mismatched key.</summary>
-    public string Describe()
+    public string Describe() => Describe(int.MaxValue);
+
+    /// <summary>
+    /// The counts, then at most <paramref name="perKind"/> missing, unexpected and mismatched keys
+    /// each, with "... and N more" for the rest (a checkpoint of another model differs in hundreds).
+    /// </summary>
+    public string Describe(int perKind)
     {
-        var lines = new List<string> { $"{Loaded.Count} loaded, {Missing.Count} missing, {Unexpected.Count} unexpected, {Mismatched.Count} mismatched" };
-        lines.AddRange(Missing.Select(k => "  missing in checkpoint: " + k));
-        lines.AddRange(Unexpected.Select(k => "  unexpected in checkpoint: " + k));
-        lines.AddRange(Mismatched.Select(m => "  mismatched: " + m));
+        ArgumentOutOfRangeException.ThrowIfNegative(perKind);
+        var lines = new List<string> { Counts };
+        AddFirst(lines, "missing in checkpoint", "missing", Missing, perKind);
+        AddFirst(lines, "unexpected in checkpoint", "unexpected", Unexpected, perKind);
+        AddFirst(lines, "mismatched", "mismatched", Mismatched.Select(m => m.ToString()).ToList(), perKind);
         return string.Join(Environment.NewLine, lines);
+    }
+
+    private static void AddFirst(List<string> lines, string label, string kind, IReadOnlyList<string> items, int limit)
+    {
+        lines.AddRange(items.Take(limit).Select(item => $"  {label}: {item}"));
+        if (items.Count > limit) lines.Add($"  ... and {items.Count - limit} more {kind}");
     }
 }
 
-/// <summary>A strict load found keys missing, unexpected or of the wrong shape; nothing was loaded.</summary>
+/// <summary>
+/// A strict load found keys missing, unexpected or of the wrong shape; nothing was loaded. The
+/// message names the first <see cref="MessageKeysPerKind"/> keys of each kind; <see cref="Report"/>
+/// has them all.
+/// </summary>
 public sealed class CheckpointMismatchException(string fileName, string networkName, LoadReport report)
-    : Exception($"checkpoint '{fileName}' does not fit network '{networkName}': {report.Describe()}")
+    : Exception($"checkpoint '{fileName}' does not fit network '{networkName}': {report.Describe(MessageKeysPerKind)}")
 {
+    /// <summary>Keys of each kind (missing, unexpected, mismatched) named in the message.</summary>
+    public const int MessageKeysPerKind = 5;
+
+    /// <summary>The checkpoint file (or display name).</summary>
+    public string FileName { get; } = fileName;
+
+    /// <summary>The network it was loaded into.</summary>
+    public string NetworkName { get; } = networkName;
+
     /// <summary>The full comparison.</summary>
     public LoadReport Report { get; } = report;
 }
@@ -48,8 +77,8 @@ public static class StateDictLoader
 {
     /// <summary>
     /// Loads <paramref name="checkpoint"/> into <paramref name="network"/>. Strict: any missing,
-    /// unexpected or mismatched key throws one <see cref="CheckpointMismatchException"/> naming
-    /// them all, before anything is changed. Not strict: loads what matches and reports the rest.
+    /// unexpected or mismatched key throws one <see cref="CheckpointMismatchException"/> that
+    /// reports them all, before anything is changed. Not strict: loads what matches and reports the rest.
     /// </summary>
     public static LoadReport Load(INetwork network, TorchCheckpoint checkpoint, bool strict = true)
     {

@@ -1,12 +1,10 @@
-using System.CommandLine;
 using System.Text.Json;
 using GhmGen.Checkpoints;
-using GhmGen.Cli.Commands;
 using GhmGen.Layers;
 
 namespace GhmGen.Cli.Tests.Commands;
 
-/// <summary><c>ghm checkpoint inspect</c> run through System.CommandLine with captured output.</summary>
+/// <summary><c>ghm checkpoint inspect</c> run through <see cref="GhmCommand.Run"/> with captured output and given candidate layouts.</summary>
 public sealed class CheckpointCommandTests
 {
     private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "Checkpoints", name);
@@ -23,10 +21,9 @@ public sealed class CheckpointCommandTests
 
     private static (int Code, string Output, string Error) Run(IEnumerable<StateLayout> candidates, params string[] args)
     {
-        var root = new RootCommand { CheckpointCommand.Create(() => candidates) };
         var output = new StringWriter();
         var error = new StringWriter();
-        int code = root.Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+        int code = GhmCommand.Run(args, output, error, () => candidates);
         return (code, output.ToString(), error.ToString());
     }
 
@@ -106,20 +103,25 @@ public sealed class CheckpointCommandTests
     }
 
     [Fact]
-    public void Bad_file_exits_non_zero_with_the_error_on_stderr()
+    public void Bad_file_exits_2_with_the_error_on_stderr_only()
     {
         string path = Path.Combine(Path.GetTempPath(), $"ghm-bad-{Guid.NewGuid():N}.pth");
         try
         {
             File.WriteAllText(path, "definitely not a checkpoint");
             (int code, string output, string error) = Run([], "checkpoint", "inspect", path);
-            Assert.NotEqual(0, code);
+            Assert.Equal(2, code);
             Assert.Equal("", output);
-            Assert.Contains($"checkpoint '{Path.GetFileName(path)}': not a PyTorch checkpoint", error);
+            Assert.StartsWith($"ghm checkpoint inspect: checkpoint '{Path.GetFileName(path)}': not a PyTorch checkpoint", error);
 
-            (int missingCode, _, string missingError) = Run([], "checkpoint", "inspect", path + ".missing", "--json");
-            Assert.NotEqual(0, missingCode);
-            Assert.Contains("cannot open", missingError);
+            (int missingCode, string missingOutput, string missingError) = Run([], "checkpoint", "inspect", path + ".missing", "--json");
+            Assert.Equal(2, missingCode);
+            Assert.Equal("", missingOutput);
+            Assert.Contains($"cannot open '{path}.missing': no such file", missingError);
+
+            (int folderCode, _, string folderError) = Run([], "checkpoint", "inspect", Path.GetTempPath());
+            Assert.Equal(2, folderCode);
+            Assert.Contains("it is a folder", folderError);
         }
         finally
         {

@@ -46,11 +46,13 @@ public class ModelsCommandTests
     }
 
     [Fact]
-    public void UnknownCommand_FailsWithNonZeroExit()
+    public void UnknownCommand_IsExit2_WithTheErrorOnStderrAndNoHelpOnStdout()
     {
-        (int code, _, string error) = Run("nonsense");
-        Assert.NotEqual(0, code);
-        Assert.NotEmpty(error);
+        (int code, string output, string error) = Run("nonsense");
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains("ghm: Unrecognized command or argument 'nonsense'.", error);
+        Assert.Contains("Run 'ghm --help' for usage.", error);
     }
 }
 

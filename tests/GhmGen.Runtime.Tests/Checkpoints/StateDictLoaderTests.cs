@@ -41,7 +41,7 @@ public sealed class StateDictLoaderTests
         new StateTensor("neck.fpn_convs.0.conv.weight", [4, 4, 3, 3], StateKind.Parameter)); // not in file
 
     [Fact]
-    public void Strict_load_names_every_problem_in_one_exception_and_changes_nothing()
+    public void Strict_load_reports_every_problem_in_one_exception_and_changes_nothing()
     {
         TestNetwork network = MismatchedNetwork();
         using TorchCheckpoint checkpoint = TorchCheckpoint.Read(CheckpointFixtures.PathOf("mmdet_like_zip.pth"));
@@ -51,13 +51,38 @@ public sealed class StateDictLoaderTests
         Assert.Contains("checkpoint 'mmdet_like_zip.pth' does not fit network 'mismatched'", error.Message);
         Assert.Contains("missing in checkpoint: neck.fpn_convs.0.conv.weight", error.Message);
         Assert.Contains("unexpected in checkpoint: backbone.bn1.bias", error.Message);
-        Assert.Contains("unexpected in checkpoint: bbox_head.loss_bbox.acc_sum", error.Message);
+        // 10 unexpected keys: the message names the first 5, the report has them all.
+        Assert.Contains("  ... and 5 more unexpected", error.Message);
+        Assert.Equal(10, error.Report.Unexpected.Count);
+        Assert.Contains("bbox_head.loss_bbox.acc_sum", error.Report.Unexpected);
         Assert.Contains("mismatched: backbone.bn1.weight: checkpoint has float32 [4], network expects float32 [5]", error.Message);
         Assert.Contains("mismatched: bbox_head.loss_cls.edges: checkpoint has float32 [31], network expects int64 [31]", error.Message);
         Assert.Equal(["neck.fpn_convs.0.conv.weight"], error.Report.Missing);
         Assert.Equal(2, error.Report.Mismatched.Count);
         Assert.All(network.State[0].Data, v => Assert.Equal(0f, v));
         Assert.Equal([0L], network.State[2].Int64Data);
+    }
+
+    [Fact]
+    public void Mismatch_message_names_the_first_keys_of_each_kind_and_the_report_keeps_all()
+    {
+        // 20 keys the checkpoint lacks: the message names 5 and counts the rest.
+        StateTensor[] lacking = Enumerable.Range(0, 20)
+            .Select(i => new StateTensor($"neck.extra.{i}.weight", [4], StateKind.Parameter)).ToArray();
+        var network = new TestNetwork("bigger", [.. TestNetwork.MmdetLike().State, .. lacking]);
+        using TorchCheckpoint checkpoint = TorchCheckpoint.Read(CheckpointFixtures.PathOf("mmdet_like_zip.pth"));
+
+        var error = Assert.Throws<CheckpointMismatchException>(() => StateDictLoader.Load(network, checkpoint));
+
+        string[] lines = error.Message.Split(Environment.NewLine);
+        Assert.Equal($"checkpoint 'mmdet_like_zip.pth' does not fit network 'bigger': {network.State.Count - 20} loaded, 20 missing, 0 unexpected, 0 mismatched", lines[0]);
+        Assert.Equal(Enumerable.Range(0, 5).Select(i => $"  missing in checkpoint: neck.extra.{i}.weight"), lines[1..6]);
+        Assert.Equal("  ... and 15 more missing", lines[6]);
+        Assert.Equal(7, lines.Length);
+        Assert.Equal(lacking.Select(t => t.Key), error.Report.Missing);
+        Assert.Equal("mmdet_like_zip.pth", error.FileName);
+        Assert.Equal("bigger", error.NetworkName);
+        Assert.Equal(21, error.Report.Describe().Split(Environment.NewLine).Length);
     }
 
     [Fact]
