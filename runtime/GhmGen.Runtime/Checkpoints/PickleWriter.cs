@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Numerics;
 using System.Text;
+using GhmGen.Layers;
 
 namespace GhmGen.Checkpoints;
 
@@ -130,6 +131,35 @@ internal sealed class PickleWriter
         NewOrderedDict(); // backward_hooks
         Tuple();
         Reduce();
+    }
+
+    /// <summary>
+    /// A state dict: <c>OrderedDict</c> of key to tensor, in order. Each tensor's data is appended
+    /// to <paramref name="storages"/>, and its storage key is its index there.
+    /// </summary>
+    public void StateDict(IReadOnlyList<StateTensor> tensors, List<StorageSource> storages)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (StateTensor tensor in tensors)
+        {
+            if (!seen.Add(tensor.Key)) throw new ArgumentException($"state key '{tensor.Key}' appears twice", nameof(tensors));
+        }
+        NewOrderedDict();
+        if (tensors.Count == 0) return;
+        Mark();
+        foreach (StateTensor tensor in tensors)
+        {
+            String(tensor.Key);
+            Tensor(storages, StorageSource.Of(tensor), tensor.ElementType == StateElementType.Int64 ? CheckpointDType.Int64 : CheckpointDType.Float32, tensor.Shape);
+        }
+        SetItems();
+    }
+
+    /// <summary>A tensor over a new storage holding <paramref name="data"/>, appended to <paramref name="storages"/>.</summary>
+    public void Tensor(List<StorageSource> storages, StorageSource data, CheckpointDType dtype, IReadOnlyList<int> shape)
+    {
+        Tensor(storages.Count.ToString(CultureInfo.InvariantCulture), dtype, shape);
+        storages.Add(data);
     }
 
     /// <summary>A plain value (no tensors) such as mmdetection's meta dict.</summary>

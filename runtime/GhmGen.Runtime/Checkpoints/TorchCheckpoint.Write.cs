@@ -1,8 +1,30 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
-using System.Text;
 using GhmGen.Layers;
 
 namespace GhmGen.Checkpoints;
+
+/// <summary>The bytes of one storage to write into a checkpoint archive (a float32 or int64 array).</summary>
+internal readonly struct StorageSource
+{
+    private readonly float[]? _float32;
+    private readonly long[]? _int64;
+
+    private StorageSource(float[]? float32, long[]? int64)
+    {
+        _float32 = float32;
+        _int64 = int64;
+    }
+
+    public static StorageSource Of(float[] values) => new(values, null);
+
+    public static StorageSource Of(StateTensor tensor) =>
+        tensor.ElementType == StateElementType.Int64 ? new(null, tensor.Int64Data) : new(tensor.Data, null);
+
+    public ReadOnlySpan<byte> Bytes => _int64 != null
+        ? MemoryMarshal.AsBytes(_int64.AsSpan())
+        : MemoryMarshal.AsBytes(_float32.AsSpan());
+}
 
 public sealed partial class TorchCheckpoint
 {
@@ -19,13 +41,8 @@ public sealed partial class TorchCheckpoint
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(state);
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("writing checkpoints needs a little-endian machine");
         List<StateTensor> tensors = [.. state];
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (StateTensor tensor in tensors)
-        {
-            if (!seen.Add(tensor.Key)) throw new ArgumentException($"state key '{tensor.Key}' appears twice", nameof(state));
-        }
+        var storages = new List<StorageSource>(tensors.Count);
 
         var pickle = new PickleWriter();
         pickle.EmptyDict();
@@ -33,22 +50,26 @@ public sealed partial class TorchCheckpoint
         pickle.String("meta");
         pickle.Value(meta ?? PickleValue.NewDict(Array.Empty<KeyValuePair<PickleValue, PickleValue>>()));
         pickle.String("state_dict");
-        pickle.NewOrderedDict();
-        if (tensors.Count > 0)
-        {
-            pickle.Mark();
-            for (int i = 0; i < tensors.Count; i++)
-            {
-                StateTensor tensor = tensors[i];
-                pickle.String(tensor.Key);
-                pickle.Tensor(i.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    tensor.ElementType == StateElementType.Int64 ? CheckpointDType.Int64 : CheckpointDType.Float32, tensor.Shape);
-            }
-            pickle.SetItems();
-        }
+        pickle.StateDict(tensors, storages);
         pickle.SetItems();
-        byte[] pickleBytes = pickle.Finish();
+        WriteArchive(path, pickle.Finish(), storages);
+    }
 
+    /// <summary>Writes a network's whole state (buffers included) with <see cref="Write(string, IEnumerable{StateTensor}, PickleValue?)"/>.</summary>
+    public static void Write(string path, INetwork network, PickleValue? meta = null)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        Write(path, network.State, meta);
+    }
+
+    /// <summary>
+    /// Writes a finished pickle and the storages it names ("0", "1", ... in list order) as a
+    /// PyTorch zip archive, through a temporary file beside <paramref name="path"/> that is
+    /// flushed to disk and renamed into place.
+    /// </summary>
+    internal static void WriteArchive(string path, byte[] pickleBytes, IReadOnlyList<StorageSource> storages)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("writing checkpoints needs a little-endian machine");
         string fullPath = Path.GetFullPath(path);
         string archive = ArchiveName(fullPath);
         string temporary = fullPath + ".tmp-" + Guid.NewGuid().ToString("N");
@@ -58,13 +79,9 @@ public sealed partial class TorchCheckpoint
             {
                 var zip = new ZipWriter(stream);
                 zip.Add(archive + "/data.pkl", pickleBytes);
-                for (int i = 0; i < tensors.Count; i++)
+                for (int i = 0; i < storages.Count; i++)
                 {
-                    StateTensor tensor = tensors[i];
-                    ReadOnlySpan<byte> data = tensor.ElementType == StateElementType.Int64
-                        ? MemoryMarshal.AsBytes(tensor.Int64Data.AsSpan())
-                        : MemoryMarshal.AsBytes(tensor.Data.AsSpan());
-                    zip.Add(archive + "/data/" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), data);
+                    zip.Add(archive + "/data/" + i.ToString(CultureInfo.InvariantCulture), storages[i].Bytes);
                 }
                 zip.Add(archive + "/version", "3\n"u8);
                 zip.Finish();
@@ -84,13 +101,6 @@ public sealed partial class TorchCheckpoint
             }
             throw;
         }
-    }
-
-    /// <summary>Writes a network's whole state (buffers included) with <see cref="Write(string, IEnumerable{StateTensor}, PickleValue?)"/>.</summary>
-    public static void Write(string path, INetwork network, PickleValue? meta = null)
-    {
-        ArgumentNullException.ThrowIfNull(network);
-        Write(path, network.State, meta);
     }
 
     /// <summary>The archive folder name: the file name without extension, as torch.save uses, if it is plain ASCII.</summary>

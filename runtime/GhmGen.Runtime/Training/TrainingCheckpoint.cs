@@ -1,0 +1,339 @@
+// A training checkpoint in mmcv's layout (mmcv/runner/checkpoint.py save_checkpoint), written as
+// a PyTorch zip file that torch.load reads and torch.optim.SGD.load_state_dict accepts
+// (tools/reference/verify_train_checkpoint.py):
+//
+//   {'meta': {...caller's entries, 'epoch': E, 'iter': I,
+//             'ghmgen_resume': {'format': 1, 'iter_in_epoch': n, 'data_seed': s or None,
+//                               'optimizer_param_keys': [state-dict key of optimiser index 0, 1, ...]}},
+//    'state_dict': OrderedDict(every state tensor, buffers included, in the given order),
+//    'optimizer': {'state': {i: {'momentum_buffer': tensor}, ...},    (only parameters with a buffer)
+//                  'param_groups': [{'lr', 'momentum', 'dampening', 'weight_decay', 'nesterov',
+//                                    'maximize', 'foreach', 'differentiable', 'initial_lr',
+//                                    'params': [0, 1, ..., n-1]}]}}
+//
+// The optimiser indices are the SgdOptimizer's parameter order. `ghm train` passes every network
+// parameter, frozen ones included, so the file indexes as mmdetection's own (all 195 R-50
+// parameters, buffers for the 162 trained). Reading accepts that form and the trained-only form
+// (indices over the trained parameters), told apart by the length of `params`.
+using System.Globalization;
+using GhmGen.Checkpoints;
+using GhmGen.Layers;
+
+namespace GhmGen.Training;
+
+/// <summary>How a checkpoint's optimiser state numbers its parameters.</summary>
+public enum OptimizerIndexing
+{
+    /// <summary>Indices run over every network parameter, frozen ones included (mmdetection's form, and what GhmGen writes).</summary>
+    AllParameters,
+
+    /// <summary>Indices run over the trained parameters only.</summary>
+    TrainedParameters,
+}
+
+/// <summary>
+/// A training checkpoint: weights and buffers, SGD momentum buffers and the run's progress,
+/// written in mmcv's layout and read back for <c>--resume</c>. Dispose it when done with
+/// <see cref="Weights"/>.
+/// </summary>
+public sealed class TrainingCheckpoint : IDisposable
+{
+    /// <summary>The meta key under which GhmGen keeps its own resume fields.</summary>
+    public const string ResumeMetaKey = "ghmgen_resume";
+
+    /// <summary>Version of the <see cref="ResumeMetaKey"/> dict.</summary>
+    public const int ResumeFormat = 1;
+
+    private TrainingCheckpoint(TorchCheckpoint weights, TrainingProgress progress, OptimizerIndexing indexing,
+        IReadOnlyDictionary<string, float[]> buffers, double learningRate, double? initialLearningRate, double momentum, double weightDecay)
+    {
+        Weights = weights;
+        Progress = progress;
+        Indexing = indexing;
+        MomentumBuffers = buffers;
+        LearningRate = learningRate;
+        InitialLearningRate = initialLearningRate;
+        Momentum = momentum;
+        WeightDecay = weightDecay;
+    }
+
+    /// <summary>The file: its state dict (load it with <see cref="StateDictLoader"/>) and meta.</summary>
+    public TorchCheckpoint Weights { get; }
+
+    /// <summary>Epoch, iteration and the resume fields (defaults for a file without them, such as mmdetection's).</summary>
+    public TrainingProgress Progress { get; }
+
+    /// <summary>How the file's optimiser state was indexed.</summary>
+    public OptimizerIndexing Indexing { get; }
+
+    /// <summary>Momentum buffers by parameter key (parameters without one are absent).</summary>
+    public IReadOnlyDictionary<string, float[]> MomentumBuffers { get; }
+
+    /// <summary>The param group's <c>lr</c> when saved.</summary>
+    public double LearningRate { get; }
+
+    /// <summary>mmcv's <c>initial_lr</c> (the schedule's base lr), or null when the group has none.</summary>
+    public double? InitialLearningRate { get; }
+
+    /// <summary>The param group's momentum.</summary>
+    public double Momentum { get; }
+
+    /// <summary>The param group's weight decay.</summary>
+    public double WeightDecay { get; }
+
+    /// <summary>
+    /// Writes a training checkpoint (see the file header for the layout) through a temporary file
+    /// that is renamed into place, so an interrupted write never leaves a partial file.
+    /// </summary>
+    /// <param name="path">Destination file.</param>
+    /// <param name="state">Every state tensor (parameters and buffers) in state-dict order; must hold all of the optimiser's parameters.</param>
+    /// <param name="optimizer">The optimiser whose parameter order, buffers and param group are saved.</param>
+    /// <param name="progress">Epoch, iteration and resume fields.</param>
+    /// <param name="meta">Further meta entries (a dict, e.g. <c>CLASSES</c>, <c>config</c>); its <c>epoch</c>, <c>iter</c> and <see cref="ResumeMetaKey"/> are replaced.</param>
+    public static void Write(string path, IReadOnlyList<StateTensor> state, SgdOptimizer optimizer, TrainingProgress progress, PickleValue? meta = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(progress);
+        progress.Validate();
+        if (meta != null && meta.Kind != PickleValueKind.Dict) throw new ArgumentException("meta must be a dict", nameof(meta));
+        var inState = new HashSet<StateTensor>(state, ReferenceEqualityComparer.Instance);
+        foreach (StateTensor p in optimizer.Parameters)
+        {
+            if (!inState.Contains(p)) throw new ArgumentException($"optimiser parameter '{p.Key}' is not in the state being saved", nameof(state));
+        }
+
+        var storages = new List<StorageSource>(state.Count + optimizer.Parameters.Count);
+        var pickle = new PickleWriter();
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("meta");
+        pickle.Value(BuildMeta(meta, optimizer, progress));
+        pickle.String("state_dict");
+        pickle.StateDict(state, storages);
+        pickle.String("optimizer");
+        WriteOptimizer(pickle, optimizer, storages);
+        pickle.SetItems();
+        TorchCheckpoint.WriteArchive(path, pickle.Finish(), storages);
+    }
+
+    private static PickleValue BuildMeta(PickleValue? extra, SgdOptimizer optimizer, TrainingProgress progress)
+    {
+        var entries = new List<KeyValuePair<PickleValue, PickleValue>>();
+        if (extra != null)
+        {
+            entries.AddRange(extra.Entries.Where(e => e.Key.Kind != PickleValueKind.String || e.Key.AsString is not ("epoch" or "iter" or ResumeMetaKey)));
+        }
+        entries.Add(Entry("epoch", PickleValue.FromInt64(progress.Epoch)));
+        entries.Add(Entry("iter", PickleValue.FromInt64(progress.Iteration)));
+        PickleValue resume = PickleValue.NewDict(
+        [
+            KeyValuePair.Create("format", PickleValue.FromInt64(ResumeFormat)),
+            KeyValuePair.Create("iter_in_epoch", PickleValue.FromInt64(progress.IterationInEpoch)),
+            KeyValuePair.Create("data_seed", progress.DataSeed is long seed ? PickleValue.FromInt64(seed) : PickleValue.None),
+            KeyValuePair.Create("optimizer_param_keys", PickleValue.NewList(optimizer.Parameters.Select(p => PickleValue.FromString(p.Key)))),
+        ]);
+        entries.Add(Entry(ResumeMetaKey, resume));
+        return PickleValue.NewDict(entries, extra?.IsOrderedDict ?? false);
+    }
+
+    private static KeyValuePair<PickleValue, PickleValue> Entry(string key, PickleValue value) => KeyValuePair.Create(PickleValue.FromString(key), value);
+
+    /// <summary><c>torch.optim.SGD.state_dict()</c> of torch 1.13, with mmcv's <c>initial_lr</c>.</summary>
+    private static void WriteOptimizer(PickleWriter pickle, SgdOptimizer optimizer, List<StorageSource> storages)
+    {
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("state");
+        pickle.EmptyDict();
+        bool any = false;
+        for (int i = 0; i < optimizer.Parameters.Count; i++)
+        {
+            if (optimizer.MomentumBuffer(i) is not { } buffer) continue;
+            if (!any) pickle.Mark();
+            any = true;
+            pickle.Int(i);
+            pickle.EmptyDict();
+            pickle.Mark();
+            pickle.String("momentum_buffer");
+            pickle.Tensor(storages, StorageSource.Of(buffer), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
+            pickle.SetItems();
+        }
+        if (any) pickle.SetItems();
+        pickle.String("param_groups");
+        PickleValue group = PickleValue.NewDict(
+        [
+            KeyValuePair.Create("lr", PickleValue.FromDouble(optimizer.LearningRate)),
+            KeyValuePair.Create("momentum", PickleValue.FromDouble(optimizer.Momentum)),
+            KeyValuePair.Create("dampening", PickleValue.FromInt64(0)), // torch's default, an int
+            KeyValuePair.Create("weight_decay", PickleValue.FromDouble(optimizer.WeightDecay)),
+            KeyValuePair.Create("nesterov", PickleValue.FromBool(false)),
+            KeyValuePair.Create("maximize", PickleValue.FromBool(false)),
+            KeyValuePair.Create("foreach", PickleValue.None),
+            KeyValuePair.Create("differentiable", PickleValue.FromBool(false)),
+            KeyValuePair.Create("initial_lr", PickleValue.FromDouble(optimizer.InitialLearningRate)),
+            KeyValuePair.Create("params", PickleValue.NewList(Enumerable.Range(0, optimizer.Parameters.Count).Select(i => PickleValue.FromInt64(i)))),
+        ]);
+        pickle.Value(PickleValue.NewList([group]));
+        pickle.SetItems();
+    }
+
+    /// <summary>
+    /// Reads a training checkpoint written by GhmGen or by mmdetection (<c>epoch_N.pth</c>).
+    /// </summary>
+    /// <param name="path">The file.</param>
+    /// <param name="parameterKeys">Every network parameter key, frozen ones included, in state-dict order.</param>
+    /// <param name="trainedKeys">The keys of the trained parameters (a subset of <paramref name="parameterKeys"/>).</param>
+    /// <exception cref="CheckpointFormatException">The file is not a training checkpoint, or its optimiser state does not fit these parameters.</exception>
+    public static TrainingCheckpoint Read(string path, IReadOnlyList<string> parameterKeys, IReadOnlyCollection<string> trainedKeys)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(parameterKeys);
+        ArgumentNullException.ThrowIfNull(trainedKeys);
+        TorchCheckpoint checkpoint = TorchCheckpoint.Read(path);
+        try
+        {
+            return Parse(checkpoint, parameterKeys, trainedKeys);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    private static TrainingCheckpoint Parse(TorchCheckpoint checkpoint, IReadOnlyList<string> parameterKeys, IReadOnlyCollection<string> trainedKeys)
+    {
+        CheckpointFormatException Fail(string problem) => new(checkpoint.FileName, problem);
+        var trainedSet = new HashSet<string>(trainedKeys, StringComparer.Ordinal);
+        foreach (string key in trainedSet)
+        {
+            if (!parameterKeys.Contains(key)) throw new ArgumentException($"trained key '{key}' is not among the parameter keys", nameof(trainedKeys));
+        }
+        string[] trainedInOrder = [.. parameterKeys.Where(trainedSet.Contains)];
+
+        PickleValue meta = checkpoint.Meta is { Kind: PickleValueKind.Dict } m ? m : throw Fail("no 'meta' dict; not a training checkpoint");
+        int epoch = (int)RequireInt(meta["epoch"], "meta['epoch']", Fail);
+        long iteration = RequireInt(meta["iter"], "meta['iter']", Fail);
+        int iterInEpoch = 0;
+        long? dataSeed = null;
+        string[]? savedKeys = null;
+        if (meta[ResumeMetaKey] is { } resume)
+        {
+            if (resume.Kind != PickleValueKind.Dict) throw Fail($"meta['{ResumeMetaKey}'] is not a dict");
+            long format = RequireInt(resume["format"], $"meta['{ResumeMetaKey}']['format']", Fail);
+            if (format != ResumeFormat) throw Fail($"resume format {format} is not supported (this GhmGen reads {ResumeFormat})");
+            iterInEpoch = (int)RequireInt(resume["iter_in_epoch"], "iter_in_epoch", Fail);
+            if (resume["data_seed"] is { Kind: PickleValueKind.Int } seed) dataSeed = seed.AsInt64;
+            if (resume["optimizer_param_keys"] is { Kind: PickleValueKind.List } keys)
+            {
+                savedKeys = [.. keys.Items.Select(k => k.Kind == PickleValueKind.String ? k.AsString : throw Fail("optimizer_param_keys holds a non-string"))];
+            }
+        }
+        var progress = new TrainingProgress(epoch, iteration, iterInEpoch, dataSeed);
+        try
+        {
+            progress.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw Fail("meta has an impossible position: " + e.Message);
+        }
+
+        PickleValue optimizer = checkpoint.Root["optimizer"] is { Kind: PickleValueKind.Dict } o ? o : throw Fail("no 'optimizer' dict; not a training checkpoint (use --load-from for weights only)");
+        if (optimizer["param_groups"] is not { Kind: PickleValueKind.List } groups || groups.Items.Count != 1 || groups.Items[0].Kind != PickleValueKind.Dict)
+        {
+            throw Fail("optimizer['param_groups'] is not a list of one dict (GhmGen trains with one param group)");
+        }
+        PickleValue group = groups.Items[0];
+        double lr = RequireFloat(group["lr"], "lr", Fail);
+        double? initialLr = group["initial_lr"] is { } initial ? RequireFloat(initial, "initial_lr", Fail) : null;
+        double momentum = RequireFloat(group["momentum"], "momentum", Fail);
+        double weightDecay = group["weight_decay"] is { } wd ? RequireFloat(wd, "weight_decay", Fail) : 0;
+        if (group["dampening"] is { } dampening && RequireFloat(dampening, "dampening", Fail) != 0) throw Fail("dampening is not 0; GhmGen's SGD has none");
+        if (group["nesterov"] is { Kind: PickleValueKind.Bool } nesterov && nesterov.AsBool) throw Fail("nesterov is set; GhmGen's SGD is plain momentum");
+        if (group["params"] is not { Kind: PickleValueKind.List } indices) throw Fail("param group has no 'params' list");
+        for (int i = 0; i < indices.Items.Count; i++)
+        {
+            if (indices.Items[i] is not { Kind: PickleValueKind.Int } index || index.AsInt64 != i) throw Fail($"param group 'params' is not 0..{indices.Items.Count - 1} in order");
+        }
+
+        int count = indices.Items.Count;
+        OptimizerIndexing indexing;
+        IReadOnlyList<string> keysByIndex;
+        if (count == parameterKeys.Count)
+        {
+            indexing = OptimizerIndexing.AllParameters;
+            keysByIndex = parameterKeys;
+        }
+        else if (count == trainedInOrder.Length)
+        {
+            indexing = OptimizerIndexing.TrainedParameters;
+            keysByIndex = trainedInOrder;
+        }
+        else
+        {
+            throw Fail($"optimizer state indexes {count} parameters; the network has {parameterKeys.Count} ({trainedInOrder.Length} trained)");
+        }
+        if (savedKeys != null && !savedKeys.SequenceEqual(keysByIndex, StringComparer.Ordinal))
+        {
+            int at = Enumerable.Range(0, Math.Min(savedKeys.Length, keysByIndex.Count)).FirstOrDefault(i => savedKeys[i] != keysByIndex[i], Math.Min(savedKeys.Length, keysByIndex.Count));
+            throw Fail($"optimizer index {at} is '{(at < savedKeys.Length ? savedKeys[at] : "(none)")}' in the file but '{(at < keysByIndex.Count ? keysByIndex[at] : "(none)")}' in this network");
+        }
+
+        var buffers = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        if (optimizer["state"] is not { Kind: PickleValueKind.Dict } state) throw Fail("optimizer has no 'state' dict");
+        foreach (KeyValuePair<PickleValue, PickleValue> entry in state.Entries)
+        {
+            if (entry.Key.Kind != PickleValueKind.Int || entry.Key.AsInt64 < 0 || entry.Key.AsInt64 >= count) throw Fail($"optimizer state key {entry.Key} is not a parameter index below {count}");
+            string key = keysByIndex[(int)entry.Key.AsInt64];
+            if (entry.Value.Kind != PickleValueKind.Dict) throw Fail($"optimizer state of '{key}' is not a dict");
+            PickleValue? buffer = entry.Value["momentum_buffer"];
+            if (buffer == null || buffer.Kind == PickleValueKind.None) continue; // torch keeps None with momentum 0
+            if (buffer.Kind != PickleValueKind.Tensor) throw Fail($"momentum_buffer of '{key}' is not a tensor");
+            CheckpointTensor tensor = buffer.AsTensor;
+            CheckpointTensor weight = checkpoint.Find(key) ?? throw Fail($"optimizer state names '{key}', which is not in the state dict");
+            if (!tensor.Shape.SequenceEqual(weight.Shape)) throw Fail($"momentum_buffer of '{key}' is {tensor.ShapeText}; the parameter is {weight.ShapeText}");
+            if (!trainedSet.Contains(key)) throw Fail($"frozen parameter '{key}' has a momentum buffer");
+            buffers.Add(key, tensor.ReadFloat32());
+        }
+        return new TrainingCheckpoint(checkpoint, progress, indexing, buffers, lr, initialLr, momentum, weightDecay);
+    }
+
+    private static long RequireInt(PickleValue? value, string what, Func<string, CheckpointFormatException> fail) =>
+        value is { Kind: PickleValueKind.Int } v ? v.AsInt64 : throw fail($"{what} is missing or not an int");
+
+    private static double RequireFloat(PickleValue? value, string what, Func<string, CheckpointFormatException> fail) =>
+        value is { Kind: PickleValueKind.Float or PickleValueKind.Int } v ? v.AsDouble : throw fail($"param group '{what}' is missing or not a number");
+
+    /// <summary>
+    /// Puts the saved optimiser state into <paramref name="optimizer"/>: momentum buffers by key,
+    /// <c>lr</c> and <c>initial_lr</c> (kept when the file has none). Momentum and weight decay
+    /// must match, since torch's <c>load_state_dict</c> would otherwise silently switch to the file's.
+    /// </summary>
+    public void RestoreOptimizer(SgdOptimizer optimizer)
+    {
+        ArgumentNullException.ThrowIfNull(optimizer);
+        if (optimizer.Momentum != Momentum || optimizer.WeightDecay != WeightDecay)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"checkpoint '{Weights.FileName}' was trained with momentum {Momentum} and weight decay {WeightDecay}; this optimiser has {optimizer.Momentum} and {optimizer.WeightDecay}"));
+        }
+        var byKey = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < optimizer.Parameters.Count; i++) byKey[optimizer.Parameters[i].Key] = i;
+        foreach (string key in MomentumBuffers.Keys)
+        {
+            if (!byKey.ContainsKey(key)) throw new InvalidOperationException($"checkpoint '{Weights.FileName}' has a momentum buffer for '{key}', which this optimiser does not train");
+        }
+        for (int i = 0; i < optimizer.Parameters.Count; i++)
+        {
+            optimizer.SetMomentumBuffer(i, MomentumBuffers.TryGetValue(optimizer.Parameters[i].Key, out float[]? buffer) ? (float[])buffer.Clone() : null);
+        }
+        optimizer.LearningRate = LearningRate;
+        if (InitialLearningRate is double initial) optimizer.InitialLearningRate = initial;
+    }
+
+    /// <summary>Releases the file mapping of <see cref="Weights"/>.</summary>
+    public void Dispose() => Weights.Dispose();
+}
