@@ -125,6 +125,34 @@ public static class AnchorGenerator
         return sizes;
     }
 
+    /// <summary>
+    /// mmdetection's <c>AnchorGenerator.valid_flags</c> for one image of a padded batch: on each level,
+    /// valid_h = min(ceil(padHeight / stride), feat_h) and valid_w = min(ceil(padWidth / stride), feat_w);
+    /// cell (y, x) is valid iff y &lt; valid_h and x &lt; valid_w, and its 9 anchors share the flag.
+    /// <paramref name="padHeight"/> x <paramref name="padWidth"/> is the image's own padded size (its
+    /// <c>pad_shape</c>), not the batch's. Result: [AnchorCount(levels)] in <see cref="AllAnchors"/> order.
+    /// </summary>
+    public static bool[] ValidFlags(ReadOnlySpan<FeatureSize> levels, int padHeight, int padWidth)
+    {
+        if (levels.Length != LevelCount)
+            throw new ArgumentException($"expected {LevelCount} feature sizes, got {levels.Length}", nameof(levels));
+        if (padHeight <= 0 || padWidth <= 0)
+            throw new ArgumentOutOfRangeException(nameof(padHeight), $"pad shape must be positive, got {padHeight}x{padWidth}");
+        var flags = new bool[AnchorCount(levels)];
+        int offset = 0;
+        for (int l = 0; l < LevelCount; l++)
+        {
+            int stride = Strides[l];
+            FeatureSize level = levels[l];
+            int validHeight = Math.Min((int)(((long)padHeight + stride - 1) / stride), level.Height);
+            int validWidth = Math.Min((int)(((long)padWidth + stride - 1) / stride), level.Width);
+            for (int y = 0; y < validHeight; y++)
+                flags.AsSpan(offset + y * level.Width * AnchorsPerCell, validWidth * AnchorsPerCell).Fill(true);
+            offset += level.Height * level.Width * AnchorsPerCell;
+        }
+        return flags;
+    }
+
     /// <summary>Total anchors over the given levels.</summary>
     public static int AnchorCount(ReadOnlySpan<FeatureSize> levels)
     {

@@ -1,7 +1,8 @@
 // RetinaNet training targets for a batch (mmdetection AnchorHead.get_targets with a
 // PseudoSampler and allowed_border = -1): MaxIoU assignment, label weights, one-hot class
 // targets, box deltas for positives, then the split into the per-level layout of the head
-// outputs. Anchor order: levels P3..P7 concatenated, within a level (y*W + x)*A + a.
+// outputs. With per-image valid flags (a padded batch, TRAINING.md section 2) the assigner sees
+// only the valid anchors, and invalid ones are "unmapped" to background with weight 0. Anchor order: levels P3..P7 concatenated, within a level (y*W + x)*A + a.
 // Reference test: tests/GhmGen.Runtime.Tests/Detection/RetinaTargetsFixtureTests.cs.
 namespace GhmGen.Detection;
 
@@ -19,13 +20,16 @@ public sealed class ImageTargets
         NumNegatives = numNegatives;
     }
 
-    /// <summary>[numAnchors]: -1 ignored, 0 negative, k + 1 assigned to gt k (mmdetection's <c>assigned_gt_inds</c>).</summary>
+    /// <summary>
+    /// [numAnchors]: -1 ignored, 0 negative, k + 1 assigned to gt k (mmdetection's <c>assigned_gt_inds</c>).
+    /// Anchors outside the image's valid flags are -1 too (they were never assigned).
+    /// </summary>
     public int[] AssignedGt { get; }
 
     /// <summary>[numAnchors]: the gt class of positives, <c>numClasses</c> (background) otherwise.</summary>
     public int[] Labels { get; }
 
-    /// <summary>[numAnchors]: 1 for positives and negatives, 0 for ignored anchors.</summary>
+    /// <summary>[numAnchors]: 1 for positives and negatives, 0 for ignored and invalid anchors.</summary>
     public float[] LabelWeights { get; }
 
     /// <summary>[numAnchors, 4]: (dx, dy, dw, dh) for positives, 0 elsewhere.</summary>
@@ -152,6 +156,12 @@ public sealed class RetinaTargets
     /// <param name="numClasses">Classes (80 for COCO).</param>
     /// <param name="anchorsPerCell">Anchors per cell (9).</param>
     /// <param name="assigner">The assigner; RetinaNet's thresholds when null.</param>
+    /// <param name="validFlagsPerImage">
+    /// Per image, [numAnchors] valid flags (<see cref="AnchorGenerator.ValidFlags"/>), or null when every
+    /// anchor is valid. As mmdetection's <c>_get_targets_single</c> with <c>allowed_border = -1</c>: the
+    /// assigner sees only the valid anchors (so a gt's max IoU for the low-quality rule is over valid
+    /// anchors), and invalid anchors get label = numClasses, label weight 0 and box weight 0.
+    /// </param>
     public static RetinaTargets Build(
         ReadOnlySpan<float> anchors,
         IReadOnlyList<int> levelAnchorCounts,
@@ -159,7 +169,8 @@ public sealed class RetinaTargets
         IReadOnlyList<int[]> gtLabelsPerImage,
         int numClasses = 80,
         int anchorsPerCell = 9,
-        MaxIoUAssigner? assigner = null)
+        MaxIoUAssigner? assigner = null,
+        IReadOnlyList<bool[]>? validFlagsPerImage = null)
     {
         ArgumentNullException.ThrowIfNull(levelAnchorCounts);
         ArgumentNullException.ThrowIfNull(gtBoxesPerImage);
@@ -187,12 +198,24 @@ public sealed class RetinaTargets
         assigner ??= new MaxIoUAssigner();
         int numImages = gtBoxesPerImage.Count;
         for (int n = 0; n < numImages; n++) ValidateImage(n, gtBoxesPerImage[n], gtLabelsPerImage[n], numClasses);
+        if (validFlagsPerImage is not null)
+        {
+            if (validFlagsPerImage.Count != numImages)
+                throw new ArgumentException($"validFlagsPerImage has {validFlagsPerImage.Count} images but gtBoxesPerImage has {numImages}.", nameof(validFlagsPerImage));
+            for (int n = 0; n < numImages; n++)
+            {
+                if (validFlagsPerImage[n] is not { } flags)
+                    throw new ArgumentNullException(nameof(validFlagsPerImage), $"validFlagsPerImage[{n}] is null.");
+                if (flags.Length != numAnchors)
+                    throw new ArgumentException($"validFlagsPerImage[{n}] has {flags.Length} flags for {numAnchors} anchors.", nameof(validFlagsPerImage));
+            }
+        }
         // Images are independent: assign them in parallel, each writing only its own arrays.
         // (A span cannot be captured by the lambda, hence the copy of the anchors.)
         float[] anchorArray = anchors.ToArray();
         var images = new ImageTargets[numImages];
         Parallel.For(0, numImages, n =>
-            images[n] = BuildImage(anchorArray, gtBoxesPerImage[n], gtLabelsPerImage[n], numClasses, assigner));
+            images[n] = BuildImage(anchorArray, gtBoxesPerImage[n], gtLabelsPerImage[n], numClasses, assigner, validFlagsPerImage?[n]));
 
         var levels = new LevelTargets[counts.Length];
         int levelStart = 0;
@@ -223,10 +246,12 @@ public sealed class RetinaTargets
         }
     }
 
-    private static ImageTargets BuildImage(float[] anchors, float[] gtBoxes, int[] gtLabels, int numClasses, MaxIoUAssigner assigner)
+    private static ImageTargets BuildImage(float[] anchors, float[] gtBoxes, int[] gtLabels, int numClasses, MaxIoUAssigner assigner, bool[]? validFlags)
     {
         int numAnchors = anchors.Length / 4;
-        int[] assigned = assigner.Assign(anchors, gtBoxes);
+        int[] assigned = validFlags is null || Array.IndexOf(validFlags, false) < 0
+            ? assigner.Assign(anchors, gtBoxes)
+            : AssignValidOnly(anchors, gtBoxes, assigner, validFlags);
         var labels = new int[numAnchors];
         var labelWeights = new float[numAnchors];
         var boxTargets = new float[numAnchors * 4];
@@ -251,6 +276,22 @@ public sealed class RetinaTargets
             }
         }
         return new ImageTargets(assigned, labels, labelWeights, boxTargets, boxWeights, numPositives, numNegatives);
+    }
+
+    // mmdetection: assign flat_anchors[inside_flags], then unmap; anchors that were never assigned
+    // stay Ignored here, which gives them label weight 0 and box weight 0 below.
+    private static int[] AssignValidOnly(float[] anchors, float[] gtBoxes, MaxIoUAssigner assigner, bool[] validFlags)
+    {
+        int numAnchors = validFlags.Length, numValid = 0;
+        foreach (bool valid in validFlags) if (valid) numValid++;
+        var validAnchors = new float[numValid * 4];
+        for (int i = 0, v = 0; i < numAnchors; i++)
+            if (validFlags[i]) anchors.AsSpan(i * 4, 4).CopyTo(validAnchors.AsSpan(4 * v++, 4));
+        int[] validAssigned = assigner.Assign(validAnchors, gtBoxes);
+        var assigned = new int[numAnchors];
+        for (int i = 0, v = 0; i < numAnchors; i++)
+            assigned[i] = validFlags[i] ? validAssigned[v++] : MaxIoUAssigner.Ignored;
+        return assigned;
     }
 
     private static LevelTargets SplitLevel(ImageTargets[] images, int levelStart, int levelCount, int numClasses, int anchorsPerCell)

@@ -6,7 +6,7 @@ using GhmGen.Layers;
 namespace GhmGen.Runtime.Tests.Training;
 
 /// <summary>The torch-made fixtures of tools/reference/train_optim.py.</summary>
-internal static class TrainingFixtures
+internal static partial class TrainingFixtures
 {
     public static string Directory => Path.Combine(AppContext.BaseDirectory, "Fixtures", "Training");
 
