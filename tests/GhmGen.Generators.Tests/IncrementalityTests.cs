@@ -17,7 +17,7 @@ public class IncrementalityTests
         driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
 
         GeneratorRunResult run = driver.GetRunResult().Results.Single();
-        foreach (string step in new[] { NetworkGenerator.BlocksStep, NetworkGenerator.NetworksStep, NetworkGenerator.ExpandStep, NetworkGenerator.ModelsStep })
+        foreach (string step in new[] { NetworkGenerator.BlocksStep, NetworkGenerator.NetworksStep, NetworkGenerator.ExpandStep, NetworkGenerator.PlanStep, NetworkGenerator.ModelsStep })
         {
             Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
             foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
