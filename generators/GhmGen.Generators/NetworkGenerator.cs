@@ -74,6 +74,7 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
         context.RegisterSourceOutput(models, static (spc, network) =>
         {
             spc.AddSource($"{network.Model.TypeName}.Network.g.cs", NetworkEmitter.Emit(network));
+            spc.AddSource($"{network.Model.TypeName}.Training.g.cs", TrainingEmitter.Emit(network));
         });
     }
 
