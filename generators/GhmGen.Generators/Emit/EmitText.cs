@@ -46,7 +46,7 @@ internal static class EmitText
         var slot = new int[m.Values.Count];
         var known = new Dictionary<(int From, int Kernel, int Stride, int Padding), int>();
         int next = 1; // slot 0 is the input
-        int Window(int input, int output, int kernel, int stride, int padding)
+        int Window(int input, int kernel, int stride, int padding)
         {
             if (stride == 1 && 2 * padding == kernel - 1) return slot[input];
             int from = slot[input];
@@ -64,8 +64,8 @@ internal static class EmitText
             slot[n.Output] = n switch
             {
                 InputNode => 0,
-                ConvNode c when m.Layers[c.Layer] is ConvLayer l => Window(c.Input, c.Output, l.Kernel, l.Stride, l.Padding),
-                MaxPoolNode p => Window(p.Input, p.Output, p.Kernel, p.Stride, p.Padding),
+                ConvNode c when m.Layers[c.Layer] is ConvLayer l => Window(c.Input, l.Kernel, l.Stride, l.Padding),
+                MaxPoolNode p => Window(p.Input, p.Kernel, p.Stride, p.Padding),
                 UpsampleNode u => slot[u.SizeOf],
                 _ => slot[n.Reads[0]],
             };

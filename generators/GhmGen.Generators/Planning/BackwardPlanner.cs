@@ -14,7 +14,7 @@ namespace GhmGen.Generators.Planning;
 internal static class BackwardPlanner
 {
     public static List<BackwardStep> Plan(NetworkModel m, IReadOnlyList<ForwardStep> forward, IReadOnlyList<PreparedConvModel> convs,
-        List<TrainedConvModel> trained, out bool[] needsGradient)
+        List<TrainedConvModel> trained)
     {
         int values = m.Values.Count;
         var isOutput = new bool[values];
@@ -30,7 +30,6 @@ internal static class BackwardPlanner
         var need = new bool[values];
         foreach (ForwardStep s in forward)
             need[s.Output] = reaches[s.Output] && (s is ConvStep c && convs[c.Conv].Trained || s.Reads.Any(r => need[r]));
-        needsGradient = need;
 
         var trainedIndex = new Dictionary<int, int>();
         foreach (TrainedConvModel t in trained) trainedIndex[t.Conv] = trainedIndex.Count;

@@ -10,7 +10,7 @@ namespace GhmGen.Generators.Planning;
 internal static class ForwardFusion
 {
     /// <summary>A fused call before convolutions are numbered: the layer and batch norm of a conv step ride along.</summary>
-    internal sealed record Fused(ForwardStep Step, int LastNode, int ConvLayer, int? BatchNorm);
+    internal sealed record Fused(ForwardStep Step, int LastNode, int? ConvLayer, int? BatchNorm);
 
     /// <summary>Fuses <paramref name="m"/>; on an unsupported pattern returns null with the node and the reason.</summary>
     public static List<Fused>? Fuse(NetworkModel m, out int errorNode, out string? error)
@@ -40,7 +40,7 @@ internal static class ForwardFusion
             switch (m.Nodes[i])
             {
                 case InputNode n:
-                    steps.Add(new Fused(new UploadStep(n.Output), i, -1, null));
+                    steps.Add(new Fused(new UploadStep(n.Output), i, null, null));
                     break;
                 case ConvNode n:
                 {
@@ -74,7 +74,8 @@ internal static class ForwardFusion
                         relu = true;
                         chain = r.Output;
                     }
-                    steps.Add(new Fused(new ConvStep(chain, n.Input, residual, -1, relu), last, n.Layer, bn));
+                    // Conv is numbered by the planner once the steps are in order (first use).
+                    steps.Add(new Fused(new ConvStep(chain, n.Input, residual, Conv: 0, relu), last, n.Layer, bn));
                     break;
                 }
                 case UpsampleNode n:
@@ -94,7 +95,7 @@ internal static class ForwardFusion
                         error = "a ReLU directly after an upsample-add is not supported by the backends; apply it after another layer";
                         return null;
                     }
-                    steps.Add(new Fused(new UpsampleAddStep(add.Output, n.Input, lower), last, -1, null));
+                    steps.Add(new Fused(new UpsampleAddStep(add.Output, n.Input, lower), last, null, null));
                     break;
                 }
                 case BatchNormNode:
@@ -117,14 +118,14 @@ internal static class ForwardFusion
                             relu = true;
                             chain = r.Output;
                         }
-                        steps.Add(new Fused(new AddStep(chain, n.Left, n.Right, relu), last, -1, null));
+                        steps.Add(new Fused(new AddStep(chain, n.Left, n.Right, relu), last, null, null));
                     }
                     break;
                 case ReluNode n:
-                    if (!absorbed[i]) steps.Add(new Fused(new ReluStep(n.Output, n.Input), i, -1, null));
+                    if (!absorbed[i]) steps.Add(new Fused(new ReluStep(n.Output, n.Input), i, null, null));
                     break;
                 case MaxPoolNode n:
-                    steps.Add(new Fused(new MaxPoolStep(n.Output, n.Input, n.Kernel, n.Stride, n.Padding), i, -1, null));
+                    steps.Add(new Fused(new MaxPoolStep(n.Output, n.Input, n.Kernel, n.Stride, n.Padding), i, null, null));
                     break;
             }
         }

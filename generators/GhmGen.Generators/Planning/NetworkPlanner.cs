@@ -32,13 +32,13 @@ internal static class NetworkPlanner
         var forward = new List<ForwardStep>();
         foreach (ForwardFusion.Fused f in fused)
         {
-            if (f.Step is ConvStep c)
+            if (f.Step is ConvStep c && f.ConvLayer is { } layer)
             {
-                if (!convOfLayer.TryGetValue(f.ConvLayer, out int index))
+                if (!convOfLayer.TryGetValue(layer, out int index))
                 {
-                    bool trained = m.Layers[f.ConvLayer].Trainable || f.BatchNorm is { } bn && m.Layers[bn].Trainable;
-                    index = convOfLayer[f.ConvLayer] = convs.Count;
-                    convs.Add(new PreparedConvModel(f.ConvLayer, f.BatchNorm, trained));
+                    bool trained = m.Layers[layer].Trainable || f.BatchNorm is { } bn && m.Layers[bn].Trainable;
+                    index = convOfLayer[layer] = convs.Count;
+                    convs.Add(new PreparedConvModel(layer, f.BatchNorm, trained));
                 }
                 forward.Add(c with { Conv = index });
             }
@@ -74,7 +74,7 @@ internal static class NetworkPlanner
             }
             trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
         }
-        List<BackwardStep> backward = BackwardPlanner.Plan(m, forward, convs, trainedConvs, out _);
+        List<BackwardStep> backward = BackwardPlanner.Plan(m, forward, convs, trainedConvs);
 
         var trainingTimeline = forward.Select(ForwardTimelineStep).ToList();
         var outputGradients = new MemoryPlanner.Step();
