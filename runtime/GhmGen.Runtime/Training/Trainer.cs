@@ -122,6 +122,7 @@ public sealed class Trainer : IDisposable
 {
     private readonly INetwork _network;
     private readonly IBackend _backend;
+    private readonly IReadOnlyCollection<string> _trainedKeys;
     private readonly Func<int, int, int, ITrainingSession> _createSession;
     private readonly TrainerOptions _options;
     private readonly string _workDir;
@@ -138,14 +139,16 @@ public sealed class Trainer : IDisposable
     /// <summary>Prepares a run of <paramref name="network"/> on <paramref name="dataset"/>, writing into <paramref name="workDir"/>.</summary>
     /// <param name="network">The network, its weights already initialized or loaded.</param>
     /// <param name="backend">The backend the sessions run on (the caller keeps ownership).</param>
-    /// <param name="createSession">Makes a training session for (batch, padded height, padded width) sharing the network's weights.</param>
+    /// <param name="trainedKeys">Keys of the parameters training changes (the generated <c>TrainedKeys</c>).</param>
+    /// <param name="createSession">Makes a training session for (batch, padded height, padded width) of the network's weights.</param>
     /// <param name="dataset">The training images and boxes.</param>
     /// <param name="options">The recipe.</param>
     /// <param name="workDir">Where log.json and the checkpoints go (created if missing).</param>
-    public Trainer(INetwork network, IBackend backend, Func<int, int, int, ITrainingSession> createSession, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
+    public Trainer(INetwork network, IBackend backend, IReadOnlyCollection<string> trainedKeys, Func<int, int, int, ITrainingSession> createSession, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
     {
         _network = network ?? throw new ArgumentNullException(nameof(network));
         _backend = backend ?? throw new ArgumentNullException(nameof(backend));
+        _trainedKeys = trainedKeys ?? throw new ArgumentNullException(nameof(trainedKeys));
         _createSession = createSession ?? throw new ArgumentNullException(nameof(createSession));
         ArgumentNullException.ThrowIfNull(dataset);
         _options = options ?? throw new ArgumentNullException(nameof(options));
@@ -182,20 +185,13 @@ public sealed class Trainer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(checkpointPath);
         string[] keys = [.. _parameters.Select(p => p.Key)];
-        using TrainingCheckpoint checkpoint = TrainingCheckpoint.Read(checkpointPath, keys, TrainedKeys());
+        using TrainingCheckpoint checkpoint = TrainingCheckpoint.Read(checkpointPath, keys, _trainedKeys);
         StateDictLoader.Load(_network, checkpoint.Weights, strict: true);
         checkpoint.RestoreOptimizer(_optimizer);
         if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
             throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
         _progress = checkpoint.Progress;
         _weightVersion++;
-    }
-
-    // The trained parameters: those a session gives gradients for (frozen ones have none).
-    private HashSet<string> TrainedKeys()
-    {
-        ITrainingSession session = Session(1, 64, 64);
-        return [.. session.Gradients.Select(g => g.Key)];
     }
 
     /// <summary>
