@@ -219,6 +219,8 @@ public sealed class CpuBackwardTests
     [InlineData(1, 5, 8, 8, 2, 2, 0, false)]
     [InlineData(1, 2, 7, 10, 3, 1, 1, false)]
     [InlineData(2, 3, 9, 11, 3, 2, 1, true)]     // ties everywhere (values on a coarse grid)
+    [InlineData(2, 3, 7, 75, 3, 2, 1, false)]    // wide rows: 16 windows at a time (AVX-512), scalar edges
+    [InlineData(1, 4, 8, 108, 3, 2, 1, true)]    // the same with ties
     public void MaxPoolBackwardMatchesReference(int n, int c, int h, int w, int kernel, int stride, int padding, bool ties)
     {
         var random = new Random(h * w + c);

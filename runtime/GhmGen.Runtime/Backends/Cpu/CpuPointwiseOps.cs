@@ -299,40 +299,86 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
 
     // Per output in row-major order: the window's first maximum (strictly greater, or NaN: PyTorch's
     // CPU rule, the first valid element starting as the winner) takes dy. An output's window lies
-    // in its plane, so planes are independent.
+    // in its plane, so planes are independent. Stride 2 (the stem's pool) finds the winners of 16
+    // interior outputs at once (AVX-512: even elements of two loads per tap); the scatter-adds
+    // stay in output order, as do those of the scalar edges.
     private void MaxPoolBackwardPlane(int plane)
     {
         float* src = a + (long)plane * inH * inW, grad = b + (long)plane * outH * outW, dst = y + (long)plane * inH * inW;
         if (!accumulate) new Span<float>(dst, inH * inW).Clear();
+        bool vector = stride == 2 && Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+        int* winners = stackalloc int[16];
         for (int oy = 0; oy < outH; oy++)
         {
             int y0 = oy * stride - padding;
             int ky0 = Math.Max(0, -y0), ky1 = Math.Min(kernelSize, inH - y0);
             if (ky1 <= ky0) continue;
             float* gradRow = grad + (long)oy * outW;
-            for (int ox = 0; ox < outW; ox++)
+            int ox = 0;
+            while (ox < outW)
             {
                 int x0 = ox * stride - padding;
-                int kx0 = Math.Max(0, -x0), kx1 = Math.Min(kernelSize, inW - x0);
-                if (kx1 <= kx0) continue;
-                long winner = (long)(y0 + ky0) * inW + x0 + kx0;
-                float best = src[winner];
-                for (int ky = ky0; ky < ky1; ky++)
+                if (vector && x0 >= 0 && ox + 16 <= outW && x0 + kernelSize + 30 < inW)
                 {
-                    long rowStart = (long)(y0 + ky) * inW + x0;
-                    for (int kx = ky == ky0 ? kx0 + 1 : kx0; kx < kx1; kx++)
+                    WindowWinners16(src, y0, ky0, ky1, x0, winners);
+                    for (int lane = 0; lane < 16; lane++) dst[winners[lane]] += gradRow[ox + lane];
+                    ox += 16;
+                    continue;
+                }
+                int kx0 = Math.Max(0, -x0), kx1 = Math.Min(kernelSize, inW - x0);
+                if (kx1 > kx0)
+                {
+                    long winner = (long)(y0 + ky0) * inW + x0 + kx0;
+                    float best = src[winner];
+                    for (int ky = ky0; ky < ky1; ky++)
                     {
-                        float v = src[rowStart + kx];
-                        if (v > best || float.IsNaN(v))
+                        long rowStart = (long)(y0 + ky) * inW + x0;
+                        for (int kx = ky == ky0 ? kx0 + 1 : kx0; kx < kx1; kx++)
                         {
-                            best = v;
-                            winner = rowStart + kx;
+                            float v = src[rowStart + kx];
+                            if (v > best || float.IsNaN(v))
+                            {
+                                best = v;
+                                winner = rowStart + kx;
+                            }
                         }
                     }
+                    dst[winner] += gradRow[ox];
                 }
-                dst[winner] += gradRow[ox];
+                ox++;
             }
         }
+    }
+
+    // The winners (plane offsets) of 16 stride-2 windows starting at columns x0, x0 + 2, ..
+    // (all columns of every window inside the row), rows y0 + ky0 .. y0 + ky1, same rule as above.
+    private void WindowWinners16(float* src, int y0, int ky0, int ky1, int x0, int* winners)
+    {
+        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        Vector512<float> best = default;
+        Vector512<int> index = default;
+        bool first = true;
+        for (int ky = ky0; ky < ky1; ky++)
+        {
+            int rowStart = (y0 + ky) * inW + x0;
+            for (int kx = 0; kx < kernelSize; kx++)
+            {
+                float* at = src + rowStart + kx;
+                Vector512<float> v = Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16));
+                Vector512<int> candidate = Vector512.Create(rowStart + kx) + even;
+                if (first)
+                {
+                    best = v;
+                    index = candidate;
+                    first = false;
+                    continue;
+                }
+                Vector512<float> wins = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
+                best = Vector512.ConditionalSelect(wins, v, best);
+                index = Vector512.ConditionalSelect(wins.AsInt32(), candidate, index);
+            }
+        }
+        index.Store(winners);
     }
 
     // dUpper[sy, sx] (+)= dLower[y, x] over the cells whose nearest source is (sy, sx), in lower
