@@ -43,6 +43,7 @@ public sealed class CpuBackwardTests
         new("X64 3x3 g64", 256, 256, 3, 1, 1, 64, 2, 7, 9),     // 4 per group
         new("X64 3x3/2 g64", 512, 512, 3, 2, 1, 64, 2, 7, 5),
         new("pad > k-1", 6, 10, 1, 1, 1, 2, 2, 5, 7),           // stride 1, but not a convolution of dy
+        new("pad 2 > band", 4, 6, 1, 1, 2, 1, 1, 1, 3),        // 2 threads: one-row bands, pad > rows * stride: dx zeroed in its own pass
         new("7x7 s1", 8, 12, 7, 1, 3, 1, 2, 6, 9),
         new("k5 s3", 5, 7, 5, 3, 2, 1, 2, 11, 10),
     ];

@@ -13,7 +13,12 @@
 // column rows, the reduction over M in blocks of 128 (dY rows copied into NR-pixel panels,
 // the weights pre-packed as MR-row panels of W_g^T, PackedConvWeights.TransposedPanels), the
 // micro-kernel into a per-worker column tile, then the scatter-add of that tile.
-// Shapes: dy [N, out, OH, OW], dx [N, in, H, W]; dx is zeroed first unless accumulating.
+// Not accumulating, each band first zeroes the dx rows it is the first to write: band b owns
+// input rows [b*R*s - pad, (b+1)*R*s - pad) (band 0 from row 0, the last to row H) and spills
+// k - s rows into the next band's; an even band zeroes its rows and its spill, an odd band its
+// rows past the previous band's spill (no separate pass over dx; when pad > R*s the rows do not
+// line up like that and dx is zeroed in a pass of its own first).
+// Shapes: dy [N, out, OH, OW], dx [N, in, H, W].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
 using System.Runtime.InteropServices;
 
@@ -41,6 +46,7 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     private float* dy, dx, panels;
     private int height, width, outHeight, outWidth, pixels, inPerGroup, outPerGroup, depth, rowPanelsPerGroup;
     private int bandRows, bands, phases, phase, images;
+    private bool zeroInBands;
 
     /// <summary>Uses <paramref name="kernel"/> (the backend's full kernel) and <paramref name="zeroBias"/> (at least MR zeros).</summary>
     public ConvInputGradient(GemmKernel kernel, float* zeroBias, int workers)
@@ -55,8 +61,11 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     // Per worker: the column tile (RowBlock x ColumnTile) and the packed dY block (DepthBlock x ColumnTile).
     private long ScratchElements => (long)(RowBlock + DepthBlock) * ColumnTile;
 
-    /// <summary>Sets up one call; returns the number of passes (1 or 2; run each with <see cref="PreparePhase"/>).</summary>
-    public int Prepare(PackedConvWeights conv, TensorView dyView, TensorView dxView, float* dy, float* dx, float* panels, int workers)
+    /// <summary>
+    /// Sets up one call; returns the number of passes (1 or 2; run each with <see cref="PreparePhase"/>).
+    /// Not accumulating, the caller zeroes dx first when <see cref="ZeroesInBands"/> is false.
+    /// </summary>
+    public int Prepare(PackedConvWeights conv, TensorView dyView, TensorView dxView, float* dy, float* dx, float* panels, bool accumulate, int workers)
     {
         for (int i = 0; i < scratch.Length; i++)
             if (scratch[i] == null) scratch[i] = (float*)NativeMemory.AlignedAlloc((nuint)(ScratchElements * sizeof(float)), 64);
@@ -84,8 +93,12 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         while (bandRows > minimumRows && (long)images * s.Groups * ((outHeight + bandRows - 1) / bandRows / phases) < 2 * workers)
             bandRows--;
         bands = (outHeight + bandRows - 1) / bandRows;
+        zeroInBands = !accumulate && s.Padding <= bandRows * s.Stride;
         return phases;
     }
+
+    /// <summary>Whether the passes zero dx themselves (set by <see cref="Prepare"/>).</summary>
+    public bool ZeroesInBands => zeroInBands;
 
     /// <summary>Selects pass <paramref name="phase"/> (0: even bands, 1: odd); returns its work items.</summary>
     public int PreparePhase(int phase)
@@ -112,6 +125,7 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         float* dyGroup = dy + ((long)n * s.OutChannels + (long)g * outPerGroup) * pixels;
         float* dxGroup = dx + ((long)n * s.InChannels + (long)g * inPerGroup) * height * width;
         float* aGroup = panels + (long)g * rowPanelsPerGroup * outPerGroup * mr;
+        if (zeroInBands) ZeroOwnedRows(dxGroup, band);
 
         for (int q0 = 0; q0 < bandPixels; q0 += ldc)
         {
@@ -138,6 +152,23 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
             }
         }
     }
+
+    // The rows of dx that band `band` writes first (see the header), in every channel of the group.
+    private void ZeroOwnedRows(float* dxGroup, int band)
+    {
+        ConvSpec s = conv.Spec;
+        int spill = Math.Max(0, s.Kernel - s.Stride);
+        int start = OwnedStart(band), end = OwnedStart(band + 1);
+        if (phases == 2 && band % 2 == 0) end = Math.Min(height, end + spill);
+        else if (phases == 2) start = Math.Min(end, start + spill);
+        if (end <= start) return;
+        long plane = (long)height * width;
+        for (int c = 0; c < inPerGroup; c++)
+            new Span<float>(dxGroup + c * plane + (long)start * width, (end - start) * width).Clear();
+    }
+
+    private int OwnedStart(int band) =>
+        band == 0 ? 0 : band >= bands ? height : Math.Clamp(band * bandRows * conv.Spec.Stride - conv.Spec.Padding, 0, height);
 
     // dY rows (row stride `pixels`), `columns` pixels each, into NR-pixel panels of mc steps:
     // dst[(q / NR) * mc * NR + m * NR + q % NR]; columns past the end (to paddedColumns) zero.

@@ -47,13 +47,18 @@ public sealed unsafe partial class CpuBackend
                 RunConv(transposed, dy, dx, accumulate ? dx : null, relu: false);
                 return;
             }
-            if (!accumulate) ZeroUnlocked(dx);
-            if (dx.ElementCount == 0 || dy.ElementCount == 0) return;
+            if (dx.ElementCount == 0) return;
+            if (dy.ElementCount == 0)
+            {
+                if (!accumulate) ZeroUnlocked(dx);
+                return;
+            }
             fixed (float* pdy = Span(dy))
             fixed (float* pdx = Span(dx))
             fixed (float* pa = packed.TransposedPanels)
             {
-                int phases = inputGradient.Prepare(packed, dy, dx, pdy, pdx, pa, pool.WorkerCount);
+                int phases = inputGradient.Prepare(packed, dy, dx, pdy, pdx, pa, accumulate, pool.WorkerCount);
+                if (!accumulate && !inputGradient.ZeroesInBands) ZeroUnlocked(dx);
                 for (int phase = 0; phase < phases; phase++)
                     pool.Run(inputGradient, inputGradient.PreparePhase(phase));
             }
