@@ -182,8 +182,9 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
             {
                 int count = Math.Min(nr, columns - q);
                 float* d = dst + (long)q / nr * mc * nr + (long)m * nr;
-                if (count > 0) new ReadOnlySpan<float>(row + q, count).CopyTo(new Span<float>(d, count));
-                if (count < nr) new Span<float>(d + Math.Max(count, 0), nr - Math.Max(count, 0)).Clear();
+                count = Math.Max(count, 0);
+                GemmConvolution.Copy(row + q, d, count);
+                GemmConvolution.Clear(d + count, nr - count);
             }
         }
     }

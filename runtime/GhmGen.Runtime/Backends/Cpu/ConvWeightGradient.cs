@@ -298,7 +298,7 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
             float* d = dst + t;
             int iy = oy * stride - pad + ky;
             if ((uint)iy >= (uint)height)
-                new Span<float>(d, run).Clear();
+                GemmConvolution.Clear(d, run);
             else
             {
                 float* row = plane + (long)iy * width;
@@ -306,9 +306,9 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
                 // valid u: 0 <= ix0 + u*stride < width
                 int lo = Math.Min(run, ix0 >= 0 ? 0 : (-ix0 + stride - 1) / stride);
                 int hi = Math.Max(lo, Math.Min(run, ix0 >= width ? 0 : (width - 1 - ix0) / stride + 1));
-                new Span<float>(d, lo).Clear();
+                GemmConvolution.Clear(d, lo);
                 if (stride == 1)
-                    new ReadOnlySpan<float>(row + ix0 + lo, hi - lo).CopyTo(new Span<float>(d + lo, hi - lo));
+                    GemmConvolution.Copy(row + ix0 + lo, d + lo, hi - lo);
                 else
                 {
                     int u = lo;
@@ -323,7 +323,7 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
                     }
                     for (; u < hi; u++) d[u] = row[ix0 + u * stride];
                 }
-                new Span<float>(d + hi, run - hi).Clear();
+                GemmConvolution.Clear(d + hi, run - hi);
             }
             t += run;
             ox = 0;
