@@ -26,13 +26,16 @@ internal static class CocoJson
     /// known in advance, as for a pipe). I/O errors (missing file, no permission) are left to escape as
     /// the usual <see cref="IOException"/> / <see cref="UnauthorizedAccessException"/>.
     /// </summary>
-    public static byte[] ReadFile(string path, out int length)
+    public static byte[] ReadFile(string path, out int length) => ReadFile(path, MaxFileBytes, out length);
+
+    /// <summary><see cref="ReadFile(string, out int)"/> with another limit (tests use a small one).</summary>
+    internal static byte[] ReadFile(string path, long limit, out int length)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         long known = stream.CanSeek ? stream.Length : 0;
-        if (known > MaxFileBytes)
-            throw TooLarge(path, known);
-        byte[] buffer = new byte[known > 0 ? known : 1 << 16];
+        if (known > limit)
+            throw TooLarge(path, $"{known} bytes", limit);
+        byte[] buffer = new byte[known > 0 ? known : Math.Max(1, Math.Min(limit, 1 << 16))];
         int filled = 0;
         while (true)
         {
@@ -41,8 +44,8 @@ internal static class CocoJson
                 // Full: probe for one more byte before growing, so an exactly sized buffer is not doubled.
                 int next = stream.ReadByte();
                 if (next < 0) break;
-                if (filled >= MaxFileBytes) throw TooLarge(path, filled + 1L);
-                Array.Resize(ref buffer, (int)Math.Min(MaxFileBytes, Math.Max(2L * buffer.Length, 1 << 16)));
+                if (filled >= limit) throw TooLarge(path, $"more than {limit} bytes", limit);
+                Array.Resize(ref buffer, (int)Math.Min(limit, Math.Max(2L * buffer.Length, 1 << 16)));
                 buffer[filled++] = (byte)next;
                 continue;
             }
@@ -54,8 +57,8 @@ internal static class CocoJson
         return buffer;
     }
 
-    private static CocoFormatException TooLarge(string path, long bytes) =>
-        new(path, $"the file has {(bytes > MaxFileBytes ? "more than " + MaxFileBytes : bytes.ToString(System.Globalization.CultureInfo.InvariantCulture))} bytes; the limit is {MaxFileBytes} bytes");
+    private static CocoFormatException TooLarge(string path, string size, long limit) =>
+        new(path, $"the file has {size}; the limit is {limit} bytes");
 
     /// <summary>The text without a leading UTF-8 byte-order mark.</summary>
     public static ReadOnlySpan<byte> SkipBom(ReadOnlySpan<byte> utf8) =>
