@@ -43,6 +43,12 @@ internal sealed class CocoCategoryEvaluator
     private double[] precisionAt = [];
     private readonly int[] notIgnored = new int[A];
 
+    // The category's own slices [T, R, A, M] and [T, A, M], copied into the shared tables once at the
+    // end: the shared tables interleave categories every A * M entries, so writing them entry by entry
+    // from several threads would keep bouncing cache lines between cores.
+    private readonly double[] categoryPrecision = new double[T * R * A * M];
+    private readonly double[] categoryRecall = new double[T * A * M];
+
     // Per image: ground-truth attributes [G], ignore flags [A, G], IoU [D, G], matches [A, T, D].
     private CocoBox[] gtBox = [];
     private double[] gtArea = [];
@@ -300,6 +306,8 @@ internal sealed class CocoCategoryEvaluator
         Grow(ref precisionAt, kept);
         ReadOnlySpan<double> recallThresholds = CocoEvalParameters.RecallThresholds;
         ReadOnlySpan<int> maxDetections = CocoEvalParameters.MaxDetections;
+        Array.Fill(categoryPrecision, -1.0);
+        Array.Fill(categoryRecall, -1.0);
         for (int a = 0; a < A; a++)
         {
             int n = notIgnored[a];
@@ -328,7 +336,7 @@ internal sealed class CocoCategoryEvaluator
                         recallAt[i] = tps / n;
                         precisionAt[i] = tps / ((fp + tps) + CocoEvalParameters.Epsilon);
                     }
-                    inputs.Recall[CocoEvaluation.RecallIndex(categoryCount, t, k, a, mi)] = count > 0 ? recallAt[count - 1] : 0;
+                    categoryRecall[(t * A + a) * M + mi] = count > 0 ? recallAt[count - 1] : 0;
                     for (int i = count - 1; i > 0; i--)
                     {
                         if (precisionAt[i] > precisionAt[i - 1]) precisionAt[i - 1] = precisionAt[i];
@@ -339,10 +347,17 @@ internal sealed class CocoCategoryEvaluator
                     for (int r = 0; r < R; r++)
                     {
                         while (at < count && recallAt[at] < recallThresholds[r]) at++;
-                        inputs.Precision[CocoEvaluation.PrecisionIndex(categoryCount, t, r, k, a, mi)] = at < count ? precisionAt[at] : 0;
+                        categoryPrecision[((t * R + r) * A + a) * M + mi] = at < count ? precisionAt[at] : 0;
                     }
                 }
             }
+        }
+        // Within a (t, r) the shared table holds [K, A, M]: this category's A * M entries are contiguous.
+        for (int t = 0; t < T; t++)
+        {
+            for (int r = 0; r < R; r++)
+                categoryPrecision.AsSpan((t * R + r) * A * M, A * M).CopyTo(inputs.Precision.AsSpan(CocoEvaluation.PrecisionIndex(categoryCount, t, r, k, 0, 0), A * M));
+            categoryRecall.AsSpan(t * A * M, A * M).CopyTo(inputs.Recall.AsSpan(CocoEvaluation.RecallIndex(categoryCount, t, k, 0, 0), A * M));
         }
     }
 
