@@ -49,7 +49,8 @@ internal sealed class CocoCategoryEvaluator
     private readonly double[] categoryPrecision = new double[T * R * A * M];
     private readonly double[] categoryRecall = new double[T * A * M];
 
-    // Per image: ground-truth attributes [G], ignore flags [A, G], IoU [D, G], matches [A, T, D].
+    // Per image: ground-truth attributes [G], ignore flags [A, G], order by ignore flag [A, G], matched
+    // flags [A, T, G], one detection's IoU row [G], matches [A, T, D].
     private CocoBox[] gtBox = [];
     private double[] gtArea = [];
     private bool[] gtCrowd = [];
@@ -190,20 +191,23 @@ internal sealed class CocoCategoryEvaluator
             return;
         }
 
-        ComputeIou(p0, dCount, gCount);
+        // Ranges with the same ignore flags match identically (only the detections' own areas differ):
+        // match once per distinct set of flags.
+        Span<int> sameAs = stackalloc int[A];
         for (int a = 0; a < A; a++)
         {
-            Span<int> rangeMatches = matches.AsSpan(a * T * dCount, T * dCount);
-            ReadOnlySpan<bool> ignore = gtIgnore.AsSpan(a * gCount, gCount);
-            // Ranges with the same ignore flags match identically (only the detections' own areas differ).
-            int same = -1;
-            for (int b = 0; b < a && same < 0; b++)
+            sameAs[a] = a;
+            for (int b = 0; b < a && sameAs[a] == a; b++)
             {
-                if (ignore.SequenceEqual(gtIgnore.AsSpan(b * gCount, gCount))) same = b;
+                if (gtIgnore.AsSpan(a * gCount, gCount).SequenceEqual(gtIgnore.AsSpan(b * gCount, gCount))) sameAs[a] = b;
             }
-            if (same >= 0) matches.AsSpan(same * T * dCount, T * dCount).CopyTo(rangeMatches);
-            else Match(ignore, dCount, gCount, rangeMatches);
+        }
+        Match(sameAs, p0, dCount, gCount);
 
+        for (int a = 0; a < A; a++)
+        {
+            ReadOnlySpan<int> rangeMatches = matches.AsSpan(sameAs[a] * T * dCount, T * dCount);
+            ReadOnlySpan<bool> ignore = gtIgnore.AsSpan(a * gCount, gCount);
             for (int d = 0; d < dCount; d++)
             {
                 int tp = 0, fp = 0;
@@ -227,10 +231,32 @@ internal sealed class CocoCategoryEvaluator
         }
     }
 
-    /// <summary>iou[d * G + g] for the image's kept detections and ground truths (COCOEVAL.md 3, maskApi.c bbIou).</summary>
-    private void ComputeIou(int p0, int dCount, int gCount)
+    /// <summary>
+    /// Greedy matching (COCOEVAL.md 4.2) of the kept detections [p0, p0 + D) for every distinct area
+    /// range a (sameAs[a] == a) and threshold t: matches[(a * T + t) * D + d] = the ground truth
+    /// detection d is matched to, or -1. Thresholds and ranges do not share state, so detections can be
+    /// the outer loop: each one's IoU row [G] is computed once (COCOEVAL.md 3, maskApi.c bbIou) and used
+    /// for every (range, threshold); no [D, G] matrix is kept. The inner loop is pycocotools' own, so
+    /// ties and NaN IoUs go the same way.
+    /// </summary>
+    private void Match(ReadOnlySpan<int> sameAs, int p0, int dCount, int gCount)
     {
-        Grow(ref iou, dCount * gCount);
+        Grow(ref iou, gCount);
+        Grow(ref gtOrder, A * gCount);
+        Grow(ref gtUsed, A * T * gCount);
+        for (int a = 0; a < A; a++)
+        {
+            if (sameAs[a] != a) continue;
+            // Regular ground truths first, then the ignored ones, each in file order (a stable sort on the flag).
+            ReadOnlySpan<bool> ignore = gtIgnore.AsSpan(a * gCount, gCount);
+            Span<int> byIgnore = gtOrder.AsSpan(a * gCount, gCount);
+            int q = 0;
+            for (int g = 0; g < gCount; g++) if (!ignore[g]) byIgnore[q++] = g;
+            for (int g = 0; g < gCount; g++) if (ignore[g]) byIgnore[q++] = g;
+            gtUsed.AsSpan(a * T * gCount, T * gCount).Clear();
+        }
+
+        Span<double> row = iou.AsSpan(0, gCount);
         for (int d = 0; d < dCount; d++)
         {
             CocoBox dt = detections[keptDetection[p0 + d]].Box;
@@ -251,43 +277,30 @@ internal sealed class CocoCategoryEvaluator
                         value = intersection / union;
                     }
                 }
-                iou[d * gCount + g] = value;
+                row[g] = value;
             }
-        }
-    }
 
-    /// <summary>
-    /// Greedy matching for one area range, every threshold: matches[t * D + d] = the ground truth
-    /// detection d is matched to at threshold t, or -1 (COCOEVAL.md 4.2, written as pycocotools' loop
-    /// so that ties and NaN IoUs go the same way).
-    /// </summary>
-    private void Match(ReadOnlySpan<bool> ignore, int dCount, int gCount, Span<int> result)
-    {
-        Grow(ref gtOrder, gCount);
-        Grow(ref gtUsed, gCount);
-        int q = 0;
-        for (int g = 0; g < gCount; g++) if (!ignore[g]) gtOrder[q++] = g;
-        for (int g = 0; g < gCount; g++) if (ignore[g]) gtOrder[q++] = g;
-        ReadOnlySpan<int> byIgnore = gtOrder.AsSpan(0, gCount);
-        Span<bool> used = gtUsed.AsSpan(0, gCount);
-        for (int t = 0; t < T; t++)
-        {
-            used.Clear();
-            for (int d = 0; d < dCount; d++)
+            for (int a = 0; a < A; a++)
             {
-                ReadOnlySpan<double> row = iou.AsSpan(d * gCount, gCount);
-                double best = matchThreshold[t];
-                int m = -1;
-                foreach (int g in byIgnore)
+                if (sameAs[a] != a) continue;
+                ReadOnlySpan<bool> ignore = gtIgnore.AsSpan(a * gCount, gCount);
+                ReadOnlySpan<int> byIgnore = gtOrder.AsSpan(a * gCount, gCount);
+                for (int t = 0; t < T; t++)
                 {
-                    if (used[g] && !gtCrowd[g]) continue;
-                    if (m > -1 && !ignore[m] && ignore[g]) break;
-                    if (row[g] < best) continue;
-                    best = row[g];
-                    m = g;
+                    Span<bool> used = gtUsed.AsSpan((a * T + t) * gCount, gCount);
+                    double best = matchThreshold[t];
+                    int m = -1;
+                    foreach (int g in byIgnore)
+                    {
+                        if (used[g] && !gtCrowd[g]) continue;
+                        if (m > -1 && !ignore[m] && ignore[g]) break;
+                        if (row[g] < best) continue;
+                        best = row[g];
+                        m = g;
+                    }
+                    matches[(a * T + t) * dCount + d] = m;
+                    if (m >= 0) used[m] = true;
                 }
-                result[t * dCount + d] = m;
-                if (m >= 0) used[m] = true;
             }
         }
     }

@@ -3,8 +3,8 @@
 // belongs to one category), so they are spread over worker threads, largest first; the result does
 // not depend on the thread count or the scheduling. Per category (CocoCategoryEvaluator):
 //   1. its detections sorted by (image, descending score, file position) and cut to 100 per image;
-//   2. per image: the IoU matrix [D, G], then per area range and IoU threshold the greedy matching,
-//      giving each kept detection a TP / FP / ignored state per (area range, threshold);
+//   2. per image: the greedy matching per area range and IoU threshold (one IoU row [G] per
+//      detection), giving each kept detection a TP / FP / ignored state per (area range, threshold);
 //   3. per area range and max-detections value: the detections of all images in (descending score,
 //      image, rank) order, running TP / FP counts, the precision envelope and the recall-threshold
 //      lookup into the precision [T, R, K, A, M] and recall [T, K, A, M] tables.
