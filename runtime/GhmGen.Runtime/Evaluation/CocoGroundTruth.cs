@@ -14,6 +14,12 @@ public sealed class CocoGroundTruth
     /// <summary>Largest file <see cref="Load"/> reads, in bytes.</summary>
     public const long MaxFileBytes = CocoJson.MaxFileBytes;
 
+    /// <summary>
+    /// Most categories accepted (LVIS has 1,203). The evaluation's precision table holds 12,120
+    /// doubles per category (T x R x A x M), ~485 MB at this limit.
+    /// </summary>
+    public const int MaxCategories = 5000;
+
     private readonly long[] imageIds;
     private readonly CocoCategory[] categories;
     private readonly CocoAnnotation[] annotations;
@@ -29,6 +35,8 @@ public sealed class CocoGroundTruth
         var byId = new SortedDictionary<long, CocoCategory>();
         foreach (CocoCategory c in categoryList) byId[c.Id] = c;
         categories = [.. byId.Values];
+        if (categories.Length > MaxCategories)
+            throw new CocoFormatException(fileName, $"{categories.Length} categories; at most {MaxCategories} are supported");
         annotations = [.. annotationList];
 
         imageIndex = new Dictionary<long, int>(imageIds.Length);

@@ -121,6 +121,14 @@ public sealed class CocoLoaderTests
     }
 
     [Fact]
+    public void Too_many_categories_are_refused()
+    {
+        string categories = string.Join(", ", Enumerable.Range(1, CocoGroundTruth.MaxCategories + 1).Select(i => $"{{\"id\": {i}}}"));
+        Assert.Equal($"gt.json: {CocoGroundTruth.MaxCategories + 1} categories; at most {CocoGroundTruth.MaxCategories} are supported",
+            GtMessage("{\"images\": [], \"categories\": [" + categories + "]}"));
+    }
+
+    [Fact]
     public void Invalid_utf8_in_a_category_name_is_a_format_error()
     {
         byte[] json = [.. Encoding.UTF8.GetBytes("{\"images\": [], \"categories\": [{\"id\": 1, \"name\": \""), 0xC3, 0x28, .. Encoding.UTF8.GetBytes("\"}]}")];
