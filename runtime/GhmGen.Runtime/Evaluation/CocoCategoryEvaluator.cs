@@ -58,8 +58,8 @@ internal sealed class CocoCategoryEvaluator
     private bool[] gtIgnore = [];
     private bool[] gtUsed = [];
     private int[] gtOrder = [];
-    private double[] iou = [];
-    private int[] matches = new int[A * T * CocoEvalParameters.MaxDetectionsPerImage];
+    private double[] iouRow = [];
+    private readonly int[] matches = new int[A * T * CocoEvalParameters.MaxDetectionsPerImage];
     private readonly bool[] outside = new bool[CocoEvalParameters.MaxDetectionsPerImage * A];
 
     public CocoCategoryEvaluator(Inputs inputs)
@@ -241,7 +241,7 @@ internal sealed class CocoCategoryEvaluator
     /// </summary>
     private void Match(ReadOnlySpan<int> sameAs, int p0, int dCount, int gCount)
     {
-        Grow(ref iou, gCount);
+        Grow(ref iouRow, gCount);
         Grow(ref gtOrder, A * gCount);
         Grow(ref gtUsed, A * T * gCount);
         for (int a = 0; a < A; a++)
@@ -256,7 +256,7 @@ internal sealed class CocoCategoryEvaluator
             gtUsed.AsSpan(a * T * gCount, T * gCount).Clear();
         }
 
-        Span<double> row = iou.AsSpan(0, gCount);
+        Span<double> row = iouRow.AsSpan(0, gCount);
         for (int d = 0; d < dCount; d++)
         {
             CocoBox dt = detections[keptDetection[p0 + d]].Box;
