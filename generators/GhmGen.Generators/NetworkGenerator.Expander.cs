@@ -28,148 +28,157 @@ public sealed partial class NetworkGenerator
         private readonly List<(long H, long W)[]> _sizes = [];
         private readonly Dictionary<string, int> _valueByName = new(StringComparer.Ordinal);
         private readonly List<NodeModel> _nodes = [];
-        private readonly List<LocationInfo?> _nodeLocations = [];
+        private readonly List<NodeLocation> _nodeLocations = [];
         private readonly List<string> _parts = [];
-        private readonly BlockDecl _network;
+        private readonly BlockDecl _type;
+        private readonly NetworkDecl _network;
+        // Frozen key paths of the network, and whether each named at least one layer.
+        private readonly List<string> _frozen;
+        private readonly bool[] _frozenUsed;
 
-        private Expander(BlockDecl network, ImmutableArray<BlockDecl> blocks)
+        private Expander(BlockDecl type, NetworkDecl network, ImmutableArray<BlockDecl> blocks)
         {
+            _type = type;
             _network = network;
             foreach (BlockDecl b in blocks)
                 if (!_blocks.ContainsKey(b.TypeName)) _blocks.Add(b.TypeName, b);
             long min = network.MinInputSize;
             _probes = [(min, min), (3 * min + 5, 2 * min + 7)];
+            _frozen = network.Frozen is null ? [] : IntExpression.SplitNames(network.Frozen);
+            _frozenUsed = new bool[_frozen.Count];
         }
 
-        public static ExpansionResult Expand(BlockDecl network, ImmutableArray<BlockDecl> blocks)
+        public static ExpansionResult Expand(BlockDecl type, ImmutableArray<BlockDecl> blocks)
         {
-            if (network.IsNested)
-                return Fail(Diag(DiagnosticDescriptors.NestedType, network.Location, network.TypeName));
-            if (!network.IsPartial)
-                return Fail(Diag(DiagnosticDescriptors.NotPartial, network.Location, network.TypeName));
-            var expander = new Expander(network, blocks);
+            // Errors in reading the attributes: a [Block] class reports its own on the blocks branch.
+            if (type.Diagnostics.Count > 0)
+                return new ExpansionResult(null, EquatableArray<NodeLocation>.Empty, type.IsBlock ? EquatableArray<DiagnosticInfo>.Empty : type.Diagnostics);
+            if (type.IsNested)
+                return Fail(Diag(DiagnosticDescriptors.NestedType, type.Location, type.TypeName));
+            if (!type.IsPartial)
+                return Fail(Diag(DiagnosticDescriptors.NotPartial, type.Location, type.TypeName));
+            var expander = new Expander(type, type.Network!, blocks);
             try
             {
-                return new ExpansionResult(expander.Run(), EquatableArray<DiagnosticInfo>.Empty);
+                NetworkModel model = expander.Run();
+                return new ExpansionResult(model, expander._nodeLocations.ToEquatableArray(), EquatableArray<DiagnosticInfo>.Empty);
             }
             catch (ExpansionException e)
             {
-                return Fail(e.Diagnostic);
+                return e.Diagnostic is { } d ? Fail(d) : new ExpansionResult(null, EquatableArray<NodeLocation>.Empty, EquatableArray<DiagnosticInfo>.Empty);
             }
         }
 
-        private static ExpansionResult Fail(DiagnosticInfo d) => new(null, new EquatableArray<DiagnosticInfo>([d]));
+        private static ExpansionResult Fail(DiagnosticInfo d) => new(null, EquatableArray<NodeLocation>.Empty, new EquatableArray<DiagnosticInfo>([d]));
 
         private NetworkModel Run()
         {
-            string networkName = _network.NetworkName ?? _network.TypeName;
+            string networkName = _network.Name;
             if (_network.MinInputSize <= 0)
                 throw Error(DiagnosticDescriptors.NonPositive, _network.Location, networkName, "MinInputSize", "positive", _network.MinInputSize.ToString());
 
-            BlockDecl root = _network;
+            BlockDecl root = _type;
             var args = new Dictionary<string, long>(StringComparer.Ordinal);
-            if (_network.NetworkBlock is { } blockName)
+            if (_network.Block is { } blockName)
             {
-                if (!_blocks.TryGetValue(blockName, out root!))
-                    throw Error(DiagnosticDescriptors.UnknownBlock, _network.Location, blockName);
-                args = EvaluateArgs(_network.NetworkArgs, new Dictionary<string, long>(), networkName, _network.Location);
+                root = FindBlock(blockName, _network.Location, []);
+                args = EvaluateArgs(_network.Args, new Dictionary<string, long>(), networkName, _network.Location);
             }
 
-            List<OpDecl> inputs = root.Ops.Where(o => o.Kind == "Input").ToList();
-            if (inputs.Count != 1)
+            if (root.Inputs.Count != 1)
                 throw Error(DiagnosticDescriptors.BadShape, _network.Location, networkName,
-                    $"a network needs exactly one [Input] but '{root.TypeName}' declares {inputs.Count}");
-            OpDecl input = inputs[0];
-            string? channelsText = input.Get("Channels");
-            if (channelsText is null)
+                    $"a network needs exactly one [Input] but '{root.TypeName}' declares {root.Inputs.Count}");
+            InputDecl input = root.Inputs[0];
+            if (input.Channels is not { } channelsText)
                 throw Error(DiagnosticDescriptors.BadShape, input.Location, networkName,
                     $"the network input '{input.Name}' must declare Channels");
             long channels = Eval(channelsText, Scope(root, args, networkName, _network.Location), networkName, input.Location);
             RequirePositive(channels, "input channels", networkName, input.Location);
-            int inputValue = AddValue(input.Name ?? "input", (int)channels, _probes.Select(p => p).ToArray(), input.Location);
-            AddNode(input.Location, new NodeModel("input", inputValue, EquatableArray<int>.Empty, -1, 0, 0, 0, -1, false, false));
+            int inputValue = AddValue(input.Name, (int)channels, _probes.Select(p => p).ToArray(), 1, input.Location);
+            AddNode(input.Location, new InputNode(inputValue));
 
-            Dictionary<string, int> outputs = ExpandBlock(root, "", "", args, [inputValue], _network.Location, "", shared: false, new List<string> { root.TypeName });
+            Dictionary<string, int> outputs = ExpandBlock(root, "", "", args, [inputValue], _network.Location, "", shared: false, trainable: true, new List<string> { root.TypeName });
             if (outputs.Count == 0)
                 throw Error(DiagnosticDescriptors.BadShape, _network.Location, networkName, "the network has no outputs");
 
-            var model = new NetworkModel(
-                _network.TypeName, _network.Namespace, _network.Accessibility, networkName, _network.MinInputSize,
+            for (int i = 0; i < _frozen.Count; i++)
+                if (!_frozenUsed[i])
+                    throw Error(DiagnosticDescriptors.FrozenPathNamesNothing, _network.Location, networkName, _frozen[i]);
+            if (!_network.NormEval && _layers.OfType<BatchNormLayer>().FirstOrDefault(l => l.Trainable) is { } trainedNorm)
+                throw Error(DiagnosticDescriptors.TrainingBatchNorm, _network.Location, networkName, trainedNorm.Key);
+
+            return new NetworkModel(
+                _type.TypeName, _type.Namespace, _type.Accessibility, networkName, _network.MinInputSize,
                 _layers.ToEquatableArray(), _values.ToEquatableArray(), _nodes.ToEquatableArray(),
                 outputs.Where(kv => kv.Key.Length > 0).Select(kv => new OutputModel(kv.Key, kv.Value)).ToEquatableArray(),
                 _parts.ToEquatableArray());
-            if (Emit.ForwardPlanner.Plan(model, out int badNode, out string? problem) is null)
-                throw Error(DiagnosticDescriptors.NoForward, _nodeLocations[badNode], $"'{_values[_nodes[badNode].Output].Name}'", problem!);
-            return model;
         }
 
         /// <summary>
         /// Expands one instance of a block. Keys of its layers start with <paramref name="keyPrefix"/>,
         /// names of its values with <paramref name="valuePrefix"/>. When <paramref name="shared"/>, its
-        /// layers already exist (a repeated application of shared weights) and are reused.
+        /// layers already exist (a repeated application of shared weights) and are reused. Its layers
+        /// are trained only when <paramref name="trainable"/> (no enclosing instance is frozen).
         /// Returns its outputs by name; the key "" is its default output.
         /// </summary>
         private Dictionary<string, int> ExpandBlock(BlockDecl block, string keyPrefix, string valuePrefix,
-            Dictionary<string, long> args, List<int> inputValues, LocationInfo? callSite, string part, bool shared, List<string> stack)
+            Dictionary<string, long> args, List<int> inputValues, LocationInfo? callSite, string part, bool shared, bool trainable, List<string> stack)
         {
             Dictionary<string, long> scope = Scope(block, args, block.TypeName, callSite);
 
-            List<OpDecl> inputs = block.Ops.Where(o => o.Kind == "Input").ToList();
-            if (inputs.Count != inputValues.Count)
+            if (block.Inputs.Count != inputValues.Count)
                 throw Error(DiagnosticDescriptors.BadShape, callSite, block.TypeName,
-                    $"block '{block.TypeName}' takes {inputs.Count} input(s) but {inputValues.Count} are connected");
+                    $"block '{block.TypeName}' takes {block.Inputs.Count} input(s) but {inputValues.Count} are connected");
 
             var local = new Dictionary<string, int>(StringComparer.Ordinal);
-            for (int i = 0; i < inputs.Count; i++)
+            for (int i = 0; i < block.Inputs.Count; i++)
             {
-                string name = inputs[i].Name ?? $"input{i}";
-                if (inputs[i].Get("Channels") is { } expected)
+                InputDecl input = block.Inputs[i];
+                if (input.Channels is { } expected)
                 {
-                    long want = Eval(expected, scope, block.TypeName, inputs[i].Location);
+                    long want = Eval(expected, scope, block.TypeName, input.Location);
                     int have = _values[inputValues[i]].Channels;
                     if (want != have)
-                        throw Error(DiagnosticDescriptors.ChannelMismatch, callSite ?? inputs[i].Location,
-                            $"input '{name}' of block '{block.TypeName}'", want.ToString(), _values[inputValues[i]].Name, have.ToString());
+                        throw Error(DiagnosticDescriptors.ChannelMismatch, callSite ?? input.Location,
+                            $"input '{input.Name}' of block '{block.TypeName}'", want.ToString(), _values[inputValues[i]].Name, have.ToString());
                 }
-                local[name] = inputValues[i];
+                local[input.Name] = inputValues[i];
             }
 
             // Layer ops in declaration order, with their names and references resolved to local names.
             var layerOps = new List<PlannedOp>();
             var byName = new Dictionary<string, PlannedOp>(StringComparer.Ordinal);
-            string previous = inputs.Count > 0 ? inputs[0].Name ?? "input0" : "";
+            string previous = block.Inputs.Count > 0 ? block.Inputs[0].Name : "";
             int autoIndex = 0;
-            foreach (OpDecl op in block.Ops)
+            foreach (LayerDecl op in block.Layers)
             {
-                if (op.Kind is "Input" or "Output" or "Let") continue;
                 string name = op.Name ?? $"{op.Kind.ToLowerInvariant()}{autoIndex++}";
                 if (byName.ContainsKey(name) || local.ContainsKey(name))
                     throw Error(DiagnosticDescriptors.Duplicate, op.Location, name, $" in block '{block.TypeName}'");
                 var refs = new List<string>();
-                switch (op.Kind)
+                switch (op)
                 {
-                    case "Buffer":
+                    case BufferDecl:
                         break;
-                    case "Add":
-                        refs.Add(op.Get("left")!);
-                        refs.Add(op.Get("right")!);
+                    case AddDecl add:
+                        refs.Add(add.Left);
+                        refs.Add(add.Right);
                         break;
-                    case "Upsample":
-                        refs.Add(op.Get("From") ?? previous);
-                        refs.Add(op.Get("sizeOf")!);
+                    case UpsampleDecl up:
+                        refs.Add(up.From ?? previous);
+                        refs.Add(up.SizeOf);
                         break;
-                    case "Shared":
-                    case "Use":
-                        refs.AddRange(IntExpression.SplitNames(op.Get("From") ?? previous));
+                    case SharedDecl or UseDecl:
+                        refs.AddRange(IntExpression.SplitNames(op.From ?? previous));
                         break;
                     default:
-                        refs.Add(op.Get("From") ?? previous);
+                        refs.Add(op.From ?? previous);
                         break;
                 }
                 var planned = new PlannedOp(op, name, refs, layerOps.Count);
                 layerOps.Add(planned);
                 byName[name] = planned;
-                if (op.Kind != "Buffer") previous = name;
+                if (op is not BufferDecl) previous = name;
             }
 
             // Dependencies between ops of this block; order = topological, declaration order breaking ties.
@@ -185,59 +194,58 @@ public sealed partial class NetworkGenerator
             List<PlannedOp> order = TopologicalOrder(layerOps, block);
 
             foreach (PlannedOp op in order)
-                ExecuteOp(op, block, scope, keyPrefix, valuePrefix, local, part, shared, stack);
+                ExecuteOp(op, block, scope, keyPrefix, valuePrefix, local, part, shared, trainable, stack);
 
             // Outputs: explicit, or the last layer's value.
             var outputs = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (OpDecl o in block.Ops.Where(o => o.Kind == "Output"))
+            foreach (OutputDecl o in block.Outputs)
             {
-                string name = o.Name!;
-                string from = o.Get("from")!;
-                if (outputs.ContainsKey(name))
-                    throw Error(DiagnosticDescriptors.Duplicate, o.Location, name, $" among the outputs of '{block.TypeName}'");
-                outputs[name] = Resolve(from, local, o.Location, block.TypeName);
-                if (!outputs.ContainsKey("")) outputs[""] = outputs[name];
+                if (outputs.ContainsKey(o.Name))
+                    throw Error(DiagnosticDescriptors.Duplicate, o.Location, o.Name, $" among the outputs of '{block.TypeName}'");
+                outputs[o.Name] = Resolve(o.From, local, o.Location, block.TypeName);
+                if (!outputs.ContainsKey("")) outputs[""] = outputs[o.Name];
             }
             if (outputs.Count == 0)
             {
-                PlannedOp? last = layerOps.LastOrDefault(o => o.Decl.Kind != "Buffer");
+                PlannedOp? last = layerOps.LastOrDefault(o => o.Decl is not BufferDecl);
                 if (last is not null) outputs[""] = local[last.Name];
-                else if (inputs.Count > 0) outputs[""] = local[inputs[0].Name ?? "input0"];
+                else if (block.Inputs.Count > 0) outputs[""] = local[block.Inputs[0].Name];
             }
             return outputs;
         }
 
         private void ExecuteOp(PlannedOp op, BlockDecl block, Dictionary<string, long> scope, string keyPrefix, string valuePrefix,
-            Dictionary<string, int> local, string part, bool shared, List<string> stack)
+            Dictionary<string, int> local, string part, bool shared, bool trainable, List<string> stack)
         {
-            OpDecl d = op.Decl;
+            LayerDecl d = op.Decl;
             string where = $"'{keyPrefix}{op.Name}'";
             List<int> inputs = op.References.Select(r => Resolve(r, local, d.Location, block.TypeName)).ToList();
 
-            if (d.Get("When") is { } when && Eval(when, scope, where, d.Location) == 0)
+            if (d.When is { } when && Eval(when, scope, where, d.Location) == 0)
             {
                 // Absent layer: its output is its input.
                 if (inputs.Count > 0) local[op.Name] = inputs[0];
                 return;
             }
+            trainable &= d.Trainable;
 
-            switch (d.Kind)
+            switch (d)
             {
-                case "Conv":
+                case ConvDecl c:
                 {
                     int x = inputs[0];
                     int inC = _values[x].Channels;
-                    long outC = Eval(d.Get("Out") ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Out", "a convolution needs Out (output channels)"), scope, where, d.Location);
-                    long k = EvalOr(d.Get("Kernel"), 1, scope, where, d.Location);
-                    long s = EvalOr(d.Get("Stride"), 1, scope, where, d.Location);
-                    long p = EvalOr(d.Get("Padding"), 0, scope, where, d.Location);
-                    long g = EvalOr(d.Get("Groups"), 1, scope, where, d.Location);
+                    long outC = Eval(c.Out ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Out", "a convolution needs Out (output channels)"), scope, where, d.Location);
+                    long k = EvalOr(c.Kernel, 1, scope, where, d.Location);
+                    long s = EvalOr(c.Stride, 1, scope, where, d.Location);
+                    long p = EvalOr(c.Padding, 0, scope, where, d.Location);
+                    long g = EvalOr(c.Groups, 1, scope, where, d.Location);
                     RequirePositive(outC, "output channels", where, d.Location);
                     RequirePositive(k, "kernel size", where, d.Location);
                     RequirePositive(s, "stride", where, d.Location);
                     RequirePositive(g, "groups", where, d.Location);
                     if (p < 0) throw Error(DiagnosticDescriptors.NonPositive, d.Location, where, "padding", "zero or more", p.ToString());
-                    if (d.Get("In") is { } inText)
+                    if (c.In is { } inText)
                     {
                         long want = Eval(inText, scope, where, d.Location);
                         if (want != inC)
@@ -245,56 +253,57 @@ public sealed partial class NetworkGenerator
                     }
                     if (inC % g != 0 || outC % g != 0)
                         throw Error(DiagnosticDescriptors.GroupsDoNotDivide, d.Location, where, g.ToString(), inC.ToString(), outC.ToString());
-                    bool bias = d.Get("Bias") == "true";
-                    int layer = AddLayer(new LayerModel("conv", keyPrefix + op.Name, part, inC, (int)outC, (int)k, (int)s, (int)p, (int)g, bias, 0), d.Location, shared);
+                    string key = keyPrefix + op.Name;
+                    int layer = AddLayer(new ConvLayer(key, part, Trained(key, trainable), inC, (int)outC, (int)k, (int)s, (int)p, (int)g, c.Bias), d.Location, shared);
                     (long H, long W)[] sizes = _sizes[x].Select(z => (Shrink(z.H, k, s, p), Shrink(z.W, k, s, p))).ToArray();
-                    int y = AddValue(valuePrefix + op.Name, (int)outC, sizes, d.Location);
-                    AddNode(d.Location, new NodeModel("conv", y, new EquatableArray<int>([x]), layer, (int)k, (int)s, (int)p, -1, d.Get("Relu") == "true", shared));
+                    int y = AddValue(valuePrefix + op.Name, (int)outC, sizes, _values[x].Stride * s, d.Location);
+                    AddNode(d.Location, new ConvNode(y, x, layer, c.Relu, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "BatchNorm":
+                case BatchNormDecl:
                 {
                     int x = inputs[0];
-                    int c = _values[x].Channels;
-                    int layer = AddLayer(new LayerModel("bn", keyPrefix + op.Name, part, c, c, 0, 0, 0, 1, false, 0), d.Location, shared);
-                    int y = AddValue(valuePrefix + op.Name, c, _sizes[x], d.Location);
-                    AddNode(d.Location, new NodeModel("bn", y, new EquatableArray<int>([x]), layer, 0, 0, 0, -1, false, shared));
+                    int channels = _values[x].Channels;
+                    string key = keyPrefix + op.Name;
+                    int layer = AddLayer(new BatchNormLayer(key, part, Trained(key, trainable), channels), d.Location, shared);
+                    int y = AddValue(valuePrefix + op.Name, channels, _sizes[x], _values[x].Stride, d.Location);
+                    AddNode(d.Location, new BatchNormNode(y, x, layer, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "Relu":
+                case ReluDecl:
                 {
                     int x = inputs[0];
-                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[x], d.Location);
-                    AddNode(d.Location, new NodeModel("relu", y, new EquatableArray<int>([x]), -1, 0, 0, 0, -1, false, shared));
+                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[x], _values[x].Stride, d.Location);
+                    AddNode(d.Location, new ReluNode(y, x, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "MaxPool":
+                case MaxPoolDecl m:
                 {
                     int x = inputs[0];
-                    long k = Eval(d.Get("Kernel") ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Kernel", "max-pool needs Kernel"), scope, where, d.Location);
-                    long s = EvalOr(d.Get("Stride"), k, scope, where, d.Location);
-                    long p = EvalOr(d.Get("Padding"), 0, scope, where, d.Location);
+                    long k = Eval(m.Kernel ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Kernel", "max-pool needs Kernel"), scope, where, d.Location);
+                    long s = EvalOr(m.Stride, k, scope, where, d.Location);
+                    long p = EvalOr(m.Padding, 0, scope, where, d.Location);
                     RequirePositive(k, "kernel size", where, d.Location);
                     RequirePositive(s, "stride", where, d.Location);
                     if (p < 0 || 2 * p > k) throw Error(DiagnosticDescriptors.NonPositive, d.Location, where, "padding", "between 0 and half the kernel", p.ToString());
                     (long H, long W)[] sizes = _sizes[x].Select(z => (Shrink(z.H, k, s, p), Shrink(z.W, k, s, p))).ToArray();
-                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, sizes, d.Location);
-                    AddNode(d.Location, new NodeModel("maxpool", y, new EquatableArray<int>([x]), -1, (int)k, (int)s, (int)p, -1, false, shared));
+                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, sizes, _values[x].Stride * s, d.Location);
+                    AddNode(d.Location, new MaxPoolNode(y, x, (int)k, (int)s, (int)p, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "Upsample":
+                case UpsampleDecl:
                 {
                     int x = inputs[0], like = inputs[1];
-                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[like], d.Location);
-                    AddNode(d.Location, new NodeModel("upsample", y, new EquatableArray<int>([x]), -1, 0, 0, 0, like, false, shared));
+                    int y = AddValue(valuePrefix + op.Name, _values[x].Channels, _sizes[like], _values[like].Stride, d.Location);
+                    AddNode(d.Location, new UpsampleNode(y, x, like, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "Add":
+                case AddDecl:
                 {
                     int a = inputs[0], b = inputs[1];
                     if (_values[a].Channels != _values[b].Channels)
@@ -303,36 +312,37 @@ public sealed partial class NetworkGenerator
                         if (_sizes[a][i] != _sizes[b][i])
                             throw Error(DiagnosticDescriptors.BadShape, d.Location, where,
                                 $"operands '{_values[a].Name}' ({_sizes[a][i].H}x{_sizes[a][i].W}) and '{_values[b].Name}' ({_sizes[b][i].H}x{_sizes[b][i].W}) differ in size for input {_probes[i].H}x{_probes[i].W}");
-                    int y = AddValue(valuePrefix + op.Name, _values[a].Channels, _sizes[a], d.Location);
-                    AddNode(d.Location, new NodeModel("add", y, new EquatableArray<int>([a, b]), -1, 0, 0, 0, -1, false, shared));
+                    int y = AddValue(valuePrefix + op.Name, _values[a].Channels, _sizes[a], _values[a].Stride, d.Location);
+                    AddNode(d.Location, new AddNode(y, a, b, shared));
                     local[op.Name] = y;
                     break;
                 }
-                case "Buffer":
+                case BufferDecl buffer:
                 {
-                    long length = long.Parse(d.Get("length") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
-                    RequirePositive(length, "buffer length", where, d.Location);
-                    AddLayer(new LayerModel("buffer", keyPrefix + op.Name, part, 0, 0, 0, 0, 0, 1, false, (int)length), d.Location, shared);
+                    RequirePositive(buffer.Length, "buffer length", where, d.Location);
+                    string key = keyPrefix + op.Name;
+                    Trained(key, false); // a frozen path may name a buffer; it is never trained anyway
+                    AddLayer(new BufferLayer(key, part, buffer.Length), d.Location, shared);
                     break;
                 }
-                case "Use":
+                case UseDecl use:
                 {
-                    BlockDecl inner = FindBlock(d, stack);
-                    Dictionary<string, long> innerArgs = EvaluateArgs(d.Get("Args"), scope, where, d.Location);
-                    string innerPart = part.Length == 0 ? RegisterPart(d.Get("Part") ?? op.Name) : part;
+                    BlockDecl inner = FindBlock(use.Block, d.Location, stack);
+                    Dictionary<string, long> innerArgs = EvaluateArgs(use.Args, scope, where, d.Location);
+                    string innerPart = part.Length == 0 ? RegisterPart(use.Part ?? op.Name) : part;
                     stack.Add(inner.TypeName);
-                    Dictionary<string, int> outs = ExpandBlock(inner, keyPrefix + op.Name + ".", valuePrefix + op.Name + ".", innerArgs, inputs, d.Location, innerPart, shared, stack);
+                    Dictionary<string, int> outs = ExpandBlock(inner, keyPrefix + op.Name + ".", valuePrefix + op.Name + ".", innerArgs, inputs, d.Location, innerPart, shared, trainable, stack);
                     stack.RemoveAt(stack.Count - 1);
                     Publish(op.Name, outs, local);
                     break;
                 }
-                case "Stage":
+                case StageDecl stage:
                 {
-                    BlockDecl inner = FindBlock(d, stack);
-                    long count = Eval(d.Get("Count") ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Count", "a stage needs Count"), scope, where, d.Location);
+                    BlockDecl inner = FindBlock(stage.Block, d.Location, stack);
+                    long count = Eval(stage.Count ?? throw Error(DiagnosticDescriptors.BadExpression, d.Location, where, "Count", "a stage needs Count"), scope, where, d.Location);
                     RequirePositive(count, "block count", where, d.Location);
-                    Dictionary<string, long> common = EvaluateArgs(d.Get("Args"), scope, where, d.Location);
-                    Dictionary<string, long> first = EvaluateArgs(d.Get("First"), scope, where, d.Location);
+                    Dictionary<string, long> common = EvaluateArgs(stage.Args, scope, where, d.Location);
+                    Dictionary<string, long> first = EvaluateArgs(stage.First, scope, where, d.Location);
                     int x = inputs[0];
                     stack.Add(inner.TypeName);
                     for (int i = 0; i < count; i++)
@@ -340,7 +350,7 @@ public sealed partial class NetworkGenerator
                         var blockArgs = new Dictionary<string, long>(common, StringComparer.Ordinal);
                         if (i == 0)
                             foreach (KeyValuePair<string, long> kv in first) blockArgs[kv.Key] = kv.Value;
-                        Dictionary<string, int> outs = ExpandBlock(inner, $"{keyPrefix}{op.Name}.{i}.", $"{valuePrefix}{op.Name}.{i}.", blockArgs, [x], d.Location, part, shared, stack);
+                        Dictionary<string, int> outs = ExpandBlock(inner, $"{keyPrefix}{op.Name}.{i}.", $"{valuePrefix}{op.Name}.{i}.", blockArgs, [x], d.Location, part, shared, trainable, stack);
                         x = outs[""];
                         Publish($"{op.Name}.{i}", outs, local);
                     }
@@ -348,17 +358,17 @@ public sealed partial class NetworkGenerator
                     local[op.Name] = x;
                     break;
                 }
-                case "Shared":
+                case SharedDecl sharedDecl:
                 {
-                    BlockDecl inner = FindBlock(d, stack);
-                    Dictionary<string, long> innerArgs = EvaluateArgs(d.Get("Args"), scope, where, d.Location);
-                    string innerPart = part.Length == 0 ? RegisterPart(d.Get("Part") ?? op.Name) : part;
+                    BlockDecl inner = FindBlock(sharedDecl.Block, d.Location, stack);
+                    Dictionary<string, long> innerArgs = EvaluateArgs(sharedDecl.Args, scope, where, d.Location);
+                    string innerPart = part.Length == 0 ? RegisterPart(sharedDecl.Part ?? op.Name) : part;
                     stack.Add(inner.TypeName);
                     for (int i = 0; i < inputs.Count; i++)
                     {
                         string reference = op.References[i];
                         string suffix = reference.Substring(reference.LastIndexOf('.') + 1);
-                        Dictionary<string, int> outs = ExpandBlock(inner, keyPrefix + op.Name + ".", $"{valuePrefix}{op.Name}.{suffix}.", innerArgs, [inputs[i]], d.Location, innerPart, shared || i > 0, stack);
+                        Dictionary<string, int> outs = ExpandBlock(inner, keyPrefix + op.Name + ".", $"{valuePrefix}{op.Name}.{suffix}.", innerArgs, [inputs[i]], d.Location, innerPart, shared || i > 0, trainable, stack);
                         Publish($"{op.Name}.{suffix}", outs, local);
                         if (i == 0) local[op.Name] = outs[""];
                     }
@@ -370,13 +380,32 @@ public sealed partial class NetworkGenerator
             }
         }
 
-        private BlockDecl FindBlock(OpDecl d, List<string> stack)
+        /// <summary>
+        /// Whether the layer keyed <paramref name="key"/> is trained: its enclosing instances are and
+        /// no frozen path of the network names it (the key itself, or a dotted prefix of it).
+        /// </summary>
+        private bool Trained(string key, bool trainable)
         {
-            string name = d.Get("block")!;
+            for (int i = 0; i < _frozen.Count; i++)
+            {
+                string path = _frozen[i];
+                if (key == path || key.StartsWith(path + ".", StringComparison.Ordinal))
+                {
+                    _frozenUsed[i] = true;
+                    trainable = false;
+                }
+            }
+            return trainable;
+        }
+
+        private BlockDecl FindBlock(string name, LocationInfo? location, List<string> stack)
+        {
             if (!_blocks.TryGetValue(name, out BlockDecl? block))
-                throw Error(DiagnosticDescriptors.UnknownBlock, d.Location, name);
+                throw Error(DiagnosticDescriptors.UnknownBlock, location, name);
             if (stack.Contains(name))
-                throw Error(DiagnosticDescriptors.Cycle, d.Location, $"block '{name}'", string.Join(" -> ", stack) + " -> " + name);
+                throw Error(DiagnosticDescriptors.Cycle, location, $"block '{name}'", string.Join(" -> ", stack) + " -> " + name);
+            // A block whose attributes could not be read reported that on its own; stop quietly.
+            if (block.Diagnostics.Count > 0) throw new ExpansionException(null);
             return block;
         }
 
@@ -439,7 +468,7 @@ public sealed partial class NetworkGenerator
         private void AddNode(LocationInfo? location, NodeModel node)
         {
             _nodes.Add(node);
-            _nodeLocations.Add(location);
+            _nodeLocations.Add(new NodeLocation(location));
         }
 
         private int AddLayer(LayerModel layer, LocationInfo? location, bool shared)
@@ -454,14 +483,14 @@ public sealed partial class NetworkGenerator
             return _layers.Count - 1;
         }
 
-        private int AddValue(string name, int channels, (long H, long W)[] sizes, LocationInfo? location)
+        private int AddValue(string name, int channels, (long H, long W)[] sizes, long stride, LocationInfo? location)
         {
             if (sizes[0].H <= 0 || sizes[0].W <= 0)
                 throw Error(DiagnosticDescriptors.ShrinksToNothing, location, $"'{name}'", sizes[0].H.ToString(), sizes[0].W.ToString(), _network.MinInputSize.ToString());
             if (_valueByName.ContainsKey(name))
                 throw Error(DiagnosticDescriptors.Duplicate, location, name, " as a value");
             int id = _values.Count;
-            _values.Add(new ValueModel(id, name, channels));
+            _values.Add(new ValueModel(id, name, channels, stride));
             _sizes.Add(sizes);
             _valueByName[name] = id;
             return id;
@@ -485,8 +514,8 @@ public sealed partial class NetworkGenerator
                 if (!scope.ContainsKey(given))
                     throw Error(DiagnosticDescriptors.BadExpression, callSite, where, given,
                         $"block '{block.TypeName}' has no parameter '{given}' (it has: {string.Join(", ", parameters.Select(p => p.Key))})");
-            foreach (OpDecl let in block.Ops.Where(o => o.Kind == "Let"))
-                scope[let.Name!] = Eval(let.Get("expression")!, scope, block.TypeName, let.Location);
+            foreach (LetDecl let in block.Lets)
+                scope[let.Name] = Eval(let.Expression, scope, block.TypeName, let.Location);
             return scope;
         }
 
@@ -523,18 +552,19 @@ public sealed partial class NetworkGenerator
         private static DiagnosticInfo Diag(DiagnosticDescriptor descriptor, LocationInfo? location, params string[] args)
             => new(descriptor.Id, args.ToEquatableArray(), location);
 
-        private sealed class PlannedOp(OpDecl decl, string name, List<string> references, int index)
+        private sealed class PlannedOp(LayerDecl decl, string name, List<string> references, int index)
         {
-            public OpDecl Decl { get; } = decl;
+            public LayerDecl Decl { get; } = decl;
             public string Name { get; } = name;
             public List<string> References { get; } = references;
             public int Index { get; } = index;
             public List<PlannedOp> DependsOn { get; } = [];
         }
 
-        private sealed class ExpansionException(DiagnosticInfo diagnostic) : Exception(diagnostic.Id)
+        /// <summary>Stops the expansion; without a diagnostic when the cause was reported elsewhere.</summary>
+        private sealed class ExpansionException(DiagnosticInfo? diagnostic) : Exception(diagnostic?.Id)
         {
-            public DiagnosticInfo Diagnostic { get; } = diagnostic;
+            public DiagnosticInfo? Diagnostic { get; } = diagnostic;
         }
     }
 }

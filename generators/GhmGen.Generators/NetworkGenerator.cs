@@ -1,13 +1,16 @@
 using System.Collections.Immutable;
 using GhmGen.Generators.Diagnostics;
+using GhmGen.Generators.Emit;
 using GhmGen.Generators.Models;
+using GhmGen.Generators.Planning;
 using Microsoft.CodeAnalysis;
 
 namespace GhmGen.Generators;
 
 /// <summary>
 /// Turns classes marked [Network] (and the [Block]s they use) into typed layer code:
-/// declarations -> equatable models -> flattened, checked graph -> C# text.
+/// declarations -> typed, equatable declarations -> flattened, checked graph -> one plan of the
+/// forward and backward passes and their memory -> C# text.
 /// </summary>
 [Generator(LanguageNames.CSharp)]
 public sealed partial class NetworkGenerator : IIncrementalGenerator
@@ -24,7 +27,10 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
     /// <summary>Tracking name of the step that expands and checks each network.</summary>
     public const string ExpandStep = "Expand";
 
-    /// <summary>Tracking name of the step that holds the valid models for emission.</summary>
+    /// <summary>Tracking name of the step that plans each network's forward and backward passes and their memory.</summary>
+    public const string PlanStep = "Plan";
+
+    /// <summary>Tracking name of the step that holds the planned networks for emission.</summary>
     public const string ModelsStep = "Models";
 
     internal const string AttributeNamespace = "GhmGen.Description";
@@ -51,17 +57,27 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
             .Select(static (pair, _) => Expander.Expand(pair.Left, pair.Right))
             .WithTrackingName(ExpandStep);
 
-        // Diagnostics on their own branch, apart from source output.
-        context.RegisterSourceOutput(expanded.SelectMany(static (r, _) => r.Diagnostics),
-            static (spc, d) => spc.ReportDiagnostic(Diagnostic.Create(
-                DiagnosticDescriptors.ById[d.Id], d.Location?.ToLocation(), d.Arguments.ToArrayCompat())));
+        IncrementalValuesProvider<PlanResult> planned = expanded
+            .Select(static (expansion, _) => NetworkPlanner.Plan(expansion))
+            .WithTrackingName(PlanStep);
 
-        IncrementalValuesProvider<NetworkModel> models = expanded
-            .Where(static r => r.Model is not null)
-            .Select(static (r, _) => r.Model!)
+        // Diagnostics on their own branch, apart from source output: a block's attribute errors
+        // once per block, everything else once per network.
+        context.RegisterSourceOutput(blocks.SelectMany(static (b, _) => b.Diagnostics), Report);
+        context.RegisterSourceOutput(planned.SelectMany(static (r, _) => r.Diagnostics), Report);
+
+        IncrementalValuesProvider<PlannedNetwork> models = planned
+            .Where(static r => r.Network is not null)
+            .Select(static (r, _) => r.Network!)
             .WithTrackingName(ModelsStep);
 
-        context.RegisterSourceOutput(models, static (spc, model) =>
-            spc.AddSource($"{model.TypeName}.Network.g.cs", Emitter.Emit(model)));
+        context.RegisterSourceOutput(models, static (spc, network) =>
+        {
+            spc.AddSource($"{network.Model.TypeName}.Network.g.cs", NetworkEmitter.Emit(network));
+            spc.AddSource($"{network.Model.TypeName}.Training.g.cs", TrainingEmitter.Emit(network));
+        });
     }
+
+    private static void Report(SourceProductionContext spc, DiagnosticInfo d) => spc.ReportDiagnostic(Diagnostic.Create(
+        DiagnosticDescriptors.ById[d.Id], d.Location?.ToLocation(), d.Arguments.ToArrayCompat()));
 }

@@ -176,6 +176,53 @@ public class DiagnosticTests
         """, "GHM010", "Use(\"b\"").GetMessage());
 
     [Fact]
+    public void GHM010_NullAttributeArgument() => Assert.Contains("'sizeOf'", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 8, Stride = 2)]
+        [Upsample("up", null, From = "a")]
+        [Add("sum", "image", "up")]
+        public sealed partial class Net;
+        """, "GHM010", "Upsample(\"up\"").GetMessage());
+
+    [Fact]
+    public void GHM010_MistypedAttributeArgument() => Assert.Contains("expected an int or a string", Single("""
+        [Network("n")]
+        [Input("image", Channels = 3)]
+        [Conv("a", Out = 2.5)]
+        public sealed partial class Net;
+        """, "GHM010", "Conv(\"a\"").GetMessage());
+
+    /// <summary>An attribute whose parameter was renamed (here a stand-in for the runtime's [Add]) is reported, not a crash.</summary>
+    [Fact]
+    public void GHM010_RenamedAttributeParameter()
+    {
+        const string source = """
+            namespace GhmGen.Description
+            {
+                [System.AttributeUsage(System.AttributeTargets.Class, AllowMultiple = true)]
+                public sealed class AddAttribute(string name, string first, string right) : System.Attribute;
+            }
+            namespace Demo
+            {
+                using GhmGen.Description;
+
+                [Network("n")]
+                [Input("image", Channels = 3)]
+                [Conv("a", Out = 3)]
+                [Add("sum", "a", "image")]
+                public sealed partial class Net;
+            }
+            """;
+        GeneratorHarness.Result result = GeneratorHarness.Run(source);
+        Diagnostic d = Assert.Single(result.GeneratorDiagnostics);
+        Assert.Equal("GHM010", d.Id);
+        Assert.Equal(source.IndexOf("Add(\"sum\"", StringComparison.Ordinal), d.Location.SourceSpan.Start);
+        Assert.Contains("'left'", d.GetMessage());
+        Assert.Empty(result.Files);
+    }
+
+    [Fact]
     public void GHM011_MissingArgument() => Assert.Contains("'planes'", Single("""
         [Block("planes")]
         [Input("x")]
@@ -223,6 +270,52 @@ public class DiagnosticTests
         [Upsample("up", "image")]
         public sealed partial class Net;
         """, "GHM014", "Upsample(\"up\"");
+
+    [Fact]
+    public void GHM015_FrozenPathNamesNothing() => Assert.Contains("'stage.2'", Single("""
+        [Block]
+        [Input("x")]
+        [Conv("conv", Out = 8, Kernel = 3, Padding = 1)]
+        [BatchNorm("bn"), Relu]
+        public sealed class B;
+
+        [Network("n", Frozen = "stem, stage.2")]
+        [Input("image", Channels = 3)]
+        [Conv("stem", Out = 8)]
+        [Stage("stage", nameof(B), Count = 2)]
+        public sealed partial class Net;
+        """, "GHM015", "Network(\"n\"").GetMessage());
+
+    [Fact]
+    public void GHM015_FrozenPathIsNotASegmentPrefix() => Single("""
+        [Network("n", Frozen = "ste")]
+        [Input("image", Channels = 3)]
+        [Conv("stem", Out = 8)]
+        public sealed partial class Net;
+        """, "GHM015", "Network(\"n\"");
+
+    [Fact]
+    public void GHM016_BatchNormTrainedWithBatchStatistics() => Assert.Contains("'bn'", Single("""
+        [Network("n", NormEval = false)]
+        [Input("image", Channels = 3)]
+        [Conv("c", Out = 8)]
+        [BatchNorm("bn")]
+        public sealed partial class Net;
+        """, "GHM016", "Network(\"n\"").GetMessage());
+
+    [Fact]
+    public void NormEvalFalse_WithOnlyFrozenBatchNorms_IsAccepted()
+    {
+        GeneratorHarness.Result result = GeneratorHarness.Run(Header + """
+            [Network("n", NormEval = false, Frozen = "bn")]
+            [Input("image", Channels = 3)]
+            [Conv("c", Out = 8)]
+            [BatchNorm("bn")]
+            public sealed partial class Net;
+            """);
+        Assert.Empty(result.GeneratorDiagnostics);
+        Assert.Empty(result.CompileErrors);
+    }
 
     [Fact]
     public void EveryDescriptorIsTestedAndTracked()

@@ -17,7 +17,7 @@ public class IncrementalityTests
         driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
 
         GeneratorRunResult run = driver.GetRunResult().Results.Single();
-        foreach (string step in new[] { NetworkGenerator.BlocksStep, NetworkGenerator.NetworksStep, NetworkGenerator.ExpandStep, NetworkGenerator.ModelsStep })
+        foreach (string step in new[] { NetworkGenerator.BlocksStep, NetworkGenerator.NetworksStep, NetworkGenerator.ExpandStep, NetworkGenerator.PlanStep, NetworkGenerator.ModelsStep })
         {
             Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
             foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
@@ -36,6 +36,23 @@ public class IncrementalityTests
         driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
         GeneratorRunResult run = driver.GetRunResult().Results.Single();
         Assert.Contains(run.TrackedSteps[NetworkGenerator.ExpandStep].SelectMany(s => s.Outputs), o => o.Reason == IncrementalStepRunReason.Modified);
-        Assert.Contains("public const long Total = 2530;", run.GeneratedSources.Single().SourceText.ToString()); // + conv 576 + bn 16
+        Assert.Contains("public const long Total = 2530;", run.GeneratedSources.Single(s => s.HintName.EndsWith(".Network.g.cs", StringComparison.Ordinal)).SourceText.ToString()); // + conv 576 + bn 16
+    }
+
+    [Fact]
+    public void MovedDeclaration_ReplansButLeavesTheModelUnchanged()
+    {
+        CSharpCompilation compilation = GeneratorHarness.Compile(TinyNetSource.Text);
+        GeneratorDriver driver = GeneratorHarness.CreateDriver().RunGenerators(compilation);
+        SyntaxTree old = compilation.SyntaxTrees.Single();
+        // Only positions change: the expansion carries new locations, the planned network is equal.
+        SyntaxTree edited = CSharpSyntaxTree.ParseText("// moved\n\n" + TinyNetSource.Text, GeneratorHarness.ParseOptions, path: old.FilePath);
+        driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
+        GeneratorRunResult run = driver.GetRunResult().Results.Single();
+        Assert.Contains(run.TrackedSteps[NetworkGenerator.ExpandStep].SelectMany(s => s.Outputs), o => o.Reason == IncrementalStepRunReason.Modified);
+        foreach (string step in new[] { NetworkGenerator.PlanStep, NetworkGenerator.ModelsStep })
+            foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
+                foreach ((object _, IncrementalStepRunReason reason) in s.Outputs)
+                    Assert.True(reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"step {step} output was {reason}");
     }
 }

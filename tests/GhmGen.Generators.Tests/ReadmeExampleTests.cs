@@ -21,5 +21,10 @@ public class ReadmeExampleTests
         // head (shared): cls 32*5*9 + 5 = 1445, box 32*4*9 + 4 = 1156.
         Assert.Contains("public const long Total = 42633;", code);
         Assert.Contains("public const long Head = 2601;", code);
+        // Frozen = "stem": everything but the stem's 864 weights is trained, and the stem gets no gradient.
+        string training = result.Files["TinyDetector.Training.g.cs"];
+        Assert.Contains("public const long TrainedParameterCount = 41769;", training);
+        Assert.DoesNotContain("\"stem.weight\"", training);
+        Assert.Contains("\"stage1.0.conv.weight\"", training);
     }
 }

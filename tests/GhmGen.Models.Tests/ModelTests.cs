@@ -50,6 +50,24 @@ public class ModelTests
         Assert.Equal(expected, actual);
     }
 
+    [Theory]
+    [InlineData("retinanet-ghm-r50-fpn")]
+    [InlineData("retinanet-ghm-r101-fpn")]
+    [InlineData("retinanet-ghm-x101-32x4d-fpn")]
+    [InlineData("retinanet-ghm-x101-64x4d-fpn")]
+    public void TrainedKeys_AreEveryParameterButTheStemAndLayer1(string name)
+    {
+        // SPEC.md §2: frozen_stages=1 (stem and layer1 not trained), norm_eval=True (BN affine of layers 2-4 trained).
+        ModelInfo model = ModelRegistry.Get(name);
+        string[] frozen = ["backbone.conv1.", "backbone.bn1.", "backbone.layer1."];
+        string[] expected = model.Create().State
+            .Where(t => t.Kind == StateKind.Parameter && !frozen.Any(p => t.Key.StartsWith(p, StringComparison.Ordinal)))
+            .Select(t => t.Key).ToArray();
+        Assert.Equal(expected, model.TrainedKeys);
+        Assert.Contains("backbone.layer2.0.bn1.weight", model.TrainedKeys);
+        Assert.True(model.TrainingActivationBytes(2, 800, 1216) > 0);
+    }
+
     [Fact]
     public void FeatureSizes_At800x1216_AreSpecs()
     {

@@ -17,39 +17,132 @@ internal sealed record LocationInfo(string FilePath, TextSpan Span, LinePosition
     }
 }
 
-/// <summary>One named argument of a layer attribute, its value as text (ints and bools are converted).</summary>
-internal sealed record Setting(string Name, string Value);
+/// <summary>A diagnostic as data: descriptor id, message arguments and location.</summary>
+internal sealed record DiagnosticInfo(string Id, EquatableArray<string> Arguments, LocationInfo? Location);
 
-/// <summary>One attribute of a block or network declaration, in source order.</summary>
-/// <param name="Kind">The attribute's short name: Conv, BatchNorm, Relu, MaxPool, Upsample, Add, Use, Stage, Shared, Input, Output, Let, Buffer.</param>
-/// <param name="Name">Its name argument, if any.</param>
-/// <param name="Settings">Every other argument.</param>
-/// <param name="Location">Where the attribute is written.</param>
-internal sealed record OpDecl(string Kind, string? Name, EquatableArray<Setting> Settings, LocationInfo? Location)
+// Numbers of the language (channels, kernel sizes, counts, conditions) stay text here: an int
+// literal or an integer expression over the block's parameters, evaluated per block instance.
+
+/// <summary>A <c>[Network]</c> attribute.</summary>
+/// <param name="Name">The network's public name.</param>
+/// <param name="Block">The block instantiated as the whole network, or null for the class's own layers.</param>
+/// <param name="Args">Arguments for <paramref name="Block"/>.</param>
+/// <param name="MinInputSize">The smallest input height and width.</param>
+/// <param name="Frozen">Comma-separated key paths whose parameters are not trained, or null.</param>
+/// <param name="NormEval">Whether batch norm trains with running statistics (the only supported mode).</param>
+internal sealed record NetworkDecl(string Name, string? Block, string? Args, int MinInputSize, string? Frozen, bool NormEval, LocationInfo? Location);
+
+/// <summary>An <c>[Input]</c> of a block or network.</summary>
+internal sealed record InputDecl(string Name, string? Channels, LocationInfo? Location);
+
+/// <summary>An <c>[Output]</c> of a block or network.</summary>
+internal sealed record OutputDecl(string Name, string From, LocationInfo? Location);
+
+/// <summary>A <c>[Let]</c>: a named integer of a block instance.</summary>
+internal sealed record LetDecl(string Name, string Expression, LocationInfo? Location);
+
+/// <summary>
+/// One layer attribute of a block, in source order: what every layer has (its name, input,
+/// condition and whether it is trained); each kind adds its own arguments.
+/// </summary>
+internal abstract record LayerDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location)
 {
-    public string? Get(string name)
-    {
-        foreach (Setting s in Settings)
-            if (s.Name == name) return s.Value;
-        return null;
-    }
+    /// <summary>The attribute's short name (for messages and automatic layer names).</summary>
+    public abstract string Kind { get; }
+}
+
+/// <summary><c>[Conv]</c>.</summary>
+internal sealed record ConvDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location,
+    string? Out, string? In, string? Kernel, string? Stride, string? Padding, string? Groups, bool Bias, bool Relu)
+    : LayerDecl(Name, From, When, Trainable, Location)
+{
+    public override string Kind => "Conv";
+}
+
+/// <summary><c>[BatchNorm]</c>.</summary>
+internal sealed record BatchNormDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location)
+    : LayerDecl(Name, From, When, Trainable, Location)
+{
+    public override string Kind => "BatchNorm";
+}
+
+/// <summary><c>[Relu]</c>.</summary>
+internal sealed record ReluDecl(string? Name, string? From, string? When, LocationInfo? Location)
+    : LayerDecl(Name, From, When, true, Location)
+{
+    public override string Kind => "Relu";
+}
+
+/// <summary><c>[MaxPool]</c>.</summary>
+internal sealed record MaxPoolDecl(string? Name, string? From, string? When, LocationInfo? Location,
+    string? Kernel, string? Stride, string? Padding)
+    : LayerDecl(Name, From, When, true, Location)
+{
+    public override string Kind => "MaxPool";
+}
+
+/// <summary><c>[Upsample]</c>: nearest to the size of <paramref name="SizeOf"/>.</summary>
+internal sealed record UpsampleDecl(string? Name, string? From, string? When, LocationInfo? Location, string SizeOf)
+    : LayerDecl(Name, From, When, true, Location)
+{
+    public override string Kind => "Upsample";
+}
+
+/// <summary><c>[Add]</c>.</summary>
+internal sealed record AddDecl(string? Name, string? From, string? When, LocationInfo? Location, string Left, string Right)
+    : LayerDecl(Name, From, When, true, Location)
+{
+    public override string Kind => "Add";
+}
+
+/// <summary><c>[Buffer]</c>: state saved with the weights, never trained.</summary>
+internal sealed record BufferDecl(string Name, int Length, LocationInfo? Location)
+    : LayerDecl(Name, null, null, false, Location)
+{
+    public override string Kind => "Buffer";
+}
+
+/// <summary><c>[Use]</c>: one instance of a block.</summary>
+internal sealed record UseDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location,
+    string Block, string? Args, string? Part)
+    : LayerDecl(Name, From, When, Trainable, Location)
+{
+    public override string Kind => "Use";
+}
+
+/// <summary><c>[Stage]</c>: <paramref name="Count"/> chained instances of a block.</summary>
+internal sealed record StageDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location,
+    string Block, string? Count, string? Args, string? First)
+    : LayerDecl(Name, From, When, Trainable, Location)
+{
+    public override string Kind => "Stage";
+}
+
+/// <summary><c>[Shared]</c>: one set of a block's weights applied to each value of <c>From</c>.</summary>
+internal sealed record SharedDecl(string? Name, string? From, string? When, bool Trainable, LocationInfo? Location,
+    string Block, string? Args, string? Part)
+    : LayerDecl(Name, From, When, Trainable, Location)
+{
+    public override string Kind => "Shared";
 }
 
 /// <summary>A class marked [Block] or [Network], reduced to data.</summary>
+/// <param name="IsBlock">Whether the class is marked [Block] (it is then parsed, and its errors reported, as a block).</param>
+/// <param name="Network">The [Network] attribute, when the class has one.</param>
+/// <param name="Parameters">The [Block] parameter list ("" for none).</param>
+/// <param name="Diagnostics">Errors found while reading the attributes (the declaration is unusable when any).</param>
 internal sealed record BlockDecl(
     string TypeName,
     string Namespace,
     string Accessibility,
     bool IsPartial,
     bool IsNested,
-    bool IsNetwork,
-    string? NetworkName,
-    string? NetworkBlock,
-    string? NetworkArgs,
-    int MinInputSize,
+    bool IsBlock,
+    NetworkDecl? Network,
     string Parameters,
-    EquatableArray<OpDecl> Ops,
+    EquatableArray<InputDecl> Inputs,
+    EquatableArray<OutputDecl> Outputs,
+    EquatableArray<LetDecl> Lets,
+    EquatableArray<LayerDecl> Layers,
+    EquatableArray<DiagnosticInfo> Diagnostics,
     LocationInfo? Location);
-
-/// <summary>A diagnostic as data: descriptor id, message arguments and location.</summary>
-internal sealed record DiagnosticInfo(string Id, EquatableArray<string> Arguments, LocationInfo? Location);

@@ -1,42 +1,112 @@
 namespace GhmGen.Generators.Models;
 
-/// <summary>A layer that owns state: a convolution, a batch norm, or a buffer.</summary>
-/// <param name="Kind">conv, bn or buffer.</param>
+// The flattened graph of one network: layers (the state), values (tensors) and nodes (one per
+// primitive op, in execution order). One record per kind, each with what it reads, writes and
+// owns; no Roslyn types, no placeholders.
+
+/// <summary>A layer that owns state, keyed by its checkpoint key prefix.</summary>
 /// <param name="Key">Checkpoint key prefix (full, dotted).</param>
 /// <param name="Part">The network part its parameters count towards ("" for none).</param>
-internal sealed record LayerModel(
-    string Kind, string Key, string Part,
-    int InChannels, int OutChannels, int Kernel, int Stride, int Padding, int Groups, bool Bias,
-    int Length)
+/// <param name="Trainable">Whether its parameters are trained (false when frozen; always false for a buffer).</param>
+internal abstract record LayerModel(string Key, string Part, bool Trainable)
 {
-    public long ParameterCount => Kind switch
-    {
-        "conv" => (long)OutChannels * (InChannels / Groups) * Kernel * Kernel + (Bias ? OutChannels : 0),
-        "bn" => 2L * OutChannels,
-        _ => 0,
-    };
+    /// <summary>Learnable parameters (buffers excluded).</summary>
+    public abstract long ParameterCount { get; }
+
+    /// <summary>Tensors it adds to the state dict.</summary>
+    public abstract int StateTensorCount { get; }
 }
 
-/// <summary>One value of the flattened graph: a tensor with known channels and a size rule.</summary>
-/// <param name="Id">Dense index.</param>
-/// <param name="Name">Full dotted name.</param>
-/// <param name="Channels">Channels.</param>
-internal sealed record ValueModel(int Id, string Name, int Channels);
+/// <summary>A convolution (square kernel).</summary>
+internal sealed record ConvLayer(string Key, string Part, bool Trainable,
+    int InChannels, int OutChannels, int Kernel, int Stride, int Padding, int Groups, bool Bias)
+    : LayerModel(Key, Part, Trainable)
+{
+    public long WeightCount => (long)OutChannels * (InChannels / Groups) * Kernel * Kernel;
+
+    public override long ParameterCount => WeightCount + (Bias ? OutChannels : 0);
+
+    public override int StateTensorCount => Bias ? 2 : 1;
+}
+
+/// <summary>A batch norm: affine weight and bias (parameters), running statistics (buffers).</summary>
+internal sealed record BatchNormLayer(string Key, string Part, bool Trainable, int Channels)
+    : LayerModel(Key, Part, Trainable)
+{
+    public override long ParameterCount => 2L * Channels;
+
+    public override int StateTensorCount => 5;
+}
+
+/// <summary>A 1-d float buffer saved with the weights.</summary>
+internal sealed record BufferLayer(string Key, string Part, int Length) : LayerModel(Key, Part, false)
+{
+    public override long ParameterCount => 0;
+
+    public override int StateTensorCount => 1;
+}
 
 /// <summary>
-/// One operation of the flattened graph, in execution order.
-/// Op: input, conv, bn, relu, maxpool, upsample, add.
-/// For conv/bn, Layer indexes <see cref="NetworkModel.Layers"/>; Kernel/Stride/Padding are used by maxpool;
-/// SizeOf is the value whose size an upsample takes.
+/// One value of the flattened graph: a tensor with known channels. Its spatial size is the
+/// input size divided by <see cref="Stride"/> (up to rounding), the product of the strides on
+/// the way from the input: what memory planning compares, independent of any input size.
 /// </summary>
-internal sealed record NodeModel(
-    string Op, int Output, EquatableArray<int> Inputs, int Layer,
-    int Kernel, int Stride, int Padding, int SizeOf, bool Relu, bool SharedRepeat);
+internal sealed record ValueModel(int Id, string Name, int Channels, long Stride);
+
+/// <summary>One primitive op of the flattened graph, writing <see cref="Output"/>.</summary>
+/// <param name="SharedRepeat">Whether it is a second or later application of shared weights.</param>
+internal abstract record NodeModel(int Output, bool SharedRepeat)
+{
+    /// <summary>The values it reads, in operand order.</summary>
+    public abstract EquatableArray<int> Reads { get; }
+}
+
+/// <summary>The network input.</summary>
+internal sealed record InputNode(int Output) : NodeModel(Output, false)
+{
+    public override EquatableArray<int> Reads => EquatableArray<int>.Empty;
+}
+
+/// <summary>y = conv(x) (+ ReLU when <paramref name="Relu"/>); <paramref name="Layer"/> indexes the layers.</summary>
+internal sealed record ConvNode(int Output, int Input, int Layer, bool Relu, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = batch norm(x).</summary>
+internal sealed record BatchNormNode(int Output, int Input, int Layer, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = max(x, 0).</summary>
+internal sealed record ReluNode(int Output, int Input, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = max-pool(x).</summary>
+internal sealed record MaxPoolNode(int Output, int Input, int Kernel, int Stride, int Padding, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = nearest-upsample(x) to the size of <paramref name="SizeOf"/> (which it does not read).</summary>
+internal sealed record UpsampleNode(int Output, int Input, int SizeOf, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = left + right.</summary>
+internal sealed record AddNode(int Output, int Left, int Right, bool SharedRepeat) : NodeModel(Output, SharedRepeat)
+{
+    public override EquatableArray<int> Reads => new([Left, Right]);
+}
 
 /// <summary>A named network output.</summary>
 internal sealed record OutputModel(string Name, int Value);
 
-/// <summary>The flattened, checked network: everything the emitter needs, nothing from Roslyn.</summary>
+/// <summary>The flattened, checked network: everything the planner and emitter need, nothing from Roslyn.</summary>
 internal sealed record NetworkModel(
     string TypeName, string Namespace, string Accessibility, string NetworkName, int MinInputSize,
     EquatableArray<LayerModel> Layers,
@@ -45,5 +115,11 @@ internal sealed record NetworkModel(
     EquatableArray<OutputModel> Outputs,
     EquatableArray<string> Parts);
 
-/// <summary>The result of expanding one network: its model when valid, and its diagnostics.</summary>
-internal sealed record ExpansionResult(NetworkModel? Model, EquatableArray<DiagnosticInfo> Diagnostics);
+/// <summary>
+/// The result of expanding one network: its model when valid, where each node was declared
+/// (apart from the model, so an edit that only moves text leaves the model equal), and its diagnostics.
+/// </summary>
+internal sealed record ExpansionResult(NetworkModel? Model, EquatableArray<NodeLocation> NodeLocations, EquatableArray<DiagnosticInfo> Diagnostics);
+
+/// <summary>Where one node was declared (its attribute), when known.</summary>
+internal sealed record NodeLocation(LocationInfo? Location);

@@ -4,6 +4,10 @@
 // (e.g. Out = 256 or Out = "planes * 4"): + - * / % and parentheses, integer arithmetic.
 // Layers are evaluated in the order written; each takes the previous layer's output unless
 // From names another value. A layer whose When expression is 0 passes its input through.
+// Training: every parameter is trained unless it is frozen, by a Frozen path on the network or
+// by Trainable = false on a layer or on a use of a block (which freezes everything inside it).
+// Batch norm trains as mmdetection's norm_eval=True: running statistics, never updated; affine
+// weight and bias trained (see NetworkAttribute.NormEval).
 namespace GhmGen.Description;
 
 /// <summary>Declares a network: the class receives generated layer properties, counts, shapes and state.</summary>
@@ -22,6 +26,21 @@ public sealed class NetworkAttribute(string name) : Attribute
 
     /// <summary>The smallest input height and width the network must accept: no feature map may shrink to nothing at this size.</summary>
     public int MinInputSize { get; set; } = 32;
+
+    /// <summary>
+    /// Parts that are not trained, as comma-separated key paths: a layer's checkpoint key prefix
+    /// (<c>backbone.conv1</c>) or a block instance's or stage's (<c>backbone.layer1</c> freezes
+    /// every block of the stage). mmdetection's <c>frozen_stages=1</c> on a ResNet backbone is
+    /// <c>"backbone.conv1, backbone.bn1, backbone.layer1"</c>. A path that names no layer is GHM015.
+    /// </summary>
+    public string? Frozen { get; set; }
+
+    /// <summary>
+    /// How trained batch norms behave in training: true (the default, mmdetection's
+    /// <c>norm_eval=True</c>) uses the running statistics, never updates them, and trains the affine
+    /// weight and bias. It is the only supported mode: false with any trained batch norm is GHM016.
+    /// </summary>
+    public bool NormEval { get; set; } = true;
 }
 
 /// <summary>Declares a reusable block: a graph of layers used by name from networks and other blocks.</summary>
@@ -111,11 +130,18 @@ public sealed class ConvAttribute(string name) : LayerAttribute(name)
 
     /// <summary>Apply ReLU to the output (mmcv's ConvModule with act_cfg ReLU).</summary>
     public bool Relu { get; set; }
+
+    /// <summary>Whether its weight and bias are trained (default true); false freezes them.</summary>
+    public bool Trainable { get; set; } = true;
 }
 
 /// <summary>Batch normalization over channels (eps 1e-5); keys <c>name.{weight,bias,running_mean,running_var,num_batches_tracked}</c>.</summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = false)]
-public sealed class BatchNormAttribute(string name) : LayerAttribute(name);
+public sealed class BatchNormAttribute(string name) : LayerAttribute(name)
+{
+    /// <summary>Whether its affine weight and bias are trained (default true); its running statistics never are.</summary>
+    public bool Trainable { get; set; } = true;
+}
 
 /// <summary>ReLU.</summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = false)]
@@ -186,6 +212,9 @@ public sealed class UseAttribute(string name, string block) : LayerAttribute(nam
 
     /// <summary>The part of the network its parameters count towards (top level only; default: the instance name).</summary>
     public string? Part { get; set; }
+
+    /// <summary>Whether the block's parameters are trained (default true); false freezes every layer inside it.</summary>
+    public bool Trainable { get; set; } = true;
 }
 
 /// <summary>
@@ -208,6 +237,9 @@ public sealed class StageAttribute(string name, string block) : LayerAttribute(n
 
     /// <summary>Extra arguments for the first block only (e.g. <c>"stride = 2, downsample = 1"</c>).</summary>
     public string? First { get; set; }
+
+    /// <summary>Whether the stage's parameters are trained (default true); false freezes every block of it.</summary>
+    public bool Trainable { get; set; } = true;
 }
 
 /// <summary>
@@ -228,4 +260,7 @@ public sealed class SharedAttribute(string name, string block) : LayerAttribute(
 
     /// <summary>The part of the network its parameters count towards (default: the instance name).</summary>
     public string? Part { get; set; }
+
+    /// <summary>Whether the shared weights are trained (default true); when trained, their gradients sum over every application.</summary>
+    public bool Trainable { get; set; } = true;
 }

@@ -26,6 +26,32 @@ public static class ConvPreparation
         ArgumentNullException.ThrowIfNull(conv);
         if (batchNorm is null)
             return backend.PrepareConv(conv.Spec, conv.Weight.Data, conv.Bias is { } b ? b.Data : ReadOnlySpan<float>.Empty);
+        int weights = FoldInto(conv, batchNorm, ref scratch);
+        return backend.PrepareConv(conv.Spec, scratch.AsSpan(0, weights), scratch.AsSpan(weights, conv.Spec.OutChannels));
+    }
+
+    /// <summary>
+    /// Replaces the weights of <paramref name="prepared"/> (made by <see cref="Prepare(IBackend, Conv2d, BatchNorm2d?, ref float[])"/>
+    /// from the same layers) with the layers' current host values, folded again: after an optimizer
+    /// changed them. Allocates nothing once <paramref name="scratch"/> is large enough.
+    /// </summary>
+    public static void Update(ITrainingBackend backend, IPreparedConv prepared, Conv2d conv, BatchNorm2d? batchNorm, ref float[]? scratch)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(prepared);
+        ArgumentNullException.ThrowIfNull(conv);
+        if (batchNorm is null)
+        {
+            backend.UpdateConv(prepared, conv.Weight.Data, conv.Bias is { } b ? b.Data : ReadOnlySpan<float>.Empty);
+            return;
+        }
+        int weights = FoldInto(conv, batchNorm, ref scratch);
+        backend.UpdateConv(prepared, scratch.AsSpan(0, weights), scratch.AsSpan(weights, conv.Spec.OutChannels));
+    }
+
+    /// <summary>Writes the folded weight, then the folded bias [out], at the start of <paramref name="scratch"/>; returns the weight's length.</summary>
+    private static int FoldInto(Conv2d conv, BatchNorm2d batchNorm, [System.Diagnostics.CodeAnalysis.NotNull] ref float[]? scratch)
+    {
         if (batchNorm.Channels != conv.Spec.OutChannels)
             throw new ArgumentException($"batch norm '{batchNorm.Key}' has {batchNorm.Channels} channels; convolution '{conv.Key}' has {conv.Spec.OutChannels}");
         int weights = conv.Weight.Data.Length, outChannels = conv.Spec.OutChannels;
@@ -35,6 +61,6 @@ public static class ConvPreparation
         if (conv.Bias is { } cb) cb.Data.CopyTo(bias);
         else bias.Clear();
         BatchNormFolding.Fold(weight, bias, batchNorm.Weight.Data, batchNorm.Bias.Data, batchNorm.RunningMean.Data, batchNorm.RunningVar.Data, BatchNorm2d.Epsilon);
-        return backend.PrepareConv(conv.Spec, weight, bias);
+        return weights;
     }
 }

@@ -36,70 +36,70 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
 
     long global::GhmGen.Layers.INetwork.ParameterCount => ParameterCounts.Total;
 
-    /// <summary><c>backbone.conv1</c>: conv 7x7/2 pad 3, 3 -> 64.</summary>
+    /// <summary><c>backbone.conv1</c>: conv 7x7/2 pad 3, 3 -> 64, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Conv1 { get; } = new("backbone.conv1", new global::GhmGen.Backends.ConvSpec(3, 64, 7, 2, 3, 1), bias: false);
 
-    /// <summary><c>backbone.bn1</c>: batch norm, 64 channels.</summary>
+    /// <summary><c>backbone.bn1</c>: batch norm, 64 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Bn1 { get; } = new("backbone.bn1", 64);
 
-    /// <summary><c>backbone.layer1.0.conv1</c>: conv 1x1/1 pad 0, 64 -> 128.</summary>
+    /// <summary><c>backbone.layer1.0.conv1</c>: conv 1x1/1 pad 0, 64 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_0_Conv1 { get; } = new("backbone.layer1.0.conv1", new global::GhmGen.Backends.ConvSpec(64, 128, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.0.bn1</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.0.bn1</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_0_Bn1 { get; } = new("backbone.layer1.0.bn1", 128);
 
-    /// <summary><c>backbone.layer1.0.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128.</summary>
+    /// <summary><c>backbone.layer1.0.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_0_Conv2 { get; } = new("backbone.layer1.0.conv2", new global::GhmGen.Backends.ConvSpec(128, 128, 3, 1, 1, 32), bias: false);
 
-    /// <summary><c>backbone.layer1.0.bn2</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.0.bn2</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_0_Bn2 { get; } = new("backbone.layer1.0.bn2", 128);
 
-    /// <summary><c>backbone.layer1.0.conv3</c>: conv 1x1/1 pad 0, 128 -> 256.</summary>
+    /// <summary><c>backbone.layer1.0.conv3</c>: conv 1x1/1 pad 0, 128 -> 256, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_0_Conv3 { get; } = new("backbone.layer1.0.conv3", new global::GhmGen.Backends.ConvSpec(128, 256, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.0.bn3</c>: batch norm, 256 channels.</summary>
+    /// <summary><c>backbone.layer1.0.bn3</c>: batch norm, 256 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_0_Bn3 { get; } = new("backbone.layer1.0.bn3", 256);
 
-    /// <summary><c>backbone.layer1.0.downsample.0</c>: conv 1x1/1 pad 0, 64 -> 256.</summary>
+    /// <summary><c>backbone.layer1.0.downsample.0</c>: conv 1x1/1 pad 0, 64 -> 256, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_0_Downsample_0 { get; } = new("backbone.layer1.0.downsample.0", new global::GhmGen.Backends.ConvSpec(64, 256, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.0.downsample.1</c>: batch norm, 256 channels.</summary>
+    /// <summary><c>backbone.layer1.0.downsample.1</c>: batch norm, 256 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_0_Downsample_1 { get; } = new("backbone.layer1.0.downsample.1", 256);
 
-    /// <summary><c>backbone.layer1.1.conv1</c>: conv 1x1/1 pad 0, 256 -> 128.</summary>
+    /// <summary><c>backbone.layer1.1.conv1</c>: conv 1x1/1 pad 0, 256 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_1_Conv1 { get; } = new("backbone.layer1.1.conv1", new global::GhmGen.Backends.ConvSpec(256, 128, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.1.bn1</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.1.bn1</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_1_Bn1 { get; } = new("backbone.layer1.1.bn1", 128);
 
-    /// <summary><c>backbone.layer1.1.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128.</summary>
+    /// <summary><c>backbone.layer1.1.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_1_Conv2 { get; } = new("backbone.layer1.1.conv2", new global::GhmGen.Backends.ConvSpec(128, 128, 3, 1, 1, 32), bias: false);
 
-    /// <summary><c>backbone.layer1.1.bn2</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.1.bn2</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_1_Bn2 { get; } = new("backbone.layer1.1.bn2", 128);
 
-    /// <summary><c>backbone.layer1.1.conv3</c>: conv 1x1/1 pad 0, 128 -> 256.</summary>
+    /// <summary><c>backbone.layer1.1.conv3</c>: conv 1x1/1 pad 0, 128 -> 256, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_1_Conv3 { get; } = new("backbone.layer1.1.conv3", new global::GhmGen.Backends.ConvSpec(128, 256, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.1.bn3</c>: batch norm, 256 channels.</summary>
+    /// <summary><c>backbone.layer1.1.bn3</c>: batch norm, 256 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_1_Bn3 { get; } = new("backbone.layer1.1.bn3", 256);
 
-    /// <summary><c>backbone.layer1.2.conv1</c>: conv 1x1/1 pad 0, 256 -> 128.</summary>
+    /// <summary><c>backbone.layer1.2.conv1</c>: conv 1x1/1 pad 0, 256 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_2_Conv1 { get; } = new("backbone.layer1.2.conv1", new global::GhmGen.Backends.ConvSpec(256, 128, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.2.bn1</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.2.bn1</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_2_Bn1 { get; } = new("backbone.layer1.2.bn1", 128);
 
-    /// <summary><c>backbone.layer1.2.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128.</summary>
+    /// <summary><c>backbone.layer1.2.conv2</c>: conv 3x3/1 pad 1 groups 32, 128 -> 128, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_2_Conv2 { get; } = new("backbone.layer1.2.conv2", new global::GhmGen.Backends.ConvSpec(128, 128, 3, 1, 1, 32), bias: false);
 
-    /// <summary><c>backbone.layer1.2.bn2</c>: batch norm, 128 channels.</summary>
+    /// <summary><c>backbone.layer1.2.bn2</c>: batch norm, 128 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_2_Bn2 { get; } = new("backbone.layer1.2.bn2", 128);
 
-    /// <summary><c>backbone.layer1.2.conv3</c>: conv 1x1/1 pad 0, 128 -> 256.</summary>
+    /// <summary><c>backbone.layer1.2.conv3</c>: conv 1x1/1 pad 0, 128 -> 256, frozen.</summary>
     public global::GhmGen.Layers.Conv2d Backbone_Layer1_2_Conv3 { get; } = new("backbone.layer1.2.conv3", new global::GhmGen.Backends.ConvSpec(128, 256, 1, 1, 0, 1), bias: false);
 
-    /// <summary><c>backbone.layer1.2.bn3</c>: batch norm, 256 channels.</summary>
+    /// <summary><c>backbone.layer1.2.bn3</c>: batch norm, 256 channels, frozen.</summary>
     public global::GhmGen.Layers.BatchNorm2d Backbone_Layer1_2_Bn3 { get; } = new("backbone.layer1.2.bn3", 256);
 
     /// <summary><c>backbone.layer2.0.conv1</c>: conv 1x1/1 pad 0, 256 -> 256.</summary>
@@ -1895,6 +1895,188 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
         return text.ToString();
     }
 
+    /// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref="Sizes"/>.</summary>
+    private static long[] InferenceSlotSizes(int batch, int[] s)
+    {
+        long[] size = new long[11];
+        size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[8] * s[9]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[12] * s[13]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 2048 * s[16] * s[17]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 2048 * s[14] * s[15]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 1024 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[14] * s[15]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
+        return size;
+    }
+
+    /// <summary>Bytes of the activation buffers of a <see cref="Session"/> for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs (prepared weights not included).</summary>
+    public static long InferenceActivationBytes(int batch, int height, int width)
+    {
+        if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+        long bytes = 0;
+        foreach (long elements in InferenceSlotSizes(batch, Sizes(height, width))) bytes += 4 * elements;
+        return bytes;
+    }
+
     /// <summary>Prepares this network's weights on <paramref name="backend"/> (batch norm folded, packed); one <see cref="Prepared"/> serves every input size.</summary>
     public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
 
@@ -2097,173 +2279,7 @@ partial class RetinaNetGhmX101x32x4dFpn : global::GhmGen.Layers.INetwork
             Batch = batch;
             Height = height;
             Width = width;
-            long[] size = new long[11];
-            size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[4] * s[5]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[8] * s[9]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[12] * s[13]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 512 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 2048 * s[16] * s[17]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 2048 * s[14] * s[15]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 1024 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[14] * s[15]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
-            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-            size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
-            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
-            size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
-            size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-            size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[10] * s[11]);
-            size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-            size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[14] * s[15]);
-            size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-            size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[18] * s[19]);
-            size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-            size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[20] * s[21]);
-            size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
+            long[] size = InferenceSlotSizes(batch, s);
             _slots = new global::GhmGen.Backends.DeviceBuffer[11];
             for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image

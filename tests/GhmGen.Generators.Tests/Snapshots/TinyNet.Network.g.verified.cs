@@ -193,6 +193,33 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         return text.ToString();
     }
 
+    /// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref="Sizes"/>.</summary>
+    private static long[] InferenceSlotSizes(int batch, int[] s)
+    {
+        long[] size = new long[5];
+        size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[8] * s[9]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 6 * s[4] * s[5]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
+        return size;
+    }
+
+    /// <summary>Bytes of the activation buffers of a <see cref="Session"/> for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs (prepared weights not included).</summary>
+    public static long InferenceActivationBytes(int batch, int height, int width)
+    {
+        if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+        long bytes = 0;
+        foreach (long elements in InferenceSlotSizes(batch, Sizes(height, width))) bytes += 4 * elements;
+        return bytes;
+    }
+
     /// <summary>Prepares this network's weights on <paramref name="backend"/> (batch norm folded, packed); one <see cref="Prepared"/> serves every input size.</summary>
     public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
 
@@ -279,18 +306,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             Batch = batch;
             Height = height;
             Width = width;
-            long[] size = new long[5];
-            size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[8] * s[9]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
-            size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[6] * s[7]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
-            size[2] = global::System.Math.Max(size[2], (long)batch * 6 * s[4] * s[5]);
-            size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
-            size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
-            size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
+            long[] size = InferenceSlotSizes(batch, s);
             _slots = new global::GhmGen.Backends.DeviceBuffer[5];
             for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image

@@ -1,0 +1,298 @@
+using System.Collections.Generic;
+using System.Linq;
+using GhmGen.Generators.Models;
+using static GhmGen.Generators.Emit.EmitText;
+
+namespace GhmGen.Generators.Emit;
+
+/// <summary>
+/// Writes <c>{Type}.Training.g.cs</c>: the trained keys, the training memory figure, and the
+/// training session with the same forward calls as inference (keeping what backward needs) and a
+/// straight-line <c>Backward</c> from the same plan.
+/// </summary>
+internal static class TrainingEmitter
+{
+    public static string Emit(PlannedNetwork network)
+    {
+        NetworkModel m = network.Model;
+        NetworkPlan plan = network.Plan;
+        var w = new CodeWriter();
+        Header(w, m, "training");
+        w.Open($"partial class {m.TypeName}");
+        EmitTrainedKeys(w, m);
+        EmitMemory(w, m, plan);
+        EmitSession(w, m, plan);
+        w.Close();
+        return w.ToString();
+    }
+
+    /// <summary>Trained parameters in state-dict order, each with the trained convolution and the member that holds its gradient.</summary>
+    private static List<(string Key, int Trained, string Member)> TrainedParameters(NetworkModel m, NetworkPlan plan)
+    {
+        var ofLayer = new Dictionary<int, int>();
+        for (int t = 0; t < plan.TrainedConvs.Count; t++)
+        {
+            PreparedConvModel conv = plan.Convs[plan.TrainedConvs[t].Conv];
+            if (plan.TrainedConvs[t].Weight) ofLayer[conv.Layer] = t;
+            if (plan.TrainedConvs[t].BatchNorm) ofLayer[conv.BatchNorm!.Value] = t;
+        }
+        var result = new List<(string, int, string)>();
+        for (int i = 0; i < m.Layers.Count; i++)
+        {
+            if (!ofLayer.TryGetValue(i, out int t)) continue;
+            switch (m.Layers[i])
+            {
+                case ConvLayer c:
+                    result.Add((c.Key + ".weight", t, "Weight"));
+                    if (c.Bias) result.Add((c.Key + ".bias", t, "Bias"));
+                    break;
+                case BatchNormLayer b:
+                    result.Add((b.Key + ".weight", t, "BatchNormWeight"));
+                    result.Add((b.Key + ".bias", t, "BatchNormBias"));
+                    break;
+            }
+        }
+        return result;
+    }
+
+    private static void EmitTrainedKeys(CodeWriter w, NetworkModel m)
+    {
+        long trained = m.Layers.Where(l => l.Trainable).Sum(l => l.ParameterCount);
+        w.Line("/// <summary>Learnable parameters that are trained (the rest are frozen).</summary>");
+        w.Line($"public const long TrainedParameterCount = {trained};").Line();
+        w.Line("/// <summary>Keys of the trained parameters in state-dict order: the ones a <see cref=\"TrainingSession\"/> computes gradients for.</summary>");
+        w.OpenList("public static global::System.Collections.Generic.IReadOnlyList<string> TrainedKeys { get; } =");
+        foreach (LayerModel layer in m.Layers.Where(l => l.Trainable))
+        {
+            switch (layer)
+            {
+                case ConvLayer c:
+                    w.Line($"\"{c.Key}.weight\",");
+                    if (c.Bias) w.Line($"\"{c.Key}.bias\",");
+                    break;
+                case BatchNormLayer b:
+                    w.Line($"\"{b.Key}.weight\", \"{b.Key}.bias\",");
+                    break;
+            }
+        }
+        w.CloseList().Line();
+    }
+
+    private static void EmitMemory(CodeWriter w, NetworkModel m, NetworkPlan plan)
+    {
+        int[] size = SizeSlots(m, null);
+        int values = m.Values.Count;
+        MemoryPlan memory = plan.Training;
+        w.Line("/// <summary>Element counts of the training session's buffers (activations and their gradients) for a batch and the sizes of <see cref=\"Sizes\"/>.</summary>");
+        w.Open("private static long[] TrainingSlotSizes(int batch, int[] s)");
+        w.Line($"long[] size = new long[{memory.SlotCount}];");
+        for (int t = 0; t < 2 * values; t++)
+        {
+            int slot = memory.SlotOf[t];
+            if (slot < 0) continue;
+            w.Line($"size[{slot}] = global::System.Math.Max(size[{slot}], {Elements(m, size, t % values)}); // {(t < values ? "" : "d ")}{m.Values[t % values].Name}");
+        }
+        w.Line("return size;");
+        w.Close().Line();
+
+        w.Line("/// <summary>");
+        w.Line("/// Bytes of the activation and activation-gradient buffers of a <see cref=\"TrainingSession\"/> for");
+        w.Line("/// <paramref name=\"batch\"/> x C x <paramref name=\"height\"/> x <paramref name=\"width\"/> inputs: the static plan keeps each");
+        w.Line("/// activation only while the forward or backward pass still reads it and reuses dead buffers.");
+        w.Line($"/// Not included: the prepared weights and the {plan.WeightGradientLength} floats of folded weight gradients.");
+        w.Line("/// </summary>");
+        w.Open("public static long TrainingActivationBytes(int batch, int height, int width)");
+        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+        w.Line("long bytes = 0;");
+        w.Line("foreach (long elements in TrainingSlotSizes(batch, Sizes(height, width))) bytes += 4 * elements;");
+        w.Line("return bytes;");
+        w.Close().Line();
+    }
+
+    private static void EmitSession(CodeWriter w, NetworkModel m, NetworkPlan plan)
+    {
+        const string B = Backends;
+        int[] size = SizeSlots(m, null);
+        int values = m.Values.Count;
+        MemoryPlan memory = plan.Training;
+        var layerProperty = m.Layers.Select(l => PropertyName(l.Key)).ToArray();
+        string A(int value) => $"_a[{value}]";
+        string G(int value) => $"_g[{value}]";
+        List<(string Key, int Trained, string Member)> parameters = TrainedParameters(m, plan);
+
+        w.Line("/// <summary>Prepares a copy of this network's weights on <paramref name=\"backend\"/> for training and plans the memory of both passes for one input size.</summary>");
+        w.Line($"public TrainingSession CreateTrainingSession({B}.ITrainingBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);").Line();
+
+        w.Line("/// <summary>");
+        w.Line($"/// This network in training on one backend for one input size: its own prepared weights (batch norm");
+        w.Line($"/// folded: norm_eval), {memory.SlotCount} buffers shared by activations and their gradients, a <see cref=\"Forward\"/>");
+        w.Line($"/// that keeps what the reverse pass reads, and a straight-line <see cref=\"Backward\"/> that writes the");
+        w.Line($"/// gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>) and nothing for frozen ones.");
+        w.Line("/// A step: <see cref=\"Forward\"/>, fill <see cref=\"OutputGradients\"/>, <see cref=\"Backward\"/>, change the");
+        w.Line("/// host weights from <see cref=\"Gradients\"/>, <see cref=\"UpdateWeights\"/>; none of these allocates.");
+        w.Line("/// Not thread-safe.");
+        w.Line("/// </summary>");
+        w.Open("public sealed class TrainingSession : global::GhmGen.Layers.ITrainingSession");
+        w.Line($"private readonly {B}.ITrainingBackend _backend;");
+        w.Line("private readonly Prepared _weights;");
+        w.Line($"private readonly {B}.IPreparedConv[] _convs;");
+        w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
+        w.Line($"private readonly {B}.DeviceBuffer? _weightGradients;");
+        w.Line($"private readonly {Layers}.TrainedConv[] _trained;");
+        w.Line($"private readonly {B}.TensorView[] _a = new {B}.TensorView[{values}]; // activations");
+        w.Line($"private readonly {B}.TensorView[] _g = new {B}.TensorView[{values}]; // their gradients");
+        w.Line("private readonly float[] _scratch;");
+        w.Line("private bool _forwardDone;");
+        w.Line("private bool _disposed;").Line();
+
+        // Constructor.
+        w.Open($"internal TrainingSession({m.TypeName} network, {B}.ITrainingBackend backend, int batch, int height, int width)");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
+        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+        w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
+        w.Line("int[] s = Sizes(height, width);");
+        w.Line("_backend = backend;");
+        w.Line("_weights = new Prepared(network, backend);");
+        w.Line("_convs = _weights.Convs;");
+        w.Line("Batch = batch;");
+        w.Line("Height = height;");
+        w.Line("Width = width;");
+        w.Line("long[] size = TrainingSlotSizes(batch, s);");
+        w.Line($"_slots = new {B}.DeviceBuffer[{memory.SlotCount}];");
+        w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);");
+        for (int t = 0; t < 2 * values; t++)
+        {
+            int slot = memory.SlotOf[t];
+            if (slot < 0) continue;
+            int v = t % values;
+            w.Line($"{(t < values ? A(v) : G(v))} = {View(m, size, v, slot)}; // {(t < values ? "" : "d ")}{m.Values[v].Name}");
+        }
+        w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
+        w.OpenList("_trained =");
+        foreach (TrainedConvModel t in plan.TrainedConvs)
+        {
+            PreparedConvModel conv = plan.Convs[t.Conv];
+            var l = (ConvLayer)m.Layers[conv.Layer];
+            string bn = conv.BatchNorm is { } b ? "network." + layerProperty[b] : "null";
+            string weight = $"new(_weightGradients!, {t.WeightOffset}, {l.OutChannels}, {l.InChannels / l.Groups}, {l.Kernel}, {l.Kernel})";
+            string bias = t.BiasOffset is { } offset ? $"new {B}.TensorView(_weightGradients!, {offset}, 1, {l.OutChannels}, 1, 1)" : "null";
+            w.Line($"new(network.{layerProperty[conv.Layer]}, {bn}, _convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, {weight}, {bias}),");
+        }
+        w.CloseList();
+        int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null)
+            .Select(t => (ConvLayer)m.Layers[plan.Convs[t.Conv].Layer]).Select(l => (int)l.WeightCount + l.OutChannels).DefaultIfEmpty(0).Max();
+        w.Line($"_scratch = new float[{scratch}]; // folded gradients and weights of the largest convolution with batch norm");
+        w.OpenList("Gradients =");
+        foreach ((string key, int t, string member) in parameters)
+            w.Line($"_trained[{t}].{member}!, // {key}");
+        w.CloseList();
+        w.Close().Line();
+
+        // Members.
+        w.Line("/// <summary>Batch size.</summary>");
+        w.Line("public int Batch { get; }").Line();
+        w.Line("/// <summary>Input height.</summary>");
+        w.Line("public int Height { get; }").Line();
+        w.Line("/// <summary>Input width.</summary>");
+        w.Line("public int Width { get; }").Line();
+        w.Line("/// <summary>The input tensor (N x C x H x W).</summary>");
+        w.Line($"public {B}.TensorView Input => {A(plan.Forward[0].Output)};").Line();
+        foreach (OutputModel o in m.Outputs)
+        {
+            w.Line($"/// <summary>Output <c>{o.Name}</c> (<c>{m.Values[o.Value].Name}</c>), valid after <see cref=\"Forward\"/>.</summary>");
+            w.Line($"public {B}.TensorView {Pascal(o.Name)} => {A(o.Value)};").Line();
+            w.Line($"/// <summary>d loss / d <c>{o.Name}</c>: write it before <see cref=\"Backward\"/> (which uses it as scratch).</summary>");
+            w.Line($"public {B}.TensorView {Pascal(o.Name)}Gradient => {G(o.Value)};").Line();
+        }
+        w.Line("/// <summary>Every output by name, in declaration order.</summary>");
+        w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> Outputs => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {A(o.Value)})"))}];").Line();
+        w.Line("/// <summary>Every output's gradient by output name, in declaration order.</summary>");
+        w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> OutputGradients => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {G(o.Value)})"))}];").Line();
+        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter; valid after <see cref=\"Backward\"/>.</summary>");
+        w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients {{ get; }}").Line();
+
+        // Forward.
+        w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major), keeping what <see cref=\"Backward\"/> reads.</summary>");
+        w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line($"{B}.IBackend b = _backend;");
+        NetworkEmitter.WriteForward(w, m, plan, memory, A);
+        w.Line("_forwardDone = true;");
+        w.Close().Line();
+
+        // Backward.
+        w.Line("/// <summary>");
+        w.Line("/// The reverse pass of the last <see cref=\"Forward\"/>: from <see cref=\"OutputGradients\"/> to the gradient of");
+        w.Line("/// every trained parameter (shared weights summed over their applications), batch norm unfolded,");
+        w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers.");
+        w.Line("/// </summary>");
+        w.Open("public void Backward()");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("if (!_forwardDone) throw new global::System.InvalidOperationException(\"Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)\");");
+        w.Line("_forwardDone = false;");
+        w.Line($"{B}.ITrainingBackend b = _backend;");
+        int first = plan.Forward.Count + 1; // the timeline: forward steps, output gradients, backward steps
+        for (int i = 0; i < plan.Backward.Count; i++)
+            WriteBackwardStep(w, m, plan, plan.Backward[i], memory.InPlace[first + i], A, G);
+        for (int t = 0; t < plan.TrainedConvs.Count; t++)
+            w.Line($"_trained[{t}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[t].Conv].Layer].Key}");
+        w.Close().Line();
+
+        // Update.
+        w.Line("/// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step).</summary>");
+        w.Open("public void UpdateWeights()");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("foreach (global::GhmGen.Layers.TrainedConv conv in _trained) conv.Refold(_backend, _scratch);");
+        w.Line("_forwardDone = false;");
+        w.Close().Line();
+
+        w.Line("/// <summary>Releases the buffers and this session's prepared weights.</summary>");
+        w.Open("public void Dispose()");
+        w.Line("if (_disposed) return;");
+        w.Line("_disposed = true;");
+        w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+        w.Line("_weightGradients?.Dispose();");
+        w.Line("_weights.Dispose();");
+        w.Close();
+        w.Close();
+    }
+
+    private static void WriteBackwardStep(CodeWriter w, NetworkModel m, NetworkPlan plan, BackwardStep step, bool inPlace,
+        System.Func<int, string> A, System.Func<int, string> G)
+    {
+        string Name(int v) => m.Values[v].Name;
+        string Acc(bool accumulate) => $"accumulate: {Bool(accumulate)}";
+        switch (step)
+        {
+            case ZeroWeightGradientsStep z:
+                w.Line($"b.Zero(_trained[{z.Trained}].WeightGradient); // no gradient reaches {m.Layers[plan.Convs[plan.TrainedConvs[z.Trained].Conv].Layer].Key}");
+                if (plan.TrainedConvs[z.Trained].BiasOffset is not null) w.Line($"b.Zero(_trained[{z.Trained}].BiasGradient!.Value);");
+                break;
+            case ReluBackwardStep r:
+                w.Line($"b.ReluBackward({A(r.Value)}, {G(r.Value)}, {G(r.Value)}); // relu of {Name(r.Value)}");
+                break;
+            case ConvWeightsBackwardStep c:
+            {
+                TrainedConvModel t = plan.TrainedConvs[c.Trained];
+                string bias = t.BiasOffset is null ? "null" : $"_trained[{c.Trained}].BiasGradient";
+                w.Line($"b.Conv2dBackwardWeights(_convs[{c.Conv}].Spec, {A(c.Input)}, {G(c.Output)}, _trained[{c.Trained}].WeightGradient, {bias}, {Acc(c.Accumulate)}); // d {ConvComment(m, plan.Convs[c.Conv], null)} weights");
+                break;
+            }
+            case ConvDataBackwardStep c:
+                w.Line($"b.Conv2dBackwardData(_convs[{c.Conv}], {G(c.Output)}, {G(c.Input)}, {Acc(c.Accumulate)}); // d {Name(c.Input)} through {m.Layers[plan.Convs[c.Conv].Layer].Key}");
+                break;
+            case MaxPoolBackwardStep p:
+                w.Line($"b.MaxPool2dBackward({A(p.Input)}, {G(p.Output)}, {G(p.Input)}, {p.Kernel}, {p.Stride}, {p.Padding}, {Acc(p.Accumulate)}); // d {Name(p.Input)} through {Name(p.Output)}");
+                break;
+            case UpsampleBackwardStep u:
+                w.Line($"b.UpsampleNearestBackward({G(u.Output)}, {G(u.Upper)}, {Acc(u.Accumulate)}); // d {Name(u.Upper)} through the upsample of {Name(u.Output)}");
+                break;
+            case PassGradientStep p:
+                if (p.Accumulate) w.Line($"b.Add({G(p.To)}, {G(p.From)}, {G(p.To)}, relu: false); // d {Name(p.To)} += d {Name(p.From)}");
+                else if (inPlace) w.Line($"// d {Name(p.To)} = d {Name(p.From)} (the same buffer)");
+                else w.Line($"b.Copy({G(p.From)}, {G(p.To)}); // d {Name(p.To)} = d {Name(p.From)}");
+                break;
+        }
+    }
+}

@@ -1,0 +1,189 @@
+namespace GhmGen.Generators.Models;
+
+// What the planner decides for one network, as data: the fused forward calls, the reverse pass,
+// and a static memory plan for inference and one for training. Tensors are numbered: value v's
+// activation is tensor v, its gradient tensor V + v (V = the number of values).
+
+/// <summary>One backend call of the generated forward pass, writing value <see cref="Output"/>.</summary>
+internal abstract record ForwardStep(int Output)
+{
+    /// <summary>The values it reads.</summary>
+    public abstract EquatableArray<int> Reads { get; }
+
+    /// <summary>Values whose buffer the output may take over when they die here (elementwise ops).</summary>
+    public virtual EquatableArray<int> InPlaceCandidates => EquatableArray<int>.Empty;
+}
+
+/// <summary>Input = the caller's tensor.</summary>
+internal sealed record UploadStep(int Output) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => EquatableArray<int>.Empty;
+}
+
+/// <summary>y = act(conv(x) + bias [+ residual]) with batch norm folded into <see cref="Conv"/> (an index of <see cref="NetworkPlan.Convs"/>).</summary>
+internal sealed record ConvStep(int Output, int Input, int? Residual, int Conv, bool Relu) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => Residual is { } r ? new([Input, r]) : new([Input]);
+}
+
+/// <summary>y = max-pool(x).</summary>
+internal sealed record MaxPoolStep(int Output, int Input, int Kernel, int Stride, int Padding) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+}
+
+/// <summary>y = lower + nearest-upsample(upper) to lower's size (in lower's buffer when it dies here, else after a copy).</summary>
+internal sealed record UpsampleAddStep(int Output, int Upper, int Lower) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => new([Upper, Lower]);
+
+    public override EquatableArray<int> InPlaceCandidates => new([Lower]);
+}
+
+/// <summary>y = act(left + right).</summary>
+internal sealed record AddStep(int Output, int Left, int Right, bool Relu) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => new([Left, Right]);
+
+    public override EquatableArray<int> InPlaceCandidates => new([Left, Right]);
+}
+
+/// <summary>y = max(x, 0).</summary>
+internal sealed record ReluStep(int Output, int Input) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => new([Input]);
+
+    public override EquatableArray<int> InPlaceCandidates => new([Input]);
+}
+
+/// <summary>One distinct convolution as the backends prepare it: its layer and the batch norm folded into it.</summary>
+/// <param name="Trained">Whether the convolution or its batch norm has trained parameters.</param>
+internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained);
+
+/// <summary>
+/// A trained prepared convolution: which host gradients it fills, and where its folded gradients
+/// sit in the session's one weight-gradient buffer (offsets in elements).
+/// </summary>
+/// <param name="Conv">Index of <see cref="NetworkPlan.Convs"/>.</param>
+/// <param name="Weight">The convolution's weight (and bias, if any) are trained.</param>
+/// <param name="BatchNorm">The folded batch norm's weight and bias are trained.</param>
+/// <param name="BiasOffset">The folded bias gradient's offset, when a trained parameter needs it.</param>
+internal sealed record TrainedConvModel(int Conv, bool Weight, bool BatchNorm, long WeightOffset, long? BiasOffset);
+
+/// <summary>One backend call of the generated reverse pass.</summary>
+internal abstract record BackwardStep
+{
+    /// <summary>Tensors it reads.</summary>
+    public abstract EquatableArray<int> Reads(int values);
+
+    /// <summary>The tensor it writes, if any.</summary>
+    public abstract int? Writes(int values);
+
+    /// <summary>Whether it adds to <see cref="Writes"/> (false: it overwrites, the tensor's first contribution).</summary>
+    public abstract bool Accumulates { get; }
+
+    /// <summary>Tensors whose buffer the written one may take over when they die here.</summary>
+    public virtual EquatableArray<int> InPlaceCandidates(int values) => EquatableArray<int>.Empty;
+}
+
+/// <summary>Zeroes the folded gradients of a trained convolution no gradient reaches (it then stays 0).</summary>
+internal sealed record ZeroWeightGradientsStep(int Trained) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => EquatableArray<int>.Empty;
+
+    public override int? Writes(int values) => null;
+
+    public override bool Accumulates => false;
+}
+
+/// <summary>dValue = activation(Value) &gt; 0 ? dValue : 0, in place (the ReLU that produced Value).</summary>
+internal sealed record ReluBackwardStep(int Value) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([Value, values + Value]);
+
+    public override int? Writes(int values) => values + Value;
+
+    public override bool Accumulates => true; // in place: the gradient already lives here
+}
+
+/// <summary>Folded weight (and bias) gradients of a convolution from its input activation and output gradient.</summary>
+internal sealed record ConvWeightsBackwardStep(int Conv, int Trained, int Input, int Output, bool Accumulate) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([Input, values + Output]);
+
+    public override int? Writes(int values) => null;
+
+    public override bool Accumulates => Accumulate;
+}
+
+/// <summary>dInput (+)= the transposed convolution of dOutput.</summary>
+internal sealed record ConvDataBackwardStep(int Conv, int Output, int Input, bool Accumulate) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([values + Output]);
+
+    public override int? Writes(int values) => values + Input;
+
+    public override bool Accumulates => Accumulate;
+}
+
+/// <summary>dInput (+)= dOutput routed to each window's maximum (reads the forward input).</summary>
+internal sealed record MaxPoolBackwardStep(int Output, int Input, int Kernel, int Stride, int Padding, bool Accumulate) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([Input, values + Output]);
+
+    public override int? Writes(int values) => values + Input;
+
+    public override bool Accumulates => Accumulate;
+}
+
+/// <summary>dUpper (+)= the sum of dOutput over the cells that took each upper cell.</summary>
+internal sealed record UpsampleBackwardStep(int Output, int Upper, bool Accumulate) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([values + Output]);
+
+    public override int? Writes(int values) => values + Upper;
+
+    public override bool Accumulates => Accumulate;
+}
+
+/// <summary>dTo (+)= dFrom: an identity path (a residual, an add operand, the lower side of an upsample-add, a ReLU's input).</summary>
+internal sealed record PassGradientStep(int From, int To, bool Accumulate) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([values + From]);
+
+    public override int? Writes(int values) => values + To;
+
+    public override bool Accumulates => Accumulate;
+
+    /// <summary>The first contribution may simply take over dFrom's buffer when dFrom dies here.</summary>
+    public override EquatableArray<int> InPlaceCandidates(int values) => Accumulate ? EquatableArray<int>.Empty : new([values + From]);
+}
+
+/// <summary>
+/// Buffer slots for a timeline of steps: each materialized tensor's slot (-1 for tensors never
+/// materialized), the slot count, and per step whether its written tensor took over an operand's slot.
+/// </summary>
+internal sealed record MemoryPlan(EquatableArray<int> SlotOf, int SlotCount, EquatableArray<bool> InPlace);
+
+/// <summary>Everything the emitter needs beyond the graph.</summary>
+/// <param name="Forward">The fused forward calls, in order.</param>
+/// <param name="Convs">Distinct prepared convolutions, in first-use order.</param>
+/// <param name="Inference">Slots of the inference session (timeline: the forward steps).</param>
+/// <param name="TrainedConvs">The trained prepared convolutions.</param>
+/// <param name="WeightGradientLength">Elements of the weight-gradient buffer.</param>
+/// <param name="Backward">The reverse pass, in order.</param>
+/// <param name="Training">Slots of the training session (timeline: the forward steps, the output gradients, the backward steps).</param>
+internal sealed record NetworkPlan(
+    EquatableArray<ForwardStep> Forward,
+    EquatableArray<PreparedConvModel> Convs,
+    MemoryPlan Inference,
+    EquatableArray<TrainedConvModel> TrainedConvs,
+    long WeightGradientLength,
+    EquatableArray<BackwardStep> Backward,
+    MemoryPlan Training);
+
+/// <summary>A network ready to emit: its graph and its plan.</summary>
+internal sealed record PlannedNetwork(NetworkModel Model, NetworkPlan Plan);
+
+/// <summary>The result of planning one network: the planned network when valid, and every diagnostic of its expansion and planning.</summary>
+internal sealed record PlanResult(PlannedNetwork? Network, EquatableArray<DiagnosticInfo> Diagnostics);

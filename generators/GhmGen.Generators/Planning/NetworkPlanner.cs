@@ -1,0 +1,108 @@
+using System.Collections.Generic;
+using System.Linq;
+using GhmGen.Generators.Diagnostics;
+using GhmGen.Generators.Models;
+
+namespace GhmGen.Generators.Planning;
+
+/// <summary>
+/// The one planning step of the pipeline: fuses the forward pass, numbers the prepared
+/// convolutions, derives the reverse pass, and plans the memory of inference (forward only) and
+/// of training (forward and backward lifetimes on one timeline). A pattern the backends cannot
+/// run is GHM014 at the node's attribute.
+/// </summary>
+internal static class NetworkPlanner
+{
+    public static PlanResult Plan(ExpansionResult expansion)
+    {
+        if (expansion.Model is not { } m) return new PlanResult(null, expansion.Diagnostics);
+
+        List<ForwardFusion.Fused>? fused = ForwardFusion.Fuse(m, out int badNode, out string? problem);
+        if (fused is null)
+        {
+            var d = new DiagnosticInfo(DiagnosticDescriptors.NoForward.Id,
+                new EquatableArray<string>([$"'{m.Values[m.Nodes[badNode].Output].Name}'", problem!]),
+                expansion.NodeLocations[badNode].Location);
+            return new PlanResult(null, expansion.Diagnostics.Append(d).ToEquatableArray());
+        }
+
+        // Distinct convolutions in first-use order, each with the batch norm folded into it.
+        var convs = new List<PreparedConvModel>();
+        var convOfLayer = new Dictionary<int, int>();
+        var forward = new List<ForwardStep>();
+        foreach (ForwardFusion.Fused f in fused)
+        {
+            if (f.Step is ConvStep c && f.ConvLayer is { } layer)
+            {
+                if (!convOfLayer.TryGetValue(layer, out int index))
+                {
+                    bool trained = m.Layers[layer].Trainable || f.BatchNorm is { } bn && m.Layers[bn].Trainable;
+                    index = convOfLayer[layer] = convs.Count;
+                    convs.Add(new PreparedConvModel(layer, f.BatchNorm, trained));
+                }
+                forward.Add(c with { Conv = index });
+            }
+            else forward.Add(f.Step);
+        }
+
+        int values = m.Values.Count;
+        var density = new List<MemoryPlanner.Density>();
+        foreach (ValueModel v in m.Values) density.Add(new MemoryPlanner.Density(v.Channels, v.Stride * v.Stride));
+        var pinned = new bool[2 * values];
+        foreach (OutputModel o in m.Outputs) pinned[o.Value] = true;
+
+        // Inference: the forward steps alone.
+        List<MemoryPlanner.Step> timeline = forward.Select(ForwardTimelineStep).ToList();
+        MemoryPlan inference = MemoryPlanner.Allocate(values, density, timeline, pinned);
+
+        // Training: trained convolutions, the reverse pass, and one timeline for both passes.
+        var trainedConvs = new List<TrainedConvModel>();
+        long offset = 0;
+        for (int i = 0; i < convs.Count; i++)
+        {
+            if (!convs[i].Trained) continue;
+            var conv = (ConvLayer)m.Layers[convs[i].Layer];
+            bool trainConv = conv.Trainable;
+            bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable;
+            long weightOffset = offset;
+            offset += conv.WeightCount;
+            long? biasOffset = null;
+            if (trainConv && conv.Bias || trainNorm)
+            {
+                biasOffset = offset;
+                offset += conv.OutChannels;
+            }
+            trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
+        }
+        List<BackwardStep> backward = BackwardPlanner.Plan(m, forward, convs, trainedConvs);
+
+        var trainingTimeline = forward.Select(ForwardTimelineStep).ToList();
+        var outputGradients = new MemoryPlanner.Step();
+        foreach (OutputModel o in m.Outputs) outputGradients.Births.Add((values + o.Value, EquatableArray<int>.Empty));
+        trainingTimeline.Add(outputGradients);
+        foreach (BackwardStep b in backward)
+        {
+            var step = new MemoryPlanner.Step();
+            step.Uses.AddRange(b.Reads(values));
+            if (b.Writes(values) is { } written)
+            {
+                if (b.Accumulates) step.Uses.Add(written);
+                else step.Births.Add((written, b.InPlaceCandidates(values)));
+            }
+            trainingTimeline.Add(step);
+        }
+        MemoryPlan training = MemoryPlanner.Allocate(2 * values, density.Concat(density).ToList(), trainingTimeline, pinned);
+
+        var plan = new NetworkPlan(forward.ToEquatableArray(), convs.ToEquatableArray(), inference,
+            trainedConvs.ToEquatableArray(), offset, backward.ToEquatableArray(), training);
+        return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
+    }
+
+    private static MemoryPlanner.Step ForwardTimelineStep(ForwardStep s)
+    {
+        var step = new MemoryPlanner.Step();
+        step.Uses.AddRange(s.Reads);
+        step.Births.Add((s.Output, s.InPlaceCandidates));
+        return step;
+    }
+}

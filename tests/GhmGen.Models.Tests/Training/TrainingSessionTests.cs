@@ -1,0 +1,299 @@
+using GhmGen.Backends;
+using GhmGen.Layers;
+
+namespace GhmGen.Models.Tests.Training;
+
+/// <summary>
+/// The generated training session: its Backward against float64 finite differences of
+/// L = sum(seed * outputs) for every trained parameter of TrainNet (on the reference backend),
+/// gradients for exactly the trained keys, frozen state and running statistics untouched,
+/// UpdateWeights, and R-50's Backward at a small input.
+/// </summary>
+public class TrainingSessionTests
+{
+    private const int Batch = 2, Height = 20, Width = 24;
+
+    private static readonly string[] ExpectedTrainedKeys =
+    [
+        "c1.weight", "c1.bias", "c1_bn.weight", "c1_bn.bias",
+        "stage.0.conv.weight", "stage.0.bn.weight", "stage.0.bn.bias",
+        "stage.0.proj.weight", "stage.0.proj_bn.weight", "stage.0.proj_bn.bias",
+        "stage.1.conv.weight",
+        "head.conv.weight", "head.conv.bias", "head.cls.weight", "head.cls.bias", "head.box.weight", "head.box.bias",
+    ];
+
+    [Fact]
+    public void TrainNet_Backward_EqualsFloat64FiniteDifferences()
+    {
+        (TrainNet net, float[] image, float[][] seeds) = Setup(seed: 3);
+        using var backend = new ReferenceBackend();
+        using TrainNet.TrainingSession session = net.CreateTrainingSession(backend, Batch, Height, Width);
+        session.Forward(image);
+        for (int o = 0; o < seeds.Length; o++) backend.Upload(seeds[o], session.OutputGradients[o].Tensor);
+        session.Backward();
+
+        var reference = new Float64Net(net);
+        var x = new Float64Net.T(Batch, 3, Height, Width);
+        for (int i = 0; i < image.Length; i++) x.Data[i] = image[i];
+        double[][] seeds64 = seeds.Select(s => s.Select(v => (double)v).ToArray()).ToArray();
+        var random = new Random(17);
+        const double h = 1e-5;
+        int checkedElements = 0;
+        foreach (ParameterGradient g in session.Gradients)
+        {
+            double[] p = reference[g.Key];
+            double scale = Math.Sqrt(g.Data.Select(v => (double)v * v).Average()) + 1e-6;
+            IEnumerable<int> sample = new[] { 0, p.Length - 1 }.Concat(Enumerable.Range(0, 6).Select(_ => random.Next(p.Length))).Distinct();
+            foreach (int i in sample)
+            {
+                double keep = p[i];
+                p[i] = keep + h;
+                double plus = reference.Loss(x, seeds64);
+                p[i] = keep - h;
+                double minus = reference.Loss(x, seeds64);
+                p[i] = keep;
+                double fd = (plus - minus) / (2 * h);
+                Assert.True(Math.Abs(g.Data[i] - fd) <= 1e-4 * Math.Max(scale, Math.Abs(fd)),
+                    $"{g.Key}[{i}]: backward {g.Data[i]:G6}, finite difference {fd:G6} (gradient rms {scale:G3})");
+                checkedElements++;
+            }
+        }
+        Assert.True(checkedElements > 100);
+    }
+
+    [Fact]
+    public void TrainNet_Forward_EqualsReferenceForwardAndInferenceSession()
+    {
+        (TrainNet net, float[] image, _) = Setup(seed: 4);
+        using var backend = new ReferenceBackend();
+        using TrainNet.TrainingSession training = net.CreateTrainingSession(backend, Batch, Height, Width);
+        using TrainNet.Session inference = net.CreateSession(backend, Batch, Height, Width);
+        training.Forward(image);
+        inference.Forward(image);
+        var x = new Float64Net.T(Batch, 3, Height, Width);
+        for (int i = 0; i < image.Length; i++) x.Data[i] = image[i];
+        Float64Net.T[] want = new Float64Net(net).Forward(x);
+        Assert.Equal(inference.Outputs.Select(o => o.Name), training.Outputs.Select(o => o.Name));
+        for (int o = 0; o < want.Length; o++)
+        {
+            float[] a = Download(backend, training.Outputs[o].Tensor), b = Download(backend, inference.Outputs[o].Tensor);
+            Assert.Equal(want[o].Data.Length, a.Length);
+            Assert.Equal(b, a); // same calls, same weights: the same floats
+            for (int i = 0; i < a.Length; i++)
+                Assert.True(Math.Abs(a[i] - want[o].Data[i]) <= 1e-4 * (1 + Math.Abs(want[o].Data[i])), $"{training.Outputs[o].Name}[{i}]: {a[i]} vs {want[o].Data[i]}");
+        }
+    }
+
+    [Fact]
+    public void TrainNet_GradientsForExactlyTheTrainedKeys_FrozenStateAndRunningStatisticsUntouched()
+    {
+        (TrainNet net, float[] image, float[][] seeds) = Setup(seed: 5);
+        Assert.Equal(ExpectedTrainedKeys, TrainNet.TrainedKeys);
+        Assert.Equal(TrainNet.TrainedParameterCount, net.State.Where(t => ExpectedTrainedKeys.Contains(t.Key)).Sum(t => t.ElementCount));
+        Dictionary<string, float[]> frozen = net.State
+            .Where(t => t.ElementType == StateElementType.Float32 && !ExpectedTrainedKeys.Contains(t.Key))
+            .ToDictionary(t => t.Key, t => t.Data.ToArray());
+        Assert.Contains("stem.conv.weight", frozen.Keys);
+        Assert.Contains("stage.1.bn.weight", frozen.Keys);
+        Assert.Contains("extra.weight", frozen.Keys);
+        Assert.Contains("c1_bn.running_var", frozen.Keys);
+
+        using var backend = new ReferenceBackend();
+        using TrainNet.TrainingSession session = net.CreateTrainingSession(backend, Batch, Height, Width);
+        for (int step = 0; step < 2; step++)
+        {
+            session.Forward(image);
+            for (int o = 0; o < seeds.Length; o++) backend.Upload(seeds[o], session.OutputGradients[o].Tensor);
+            session.Backward();
+            foreach (ParameterGradient g in session.Gradients)
+                for (int i = 0; i < g.Data.Length; i++) g.Parameter.Data[i] -= 0.01f * g.Data[i];
+            session.UpdateWeights();
+        }
+
+        Assert.Equal(ExpectedTrainedKeys, session.Gradients.Select(g => g.Key));
+        foreach (ParameterGradient g in session.Gradients)
+        {
+            Assert.Equal(g.Parameter.Shape, g.Shape);
+            Assert.Equal(g.Parameter.ElementCount, g.Data.Length);
+            Assert.Contains(g.Data, v => v != 0);
+        }
+        foreach ((string key, float[] before) in frozen)
+            Assert.Equal(before, net.State.Single(t => t.Key == key).Data);
+    }
+
+    [Fact]
+    public void TrainNet_UpdateWeights_TakesTheNewHostWeights()
+    {
+        (TrainNet net, float[] image, _) = Setup(seed: 6);
+        using var backend = new ReferenceBackend();
+        using TrainNet.TrainingSession session = net.CreateTrainingSession(backend, Batch, Height, Width);
+        session.Forward(image);
+        foreach (StateTensor t in net.State.Where(t => TrainNet.TrainedKeys.Contains(t.Key)))
+            for (int i = 0; i < t.Data.Length; i++) t.Data[i] *= 0.9f;
+        session.UpdateWeights();
+        session.Forward(image);
+        using TrainNet.Session fresh = net.CreateSession(backend, Batch, Height, Width);
+        fresh.Forward(image);
+        for (int o = 0; o < fresh.Outputs.Count; o++)
+            Assert.Equal(Download(backend, fresh.Outputs[o].Tensor), Download(backend, session.Outputs[o].Tensor));
+    }
+
+    [Fact]
+    public void TrainNet_BackwardWithoutForward_Throws()
+    {
+        (TrainNet net, float[] image, _) = Setup(seed: 7);
+        using var backend = new ReferenceBackend();
+        using TrainNet.TrainingSession session = net.CreateTrainingSession(backend, Batch, Height, Width);
+        Assert.Throws<InvalidOperationException>(session.Backward);
+        session.Forward(image);
+        session.Backward();
+        Assert.Throws<InvalidOperationException>(session.Backward); // the reverse pass reused the forward's buffers
+    }
+
+    [Fact]
+    public void ActivationBytes_AreWhatTheSessionsAllocate()
+    {
+        var net = new TrainNet();
+        var training = new NullTrainingBackend();
+        using (net.CreateTrainingSession(training, Batch, Height, Width))
+        {
+            // The activation slots first, then the one weight-gradient buffer.
+            Assert.Equal(TrainNet.TrainingActivationBytes(Batch, Height, Width), 4 * training.Allocations.SkipLast(1).Sum());
+        }
+        var inference = new NullTrainingBackend();
+        using (net.CreateSession(inference, Batch, Height, Width))
+            Assert.Equal(TrainNet.InferenceActivationBytes(Batch, Height, Width), 4 * inference.Allocations.Sum());
+        // Training keeps activations for the reverse pass and holds their gradients: never less than inference.
+        Assert.True(TrainNet.TrainingActivationBytes(Batch, Height, Width) > TrainNet.InferenceActivationBytes(Batch, Height, Width));
+        Assert.True(RetinaNetGhmR50Fpn.TrainingActivationBytes(2, 800, 1216) > RetinaNetGhmR50Fpn.InferenceActivationBytes(2, 800, 1216));
+    }
+
+    [Fact]
+    public void R50_Backward_OnReferenceBackend_GivesFiniteGradientsForExactlyTheTrainedKeys()
+    {
+        var network = new RetinaNetGhmR50Fpn();
+        SeededWeights.Fill(network);
+        const int batch = 2, size = 64;
+        float[] input = new float[batch * 3 * size * size];
+        SeededWeights.FillInput(input);
+        using var backend = new ReferenceBackend();
+        using RetinaNetGhmR50Fpn.TrainingSession session = network.CreateTrainingSession(backend, batch, size, size);
+        session.Forward(input);
+        var random = new Random(9);
+        foreach ((string _, TensorView gradient) in session.OutputGradients)
+            backend.Upload(Enumerable.Range(0, (int)gradient.ElementCount).Select(_ => (float)(random.NextDouble() - 0.5) * 1e-2f).ToArray(), gradient);
+        session.Backward();
+
+        string[] frozenPrefixes = ["backbone.conv1.", "backbone.bn1.", "backbone.layer1."];
+        string[] trained = network.State
+            .Where(t => t.Kind == StateKind.Parameter && !frozenPrefixes.Any(p => t.Key.StartsWith(p, StringComparison.Ordinal)))
+            .Select(t => t.Key).ToArray();
+        Assert.Equal(trained, session.Gradients.Select(g => g.Key));
+        Assert.Equal(trained, RetinaNetGhmR50Fpn.TrainedKeys);
+        Assert.DoesNotContain(session.Gradients, g => g.Key.StartsWith("backbone.layer1.", StringComparison.Ordinal));
+        foreach (ParameterGradient g in session.Gradients)
+            Assert.All(g.Data, v => Assert.True(float.IsFinite(v), $"{g.Key} has a non-finite gradient"));
+        Assert.Contains(session.Gradients, g => g.Key == "bbox_head.retina_cls.weight" && g.Data.Any(v => v != 0));
+        Assert.Contains(session.Gradients, g => g.Key == "backbone.layer2.0.conv1.weight" && g.Data.Any(v => v != 0));
+    }
+
+    private static (TrainNet Net, float[] Image, float[][] Seeds) Setup(int seed)
+    {
+        var net = new TrainNet();
+        var random = new Random(seed);
+        foreach (StateTensor t in net.State)
+        {
+            if (t.ElementType == StateElementType.Int64) continue;
+            bool variance = t.Key.EndsWith(".running_var", StringComparison.Ordinal);
+            bool scale = t.Role == StateRole.BatchNormWeight;
+            for (int i = 0; i < t.Data.Length; i++)
+                t.Data[i] = variance ? (float)(0.5 + random.NextDouble()) : scale ? (float)(0.5 + random.NextDouble() * 0.5) : (float)(random.NextDouble() * 0.6 - 0.3);
+        }
+        float[] image = Enumerable.Range(0, Batch * 3 * Height * Width).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+        float[][] seeds = TrainNet.OutputsFor(Height, Width)
+            .Select(o => Enumerable.Range(0, Batch * o.Channels * o.Height * o.Width).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray())
+            .ToArray();
+        return (net, image, seeds);
+    }
+
+    private static float[] Download(IBackend backend, TensorView t)
+    {
+        float[] values = new float[t.ElementCount];
+        backend.Download(t, values);
+        return values;
+    }
+}
+
+/// <summary>A steady-state training step allocates nothing on the managed heap (the generated code and the runtime helpers; the backend does nothing).</summary>
+[Collection(nameof(Forward.AllocationCollection))]
+public class TrainingAllocationTests
+{
+    [Fact]
+    public void TrainNet_And_R50_SteadyStateTrainingStep_AllocatesNothing()
+    {
+        var backend = new NullTrainingBackend();
+        var tiny = new TrainNet();
+        var r50 = new RetinaNetGhmR50Fpn();
+        using TrainNet.TrainingSession a = tiny.CreateTrainingSession(backend, 2, 32, 32);
+        using RetinaNetGhmR50Fpn.TrainingSession b = r50.CreateTrainingSession(backend, 1, 64, 64);
+        float[] inputA = new float[2 * 3 * 32 * 32], inputB = new float[3 * 64 * 64];
+        void Step()
+        {
+            a.Forward(inputA);
+            a.Backward();
+            a.UpdateWeights();
+            b.Forward(inputB);
+            b.Backward();
+            b.UpdateWeights();
+        }
+        Step();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Step();
+        Step();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+}
+
+/// <summary>A training backend whose ops do nothing: it records allocation sizes, so tests see what generated code allocates.</summary>
+internal sealed class NullTrainingBackend : ITrainingBackend
+{
+    public List<long> Allocations { get; } = [];
+
+    public string Name => "null";
+
+    public DeviceBuffer Allocate(long elements)
+    {
+        Allocations.Add(elements);
+        return new Buffer(elements);
+    }
+
+    public void Upload(ReadOnlySpan<float> source, TensorView destination) { }
+    public void Download(TensorView source, Span<float> destination) { }
+    public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias) => new Conv(spec);
+    public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu) { }
+    public void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding) { }
+    public void UpsampleNearestAdd(TensorView upper, TensorView lower) { }
+    public void Add(TensorView a, TensorView b, TensorView y, bool relu) { }
+    public void Copy(TensorView source, TensorView destination) { }
+    public void Relu(TensorView x, TensorView y) { }
+    public void Sigmoid(TensorView x, TensorView y) { }
+    public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias) { }
+    public void Conv2dBackwardData(IPreparedConv conv, TensorView dy, TensorView dx, bool accumulate) { }
+    public void Conv2dBackwardWeights(ConvSpec spec, TensorView x, TensorView dy, TensorView dWeight, TensorView? dBias, bool accumulate) { }
+    public void ReluBackward(TensorView y, TensorView dy, TensorView dx) { }
+    public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernel, int stride, int padding, bool accumulate) { }
+    public void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate) { }
+    public void Zero(TensorView t) { }
+    public void Dispose() { }
+
+    private sealed class Buffer(long length) : DeviceBuffer
+    {
+        public override long Length => length;
+    }
+
+    private sealed class Conv(ConvSpec spec) : IPreparedConv
+    {
+        public ConvSpec Spec => spec;
+        public void Dispose() { }
+    }
+}

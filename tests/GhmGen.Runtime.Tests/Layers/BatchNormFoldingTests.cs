@@ -1,0 +1,131 @@
+using GhmGen.Backends;
+using GhmGen.Layers;
+
+namespace GhmGen.Runtime.Tests.Layers;
+
+/// <summary>
+/// BatchNormFolding.UnfoldGradients against float64 finite differences: for a loss that is any
+/// linear function of the folded weights, L = sum(cW * W') + sum(cb * b'), the folded gradients
+/// are cW and cb, and the unfolded ones must be dL/dW, dL/db, dL/dgamma, dL/dbeta.
+/// </summary>
+public sealed class BatchNormFoldingTests
+{
+    private const int Out = 3, PerOut = 5;
+    private const double Eps = 1e-5;
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void UnfoldGradients_EqualsFiniteDifferencesOfTheFoldedLoss(bool withBias)
+    {
+        var random = new Random(withBias ? 1 : 2);
+        float[] R(int n, double lo, double hi) => Enumerable.Range(0, n).Select(_ => (float)(lo + random.NextDouble() * (hi - lo))).ToArray();
+        float[] w = R(Out * PerOut, -1, 1), b = withBias ? R(Out, -1, 1) : [], gamma = R(Out, 0.5, 1.5), beta = R(Out, -1, 1);
+        float[] mean = R(Out, -0.5, 0.5), variance = R(Out, 0.2, 2);
+        float[] cw = R(Out * PerOut, -1, 1), cb = R(Out, -1, 1); // dL/dW', dL/db'
+
+        var dw = new float[w.Length];
+        var db = new float[b.Length];
+        var dgamma = new float[Out];
+        var dbeta = new float[Out];
+        BatchNormFolding.UnfoldGradients(cw, cb, w, b, gamma, mean, variance, dw, db, dgamma, dbeta, Eps);
+
+        double[] W = w.Select(v => (double)v).ToArray(), Bs = b.Select(v => (double)v).ToArray();
+        double[] G = gamma.Select(v => (double)v).ToArray(), Be = beta.Select(v => (double)v).ToArray();
+        double Loss()
+        {
+            double loss = 0;
+            for (int o = 0; o < Out; o++)
+            {
+                double a = G[o] / Math.Sqrt(variance[o] + Eps);
+                for (int k = 0; k < PerOut; k++) loss += cw[o * PerOut + k] * W[o * PerOut + k] * a;
+                loss += cb[o] * (a * ((withBias ? Bs[o] : 0) - mean[o]) + Be[o]);
+            }
+            return loss;
+        }
+        void Check(double[] p, float[] analytic, string name)
+        {
+            for (int i = 0; i < p.Length; i++)
+            {
+                const double h = 1e-6;
+                double keep = p[i];
+                p[i] = keep + h;
+                double plus = Loss();
+                p[i] = keep - h;
+                double minus = Loss();
+                p[i] = keep;
+                double fd = (plus - minus) / (2 * h);
+                Assert.True(Math.Abs(analytic[i] - fd) <= 1e-5 * (1 + Math.Abs(fd)), $"d{name}[{i}]: {analytic[i]} vs finite difference {fd}");
+            }
+        }
+        Check(W, dw, "weight");
+        if (withBias) Check(Bs, db, "bias");
+        Check(G, dgamma, "gamma");
+        Check(Be, dbeta, "beta");
+    }
+
+    [Fact]
+    public void UnfoldGradients_LeavesUnwantedGradientsOut()
+    {
+        float[] w = [1, 2, 3, 4], gamma = [2, 1], mean = [0.5f, -0.5f], variance = [1, 3], cw = [1, 1, 1, 1], cb = [1, -1];
+        var dgamma = new float[2];
+        // Only gamma wanted (a frozen convolution under a trained batch norm).
+        BatchNormFolding.UnfoldGradients(cw, cb, w, [], gamma, mean, variance, [], [], dgamma, [], Eps);
+        Assert.Equal((float)((1 + 2 + 1 * (0 - 0.5)) / Math.Sqrt(1 + Eps)), dgamma[0], 6);
+        Assert.Equal((float)((3 + 4 - 1 * (0 + 0.5)) / Math.Sqrt(3 + Eps)), dgamma[1], 6);
+        // Only the weight wanted (a trained convolution under a frozen batch norm): no folded bias gradient needed.
+        var dw = new float[4];
+        BatchNormFolding.UnfoldGradients(cw, [], w, [], gamma, mean, variance, dw, [], [], [], Eps);
+        Assert.Equal((float)(2 / Math.Sqrt(1 + Eps)), dw[0], 6);
+        Assert.Equal((float)(1 / Math.Sqrt(3 + Eps)), dw[3], 6);
+        Assert.Throws<ArgumentException>(() => BatchNormFolding.UnfoldGradients(cw, [], w, [], gamma, mean, variance, [], [], dgamma, [], Eps));
+    }
+
+    [Fact]
+    public void TrainedConv_CollectsUnfoldedGradients_AndRefoldsUpdatedWeights()
+    {
+        var conv = new Conv2d("c", new ConvSpec(2, 2, 1, 1, 0, 1), bias: true);
+        var bn = new BatchNorm2d("bn", 2);
+        var random = new Random(3);
+        foreach (StateTensor t in new[] { conv.Weight, conv.Bias!, bn.Weight, bn.Bias, bn.RunningMean })
+            for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() - 0.5);
+        bn.RunningVar.Data[0] = 0.7f;
+        bn.RunningVar.Data[1] = 1.3f;
+        using var backend = new ReferenceBackend();
+        IPreparedConv prepared = ConvPreparation.Prepare(backend, conv, bn);
+        DeviceBuffer gradients = backend.Allocate(6);
+        var trained = new TrainedConv(conv, bn, prepared, trainConv: true, trainBatchNorm: true,
+            new TensorView(gradients, 0, 2, 2, 1, 1), new TensorView(gradients, 4, 1, 2, 1, 1));
+        float[] folded = [0.1f, -0.2f, 0.3f, 0.4f, 0.5f, -0.6f];
+        backend.Upload(folded.AsSpan(0, 4), trained.WeightGradient);
+        backend.Upload(folded.AsSpan(4, 2), trained.BiasGradient!.Value);
+        float[] scratch = new float[trained.ScratchLength];
+        trained.CollectGradients(backend, scratch);
+
+        var dw = new float[4];
+        var db = new float[2];
+        var dgamma = new float[2];
+        var dbeta = new float[2];
+        BatchNormFolding.UnfoldGradients(folded.AsSpan(0, 4), folded.AsSpan(4, 2), conv.Weight.Data, conv.Bias!.Data, bn.Weight.Data, bn.RunningMean.Data, bn.RunningVar.Data, dw, db, dgamma, dbeta);
+        Assert.Equal(dw, trained.Weight!.Data);
+        Assert.Equal(db, trained.Bias!.Data);
+        Assert.Equal(dgamma, trained.BatchNormWeight!.Data);
+        Assert.Equal(dbeta, trained.BatchNormBias!.Data);
+
+        // After an optimizer step on the host, Refold gives the same convolution as preparing afresh.
+        conv.Weight.Data[0] += 1;
+        bn.Weight.Data[1] *= 2;
+        trained.Refold(backend, scratch);
+        IPreparedConv fresh = ConvPreparation.Prepare(backend, conv, bn);
+        DeviceBuffer io = backend.Allocate(2 * 2 * 3);
+        var x = new TensorView(io, 0, 1, 2, 1, 3);
+        var y1 = new TensorView(io, 6, 1, 2, 1, 3);
+        backend.Upload([1, 2, 3, -1, 0.5f, 2], x);
+        backend.Conv2d(trained.Prepared, x, y1, null, relu: false);
+        float[] a = new float[6], bFresh = new float[6];
+        backend.Download(y1, a);
+        backend.Conv2d(fresh, x, y1, null, relu: false);
+        backend.Download(y1, bFresh);
+        Assert.Equal(bFresh, a);
+    }
+}
