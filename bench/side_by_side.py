@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""Side-by-side CPU benchmark: GhmGen vs PyTorch (eager, frozen) vs ONNX Runtime, run alternately.
+"""Side-by-side CPU benchmark: GhmGen vs PyTorch (eager, frozen) vs ONNX Runtime vs TorchSharp, run alternately.
 
     /usr/bin/python3 bench/side_by_side.py [--model retinanet-ghm-r50-fpn] [--size 800x1216]
-        [--threads 2] [--rounds 5] [--frameworks ghmgen,pytorch-eager,pytorch-frozen,onnxruntime]
-        [--onnx PATH] [--no-build]
+        [--threads 2] [--rounds 5] [--frameworks ghmgen,pytorch-eager,pytorch-frozen,onnxruntime,torchsharp]
+        [--onnx PATH] [--torchscript PATH] [--no-build]
 
 How it works (one run of this script):
   1. Exports the seeded network to ONNX (tools/reference/export_onnx.py, opset 13) into
-     artifacts/onnx/MODEL-HxW.onnx if that file is missing, and builds bench/GhmGen.Bench (Release).
+     artifacts/onnx/MODEL-HxW.onnx and as TorchScript (tools/reference/export_torchscript.py, a plain
+     torch.jit.trace) into artifacts/torchscript/MODEL-infer-HxW.pt if those files are missing, and
+     builds bench/GhmGen.Bench and bench/GhmGen.Bench.TorchSharp (Release; the latter only when
+     torchsharp is among --frameworks).
   2. Starts one long-lived worker process per framework, one after another (each waits until the
      previous one is ready, so set-up costs do not overlap):
        ghmgen         bench/GhmGen.Bench side-by-side-worker --framework ghmgen   (CpuBackend(threads))
@@ -15,6 +18,10 @@ How it works (one run of this script):
                       1.31.1, CPU EP, IntraOpNumThreads=threads, sequential, ORT_ENABLE_ALL)
        pytorch-eager  this script --worker pytorch-eager  (tools/reference/model.py under torch.no_grad())
        pytorch-frozen this script --worker pytorch-frozen (torch.jit.freeze(torch.jit.trace(...)))
+       torchsharp     bench/GhmGen.Bench.TorchSharp side-by-side-worker --framework torchsharp (TorchSharp-cpu
+                      0.107.0 = libtorch 2.10.0, torch.jit.load of the TorchScript file, torch.set_num_threads,
+                      under torch.no_grad(); its set-up ends with 2 untimed calls for libtorch's profiling
+                      graph executor, see WorkerProtocol.DefaultJitWarmups)
      Every worker holds the same seeded weights and the same seeded 1x3xHxW input (SeededWeights /
      seeded_weights.py, bit-identical).
   3. Sends each worker one warm-up "run", then --rounds rounds; in each round every worker does one
@@ -27,7 +34,7 @@ How it works (one run of this script):
      anything else is asked of it.
   5. Correctness guard, once: each worker writes the ten head outputs of its last forward; every peer
      must equal GhmGen's within 1e-3 x max|GhmGen output| per output (ONNX Runtime is the guard the
-     task asks for; PyTorch is printed too). A failure makes the exit status 1.
+     task asks for; PyTorch and TorchSharp are checked the same way). A failure makes the exit status 1.
   6. Prints a table (median / min / max wall ms, median CPU ms, peak RSS MB, RSS after the rounds,
      GhmGen median / peer median: below 1 means GhmGen is faster) and one JSON summary line, also written to artifacts/side_by_side/MODEL-HxW.json.
 Load average (1 min) is sampled before every round and reported; on a shared machine it tells how
@@ -51,8 +58,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "tools", "reference")
 BENCH_PROJECT = os.path.join(ROOT, "bench", "GhmGen.Bench")
 BENCH_EXE = os.path.join(BENCH_PROJECT, "bin", "Release", "net10.0", "GhmGen.Bench")
+TORCHSHARP_PROJECT = os.path.join(ROOT, "bench", "GhmGen.Bench.TorchSharp")
+TORCHSHARP_EXE = os.path.join(TORCHSHARP_PROJECT, "bin", "Release", "net10.0", "GhmGen.Bench.TorchSharp")
+TORCHSHARP_VERSION = "0.107.0"  # Directory.Packages.props; libtorch's version comes from the worker's ready line
 HEAD_OUTPUTS = [f"{kind}_p{level}" for kind in ("cls", "reg") for level in range(3, 8)]
-ALL_FRAMEWORKS = ["ghmgen", "pytorch-eager", "pytorch-frozen", "onnxruntime"]
+ALL_FRAMEWORKS = ["ghmgen", "pytorch-eager", "pytorch-frozen", "onnxruntime", "torchsharp"]
 GUARD_TOLERANCE = 1e-3
 
 
@@ -138,7 +148,8 @@ class Worker:
         self.stderr = open(os.path.join(log_dir, f"{framework}.stderr.log"), "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, bufsize=1, cwd=ROOT)
-        self.setup_ms = float(self.expect("ready")["setup_ms"])
+        self.ready = self.expect("ready")
+        self.setup_ms = float(self.ready["setup_ms"])
 
     def expect(self, what: str) -> dict:
         while True:
@@ -180,13 +191,25 @@ class Worker:
         self.stderr.close()
 
 
-def worker_command(framework: str, args, onnx_path: str) -> list[str]:
+def worker_command(framework: str, args, onnx_path: str, torchscript_path: str) -> list[str]:
     h, w = args.size
     common = ["--model", args.model, "--size", f"{h}x{w}", "--threads", str(args.threads)]
     if framework in ("ghmgen", "onnxruntime"):
         cmd = [BENCH_EXE, "side-by-side-worker", "--framework", framework] + common
         return cmd + (["--onnx", onnx_path] if framework == "onnxruntime" else [])
+    if framework == "torchsharp":
+        return [TORCHSHARP_EXE, "side-by-side-worker", "--framework", framework, "--torchscript", torchscript_path] + common
     return [sys.executable, os.path.abspath(__file__), "--worker", framework] + common
+
+
+def dotnet_build(project: str) -> bool:
+    print(f"# dotnet build {os.path.relpath(project, ROOT)} -c Release", flush=True)
+    build = subprocess.run(["dotnet", "build", project, "-c", "Release", "--nologo", "-v", "q"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if build.returncode != 0:
+        print(build.stdout, file=sys.stderr)
+        print(f"dotnet build {project} failed (exit {build.returncode})", file=sys.stderr)
+    return build.returncode == 0
 
 
 def compare(reference: "np.ndarray", other: "np.ndarray", shapes: list[tuple[str, int]]) -> tuple[float, str]:
@@ -225,6 +248,8 @@ def main() -> int:
     parser.add_argument("--frameworks", default=",".join(ALL_FRAMEWORKS),
                         help="comma-separated subset of " + ",".join(ALL_FRAMEWORKS) + " (ghmgen is required)")
     parser.add_argument("--onnx", help="ONNX file (default artifacts/onnx/MODEL-HxW.onnx, exported if missing)")
+    parser.add_argument("--torchscript", help="TorchScript file for torchsharp (default "
+                        "artifacts/torchscript/MODEL-infer-HxW.pt, exported if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round framework order")
     parser.add_argument("--no-build", action="store_true", help="do not run dotnet build first")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -242,18 +267,21 @@ def main() -> int:
     out_dir = os.path.join(ROOT, "artifacts", "side_by_side")
     os.makedirs(out_dir, exist_ok=True)
     onnx_path = os.path.abspath(args.onnx or os.path.join(ROOT, "artifacts", "onnx", f"{args.model}-{h}x{w}.onnx"))
+    torchscript_path = os.path.abspath(args.torchscript or os.path.join(
+        ROOT, "artifacts", "torchscript", f"{args.model}-infer-{h}x{w}.pt"))
 
     if "onnxruntime" in frameworks and not os.path.exists(onnx_path):
         print(f"# exporting {onnx_path} (once; ~90 s for R-50)", flush=True)
         subprocess.run([sys.executable, os.path.join(REFERENCE, "export_onnx.py"), args.model, onnx_path,
                         "--size", f"{h}x{w}"], check=True, cwd=ROOT)
+    if "torchsharp" in frameworks and not os.path.exists(torchscript_path):
+        print(f"# exporting {torchscript_path} (once)", flush=True)
+        subprocess.run([sys.executable, os.path.join(REFERENCE, "export_torchscript.py"), args.model, torchscript_path,
+                        "--size", f"{h}x{w}", "--mode", "infer"], check=True, cwd=ROOT)
     if not args.no_build:
-        print("# dotnet build bench/GhmGen.Bench -c Release", flush=True)
-        build = subprocess.run(["dotnet", "build", BENCH_PROJECT, "-c", "Release", "--nologo", "-v", "q"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if build.returncode != 0:
-            print(build.stdout, file=sys.stderr)
-            print(f"side_by_side.py: dotnet build {BENCH_PROJECT} failed (exit {build.returncode})", file=sys.stderr)
+        if not dotnet_build(BENCH_PROJECT):
+            return 2
+        if "torchsharp" in frameworks and not dotnet_build(TORCHSHARP_PROJECT):
             return 2
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -261,7 +289,7 @@ def main() -> int:
     try:
         for f in frameworks:
             print(f"# starting {f}", flush=True)
-            workers[f] = Worker(f, worker_command(f, args, onnx_path), out_dir)
+            workers[f] = Worker(f, worker_command(f, args, onnx_path, torchscript_path), out_dir)
             print(f"#   ready after {workers[f].setup_ms / 1e3:.1f} s; warm-up ...", flush=True)
             warm_ms, _ = workers[f].run()
             workers[f].warmup_ms = warm_ms
@@ -353,6 +381,8 @@ def main() -> int:
         "model": args.model, "size": f"{h}x{w}", "threads": args.threads, "rounds": args.rounds,
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_avg_1min": [round(v, 2) for v in loads], "round_orders": orders, "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
+        "torchsharp": (f"{TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"
+                       if "torchsharp" in workers else None),
         "python": platform.python_version(), "results": rows, "guard": guard, "guard_pass": ok,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

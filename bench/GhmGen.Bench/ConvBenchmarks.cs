@@ -112,6 +112,7 @@ public sealed class GflopsColumn : IColumn
         foreach (var parameter in benchmarkCase.Parameters.Items)
         {
             if (parameter.Value is ConvShape shape) flops = shape.Flops;
+            else if (parameter.Value is BatchedConvShape batched) flops = batched.Flops;
             else if (parameter.Name == nameof(ConvFmaPeakBenchmarks.Threads) && parameter.Value is int threads)
                 flops = threads * FmaPeak.Flops(ConvFmaPeakBenchmarks.Iterations);
         }

@@ -5,7 +5,8 @@ namespace GhmGen.Bench;
 
 /// <summary>
 /// Entry point. <c>conv-table [repeats] [threads]</c> prints a quick Stopwatch table of GFLOP/s per
-/// R-50 convolution shape; <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
+/// R-50 convolution shape; <c>coco-eval-table [repeats]</c> times the COCO evaluation at val2017 size;
+/// <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
@@ -19,6 +20,11 @@ public static class Program
             int repeats = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 3;
             int threads = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 0;
             ConvTable.Print(repeats, threads, args.Length > 3 ? args[3] : null);
+            return 0;
+        }
+        if (args.Length > 0 && args[0] == "coco-eval-table")
+        {
+            CocoEvalTable.Print(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5);
             return 0;
         }
         if (args.Length > 0 && args[0] == "side-by-side-worker")

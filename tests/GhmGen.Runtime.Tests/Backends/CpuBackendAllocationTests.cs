@@ -3,8 +3,13 @@
 // GC.GetAllocatedBytesForCurrentThread on a one-thread backend, where the calling thread runs every
 // work item itself (the same Execute code the pool's workers run): exact, and immune to what the
 // test host's own threads allocate meanwhile (a process-wide count was flaky under a loaded CI run).
-// Covers the GEMM convolution (1x1 with residual + ReLU, grouped stride 2), Winograd, and every
-// pointwise op.
+// Covers the GEMM convolution (1x1 with residual + ReLU, grouped stride 2), Winograd, every
+// pointwise op, and every backward op (ITrainingBackend: backward-data through the transposed
+// Winograd, the in-place 1x1 GEMM and columns-then-scatter; weight gradients with and without
+// bias; ReLU, max-pool and upsample backward; Zero; UpdateConv) after its first call, which makes
+// the backward-data weights and the backward scratch. (One thread: the weight gradient never
+// splits its pixels there; the finishing pass that adds split partial sums allocates nothing
+// either, but is not measured here.)
 using GhmGen.Backends;
 using GhmGen.Backends.Cpu;
 
@@ -33,6 +38,12 @@ public sealed class CpuBackendAllocationTests
         using IPreparedConv pointwiseConv = cpu.PrepareConv(pointwiseSpec, CpuBackendTests.RandomValues(random, (int)pointwiseSpec.WeightCount), []);
         var half = new TensorView(cpu.Allocate(2 * 32 * 15 * 16), 0, 2, 32, 15, 16);
         var pooled = new TensorView(cpu.Allocate(2 * 32 * 15 * 16), 0, 2, 32, 15, 16);
+        var dx = new TensorView(cpu.Allocate(x.ElementCount), 0, 2, 32, 29, 31);
+        var dWeight = new TensorView(cpu.Allocate(spec.WeightCount), 0, 48, 32, 3, 3);
+        var dGrouped = new TensorView(cpu.Allocate(grouped.WeightCount), 0, 32, 4, 3, 3);
+        var dPointwise = new TensorView(cpu.Allocate(pointwiseSpec.WeightCount), 0, 48, 32, 1, 1);
+        var dBias = new TensorView(cpu.Allocate(48), 0, 1, 48, 1, 1);
+        float[] newWeight = CpuBackendTests.RandomValues(random, (int)spec.WeightCount), newBias = CpuBackendTests.RandomValues(random, 48);
 
         void Step()
         {
@@ -44,6 +55,17 @@ public sealed class CpuBackendAllocationTests
             cpu.Add(y, residual, y, relu: true);
             cpu.Relu(y, y);
             cpu.Sigmoid(y, y);
+            cpu.Conv2dBackwardData(conv, y, dx, accumulate: false);        // transposed Winograd
+            cpu.Conv2dBackwardData(pointwiseConv, y, dx, accumulate: true); // 1x1 GEMM, dx as in-place residual
+            cpu.Conv2dBackwardData(groupedConv, half, dx, accumulate: true); // columns and scatter
+            cpu.Conv2dBackwardWeights(spec, x, y, dWeight, dBias, accumulate: false);
+            cpu.Conv2dBackwardWeights(grouped, x, half, dGrouped, null, accumulate: true);
+            cpu.Conv2dBackwardWeights(pointwiseSpec, x, y, dPointwise, dBias, accumulate: true);
+            cpu.ReluBackward(y, residual, residual);
+            cpu.MaxPool2dBackward(x, pooled, dx, 3, 2, 1, accumulate: true);
+            cpu.UpsampleNearestBackward(x, half, accumulate: false);
+            cpu.Zero(residual);
+            cpu.UpdateConv(conv, newWeight, newBias);
         }
 
         // Warm-up: pool threads started, and every method past tiered compilation (call counting

@@ -300,14 +300,14 @@ public sealed class CpuBackendTests
         return Read(backend, yv);
     }
 
-    private static TensorView Tensor(IBackend backend, float[] values, int n, int c, int h, int w)
+    internal static TensorView Tensor(IBackend backend, float[] values, int n, int c, int h, int w)
     {
         var t = new TensorView(backend.Allocate(values.Length), 0, n, c, h, w);
         backend.Upload(values, t);
         return t;
     }
 
-    private static float[] Read(IBackend backend, TensorView t)
+    internal static float[] Read(IBackend backend, TensorView t)
     {
         var values = new float[t.ElementCount];
         backend.Download(t, values);

@@ -5,8 +5,9 @@
 // a steady-state call allocates nothing. Ops that use the workers or their scratch hold one lock
 // from start to end, so callers on several threads are served one op at a time (each op already
 // uses every worker). Conv2d accepts residual == y (accumulate in place), not x overlapping y.
+// The backward ops of ITrainingBackend are in CpuBackend.Training.cs.
 // Reference tests: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every op against
-// ReferenceBackend), CpuBackendAllocationTests.cs.
+// ReferenceBackend), CpuBackwardTests.cs (the backward ops), CpuBackendAllocationTests.cs.
 using System.Runtime.InteropServices;
 
 namespace GhmGen.Backends.Cpu;
@@ -18,7 +19,7 @@ namespace GhmGen.Backends.Cpu;
 /// Ops on tensors that one caller is writing must not be issued by another at the same time.
 /// After <see cref="Dispose"/> every op throws <see cref="ObjectDisposedException"/>.
 /// </summary>
-public sealed unsafe class CpuBackend : IBackend
+public sealed unsafe partial class CpuBackend : ITrainingBackend
 {
     private readonly CpuWorkerPool pool;
     private readonly GemmKernel kernel;
@@ -29,6 +30,8 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly float*[] winogradInput, winogradProducts;
     private readonly WinogradConvolution winogradConvolution;
     private readonly SmallMapConvolution smallMapConvolution = new();
+    private readonly ConvWeightGradient weightGradient;
+    private readonly ConvInputGradient inputGradient;
     private readonly float* zeroBias;
     private readonly Lock gate = new();
     private long winogradInputElements;
@@ -58,6 +61,8 @@ public sealed unsafe class CpuBackend : IBackend
         zeroBias = (float*)NativeMemory.AlignedAlloc((nuint)(kernel.Rows * sizeof(float)), 64);
         new Span<float>(zeroBias, kernel.Rows).Clear();
         winogradConvolution = new WinogradConvolution(kernel, winogradInput, winogradProducts, zeroBias);
+        weightGradient = new ConvWeightGradient(kernel, zeroBias, pool.WorkerCount);
+        inputGradient = new ConvInputGradient(kernel, zeroBias, pool.WorkerCount);
     }
 
     /// <inheritdoc/>
@@ -145,48 +150,56 @@ public sealed unsafe class CpuBackend : IBackend
                 throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
             if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
                 throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
-            if (x.ElementCount == 0) return;
-            Span<float> ys = Span(y);
-            ReadOnlySpan<float> xs = Span(x);
-            ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
-            // Default: at least one full block of NR tiles, and a block for every worker.
-            long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
-            long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
-            if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+            RunConv(packed, x, y, residual, relu);
+        }
+    }
+
+    // The checked convolution, under the lock: Winograd, small-map or GEMM path.
+    private void RunConv(PackedConvWeights packed, TensorView x, TensorView y, TensorView? residual, bool relu)
+    {
+        ConvSpec s = packed.Spec;
+        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+        if (x.ElementCount == 0) return;
+        Span<float> ys = Span(y);
+        ReadOnlySpan<float> xs = Span(x);
+        ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
+        // Default: at least one full block of NR tiles, and a block for every worker.
+        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
+        long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
+        if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+        {
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            fixed (float* pa = wino.Panels)
+            fixed (float* pb = wino.Bias)
             {
-                fixed (float* px = xs)
-                fixed (float* py = ys)
-                fixed (float* pr = rs)
-                fixed (float* pa = wino.Panels)
-                fixed (float* pb = wino.Bias)
-                {
-                    int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
-                    pool.Run(winogradConvolution, items);
-                }
-                return;
+                int items = winogradConvolution.Prepare(wino, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
+                pool.Run(winogradConvolution, items);
             }
-            if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
-            {
-                fixed (float* px = xs)
-                fixed (float* py = ys)
-                fixed (float* pr = rs)
-                fixed (float* pa = packed.Panels)
-                fixed (float* pb = packed.Bias)
-                {
-                    int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
-                    pool.Run(smallMapConvolution, items);
-                }
-                return;
-            }
+            return;
+        }
+        if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
+        {
             fixed (float* px = xs)
             fixed (float* py = ys)
             fixed (float* pr = rs)
             fixed (float* pa = packed.Panels)
             fixed (float* pb = packed.Bias)
             {
-                int items = convolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
-                pool.Run(convolution, items);
+                int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
+                pool.Run(smallMapConvolution, items);
             }
+            return;
+        }
+        fixed (float* px = xs)
+        fixed (float* py = ys)
+        fixed (float* pr = rs)
+        fixed (float* pa = packed.Panels)
+        fixed (float* pb = packed.Bias)
+        {
+            int items = convolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu, pool.WorkerCount);
+            pool.Run(convolution, items);
         }
     }
 
@@ -301,6 +314,8 @@ public sealed unsafe class CpuBackend : IBackend
         }
         NativeMemory.AlignedFree(zeroBias);
         smallMapConvolution.Dispose();
+        weightGradient.Dispose();
+        inputGradient.Dispose();
     }
 
     // Grows the per-worker Winograd scratch for a convolution with `inChannels` inputs (at

@@ -6,6 +6,13 @@
 //   padding counted as -infinity (separable: column max of the window rows, then row max);
 // - nearest upsample-add, one item per (n, c) plane: lower[n, c, y, x] += upper[n, c,
 //   floor(y * inH / outH), floor(x * inW / outW)] (PyTorch 'nearest'; AVX path for exactly 2x wide).
+// Backward (ITrainingBackend), same partitioning, so every destination element is written by one
+// item in a fixed order (race-free, deterministic):
+// - elementwise: ReLU backward dx = y > 0 ? dy : 0 (dx may alias dy), zero;
+// - max-pool backward, one item per (n, c) plane: dx (+)= dy at the first maximum of each window
+//   in row-major order (NaN wins, as in PyTorch), scattered in output order;
+// - nearest upsample backward, one item per (n, c) plane: dUpper[sy, sx] (+)= the dLower cells
+//   whose source is (sy, sx) (AVX path for exactly 2x wide: pairs summed).
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -34,6 +41,18 @@ internal enum PointwiseOp
 
     /// <summary>Nearest upsample-add, per plane.</summary>
     UpsampleAdd,
+
+    /// <summary>dx = y &gt; 0 ? dy : 0.</summary>
+    ReluBackward,
+
+    /// <summary>y = 0.</summary>
+    Zero,
+
+    /// <summary>Max-pool backward, per plane.</summary>
+    MaxPoolBackward,
+
+    /// <summary>Nearest upsample backward, per plane.</summary>
+    UpsampleBackward,
 }
 
 /// <summary>Per-call state of the pointwise ops (one call at a time), run as parallel work items.</summary>
@@ -46,6 +65,7 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
     private float* a, b, y;
     private long length;
     private int inH, inW, outH, outW, kernelSize, stride, padding;
+    private bool accumulate;
 
     /// <summary>Sets up an elementwise op over <paramref name="count"/> floats; returns the item count.</summary>
     public int PrepareElementwise(PointwiseOp op, float* a, float* b, float* y, long count)
@@ -87,6 +107,38 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
         return (long)inH * inW == 0 && (long)outH * outW > 0 ? throw new ArgumentException($"upsample-add: empty source {upperView.ShapeText}") : checked(lowerView.N * lowerView.C);
     }
 
+    /// <summary>Sets up dx (+)= max-pool backward; returns the item count (planes).</summary>
+    public int PrepareMaxPoolBackward(float* x, float* dy, float* dx, TensorView xView, TensorView dyView, int kernelSize, int stride, int padding, bool accumulate)
+    {
+        op = PointwiseOp.MaxPoolBackward;
+        a = x;
+        b = dy;
+        y = dx;
+        inH = xView.H;
+        inW = xView.W;
+        outH = dyView.H;
+        outW = dyView.W;
+        this.kernelSize = kernelSize;
+        this.stride = stride;
+        this.padding = padding;
+        this.accumulate = accumulate;
+        return checked(xView.N * xView.C);
+    }
+
+    /// <summary>Sets up dUpper (+)= upsample backward of dLower; returns the item count (planes).</summary>
+    public int PrepareUpsampleBackward(float* dLower, float* dUpper, TensorView lowerView, TensorView upperView, bool accumulate)
+    {
+        op = PointwiseOp.UpsampleBackward;
+        a = dLower;
+        y = dUpper;
+        inH = upperView.H;
+        inW = upperView.W;
+        outH = lowerView.H;
+        outW = lowerView.W;
+        this.accumulate = accumulate;
+        return (long)inH * inW == 0 && (long)outH * outW > 0 ? throw new ArgumentException($"upsample backward: empty source {upperView.ShapeText}") : checked(upperView.N * upperView.C);
+    }
+
     /// <inheritdoc/>
     public void Execute(int item, int worker)
     {
@@ -97,6 +149,12 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
                 break;
             case PointwiseOp.UpsampleAdd:
                 UpsampleAddPlane(item);
+                break;
+            case PointwiseOp.MaxPoolBackward:
+                MaxPoolBackwardPlane(item);
+                break;
+            case PointwiseOp.UpsampleBackward:
+                UpsampleBackwardPlane(item);
                 break;
             default:
                 long start = (long)item * ChunkElements;
@@ -131,6 +189,15 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
                 for (; i <= count - Vector<float>.Count; i += Vector<float>.Count)
                     Vector.Store(Sigmoid(Vector.Load(pa + i)), py + i);
                 for (; i < count; i++) py[i] = 1f / (1f + MathF.Exp(-pa[i]));
+                break;
+            case PointwiseOp.ReluBackward:
+                // a = y (the ReLU's output), b = dy, y = dx (may alias dy).
+                for (; i <= count - Vector<float>.Count; i += Vector<float>.Count)
+                    Vector.Store(Vector.ConditionalSelect(Vector.GreaterThan(Vector.Load(pa + i), Vector<float>.Zero), Vector.Load(pb + i), Vector<float>.Zero), py + i);
+                for (; i < count; i++) py[i] = pa[i] > 0f ? pb[i] : 0f;
+                break;
+            case PointwiseOp.Zero:
+                new Span<float>(py, count).Clear();
                 break;
             default:
                 throw new InvalidOperationException($"{op} is not elementwise");
@@ -227,6 +294,122 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
                 }
                 outRow[ox] = best;
             }
+        }
+    }
+
+    // Per output in row-major order: the window's first maximum (strictly greater, or NaN: PyTorch's
+    // CPU rule, the first valid element starting as the winner) takes dy. An output's window lies
+    // in its plane, so planes are independent. Stride 2 (the stem's pool) finds the winners of 16
+    // interior outputs at once (AVX-512: even elements of two loads per tap); the scatter-adds
+    // stay in output order, as do those of the scalar edges.
+    private void MaxPoolBackwardPlane(int plane)
+    {
+        float* src = a + (long)plane * inH * inW, grad = b + (long)plane * outH * outW, dst = y + (long)plane * inH * inW;
+        if (!accumulate) new Span<float>(dst, inH * inW).Clear();
+        bool vector = stride == 2 && Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+        int* winners = stackalloc int[16];
+        for (int oy = 0; oy < outH; oy++)
+        {
+            int y0 = oy * stride - padding;
+            int ky0 = Math.Max(0, -y0), ky1 = Math.Min(kernelSize, inH - y0);
+            if (ky1 <= ky0) continue;
+            float* gradRow = grad + (long)oy * outW;
+            int ox = 0;
+            while (ox < outW)
+            {
+                int x0 = ox * stride - padding;
+                if (vector && x0 >= 0 && ox + 16 <= outW && x0 + kernelSize + 30 < inW)
+                {
+                    WindowWinners16(src, y0, ky0, ky1, x0, winners);
+                    for (int lane = 0; lane < 16; lane++) dst[winners[lane]] += gradRow[ox + lane];
+                    ox += 16;
+                    continue;
+                }
+                int kx0 = Math.Max(0, -x0), kx1 = Math.Min(kernelSize, inW - x0);
+                if (kx1 > kx0)
+                {
+                    long winner = (long)(y0 + ky0) * inW + x0 + kx0;
+                    float best = src[winner];
+                    for (int ky = ky0; ky < ky1; ky++)
+                    {
+                        long rowStart = (long)(y0 + ky) * inW + x0;
+                        for (int kx = ky == ky0 ? kx0 + 1 : kx0; kx < kx1; kx++)
+                        {
+                            float v = src[rowStart + kx];
+                            if (v > best || float.IsNaN(v))
+                            {
+                                best = v;
+                                winner = rowStart + kx;
+                            }
+                        }
+                    }
+                    dst[winner] += gradRow[ox];
+                }
+                ox++;
+            }
+        }
+    }
+
+    // The winners (plane offsets) of 16 stride-2 windows starting at columns x0, x0 + 2, ..
+    // (all columns of every window inside the row), rows y0 + ky0 .. y0 + ky1, same rule as above.
+    private void WindowWinners16(float* src, int y0, int ky0, int ky1, int x0, int* winners)
+    {
+        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        Vector512<float> best = default;
+        Vector512<int> index = default;
+        bool first = true;
+        for (int ky = ky0; ky < ky1; ky++)
+        {
+            int rowStart = (y0 + ky) * inW + x0;
+            for (int kx = 0; kx < kernelSize; kx++)
+            {
+                float* at = src + rowStart + kx;
+                Vector512<float> v = Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16));
+                Vector512<int> candidate = Vector512.Create(rowStart + kx) + even;
+                if (first)
+                {
+                    best = v;
+                    index = candidate;
+                    first = false;
+                    continue;
+                }
+                Vector512<float> wins = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
+                best = Vector512.ConditionalSelect(wins, v, best);
+                index = Vector512.ConditionalSelect(wins.AsInt32(), candidate, index);
+            }
+        }
+        index.Store(winners);
+    }
+
+    // dUpper[sy, sx] (+)= dLower[y, x] over the cells whose nearest source is (sy, sx), in lower
+    // row-major order (the same index rule as UpsampleAddPlane).
+    private void UpsampleBackwardPlane(int plane)
+    {
+        float scaleY = (float)inH / outH, scaleX = (float)inW / outW;
+        float* src = a + (long)plane * outH * outW, dst = y + (long)plane * inH * inW;
+        if (!accumulate) new Span<float>(dst, inH * inW).Clear();
+        for (int oy = 0; oy < outH; oy++)
+        {
+            float* dstRow = dst + (long)Math.Min((int)MathF.Floor(oy * scaleY), inH - 1) * inW;
+            float* srcRow = src + (long)oy * outW;
+            int sx = 0;
+            if (outW == 2 * inW && Avx2.IsSupported)
+            {
+                // Exactly 2x wide (the FPN case): dst[sx] += src[2 sx] + src[2 sx + 1], 8 at a time.
+                for (; sx <= inW - 8; sx += 8)
+                {
+                    Vector256<float> lo = Vector256.Load(srcRow + 2 * sx), hi = Vector256.Load(srcRow + 2 * sx + 8);
+                    // Per 128-bit lane: even and odd elements of lo then hi; the pair sums come out in
+                    // 64-bit order 0, 2, 1, 3.
+                    Vector256<float> pairs = Avx.Add(Avx.Shuffle(lo, hi, 0x88), Avx.Shuffle(lo, hi, 0xDD));
+                    Vector256<float> ordered = Avx2.Permute4x64(pairs.AsDouble(), 0b11_01_10_00).AsSingle();
+                    (Vector256.Load(dstRow + sx) + ordered).Store(dstRow + sx);
+                }
+                for (; sx < inW; sx++) dstRow[sx] += srcRow[2 * sx] + srcRow[2 * sx + 1];
+                continue;
+            }
+            for (int ox = 0; ox < outW; ox++)
+                dstRow[Math.Min((int)MathF.Floor(ox * scaleX), inW - 1)] += srcRow[ox];
         }
     }
 

@@ -287,8 +287,9 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         }
     }
 
+    /// <summary>destination[0 .. count) = source[0 .. count) (short runs: inline vector moves).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Copy(float* source, float* destination, int count)
+    internal static void Copy(float* source, float* destination, int count)
     {
         int t = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -297,8 +298,9 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         for (; t < count; t++) destination[t] = source[t];
     }
 
+    /// <summary>destination[0 .. count) = 0 (short runs: inline vector stores).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Clear(float* destination, int count)
+    internal static void Clear(float* destination, int count)
     {
         int t = 0;
         for (; t + 8 <= count; t += 8) Vector256<float>.Zero.Store(destination + t);

@@ -2,19 +2,36 @@
 // per group g, a matrix A_g[M = out/groups, K = in/groups*k*k] (row o, column (c*k + ky)*k + kx).
 // It is stored as ceil(M/MR) panels of MR rows, each panel K-major: panel[k*MR + r] =
 // A_g[panel*MR + r, k], rows past M zero. Bias is padded the same way (zeros when absent).
-// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs.
+// For training, two more forms are made on the first backward-data call (ConvBackwardData.cs):
+// - stride 1 with padding p <= k - 1: the gradient with respect to the input is the forward
+//   convolution of dy with the transposed, flipped weights W'[c, o, ky, kx] = W[o, c, k-1-ky,
+//   k-1-kx] at padding k - 1 - p (in and out swapped, same groups), packed like any convolution
+//   (a second PackedConvWeights, made with transposedFrom, incl. its Winograd form);
+// - otherwise W_g^T[K, M] in MR-row panels for the columns-then-scatter path (TransposedPanels).
+// Repack rewrites every form in place (after an optimizer step), without allocating.
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs, CpuBackwardTests.cs.
 namespace GhmGen.Backends.Cpu;
 
 /// <summary>Weights of one convolution in the CPU micro-kernel's panel layout.</summary>
 internal sealed class PackedConvWeights : IPreparedConv
 {
+    // The forward spec whose weights this is the transposed-flipped form of (null: the forward form).
+    private readonly ConvSpec? transposedFrom;
+
     /// <summary>Packs <paramref name="weight"/> [out, in/groups, k, k] and <paramref name="bias"/> [out] or empty.</summary>
     public PackedConvWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, GemmKernel kernel, bool winograd)
+        : this(spec, kernel, winograd, bias.Length > 0, null)
+    {
+        Repack(weight, bias);
+    }
+
+    private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom)
     {
         int panelRows = kernel.Rows;
+        this.transposedFrom = transposedFrom;
         Kernel = kernel;
-        if (winograd && WinogradWeights.Applies(spec)) Winograd = new WinogradWeights(spec, weight, bias, panelRows);
         Spec = spec;
+        HasBias = hasBias;
         PanelRows = panelRows;
         OutPerGroup = spec.OutChannels / spec.Groups;
         Depth = spec.InChannels / spec.Groups * spec.Kernel * spec.Kernel;
@@ -23,15 +40,7 @@ internal sealed class PackedConvWeights : IPreparedConv
         GroupStride = (long)paddedRows * Depth;
         Panels = GC.AllocateArray<float>(checked((int)(GroupStride * spec.Groups)), pinned: true);
         Bias = GC.AllocateArray<float>(paddedRows * spec.Groups, pinned: true);
-        for (int g = 0; g < spec.Groups; g++)
-        for (int m = 0; m < OutPerGroup; m++)
-        {
-            int o = g * OutPerGroup + m, panel = m / panelRows, r = m % panelRows;
-            ReadOnlySpan<float> row = weight.Slice(o * Depth, Depth);
-            long start = g * GroupStride + (long)panel * panelRows * Depth + r;
-            for (int k = 0; k < Depth; k++) Panels[start + (long)k * panelRows] = row[k];
-            if (bias.Length > 0) Bias[g * paddedRows + m] = bias[o];
-        }
+        if (winograd && WinogradWeights.Applies(spec)) Winograd = new WinogradWeights(spec, panelRows);
     }
 
     /// <inheritdoc/>
@@ -39,6 +48,9 @@ internal sealed class PackedConvWeights : IPreparedConv
 
     /// <summary>The micro-kernel the panels were packed for.</summary>
     public GemmKernel Kernel { get; }
+
+    /// <summary>Whether the convolution was prepared with a bias.</summary>
+    public bool HasBias { get; }
 
     /// <summary>MR of the kernel the panels were packed for.</summary>
     public int PanelRows { get; }
@@ -63,6 +75,115 @@ internal sealed class PackedConvWeights : IPreparedConv
 
     /// <summary>The same weights transformed for Winograd F(4x4, 3x3), when that applies and is enabled.</summary>
     public WinogradWeights? Winograd { get; }
+
+    /// <summary>
+    /// The input-gradient convolution (stride 1, padding &lt;= k - 1): transposed, flipped weights,
+    /// made by <see cref="EnsureBackwardData"/>; null before that or for other specs.
+    /// </summary>
+    public PackedConvWeights? BackwardData { get; private set; }
+
+    /// <summary>
+    /// W_g^T [K, M] per group in MR-row panels (panel[(g * ceil(K/MR) + kp) * M * MR + m * MR + r] =
+    /// W[g*M + m, kp*MR + r]) for the columns-then-scatter input gradient; made by
+    /// <see cref="EnsureBackwardData"/> for specs that the transposed convolution does not cover.
+    /// </summary>
+    public float[]? TransposedPanels { get; private set; }
+
+    /// <summary>The transposed panels' MR (the backend's full kernel).</summary>
+    public GemmKernel? TransposedKernel { get; private set; }
+
+    /// <summary>Whether the input gradient is a stride-1 convolution of dy (else columns and scatter).</summary>
+    public static bool BackwardDataIsConvolution(ConvSpec spec) => spec.Stride == 1 && spec.Padding <= spec.Kernel - 1;
+
+    /// <summary>
+    /// Makes the backward-data form from <paramref name="weight"/> (the same weights as the
+    /// forward form) unless it exists. <paramref name="kernel"/> is the backend's full kernel.
+    /// </summary>
+    public void EnsureBackwardData(ReadOnlySpan<float> weight, GemmKernel kernel, bool winograd)
+    {
+        ConvSpec s = Spec;
+        if (BackwardData is not null || TransposedPanels is not null) return;
+        if (BackwardDataIsConvolution(s))
+        {
+            var spec = new ConvSpec(s.OutChannels, s.InChannels, s.Kernel, 1, s.Kernel - 1 - s.Padding, s.Groups);
+            GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
+            var packed = new PackedConvWeights(spec, convKernel, winograd, hasBias: false, transposedFrom: s);
+            packed.Repack(weight, []);
+            BackwardData = packed;
+        }
+        else
+        {
+            TransposedKernel = kernel;
+            int mr = kernel.Rows, rowPanels = (Depth + mr - 1) / mr;
+            TransposedPanels = GC.AllocateArray<float>(checked(s.Groups * rowPanels * mr * OutPerGroup), pinned: true);
+            PackTransposed(weight);
+        }
+    }
+
+    /// <summary>
+    /// Writes the weights [out, in/groups, k, k] back out of the panels (forward form only; the
+    /// backend keeps no other copy, and makes the backward-data form from them on first use).
+    /// </summary>
+    public void UnpackWeight(Span<float> weight)
+    {
+        if (transposedFrom is not null) throw new InvalidOperationException("only the forward form unpacks");
+        for (int g = 0; g < Spec.Groups; g++)
+        for (int m = 0; m < OutPerGroup; m++)
+        {
+            long start = g * GroupStride + (long)(m / PanelRows) * PanelRows * Depth + m % PanelRows;
+            Span<float> row = weight.Slice((g * OutPerGroup + m) * Depth, Depth);
+            for (int k = 0; k < Depth; k++) row[k] = Panels[start + (long)k * PanelRows];
+        }
+    }
+
+    /// <summary>Rewrites every form from new weights (same shapes), in place.</summary>
+    public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        ConvSpec s = Spec;
+        int kk = s.Kernel * s.Kernel, depthChannels = Depth / kk;
+        int paddedRows = PanelsPerGroup * PanelRows;
+        for (int g = 0; g < s.Groups; g++)
+        for (int m = 0; m < OutPerGroup; m++)
+        {
+            int o = g * OutPerGroup + m, panel = m / PanelRows, r = m % PanelRows;
+            long start = g * GroupStride + (long)panel * PanelRows * Depth + r;
+            if (transposedFrom is null)
+            {
+                ReadOnlySpan<float> row = weight.Slice(o * Depth, Depth);
+                for (int k = 0; k < Depth; k++) Panels[start + (long)k * PanelRows] = row[k];
+            }
+            else
+            {
+                // Row o = g*Cg + m of W' reads W[g*M' + c, m, flipped tap] (M' = original out/groups = depthChannels).
+                for (int c = 0; c < depthChannels; c++)
+                {
+                    int source = ((g * depthChannels + c) * OutPerGroup + m) * kk + kk - 1;
+                    for (int tap = 0; tap < kk; tap++) Panels[start + (long)(c * kk + tap) * PanelRows] = weight[source - tap];
+                }
+            }
+            if (bias.Length > 0) Bias[g * paddedRows + m] = bias[o];
+        }
+        Winograd?.Repack(weight, bias, transposed: transposedFrom is not null);
+        BackwardData?.Repack(weight, []);
+        if (TransposedPanels is not null) PackTransposed(weight);
+    }
+
+    private void PackTransposed(ReadOnlySpan<float> weight)
+    {
+        float[] panels = TransposedPanels!;
+        int mr = TransposedKernel!.Rows, m = OutPerGroup, rowPanels = (Depth + mr - 1) / mr;
+        for (int g = 0; g < Spec.Groups; g++)
+        for (int kp = 0; kp < rowPanels; kp++)
+        {
+            long start = (long)(g * rowPanels + kp) * m * mr;
+            for (int o = 0; o < m; o++)
+            for (int r = 0; r < mr; r++)
+            {
+                int k = kp * mr + r;
+                panels[start + o * mr + r] = k < Depth ? weight[(g * m + o) * Depth + k] : 0f;
+            }
+        }
+    }
 
     /// <inheritdoc/>
     public void Dispose() { }

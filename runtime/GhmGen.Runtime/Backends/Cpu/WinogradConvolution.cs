@@ -37,8 +37,8 @@ internal sealed class WinogradWeights
         { 0, 0, 1 },
     };
 
-    /// <summary>Transforms <paramref name="weight"/> [out, in, 3, 3] and pads <paramref name="bias"/>.</summary>
-    public WinogradWeights(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int panelRows)
+    /// <summary>Allocates the panels of a [out, in, 3, 3] convolution; <see cref="Repack"/> fills them.</summary>
+    public WinogradWeights(ConvSpec spec, int panelRows)
     {
         InChannels = spec.InChannels;
         OutChannels = spec.OutChannels;
@@ -47,14 +47,28 @@ internal sealed class WinogradWeights
         // Layout [xi][panel][c][r]: for each xi an A matrix [O, C] in MR-row panels, K = C.
         Panels = GC.AllocateArray<float>(checked(Positions * PanelCount * panelRows * InChannels), pinned: true);
         Bias = GC.AllocateArray<float>(PanelCount * panelRows, pinned: true);
+    }
+
+    /// <summary>
+    /// Transforms <paramref name="weight"/> [out, in, 3, 3] and pads <paramref name="bias"/>, in
+    /// place. With <paramref name="transposed"/>, <paramref name="weight"/> is that of the
+    /// forward convolution [in, out, 3, 3] whose input gradient this is: g[o, c] = its
+    /// [c, o] kernel flipped in both axes.
+    /// </summary>
+    public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed)
+    {
         Span<double> u = stackalloc double[Positions];
+        Span<float> g = stackalloc float[9];
         for (int o = 0; o < OutChannels; o++)
         {
             if (bias.Length > 0) Bias[o] = bias[o];
-            int panel = o / panelRows, r = o % panelRows;
+            int panel = o / PanelRows, r = o % PanelRows;
             for (int c = 0; c < InChannels; c++)
             {
-                ReadOnlySpan<float> g = weight.Slice((o * InChannels + c) * 9, 9);
+                if (transposed)
+                    for (int t = 0; t < 9; t++) g[t] = weight[(c * OutChannels + o) * 9 + 8 - t];
+                else
+                    weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
                 for (int a = 0; a < 6; a++)
                 for (int b = 0; b < 6; b++)
                 {
@@ -65,7 +79,7 @@ internal sealed class WinogradWeights
                     u[a * 6 + b] = sum;
                 }
                 for (int xi = 0; xi < Positions; xi++)
-                    Panels[(((long)xi * PanelCount + panel) * InChannels + c) * panelRows + r] = (float)u[xi];
+                    Panels[(((long)xi * PanelCount + panel) * InChannels + c) * PanelRows + r] = (float)u[xi];
             }
         }
     }

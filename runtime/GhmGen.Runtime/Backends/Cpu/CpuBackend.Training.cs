@@ -1,0 +1,192 @@
+// The backward ops of ITrainingBackend on the CPU backend, under the same lock and worker pool
+// as the forward ops, allocating nothing in steady state:
+// - Conv2dBackwardData: stride 1 with padding <= k - 1 runs the forward convolution machinery
+//   (GEMM, Winograd, small-map) on dy with transposed, flipped weights (dx += when accumulating,
+//   as an in-place residual); other specs run columns-then-scatter (ConvInputGradient). The
+//   backward-data weights are made from the forward panels on a convolution's first
+//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest;
+// - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
+// - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
+// Results depend on the thread count (how the pixel sums are split) but not on scheduling.
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
+namespace GhmGen.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc/>
+    public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            PackedConvWeights packed = Prepared(conv);
+            ConvSpec s = packed.Spec;
+            if (weight.Length != s.WeightCount)
+                throw new ArgumentException($"conv {s}: new weight has {weight.Length} elements; it needs {s.WeightCount}", nameof(weight));
+            if (bias.Length != (packed.HasBias ? s.OutChannels : 0))
+                throw new ArgumentException($"conv {s}: new bias has {bias.Length} elements; it was prepared with {(packed.HasBias ? s.OutChannels : 0)}", nameof(bias));
+            packed.Repack(weight, bias);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardData(IPreparedConv conv, TensorView dy, TensorView dx, bool accumulate)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            PackedConvWeights packed = Prepared(conv);
+            ConvSpec s = packed.Spec;
+            CheckConvShapes(s, dx, dy, "conv backward-data");
+            if (Overlaps(dx, dy))
+                throw new ArgumentException($"conv backward-data {s}: input gradient {dx.ShapeText} overlaps the output gradient {dy.ShapeText}", nameof(dx));
+            EnsureBackwardData(packed);
+            if (packed.BackwardData is { } transposed)
+            {
+                // dx (+)= conv(dy, W') at padding k - 1 - p: the forward paths, dx as an in-place residual.
+                RunConv(transposed, dy, dx, accumulate ? dx : null, relu: false);
+                return;
+            }
+            if (dx.ElementCount == 0) return;
+            if (dy.ElementCount == 0)
+            {
+                if (!accumulate) ZeroUnlocked(dx);
+                return;
+            }
+            fixed (float* pdy = Span(dy))
+            fixed (float* pdx = Span(dx))
+            fixed (float* pa = packed.TransposedPanels)
+            {
+                int phases = inputGradient.Prepare(packed, dy, dx, pdy, pdx, pa, accumulate, pool.WorkerCount);
+                if (!accumulate && !inputGradient.ZeroesInBands) ZeroUnlocked(dx);
+                for (int phase = 0; phase < phases; phase++)
+                    pool.Run(inputGradient, inputGradient.PreparePhase(phase));
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardWeights(ConvSpec spec, TensorView x, TensorView dy, TensorView dWeight, TensorView? dBias, bool accumulate)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            if (spec.InChannels <= 0 || spec.OutChannels <= 0 || spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0 || spec.Groups <= 0
+                || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
+                throw new ArgumentException($"invalid convolution {spec}", nameof(spec));
+            CheckConvShapes(spec, x, dy, "conv backward-weights");
+            if (dWeight.ElementCount != spec.WeightCount)
+                throw new ArgumentException($"conv backward-weights {spec}: weight gradient {dWeight.ShapeText} does not hold {spec.WeightCount} elements", nameof(dWeight));
+            if (dBias is { } bv && bv.ElementCount != spec.OutChannels)
+                throw new ArgumentException($"conv backward-weights {spec}: bias gradient {bv.ShapeText} does not hold {spec.OutChannels} elements", nameof(dBias));
+            if (Overlaps(dWeight, x) || Overlaps(dWeight, dy) || (dBias is { } b && (Overlaps(b, x) || Overlaps(b, dy) || Overlaps(b, dWeight))))
+                throw new ArgumentException($"conv backward-weights {spec}: a gradient overlaps an input");
+            ReadOnlySpan<float> bs = dBias is { } bias ? Span(bias) : default;
+            fixed (float* px = Span(x))
+            fixed (float* pdy = Span(dy))
+            fixed (float* pdw = Span(dWeight))
+            fixed (float* pdb = bs)
+            {
+                int items = weightGradient.Prepare(spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate, pool.WorkerCount);
+                pool.Run(weightGradient, items);
+                if (weightGradient.NeedsFinish) pool.Run(weightGradient, weightGradient.PrepareFinish());
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ReluBackward(TensorView y, TensorView dy, TensorView dx)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            ReadOnlySpan<float> ys = Span(y), dys = Span(dy);
+            Span<float> dxs = Span(dx);
+            if (ys.Length != dys.Length || ys.Length != dxs.Length)
+                throw new ArgumentException($"relu backward: shapes {y.ShapeText}, {dy.ShapeText}, {dx.ShapeText} differ");
+            if (Overlaps(dx, dy) && dx.Offset != dy.Offset)
+                throw new ArgumentException("relu backward: the input gradient overlaps the output gradient without being the same tensor", nameof(dx));
+            fixed (float* py = ys)
+            fixed (float* pdy = dys)
+            fixed (float* pdx = dxs)
+                pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.ReluBackward, py, pdy, pdx, dxs.Length));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernelSize, int stride, int padding, bool accumulate)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            if (kernelSize <= 0 || stride <= 0 || padding < 0 || 2 * padding > kernelSize)
+                throw new ArgumentException($"max-pool backward: invalid kernel {kernelSize}, stride {stride}, padding {padding}");
+            int oh = (x.H + 2 * padding - kernelSize) / stride + 1, ow = (x.W + 2 * padding - kernelSize) / stride + 1;
+            if (dy.N != x.N || dy.C != x.C || dy.H != oh || dy.W != ow || dx.N != x.N || dx.C != x.C || dx.H != x.H || dx.W != x.W)
+                throw new ArgumentException($"max-pool backward: input {x.ShapeText}, output gradient {dy.ShapeText} and input gradient {dx.ShapeText} do not fit");
+            if (Overlaps(dx, x) || Overlaps(dx, dy))
+                throw new ArgumentException("max-pool backward: the input gradient overlaps the input or the output gradient", nameof(dx));
+            fixed (float* px = Span(x))
+            fixed (float* pdy = Span(dy))
+            fixed (float* pdx = Span(dx))
+                pool.Run(pointwise, pointwise.PrepareMaxPoolBackward(px, pdy, pdx, x, dy, kernelSize, stride, padding, accumulate));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            if (dUpper.N != dLower.N || dUpper.C != dLower.C)
+                throw new ArgumentException($"upsample backward: {dUpper.ShapeText} and {dLower.ShapeText} differ in batch or channels");
+            if (Overlaps(dLower, dUpper))
+                throw new ArgumentException("upsample backward: the gradients overlap", nameof(dUpper));
+            fixed (float* pl = Span(dLower))
+            fixed (float* pu = Span(dUpper))
+                pool.Run(pointwise, pointwise.PrepareUpsampleBackward(pl, pu, dLower, dUpper, accumulate));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Zero(TensorView t)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            ZeroUnlocked(t);
+        }
+    }
+
+    private void ZeroUnlocked(TensorView t)
+    {
+        Span<float> ts = Span(t);
+        fixed (float* pt = ts)
+            pool.Run(pointwise, pointwise.PrepareElementwise(PointwiseOp.Zero, null, null, pt, ts.Length));
+    }
+
+    private PackedConvWeights Prepared(IPreparedConv conv) =>
+        conv is PackedConvWeights packed && (packed.Kernel == kernel || packed.Kernel == kernel.Narrow)
+            ? packed
+            : throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
+
+    // The backward-data weights of `packed`, made from its forward panels on first use (the only
+    // allocation of the backward ops after their first call; Winograd scratch grows with them).
+    private void EnsureBackwardData(PackedConvWeights packed)
+    {
+        if (packed.BackwardData is not null || packed.TransposedPanels is not null) return;
+        var weight = new float[packed.Spec.WeightCount];
+        packed.UnpackWeight(weight);
+        packed.EnsureBackwardData(weight, kernel, useWinograd);
+        if (packed.BackwardData?.Winograd is not null) EnsureWinogradScratch(packed.Spec.OutChannels);
+    }
+
+    // x (or dx) is [N, in, H, W] and dy [N, out, OH, OW] of one convolution.
+    private static void CheckConvShapes(ConvSpec s, TensorView x, TensorView dy, string op)
+    {
+        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+        if (x.C != s.InChannels || dy.C != s.OutChannels || dy.N != x.N || dy.H != oh || dy.W != ow || oh <= 0 || ow <= 0)
+            throw new ArgumentException($"{op} {s}: input {x.ShapeText} does not give output {dy.ShapeText}");
+    }
+}

@@ -1,0 +1,343 @@
+// Every CpuBackend backward op (ITrainingBackend) against ReferenceBackend on random data: the
+// convolution shapes of the four networks (R-50/R-101 and ResNeXt-101 32x4d/64x4d RetinaNet:
+// 1x1, 3x3, 7x7/2 pad 3, stride 1 and 2, groups 1, 32 and 64, realistic channel counts on small
+// odd maps, batch 2) through each CPU path (transposed-convolution GEMM and Winograd, small-map,
+// columns-then-scatter; the weight-gradient GEMM with and without pixel splits), accumulate on
+// and off, 1 and 2 threads and each micro-kernel; determinism (same thread count: bitwise equal
+// runs); UpdateConv against a freshly prepared convolution; ReLU, max-pool, upsample and Zero.
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+
+namespace GhmGen.Runtime.Tests.Backends;
+
+public sealed class CpuBackwardTests
+{
+    /// <summary>One convolution case: spec, batch, input size.</summary>
+    public sealed record ConvCase(string Name, int In, int Out, int Kernel, int Stride, int Padding, int Groups, int N, int H, int W)
+    {
+        public ConvSpec Spec => new(In, Out, Kernel, Stride, Padding, Groups);
+
+        public override string ToString() => $"{Name} {In}->{Out} k{Kernel}s{Stride}p{Padding}g{Groups} {N}x{H}x{W}";
+    }
+
+    private static readonly ConvCase[] ConvCases =
+    [
+        new("stem", 3, 64, 7, 2, 3, 1, 2, 63, 47),            // 1536 output pixels, one weight-gradient item: pixel splits
+        new("L1 1x1", 64, 64, 1, 1, 0, 1, 2, 11, 13),
+        new("L1 3x3", 64, 64, 3, 1, 1, 1, 2, 11, 13),           // Winograd backward-data
+        new("L1 1x1 up", 64, 256, 1, 1, 0, 1, 2, 9, 7),
+        new("L2 1x1 down", 256, 128, 1, 1, 0, 1, 2, 9, 11),
+        new("L2 3x3/2", 128, 128, 3, 2, 1, 1, 2, 9, 11),        // columns and scatter, odd size
+        new("L2 ds 1x1/2", 256, 512, 1, 2, 0, 1, 2, 9, 11),     // scatter, one pass
+        new("L3 1x1", 1024, 256, 1, 1, 0, 1, 2, 5, 7),
+        new("L3 3x3", 256, 256, 3, 1, 1, 1, 2, 5, 7),
+        new("L4 3x3/2", 512, 512, 3, 2, 1, 1, 2, 5, 5),
+        new("L4 1x1 up", 512, 2048, 1, 1, 0, 1, 2, 2, 2),       // 8 pixels: small-map backward-data
+        new("P6 3x3/2", 2048, 256, 3, 2, 1, 1, 2, 5, 7),
+        new("P7 3x3/2", 256, 256, 3, 2, 1, 1, 2, 3, 5),
+        new("cls", 256, 720, 3, 1, 1, 1, 2, 5, 6),
+        new("reg", 256, 36, 3, 1, 1, 1, 2, 7, 9),
+        new("X32 3x3 g32", 128, 128, 3, 1, 1, 32, 2, 9, 11),    // 4 per group: narrow kernel
+        new("X32 3x3/2 g32", 256, 256, 3, 2, 1, 32, 2, 9, 7),
+        new("X32 L4 3x3 g32", 1024, 1024, 3, 1, 1, 32, 2, 3, 5),
+        new("X64 3x3 g64", 256, 256, 3, 1, 1, 64, 2, 7, 9),     // 4 per group
+        new("X64 3x3/2 g64", 512, 512, 3, 2, 1, 64, 2, 7, 5),
+        new("pad > k-1", 6, 10, 1, 1, 1, 2, 2, 5, 7),           // stride 1, but not a convolution of dy
+        new("pad 2 > band", 4, 6, 1, 1, 2, 1, 1, 1, 3),        // 2 threads: one-row bands, pad > rows * stride: dx zeroed in its own pass
+        new("7x7 s1", 8, 12, 7, 1, 3, 1, 2, 6, 9),
+        new("k5 s3", 5, 7, 5, 3, 2, 1, 2, 11, 10),
+    ];
+
+    public static TheoryData<int> ConvCaseIndices()
+    {
+        var data = new TheoryData<int>();
+        for (int i = 0; i < ConvCases.Length; i++) data.Add(i);
+        return data;
+    }
+
+    // The backends compared: (micro-kernel, threads, Winograd).
+    private static readonly (GemmKernelKind Kind, int Threads, bool Winograd)[] Backends =
+    [
+        (GemmKernelKind.Auto, 1, true),
+        (GemmKernelKind.Auto, 2, true),
+        (GemmKernelKind.Auto, 2, false),
+        (GemmKernelKind.Avx2, 2, true),
+        (GemmKernelKind.Portable, 2, true),
+    ];
+
+    // CPU against reference: the reference sums in double and rounds once; the CPU sums the D
+    // products of each gradient element in float32 in another order (blocks, FMA, pixel splits).
+    // As in CpuBackendTests, each rounding adds at most eps * S (S = the same sum over |terms|,
+    // plus |start| when accumulating), independent and of either sign, so the difference grows
+    // like sqrt(D) * eps * S; 8 * sqrt(D + 2) * eps * S is a wide margin, while a wrong tap, pixel,
+    // channel or group is off by ~S / D. Winograd (the backward-data of dense 3x3 stride 1) has
+    // the forward's larger transform rounding: 4x (see CpuBackendTests.WinogradErrorGrowth).
+    private const double Epsilon = 1.1920929e-7;
+
+    [Theory]
+    [MemberData(nameof(ConvCaseIndices))]
+    public void ConvBackwardMatchesReference(int caseIndex)
+    {
+        ConvCase c = ConvCases[caseIndex];
+        ConvSpec s = c.Spec;
+        var random = new Random(500 + caseIndex);
+        int oh = s.OutputSize(c.H), ow = s.OutputSize(c.W);
+        float[] x = CpuBackendTests.RandomValues(random, c.N * c.In * c.H * c.W);
+        float[] w = CpuBackendTests.RandomValues(random, (int)s.WeightCount);
+        float[] dy = CpuBackendTests.RandomValues(random, c.N * c.Out * oh * ow);
+        float[] dx0 = CpuBackendTests.RandomValues(random, x.Length), dw0 = CpuBackendTests.RandomValues(random, w.Length), db0 = CpuBackendTests.RandomValues(random, c.Out);
+
+        var reference = new ReferenceBackend();
+        (float[] dx, float[] dw, float[] db) expected = Backward(reference, c, x, w, dy, null);
+        (float[] dx, float[] dw, float[] db) magnitude = Backward(reference, c, Abs(x), Abs(w), Abs(dy), null);
+        int dataTerms = c.Out / c.Groups * Taps(c.Kernel, c.Stride), weightTerms = c.N * oh * ow;
+        bool winogradData = s is { Kernel: 3, Stride: 1, Padding: 1, Groups: 1 };
+
+        foreach ((GemmKernelKind kind, int threads, bool winograd) in Backends)
+        {
+            if (!GemmKernel.IsSupported(kind)) continue; // this processor cannot run the variant
+            using var cpu = new CpuBackend(threads, kind, winograd) { WinogradMinimumTiles = 0 };
+            string where = $"{c} kernel {kind} threads {threads} winograd {winograd}";
+            double dataFactor = Factor(dataTerms) * (winograd && winogradData ? 4 : 1);
+            foreach (bool accumulate in new[] { false, true })
+            {
+                (float[] dx, float[] dw, float[] db) got = Backward(cpu, c, x, w, dy, accumulate ? (dx0, dw0, db0) : null);
+                string what = $"{where} accumulate {accumulate}";
+                AssertClose(got.dx, expected.dx, magnitude.dx, accumulate ? dx0 : null, dataFactor, $"{what} dx");
+                AssertClose(got.dw, expected.dw, magnitude.dw, accumulate ? dw0 : null, Factor(weightTerms), $"{what} dW");
+                AssertClose(got.db, expected.db, magnitude.db, accumulate ? db0 : null, Factor(weightTerms), $"{what} dBias");
+            }
+        }
+    }
+
+    [Fact]
+    public void RepeatedRunsWithTheSameThreadCountAreBitwiseIdentical()
+    {
+        // Scatter (3x3/2), Winograd (3x3 dense), weight gradients with pixel splits (the stem has
+        // one item) and without, narrow grouped, P6.
+        foreach (int caseIndex in new[] { 5, 2, 0, 15, 11 })
+        {
+            ConvCase c = ConvCases[caseIndex];
+            var random = new Random(caseIndex);
+            int oh = c.Spec.OutputSize(c.H), ow = c.Spec.OutputSize(c.W);
+            float[] x = CpuBackendTests.RandomValues(random, c.N * c.In * c.H * c.W);
+            float[] w = CpuBackendTests.RandomValues(random, (int)c.Spec.WeightCount);
+            float[] dy = CpuBackendTests.RandomValues(random, c.N * c.Out * oh * ow);
+            using var cpu = new CpuBackend(2) { WinogradMinimumTiles = 0 };
+            (float[] dx, float[] dw, float[] db) first = Backward(cpu, c, x, w, dy, null);
+            for (int run = 0; run < 3; run++)
+            {
+                (float[] dx, float[] dw, float[] db) again = Backward(cpu, c, x, w, dy, null);
+                Assert.Equal(first.dx, again.dx);
+                Assert.Equal(first.dw, again.dw);
+                Assert.Equal(first.db, again.db);
+            }
+            using var other = new CpuBackend(2) { WinogradMinimumTiles = 0 };
+            (float[] dx, float[] dw, float[] db) fresh = Backward(other, c, x, w, dy, null);
+            Assert.Equal(first.dx, fresh.dx);
+            Assert.Equal(first.dw, fresh.dw);
+            Assert.Equal(first.db, fresh.db);
+        }
+    }
+
+    [Theory]
+    [InlineData(2)]   // 3x3 dense: GEMM and Winograd forward, transposed Winograd backward-data
+    [InlineData(5)]   // 3x3/2: transposed panels (scatter)
+    [InlineData(1)]   // 1x1
+    [InlineData(15)]  // grouped, narrow kernel
+    [InlineData(10)]  // small map
+    public void UpdateConvEqualsAFreshlyPreparedConvolution(int caseIndex)
+    {
+        ConvCase c = ConvCases[caseIndex];
+        ConvSpec s = c.Spec;
+        var random = new Random(700 + caseIndex);
+        int oh = s.OutputSize(c.H), ow = s.OutputSize(c.W);
+        float[] x = CpuBackendTests.RandomValues(random, c.N * c.In * c.H * c.W);
+        float[] dy = CpuBackendTests.RandomValues(random, c.N * c.Out * oh * ow);
+        float[] w1 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b1 = CpuBackendTests.RandomValues(random, c.Out);
+        float[] w2 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b2 = CpuBackendTests.RandomValues(random, c.Out);
+        foreach (bool winograd in new[] { true, false })
+        {
+            using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0 };
+            TensorView xv = CpuBackendTests.Tensor(cpu, x, c.N, c.In, c.H, c.W), dyv = CpuBackendTests.Tensor(cpu, dy, c.N, c.Out, oh, ow);
+            (float[] y, float[] dx) Run(IPreparedConv conv)
+            {
+                var y = new TensorView(cpu.Allocate(dy.Length), 0, c.N, c.Out, oh, ow);
+                var dx = new TensorView(cpu.Allocate(x.Length), 0, c.N, c.In, c.H, c.W);
+                cpu.Conv2d(conv, xv, y, null, relu: false);
+                cpu.Conv2dBackwardData(conv, dyv, dx, accumulate: false);
+                return (CpuBackendTests.Read(cpu, y), CpuBackendTests.Read(cpu, dx));
+            }
+            using IPreparedConv updated = cpu.PrepareConv(s, w1, b1);
+            (float[] y, float[] dx) before = Run(updated); // makes the backward-data form
+            cpu.UpdateConv(updated, w2, b2);
+            using IPreparedConv fresh = cpu.PrepareConv(s, w2, b2);
+            (float[] y, float[] dx) want = Run(fresh), got = Run(updated);
+            Assert.Equal(want.y, got.y);
+            Assert.Equal(want.dx, got.dx);
+            Assert.NotEqual(before.y, got.y);
+
+            ArgumentException e = Assert.Throws<ArgumentException>(() => cpu.UpdateConv(updated, w2, []));
+            Assert.Contains("prepared with", e.Message);
+            e = Assert.Throws<ArgumentException>(() => cpu.UpdateConv(updated, w2.AsSpan(1), b2));
+            Assert.Contains("new weight has", e.Message);
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(17)]
+    [InlineData(2 * 16384 + 5)]
+    public void ReluBackwardAndZeroMatchReference(int length)
+    {
+        var random = new Random(length);
+        float[] y = CpuBackendTests.RandomValues(random, length).Select(v => MathF.Max(v, 0f)).ToArray(); // a ReLU's output: zeros and positives
+        float[] dy = CpuBackendTests.RandomValues(random, length);
+        using var cpu = new CpuBackend(2);
+        var reference = new ReferenceBackend();
+        foreach (bool alias in new[] { false, true })
+        {
+            float[] Run(ITrainingBackend be)
+            {
+                TensorView yv = CpuBackendTests.Tensor(be, y, 1, length, 1, 1), dyv = CpuBackendTests.Tensor(be, dy, 1, length, 1, 1);
+                TensorView dx = alias ? dyv : new TensorView(be.Allocate(length), 0, 1, length, 1, 1);
+                be.ReluBackward(yv, dyv, dx);
+                return CpuBackendTests.Read(be, dx);
+            }
+            Assert.Equal(Run(reference), Run(cpu)); // a select: exact
+        }
+
+        DeviceBuffer buffer = cpu.Allocate(length + 10);
+        ((HostBuffer)buffer).Array.AsSpan().Fill(5f);
+        cpu.Zero(new TensorView(buffer, 3, 1, length, 1, 1));
+        float[] all = ((HostBuffer)buffer).Array;
+        for (int i = 0; i < all.Length; i++) Assert.Equal(i >= 3 && i < 3 + length ? 0f : 5f, all[i]);
+    }
+
+    [Theory]
+    [InlineData(2, 3, 9, 11, 3, 2, 1, false)]    // the stem's max-pool, odd sizes
+    [InlineData(2, 64, 20, 26, 3, 2, 1, false)]
+    [InlineData(1, 5, 8, 8, 2, 2, 0, false)]
+    [InlineData(1, 2, 7, 10, 3, 1, 1, false)]
+    [InlineData(2, 3, 9, 11, 3, 2, 1, true)]     // ties everywhere (values on a coarse grid)
+    [InlineData(2, 3, 7, 75, 3, 2, 1, false)]    // wide rows: 16 windows at a time (AVX-512), scalar edges
+    [InlineData(1, 4, 8, 108, 3, 2, 1, true)]    // the same with ties
+    public void MaxPoolBackwardMatchesReference(int n, int c, int h, int w, int kernel, int stride, int padding, bool ties)
+    {
+        var random = new Random(h * w + c);
+        float[] x = CpuBackendTests.RandomValues(random, n * c * h * w);
+        if (ties) x = x.Select(v => MathF.Round(v * 2)).ToArray(); // -2 .. 2: most windows tie
+        int oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1;
+        float[] dy = CpuBackendTests.RandomValues(random, n * c * oh * ow), start = CpuBackendTests.RandomValues(random, x.Length);
+        using var cpu = new CpuBackend(2);
+        var reference = new ReferenceBackend();
+        foreach (bool accumulate in new[] { false, true })
+        {
+            float[] Run(ITrainingBackend be)
+            {
+                TensorView xv = CpuBackendTests.Tensor(be, x, n, c, h, w), dyv = CpuBackendTests.Tensor(be, dy, n, c, oh, ow);
+                TensorView dx = CpuBackendTests.Tensor(be, accumulate ? start : CpuBackendTests.RandomValues(random, x.Length), n, c, h, w);
+                be.MaxPool2dBackward(xv, dyv, dx, kernel, stride, padding, accumulate);
+                return CpuBackendTests.Read(be, dx);
+            }
+            // An element wins at most ceil(k / s)^2 windows: a float sum of that many values in
+            // [-1, 1] (plus the start) against the reference's single rounding; S <= terms.
+            float[] expected = Run(reference), got = Run(cpu);
+            int terms = Taps(kernel, stride) + 1;
+            for (int i = 0; i < got.Length; i++)
+                Assert.True(Math.Abs(got[i] - expected[i]) <= Factor(terms) * terms, $"dx[{i}] = {got[i]}, reference {expected[i]}");
+        }
+    }
+
+    [Theory]
+    [InlineData(2, 3, 5, 5, 13, 13)]     // non-integer ratio
+    [InlineData(1, 2, 2, 2, 82, 82)]
+    [InlineData(2, 3, 25, 38, 50, 76)]   // exactly 2x (the FPN): the pairwise AVX path
+    [InlineData(1, 4, 3, 5, 7, 10)]      // rows 3 -> 7, columns 2x with a scalar tail
+    [InlineData(1, 2, 6, 6, 4, 5)]       // downsampling: some sources get nothing
+    public void UpsampleNearestBackwardMatchesReference(int n, int c, int ih, int iw, int oh, int ow)
+    {
+        var random = new Random(ih * 100 + oh);
+        float[] dLower = CpuBackendTests.RandomValues(random, n * c * oh * ow), start = CpuBackendTests.RandomValues(random, n * c * ih * iw);
+        using var cpu = new CpuBackend(2);
+        var reference = new ReferenceBackend();
+        // Lower cells per upper cell, at most (plus the start): a float sum of that many values in
+        // [-1, 1] against the reference's single rounding; S <= terms.
+        int terms = (oh + ih - 1) / ih * ((ow + iw - 1) / iw) + 1;
+        foreach (bool accumulate in new[] { false, true })
+        {
+            float[] Run(ITrainingBackend be)
+            {
+                TensorView lv = CpuBackendTests.Tensor(be, dLower, n, c, oh, ow);
+                TensorView uv = CpuBackendTests.Tensor(be, accumulate ? start : CpuBackendTests.RandomValues(random, start.Length), n, c, ih, iw);
+                be.UpsampleNearestBackward(lv, uv, accumulate);
+                return CpuBackendTests.Read(be, uv);
+            }
+            float[] expected = Run(reference), got = Run(cpu);
+            for (int i = 0; i < got.Length; i++)
+                Assert.True(Math.Abs(got[i] - expected[i]) <= Factor(terms) * terms, $"dUpper[{i}] = {got[i]}, reference {expected[i]}");
+        }
+    }
+
+    [Fact]
+    public void BadArgumentsAreRejected()
+    {
+        using var cpu = new CpuBackend(1);
+        var spec = new ConvSpec(4, 8, 3, 2, 1, 1);
+        using IPreparedConv conv = cpu.PrepareConv(spec, new float[spec.WeightCount], []);
+        var dx = new TensorView(cpu.Allocate(4 * 25), 0, 1, 4, 5, 5);
+        var dy = new TensorView(cpu.Allocate(8 * 16), 0, 1, 8, 4, 4);
+        ArgumentException e = Assert.Throws<ArgumentException>(() => cpu.Conv2dBackwardData(conv, dy, dx, false));
+        Assert.Contains("does not give output 1x8x4x4", e.Message);
+        e = Assert.Throws<ArgumentException>(() => cpu.Conv2dBackwardWeights(spec, dx, dy, new TensorView(cpu.Allocate(10), 0, 1, 1, 1, 10), null, false));
+        Assert.Contains("does not give output", e.Message);
+        var dy3 = new TensorView(cpu.Allocate(8 * 9), 0, 1, 8, 3, 3);
+        e = Assert.Throws<ArgumentException>(() => cpu.Conv2dBackwardWeights(spec, dx, dy3, new TensorView(cpu.Allocate(10), 0, 1, 1, 1, 10), null, false));
+        Assert.Contains("does not hold 288 elements", e.Message);
+        using IPreparedConv other = new ReferenceBackend().PrepareConv(spec, new float[spec.WeightCount], []);
+        e = Assert.Throws<ArgumentException>(() => cpu.Conv2dBackwardData(other, dy3, dx, false));
+        Assert.Contains("not prepared by this CPU backend", e.Message);
+    }
+
+    // dx, dW, dBias of one convolution on `backend`; with `start`, accumulated onto those contents.
+    private static (float[] dx, float[] dw, float[] db) Backward(ITrainingBackend backend, ConvCase c, float[] x, float[] w, float[] dy,
+        (float[] dx, float[] dw, float[] db)? start)
+    {
+        ConvSpec s = c.Spec;
+        int oh = s.OutputSize(c.H), ow = s.OutputSize(c.W);
+        using IPreparedConv conv = backend.PrepareConv(s, w, []);
+        TensorView xv = CpuBackendTests.Tensor(backend, x, c.N, c.In, c.H, c.W), dyv = CpuBackendTests.Tensor(backend, dy, c.N, c.Out, oh, ow);
+        bool accumulate = start is not null;
+        // Not accumulating: start from garbage, which must be overwritten.
+        TensorView dx = CpuBackendTests.Tensor(backend, start?.dx ?? Garbage(x.Length), c.N, c.In, c.H, c.W);
+        TensorView dw = CpuBackendTests.Tensor(backend, start?.dw ?? Garbage(w.Length), c.Out, c.In / c.Groups, c.Kernel, c.Kernel);
+        TensorView db = CpuBackendTests.Tensor(backend, start?.db ?? Garbage(c.Out), 1, c.Out, 1, 1);
+        backend.Conv2dBackwardData(conv, dyv, dx, accumulate);
+        backend.Conv2dBackwardWeights(s, xv, dyv, dw, db, accumulate);
+        return (CpuBackendTests.Read(backend, dx), CpuBackendTests.Read(backend, dw), CpuBackendTests.Read(backend, db));
+    }
+
+    private static void AssertClose(float[] got, float[] expected, float[] magnitude, float[]? start, double factor, string what)
+    {
+        double worst = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            double want = expected[i] + (start is null ? 0 : (double)start[i]);
+            double size = magnitude[i] + (start is null ? 0 : Math.Abs(start[i]));
+            double tolerance = factor * size + 1e-30;
+            worst = Math.Max(worst, Math.Abs(got[i] - want) / tolerance);
+            if (!(Math.Abs(got[i] - want) <= tolerance))
+                Assert.Fail($"{what}[{i}] = {got[i]}, reference {want} (tolerance {tolerance:g3})");
+        }
+        Console.WriteLine($"{what}: worst error / tolerance {worst:F3}");
+    }
+
+    private static double Factor(int terms) => 8 * Math.Sqrt(terms + 2) * Epsilon;
+
+    // Kernel taps that reach one input element: ceil(k / s) per axis.
+    private static int Taps(int kernel, int stride) => (kernel + stride - 1) / stride * ((kernel + stride - 1) / stride);
+
+    private static float[] Abs(float[] values) => values.Select(MathF.Abs).ToArray();
+
+    private static float[] Garbage(int count) => Enumerable.Repeat(float.NaN, count).ToArray();
+}
