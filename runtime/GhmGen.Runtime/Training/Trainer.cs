@@ -83,6 +83,12 @@ public sealed record TrainerOptions
     /// <summary>Background threads that decode and transform images.</summary>
     public int DataWorkers { get; init; } = 2;
 
+    /// <summary>Validate after every this many epochs (when a validation callback is given).</summary>
+    public int ValidationInterval { get; init; } = 1;
+
+    /// <summary>Class names the network predicts, by label (null: the dataset's categories).</summary>
+    public IReadOnlyList<string>? ClassNames { get; init; }
+
     /// <summary>Training sessions (one per batch shape) kept for reuse.</summary>
     public int CachedSessions { get; init; } = 3;
 }
@@ -134,6 +140,7 @@ public sealed class Trainer : IDisposable
     private readonly LinkedList<(int N, int H, int W, ITrainingSession Session, long Version)> _sessions = [];
     private readonly StateTensor[] _parameters;
     private long _weightVersion;
+    private double _bestMap = double.NegativeInfinity;
     private TrainingProgress _progress = new(0, 0);
 
     /// <summary>Prepares a run of <paramref name="network"/> on <paramref name="dataset"/>, writing into <paramref name="workDir"/>.</summary>
@@ -166,6 +173,13 @@ public sealed class Trainer : IDisposable
         _schedule = new StepLrSchedule(options.LearningRate, options.LearningRateSteps, StepLrSchedule.MmdetectionGamma, options.WarmupIterations, options.WarmupRatio);
         _loss = options.Loss == DetectionLossKind.Ghm ? GhmLossState.CreateLosses(network) : new RetinaBaselineLosses();
     }
+
+    /// <summary>
+    /// Class names by label, saved as the checkpoints' <c>CLASSES</c>: the dataset's categories in
+    /// label order, or <see cref="TrainerOptions.ClassNames"/> when given (e.g. the 80 COCO names of
+    /// a COCO model trained on a subset).
+    /// </summary>
+    public IReadOnlyList<string> ClassNames => _options.ClassNames ?? _classNames;
 
     /// <summary>Batches per epoch.</summary>
     public int IterationsPerEpoch => _loader.BatchesPerEpoch;
@@ -200,7 +214,15 @@ public sealed class Trainer : IDisposable
     /// resumable <c>latest.pth</c> is written and the result says so.
     /// </summary>
     /// <exception cref="NonFiniteLossException">A loss became NaN or infinite (the last good checkpoint is kept).</exception>
-    public TrainResult Run(IProgress<TrainIterationReport>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="progress">Told after every iteration.</param>
+    /// <param name="cancellationToken">Stops the run after the iteration under way, with a resumable checkpoint.</param>
+    /// <param name="validate">
+    /// Called after every <see cref="TrainerOptions.ValidationInterval"/> epochs with the 1-based
+    /// epoch: returns the metrics to log as a <c>{"mode": "val"}</c> line (mmdetection's names,
+    /// e.g. <c>bbox_mAP</c>); the best <c>bbox_mAP</c> so far is kept as <c>best_bbox_mAP.pth</c>.
+    /// </param>
+    public TrainResult Run(IProgress<TrainIterationReport>? progress = null, CancellationToken cancellationToken = default,
+        Func<int, CancellationToken, IReadOnlyList<KeyValuePair<string, double>>>? validate = null)
     {
         Directory.CreateDirectory(_workDir);
         string logPath = Path.Combine(_workDir, "log.json");
@@ -258,6 +280,18 @@ public sealed class Trainer : IDisposable
             if (_options.CheckpointInterval > 0 && iteration % _options.CheckpointInterval == 0)
                 lastCheckpoint = Save($"iter_{iteration}.pth");
             if (epochEnd) lastCheckpoint = Save($"epoch_{epoch + 1}.pth");
+            if (epochEnd && validate is not null && (epoch + 1) % _options.ValidationInterval == 0)
+            {
+                IReadOnlyList<KeyValuePair<string, double>> metrics = validate(epoch + 1, cancellationToken);
+                log.WriteValidation(epoch + 1, perEpoch, lr, metrics);
+                foreach (KeyValuePair<string, double> m in metrics)
+                {
+                    if (m.Key != "bbox_mAP" || !(m.Value > _bestMap)) continue;
+                    _bestMap = m.Value;
+                    File.Copy(Path.Combine(_workDir, $"epoch_{epoch + 1}.pth"), Path.Combine(_workDir, "best_bbox_mAP.pth.tmp"), overwrite: true);
+                    File.Move(Path.Combine(_workDir, "best_bbox_mAP.pth.tmp"), Path.Combine(_workDir, "best_bbox_mAP.pth"), overwrite: true);
+                }
+            }
         }
         if (lastCheckpoint is null || cancelled || _progress.Iteration == total && !File.Exists(Path.Combine(_workDir, "latest.pth")))
             lastCheckpoint = Save(null);
@@ -284,7 +318,9 @@ public sealed class Trainer : IDisposable
             else { boxOutputs.Add(values); boxIndex.Add(i); }
         }
         int classes = outputs[classIndex[0]].Tensor.C / AnchorGenerator.AnchorsPerCell;
-        if (classes != _classNames.Count)
+        // mmdetection's labels: the index, in json order, of the categories whose names are class
+        // names; a network with more classes than the dataset has categories trains the first ones.
+        if (classes < _classNames.Count)
             throw new InvalidOperationException($"the network predicts {classes} classes; the dataset has {_classNames.Count} categories");
 
         FeatureSize[] levels = [.. batch.FeatureSizes];
@@ -342,7 +378,7 @@ public sealed class Trainer : IDisposable
     {
         PickleValue meta = PickleValue.NewDict(
         [
-            new KeyValuePair<string, PickleValue>("CLASSES", PickleValue.NewTuple(_classNames.Select(PickleValue.FromString))),
+            new KeyValuePair<string, PickleValue>("CLASSES", PickleValue.NewTuple(ClassNames.Select(PickleValue.FromString))),
             new KeyValuePair<string, PickleValue>("ghmgen_model", PickleValue.FromString(_network.Name)),
         ]);
         string latest = Path.Combine(_workDir, "latest.pth");
