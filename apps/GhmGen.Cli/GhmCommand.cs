@@ -24,6 +24,8 @@ internal static class GhmCommand
         {
             ModelsCommand.Create(),
             DetectCommand.Create(),
+            DatasetCommand.Create(),
+            TrainCommand.Create(),
             BenchCommand.Create(),
             CheckpointCommand.Create(checkpointCandidates ?? (() => ModelRegistry.All.Select(m => StateLayout.From(m.Create())))),
         };

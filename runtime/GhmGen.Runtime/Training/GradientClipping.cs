@@ -47,14 +47,14 @@ public static class GradientClipping
     /// <param name="parameters">Parameters with their gradients, in the optimiser's order (the order matters for the float32 sum).</param>
     /// <param name="maxNorm">Largest total norm kept; mmdetection's GHM recipe uses 35.</param>
     /// <param name="maxDegreeOfParallelism">Threads to use; -1 uses all cores. The result does not depend on it.</param>
-    public static float ClipGradNorm(IReadOnlyList<ParameterGradient> parameters, double maxNorm = MmdetectionMaxNorm, int maxDegreeOfParallelism = -1)
+    public static float ClipGradNorm(IReadOnlyList<ParameterWithGradient> parameters, double maxNorm = MmdetectionMaxNorm, int maxDegreeOfParallelism = -1)
     {
         ArgumentNullException.ThrowIfNull(parameters);
         return ClipGradNorm(Gradients(parameters), maxNorm, maxDegreeOfParallelism);
     }
 
     /// <summary>
-    /// <see cref="ClipGradNorm(IReadOnlyList{ParameterGradient}, double, int)"/> on bare gradient
+    /// <see cref="ClipGradNorm(IReadOnlyList{ParameterWithGradient}, double, int)"/> on bare gradient
     /// arrays; null entries are skipped.
     /// </summary>
     public static float ClipGradNorm(IReadOnlyList<float[]?> gradients, double maxNorm = MmdetectionMaxNorm, int maxDegreeOfParallelism = -1)
@@ -139,12 +139,12 @@ public static class GradientClipping
         return coefficient > 1f ? 1f : coefficient;
     }
 
-    private static float[]?[] Gradients(IReadOnlyList<ParameterGradient> parameters)
+    private static float[]?[] Gradients(IReadOnlyList<ParameterWithGradient> parameters)
     {
         var gradients = new float[]?[parameters.Count];
         for (int i = 0; i < gradients.Length; i++)
         {
-            ParameterGradient p = parameters[i];
+            ParameterWithGradient p = parameters[i];
             ArgumentNullException.ThrowIfNull(p.Parameter, nameof(parameters));
             if (p.Gradient != null && p.Gradient.LongLength != p.Parameter.ElementCount)
             {

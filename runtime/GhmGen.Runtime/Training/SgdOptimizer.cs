@@ -143,12 +143,12 @@ public sealed class SgdOptimizer
     /// not changed.
     /// </summary>
     /// <param name="gradients">Parameters of this optimiser with their gradients; each at most once.</param>
-    public void Step(IReadOnlyList<ParameterGradient> gradients)
+    public void Step(IReadOnlyList<ParameterWithGradient> gradients)
     {
         ArgumentNullException.ThrowIfNull(gradients);
         var work = new List<(int Index, float[] Gradient, bool First)>(gradients.Count);
         var seen = new HashSet<int>();
-        foreach (ParameterGradient pair in gradients)
+        foreach (ParameterWithGradient pair in gradients)
         {
             ArgumentNullException.ThrowIfNull(pair.Parameter, nameof(gradients));
             int index = IndexOf(pair.Parameter);

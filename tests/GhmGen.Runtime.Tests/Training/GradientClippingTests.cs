@@ -92,7 +92,7 @@ public sealed class GradientClippingTests
     public void Parameter_pairs_are_checked_for_length()
     {
         var p = new StateTensor("w", [3], StateKind.Parameter);
-        Assert.Throws<ArgumentException>(() => GradientClipping.ClipGradNorm([new ParameterGradient(p, new float[2])]));
-        Assert.Equal(0f, GradientClipping.ClipGradNorm([new ParameterGradient(p, null)]));
+        Assert.Throws<ArgumentException>(() => GradientClipping.ClipGradNorm([new ParameterWithGradient(p, new float[2])]));
+        Assert.Equal(0f, GradientClipping.ClipGradNorm([new ParameterWithGradient(p, null)]));
     }
 }

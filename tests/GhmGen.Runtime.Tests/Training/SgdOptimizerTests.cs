@@ -17,8 +17,8 @@ public sealed class SgdOptimizerTests
             return new Param(tensor, p.GetProperty("role").GetString()!);
         })];
 
-    private static List<ParameterGradient> Gradients(List<Param> parameters, int step, double half) =>
-        [.. parameters.Select(p => new ParameterGradient(p.Tensor,
+    private static List<ParameterWithGradient> Gradients(List<Param> parameters, int step, double half) =>
+        [.. parameters.Select(p => new ParameterWithGradient(p.Tensor,
             p.Role == "trained" || (p.Role == "late" && step >= 2) ? TrainingFixtures.Uniform($"grad{step}/{p.Tensor.Key}", p.Tensor.ElementCount, -half, half) : null))];
 
     /// <summary>Runs the fixture's three clip + step iterations; returns the optimiser.</summary>
@@ -32,7 +32,7 @@ public sealed class SgdOptimizerTests
         foreach (JsonElement expected in fixture.GetProperty("steps").EnumerateArray())
         {
             optimizer.LearningRate = expected.GetProperty("lr").GetDouble();
-            List<ParameterGradient> gradients = Gradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble());
+            List<ParameterWithGradient> gradients = Gradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble());
             GradientClipping.ClipGradNorm(gradients, fixture.GetProperty("max_norm").GetDouble(), threads);
             optimizer.Step(gradients);
             check?.Invoke(step, expected, optimizer);
@@ -88,9 +88,9 @@ public sealed class SgdOptimizerTests
         initial.CopyTo(p.Data);
         float[] g1 = TrainingFixtures.Uniform("g1", 9, -1, 1), g2 = TrainingFixtures.Uniform("g2", 9, -1, 1);
         var optimizer = new SgdOptimizer([p], 0.01);
-        optimizer.Step([new ParameterGradient(p, g1)]);
+        optimizer.Step([new ParameterWithGradient(p, g1)]);
         optimizer.LearningRate = 0.005005;
-        optimizer.Step([new ParameterGradient(p, g2)]);
+        optimizer.Step([new ParameterWithGradient(p, g2)]);
 
         float wd = 1e-4f, m = 0.9f;
         for (int i = 0; i < 9; i++)
@@ -117,8 +117,8 @@ public sealed class SgdOptimizerTests
         frozen.Data.AsSpan().Fill(2f);
         trained.Data.AsSpan().Fill(2f);
         var optimizer = new SgdOptimizer([frozen, trained], 0.1);
-        optimizer.Step([new ParameterGradient(frozen, null), new ParameterGradient(trained, new float[] { 1, 1, 1, 1, 1 })]);
-        optimizer.Step([new ParameterGradient(trained, new float[] { 1, 1, 1, 1, 1 })]);
+        optimizer.Step([new ParameterWithGradient(frozen, null), new ParameterWithGradient(trained, new float[] { 1, 1, 1, 1, 1 })]);
+        optimizer.Step([new ParameterWithGradient(trained, new float[] { 1, 1, 1, 1, 1 })]);
         Assert.All(frozen.Data, v => Assert.Equal(2f, v));
         Assert.Null(optimizer.MomentumBuffer(0));
         Assert.NotNull(optimizer.MomentumBuffer(1));
@@ -131,7 +131,7 @@ public sealed class SgdOptimizerTests
         var p = new StateTensor("w", [3], StateKind.Parameter);
         p.Data[0] = 1; p.Data[1] = 2; p.Data[2] = 3;
         var optimizer = new SgdOptimizer([p], 0.5, momentum: 0, weightDecay: 0);
-        optimizer.Step([new ParameterGradient(p, new float[] { 1, -2, 0 })]);
+        optimizer.Step([new ParameterWithGradient(p, new float[] { 1, -2, 0 })]);
         Assert.Equal([0.5f, 3f, 3f], p.Data);
         Assert.Null(optimizer.MomentumBuffer(0));
     }
@@ -146,9 +146,9 @@ public sealed class SgdOptimizerTests
         Assert.Throws<ArgumentException>(() => new SgdOptimizer([p, p], 0.1));
         Assert.Throws<ArgumentOutOfRangeException>(() => new SgdOptimizer([p], double.NaN));
         var optimizer = new SgdOptimizer([p], 0.1);
-        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterGradient(stranger, new float[3])]));
-        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterGradient(p, new float[2])]));
-        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterGradient(p, new float[3]), new ParameterGradient(p, new float[3])]));
+        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterWithGradient(stranger, new float[3])]));
+        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterWithGradient(p, new float[2])]));
+        Assert.Throws<ArgumentException>(() => optimizer.Step([new ParameterWithGradient(p, new float[3]), new ParameterWithGradient(p, new float[3])]));
         Assert.Throws<ArgumentException>(() => optimizer.SetMomentumBuffer(0, new float[2]));
         Assert.Equal(0, optimizer.StepCount);
     }

@@ -54,8 +54,8 @@ public sealed class TrainingCheckpointTests
         public string[] TrainedKeys => [.. Trained.Select(p => p.Key)];
 
         /// <summary>Seeded gradients for the trained parameters (retina_reg.bias only from step 1).</summary>
-        public List<ParameterGradient> Gradients(int step) =>
-            [.. Parameters.Select(p => new ParameterGradient(p,
+        public List<ParameterWithGradient> Gradients(int step) =>
+            [.. Parameters.Select(p => new ParameterWithGradient(p,
                 Trained.Contains(p) && (step > 0 || p.Key != "bbox_head.retina_reg.bias") ? TrainingFixtures.Uniform($"grad{step}/{p.Key}", p.ElementCount, -0.5, 0.5) : null))];
 
         private static StateTensor P(string key, params int[] shape) => new(key, shape, StateKind.Parameter);
@@ -69,7 +69,7 @@ public sealed class TrainingCheckpointTests
         for (int step = 0; step < steps; step++)
         {
             optimizer.LearningRate = schedule.LearningRate(0, step);
-            List<ParameterGradient> gradients = net.Gradients(step);
+            List<ParameterWithGradient> gradients = net.Gradients(step);
             GradientClipping.ClipGradNorm(gradients);
             optimizer.Step(gradients);
         }
@@ -124,7 +124,7 @@ public sealed class TrainingCheckpointTests
 
             // A resumed step equals an uninterrupted one, bit for bit.
             optimizer.LearningRate = restored.LearningRate = schedule.LearningRate(0, 2);
-            List<ParameterGradient> g1 = net.Gradients(2), g2 = fresh.Gradients(2);
+            List<ParameterWithGradient> g1 = net.Gradients(2), g2 = fresh.Gradients(2);
             GradientClipping.ClipGradNorm(g1);
             GradientClipping.ClipGradNorm(g2);
             optimizer.Step(g1);
@@ -240,7 +240,7 @@ public sealed class TrainingCheckpointTests
         }
 
         optimizer.LearningRate = schedule.LearningRate(0, 2);
-        List<ParameterGradient> gradients = net.Gradients(2);
+        List<ParameterWithGradient> gradients = net.Gradients(2);
         float norm = GradientClipping.ClipGradNorm(gradients);
         optimizer.Step(gradients);
         using (var stream = File.Create(Path.Combine(VerifyDirectory, "train_by_ghmgen.expected.json")))

@@ -9,4 +9,4 @@ namespace GhmGen.Training;
 /// </summary>
 /// <param name="Parameter">The float32 parameter (its <see cref="StateTensor.Data"/> is updated in place).</param>
 /// <param name="Gradient">d loss / d parameter, row-major, <see cref="StateTensor.ElementCount"/> values; or null.</param>
-public readonly record struct ParameterGradient(StateTensor Parameter, float[]? Gradient);
+public readonly record struct ParameterWithGradient(StateTensor Parameter, float[]? Gradient);

@@ -1,0 +1,261 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using GhmGen.Backends;
+using GhmGen.Checkpoints;
+using GhmGen.Layers;
+using GhmGen.Models;
+using GhmGen.Training;
+
+namespace GhmGen.Cli.Commands;
+
+/// <summary><c>ghm train</c>: mmdetection's GHM recipe on a COCO-format dataset (a thin layer over <see cref="Trainer"/>).</summary>
+internal static class TrainCommand
+{
+    /// <summary>Exit code of a run stopped by a loss that became NaN or infinite (the last good checkpoint is kept).</summary>
+    public const int Diverged = 4;
+
+    /// <summary>Exit code of a run interrupted by Ctrl+C after writing a resumable <c>latest.pth</c>.</summary>
+    public const int Interrupted = 130;
+
+    public static Command Create()
+    {
+        Option<string> model = CommonOptions.Model();
+        var trainAnn = new Option<string>("--train-ann") { Description = "COCO-format annotation file of the training set", Required = true };
+        var trainImages = new Option<string>("--train-images") { Description = "Folder the annotation file's file_name entries are relative to", Required = true };
+        var workDir = new Option<string>("--work-dir") { Description = "Where log.json and the checkpoints go (created if missing; its parent must exist)", Required = true };
+        var loadFrom = new Option<string?>("--load-from") { Description = "Start from a full checkpoint's weights (mmdetection's load_from)" };
+        var pretrained = new Option<string?>("--pretrained") { Description = "A torchvision ResNet/ResNeXt classification checkpoint for the backbone" };
+        var resume = new Option<string?>("--resume") { Description = "Continue a run of ours from its checkpoint (weights, momentum, GHM state, position)" };
+        Option<int> batch = CommonOptions.Int("--batch", "Images per iteration", 2, 1, 256);
+        Option<int> epochs = CommonOptions.Int("--epochs", "Epochs", 12, 1, 100_000);
+        Option<int> maxIters = CommonOptions.Int("--max-iters", "Stop after this many iterations in total (0: no limit)", 0, 0, int.MaxValue);
+        var lr = Double("--lr", "Learning rate as given (mmdetection's 0.01 is for 16 images per iteration)", 0.01, 0, 10);
+        var momentum = Double("--momentum", "SGD momentum", 0.9, 0, 1);
+        var weightDecay = Double("--weight-decay", "L2 weight decay on every trained parameter", 1e-4, 0, 1);
+        Option<int> warmupIters = CommonOptions.Int("--warmup-iters", "Linear warm-up iterations", 500, 0, int.MaxValue);
+        var warmupRatio = Double("--warmup-ratio", "Warm-up start ratio", 0.001, 0, 1);
+        var lrSteps = new Option<string>("--lr-steps") { Description = "Epochs after which lr is multiplied by 0.1, e.g. 8,11 (empty: none)", DefaultValueFactory = _ => "8,11" };
+        var gradClip = Double("--grad-clip", "Maximum global gradient L2 norm (0: no clipping)", 35, 0, 1e12);
+        var scale = new Option<string>("--scale") { Description = "Keep-ratio resize target LONGxSHORT", DefaultValueFactory = _ => "1333x800" };
+        var flipProb = Double("--flip-prob", "Horizontal flip probability", 0.5, 0, 1);
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "Keep the annotation file's image order" };
+        Option<int> seed = CommonOptions.Int("--seed", "Seed of the data order, the flips and the initial weights", 0, 0, int.MaxValue);
+        Option<int> logInterval = CommonOptions.Int("--log-interval", "Iterations per log.json line", 50, 1, int.MaxValue);
+        Option<int> checkpointInterval = CommonOptions.Int("--checkpoint-interval", "Write iter_N.pth every N iterations (0: at epoch ends only)", 0, 0, int.MaxValue);
+        var loss = new Option<string>("--loss") { Description = "ghm (GHM-C + GHM-R) or focal (focal + L1, the RetinaNet baseline)", DefaultValueFactory = _ => "ghm" };
+        loss.AcceptOnlyFromAmong("ghm", "focal");
+        Option<int> threads = CommonOptions.Threads();
+        Option<int> workers = CommonOptions.Int("--workers", "Background threads that decode and transform images", 2, 1, 64);
+        Option<string> device = CommonOptions.Device();
+        var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
+        {
+            model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
+            warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
+            threads, workers, device,
+        };
+        command.SetAction(parse =>
+        {
+            (int longEdge, int shortEdge) = ParseScale(parse.GetValue(scale)!);
+            var options = new TrainerOptions
+            {
+                BatchSize = parse.GetValue(batch),
+                Epochs = parse.GetValue(epochs),
+                MaxIterations = parse.GetValue(maxIters) is > 0 and int m ? m : null,
+                LearningRate = parse.GetValue(lr),
+                Momentum = parse.GetValue(momentum),
+                WeightDecay = parse.GetValue(weightDecay),
+                WarmupIterations = parse.GetValue(warmupIters),
+                WarmupRatio = parse.GetValue(warmupRatio),
+                LearningRateSteps = ParseSteps(parse.GetValue(lrSteps)!),
+                GradientClip = parse.GetValue(gradClip),
+                LongEdge = longEdge,
+                ShortEdge = shortEdge,
+                FlipProbability = parse.GetValue(flipProb),
+                Shuffle = !parse.GetValue(noShuffle),
+                Seed = parse.GetValue(seed),
+                LogInterval = parse.GetValue(logInterval),
+                CheckpointInterval = parse.GetValue(checkpointInterval),
+                Loss = parse.GetValue(loss) == "focal" ? DetectionLossKind.Focal : DetectionLossKind.Ghm,
+                DataWorkers = parse.GetValue(workers),
+            };
+            return Run(new TrainArguments(parse.GetValue(model)!, parse.GetValue(trainAnn)!, parse.GetValue(trainImages)!, parse.GetValue(workDir)!,
+                parse.GetValue(loadFrom), parse.GetValue(pretrained), parse.GetValue(resume), parse.GetValue(device)!, parse.GetValue(threads), options),
+                parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+        });
+        return command;
+    }
+
+    private sealed record TrainArguments(string Model, string TrainAnn, string TrainImages, string WorkDir, string? LoadFrom, string? Pretrained,
+        string? Resume, string Device, int Threads, TrainerOptions Options);
+
+    private static int Run(TrainArguments a, TextWriter output, TextWriter error)
+    {
+        if (a.Resume is not null && (a.LoadFrom is not null || a.Pretrained is not null))
+            throw new UsageException("--resume continues a run with its own weights: do not combine it with --load-from or --pretrained");
+        string workDir = OutputTargets.CheckFolder("--work-dir", a.WorkDir);
+        foreach ((string option, string? path) in (ReadOnlySpan<(string, string?)>)[("--train-ann", a.TrainAnn), ("--load-from", a.LoadFrom), ("--pretrained", a.Pretrained), ("--resume", a.Resume)])
+            if (path is not null && !File.Exists(path)) throw new UsageException($"{option} '{path}': no such file");
+        if (!Directory.Exists(a.TrainImages)) throw new UsageException($"--train-images '{a.TrainImages}': no such folder");
+
+        ModelInfo model = ModelRegistry.Get(a.Model);
+        CocoDetectionDataset dataset;
+        try
+        {
+            dataset = CocoDetectionDataset.Load(a.TrainAnn, a.TrainImages);
+        }
+        catch (DatasetFormatException e)
+        {
+            throw new UsageException(e.Message, e);
+        }
+        if (dataset.Count == 0)
+            throw new UsageException($"--train-ann '{a.TrainAnn}': no image is left for training (none has an annotation of a known category and a side of at least 32 px)");
+
+        INetwork network = model.Create();
+        DetectorInitialization.Initialize(network, a.Options.Seed);
+        try
+        {
+            if (a.Pretrained is not null) DetectorInitialization.LoadPretrainedBackbone(network, a.Pretrained);
+            if (a.LoadFrom is not null)
+            {
+                using TorchCheckpoint checkpoint = TorchCheckpoint.Read(a.LoadFrom);
+                StateDictLoader.Load(network, checkpoint, strict: true);
+            }
+        }
+        catch (Exception e) when (e is CheckpointFormatException or CheckpointMismatchException)
+        {
+            throw new UsageException(e.Message, e);
+        }
+
+        if (a.Options.BatchSize * 4 < 16 || a.Options.BatchSize > 64)
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * a.Options.BatchSize / 16:G3} for --batch {a.Options.BatchSize} (--lr is used as given: {a.Options.LearningRate:G6})"));
+
+        using IBackend backend = Devices.Create(a.Device, a.Threads);
+        if (backend is not ITrainingBackend training)
+            throw new UsageException($"--device {a.Device}: the {backend.Name} backend cannot train");
+        var options = a.Options with { ClassNames = dataset.Categories.Count == CocoCategoriesCount ? null : GhmGen.Detection.CocoCategories.Names };
+        using var trainer = new Trainer(network, backend, model.TrainedKeys,
+            (n, h, w) => model.CreateTrainingSession(network, training, n, h, w), dataset, options, workDir);
+        if (a.Resume is not null)
+        {
+            try
+            {
+                trainer.Resume(a.Resume);
+            }
+            catch (Exception e) when (e is CheckpointFormatException or CheckpointMismatchException or ArgumentException)
+            {
+                throw new UsageException($"--resume: {e.Message}", e);
+            }
+        }
+
+        error.WriteLine($"ghm train: {model.Name}, {dataset.Count} images, {trainer.IterationsPerEpoch} iterations per epoch, {trainer.TotalIterations} in total" +
+            (trainer.Progress.Iteration > 0 ? $", resuming after iteration {trainer.Progress.Iteration}" : "") + $"; writing to {workDir}");
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true; // finish the iteration, write latest.pth, then exit
+            cancel.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        var reporter = new TrainProgressWriter(error, ConsoleProgress.IsTerminal(error), a.Options.LogInterval);
+        TrainResult result;
+        try
+        {
+            result = trainer.Run(reporter, cancel.Token);
+        }
+        catch (NonFiniteLossException e)
+        {
+            reporter.Finish();
+            error.WriteLine($"ghm train: {e.Message}");
+            return Diverged;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+        reporter.Finish();
+        if (result.SkippedImages > 0) error.WriteLine($"ghm train: {result.SkippedImages} images were skipped (missing or corrupt; see the warnings above)");
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{(result.Cancelled ? "interrupted" : "done")}: {result.Iterations} iterations, {result.ImagesPerSecond:F2} images/s, checkpoint {result.LastCheckpoint}"));
+        if (result.Cancelled)
+        {
+            error.WriteLine($"ghm train: interrupted; continue with --resume {result.LastCheckpoint}");
+            return Interrupted;
+        }
+        return result.SkippedImages > 0 ? ExitCodes.Incomplete : ExitCodes.Success;
+    }
+
+    private const int CocoCategoriesCount = GhmGen.Detection.CocoCategories.Count;
+
+    private static Option<double> Double(string name, string description, double defaultValue, double min, double max) => new(name)
+    {
+        Description = description,
+        DefaultValueFactory = _ => defaultValue,
+        CustomParser = result =>
+        {
+            string? text = result.Tokens.Count == 0 ? null : result.Tokens[0].Value;
+            if (text is null) return defaultValue;
+            if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+                result.AddError($"{name} '{text}' is not a number");
+            else if (value < min || value > max)
+                result.AddError(string.Create(CultureInfo.InvariantCulture, $"{name} {text} is out of range: it must be between {min} and {max}"));
+            return value;
+        },
+    };
+
+    private static (int Long, int Short) ParseScale(string text)
+    {
+        string[] parts = text.Split('x');
+        if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int a)
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int b) || a < 32 || b < 32 || a > 8192 || b > 8192)
+            throw new UsageException($"--scale '{text}' must be LONGxSHORT with both between 32 and 8192, e.g. 1333x800");
+        return (Math.Max(a, b), Math.Min(a, b));
+    }
+
+    private static int[] ParseSteps(string text)
+    {
+        if (text.Trim().Length == 0) return [];
+        string[] parts = text.Split(',');
+        var steps = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i].Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out steps[i]) || steps[i] < 1 || i > 0 && steps[i] <= steps[i - 1])
+                throw new UsageException($"--lr-steps '{text}' must be increasing epoch numbers, e.g. 8,11");
+        }
+        return steps;
+    }
+
+    /// <summary>A progress bar on a terminal; otherwise one plain line per log interval.</summary>
+    private sealed class TrainProgressWriter(TextWriter error, bool terminal, int logInterval) : IProgress<TrainIterationReport>
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private long _first = -1;
+        private bool _drawn;
+
+        public void Report(TrainIterationReport r)
+        {
+            if (_first < 0) _first = r.Iteration - 1;
+            double elapsed = _clock.Elapsed.TotalSeconds;
+            double perIteration = elapsed / Math.Max(r.Iteration - _first, 1);
+            TimeSpan eta = TimeSpan.FromSeconds(perIteration * (r.TotalIterations - r.Iteration));
+            string line = string.Create(CultureInfo.InvariantCulture,
+                $"epoch {r.Epoch} iter {r.IterationInEpoch}/{r.IterationsPerEpoch} loss_cls {r.LossCls:F4} loss_bbox {r.LossBbox:F4} lr {r.LearningRate:G4} {r.ImagesPerSecond:F2} img/s ETA {eta:hh\\:mm\\:ss}");
+            if (terminal)
+            {
+                error.Write($"\r{ConsoleProgress.Bar(r.Iteration, r.TotalIterations)} {line}   ");
+                _drawn = true;
+            }
+            else if (r.IterationInEpoch % logInterval == 0 || r.IterationInEpoch == r.IterationsPerEpoch || r.Iteration == r.TotalIterations)
+            {
+                error.WriteLine(line);
+            }
+        }
+
+        public void Finish()
+        {
+            if (_drawn) error.WriteLine();
+            _drawn = false;
+        }
+    }
+}

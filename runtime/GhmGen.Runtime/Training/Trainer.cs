@@ -1,0 +1,428 @@
+// The training loop of mmdetection's GHM recipe (docs/TRAINING.md): batches from a
+// TrainDataLoader -> a generated training session's Forward -> targets over the batch's valid
+// anchors -> GHM-C/GHM-R (or focal + L1) loss and the gradient of the head outputs -> the
+// session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay -> the prepared
+// weights updated. Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact
+// resume. Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs.
+using System.Diagnostics;
+using GhmGen.Backends;
+using GhmGen.Checkpoints;
+using GhmGen.Detection;
+using GhmGen.Layers;
+using GhmGen.Losses;
+
+namespace GhmGen.Training;
+
+/// <summary>Which losses train the head.</summary>
+public enum DetectionLossKind
+{
+    /// <summary>GHM-C + GHM-R (the GHM recipe).</summary>
+    Ghm,
+
+    /// <summary>Focal + L1 (plain RetinaNet, the paper's baseline).</summary>
+    Focal,
+}
+
+/// <summary>The settings of a training run; defaults are mmdetection's <c>retinanet_ghm_r50_fpn_1x_coco</c> for one device.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Images per iteration.</summary>
+    public int BatchSize { get; init; } = 2;
+
+    /// <summary>Epochs to train.</summary>
+    public int Epochs { get; init; } = 12;
+
+    /// <summary>Stop after this many iterations in total (null: run every epoch).</summary>
+    public long? MaxIterations { get; init; }
+
+    /// <summary>Base learning rate, as given (mmdetection's 0.01 is for 16 images per iteration).</summary>
+    public double LearningRate { get; init; } = 0.01;
+
+    /// <summary>SGD momentum.</summary>
+    public double Momentum { get; init; } = SgdOptimizer.MmdetectionMomentum;
+
+    /// <summary>L2 weight decay on every trained parameter.</summary>
+    public double WeightDecay { get; init; } = SgdOptimizer.MmdetectionWeightDecay;
+
+    /// <summary>Linear warm-up iterations, counted from 0 over the run.</summary>
+    public int WarmupIterations { get; init; } = StepLrSchedule.MmdetectionWarmupIterations;
+
+    /// <summary>Warm-up start ratio.</summary>
+    public double WarmupRatio { get; init; } = StepLrSchedule.MmdetectionWarmupRatio;
+
+    /// <summary>Epochs after which the learning rate is multiplied by 0.1.</summary>
+    public IReadOnlyList<int> LearningRateSteps { get; init; } = StepLrSchedule.Schedule1xSteps;
+
+    /// <summary>Maximum global L2 norm of the gradients; 0 or less: no clipping (the norm is still logged).</summary>
+    public double GradientClip { get; init; } = GradientClipping.MmdetectionMaxNorm;
+
+    /// <summary>Keep-ratio resize target, long edge.</summary>
+    public int LongEdge { get; init; } = 1333;
+
+    /// <summary>Keep-ratio resize target, short edge.</summary>
+    public int ShortEdge { get; init; } = 800;
+
+    /// <summary>Horizontal flip probability.</summary>
+    public double FlipProbability { get; init; } = 0.5;
+
+    /// <summary>Seeded shuffling per epoch (false: the annotation file's image order).</summary>
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Seed of the data order and the flips.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Iterations per log.json line (values averaged over them, as mmcv does).</summary>
+    public int LogInterval { get; init; } = 50;
+
+    /// <summary>Write iter_N.pth every this many iterations (0: only at epoch ends).</summary>
+    public int CheckpointInterval { get; init; }
+
+    /// <summary>The head's losses.</summary>
+    public DetectionLossKind Loss { get; init; } = DetectionLossKind.Ghm;
+
+    /// <summary>Background threads that decode and transform images.</summary>
+    public int DataWorkers { get; init; } = 2;
+
+    /// <summary>Validate after every this many epochs (when a validation callback is given).</summary>
+    public int ValidationInterval { get; init; } = 1;
+
+    /// <summary>Class names the network predicts, by label (null: the dataset's categories).</summary>
+    public IReadOnlyList<string>? ClassNames { get; init; }
+
+    /// <summary>Training sessions (one per batch shape) kept for reuse.</summary>
+    public int CachedSessions { get; init; } = 3;
+}
+
+/// <summary>What one finished iteration reports (for a progress bar).</summary>
+/// <param name="Epoch">1-based epoch.</param>
+/// <param name="IterationInEpoch">1-based position in the epoch.</param>
+/// <param name="IterationsPerEpoch">Batches per epoch.</param>
+/// <param name="Iteration">Iterations done in the run (global).</param>
+/// <param name="TotalIterations">Iterations the run will do.</param>
+/// <param name="LearningRate">The iteration's learning rate.</param>
+/// <param name="LossCls">Its classification loss.</param>
+/// <param name="LossBbox">Its box loss.</param>
+/// <param name="GradNorm">The gradient norm before clipping.</param>
+/// <param name="ImagesPerSecond">Images per second over the run so far.</param>
+/// <param name="SkippedImages">Images skipped so far (missing or corrupt).</param>
+public sealed record TrainIterationReport(
+    int Epoch, int IterationInEpoch, int IterationsPerEpoch, long Iteration, long TotalIterations,
+    double LearningRate, float LossCls, float LossBbox, float GradNorm, double ImagesPerSecond, int SkippedImages);
+
+/// <summary>How a run ended.</summary>
+/// <param name="Iterations">Iterations done in total (including those before a resume).</param>
+/// <param name="Cancelled">Stopped by the cancellation token (a resumable checkpoint was written).</param>
+/// <param name="LastCheckpoint">The newest checkpoint written, if any.</param>
+/// <param name="SkippedImages">Images skipped (missing or corrupt).</param>
+/// <param name="ImagesPerSecond">Training images per second over this run.</param>
+public sealed record TrainResult(long Iterations, bool Cancelled, string? LastCheckpoint, int SkippedImages, double ImagesPerSecond);
+
+/// <summary>A loss that was not finite: the run stops, keeping the last good checkpoint.</summary>
+public sealed class NonFiniteLossException(string message) : Exception(message);
+
+/// <summary>
+/// Trains a declared RetinaNet-style network with mmdetection's recipe. Not thread-safe: one
+/// <see cref="Run"/> at a time. The network's state (weights and GHM buffers) is changed in place.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly INetwork _network;
+    private readonly IBackend _backend;
+    private readonly IReadOnlyCollection<string> _trainedKeys;
+    private readonly Func<int, int, int, ITrainingSession> _createSession;
+    private readonly TrainerOptions _options;
+    private readonly string _workDir;
+    private readonly TrainDataLoader _loader;
+    private readonly SgdOptimizer _optimizer;
+    private readonly StepLrSchedule _schedule;
+    private readonly IDetectionLoss _loss;
+    private readonly IReadOnlyList<string> _classNames;
+    private readonly LinkedList<(int N, int H, int W, ITrainingSession Session, long Version)> _sessions = [];
+    private readonly StateTensor[] _parameters;
+    private long _weightVersion;
+    private double _bestMap = double.NegativeInfinity;
+    private TrainingProgress _progress = new(0, 0);
+
+    /// <summary>Prepares a run of <paramref name="network"/> on <paramref name="dataset"/>, writing into <paramref name="workDir"/>.</summary>
+    /// <param name="network">The network, its weights already initialized or loaded.</param>
+    /// <param name="backend">The backend the sessions run on (the caller keeps ownership).</param>
+    /// <param name="trainedKeys">Keys of the parameters training changes (the generated <c>TrainedKeys</c>).</param>
+    /// <param name="createSession">Makes a training session for (batch, padded height, padded width) of the network's weights.</param>
+    /// <param name="dataset">The training images and boxes.</param>
+    /// <param name="options">The recipe.</param>
+    /// <param name="workDir">Where log.json and the checkpoints go (created if missing).</param>
+    public Trainer(INetwork network, IBackend backend, IReadOnlyCollection<string> trainedKeys, Func<int, int, int, ITrainingSession> createSession, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
+    {
+        _network = network ?? throw new ArgumentNullException(nameof(network));
+        _backend = backend ?? throw new ArgumentNullException(nameof(backend));
+        _trainedKeys = trainedKeys ?? throw new ArgumentNullException(nameof(trainedKeys));
+        _createSession = createSession ?? throw new ArgumentNullException(nameof(createSession));
+        ArgumentNullException.ThrowIfNull(dataset);
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        _workDir = workDir ?? throw new ArgumentNullException(nameof(workDir));
+        if (options.Epochs < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Epochs, "epochs must be at least 1");
+        if (options.LogInterval < 1) throw new ArgumentOutOfRangeException(nameof(options), options.LogInterval, "log interval must be at least 1");
+        if (options.CachedSessions < 1) throw new ArgumentOutOfRangeException(nameof(options), options.CachedSessions, "at least one session must be cached");
+        _loader = new TrainDataLoader(dataset, new TrainLoaderOptions(
+            options.BatchSize, options.Shuffle, options.Seed, options.DataWorkers, PrefetchBatches: 4,
+            new TrainPipelineOptions(options.LongEdge, options.ShortEdge, options.FlipProbability)));
+        _classNames = [.. dataset.Categories.Select(c => c.Name)];
+        // Every parameter, frozen ones included, so the optimiser state indexes as mmdetection's.
+        _parameters = [.. network.State.Where(t => t.Kind == StateKind.Parameter)];
+        _optimizer = new SgdOptimizer(_parameters, options.LearningRate, options.Momentum, options.WeightDecay);
+        _schedule = new StepLrSchedule(options.LearningRate, options.LearningRateSteps, StepLrSchedule.MmdetectionGamma, options.WarmupIterations, options.WarmupRatio);
+        _loss = options.Loss == DetectionLossKind.Ghm ? GhmLossState.CreateLosses(network) : new RetinaBaselineLosses();
+    }
+
+    /// <summary>
+    /// Class names by label, saved as the checkpoints' <c>CLASSES</c>: the dataset's categories in
+    /// label order, or <see cref="TrainerOptions.ClassNames"/> when given (e.g. the 80 COCO names of
+    /// a COCO model trained on a subset).
+    /// </summary>
+    public IReadOnlyList<string> ClassNames => _options.ClassNames ?? _classNames;
+
+    /// <summary>Batches per epoch.</summary>
+    public int IterationsPerEpoch => _loader.BatchesPerEpoch;
+
+    /// <summary>Iterations the whole run does (epochs x batches, or the maximum).</summary>
+    public long TotalIterations => Math.Min((long)_options.Epochs * IterationsPerEpoch, _options.MaxIterations ?? long.MaxValue);
+
+    /// <summary>Where the run stands: completed epochs, iterations, position in the epoch.</summary>
+    public TrainingProgress Progress => _progress;
+
+    /// <summary>
+    /// Continues a run of ours from <paramref name="checkpointPath"/>: weights, GHM state, momentum
+    /// buffers and the position in the data (same seed and batch size), so the run goes on as if it
+    /// had not stopped.
+    /// </summary>
+    public void Resume(string checkpointPath)
+    {
+        ArgumentNullException.ThrowIfNull(checkpointPath);
+        string[] keys = [.. _parameters.Select(p => p.Key)];
+        using TrainingCheckpoint checkpoint = TrainingCheckpoint.Read(checkpointPath, keys, _trainedKeys);
+        StateDictLoader.Load(_network, checkpoint.Weights, strict: true);
+        checkpoint.RestoreOptimizer(_optimizer);
+        if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
+            throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
+        _progress = checkpoint.Progress;
+        _weightVersion++;
+    }
+
+    /// <summary>
+    /// Trains until the last epoch or <see cref="TrainerOptions.MaxIterations"/>, or until
+    /// <paramref name="cancellationToken"/> is cancelled: then the iteration under way finishes, a
+    /// resumable <c>latest.pth</c> is written and the result says so.
+    /// </summary>
+    /// <exception cref="NonFiniteLossException">A loss became NaN or infinite (the last good checkpoint is kept).</exception>
+    /// <param name="progress">Told after every iteration.</param>
+    /// <param name="cancellationToken">Stops the run after the iteration under way, with a resumable checkpoint.</param>
+    /// <param name="validate">
+    /// Called after every <see cref="TrainerOptions.ValidationInterval"/> epochs with the 1-based
+    /// epoch: returns the metrics to log as a <c>{"mode": "val"}</c> line (mmdetection's names,
+    /// e.g. <c>bbox_mAP</c>); the best <c>bbox_mAP</c> so far is kept as <c>best_bbox_mAP.pth</c>.
+    /// </param>
+    public TrainResult Run(IProgress<TrainIterationReport>? progress = null, CancellationToken cancellationToken = default,
+        Func<int, CancellationToken, IReadOnlyList<KeyValuePair<string, double>>>? validate = null)
+    {
+        Directory.CreateDirectory(_workDir);
+        string logPath = Path.Combine(_workDir, "log.json");
+        using TrainingLogWriter log = _progress.Iteration == 0 && !File.Exists(logPath)
+            ? TrainingLogWriter.Create(logPath)
+            : TrainingLogWriter.Append(logPath, _progress);
+        int perEpoch = IterationsPerEpoch;
+        long total = TotalIterations;
+        string? lastCheckpoint = null;
+        long startIteration = _progress.Iteration;
+        if (startIteration >= total) return new TrainResult(startIteration, false, null, 0, 0);
+
+        var clock = Stopwatch.StartNew();
+        long images = 0;
+        var window = new LogWindow();
+        using var cancelLoading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using TrainBatchStream stream = _loader.Open(_progress.Epoch, _progress.IterationInEpoch, _options.Epochs, cancelLoading.Token);
+        bool cancelled = false;
+        while (_progress.Iteration < total)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                cancelled = true;
+                break;
+            }
+            var iterationClock = Stopwatch.StartNew();
+            TrainBatch? batch;
+            try
+            {
+                if (!stream.TryTakeNext(out batch)) break;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                cancelled = true;
+                break;
+            }
+            (int epoch, int batchIndex) = (batch.Epoch, batch.BatchIndex);
+            double lr = _schedule.LearningRate(epoch, _progress.Iteration);
+            (float lossCls, float lossBox, float gradNorm) = Step(batch, lr);
+            images += batch.Count;
+            long iteration = _progress.Iteration + 1;
+            bool epochEnd = batchIndex + 1 == perEpoch;
+            _progress = epochEnd
+                ? new TrainingProgress(epoch + 1, iteration, 0, _options.Seed)
+                : new TrainingProgress(epoch, iteration, batchIndex + 1, _options.Seed);
+            double seconds = iterationClock.Elapsed.TotalSeconds;
+            window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch.DataTime.TotalSeconds);
+            if (window.Count == _options.LogInterval || epochEnd || iteration == total)
+            {
+                log.WriteTrain(window.Entry(epoch + 1, batchIndex + 1));
+                window = new LogWindow();
+            }
+            progress?.Report(new TrainIterationReport(epoch + 1, batchIndex + 1, perEpoch, iteration, total, lr, lossCls, lossBox, gradNorm,
+                images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), stream.SkippedImageCount));
+            if (_options.CheckpointInterval > 0 && iteration % _options.CheckpointInterval == 0)
+                lastCheckpoint = Save($"iter_{iteration}.pth");
+            if (epochEnd) lastCheckpoint = Save($"epoch_{epoch + 1}.pth");
+            if (epochEnd && validate is not null && (epoch + 1) % _options.ValidationInterval == 0)
+            {
+                IReadOnlyList<KeyValuePair<string, double>> metrics = validate(epoch + 1, cancellationToken);
+                log.WriteValidation(epoch + 1, perEpoch, lr, metrics);
+                foreach (KeyValuePair<string, double> m in metrics)
+                {
+                    if (m.Key != "bbox_mAP" || !(m.Value > _bestMap)) continue;
+                    _bestMap = m.Value;
+                    File.Copy(Path.Combine(_workDir, $"epoch_{epoch + 1}.pth"), Path.Combine(_workDir, "best_bbox_mAP.pth.tmp"), overwrite: true);
+                    File.Move(Path.Combine(_workDir, "best_bbox_mAP.pth.tmp"), Path.Combine(_workDir, "best_bbox_mAP.pth"), overwrite: true);
+                }
+            }
+        }
+        if (lastCheckpoint is null || cancelled || _progress.Iteration == total && !File.Exists(Path.Combine(_workDir, "latest.pth")))
+            lastCheckpoint = Save(null);
+        return new TrainResult(_progress.Iteration, cancelled, lastCheckpoint, stream.SkippedImageCount,
+            images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
+    }
+
+    // One iteration on one batch: forward, loss, backward, clip, SGD, weights to the backend.
+    private (float LossCls, float LossBox, float GradNorm) Step(TrainBatch batch, double learningRate)
+    {
+        ITrainingSession session = Session(batch.Count, batch.Height, batch.Width);
+        session.Forward(batch.Tensor);
+
+        IReadOnlyList<(string Name, TensorView Tensor)> outputs = session.Outputs;
+        var classOutputs = new List<float[]>();
+        var boxOutputs = new List<float[]>();
+        var classIndex = new List<int>();
+        var boxIndex = new List<int>();
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            var values = new float[outputs[i].Tensor.ElementCount];
+            _backend.Download(outputs[i].Tensor, values);
+            if (outputs[i].Name.StartsWith("cls", StringComparison.Ordinal)) { classOutputs.Add(values); classIndex.Add(i); }
+            else { boxOutputs.Add(values); boxIndex.Add(i); }
+        }
+        int classes = outputs[classIndex[0]].Tensor.C / AnchorGenerator.AnchorsPerCell;
+        // mmdetection's labels: the index, in json order, of the categories whose names are class
+        // names; a network with more classes than the dataset has categories trains the first ones.
+        if (classes < _classNames.Count)
+            throw new InvalidOperationException($"the network predicts {classes} classes; the dataset has {_classNames.Count} categories");
+
+        FeatureSize[] levels = [.. batch.FeatureSizes];
+        float[] anchors = AnchorGenerator.AllAnchors(levels);
+        int[] levelCounts = [.. levels.Select(l => l.Height * l.Width * AnchorGenerator.AnchorsPerCell)];
+        RetinaTargets targets = RetinaTargets.Build(anchors, levelCounts, batch.GtBoxes, batch.GtLabels, classes,
+            AnchorGenerator.AnchorsPerCell, validFlagsPerImage: batch.ValidFlags);
+        DetectionLossResult loss = _loss.Compute(classOutputs, boxOutputs, targets);
+        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss))
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
+
+        IReadOnlyList<(string Name, TensorView Tensor)> gradients = session.OutputGradients;
+        for (int l = 0; l < classIndex.Count; l++)
+        {
+            _backend.Upload(loss.ClassificationGradients[l], gradients[classIndex[l]].Tensor);
+            _backend.Upload(loss.BoxGradients[l], gradients[boxIndex[l]].Tensor);
+        }
+        session.Backward();
+
+        var pairs = new ParameterWithGradient[session.Gradients.Count];
+        for (int i = 0; i < pairs.Length; i++) pairs[i] = new ParameterWithGradient(session.Gradients[i].Parameter, session.Gradients[i].Data);
+        float gradNorm = _options.GradientClip > 0
+            ? GradientClipping.ClipGradNorm(pairs, _options.GradientClip)
+            : GradientClipping.TotalNorm([.. pairs.Select(p => p.Gradient)]);
+        _optimizer.LearningRate = learningRate;
+        _optimizer.Step(pairs);
+        _weightVersion++;
+        return (loss.ClassificationLoss, loss.BoxLoss, gradNorm);
+    }
+
+    // A session for the batch shape whose prepared weights are the current ones.
+    private ITrainingSession Session(int batch, int height, int width)
+    {
+        for (LinkedListNode<(int N, int H, int W, ITrainingSession Session, long Version)>? node = _sessions.First; node is not null; node = node.Next)
+        {
+            var (n, h, w, session, version) = node.Value;
+            if (n != batch || h != height || w != width) continue;
+            if (version != _weightVersion) session.UpdateWeights();
+            _sessions.Remove(node);
+            _sessions.AddFirst((n, h, w, session, _weightVersion));
+            return session;
+        }
+        ITrainingSession created = _createSession(batch, height, width);
+        _sessions.AddFirst((batch, height, width, created, _weightVersion));
+        while (_sessions.Count > _options.CachedSessions)
+        {
+            _sessions.Last!.Value.Session.Dispose();
+            _sessions.RemoveLast();
+        }
+        return created;
+    }
+
+    // Writes OUT/name (when given) and OUT/latest.pth; returns the path written last.
+    private string Save(string? name)
+    {
+        PickleValue meta = PickleValue.NewDict(
+        [
+            new KeyValuePair<string, PickleValue>("CLASSES", PickleValue.NewTuple(ClassNames.Select(PickleValue.FromString))),
+            new KeyValuePair<string, PickleValue>("ghmgen_model", PickleValue.FromString(_network.Name)),
+        ]);
+        string latest = Path.Combine(_workDir, "latest.pth");
+        if (name is not null)
+        {
+            string path = Path.Combine(_workDir, name);
+            TrainingCheckpoint.Write(path, _network.State, _optimizer, _progress, meta);
+            File.Copy(path, latest + ".tmp", overwrite: true);
+            File.Move(latest + ".tmp", latest, overwrite: true);
+            return path;
+        }
+        TrainingCheckpoint.Write(latest, _network.State, _optimizer, _progress, meta);
+        return latest;
+    }
+
+    /// <summary>Releases the training sessions (not the network or backend).</summary>
+    public void Dispose()
+    {
+        foreach (var entry in _sessions) entry.Session.Dispose();
+        _sessions.Clear();
+    }
+
+    // Sums of one log interval (mmcv's LogBuffer averages every figure over the interval).
+    private sealed class LogWindow
+    {
+        private double _lr, _cls, _box, _norm, _time, _data;
+
+        public int Count { get; private set; }
+
+        public void Add(double lr, float cls, float box, float norm, double time, double data)
+        {
+            _lr = lr; // mmcv logs the current lr, not an average
+            _cls += cls;
+            _box += box;
+            _norm += norm;
+            _time += time;
+            _data += data;
+            Count++;
+        }
+
+        public TrainLogEntry Entry(int epoch, int iteration)
+        {
+            float cls = (float)(_cls / Count), box = (float)(_box / Count);
+            return new TrainLogEntry(epoch, iteration, _lr, cls, box, cls + box, (float)(_norm / Count), _time / Count, _data / Count);
+        }
+    }
+}
