@@ -25,6 +25,7 @@ internal static class GhmCommand
             ModelsCommand.Create(),
             DetectCommand.Create(),
             EvalCommand.Create(),
+            TestCommand.Create(),
             BenchCommand.Create(),
             CheckpointCommand.Create(checkpointCandidates ?? (() => ModelRegistry.All.Select(m => StateLayout.From(m.Create())))),
         };

@@ -18,6 +18,10 @@ internal static class CocoFiles
     public static CocoResults LoadResults(string option, string path, CocoGroundTruth groundTruth) =>
         Guard(option, path, () => CocoResults.Load(path, groundTruth));
 
+    /// <summary>The image list (file names) of an annotation file that <see cref="LoadGroundTruth"/> accepted.</summary>
+    public static AnnotationImages LoadImages(string option, string path) =>
+        Guard(option, path, () => AnnotationImages.Load(path));
+
     private static T Guard<T>(string option, string path, Func<T> load)
     {
         if (string.IsNullOrWhiteSpace(path) || path.Contains('\0'))
