@@ -111,6 +111,20 @@ public sealed class EvalCommandTests : IDisposable
         Assert.StartsWith("{\"AP\":", lines[^1]);
     }
 
+    [Fact]
+    public void TwoCategoriesWithOneName_AreKeyedByNameAndId()
+    {
+        string gt = Write("gt.json", """
+            {"images": [{"id": 1}], "categories": [{"id": 4, "name": "dog"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "cat"}],
+             "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "area": 100}]}
+            """);
+        string results = Write("res.json", """[{"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 1}]""");
+        (int code, string output, string error) = Run("eval", "--ann", gt, "--results", results, "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("", error);
+        Assert.EndsWith("\"per_class\":{\"dog (id 2)\":0.9999999999999998,\"cat\":null,\"dog (id 4)\":null}}\n", output);
+    }
+
     public static TheoryData<string, string> BadResults => new()
     {
         { """[{"image_id": 1, "category_id": 1, "bbox": [5, 10, 20, 40], "score": 0.9}, {"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]""",
