@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using GhmGen.Imaging;
 using GhmGen.Models;
 
 namespace GhmGen.Cli;
@@ -37,6 +38,35 @@ internal static class CommonOptions
         option.AcceptOnlyFromAmong(Devices.Names);
         return option;
     }
+
+    /// <summary>Smallest and largest edge <c>--scale</c> accepts, in pixels.</summary>
+    public const int MinScaleEdge = 32, MaxScaleEdge = 8192;
+
+    /// <summary>
+    /// <c>--scale LONGxSHORT</c>: mmdetection's test <c>img_scale</c>, the box each image is resized
+    /// into keeping its aspect ratio (default 1333x800). As in mmcv, the larger number bounds the
+    /// long edge and the smaller the short one, so <c>96x160</c> is <c>160x96</c>.
+    /// </summary>
+    public static Option<PreprocessOptions?> Scale() => new("--scale")
+    {
+        Description = $"Resize each image to fit LONGxSHORT, keeping its aspect ratio (mmdetection's test img_scale; edges {MinScaleEdge} to {MaxScaleEdge}) [default: 1333x800]",
+        CustomParser = result =>
+        {
+            string? text = SingleToken(result);
+            if (text is null) return null;
+            string[] parts = text.Split('x', 'X');
+            if (parts.Length != 2
+                || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int a)
+                || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int b))
+            {
+                result.AddError($"--scale '{text}' is not LONGxSHORT (two whole numbers, e.g. 1333x800)");
+                return PreprocessOptions.Default;
+            }
+            if (Math.Min(a, b) < MinScaleEdge || Math.Max(a, b) > MaxScaleEdge)
+                result.AddError($"--scale {text} is out of range: each edge must be between {MinScaleEdge} and {MaxScaleEdge}");
+            return PreprocessOptions.Default with { LongEdge = Math.Max(a, b), ShortEdge = Math.Min(a, b) };
+        },
+    };
 
     /// <summary>An integer option with a default, accepting <paramref name="min"/> to <paramref name="max"/>.</summary>
     public static Option<int> Int(string name, string description, int defaultValue, int min, int max) => new(name)

@@ -24,8 +24,10 @@ internal static class GhmCommand
         {
             ModelsCommand.Create(),
             DetectCommand.Create(),
-            DatasetCommand.Create(),
             TrainCommand.Create(),
+            TestCommand.Create(),
+            EvalCommand.Create(),
+            DatasetCommand.Create(),
             BenchCommand.Create(),
             CheckpointCommand.Create(checkpointCandidates ?? (() => ModelRegistry.All.Select(m => StateLayout.From(m.Create())))),
         };

@@ -71,6 +71,9 @@ public sealed class ExitCodeTests
         { ["detect", "--model", R50, "--checkpoint", "x.pth", "--score-thr", "nan", Image], "ghm detect: --score-thr 'nan' is not a number" },
         { ["detect", "--model", R50, "--checkpoint", "x.pth", "--score-thr", "1.5", Image], "ghm detect: --score-thr 1.5 is out of range: it must be in [0, 1)" },
         { ["detect", "--model", R50, "--checkpoint", "x.pth", "--device", "tpu", Image], "ghm detect: Argument 'tpu' not recognized. Must be one of:" },
+        { ["test", "--model", R50, "--checkpoint", "x.pth", "--ann", "a.json", "--images", ".", "--batch", "0"], "ghm test: --batch 0 is out of range: it must be between 1 and 64" },
+        { ["test", "--model", R50, "--checkpoint", "x.pth", "--ann", "a.json", "--images", ".", "--scale", "160"], "ghm test: --scale '160' is not LONGxSHORT (two whole numbers, e.g. 1333x800)" },
+        { ["test", "--model", R50, "--checkpoint", "x.pth", "--ann", "a.json", "--images", ".", "--scale", "160x16"], "ghm test: --scale 160x16 is out of range: each edge must be between 32 and 8192" },
         { ["bench", "--model", R50, "--runs", "0"], "ghm bench: --runs 0 is out of range: it must be between 1 and 100000" },
         { ["bench", "--model", R50, "--threads", "99999999999"], "ghm bench: --threads '99999999999' is not a whole number" },
         { ["bench", "--model", R50, "--size", "800by600"], "ghm bench: --size '800by600' is not HxW with sides between 1 and 8192, e.g. 800x1216" },
@@ -95,6 +98,8 @@ public sealed class ExitCodeTests
         AssertUsageError(["detect", Image], "ghm detect: Option '--model' is required.", "ghm detect: Option '--checkpoint' is required.");
         AssertUsageError(["checkpoint", "seed", "--model", R50], "ghm checkpoint seed: Option '--out' is required.");
         AssertUsageError(["bench"], "ghm bench: Option '--model' is required.");
+        AssertUsageError(["eval", "--results", "r.json"], "ghm eval: Option '--ann' is required.");
+        AssertUsageError(["test", "--model", R50, "--checkpoint", "x.pth"], "ghm test: Option '--ann' is required.", "ghm test: Option '--images' is required.");
         AssertUsageError(["checkpoint", "inspect"], "ghm checkpoint inspect: Required argument missing for command: 'inspect'.");
         AssertUsageError([], "ghm: Required command was not provided.");
     }

@@ -70,7 +70,7 @@ internal static class DetectCommand
         for (int i = 0; i < images.Count; i++)
         {
             InputImage image = images[i];
-            if (progress) error.Write($"\r{Bar(i, images.Count)} {i}/{images.Count} {image.Name,-40}");
+            if (progress) error.Write($"\r{ProgressBar.Bar(i, images.Count)} {i}/{images.Count} {image.Name,-40}");
             DecodedImage decoded;
             try
             {
@@ -93,7 +93,7 @@ internal static class DetectCommand
                     $"the drawing of '{image.Path}'", outputs.DrawingPath(image), Report))
                 unwritten++;
         }
-        if (progress) error.WriteLine($"\r{Bar(images.Count, images.Count)} {images.Count}/{images.Count} done{new string(' ', 40)}");
+        if (progress) error.WriteLine($"\r{ProgressBar.Bar(images.Count, images.Count)} {images.Count}/{images.Count} done{new string(' ', 40)}");
         results.Complete();
 
         if (skipped > 0) error.WriteLine($"ghm detect: {skipped} of {images.Count} images skipped");
@@ -103,14 +103,20 @@ internal static class DetectCommand
     }
 
     /// <summary>
-    /// Loads the checkpoint into the model; a file that is not a checkpoint, or one of another
-    /// model, is a <see cref="UsageException"/> with a short report.
+    /// Loads the checkpoint into the model (as <see cref="Detector.Load"/> does, with
+    /// <paramref name="maxConcurrentForwards"/> and <paramref name="preprocess"/> passed on); a file
+    /// that is not a checkpoint, or one of another model, is a <see cref="UsageException"/> with a short report.
     /// </summary>
-    private static Detector Load(string modelName, string checkpointPath, IBackend backend)
+    internal static Detector Load(string modelName, string checkpointPath, IBackend backend, int maxConcurrentForwards = 2,
+        PreprocessOptions? preprocess = null)
     {
         try
         {
-            return Detector.Load(modelName, checkpointPath, backend);
+            ModelInfo model = ModelRegistry.Get(modelName);
+            GhmGen.Layers.INetwork network = model.Create();
+            using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
+            StateDictLoader.Load(network, checkpoint, strict: true);
+            return new Detector(model, network, backend, checkpoint.ClassNames, maxConcurrentForwards, preprocess);
         }
         catch (CheckpointFormatException e)
         {
@@ -159,12 +165,6 @@ internal static class DetectCommand
             report($"could not write {what} to '{path}': {OutputTargets.Reason(e, path)}");
             return false;
         }
-    }
-
-    private static string Bar(int done, int total)
-    {
-        int filled = total == 0 ? 20 : done * 20 / total;
-        return "[" + new string('#', filled) + new string('.', 20 - filled) + "]";
     }
 
     private static void SaveRaw(string folder, HeadOutputs raw)
