@@ -107,14 +107,14 @@ internal static class TestCommand
     }
 
     /// <summary>Detections by image (null for a skipped image), and the counts of skipped and warned images.</summary>
-    private sealed record Outcome(DetectedObject[]?[] Objects, int Skipped, int Warned);
+    internal sealed record Outcome(DetectedObject[]?[] Objects, int Skipped, int Warned);
 
     /// <summary>
     /// The bounded producer/consumer: one thread decodes the images in order into a queue of
     /// <paramref name="batch"/> slots, <paramref name="batch"/> threads take them and detect. The
     /// first unexpected exception of any thread stops the others and is rethrown.
     /// </summary>
-    private static Outcome DetectAll(Detector detector, IReadOnlyList<AnnotationImage> images, string[] paths, int batch,
+    internal static Outcome DetectAll(Detector detector, IReadOnlyList<AnnotationImage> images, string[] paths, int batch,
         PostProcessOptions options, ProgressBar progress)
     {
         var objects = new DetectedObject[]?[paths.Length];

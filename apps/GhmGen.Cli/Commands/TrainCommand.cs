@@ -48,11 +48,14 @@ internal static class TrainCommand
         Option<int> threads = CommonOptions.Threads();
         Option<int> workers = CommonOptions.Int("--workers", "Background threads that decode and transform images", 2, 1, 64);
         Option<string> device = CommonOptions.Device();
+        var valAnn = new Option<string?>("--val-ann") { Description = "COCO-format annotation file to evaluate on after every --val-interval epochs" };
+        var valImages = new Option<string?>("--val-images") { Description = "Folder of the validation images" };
+        Option<int> valInterval = CommonOptions.Int("--val-interval", "Evaluate after every this many epochs", 1, 1, 100_000);
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
             model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
             warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
-            threads, workers, device,
+            threads, workers, device, valAnn, valImages, valInterval,
         };
         command.SetAction(parse =>
         {
@@ -78,16 +81,18 @@ internal static class TrainCommand
                 CheckpointInterval = parse.GetValue(checkpointInterval),
                 Loss = parse.GetValue(loss) == "focal" ? DetectionLossKind.Focal : DetectionLossKind.Ghm,
                 DataWorkers = parse.GetValue(workers),
+                ValidationInterval = parse.GetValue(valInterval),
             };
             return Run(new TrainArguments(parse.GetValue(model)!, parse.GetValue(trainAnn)!, parse.GetValue(trainImages)!, parse.GetValue(workDir)!,
-                parse.GetValue(loadFrom), parse.GetValue(pretrained), parse.GetValue(resume), parse.GetValue(device)!, parse.GetValue(threads), options),
+                parse.GetValue(loadFrom), parse.GetValue(pretrained), parse.GetValue(resume), parse.GetValue(device)!, parse.GetValue(threads), options,
+                parse.GetValue(valAnn), parse.GetValue(valImages)),
                 parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
         });
         return command;
     }
 
     private sealed record TrainArguments(string Model, string TrainAnn, string TrainImages, string WorkDir, string? LoadFrom, string? Pretrained,
-        string? Resume, string Device, int Threads, TrainerOptions Options);
+        string? Resume, string Device, int Threads, TrainerOptions Options, string? ValAnn, string? ValImages);
 
     private static int Run(TrainArguments a, TextWriter output, TextWriter error)
     {
@@ -97,6 +102,8 @@ internal static class TrainCommand
         foreach ((string option, string? path) in (ReadOnlySpan<(string, string?)>)[("--train-ann", a.TrainAnn), ("--load-from", a.LoadFrom), ("--pretrained", a.Pretrained), ("--resume", a.Resume)])
             if (path is not null && !File.Exists(path)) throw new UsageException($"{option} '{path}': no such file");
         if (!Directory.Exists(a.TrainImages)) throw new UsageException($"--train-images '{a.TrainImages}': no such folder");
+        if ((a.ValAnn is null) != (a.ValImages is null)) throw new UsageException("--val-ann and --val-images go together");
+        Validation? validation = a.ValAnn is null ? null : Validation.Load(a.ValAnn, a.ValImages!);
 
         ModelInfo model = ModelRegistry.Get(a.Model);
         CocoDetectionDataset dataset;
@@ -162,7 +169,11 @@ internal static class TrainCommand
         TrainResult result;
         try
         {
-            result = trainer.Run(reporter, cancel.Token);
+            result = trainer.Run(reporter, cancel.Token, validation is null ? null : (epoch, ct) =>
+            {
+                reporter.Finish();
+                return validation.Evaluate(model, network, backend, a.Options, error);
+            });
         }
         catch (NonFiniteLossException e)
         {
@@ -184,6 +195,62 @@ internal static class TrainCommand
             return Interrupted;
         }
         return result.SkippedImages > 0 ? ExitCodes.Incomplete : ExitCodes.Success;
+    }
+
+    /// <summary>The validation set of <c>--val-ann</c>: detected with the current weights and evaluated as <c>ghm test</c> does.</summary>
+    private sealed class Validation
+    {
+        private readonly GhmGen.Evaluation.CocoGroundTruth _groundTruth;
+        private readonly AnnotationImages _images;
+        private readonly string[] _paths;
+        private readonly string _annotationFile;
+
+        private Validation(string annotationFile, GhmGen.Evaluation.CocoGroundTruth groundTruth, AnnotationImages images, string[] paths)
+        {
+            _annotationFile = annotationFile;
+            _groundTruth = groundTruth;
+            _images = images;
+            _paths = paths;
+        }
+
+        public static Validation Load(string annotationFile, string imageFolder)
+        {
+            if (!Directory.Exists(imageFolder)) throw new UsageException($"--val-images '{imageFolder}': no such folder");
+            GhmGen.Evaluation.CocoGroundTruth groundTruth = CocoFiles.LoadGroundTruth("--val-ann", annotationFile);
+            AnnotationImages images = CocoFiles.LoadImages("--val-ann", annotationFile);
+            return new Validation(annotationFile, groundTruth, images, [.. images.Images.Select(i => Path.Combine(imageFolder, i.FileName))]);
+        }
+
+        // mmdetection's CocoDataset.evaluate keys: bbox_mAP, bbox_mAP_50, ... (stats[0..5]).
+        public IReadOnlyList<KeyValuePair<string, double>> Evaluate(ModelInfo model, INetwork network, IBackend backend, TrainerOptions options, TextWriter error)
+        {
+            using var detector = new Detector(model, network, backend, maxConcurrentForwards: 1,
+                preprocess: new GhmGen.Imaging.PreprocessOptions(options.LongEdge, options.ShortEdge));
+            CategoryMapping mapping = CategoryMapping.Create(detector.ClassNames, _groundTruth, _images.CategoryIds);
+            var progress = new ProgressBar("ghm train (val)", error);
+            TestCommand.Outcome outcome = TestCommand.DetectAll(detector, _images.Images, _paths, 1, GhmGen.Detection.PostProcessOptions.Default, progress);
+            progress.Finish(_paths.Length);
+            var detections = new List<GhmGen.Evaluation.CocoDetection>();
+            for (int i = 0; i < _paths.Length; i++)
+            {
+                if (outcome.Objects[i] is not { } objects) continue;
+                foreach (GhmGen.Detection.DetectedObject o in objects)
+                {
+                    if (mapping.CategoryOf(o.Label) is not { } category) continue;
+                    GhmGen.Detection.CocoResult c = GhmGen.Detection.CocoCategories.ToCocoResult(o);
+                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(c.X, c.Y, c.Width, c.Height), c.Score));
+                }
+            }
+            GhmGen.Evaluation.CocoSummary summary = GhmGen.Evaluation.CocoEvaluator.Evaluate(
+                GhmGen.Evaluation.CocoResults.Create(_groundTruth, detections, _annotationFile + " (validation)")).Summary;
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"ghm train: val bbox_mAP {summary.AP:F3} bbox_mAP_50 {summary.AP50:F3} bbox_mAP_75 {summary.AP75:F3} (s {summary.APSmall:F3}, m {summary.APMedium:F3}, l {summary.APLarge:F3})"));
+            return
+            [
+                new("bbox_mAP", summary.AP), new("bbox_mAP_50", summary.AP50), new("bbox_mAP_75", summary.AP75),
+                new("bbox_mAP_s", summary.APSmall), new("bbox_mAP_m", summary.APMedium), new("bbox_mAP_l", summary.APLarge),
+            ];
+        }
     }
 
     private const int CocoCategoriesCount = GhmGen.Detection.CocoCategories.Count;

@@ -1,0 +1,115 @@
+using System.Text.Json;
+using GhmGen.Datasets;
+
+namespace GhmGen.Cli.Tests.Commands;
+
+/// <summary><c>ghm train</c> end to end on a tiny synthetic set (COCO class names), R-50 at a small scale.</summary>
+public sealed class TrainCommandTests
+{
+    private static (int Code, string Output, string Error) Run(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = GhmCommand.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    // Four training and two validation images whose categories are renamed to COCO classes.
+    private static string MakeDataset()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"ghm-train-{Guid.NewGuid():N}");
+        SyntheticShapes.Write(dir, new SyntheticShapesOptions { Seed = 5, TrainImages = 4, ValImages = 2, MinImageSide = 96, MaxImageSide = 128 });
+        foreach (string split in (string[])["train", "val"])
+        {
+            string path = Path.Combine(dir, SyntheticShapes.AnnotationPath(split));
+            string json = File.ReadAllText(path).Replace("\"circle\"", "\"person\"").Replace("\"square\"", "\"bicycle\"")
+                .Replace("\"triangle\"", "\"car\"").Replace("\"star\"", "\"motorcycle\"");
+            File.WriteAllText(path, json);
+        }
+        return dir;
+    }
+
+    [Fact]
+    public void Trains_logs_validates_and_writes_checkpoints()
+    {
+        string data = MakeDataset();
+        string work = Path.Combine(data, "work");
+        try
+        {
+            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--val-ann", Path.Combine(data, "annotations", "instances_val.json"), "--val-images", Path.Combine(data, "val"),
+                "--work-dir", work, "--scale", "128x96", "--epochs", "1", "--log-interval", "1", "--no-shuffle", "--device", "cpu", "--threads", "2");
+
+            Assert.True(code == 0, error);
+            Assert.StartsWith("done: 2 iterations", output.Trim());
+            string[] lines = File.ReadAllLines(Path.Combine(work, "log.json"));
+            Assert.Equal(3, lines.Length);
+            using JsonDocument first = JsonDocument.Parse(lines[0]);
+            JsonElement r = first.RootElement;
+            Assert.Equal("train", r.GetProperty("mode").GetString());
+            Assert.Equal(1, r.GetProperty("epoch").GetInt32());
+            Assert.Equal(1, r.GetProperty("iter").GetInt32());
+            Assert.Equal(1.000000000000001e-05, r.GetProperty("lr").GetDouble()); // warm-up iteration 0
+            foreach (string key in (string[])["loss_cls", "loss_bbox", "loss", "grad_norm", "time", "data_time"])
+                Assert.True(double.IsFinite(r.GetProperty(key).GetDouble()), key);
+            Assert.Equal(r.GetProperty("loss_cls").GetDouble() + r.GetProperty("loss_bbox").GetDouble(), r.GetProperty("loss").GetDouble(), 1e-5);
+            using JsonDocument val = JsonDocument.Parse(lines[2]);
+            Assert.Equal("val", val.RootElement.GetProperty("mode").GetString());
+            Assert.True(val.RootElement.TryGetProperty("bbox_mAP", out _));
+            foreach (string file in (string[])["epoch_1.pth", "latest.pth", "best_bbox_mAP.pth"])
+                Assert.True(File.Exists(Path.Combine(work, file)), file);
+            Assert.Empty(Directory.GetFiles(work, "*.tmp*"));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void A_malformed_annotation_file_is_exit_2_naming_the_file_and_the_entry()
+    {
+        string data = MakeDataset();
+        try
+        {
+            string ann = Path.Combine(data, "annotations", "instances_train.json");
+            File.WriteAllText(ann, File.ReadAllText(ann).Replace("\"bbox\":[", "\"bbox\":[\"x\","));
+            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn", "--train-ann", ann,
+                "--train-images", Path.Combine(data, "train"), "--work-dir", Path.Combine(data, "work"), "--device", "cpu");
+
+            Assert.Equal(2, code);
+            Assert.Equal("", output);
+            Assert.Contains("instances_train.json", error);
+            Assert.Contains("annotations[0].bbox", error);
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--scale", "12x8", "--scale '12x8' must be LONGxSHORT")]
+    [InlineData("--lr-steps", "11,8", "--lr-steps '11,8' must be increasing")]
+    [InlineData("--val-ann", "x.json", "--val-ann and --val-images go together")]
+    public void Bad_settings_are_exit_2_before_any_work(string option, string value, string message)
+    {
+        string data = MakeDataset();
+        try
+        {
+            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--work-dir", Path.Combine(data, "work"), option, value);
+
+            Assert.Equal(2, code);
+            Assert.Equal("", output);
+            Assert.Contains(message, error);
+            Assert.False(Directory.Exists(Path.Combine(data, "work")));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+}
