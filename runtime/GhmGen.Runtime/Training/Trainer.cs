@@ -329,8 +329,13 @@ public sealed class Trainer : IDisposable
         RetinaTargets targets = RetinaTargets.Build(anchors, levelCounts, batch.GtBoxes, batch.GtLabels, classes,
             AnchorGenerator.AnchorsPerCell, validFlagsPerImage: batch.ValidFlags);
         DetectionLossResult loss = _loss.Compute(classOutputs, boxOutputs, targets);
-        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss))
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
+        // GHM gives elements whose gradient norm is NaN no bin and so no weight: a NaN output can
+        // leave the loss finite, so the outputs are checked too (mmdetection's loss would be NaN).
+        bool finiteOutputs = classOutputs.All(AllFinite) && boxOutputs.All(AllFinite);
+        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss) || !finiteOutputs)
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): " +
+                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
+                $"loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
 
         IReadOnlyList<(string Name, TensorView Tensor)> gradients = session.OutputGradients;
         for (int l = 0; l < classIndex.Count; l++)
@@ -345,10 +350,19 @@ public sealed class Trainer : IDisposable
         float gradNorm = _options.GradientClip > 0
             ? GradientClipping.ClipGradNorm(pairs, _options.GradientClip)
             : GradientClipping.TotalNorm([.. pairs.Select(p => p.Gradient)]);
+        if (!float.IsFinite(gradNorm))
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
         _optimizer.LearningRate = learningRate;
         _optimizer.Step(pairs);
         _weightVersion++;
         return (loss.ClassificationLoss, loss.BoxLoss, gradNorm);
+    }
+
+    private static bool AllFinite(float[] values)
+    {
+        foreach (float v in values)
+            if (!float.IsFinite(v)) return false;
+        return true;
     }
 
     // A session for the batch shape whose prepared weights are the current ones.
