@@ -3,7 +3,7 @@ using GhmGen.Training;
 
 namespace GhmGen.Runtime.Tests.Training;
 
-/// <summary>The training pipeline's resize, flip, normalise and pad against hand-computed values (TRAINING.md section 1).</summary>
+/// <summary>The training pipeline's resize, flip, normalise and pad against hand-computed values (docs/TRAINING.md).</summary>
 public class TrainPipelineTests
 {
     private static CocoImage Annotated(int width, int height, float[] boxes, float[]? crowd = null, string path = "/none.png") =>
