@@ -142,8 +142,9 @@ internal static class TrainCommand
         if (backend is not ITrainingBackend training)
             throw new UsageException($"--device {a.Device}: the {backend.Name} backend cannot train");
         var options = a.Options with { ClassNames = dataset.Categories.Count == CocoCategoriesCount ? null : GhmGen.Detection.CocoCategories.Names };
-        using var trainer = new Trainer(network, backend, model.TrainedKeys,
-            (n, h, w) => model.CreateTrainingSession(network, training, n, h, w), dataset, options, workDir);
+        // Prepared once (batch norm folded, packed); the trainer's sessions for every padded batch size share them.
+        using ITrainingWeights weights = model.PrepareTraining(network, training);
+        using var trainer = new Trainer(network, weights, dataset, options, workDir);
         if (a.Resume is not null)
         {
             try
