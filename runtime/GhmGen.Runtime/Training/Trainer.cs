@@ -3,7 +3,8 @@
 // anchors -> GHM-C/GHM-R (or focal + L1) loss and the gradient of the head outputs -> the
 // session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay -> the prepared
 // weights updated. Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact
-// resume. Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs.
+// resume. Reference tests: tests/GhmGen.Models.Tests/Training/TrainerPyTorchTests.cs (two iterations against PyTorch)
+// and TrainerResumeTests.cs (resume and cancel, bitwise).
 using System.Diagnostics;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
