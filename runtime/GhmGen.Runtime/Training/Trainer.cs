@@ -4,7 +4,8 @@
 // session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay -> the prepared
 // weights updated once (one ITrainingWeights, shared by the sessions of every padded batch size).
 // Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact resume.
-// Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs.
+// Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs (shared sessions),
+// TrainerPyTorchTests.cs (two iterations against PyTorch), TrainerResumeTests.cs (resume, cancel).
 using System.Diagnostics;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;

@@ -88,7 +88,7 @@ public class TrainPipelineTests
                         continue;
                     }
                     byte source = image.Rgb[(y * 40 + (39 - x)) * 3 + c];
-                    Assert.Equal((source - mean[c]) * (float)(1.0 / std[c]), value);
+                    Assert.Equal((float)((source - mean[c]) * (1.0 / std[c])), value); // mmcv: float32 subtract, double multiply
                     Assert.Equal(plain.Tensor[(c * 32 + y) * 64 + 39 - x], value);
                 }
     }
