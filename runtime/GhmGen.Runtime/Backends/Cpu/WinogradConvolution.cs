@@ -26,17 +26,6 @@ internal sealed class WinogradWeights
     /// <summary>Positions of the 6x6 transformed tile.</summary>
     public const int Positions = 36;
 
-    // G of F(4, 3): 6x3.
-    private static readonly double[,] G =
-    {
-        { 1 / 4.0, 0, 0 },
-        { -1 / 6.0, -1 / 6.0, -1 / 6.0 },
-        { -1 / 6.0, 1 / 6.0, -1 / 6.0 },
-        { 1 / 24.0, 1 / 12.0, 1 / 6.0 },
-        { 1 / 24.0, -1 / 12.0, 1 / 6.0 },
-        { 0, 0, 1 },
-    };
-
     /// <summary>Allocates the panels of a [out, in, 3, 3] convolution; <see cref="Repack"/> fills them.</summary>
     public WinogradWeights(ConvSpec spec, int panelRows)
     {
@@ -57,8 +46,17 @@ internal sealed class WinogradWeights
     /// </summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed)
     {
+        // u[a, b] = sum over i, j (i outer) of (G[a, i] * g[i, j]) * G[b, j], in double, then rounded to
+        // float. The products G[a, i] * g[i, j] do not depend on b, so they are made once per (o, c)
+        // (54 instead of 324); every value and every addition is the same as term by term, so the
+        // panels are bitwise those of the plain triple loop (WinogradRepackTests). This runs on every
+        // UpdateConv (after each optimizer step), so it is kept to flat arrays and hoisted indices.
         Span<double> u = stackalloc double[Positions];
+        Span<double> p = stackalloc double[9];
         Span<float> g = stackalloc float[9];
+        ReadOnlySpan<double> gf = GFlat;
+        float[] panels = Panels;
+        long positionStride = (long)PanelCount * InChannels * PanelRows;
         for (int o = 0; o < OutChannels; o++)
         {
             if (bias.Length > 0) Bias[o] = bias[o];
@@ -70,19 +68,47 @@ internal sealed class WinogradWeights
                 else
                     weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
                 for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++)
                 {
-                    double sum = 0;
+                    // p[i * 3 + j] = G[a, i] * g[i, j] (double times float, as in the plain loop).
                     for (int i = 0; i < 3; i++)
-                    for (int j = 0; j < 3; j++)
-                        sum += G[a, i] * g[i * 3 + j] * G[b, j];
-                    u[a * 6 + b] = sum;
+                    {
+                        double gai = gf[a * 3 + i];
+                        p[i * 3] = gai * g[i * 3];
+                        p[i * 3 + 1] = gai * g[i * 3 + 1];
+                        p[i * 3 + 2] = gai * g[i * 3 + 2];
+                    }
+                    for (int b = 0; b < 6; b++)
+                    {
+                        double gb0 = gf[b * 3], gb1 = gf[b * 3 + 1], gb2 = gf[b * 3 + 2];
+                        double sum = 0;
+                        sum += p[0] * gb0;
+                        sum += p[1] * gb1;
+                        sum += p[2] * gb2;
+                        sum += p[3] * gb0;
+                        sum += p[4] * gb1;
+                        sum += p[5] * gb2;
+                        sum += p[6] * gb0;
+                        sum += p[7] * gb1;
+                        sum += p[8] * gb2;
+                        u[a * 6 + b] = sum;
+                    }
                 }
-                for (int xi = 0; xi < Positions; xi++)
-                    Panels[(((long)xi * PanelCount + panel) * InChannels + c) * PanelRows + r] = (float)u[xi];
+                long at = ((long)panel * InChannels + c) * PanelRows + r;
+                for (int xi = 0; xi < Positions; xi++) panels[xi * positionStride + at] = (float)u[xi];
             }
         }
     }
+
+    /// <summary>G of F(4, 3), 6x3 row-major: G[a, i] = GFlat[a * 3 + i].</summary>
+    private static ReadOnlySpan<double> GFlat =>
+    [
+        1 / 4.0, 0, 0,
+        -1 / 6.0, -1 / 6.0, -1 / 6.0,
+        -1 / 6.0, 1 / 6.0, -1 / 6.0,
+        1 / 24.0, 1 / 12.0, 1 / 6.0,
+        1 / 24.0, -1 / 12.0, 1 / 6.0,
+        0, 0, 1,
+    ];
 
     /// <summary>C.</summary>
     public int InChannels { get; }
