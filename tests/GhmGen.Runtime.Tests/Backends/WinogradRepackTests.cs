@@ -1,7 +1,8 @@
 // WinogradWeights.Repack (run on every UpdateConv, i.e. after each optimizer step) against the plain
 // triple loop it replaced: u[a, b] = sum_i sum_j G[a, i] * g[i, j] * G[b, j] in double, rounded to float,
 // scattered into the [xi][panel][c][r] panels. Bitwise, for forward and transposed (backward-data)
-// weights, for shapes with a partial last panel.
+// weights, for shapes with a partial last panel and with output channels left after the groups of
+// four that the vector path takes.
 using GhmGen.Backends;
 using GhmGen.Backends.Cpu;
 
@@ -24,6 +25,8 @@ public sealed class WinogradRepackTests
     [InlineData(3, 5, 8, true)]
     [InlineData(16, 20, 8, false)]
     [InlineData(20, 16, 16, true)]
+    [InlineData(64, 38, 16, false)]
+    [InlineData(38, 64, 8, true)]
     public void Repack_equals_the_plain_triple_loop_bitwise(int inChannels, int outChannels, int panelRows, bool transposed)
     {
         var spec = new ConvSpec(inChannels, outChannels, 3, 1, 1, 1);

@@ -48,54 +48,123 @@ internal sealed class WinogradWeights
     {
         // u[a, b] = sum over i, j (i outer) of (G[a, i] * g[i, j]) * G[b, j], in double, then rounded to
         // float. The products G[a, i] * g[i, j] do not depend on b, so they are made once per (o, c)
-        // (54 instead of 324); every value and every addition is the same as term by term, so the
-        // panels are bitwise those of the plain triple loop (WinogradRepackTests). This runs on every
-        // UpdateConv (after each optimizer step), so it is kept to flat arrays and hoisted indices.
+        // (54 instead of 324), and four output channels of a panel (adjacent in it) go through the same
+        // operations in the lanes of a Vector256<double> (multiply, then add: never fused); every value
+        // and every addition is the same as term by term, so the panels are bitwise those of the plain
+        // triple loop (WinogradRepackTests). This runs on every UpdateConv (after each optimizer step).
+        for (int o = 0; o < OutChannels; o++)
+            if (bias.Length > 0) Bias[o] = bias[o];
+        int vectorEnd = 0;
+        if (Vector256.IsHardwareAccelerated && PanelRows % 4 == 0)
+        {
+            // Panel by panel, channel by channel: all PanelRows floats of a (xi, panel, c) row are written
+            // together, so the panels are written once, front to back.
+            vectorEnd = OutChannels / 4 * 4;
+            for (int panelStart = 0; panelStart < vectorEnd; panelStart += PanelRows)
+            {
+                int panelEnd = Math.Min(panelStart + PanelRows, vectorEnd);
+                for (int c = 0; c < InChannels; c++)
+                    for (int o0 = panelStart; o0 < panelEnd; o0 += 4) RepackFour(weight, transposed, o0, c);
+            }
+        }
+        for (int o = vectorEnd; o < OutChannels; o++) RepackOne(weight, transposed, o);
+    }
+
+    /// <summary>Output channels <paramref name="o0"/> .. + 3 (one panel, rows r .. r + 3), one lane each, for input channel <paramref name="c"/>.</summary>
+    private void RepackFour(ReadOnlySpan<float> weight, bool transposed, int o0, int c)
+    {
+        Span<Vector256<double>> gv = stackalloc Vector256<double>[9];
+        Span<Vector256<double>> p = stackalloc Vector256<double>[9];
+        ReadOnlySpan<double> gf = GFlat;
+        float[] panels = Panels;
+        long positionStride = (long)PanelCount * InChannels * PanelRows;
+        int panel = o0 / PanelRows, r = o0 % PanelRows;
+        for (int t = 0; t < 9; t++)
+        {
+            gv[t] = transposed
+                ? Vector256.Create(
+                    (double)weight[(c * OutChannels + o0) * 9 + 8 - t], weight[(c * OutChannels + o0 + 1) * 9 + 8 - t],
+                    weight[(c * OutChannels + o0 + 2) * 9 + 8 - t], weight[(c * OutChannels + o0 + 3) * 9 + 8 - t])
+                : Vector256.Create(
+                    (double)weight[(o0 * InChannels + c) * 9 + t], weight[((o0 + 1) * InChannels + c) * 9 + t],
+                    weight[((o0 + 2) * InChannels + c) * 9 + t], weight[((o0 + 3) * InChannels + c) * 9 + t]);
+        }
+        long at = ((long)panel * InChannels + c) * PanelRows + r;
+        for (int a = 0; a < 6; a++)
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                var gai = Vector256.Create(gf[a * 3 + i]);
+                p[i * 3] = gai * gv[i * 3];
+                p[i * 3 + 1] = gai * gv[i * 3 + 1];
+                p[i * 3 + 2] = gai * gv[i * 3 + 2];
+            }
+            for (int b = 0; b < 6; b++)
+            {
+                var gb0 = Vector256.Create(gf[b * 3]);
+                var gb1 = Vector256.Create(gf[b * 3 + 1]);
+                var gb2 = Vector256.Create(gf[b * 3 + 2]);
+                Vector256<double> sum = Vector256<double>.Zero;
+                sum += p[0] * gb0;
+                sum += p[1] * gb1;
+                sum += p[2] * gb2;
+                sum += p[3] * gb0;
+                sum += p[4] * gb1;
+                sum += p[5] * gb2;
+                sum += p[6] * gb0;
+                sum += p[7] * gb1;
+                sum += p[8] * gb2;
+                // Round each lane to float as (float)double does (to nearest even).
+                Vector128<float> u = Vector128.Narrow(sum.GetLower(), sum.GetUpper());
+                u.StoreUnsafe(ref panels[(a * 6 + b) * positionStride + at]);
+            }
+        }
+    }
+
+    /// <summary>One output channel, scalar (the channels left after the groups of four).</summary>
+    private void RepackOne(ReadOnlySpan<float> weight, bool transposed, int o)
+    {
         Span<double> u = stackalloc double[Positions];
         Span<double> p = stackalloc double[9];
         Span<float> g = stackalloc float[9];
         ReadOnlySpan<double> gf = GFlat;
         float[] panels = Panels;
         long positionStride = (long)PanelCount * InChannels * PanelRows;
-        for (int o = 0; o < OutChannels; o++)
+        int panel = o / PanelRows, r = o % PanelRows;
+        for (int c = 0; c < InChannels; c++)
         {
-            if (bias.Length > 0) Bias[o] = bias[o];
-            int panel = o / PanelRows, r = o % PanelRows;
-            for (int c = 0; c < InChannels; c++)
+            if (transposed)
+                for (int t = 0; t < 9; t++) g[t] = weight[(c * OutChannels + o) * 9 + 8 - t];
+            else
+                weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
+            for (int a = 0; a < 6; a++)
             {
-                if (transposed)
-                    for (int t = 0; t < 9; t++) g[t] = weight[(c * OutChannels + o) * 9 + 8 - t];
-                else
-                    weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
-                for (int a = 0; a < 6; a++)
+                // p[i * 3 + j] = G[a, i] * g[i, j] (double times float, as in the plain loop).
+                for (int i = 0; i < 3; i++)
                 {
-                    // p[i * 3 + j] = G[a, i] * g[i, j] (double times float, as in the plain loop).
-                    for (int i = 0; i < 3; i++)
-                    {
-                        double gai = gf[a * 3 + i];
-                        p[i * 3] = gai * g[i * 3];
-                        p[i * 3 + 1] = gai * g[i * 3 + 1];
-                        p[i * 3 + 2] = gai * g[i * 3 + 2];
-                    }
-                    for (int b = 0; b < 6; b++)
-                    {
-                        double gb0 = gf[b * 3], gb1 = gf[b * 3 + 1], gb2 = gf[b * 3 + 2];
-                        double sum = 0;
-                        sum += p[0] * gb0;
-                        sum += p[1] * gb1;
-                        sum += p[2] * gb2;
-                        sum += p[3] * gb0;
-                        sum += p[4] * gb1;
-                        sum += p[5] * gb2;
-                        sum += p[6] * gb0;
-                        sum += p[7] * gb1;
-                        sum += p[8] * gb2;
-                        u[a * 6 + b] = sum;
-                    }
+                    double gai = gf[a * 3 + i];
+                    p[i * 3] = gai * g[i * 3];
+                    p[i * 3 + 1] = gai * g[i * 3 + 1];
+                    p[i * 3 + 2] = gai * g[i * 3 + 2];
                 }
-                long at = ((long)panel * InChannels + c) * PanelRows + r;
-                for (int xi = 0; xi < Positions; xi++) panels[xi * positionStride + at] = (float)u[xi];
+                for (int b = 0; b < 6; b++)
+                {
+                    double gb0 = gf[b * 3], gb1 = gf[b * 3 + 1], gb2 = gf[b * 3 + 2];
+                    double sum = 0;
+                    sum += p[0] * gb0;
+                    sum += p[1] * gb1;
+                    sum += p[2] * gb2;
+                    sum += p[3] * gb0;
+                    sum += p[4] * gb1;
+                    sum += p[5] * gb2;
+                    sum += p[6] * gb0;
+                    sum += p[7] * gb1;
+                    sum += p[8] * gb2;
+                    u[a * 6 + b] = sum;
+                }
             }
+            long at = ((long)panel * InChannels + c) * PanelRows + r;
+            for (int xi = 0; xi < Positions; xi++) panels[xi * positionStride + at] = (float)u[xi];
         }
     }
 
