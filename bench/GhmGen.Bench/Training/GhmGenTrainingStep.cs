@@ -71,12 +71,16 @@ internal sealed class GhmGenTrainingStep : IDisposable
             MaxDegreeOfParallelism = threads,
         };
         TrainedParameterCount = _pairs.Length;
+        ActivationBytes = info.TrainingActivationBytes(batch, height, width);
         TrainedValueCount = _pairs.Sum(p => p.Parameter.ElementCount);
         FrozenParameterCount = network.State.Count(t => t.Kind == StateKind.Parameter) - _pairs.Length;
     }
 
     /// <summary>Trained parameter tensors (162 for R-50).</summary>
     public int TrainedParameterCount { get; }
+
+    /// <summary>The training session's activation and activation-gradient buffers, in bytes (ModelInfo.TrainingActivationBytes).</summary>
+    public long ActivationBytes { get; }
 
     /// <summary>Trained parameter values.</summary>
     public long TrainedValueCount { get; }

@@ -85,8 +85,11 @@ internal static class TrainWorker
         Console.WriteLine(FormattableString.Invariant(
             $"{model} training step, batch {batch}, {height}x{width}, {threads} threads: set-up {Stopwatch.GetElapsedTime(setupStart).TotalSeconds:F1} s, ")
             + FormattableString.Invariant($"{step.TrainedParameterCount} trained tensors ({step.TrainedValueCount:N0} values), load average {LoadAverage()}"));
+        Console.WriteLine(FormattableString.Invariant(
+            $"after set-up: RSS {RssMb("VmRSS"):F1} MB; the session's activation + activation-gradient buffers {step.ActivationBytes / 1048576.0:F1} MB, ")
+            + FormattableString.Invariant($"trained parameters {step.TrainedValueCount * 4 / 1048576.0:F1} MB each (host values, host gradients, momentum)"));
         GhmGenTrainingStep.StepResult warm = step.Step();
-        Console.WriteLine(FormattableString.Invariant($"warm-up step {warm.TotalMs:F0} ms, loss {warm.Loss:R}"));
+        Console.WriteLine(FormattableString.Invariant($"warm-up step {warm.TotalMs:F0} ms, loss {warm.Loss:R}; RSS after it {RssMb("VmRSS"):F1} MB"));
         var results = new List<GhmGenTrainingStep.StepResult>();
         var cpu = new List<double>();
         for (int s = 0; s < steps; s++)
@@ -113,7 +116,7 @@ internal static class TrainWorker
             double[] v = [.. results.Select(get)];
             Console.WriteLine(FormattableString.Invariant($"{name,-22}{Median(v),11:F1}{v.Min(),10:F1}{v.Max(),10:F1}{100 * Median(v) / medianStep,7:F1}%"));
         }
-        Console.WriteLine(FormattableString.Invariant($"median CPU time per step {Median(cpu):F0} ms; peak RSS {PeakRssMb():F1} MB"));
+        Console.WriteLine(FormattableString.Invariant($"median CPU time per step {Median(cpu):F0} ms; peak RSS {RssMb("VmHWM"):F1} MB"));
         return 0;
     }
 
@@ -155,10 +158,11 @@ internal static class TrainWorker
         catch (IOException) { return "?"; }
     }
 
-    private static double PeakRssMb()
+    /// <summary>VmRSS or VmHWM (peak) of this process, in MiB.</summary>
+    private static double RssMb(string field)
     {
         foreach (string line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
         return double.NaN;
     }
