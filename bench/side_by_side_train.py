@@ -277,6 +277,18 @@ def main() -> int:
                     "last_outputs_worst_rel": None if out_worst is None else float(f"{out_worst:.3g}"),
                     "output": out_where, "pass": passed}
 
+    # Informational, not part of the pass/fail: how far the peers are from each other, and the loss difference
+    # step by step (training amplifies rounding differences, so these grow with the number of steps).
+    peers = [f for f in frameworks if f != reference]
+    peer_pairs = {}
+    for i, a in enumerate(peers):
+        for b in peers[i + 1:]:
+            if dumps[a].size == expected_floats and dumps[b].size == expected_floats:
+                worst, where = sbs.compare(dumps[a], dumps[b], counts)
+                peer_pairs[f"{b} vs {a}"] = {"last_outputs_worst_rel": float(f"{worst:.3g}"), "output": where}
+    loss_rel_per_step = {f: [float(f"{abs(sf[2] - sr[2]) / max(sr[3], 1e-30):.3g}") for sf, sr in zip(steps[f], steps[reference])]
+                         for f in peers}
+
     rows = []
     ref_median = statistics.median(s[0] for s in steps[reference][1:])
     for f in frameworks:
@@ -318,6 +330,11 @@ def main() -> int:
     for f, g in guard.items():
         print(f"  {f:<16}{'PASS' if g['pass'] else 'FAIL'}  first loss {g['first_loss_rel']}, "
               f"last outputs {g['last_outputs_worst_rel']} at {g['output']}")
+    for pair, g in peer_pairs.items():
+        print(f"  (peers, informational) {pair}: last outputs {g['last_outputs_worst_rel']} at {g['output']}")
+    for f, rel in loss_rel_per_step.items():
+        print(f"  (informational) {f} loss vs {reference} per step (warm-up first), |diff| / sum|G*map|: "
+              + " ".join(f"{v:.2g}" for v in rel))
     for row in rows:
         print(json.dumps({"framework": row["framework"], "median_ms": row["median_ms"], "peak_rss_mb": row["peak_rss_mb"],
                           "median_cpu_ms": row["median_cpu_ms"], "model": args.model, "size": f"{h}x{w}",
@@ -338,6 +355,7 @@ def main() -> int:
         "torchsharp": (f"{sbs.TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"
                        if "torchsharp" in workers else None),
         "python": platform.python_version(), "reference": reference, "results": rows, "guard": guard, "guard_pass": ok,
+        "peer_pairs": peer_pairs, "loss_rel_per_step": loss_rel_per_step,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     summary_path = os.path.join(out_dir, f"train-{args.model}-b{args.batch}-{h}x{w}.json")
