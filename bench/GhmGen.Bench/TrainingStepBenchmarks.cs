@@ -28,6 +28,7 @@ public sealed class TrainingStepConfig : ManualConfig
             .WithInvocationCount(1)
             .WithUnrollFactor(1)
             .WithId("train"));
+        SummaryStyle = BenchmarkDotNet.Reports.SummaryStyle.Default.WithMaxParameterColumnWidth(24); // the whole model name
     }
 }
 
