@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Side-by-side CPU training-step benchmark: PyTorch eager vs TorchSharp (and GhmGen, once it has a worker).
+"""Side-by-side CPU training-step benchmark: GhmGen vs PyTorch eager vs TorchSharp.
 
     /usr/bin/python3 bench/side_by_side_train.py [--model retinanet-ghm-r50-fpn] [--size 512x640] [--batch 2]
-        [--threads 2] [--rounds 5] [--frameworks pytorch-eager,torchsharp] [--torchscript PATH] [--no-build]
+        [--threads 2] [--rounds 5] [--frameworks ghmgen,pytorch-eager,torchsharp] [--torchscript PATH] [--no-build]
 
 One step (what every worker times, one per "run"):
   zero the gradients (set to None), forward the seeded Bx3xHxW input (seeded_weights.seeded_input =
@@ -25,7 +25,9 @@ Workers (one long-lived process each, the line protocol of bench/side_by_side.py
                  artifacts/torchscript/MODEL-train-bB-HxW.pt if missing), torch.jit.load, backward through the
                  ScriptModule, TorchSharp's torch.optim.SGD over its trained parameters; set-up ends with 2
                  untimed forward + backward calls (no step) for libtorch's profiling graph executor.
-  ghmgen         NOT IMPLEMENTED YET: see ghmgen_train_worker_command() below, the hook to fill in.
+  ghmgen         bench/GhmGen.Bench train-worker (ghmgen_train_worker_command below): the generated training session
+                 on CpuBackend(threads), G uploaded as the output gradients, backward, GhmGen's torch-exact SGD over
+                 the trained parameters, UpdateWeights; it also reports the step's phases (printed as a breakdown).
 
 Round-robin as in side_by_side.py: one warm-up step per worker, then --rounds rounds in a seeded
 shuffled order, strictly one worker at a time; each worker times its own step (wall and process
@@ -55,7 +57,7 @@ import side_by_side as sbs  # bench/side_by_side.py: Worker, compare, head_count
 ROOT = sbs.ROOT
 REFERENCE = sbs.REFERENCE
 ALL_FRAMEWORKS = ["ghmgen", "pytorch-eager", "torchsharp"]
-DEFAULT_FRAMEWORKS = ["pytorch-eager", "torchsharp"]
+DEFAULT_FRAMEWORKS = ["ghmgen", "pytorch-eager", "torchsharp"]
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 LOSS_TOLERANCE = 1e-4     # first-step loss difference / sum |G * map|
 OUTPUT_TOLERANCE = 1e-3   # last forward, max |peer - reference| / max |reference| per map
@@ -64,21 +66,29 @@ TORCHSHARP_JIT_WARMUPS = 2
 
 
 def ghmgen_train_worker_command(args) -> list[str] | None:
-    """HOOK for the GhmGen training worker (none exists yet): return its command line, or None.
+    """The GhmGen training worker: bench/GhmGen.Bench train-worker (bench/GhmGen.Bench/Training/TrainWorker.cs).
 
-    The worker must speak the protocol of bench/side_by_side.py's workers and do the step described in
-    this module's docstring on the R-50 with SeededWeights.Fill, stem/layer1 frozen, BN in eval mode:
-      ready          -> "SBS ready setup_ms=T"
+    It speaks the protocol of bench/side_by_side.py's workers and does the step described in this module's
+    docstring on the network with SeededWeights.Fill (stem/layer1 frozen, BN folded = eval mode), CpuBackend(threads),
+    the generated ITrainingSession, G uploaded as the output gradients, GhmGen.Training.SgdOptimizer (torch's SGD),
+    UpdateWeights:
+      ready          -> "SBS ready setup_ms=T trained_parameters=P ..."
       run            -> one timed step, "SBS ms=WALL cpu_ms=CPU loss=L loss_abs=A" (L = sum(G * map) of this
-                        step's forward, before its update; A = sum |G * map|)
+                        step's forward, before its update; A = sum |G * map|), plus the step's phases
+                        forward_ms outputs_ms upload_ms backward_ms sgd_ms update_ms (see GHMGEN_PHASES)
       dump PATH      -> the ten maps of the last step's forward, float32 LE, cls_p3..cls_p7 then
                         reg_p3..reg_p7, each [B, C, h, w] row-major; "SBS ok floats=N"
       quit
-    For example, once bench/GhmGen.Bench has a `train-worker` command:
-      return [sbs.BENCH_EXE, "train-worker", "--framework", "ghmgen", "--model", args.model,
-              "--size", f"{h}x{w}", "--batch", str(args.batch), "--threads", str(args.threads)]
     """
-    return None
+    h, w = args.size
+    return [sbs.BENCH_EXE, "train-worker", "--framework", "ghmgen", "--model", args.model,
+            "--size", f"{h}x{w}", "--batch", str(args.batch), "--threads", str(args.threads)]
+
+
+# The ghmgen worker's per-step Stopwatch phases (answer field, label), printed as a breakdown after the table.
+GHMGEN_PHASES = [("forward_ms", "forward"), ("outputs_ms", "download maps + loss"), ("upload_ms", "upload G"),
+                 ("backward_ms", "backward (+ gradients to host)"), ("sgd_ms", "SGD step"),
+                 ("update_ms", "UpdateWeights (refold + repack)")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +186,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frameworks", default=",".join(DEFAULT_FRAMEWORKS),
                         help="comma-separated subset of " + ",".join(ALL_FRAMEWORKS)
-                             + " (ghmgen needs ghmgen_train_worker_command filled in)")
+                             + " (default: all three)")
     parser.add_argument("--torchscript", help="TorchScript file for torchsharp (default "
                         "artifacts/torchscript/MODEL-train-bB-HxW.pt, exported if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round framework order")
@@ -211,7 +221,7 @@ def main() -> int:
 
     started = datetime.datetime.now(datetime.timezone.utc)
     workers: dict[str, sbs.Worker] = {}
-    steps = {f: [] for f in frameworks}  # per step: (ms, cpu_ms, loss, loss_abs)
+    steps = {f: [] for f in frameworks}  # per step: (ms, cpu_ms, loss, loss_abs, ghmgen phases)
     try:
         for f in frameworks:
             print(f"# starting {f}", flush=True)
@@ -267,6 +277,18 @@ def main() -> int:
                     "last_outputs_worst_rel": None if out_worst is None else float(f"{out_worst:.3g}"),
                     "output": out_where, "pass": passed}
 
+    # Informational, not part of the pass/fail: how far the peers are from each other, and the loss difference
+    # step by step (training amplifies rounding differences, so these grow with the number of steps).
+    peers = [f for f in frameworks if f != reference]
+    peer_pairs = {}
+    for i, a in enumerate(peers):
+        for b in peers[i + 1:]:
+            if dumps[a].size == expected_floats and dumps[b].size == expected_floats:
+                worst, where = sbs.compare(dumps[a], dumps[b], counts)
+                peer_pairs[f"{b} vs {a}"] = {"last_outputs_worst_rel": float(f"{worst:.3g}"), "output": where}
+    loss_rel_per_step = {f: [float(f"{abs(sf[2] - sr[2]) / max(sr[3], 1e-30):.3g}") for sf, sr in zip(steps[f], steps[reference])]
+                         for f in peers}
+
     rows = []
     ref_median = statistics.median(s[0] for s in steps[reference][1:])
     for f in frameworks:
@@ -278,6 +300,9 @@ def main() -> int:
             "warmup_ms": round(steps[f][0][0], 1), "setup_s": round(workers[f].setup_ms / 1e3, 1),
             "peak_rss_mb": round(peak_rss[f], 1), "rss_after_rounds_mb": round(rss_after[f], 1),
             f"{reference}_over_peer": round(ref_median / med, 3),
+            f"{reference}_over_peer_peak_rss": round(peak_rss[reference] / peak_rss[f], 3),
+            "phases_median_ms": ({key: round(statistics.median(s[4][key] for s in timed), 1) for key, _ in GHMGEN_PHASES}
+                                 if timed and all(key in timed[0][4] for key, _ in GHMGEN_PHASES) else None),
             "times_ms": [round(s[0], 1) for s in timed], "losses": [s[2] for s in steps[f]],
         })
 
@@ -285,18 +310,31 @@ def main() -> int:
     print(f"{args.model} training step, batch {args.batch}, {h}x{w}, {args.threads} threads, {args.rounds} rounds round-robin "
           f"(shuffled order) after 1 warm-up step each; {started:%Y-%m-%d %H:%M} UTC; load average (1 min) per round "
           f"{min(loads):.2f}..{max(loads):.2f}")
-    ratio = f"{reference}/peer"
+    ratio, rss_ratio = f"{reference}/peer", f"{reference}/peer RSS"
     print(f"{'framework':<16}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'med CPU ms':>12}{'peak RSS MB':>13}"
-          f"{'RSS after MB':>14}{ratio:>22}")
+          f"{'RSS after MB':>14}{ratio:>14}{rss_ratio:>18}")
     for row in rows:
         print(f"{row['framework']:<16}{row['median_ms']:>11.1f}{row['min_ms']:>10.1f}{row['max_ms']:>10.1f}"
               f"{row['median_cpu_ms']:>12.1f}{row['peak_rss_mb']:>13.1f}{row['rss_after_rounds_mb']:>14.1f}"
-              f"{row[f'{reference}_over_peer']:>22.3f}")
+              f"{row[f'{reference}_over_peer']:>14.3f}{row[f'{reference}_over_peer_peak_rss']:>18.3f}")
+    for row in rows:
+        if row["phases_median_ms"] is None:
+            continue
+        total = sum(row["phases_median_ms"].values())
+        print(f"{row['framework']} step breakdown (median per phase over the rounds; Stopwatch inside the worker):")
+        for key, label in GHMGEN_PHASES:
+            v = row["phases_median_ms"][key]
+            print(f"  {label:<34}{v:>10.1f} ms {100 * v / max(total, 1e-9):>6.1f}%")
     print(f"correctness guard against {reference} (first-step loss: |diff| / sum|G*map|, tolerance {LOSS_TOLERANCE:g}; "
           f"last forward: max|diff| / max|{reference}| per map, worst of ten, tolerance {OUTPUT_TOLERANCE:g}):")
     for f, g in guard.items():
         print(f"  {f:<16}{'PASS' if g['pass'] else 'FAIL'}  first loss {g['first_loss_rel']}, "
               f"last outputs {g['last_outputs_worst_rel']} at {g['output']}")
+    for pair, g in peer_pairs.items():
+        print(f"  (peers, informational) {pair}: last outputs {g['last_outputs_worst_rel']} at {g['output']}")
+    for f, rel in loss_rel_per_step.items():
+        print(f"  (informational) {f} loss vs {reference} per step (warm-up first), |diff| / sum|G*map|: "
+              + " ".join(f"{v:.2g}" for v in rel))
     for row in rows:
         print(json.dumps({"framework": row["framework"], "median_ms": row["median_ms"], "peak_rss_mb": row["peak_rss_mb"],
                           "median_cpu_ms": row["median_cpu_ms"], "model": args.model, "size": f"{h}x{w}",
@@ -317,6 +355,7 @@ def main() -> int:
         "torchsharp": (f"{sbs.TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"
                        if "torchsharp" in workers else None),
         "python": platform.python_version(), "reference": reference, "results": rows, "guard": guard, "guard_pass": ok,
+        "peer_pairs": peer_pairs, "loss_rel_per_step": loss_rel_per_step,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     summary_path = os.path.join(out_dir, f"train-{args.model}-b{args.batch}-{h}x{w}.json")
@@ -327,9 +366,11 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def step(worker: "sbs.Worker") -> tuple[float, float, float, float]:
+def step(worker: "sbs.Worker") -> tuple[float, float, float, float, dict]:
+    """(ms, cpu_ms, loss, loss_abs, phases): phases are the GHMGEN_PHASES fields the worker reported (ghmgen only)."""
     answer = worker.send("run")
-    return float(answer["ms"]), float(answer["cpu_ms"]), float(answer["loss"]), float(answer["loss_abs"])
+    phases = {key: float(answer[key]) for key, _ in GHMGEN_PHASES if key in answer}
+    return float(answer["ms"]), float(answer["cpu_ms"]), float(answer["loss"]), float(answer["loss_abs"]), phases
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ namespace GhmGen.Bench;
 /// Entry point. <c>conv-table [repeats] [threads]</c> prints a quick Stopwatch table of GFLOP/s per
 /// R-50 convolution shape; <c>coco-eval-table [repeats]</c> times the COCO evaluation at val2017 size;
 /// <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
+/// <c>train-worker ...</c> serves GhmGen's training step to bench/side_by_side_train.py;
+/// <c>train-table [--size HxW] [--batch B] [--threads N] [--steps S]</c> prints the step's Stopwatch breakdown;
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
@@ -29,6 +31,10 @@ public static class Program
         }
         if (args.Length > 0 && args[0] == "side-by-side-worker")
             return SideBySide.SideBySideWorker.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "train-worker")
+            return Training.TrainWorker.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "train-table")
+            return Training.TrainWorker.Table(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

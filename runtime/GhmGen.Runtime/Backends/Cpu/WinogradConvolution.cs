@@ -26,17 +26,6 @@ internal sealed class WinogradWeights
     /// <summary>Positions of the 6x6 transformed tile.</summary>
     public const int Positions = 36;
 
-    // G of F(4, 3): 6x3, row-major.
-    private static ReadOnlySpan<double> GRows =>
-    [
-        1 / 4.0, 0, 0,
-        -1 / 6.0, -1 / 6.0, -1 / 6.0,
-        -1 / 6.0, 1 / 6.0, -1 / 6.0,
-        1 / 24.0, 1 / 12.0, 1 / 6.0,
-        1 / 24.0, -1 / 12.0, 1 / 6.0,
-        0, 0, 1,
-    ];
-
     /// <summary>Allocates the panels of a [out, in, 3, 3] convolution; <see cref="Repack"/> fills them.</summary>
     public WinogradWeights(ConvSpec spec, int panelRows)
     {
@@ -53,80 +42,142 @@ internal sealed class WinogradWeights
     /// Transforms <paramref name="weight"/> [out, in, 3, 3] and pads <paramref name="bias"/>, in
     /// place. With <paramref name="transposed"/>, <paramref name="weight"/> is that of the
     /// forward convolution [in, out, 3, 3] whose input gradient this is: g[o, c] = its
-    /// [c, o] kernel flipped in both axes. U = (G g) G^T in double, rounded once to float; one
-    /// panel and channel at a time, so each of the 36 positions gets a run of MR floats (the
-    /// panels are 36 planes far apart: writing one value per plane and kernel was the slow part
-    /// of a training step's UpdateConv).
+    /// [c, o] kernel flipped in both axes.
     /// </summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed)
     {
-        ReadOnlySpan<double> gm = GRows;
-        Span<double> t = stackalloc double[18];
-        Span<float> g = stackalloc float[9];
-        Span<float> u = stackalloc float[Positions * PanelRows]; // [xi][r] of one panel and channel
-        if (bias.Length > 0) bias[..OutChannels].CopyTo(Bias);
-        Span<float> panels = Panels;
-        for (int panel = 0; panel < PanelCount; panel++)
+        // u[a, b] = sum over i, j (i outer) of (G[a, i] * g[i, j]) * G[b, j], in double, then rounded to
+        // float. The products G[a, i] * g[i, j] do not depend on b, so they are made once per (o, c)
+        // (54 instead of 324), and four output channels of a panel (adjacent in it) go through the same
+        // operations in the lanes of a Vector256<double> (multiply, then add: never fused); every value
+        // and every addition is the same as term by term, so the panels are bitwise those of the plain
+        // triple loop (WinogradRepackTests). This runs on every UpdateConv (after each optimizer step).
+        for (int o = 0; o < OutChannels; o++)
+            if (bias.Length > 0) Bias[o] = bias[o];
+        int vectorEnd = 0;
+        if (Vector256.IsHardwareAccelerated && PanelRows % 4 == 0)
         {
-            int rows = Math.Min(PanelRows, OutChannels - panel * PanelRows);
-            for (int c = 0; c < InChannels; c++)
+            // Panel by panel, channel by channel: all PanelRows floats of a (xi, panel, c) row are written
+            // together, so the panels are written once, front to back.
+            vectorEnd = OutChannels / 4 * 4;
+            for (int panelStart = 0; panelStart < vectorEnd; panelStart += PanelRows)
             {
-                int r = 0;
-                if (Vector256.IsHardwareAccelerated)
-                    for (; r + Vector256<double>.Count <= rows; r += Vector256<double>.Count)
-                        TransformFour(weight, transposed, panel * PanelRows + r, c, u.Slice(r));
-                for (; r < rows; r++)
-                {
-                    int o = panel * PanelRows + r;
-                    if (transposed)
-                        for (int k = 0; k < 9; k++) g[k] = weight[(c * OutChannels + o) * 9 + 8 - k];
-                    else
-                        weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
-                    for (int a = 0; a < 6; a++)
-                    for (int j = 0; j < 3; j++)
-                        t[a * 3 + j] = gm[a * 3] * g[j] + gm[a * 3 + 1] * g[3 + j] + gm[a * 3 + 2] * g[6 + j];
-                    for (int a = 0; a < 6; a++)
-                    for (int b = 0; b < 6; b++)
-                        u[(a * 6 + b) * PanelRows + r] = (float)(t[a * 3] * gm[b * 3] + t[a * 3 + 1] * gm[b * 3 + 1] + t[a * 3 + 2] * gm[b * 3 + 2]);
-                }
-                for (int xi = 0; xi < Positions; xi++)
-                    u.Slice(xi * PanelRows, rows).CopyTo(panels.Slice((int)((((long)xi * PanelCount + panel) * InChannels + c) * PanelRows), rows));
+                int panelEnd = Math.Min(panelStart + PanelRows, vectorEnd);
+                for (int c = 0; c < InChannels; c++)
+                    for (int o0 = panelStart; o0 < panelEnd; o0 += 4) RepackFour(weight, transposed, o0, c);
+            }
+        }
+        for (int o = vectorEnd; o < OutChannels; o++) RepackOne(weight, transposed, o);
+    }
+
+    /// <summary>Output channels <paramref name="o0"/> .. + 3 (one panel, rows r .. r + 3), one lane each, for input channel <paramref name="c"/>.</summary>
+    private void RepackFour(ReadOnlySpan<float> weight, bool transposed, int o0, int c)
+    {
+        Span<Vector256<double>> gv = stackalloc Vector256<double>[9];
+        Span<Vector256<double>> p = stackalloc Vector256<double>[9];
+        ReadOnlySpan<double> gf = GFlat;
+        float[] panels = Panels;
+        long positionStride = (long)PanelCount * InChannels * PanelRows;
+        int panel = o0 / PanelRows, r = o0 % PanelRows;
+        for (int t = 0; t < 9; t++)
+        {
+            gv[t] = transposed
+                ? Vector256.Create(
+                    (double)weight[(c * OutChannels + o0) * 9 + 8 - t], weight[(c * OutChannels + o0 + 1) * 9 + 8 - t],
+                    weight[(c * OutChannels + o0 + 2) * 9 + 8 - t], weight[(c * OutChannels + o0 + 3) * 9 + 8 - t])
+                : Vector256.Create(
+                    (double)weight[(o0 * InChannels + c) * 9 + t], weight[((o0 + 1) * InChannels + c) * 9 + t],
+                    weight[((o0 + 2) * InChannels + c) * 9 + t], weight[((o0 + 3) * InChannels + c) * 9 + t]);
+        }
+        long at = ((long)panel * InChannels + c) * PanelRows + r;
+        for (int a = 0; a < 6; a++)
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                var gai = Vector256.Create(gf[a * 3 + i]);
+                p[i * 3] = gai * gv[i * 3];
+                p[i * 3 + 1] = gai * gv[i * 3 + 1];
+                p[i * 3 + 2] = gai * gv[i * 3 + 2];
+            }
+            for (int b = 0; b < 6; b++)
+            {
+                var gb0 = Vector256.Create(gf[b * 3]);
+                var gb1 = Vector256.Create(gf[b * 3 + 1]);
+                var gb2 = Vector256.Create(gf[b * 3 + 2]);
+                Vector256<double> sum = Vector256<double>.Zero;
+                sum += p[0] * gb0;
+                sum += p[1] * gb1;
+                sum += p[2] * gb2;
+                sum += p[3] * gb0;
+                sum += p[4] * gb1;
+                sum += p[5] * gb2;
+                sum += p[6] * gb0;
+                sum += p[7] * gb1;
+                sum += p[8] * gb2;
+                // Round each lane to float as (float)double does (to nearest even).
+                Vector128<float> u = Vector128.Narrow(sum.GetLower(), sum.GetUpper());
+                u.StoreUnsafe(ref panels[(a * 6 + b) * positionStride + at]);
             }
         }
     }
 
-    // The scalar loop of Repack for output channels o .. o + 3 of channel c, one per lane (the
-    // same double operations in the same order): u[xi * PanelRows + lane].
-    private void TransformFour(ReadOnlySpan<float> weight, bool transposed, int o, int c, Span<float> u)
+    /// <summary>One output channel, scalar (the channels left after the groups of four).</summary>
+    private void RepackOne(ReadOnlySpan<float> weight, bool transposed, int o)
     {
-        ReadOnlySpan<double> gm = GRows;
-        Span<Vector256<double>> g = stackalloc Vector256<double>[9];
-        Span<Vector256<double>> t = stackalloc Vector256<double>[18];
-        for (int k = 0; k < 9; k++)
+        Span<double> u = stackalloc double[Positions];
+        Span<double> p = stackalloc double[9];
+        Span<float> g = stackalloc float[9];
+        ReadOnlySpan<double> gf = GFlat;
+        float[] panels = Panels;
+        long positionStride = (long)PanelCount * InChannels * PanelRows;
+        int panel = o / PanelRows, r = o % PanelRows;
+        for (int c = 0; c < InChannels; c++)
         {
-            int i0, i1, i2, i3;
             if (transposed)
-            {
-                int at = c * OutChannels * 9 + 8 - k;
-                (i0, i1, i2, i3) = (at + o * 9, at + (o + 1) * 9, at + (o + 2) * 9, at + (o + 3) * 9);
-            }
+                for (int t = 0; t < 9; t++) g[t] = weight[(c * OutChannels + o) * 9 + 8 - t];
             else
+                weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
+            for (int a = 0; a < 6; a++)
             {
-                int at = c * 9 + k, step = InChannels * 9;
-                (i0, i1, i2, i3) = (at + o * step, at + (o + 1) * step, at + (o + 2) * step, at + (o + 3) * step);
+                // p[i * 3 + j] = G[a, i] * g[i, j] (double times float, as in the plain loop).
+                for (int i = 0; i < 3; i++)
+                {
+                    double gai = gf[a * 3 + i];
+                    p[i * 3] = gai * g[i * 3];
+                    p[i * 3 + 1] = gai * g[i * 3 + 1];
+                    p[i * 3 + 2] = gai * g[i * 3 + 2];
+                }
+                for (int b = 0; b < 6; b++)
+                {
+                    double gb0 = gf[b * 3], gb1 = gf[b * 3 + 1], gb2 = gf[b * 3 + 2];
+                    double sum = 0;
+                    sum += p[0] * gb0;
+                    sum += p[1] * gb1;
+                    sum += p[2] * gb2;
+                    sum += p[3] * gb0;
+                    sum += p[4] * gb1;
+                    sum += p[5] * gb2;
+                    sum += p[6] * gb0;
+                    sum += p[7] * gb1;
+                    sum += p[8] * gb2;
+                    u[a * 6 + b] = sum;
+                }
             }
-            g[k] = Vector256.Create((double)weight[i0], weight[i1], weight[i2], weight[i3]);
-        }
-        for (int a = 0; a < 6; a++)
-        for (int j = 0; j < 3; j++)
-            t[a * 3 + j] = gm[a * 3] * g[j] + gm[a * 3 + 1] * g[3 + j] + gm[a * 3 + 2] * g[6 + j];
-        for (int a = 0; a < 6; a++)
-        for (int b = 0; b < 6; b++)
-        {
-            Vector256<double> v = t[a * 3] * gm[b * 3] + t[a * 3 + 1] * gm[b * 3 + 1] + t[a * 3 + 2] * gm[b * 3 + 2];
-            Vector256.Narrow(v, v).GetLower().CopyTo(u.Slice((a * 6 + b) * PanelRows, 4));
+            long at = ((long)panel * InChannels + c) * PanelRows + r;
+            for (int xi = 0; xi < Positions; xi++) panels[xi * positionStride + at] = (float)u[xi];
         }
     }
+
+    /// <summary>G of F(4, 3), 6x3 row-major: G[a, i] = GFlat[a * 3 + i].</summary>
+    private static ReadOnlySpan<double> GFlat =>
+    [
+        1 / 4.0, 0, 0,
+        -1 / 6.0, -1 / 6.0, -1 / 6.0,
+        -1 / 6.0, 1 / 6.0, -1 / 6.0,
+        1 / 24.0, 1 / 12.0, 1 / 6.0,
+        1 / 24.0, -1 / 12.0, 1 / 6.0,
+        0, 0, 1,
+    ];
 
     /// <summary>C.</summary>
     public int InChannels { get; }
