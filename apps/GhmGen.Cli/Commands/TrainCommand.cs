@@ -303,6 +303,12 @@ internal static class TrainCommand
 
         public void Report(TrainIterationReport r)
         {
+            foreach (ImageSkip skip in r.NewSkips)
+            {
+                if (_drawn) error.WriteLine();
+                _drawn = false;
+                error.WriteLine($"ghm train: warning: skipped '{skip.FileName}' (epoch {skip.Epoch + 1}, batch {skip.BatchIndex + 1}): {skip.Reason}");
+            }
             if (_first < 0) _first = r.Iteration - 1;
             double elapsed = _clock.Elapsed.TotalSeconds;
             double perIteration = elapsed / Math.Max(r.Iteration - _first, 1);

@@ -111,9 +111,11 @@ public sealed record TrainerOptions
 /// <param name="GradNorm">The gradient norm before clipping.</param>
 /// <param name="ImagesPerSecond">Images per second over the run so far.</param>
 /// <param name="SkippedImages">Images skipped so far (missing or corrupt).</param>
+/// <param name="NewSkips">The images skipped since the previous report, with the reason (for warnings).</param>
 public sealed record TrainIterationReport(
     int Epoch, int IterationInEpoch, int IterationsPerEpoch, long Iteration, long TotalIterations,
-    double LearningRate, float LossCls, float LossBbox, float GradNorm, double ImagesPerSecond, int SkippedImages);
+    double LearningRate, float LossCls, float LossBbox, float GradNorm, double ImagesPerSecond, int SkippedImages,
+    IReadOnlyList<ImageSkip> NewSkips);
 
 /// <summary>How a run ended.</summary>
 /// <param name="Iterations">Iterations done in total (including those before a resume).</param>
@@ -260,6 +262,7 @@ public sealed class Trainer : IDisposable
         using var cancelLoading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using TrainBatchStream stream = _loader.Open(_progress.Epoch, _progress.IterationInEpoch, _options.Epochs, cancelLoading.Token);
         bool cancelled = false;
+        int reportedSkips = 0;
         while (_progress.Iteration < total)
         {
             if (cancellationToken.IsCancellationRequested)
@@ -294,8 +297,11 @@ public sealed class Trainer : IDisposable
                 log.WriteTrain(window.Entry(epoch + 1, batchIndex + 1));
                 window = new LogWindow();
             }
+            IReadOnlyList<ImageSkip> skips = stream.SkippedImages;
+            ImageSkip[] newSkips = [.. skips.Skip(reportedSkips)];
+            reportedSkips = skips.Count;
             progress?.Report(new TrainIterationReport(epoch + 1, batchIndex + 1, perEpoch, iteration, total, lr, lossCls, lossBox, gradNorm,
-                images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), stream.SkippedImageCount));
+                images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), stream.SkippedImageCount, newSkips));
             if (_options.CheckpointInterval > 0 && iteration % _options.CheckpointInterval == 0)
                 lastCheckpoint = Save($"iter_{iteration}.pth");
             if (epochEnd) lastCheckpoint = Save($"epoch_{epoch + 1}.pth");

@@ -118,6 +118,30 @@ public sealed class TrainCommandTests
         }
     }
 
+    [Fact]
+    public void A_missing_image_is_a_warning_the_run_goes_on_and_exits_1()
+    {
+        string data = MakeDataset();
+        string work = Path.Combine(data, "work");
+        try
+        {
+            File.Delete(Path.Combine(data, "train", "000002.png"));
+            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--work-dir", work, "--scale", "128x96", "--epochs", "1", "--no-shuffle", "--device", "cpu", "--threads", "2");
+
+            Assert.Equal(1, code);
+            Assert.StartsWith("done: 2 iterations", output.Trim());
+            Assert.Contains("ghm train: warning: skipped '000002.png' (epoch 1, batch 1)", error);
+            Assert.Contains("1 images were skipped", error);
+            Assert.True(File.Exists(Path.Combine(work, "epoch_1.pth")));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("--scale", "12x8", "--scale '12x8' must be LONGxSHORT")]
     [InlineData("--lr-steps", "11,8", "--lr-steps '11,8' must be increasing")]
