@@ -249,8 +249,7 @@ internal static class TrainCommand
                 foreach (GhmGen.Detection.DetectedObject o in objects)
                 {
                     if (mapping.CategoryOf(o.Label) is not { } category) continue;
-                    GhmGen.Detection.CocoResult c = GhmGen.Detection.CocoCategories.ToCocoResult(o);
-                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(c.X, c.Y, c.Width, c.Height), c.Score));
+                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
                 }
             }
             GhmGen.Evaluation.CocoSummary summary = GhmGen.Evaluation.CocoEvaluator.Evaluate(
