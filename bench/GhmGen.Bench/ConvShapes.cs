@@ -1,5 +1,5 @@
 // The distinct convolution shapes of RetinaNet R-50-FPN at an 800x1216 input, batch 1, with how
-// often each runs in one forward pass (SPEC.md section 2). Used by ConvBenchmarks and the quick
+// often each runs in one forward pass (docs/MODEL.md §2). Used by ConvBenchmarks and the quick
 // `conv-table` run of Program.cs.
 using GhmGen.Backends;
 

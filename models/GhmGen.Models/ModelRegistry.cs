@@ -14,7 +14,8 @@ namespace GhmGen.Models;
 /// <param name="Prepare">Prepares the weights of a network built by <paramref name="Create"/> on a backend (once; sessions for any size share them).</param>
 /// <param name="TrainedKeys">Keys of the parameters that training changes (mmdetection's frozen_stages=1 leaves out the stem and layer1).</param>
 /// <param name="TrainingActivationBytes">Activation and activation-gradient bytes of a training session for a batch, height and width.</param>
-/// <param name="CreateTrainingSession">Prepares a copy of the weights of a network built by <paramref name="Create"/> for training on a backend, for a batch, height and width.</param>
+/// <param name="CreateTrainingSession">Prepares a copy of the weights of a network built by <paramref name="Create"/> for training on a backend, for a batch, height and width (the session owns its weights).</param>
+/// <param name="PrepareTraining">Prepares the weights of a network built by <paramref name="Create"/> for training on a backend, once: training sessions for any batch and size share them (<see cref="ITrainingWeights.CreateSession"/>).</param>
 public sealed record ModelInfo(
     string Name,
     long TotalParameters,
@@ -26,7 +27,8 @@ public sealed record ModelInfo(
     Func<INetwork, GhmGen.Backends.IBackend, IPreparedNetwork> Prepare,
     IReadOnlyList<string> TrainedKeys,
     Func<int, int, int, long> TrainingActivationBytes,
-    Func<INetwork, GhmGen.Backends.ITrainingBackend, int, int, int, ITrainingSession> CreateTrainingSession)
+    Func<INetwork, GhmGen.Backends.ITrainingBackend, int, int, int, ITrainingSession> CreateTrainingSession,
+    Func<INetwork, GhmGen.Backends.ITrainingBackend, ITrainingWeights> PrepareTraining)
 {
     /// <summary>
     /// Where the head's outputs are and what they hold (levels by name, strides, anchors, classes);
@@ -41,7 +43,7 @@ public sealed record ModelInfo(
     /// outputs are <c>cls_NAME</c> and <c>reg_NAME</c>, see <see cref="RetinaHeadLayout"/>); classes
     /// and anchors per cell come from their channels. <see cref="Create"/> sets mmdetection's GHM
     /// bin edges when the network has the GHM loss buffers. A network of another type given to
-    /// <see cref="Prepare"/> or <see cref="CreateTrainingSession"/> is an <see cref="ArgumentException"/>.
+    /// <see cref="Prepare"/>, <see cref="CreateTrainingSession"/> or <see cref="PrepareTraining"/> is an <see cref="ArgumentException"/>.
     /// </summary>
     /// <param name="anchors">The anchor settings; RetinaNet's (needed unless the head has 9 anchors per cell).</param>
     public static ModelInfo For<TNetwork>(RetinaAnchors? anchors = null) where TNetwork : class, IGeneratedNetwork<TNetwork>, new() =>
@@ -50,7 +52,8 @@ public sealed record ModelInfo(
             TNetwork.MultiplyAccumulates, TNetwork.OutputShapes,
             (network, backend) => Of<TNetwork>(network).Prepare(backend),
             TNetwork.TrainedKeys, TNetwork.TrainingActivationBytes,
-            (network, backend, batch, height, width) => Of<TNetwork>(network).CreateTrainingSession(backend, batch, height, width))
+            (network, backend, batch, height, width) => Of<TNetwork>(network).CreateTrainingSession(backend, batch, height, width),
+            (network, backend) => Of<TNetwork>(network).PrepareTraining(backend))
         {
             Head = RetinaHeadLayout.FromOutputs(TNetwork.ModelName, TNetwork.OutputsFor, TNetwork.MinInputSize, anchors),
         };
@@ -93,25 +96,29 @@ public static class ModelRegistry
             RetinaNetGhmR50Fpn.MultiplyAccumulates, RetinaNetGhmR50Fpn.OutputShapes,
             (n, b) => ((RetinaNetGhmR50Fpn)n).Prepare(b),
             RetinaNetGhmR50Fpn.TrainedKeys, RetinaNetGhmR50Fpn.TrainingActivationBytes,
-            (n, b, batch, h, w) => ((RetinaNetGhmR50Fpn)n).CreateTrainingSession(b, batch, h, w)),
+            (n, b, batch, h, w) => ((RetinaNetGhmR50Fpn)n).CreateTrainingSession(b, batch, h, w),
+            (n, b) => ((RetinaNetGhmR50Fpn)n).PrepareTraining(b)),
         new(RetinaNetGhmR101Fpn.ModelName, RetinaNetGhmR101Fpn.ParameterCounts.Total, RetinaNetGhmR101Fpn.Parts,
             RetinaNetGhmR101Fpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmR101Fpn()),
             RetinaNetGhmR101Fpn.MultiplyAccumulates, RetinaNetGhmR101Fpn.OutputShapes,
             (n, b) => ((RetinaNetGhmR101Fpn)n).Prepare(b),
             RetinaNetGhmR101Fpn.TrainedKeys, RetinaNetGhmR101Fpn.TrainingActivationBytes,
-            (n, b, batch, h, w) => ((RetinaNetGhmR101Fpn)n).CreateTrainingSession(b, batch, h, w)),
+            (n, b, batch, h, w) => ((RetinaNetGhmR101Fpn)n).CreateTrainingSession(b, batch, h, w),
+            (n, b) => ((RetinaNetGhmR101Fpn)n).PrepareTraining(b)),
         new(RetinaNetGhmX101x32x4dFpn.ModelName, RetinaNetGhmX101x32x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x32x4dFpn.Parts,
             RetinaNetGhmX101x32x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x32x4dFpn()),
             RetinaNetGhmX101x32x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x32x4dFpn.OutputShapes,
             (n, b) => ((RetinaNetGhmX101x32x4dFpn)n).Prepare(b),
             RetinaNetGhmX101x32x4dFpn.TrainedKeys, RetinaNetGhmX101x32x4dFpn.TrainingActivationBytes,
-            (n, b, batch, h, w) => ((RetinaNetGhmX101x32x4dFpn)n).CreateTrainingSession(b, batch, h, w)),
+            (n, b, batch, h, w) => ((RetinaNetGhmX101x32x4dFpn)n).CreateTrainingSession(b, batch, h, w),
+            (n, b) => ((RetinaNetGhmX101x32x4dFpn)n).PrepareTraining(b)),
         new(RetinaNetGhmX101x64x4dFpn.ModelName, RetinaNetGhmX101x64x4dFpn.ParameterCounts.Total, RetinaNetGhmX101x64x4dFpn.Parts,
             RetinaNetGhmX101x64x4dFpn.StateTensorCount, () => WithGhmEdges(new RetinaNetGhmX101x64x4dFpn()),
             RetinaNetGhmX101x64x4dFpn.MultiplyAccumulates, RetinaNetGhmX101x64x4dFpn.OutputShapes,
             (n, b) => ((RetinaNetGhmX101x64x4dFpn)n).Prepare(b),
             RetinaNetGhmX101x64x4dFpn.TrainedKeys, RetinaNetGhmX101x64x4dFpn.TrainingActivationBytes,
-            (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateTrainingSession(b, batch, h, w)),
+            (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateTrainingSession(b, batch, h, w),
+            (n, b) => ((RetinaNetGhmX101x64x4dFpn)n).PrepareTraining(b)),
         ModelInfo.For<GhmDemoR18Fpn>(),
     ];
 

@@ -15,7 +15,7 @@ public sealed record LevelDetections(float[] Boxes, float[] Scores, int[] Labels
 }
 
 /// <summary>
-/// Detection post-processing on an ILGPU accelerator (SPEC.md §8): per level, sigmoid and
+/// Detection post-processing on an ILGPU accelerator (docs/MODEL.md §7): per level, sigmoid and
 /// score threshold, top-k by score (a bitonic sort of score/index keys), delta decoding with
 /// the dw/dh clamp; then class-aware NMS from a device-computed IoU bitmask.
 /// </summary>

@@ -5,7 +5,7 @@ using ILGPU.Runtime;
 namespace GhmGen.Backends.Gpu;
 
 /// <summary>
-/// GHM-C and GHM-R loss and gradient (SPEC.md §6) on an ILGPU accelerator. The gradient-norm
+/// GHM-C and GHM-R loss and gradient (docs/MODEL.md §6) on an ILGPU accelerator. The gradient-norm
 /// histogram, the loss sum and the gradient are computed on the device; the tiny per-bin
 /// EMA of <c>acc_sum</c> runs on the host, in arrays the caller owns (so they are saved with
 /// checkpoints as <c>bbox_head.loss_cls.acc_sum</c> and <c>bbox_head.loss_bbox.acc_sum</c>).

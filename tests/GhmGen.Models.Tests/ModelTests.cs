@@ -5,14 +5,14 @@ using GhmGen.Models;
 namespace GhmGen.Models.Tests;
 
 /// <summary>
-/// The four generated detectors against SPEC.md §1 and against the state dicts of a PyTorch
+/// The four generated detectors against docs/MODEL.md §1 and against the state dicts of a PyTorch
 /// model with mmdetection's module structure (tools/reference/state_keys.py).
 /// </summary>
 public class ModelTests
 {
     public static TheoryData<string, long, long, long, long, int> Spec => new()
     {
-        // name, total, backbone, neck, head, state-dict keys (SPEC.md §1)
+        // name, total, backbone, neck, head, state-dict keys (docs/MODEL.md §1)
         { "retinanet-ghm-r50-fpn", 37_968_692, 23_508_032, 7_997_440, 6_463_220, 358 },
         { "retinanet-ghm-r101-fpn", 56_960_820, 42_500_160, 7_997_440, 6_463_220, 664 },
         { "retinanet-ghm-x101-32x4d-fpn", 56_589_364, 42_128_704, 7_997_440, 6_463_220, 664 },
@@ -57,7 +57,7 @@ public class ModelTests
     [InlineData("retinanet-ghm-x101-64x4d-fpn")]
     public void TrainedKeys_AreEveryParameterButTheStemAndLayer1(string name)
     {
-        // SPEC.md §2: frozen_stages=1 (stem and layer1 not trained), norm_eval=True (BN affine of layers 2-4 trained).
+        // docs/MODEL.md §2: frozen_stages=1 (stem and layer1 not trained), norm_eval=True (BN affine of layers 2-4 trained).
         ModelInfo model = ModelRegistry.Get(name);
         string[] frozen = ["backbone.conv1.", "backbone.bn1.", "backbone.layer1."];
         string[] expected = model.Create().State
@@ -71,7 +71,7 @@ public class ModelTests
     [Fact]
     public void FeatureSizes_At800x1216_AreSpecs()
     {
-        // SPEC.md §2: (100,152), (50,76), (25,38), (13,19), (7,10): 182,403 anchors.
+        // docs/MODEL.md §2: (100,152), (50,76), (25,38), (13,19), (7,10): 182,403 anchors.
         LayerShape[] outputs = RetinaNetGhmR50Fpn.OutputsFor(800, 1216);
         Assert.Equal(["cls_p3", "reg_p3", "cls_p4", "reg_p4", "cls_p5", "reg_p5", "cls_p6", "reg_p6", "cls_p7", "reg_p7"], outputs.Select(o => o.Name));
         (int, int)[] sizes = outputs.Where((_, i) => i % 2 == 0).Select(o => (o.Height, o.Width)).ToArray();

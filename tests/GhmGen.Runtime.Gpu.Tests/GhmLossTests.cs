@@ -4,7 +4,7 @@ using GhmGen.Backends.Gpu;
 namespace GhmGen.Runtime.Gpu.Tests;
 
 /// <summary>
-/// GHM-C and GHM-R on the device against SPEC.md §6's float64 test vectors and against a naive
+/// GHM-C and GHM-R on the device against docs/MODEL.md §6's float64 test vectors and against a naive
 /// loop-over-bins implementation (mmdetection's formulation) written in double in this file.
 /// </summary>
 [Collection(CpuAcceleratorCollection.Name)]

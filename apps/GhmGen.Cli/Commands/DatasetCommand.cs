@@ -36,7 +36,8 @@ internal static class DatasetCommand
                 throw new UsageException($"--min-side {options.MinImageSide} is larger than --max-side {options.MaxImageSide}");
             TextWriter error = parse.InvocationConfiguration.Error;
             int total = options.TrainImages + options.ValImages;
-            var progress = new ConsoleProgress(error, total, "images");
+            var bar = new ProgressBar("ghm dataset synth", error);
+            var progress = new BarProgress(bar, total);
             SyntheticShapesSummary summary;
             try
             {
@@ -46,12 +47,18 @@ internal static class DatasetCommand
             {
                 throw new UsageException($"--out '{dir}' cannot be written: {OutputTargets.Reason(e, dir)}", e);
             }
-            progress.Done();
+            bar.Finish(total);
             TextWriter output = parse.InvocationConfiguration.Output;
             foreach (SyntheticSplitSummary split in (SyntheticSplitSummary[])[summary.Train, summary.Val])
                 output.WriteLine($"{split.Name}: {split.Images} images, {split.Objects} objects (small {split.Small}, medium {split.Medium}, large {split.Large}); annotations {split.AnnotationFile}, images {split.ImageDirectory}");
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    // Progress<T> would post reports to the thread pool, out of order and after Finish.
+    private sealed class BarProgress(ProgressBar bar, int total) : IProgress<int>
+    {
+        public void Report(int value) => bar.Update(value, total, "images");
     }
 }

@@ -154,8 +154,9 @@ internal static class TrainCommand
             ClassNames = model.Head.Classes == dataset.Categories.Count ? null
                 : model.Head.Classes == CocoCategoriesCount ? GhmGen.Detection.CocoCategories.Names : null,
         };
-        using var trainer = new Trainer(network, backend, model.TrainedKeys,
-            (n, h, w) => model.CreateTrainingSession(network, training, n, h, w), dataset, options, workDir);
+        // Prepared once (batch norm folded, packed); the trainer's sessions for every padded batch size share them.
+        using ITrainingWeights weights = model.PrepareTraining(network, training);
+        using var trainer = new Trainer(network, weights, dataset, options, workDir);
         if (a.Resume is not null)
         {
             try
@@ -177,7 +178,7 @@ internal static class TrainCommand
             cancel.Cancel();
         };
         Console.CancelKeyPress += onCancel;
-        var reporter = new TrainProgressWriter(error, ConsoleProgress.IsTerminal(error), a.Options.LogInterval);
+        var reporter = new TrainProgressWriter(error, new ProgressBar("ghm train", error).Shown, a.Options.LogInterval);
         TrainResult result;
         try
         {
@@ -321,7 +322,7 @@ internal static class TrainCommand
                 $"epoch {r.Epoch} iter {r.IterationInEpoch}/{r.IterationsPerEpoch} loss_cls {r.LossCls:F4} loss_bbox {r.LossBbox:F4} lr {r.LearningRate:G4} {r.ImagesPerSecond:F2} img/s ETA {eta:hh\\:mm\\:ss}");
             if (terminal)
             {
-                error.Write($"\r{ConsoleProgress.Bar(r.Iteration, r.TotalIterations)} {line}   ");
+                error.Write($"\r{ProgressBar.Bar((int)Math.Min(r.Iteration, int.MaxValue), (int)Math.Min(r.TotalIterations, int.MaxValue))} {line}   ");
                 _drawn = true;
             }
             else if (r.IterationInEpoch % logInterval == 0 || r.IterationInEpoch == r.IterationsPerEpoch || r.Iteration == r.TotalIterations)

@@ -30,6 +30,7 @@ internal static class DescriptorEmitter
         w.Line($"static long {i}.TrainingActivationBytes(int batch, int height, int width) => TrainingActivationBytes(batch, height, width);");
         w.Line($"global::GhmGen.Layers.IPreparedNetwork {i}.Prepare(global::GhmGen.Backends.IBackend backend) => Prepare(backend);");
         w.Line($"global::GhmGen.Layers.ITrainingSession {i}.CreateTrainingSession(global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width) => CreateTrainingSession(backend, batch, height, width);");
+        w.Line($"global::GhmGen.Layers.ITrainingWeights {i}.PrepareTraining(global::GhmGen.Backends.ITrainingBackend backend) => PrepareTraining(backend);");
         w.Close();
         return w.ToString();
     }

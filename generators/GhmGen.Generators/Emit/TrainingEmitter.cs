@@ -99,7 +99,7 @@ internal static class TrainingEmitter
         w.Line("/// Bytes of the activation and activation-gradient buffers of a <see cref=\"TrainingSession\"/> for");
         w.Line("/// <paramref name=\"batch\"/> x C x <paramref name=\"height\"/> x <paramref name=\"width\"/> inputs: the static plan keeps each");
         w.Line("/// activation only while the forward or backward pass still reads it and reuses dead buffers.");
-        w.Line($"/// Not included: the prepared weights and the {plan.WeightGradientLength} floats of folded weight gradients.");
+        w.Line($"/// Not included: the prepared weights and the {plan.WeightGradientLength} floats of folded weight gradients (<see cref=\"TrainingWeights\"/>, shared by the sessions of every size).");
         w.Line("/// </summary>");
         w.Open("public static long TrainingActivationBytes(int batch, int height, int width)");
         w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
@@ -120,47 +120,70 @@ internal static class TrainingEmitter
         string G(int value) => $"_g[{value}]";
         List<(string Key, int Trained, string Member)> parameters = TrainedParameters(m, plan);
 
-        w.Line("/// <summary>Prepares a copy of this network's weights on <paramref name=\"backend\"/> for training and plans the memory of both passes for one input size.</summary>");
-        w.Line($"public TrainingSession CreateTrainingSession({B}.ITrainingBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);").Line();
+        w.Line("/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>");
+        w.Line($"public TrainingWeights PrepareTraining({B}.ITrainingBackend backend) => new(this, backend);").Line();
+
+        w.Line("/// <summary>Prepares a copy of this network's weights on <paramref name=\"backend\"/> for training and plans the memory of both passes for one input size; the session owns those weights.</summary>");
+        w.Open($"public TrainingSession CreateTrainingSession({B}.ITrainingBackend backend, int batch, int height, int width)");
+        w.Line("CheckTrainingShape(batch, height, width);");
+        w.Line("var weights = new TrainingWeights(this, backend);");
+        w.Open("try");
+        w.Line("return new(weights, batch, height, width, ownsWeights: true);");
+        w.Close();
+        w.Open("catch");
+        w.Line("weights.Dispose();");
+        w.Line("throw;");
+        w.Close();
+        w.Close().Line();
+
+        w.Open("private static void CheckTrainingShape(int batch, int height, int width)");
+        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+        w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
+        w.Close().Line();
+
+        EmitWeights(w, m, plan, layerProperty, parameters);
 
         w.Line("/// <summary>");
-        w.Line($"/// This network in training on one backend for one input size: its own prepared weights (batch norm");
-        w.Line($"/// folded: norm_eval), {memory.SlotCount} buffers shared by activations and their gradients, a <see cref=\"Forward\"/>");
-        w.Line($"/// that keeps what the reverse pass reads, and a straight-line <see cref=\"Backward\"/> that writes the");
-        w.Line($"/// gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>) and nothing for frozen ones.");
+        w.Line($"/// This network in training on one backend for one input size: {memory.SlotCount} buffers shared by activations and");
+        w.Line($"/// their gradients, a <see cref=\"Forward\"/> that keeps what the reverse pass reads, and a straight-line");
+        w.Line($"/// <see cref=\"Backward\"/> that writes the gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>)");
+        w.Line("/// and nothing for frozen ones. The prepared weights, weight gradients and <see cref=\"Gradients\"/> are");
+        w.Line("/// <see cref=\"Weights\"/>', its own (<see cref=\"CreateTrainingSession\"/>) or shared with sessions of other sizes");
+        w.Line("/// (<see cref=\"TrainingWeights.CreateSession\"/>).");
         w.Line("/// A step: <see cref=\"Forward\"/>, fill <see cref=\"OutputGradients\"/>, <see cref=\"Backward\"/>, change the");
         w.Line("/// host weights from <see cref=\"Gradients\"/>, <see cref=\"UpdateWeights\"/>; none of these allocates.");
-        w.Line("/// Not thread-safe.");
+        w.Line("/// Not thread-safe, and neither are the sessions of one <see cref=\"TrainingWeights\"/>: one of them runs at a time.");
         w.Line("/// </summary>");
         w.Open("public sealed class TrainingSession : global::GhmGen.Layers.ITrainingSession");
         w.Line($"private readonly {B}.ITrainingBackend _backend;");
-        w.Line("private readonly Prepared _weights;");
+        w.Line("private readonly TrainingWeights _weights;");
+        w.Line("private readonly bool _ownsWeights;");
         w.Line($"private readonly {B}.IPreparedConv[] _convs;");
         w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
-        w.Line($"private readonly {B}.DeviceBuffer? _weightGradients;");
         w.Line($"private readonly {Layers}.TrainedConv[] _trained;");
         w.Line($"private readonly {B}.TensorView[] _a = new {B}.TensorView[{values}]; // activations");
         w.Line($"private readonly {B}.TensorView[] _g = new {B}.TensorView[{values}]; // their gradients");
         w.Line("private readonly float[] _scratch;");
         w.Line("private bool _forwardDone;");
+        w.Line("private long _forwardVersion;");
         w.Line("private bool _disposed;").Line();
 
         // Constructor.
-        w.Open($"internal TrainingSession({m.TypeName} network, {B}.ITrainingBackend backend, int batch, int height, int width)");
-        w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
-        w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
-        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
-        w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
+        w.Open("internal TrainingSession(TrainingWeights weights, int batch, int height, int width, bool ownsWeights)");
+        w.Line("CheckTrainingShape(batch, height, width);");
         w.Line("int[] s = Sizes(height, width);");
-        w.Line("_backend = backend;");
-        w.Line("_weights = new Prepared(network, backend);");
-        w.Line("_convs = _weights.Convs;");
+        w.Line("_weights = weights;");
+        w.Line("_ownsWeights = ownsWeights;");
+        w.Line("_backend = weights.Backend;");
+        w.Line("_convs = weights.Convs;");
+        w.Line("_trained = weights.Trained;");
+        w.Line("_scratch = weights.Scratch;");
         w.Line("Batch = batch;");
         w.Line("Height = height;");
         w.Line("Width = width;");
         w.Line("long[] size = TrainingSlotSizes(batch, s);");
         w.Line($"_slots = new {B}.DeviceBuffer[{memory.SlotCount}];");
-        w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);");
+        w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);");
         for (int t = 0; t < 2 * values; t++)
         {
             int slot = memory.SlotOf[t];
@@ -168,25 +191,6 @@ internal static class TrainingEmitter
             int v = t % values;
             w.Line($"{(t < values ? A(v) : G(v))} = {View(m, size, v, slot)}; // {(t < values ? "" : "d ")}{m.Values[v].Name}");
         }
-        w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
-        w.OpenList("_trained =");
-        foreach (TrainedConvModel t in plan.TrainedConvs)
-        {
-            PreparedConvModel conv = plan.Convs[t.Conv];
-            var l = (ConvLayer)m.Layers[conv.Layer];
-            string bn = conv.BatchNorm is { } b ? "network." + layerProperty[b] : "null";
-            string weight = $"new(_weightGradients!, {t.WeightOffset}, {l.OutChannels}, {l.InChannels / l.Groups}, {l.Kernel}, {l.Kernel})";
-            string bias = t.BiasOffset is { } offset ? $"new {B}.TensorView(_weightGradients!, {offset}, 1, {l.OutChannels}, 1, 1)" : "null";
-            w.Line($"new(network.{layerProperty[conv.Layer]}, {bn}, _convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, {weight}, {bias}),");
-        }
-        w.CloseList();
-        int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null)
-            .Select(t => (ConvLayer)m.Layers[plan.Convs[t.Conv].Layer]).Select(l => (int)l.WeightCount + l.OutChannels).DefaultIfEmpty(0).Max();
-        w.Line($"_scratch = new float[{scratch}]; // folded gradients and weights of the largest convolution with batch norm");
-        w.OpenList("Gradients =");
-        foreach ((string key, int t, string member) in parameters)
-            w.Line($"_trained[{t}].{member}!, // {key}");
-        w.CloseList();
         w.Close().Line();
 
         // Members.
@@ -196,6 +200,9 @@ internal static class TrainingEmitter
         w.Line("public int Height { get; }").Line();
         w.Line("/// <summary>Input width.</summary>");
         w.Line("public int Width { get; }").Line();
+        w.Line("/// <summary>The prepared weights this session runs with (its own when made by <see cref=\"CreateTrainingSession\"/>).</summary>");
+        w.Line("public TrainingWeights Weights => _weights;").Line();
+        w.Line("global::GhmGen.Layers.ITrainingWeights global::GhmGen.Layers.ITrainingSession.Weights => _weights;").Line();
         w.Line("/// <summary>The input tensor (N x C x H x W).</summary>");
         w.Line($"public {B}.TensorView Input => {A(plan.Forward[0].Output)};").Line();
         foreach (OutputModel o in m.Outputs)
@@ -209,28 +216,33 @@ internal static class TrainingEmitter
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> Outputs => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {A(o.Value)})"))}];").Line();
         w.Line("/// <summary>Every output's gradient by output name, in declaration order.</summary>");
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> OutputGradients => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {G(o.Value)})"))}];").Line();
-        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter; valid after <see cref=\"Backward\"/>.</summary>");
-        w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients {{ get; }}").Line();
+        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter; valid after <see cref=\"Backward\"/>: <see cref=\"Weights\"/>' <see cref=\"TrainingWeights.Gradients\"/>.</summary>");
+        w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients => _weights.Gradients;").Line();
 
         // Forward.
         w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major), keeping what <see cref=\"Backward\"/> reads.</summary>");
         w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
         w.Line($"{B}.IBackend b = _backend;");
         NetworkEmitter.WriteForward(w, m, plan, memory, A);
         w.Line("_forwardDone = true;");
+        w.Line("_forwardVersion = _weights.Version;");
         w.Close().Line();
 
         // Backward.
         w.Line("/// <summary>");
         w.Line("/// The reverse pass of the last <see cref=\"Forward\"/>: from <see cref=\"OutputGradients\"/> to the gradient of");
         w.Line("/// every trained parameter (shared weights summed over their applications), batch norm unfolded,");
-        w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers.");
+        w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers;");
+        w.Line("/// and none after an <see cref=\"UpdateWeights\"/> of the weights since that <see cref=\"Forward\"/>.");
         w.Line("/// </summary>");
         w.Open("public void Backward()");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
         w.Line("if (!_forwardDone) throw new global::System.InvalidOperationException(\"Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)\");");
         w.Line("_forwardDone = false;");
+        w.Line("if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException(\"the weights were updated since this session's Forward: run Forward again before Backward\");");
         w.Line($"{B}.ITrainingBackend b = _backend;");
         int first = plan.Forward.Count + 1; // the timeline: forward steps, output gradients, backward steps
         for (int i = 0; i < plan.Backward.Count; i++)
@@ -240,22 +252,101 @@ internal static class TrainingEmitter
         w.Close().Line();
 
         // Update.
-        w.Line("/// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step).</summary>");
+        w.Line("/// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref=\"Weights\"/>' <see cref=\"TrainingWeights.UpdateWeights\"/>, seen by every session that shares them.</summary>");
         w.Open("public void UpdateWeights()");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
-        w.Line("foreach (global::GhmGen.Layers.TrainedConv conv in _trained) conv.Refold(_backend, _scratch);");
-        w.Line("_forwardDone = false;");
+        w.Line("_weights.UpdateWeights();");
         w.Close().Line();
 
-        w.Line("/// <summary>Releases the buffers and this session's prepared weights.</summary>");
+        w.Line("/// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>");
         w.Open("public void Dispose()");
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
         w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+        w.Line("if (_ownsWeights) _weights.Dispose();");
+        w.Close();
+        w.Close();
+    }
+
+    private static void EmitWeights(CodeWriter w, NetworkModel m, NetworkPlan plan, string[] layerProperty, List<(string Key, int Trained, string Member)> parameters)
+    {
+        const string B = Backends;
+        w.Line("/// <summary>");
+        w.Line($"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
+        w.Line($"/// the {plan.WeightGradientLength} floats of folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions on the backend,");
+        w.Line($"/// and the host <see cref=\"Gradients\"/> of its {parameters.Count} trained parameters: made once and shared by the");
+        w.Line("/// <see cref=\"TrainingSession\"/>s of every batch and input size (<see cref=\"CreateSession\"/>), which hold only");
+        w.Line("/// activation buffers; one <see cref=\"UpdateWeights\"/> per optimizer step serves them all.");
+        w.Line("/// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding");
+        w.Line("/// scratch, so one of them runs at a time, and <see cref=\"Gradients\"/> are those of the last");
+        w.Line("/// <c>Backward</c> of any of them. Dispose it after its sessions.");
+        w.Line("/// </summary>");
+        w.Open("public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights");
+        w.Line("private readonly Prepared _prepared;");
+        w.Line($"private readonly {B}.DeviceBuffer? _weightGradients;");
+        w.Line("private bool _disposed;").Line();
+
+        w.Open($"internal TrainingWeights({m.TypeName} network, {B}.ITrainingBackend backend)");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
+        w.Line("Backend = backend;");
+        w.Line("_prepared = new Prepared(network, backend);");
+        w.Line("Convs = _prepared.Convs;");
+        w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
+        w.OpenList("Trained =");
+        foreach (TrainedConvModel t in plan.TrainedConvs)
+        {
+            PreparedConvModel conv = plan.Convs[t.Conv];
+            var l = (ConvLayer)m.Layers[conv.Layer];
+            string bn = conv.BatchNorm is { } b ? "network." + layerProperty[b] : "null";
+            string weight = $"new(_weightGradients!, {t.WeightOffset}, {l.OutChannels}, {l.InChannels / l.Groups}, {l.Kernel}, {l.Kernel})";
+            string bias = t.BiasOffset is { } offset ? $"new {B}.TensorView(_weightGradients!, {offset}, 1, {l.OutChannels}, 1, 1)" : "null";
+            w.Line($"new(network.{layerProperty[conv.Layer]}, {bn}, Convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, {weight}, {bias}),");
+        }
+        w.CloseList();
+        int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null)
+            .Select(t => (ConvLayer)m.Layers[plan.Convs[t.Conv].Layer]).Select(l => (int)l.WeightCount + l.OutChannels).DefaultIfEmpty(0).Max();
+        w.Line($"Scratch = new float[{scratch}]; // folded gradients and weights of the largest convolution with batch norm");
+        w.OpenList("Gradients =");
+        foreach ((string key, int t, string member) in parameters)
+            w.Line($"Trained[{t}].{member}!, // {key}");
+        w.CloseList();
+        w.Close().Line();
+
+        w.Line("/// <summary>The backend the weights live on.</summary>");
+        w.Line($"public {B}.ITrainingBackend Backend {{ get; }}").Line();
+        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter: written by the <c>Backward</c> of any of the sessions.</summary>");
+        w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients {{ get; }}").Line();
+        w.Line($"internal {B}.IPreparedConv[] Convs {{ get; }}").Line();
+        w.Line($"internal {Layers}.TrainedConv[] Trained {{ get; }}").Line();
+        w.Line("internal float[] Scratch { get; }").Line();
+        w.Line("/// <summary>Counts <see cref=\"UpdateWeights\"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>");
+        w.Line("internal long Version { get; private set; }").Line();
+        w.Line("/// <summary>Whether <see cref=\"Dispose\"/> has run.</summary>");
+        w.Line("internal bool IsDisposed => _disposed;").Line();
+
+        w.Line("/// <summary>Plans the memory of both passes for one input size, sharing these weights.</summary>");
+        w.Open("public TrainingSession CreateSession(int batch, int height, int width)");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("return new(this, batch, height, width, ownsWeights: false);");
+        w.Close().Line();
+        w.Line("global::GhmGen.Layers.ITrainingSession global::GhmGen.Layers.ITrainingWeights.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);").Line();
+
+        w.Line("/// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step), for every session.</summary>");
+        w.Open("public void UpdateWeights()");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("foreach (global::GhmGen.Layers.TrainedConv conv in Trained) conv.Refold(Backend, Scratch);");
+        w.Line("Version++;");
+        w.Close().Line();
+
+        w.Line("/// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>");
+        w.Open("public void Dispose()");
+        w.Line("if (_disposed) return;");
+        w.Line("_disposed = true;");
         w.Line("_weightGradients?.Dispose();");
-        w.Line("_weights.Dispose();");
+        w.Line("_prepared.Dispose();");
         w.Close();
-        w.Close();
+        w.Close().Line();
     }
 
     private static void WriteBackwardStep(CodeWriter w, NetworkModel m, NetworkPlan plan, BackwardStep step, bool inPlace,

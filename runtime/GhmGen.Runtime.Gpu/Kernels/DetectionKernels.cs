@@ -1,4 +1,4 @@
-// Detection post-processing for one image and one FPN level (SPEC.md §8):
+// Detection post-processing for one image and one FPN level (docs/MODEL.md §7):
 // SelectCandidates: class logits [A*C, H, W] (channel a*C + c) -> for each (anchor, class) with
 //   sigmoid(logit) > threshold, one 64-bit sort key = (score bits << 32) | ~pairId, where
 //   pairId = ((y*W + x)*A + a)*C + c, appended at an atomic counter. Positive float32 scores

@@ -1,4 +1,4 @@
-// GHM-C and GHM-R (SPEC.md §6) in two passes over flat element arrays of equal length:
+// GHM-C and GHM-R (docs/MODEL.md §6) in two passes over flat element arrays of equal length:
 // 1. Histogram: for every valid element (weight > 0) the gradient norm g goes into one of the
 //    bins [edges[i], edges[i+1]); each group counts in shared memory, then adds its counts to
 //    the global bins; the valid count (GHM-C) or weight sum (GHM-R) is summed too.

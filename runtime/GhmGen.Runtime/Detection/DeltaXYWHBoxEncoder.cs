@@ -1,10 +1,10 @@
 // Box-delta encoding (mmdetection's DeltaXYWHBBoxCoder.encode / bbox2delta, means 0, stds 1),
 // float32 as PyTorch computes it. Shapes: anchors and gt boxes [n, 4] x1,y1,x2,y2 -> deltas [n, 4]
 // (dx, dy, dw, dh). Reference tests: tests/GhmGen.Runtime.Tests/Detection/DeltaXYWHBoxEncoderTests.cs
-// (SPEC.md example) and RetinaTargetsFixtureTests.cs (PyTorch fixture).
+// (docs/MODEL.md §5 example) and RetinaTargetsFixtureTests.cs (PyTorch fixture).
 namespace GhmGen.Detection;
 
-/// <summary>Encodes a ground-truth box relative to an anchor as (dx, dy, dw, dh), means 0 and stds 1 (SPEC.md section 5).</summary>
+/// <summary>Encodes a ground-truth box relative to an anchor as (dx, dy, dw, dh), means 0 and stds 1 (docs/MODEL.md §5).</summary>
 public static class DeltaXYWHBoxEncoder
 {
     /// <summary>Deltas of <paramref name="gt"/> (x1,y1,x2,y2) relative to <paramref name="anchor"/>, written to <paramref name="deltas"/> [4].</summary>

@@ -5,7 +5,7 @@
 // and RetinaTargetsFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch).
 namespace GhmGen.Detection;
 
-/// <summary>Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner (SPEC.md section 5).</summary>
+/// <summary>Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner (docs/MODEL.md §5).</summary>
 public sealed class MaxIoUAssigner
 {
     /// <summary>Value of <see cref="Assign"/>'s result for an anchor that is neither positive nor negative.</summary>

@@ -1,7 +1,7 @@
 // RetinaNet training targets for a batch (mmdetection AnchorHead.get_targets with a
 // PseudoSampler and allowed_border = -1): MaxIoU assignment, label weights, one-hot class
 // targets, box deltas for positives, then the split into the per-level layout of the head
-// outputs. With per-image valid flags (a padded batch, TRAINING.md section 2) the assigner sees
+// outputs. With per-image valid flags (a padded batch, docs/TRAINING.md) the assigner sees
 // only the valid anchors, and invalid ones are "unmapped" to background with weight 0. Anchor order: levels P3..P7 concatenated, within a level (y*W + x)*A + a.
 // Reference test: tests/GhmGen.Runtime.Tests/Detection/RetinaTargetsFixtureTests.cs.
 namespace GhmGen.Detection;
@@ -100,7 +100,7 @@ public sealed class LevelTargets
     public long BoxOutputLength => (long)NumImages * AnchorsPerCell * 4 * CellCount;
 }
 
-/// <summary>Assignment and training targets of a batch for RetinaNet's head, per image and per FPN level (SPEC.md section 5).</summary>
+/// <summary>Assignment and training targets of a batch for RetinaNet's head, per image and per FPN level (docs/MODEL.md §5).</summary>
 public sealed class RetinaTargets
 {
     private RetinaTargets(int numClasses, int anchorsPerCell, int[] levelAnchorCounts, ImageTargets[] images, LevelTargets[] levels)

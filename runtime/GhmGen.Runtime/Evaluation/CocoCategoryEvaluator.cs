@@ -85,7 +85,7 @@ internal sealed class CocoCategoryEvaluator
         int gtStart = groundTruth.CategoryStart[k];
         ReadOnlySpan<int> gts = groundTruth.ByCategory.AsSpan(gtStart, groundTruth.CategoryStart[k + 1] - gtStart);
         // No ground truth: every range has n = 0, so all of the category's entries stay -1 and its
-        // detections change nothing (COCOEVAL.md 7).
+        // detections change nothing (docs/COCOEVAL.md §7).
         if (gts.IsEmpty) return;
 
         int kept = KeepTopDetections(k);
@@ -143,7 +143,7 @@ internal sealed class CocoCategoryEvaluator
 
     /// <summary>
     /// One (image, category): counts its not-ignored ground truths per area range and sets the states
-    /// of its kept detections [p0, p1) (COCOEVAL.md 4.2, 4.3).
+    /// of its kept detections [p0, p1) (docs/COCOEVAL.md §4.2, 4.3).
     /// </summary>
     private void EvaluateImage(ReadOnlySpan<int> imageGts, int p0, int p1)
     {
@@ -232,10 +232,10 @@ internal sealed class CocoCategoryEvaluator
     }
 
     /// <summary>
-    /// Greedy matching (COCOEVAL.md 4.2) of the kept detections [p0, p0 + D) for every distinct area
+    /// Greedy matching (docs/COCOEVAL.md §4.2) of the kept detections [p0, p0 + D) for every distinct area
     /// range a (sameAs[a] == a) and threshold t: matches[(a * T + t) * D + d] = the ground truth
     /// detection d is matched to, or -1. Thresholds and ranges do not share state, so detections can be
-    /// the outer loop: each one's IoU row [G] is computed once (COCOEVAL.md 3, maskApi.c bbIou) and used
+    /// the outer loop: each one's IoU row [G] is computed once (docs/COCOEVAL.md §3, maskApi.c bbIou) and used
     /// for every (range, threshold); no [D, G] matrix is kept. The inner loop is pycocotools' own, so
     /// ties and NaN IoUs go the same way.
     /// </summary>
@@ -305,7 +305,7 @@ internal sealed class CocoCategoryEvaluator
         }
     }
 
-    /// <summary>Precision and recall of category k for every area range, max-detections value and threshold (COCOEVAL.md 5).</summary>
+    /// <summary>Precision and recall of category k for every area range, max-detections value and threshold (docs/COCOEVAL.md §5).</summary>
     private void Accumulate(int k, int kept)
     {
         Grow(ref order, kept);

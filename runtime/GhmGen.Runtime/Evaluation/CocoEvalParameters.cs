@@ -1,4 +1,4 @@
-// pycocotools' default parameters for iouType 'bbox' (COCOEVAL.md 2), built the way pycocotools
+// pycocotools' default parameters for iouType 'bbox' (docs/COCOEVAL.md §2), built the way pycocotools
 // builds them: np.linspace computes element i as i * step + start with step = (stop - start) / (n - 1)
 // and sets the last element to stop. That is why the ninth IoU threshold is 0.8999999999999999 and ten
 // recall thresholds sit one unit in the last place above j / 100.

@@ -1,5 +1,5 @@
 // The outcome of CocoEvaluator: pycocotools' eval['precision'] [T, R, K, A, M] and eval['recall']
-// [T, K, A, M] tables (-1 = no ground truth in that slice), the 12 summary figures (COCOEVAL.md 6,
+// [T, K, A, M] tables (-1 = no ground truth in that slice), the 12 summary figures (docs/COCOEVAL.md §6,
 // means over entries > -1 in numpy's summation order) and mmdetection's per-category AP.
 namespace GhmGen.Evaluation;
 

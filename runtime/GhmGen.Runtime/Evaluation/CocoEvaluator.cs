@@ -1,4 +1,4 @@
-// COCOeval for iouType 'bbox' with the default parameters (COCOEVAL.md 2-5): evaluate() and
+// COCOeval for iouType 'bbox' with the default parameters (docs/COCOEVAL.md §2-5): evaluate() and
 // accumulate() of pycocotools, fused per category. Categories are independent (every table entry
 // belongs to one category), so they are spread over worker threads, largest first; the result does
 // not depend on the thread count or the scheduling. Per category (CocoCategoryEvaluator):
@@ -8,7 +8,7 @@
 //   3. per area range and max-detections value: the detections of all images in (descending score,
 //      image, rank) order, running TP / FP counts, the precision envelope and the recall-threshold
 //      lookup into the precision [T, R, K, A, M] and recall [T, K, A, M] tables.
-// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (worked examples of COCOEVAL.md 9,
+// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (worked examples of the pycocotools description this project was given (its section 9),
 // hand-computed cases, and NaiveCocoEval, a literal re-implementation, on random datasets).
 namespace GhmGen.Evaluation;
 

@@ -45,4 +45,7 @@ public interface IGeneratedNetwork<TSelf> : INetwork where TSelf : class, IGener
 
     /// <summary>Prepares a copy of the weights for training on <paramref name="backend"/> for a batch, height and width.</summary>
     ITrainingSession CreateTrainingSession(ITrainingBackend backend, int batch, int height, int width);
+
+    /// <summary>Prepares the weights for training on <paramref name="backend"/> once; training sessions of any batch and size share them.</summary>
+    ITrainingWeights PrepareTraining(ITrainingBackend backend);
 }

@@ -3,7 +3,7 @@ namespace GhmGen.Layers;
 /// <summary>What every generated network exposes: its name, state dict and sizes.</summary>
 public interface INetwork
 {
-    /// <summary>The network's name (for detectors, the model name of SPEC.md §1).</summary>
+    /// <summary>The network's name (for detectors, the model name of docs/MODEL.md §1).</summary>
     string Name { get; }
 
     /// <summary>Every state tensor in mmdetection's state-dict order, buffers included.</summary>

@@ -1,4 +1,4 @@
-// GHM-C loss (Li, Liu, Wang, AAAI 2019) exactly as mmdetection's GHMC computes it (SPEC.md
+// GHM-C loss (Li, Liu, Wang, AAAI 2019) exactly as mmdetection's GHMC computes it (docs/MODEL.md
 // section 6), forward and backward in one call.
 //   NCHW form: class output [N, A*C, H, W] (channel a*C + c) with LevelTargets.LabelCodes [N, A, H*W]
 //              -> loss, gradient [N, A*C, H, W].

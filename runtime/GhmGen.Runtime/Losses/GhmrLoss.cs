@@ -1,5 +1,5 @@
 // GHM-R loss (authentic smooth L1 with gradient-density weights) exactly as mmdetection's GHMR
-// computes it (SPEC.md section 6), forward and backward in one call.
+// computes it (docs/MODEL.md §6), forward and backward in one call.
 //   Level form: box output [N, A*4, H, W] with LevelTargets.BoxTargets / BoxWeights in the same
 //               layout -> loss, gradient [N, A*4, H, W].
 //   Dense form: predictions, targets, weights [M, 4] (or any equal-length arrays).

@@ -1,5 +1,5 @@
 // A COCO-format annotation file read for training, with mmdetection v2's CocoDataset semantics
-// (TRAINING.md section 1):
+// (docs/TRAINING.md):
 //  * labels: the categories whose names are among the class names, in the json's `categories`
 //    order; label = index in that list (cat2label), so it equals "index into the sorted ids" only
 //    when the json lists categories sorted by id, as the COCO files do.

@@ -26,7 +26,7 @@ namespace GhmGen.Training;
 /// <summary>torch 1.13's <c>clip_grad_norm_</c> (L2) over a list of gradients, reproduced bit for bit.</summary>
 public static class GradientClipping
 {
-    /// <summary>mmdetection's <c>optimizer_config.grad_clip.max_norm</c> for GHM (SPEC.md §7).</summary>
+    /// <summary>mmdetection's <c>optimizer_config.grad_clip.max_norm</c> for GHM (docs/TRAINING.md).</summary>
     public const double MmdetectionMaxNorm = 35;
 
     /// <summary>torch's <c>1e-6</c> added to the total norm before dividing.</summary>

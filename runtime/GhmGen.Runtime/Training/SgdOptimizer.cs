@@ -27,10 +27,10 @@ namespace GhmGen.Training;
 /// </summary>
 public sealed class SgdOptimizer
 {
-    /// <summary>mmdetection's SGD momentum (SPEC.md §7).</summary>
+    /// <summary>mmdetection's SGD momentum (docs/TRAINING.md).</summary>
     public const double MmdetectionMomentum = 0.9;
 
-    /// <summary>mmdetection's weight decay, applied to every trained parameter (SPEC.md §7).</summary>
+    /// <summary>mmdetection's weight decay, applied to every trained parameter (docs/TRAINING.md).</summary>
     public const double MmdetectionWeightDecay = 1e-4;
 
     /// <summary>Elements per parallel work item.</summary>

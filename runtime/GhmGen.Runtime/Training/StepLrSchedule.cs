@@ -13,13 +13,13 @@ namespace GhmGen.Training;
 /// <summary>mmcv's step learning-rate schedule with linear warm-up (epoch-based steps, iteration-based warm-up).</summary>
 public sealed class StepLrSchedule
 {
-    /// <summary>mmdetection's 1x schedule steps: lr x0.1 after epochs 8 and 11 (SPEC.md §7).</summary>
+    /// <summary>mmdetection's 1x schedule steps: lr x0.1 after epochs 8 and 11 (docs/TRAINING.md).</summary>
     public static IReadOnlyList<int> Schedule1xSteps { get; } = [8, 11];
 
-    /// <summary>mmdetection's <c>warmup_iters</c> (SPEC.md §7).</summary>
+    /// <summary>mmdetection's <c>warmup_iters</c> (docs/TRAINING.md).</summary>
     public const int MmdetectionWarmupIterations = 500;
 
-    /// <summary>mmdetection's <c>warmup_ratio</c> (SPEC.md §7).</summary>
+    /// <summary>mmdetection's <c>warmup_ratio</c> (docs/TRAINING.md).</summary>
     public const double MmdetectionWarmupRatio = 0.001;
 
     /// <summary>mmcv's default step factor.</summary>

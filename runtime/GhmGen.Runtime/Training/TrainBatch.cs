@@ -1,4 +1,4 @@
-// A batch of training samples as mmcv.parallel.collate makes it (TRAINING.md sections 1-2): each
+// A batch of training samples as mmcv.parallel.collate makes it (docs/TRAINING.md): each
 // image keeps its own pad_shape; the batch tensor is padded with zeros at the bottom/right to
 // the largest padded height and width in the batch. Anchors are generated once for the feature
 // sizes of the batch tensor; each image's valid flags come from its own pad_shape

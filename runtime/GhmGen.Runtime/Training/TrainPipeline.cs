@@ -1,5 +1,5 @@
 // mmdetection v2's training pipeline for one image (configs/_base_/datasets/coco_detection.py;
-// TRAINING.md section 1): LoadImageFromFile -> LoadAnnotations -> Resize(1333x800, keep_ratio)
+// docs/TRAINING.md): LoadImageFromFile -> LoadAnnotations -> Resize(1333x800, keep_ratio)
 // -> RandomFlip(0.5) -> Normalize -> Pad(size_divisor=32).
 //  * Resize on the uint8 image with mmcv's rescale_size: s = min(long / max(h, w), short / min(h, w)),
 //    new = int(old * s + 0.5) (Preprocessor.KeepRatioSize), OpenCV-exact bilinear (BilinearResize);

@@ -2,8 +2,10 @@
 // TrainDataLoader -> a generated training session's Forward -> targets over the batch's valid
 // anchors -> GHM-C/GHM-R (or focal + L1) loss and the gradient of the head outputs -> the
 // session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay -> the prepared
-// weights updated. Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact
-// resume. Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs.
+// weights updated once (one ITrainingWeights, shared by the sessions of every padded batch size).
+// Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact resume.
+// Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs (shared sessions),
+// TrainerPyTorchTests.cs (two iterations against PyTorch), TrainerResumeTests.cs (resume, cancel).
 using System.Diagnostics;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
@@ -89,7 +91,11 @@ public sealed record TrainerOptions
     /// <summary>Class names the network predicts, by label (null: the dataset's categories).</summary>
     public IReadOnlyList<string>? ClassNames { get; init; }
 
-    /// <summary>Training sessions (one per batch shape) kept for reuse.</summary>
+    /// <summary>
+    /// Training sessions (one per batch shape) kept for reuse. They share the prepared weights and
+    /// hold only activation buffers (and host copies of the outputs and their gradients), so a
+    /// new shape costs memory, not weight preparation.
+    /// </summary>
     public int CachedSessions { get; init; } = 3;
 }
 
@@ -127,9 +133,9 @@ public sealed class NonFiniteLossException(string message) : Exception(message);
 public sealed class Trainer : IDisposable
 {
     private readonly INetwork _network;
+    private readonly ITrainingWeights _weights;
     private readonly IBackend _backend;
-    private readonly IReadOnlyCollection<string> _trainedKeys;
-    private readonly Func<int, int, int, ITrainingSession> _createSession;
+    private readonly string[] _trainedKeys;
     private readonly TrainerOptions _options;
     private readonly string _workDir;
     private readonly TrainDataLoader _loader;
@@ -137,26 +143,31 @@ public sealed class Trainer : IDisposable
     private readonly StepLrSchedule _schedule;
     private readonly IDetectionLoss _loss;
     private readonly IReadOnlyList<string> _classNames;
-    private readonly LinkedList<(int N, int H, int W, ITrainingSession Session, long Version)> _sessions = [];
+    private readonly LinkedList<CachedSession> _sessions = [];
     private readonly StateTensor[] _parameters;
-    private long _weightVersion;
+    private readonly ParameterWithGradient[] _gradients;
+    private readonly float[][] _gradientData;
     private double _bestMap = double.NegativeInfinity;
     private TrainingProgress _progress = new(0, 0);
 
     /// <summary>Prepares a run of <paramref name="network"/> on <paramref name="dataset"/>, writing into <paramref name="workDir"/>.</summary>
     /// <param name="network">The network, its weights already initialized or loaded.</param>
-    /// <param name="backend">The backend the sessions run on (the caller keeps ownership).</param>
-    /// <param name="trainedKeys">Keys of the parameters training changes (the generated <c>TrainedKeys</c>).</param>
-    /// <param name="createSession">Makes a training session for (batch, padded height, padded width) of the network's weights.</param>
+    /// <param name="weights">
+    /// The network's weights prepared for training (the generated <c>PrepareTraining</c>, or
+    /// <c>ModelInfo.PrepareTraining</c>) from its current values. The trainer makes its sessions for
+    /// every (batch, padded height, padded width) from them, trains the parameters of their
+    /// <see cref="ITrainingWeights.Gradients"/>, and calls <see cref="ITrainingWeights.UpdateWeights"/>
+    /// once per step and after <see cref="Resume"/>. The caller keeps ownership: dispose them (and
+    /// their backend) after the trainer, and use no other session of them while it runs.
+    /// </param>
     /// <param name="dataset">The training images and boxes.</param>
     /// <param name="options">The recipe.</param>
     /// <param name="workDir">Where log.json and the checkpoints go (created if missing).</param>
-    public Trainer(INetwork network, IBackend backend, IReadOnlyCollection<string> trainedKeys, Func<int, int, int, ITrainingSession> createSession, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
+    public Trainer(INetwork network, ITrainingWeights weights, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
     {
         _network = network ?? throw new ArgumentNullException(nameof(network));
-        _backend = backend ?? throw new ArgumentNullException(nameof(backend));
-        _trainedKeys = trainedKeys ?? throw new ArgumentNullException(nameof(trainedKeys));
-        _createSession = createSession ?? throw new ArgumentNullException(nameof(createSession));
+        _weights = weights ?? throw new ArgumentNullException(nameof(weights));
+        _backend = weights.Backend;
         ArgumentNullException.ThrowIfNull(dataset);
         _options = options ?? throw new ArgumentNullException(nameof(options));
         _workDir = workDir ?? throw new ArgumentNullException(nameof(workDir));
@@ -170,6 +181,14 @@ public sealed class Trainer : IDisposable
         // Every parameter, frozen ones included, so the optimiser state indexes as mmdetection's.
         _parameters = [.. network.State.Where(t => t.Kind == StateKind.Parameter)];
         _optimizer = new SgdOptimizer(_parameters, options.LearningRate, options.Momentum, options.WeightDecay);
+        // The trained parameters and their gradient arrays are the weights' (the same arrays every step).
+        IReadOnlyList<ParameterGradient> gradients = weights.Gradients;
+        foreach (ParameterGradient g in gradients)
+            if (_optimizer.IndexOf(g.Parameter) < 0)
+                throw new ArgumentException($"the training weights' parameter '{g.Key}' is not one of {network.Name}'s: prepare them from this network", nameof(weights));
+        _trainedKeys = [.. gradients.Select(g => g.Key)];
+        _gradients = [.. gradients.Select(g => new ParameterWithGradient(g.Parameter, g.Data))];
+        _gradientData = [.. gradients.Select(g => g.Data)];
         _schedule = new StepLrSchedule(options.LearningRate, options.LearningRateSteps, StepLrSchedule.MmdetectionGamma, options.WarmupIterations, options.WarmupRatio);
         _loss = options.Loss == DetectionLossKind.Ghm ? GhmLossState.CreateLosses(network) : new RetinaBaselineLosses();
     }
@@ -205,7 +224,7 @@ public sealed class Trainer : IDisposable
         if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
             throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
         _progress = checkpoint.Progress;
-        _weightVersion++;
+        _weights.UpdateWeights();
     }
 
     /// <summary>
@@ -302,69 +321,75 @@ public sealed class Trainer : IDisposable
     // One iteration on one batch: forward, loss, backward, clip, SGD, weights to the backend.
     private (float LossCls, float LossBox, float GradNorm) Step(TrainBatch batch, double learningRate)
     {
-        ITrainingSession session = Session(batch.Count, batch.Height, batch.Width);
+        CachedSession entry = Session(batch.Count, batch.Height, batch.Width);
+        ITrainingSession session = entry.Session;
         session.Forward(batch.Tensor);
 
-        IReadOnlyList<(string Name, TensorView Tensor)> outputs = session.Outputs;
-        var classOutputs = new List<float[]>();
-        var boxOutputs = new List<float[]>();
-        var classIndex = new List<int>();
-        var boxIndex = new List<int>();
-        for (int i = 0; i < outputs.Count; i++)
+        for (int l = 0; l < entry.ClassOutputs.Length; l++)
         {
-            var values = new float[outputs[i].Tensor.ElementCount];
-            _backend.Download(outputs[i].Tensor, values);
-            if (outputs[i].Name.StartsWith("cls", StringComparison.Ordinal)) { classOutputs.Add(values); classIndex.Add(i); }
-            else { boxOutputs.Add(values); boxIndex.Add(i); }
+            _backend.Download(entry.ClassTensors[l], entry.ClassOutputs[l]);
+            _backend.Download(entry.BoxTensors[l], entry.BoxOutputs[l]);
         }
-        int classes = outputs[classIndex[0]].Tensor.C / AnchorGenerator.AnchorsPerCell;
+        int classes = entry.ClassTensors[0].C / AnchorGenerator.AnchorsPerCell;
         // mmdetection's labels: the index, in json order, of the categories whose names are class
         // names; a network with more classes than the dataset has categories trains the first ones.
         if (classes < _classNames.Count)
             throw new InvalidOperationException($"the network predicts {classes} classes; the dataset has {_classNames.Count} categories");
 
-        FeatureSize[] levels = [.. batch.FeatureSizes];
-        float[] anchors = AnchorGenerator.AllAnchors(levels);
-        int[] levelCounts = [.. levels.Select(l => l.Height * l.Width * AnchorGenerator.AnchorsPerCell)];
-        RetinaTargets targets = RetinaTargets.Build(anchors, levelCounts, batch.GtBoxes, batch.GtLabels, classes,
+        entry.SetLevels(batch.FeatureSizes);
+        RetinaTargets targets = RetinaTargets.Build(entry.Anchors, entry.LevelCounts, batch.GtBoxes, batch.GtLabels, classes,
             AnchorGenerator.AnchorsPerCell, validFlagsPerImage: batch.ValidFlags);
-        DetectionLossResult loss = _loss.Compute(classOutputs, boxOutputs, targets);
-        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss))
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
+        DetectionLossResult loss = entry.Loss ??= new DetectionLossResult(targets);
+        _loss.Compute(entry.ClassOutputs, entry.BoxOutputs, targets, loss);
+        // GHM gives elements whose gradient norm is NaN no bin and so no weight: a NaN output can
+        // leave the loss finite, so the outputs are checked too (mmdetection's loss would be NaN).
+        bool finiteOutputs = entry.ClassOutputs.All(AllFinite) && entry.BoxOutputs.All(AllFinite);
+        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss) || !finiteOutputs)
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): " +
+                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
+                $"loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
 
-        IReadOnlyList<(string Name, TensorView Tensor)> gradients = session.OutputGradients;
-        for (int l = 0; l < classIndex.Count; l++)
+        for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
         {
-            _backend.Upload(loss.ClassificationGradients[l], gradients[classIndex[l]].Tensor);
-            _backend.Upload(loss.BoxGradients[l], gradients[boxIndex[l]].Tensor);
+            _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
+            _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
         }
         session.Backward();
 
-        var pairs = new ParameterWithGradient[session.Gradients.Count];
-        for (int i = 0; i < pairs.Length; i++) pairs[i] = new ParameterWithGradient(session.Gradients[i].Parameter, session.Gradients[i].Data);
         float gradNorm = _options.GradientClip > 0
-            ? GradientClipping.ClipGradNorm(pairs, _options.GradientClip)
-            : GradientClipping.TotalNorm([.. pairs.Select(p => p.Gradient)]);
+            ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)
+            : GradientClipping.TotalNorm(_gradientData);
+        if (!float.IsFinite(gradNorm))
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
         _optimizer.LearningRate = learningRate;
-        _optimizer.Step(pairs);
-        _weightVersion++;
+        _optimizer.Step(_gradients);
+        _weights.UpdateWeights(); // once, for every cached session
         return (loss.ClassificationLoss, loss.BoxLoss, gradNorm);
     }
 
-    // A session for the batch shape whose prepared weights are the current ones.
-    private ITrainingSession Session(int batch, int height, int width)
+    private static bool AllFinite(float[] values)
     {
-        for (LinkedListNode<(int N, int H, int W, ITrainingSession Session, long Version)>? node = _sessions.First; node is not null; node = node.Next)
+        foreach (float v in values)
+            if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    // The cached session for the batch shape, most recently used first; a new shape evicts the least recently used.
+    private CachedSession Session(int batch, int height, int width)
+    {
+        for (LinkedListNode<CachedSession>? node = _sessions.First; node is not null; node = node.Next)
         {
-            var (n, h, w, session, version) = node.Value;
-            if (n != batch || h != height || w != width) continue;
-            if (version != _weightVersion) session.UpdateWeights();
-            _sessions.Remove(node);
-            _sessions.AddFirst((n, h, w, session, _weightVersion));
-            return session;
+            CachedSession cached = node.Value;
+            if (cached.Session.Batch != batch || cached.Session.Height != height || cached.Session.Width != width) continue;
+            if (node != _sessions.First)
+            {
+                _sessions.Remove(node);
+                _sessions.AddFirst(node);
+            }
+            return cached;
         }
-        ITrainingSession created = _createSession(batch, height, width);
-        _sessions.AddFirst((batch, height, width, created, _weightVersion));
+        var created = new CachedSession(_weights.CreateSession(batch, height, width));
+        _sessions.AddFirst(created);
         while (_sessions.Count > _options.CachedSessions)
         {
             _sessions.Last!.Value.Session.Dispose();
@@ -397,8 +422,64 @@ public sealed class Trainer : IDisposable
     /// <summary>Releases the training sessions (not the network or backend).</summary>
     public void Dispose()
     {
-        foreach (var entry in _sessions) entry.Session.Dispose();
+        foreach (CachedSession entry in _sessions) entry.Session.Dispose();
         _sessions.Clear();
+    }
+
+    // A session of one batch shape with the host buffers of its steps: the downloaded outputs, the
+    // loss's gradients, and the anchors of its feature sizes, reused while the session is cached.
+    private sealed class CachedSession
+    {
+        private FeatureSize[] _levels = [];
+
+        public CachedSession(ITrainingSession session)
+        {
+            Session = session;
+            IReadOnlyList<(string Name, TensorView Tensor)> outputs = session.Outputs, gradients = session.OutputGradients;
+            var cls = new List<int>();
+            var box = new List<int>();
+            for (int i = 0; i < outputs.Count; i++) (outputs[i].Name.StartsWith("cls", StringComparison.Ordinal) ? cls : box).Add(i);
+            if (cls.Count == 0 || cls.Count != box.Count)
+                throw new ArgumentException($"a RetinaNet-style network has as many cls_* as box outputs, at least one; this one has {cls.Count} and {box.Count}");
+            ClassTensors = [.. cls.Select(i => outputs[i].Tensor)];
+            BoxTensors = [.. box.Select(i => outputs[i].Tensor)];
+            ClassGradientTensors = [.. cls.Select(i => gradients[i].Tensor)];
+            BoxGradientTensors = [.. box.Select(i => gradients[i].Tensor)];
+            ClassOutputs = [.. ClassTensors.Select(t => new float[t.ElementCount])];
+            BoxOutputs = [.. BoxTensors.Select(t => new float[t.ElementCount])];
+        }
+
+        public ITrainingSession Session { get; }
+
+        public TensorView[] ClassTensors { get; }
+
+        public TensorView[] BoxTensors { get; }
+
+        public TensorView[] ClassGradientTensors { get; }
+
+        public TensorView[] BoxGradientTensors { get; }
+
+        public float[][] ClassOutputs { get; }
+
+        public float[][] BoxOutputs { get; }
+
+        public float[] Anchors { get; private set; } = [];
+
+        public int[] LevelCounts { get; private set; } = [];
+
+        public DetectionLossResult? Loss { get; set; }
+
+        // The anchors of the batch's feature sizes (the same for every batch of this shape).
+        public void SetLevels(IReadOnlyList<FeatureSize> levels)
+        {
+            bool same = levels.Count == _levels.Length;
+            for (int l = 0; same && l < _levels.Length; l++) same = levels[l] == _levels[l];
+            if (same) return;
+            _levels = [.. levels];
+            Anchors = AnchorGenerator.AllAnchors(_levels);
+            LevelCounts = [.. _levels.Select(l => l.Height * l.Width * AnchorGenerator.AnchorsPerCell)];
+            Loss = null;
+        }
     }
 
     // Sums of one log interval (mmcv's LogBuffer averages every figure over the interval).

@@ -133,6 +133,35 @@ public sealed class TrainCommandTests
         }
     }
 
+    [Fact]
+    public void A_loss_that_is_not_finite_stops_the_run_with_exit_4_and_keeps_no_bad_checkpoint()
+    {
+        string data = MakeDataset();
+        string work = Path.Combine(data, "work");
+        try
+        {
+            // Weights whose classification bias is NaN: the first loss is NaN.
+            GhmGen.Layers.INetwork network = GhmGen.Models.ModelRegistry.Get("retinanet-ghm-r50-fpn").Create();
+            GhmGen.Layers.SeededWeights.Fill(network);
+            network.State.Single(t => t.Key == "bbox_head.retina_cls.bias").Data[5] = float.NaN;
+            string checkpoint = Path.Combine(data, "nan.pth");
+            GhmGen.Checkpoints.TorchCheckpoint.Write(checkpoint, network);
+
+            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--load-from", checkpoint, "--work-dir", work, "--scale", "128x96", "--epochs", "1", "--device", "cpu", "--threads", "2");
+
+            Assert.Equal(4, code);
+            Assert.Equal("", output);
+            Assert.Contains("iteration 1 (epoch 1, batch 1): the network's outputs are not finite", error);
+            Assert.Empty(Directory.GetFiles(work, "*.pth"));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("--scale", "12x8", "--scale '12x8' must be LONGxSHORT")]
     [InlineData("--lr-steps", "11,8", "--lr-steps '11,8' must be increasing")]

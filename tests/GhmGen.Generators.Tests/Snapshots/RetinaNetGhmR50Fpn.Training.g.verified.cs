@@ -362,7 +362,7 @@ partial class RetinaNetGhmR50Fpn
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 37718260 floats of folded weight gradients.
+    /// Not included: the prepared weights and the 37718260 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -372,48 +372,373 @@ partial class RetinaNetGhmR50Fpn
         return bytes;
     }
 
-    /// <summary>Prepares a copy of this network's weights on <paramref name="backend"/> for training and plans the memory of both passes for one input size.</summary>
-    public TrainingSession CreateTrainingSession(global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+    /// <summary>Prepares this network's convolutions on <paramref name="backend"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>
+    public TrainingWeights PrepareTraining(global::GhmGen.Backends.ITrainingBackend backend) => new(this, backend);
+
+    /// <summary>Prepares a copy of this network's weights on <paramref name="backend"/> for training and plans the memory of both passes for one input size; the session owns those weights.</summary>
+    public TrainingSession CreateTrainingSession(global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width)
+    {
+        CheckTrainingShape(batch, height, width);
+        var weights = new TrainingWeights(this, backend);
+        try
+        {
+            return new(weights, batch, height, width, ownsWeights: true);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    private static void CheckTrainingShape(int batch, int height, int width)
+    {
+        if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+        if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-r50-fpn's minimum of {MinInputSize}x{MinInputSize}");
+    }
 
     /// <summary>
-    /// This network in training on one backend for one input size: its own prepared weights (batch norm
-    /// folded: norm_eval), 109 buffers shared by activations and their gradients, a <see cref="Forward"/>
-    /// that keeps what the reverse pass reads, and a straight-line <see cref="Backward"/> that writes the
-    /// gradients of the 162 trained parameters (<see cref="TrainedKeys"/>) and nothing for frozen ones.
+    /// This network's 71 convolutions prepared for training on one backend (batch norm folded: norm_eval),
+    /// the 37718260 floats of folded weight gradients of its 60 trained convolutions on the backend,
+    /// and the host <see cref="Gradients"/> of its 162 trained parameters: made once and shared by the
+    /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
+    /// activation buffers; one <see cref="UpdateWeights"/> per optimizer step serves them all.
+    /// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding
+    /// scratch, so one of them runs at a time, and <see cref="Gradients"/> are those of the last
+    /// <c>Backward</c> of any of them. Dispose it after its sessions.
+    /// </summary>
+    public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
+    {
+        private readonly Prepared _prepared;
+        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
+        private bool _disposed;
+
+        internal TrainingWeights(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.ITrainingBackend backend)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            Backend = backend;
+            _prepared = new Prepared(network, backend);
+            Convs = _prepared.Convs;
+            _weightGradients = backend.Allocate(37718260);
+            Trained =
+            [
+                new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
+                new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
+                new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
+                new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
+                new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
+                new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
+                new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
+                new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
+                new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8828416, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8828928, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11188224, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11188736, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13285888, 1, 2048, 1, 1)),
+                new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13287936, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14336512, 1, 2048, 1, 1)),
+                new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14338560, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15387136, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15387648, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17746944, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17747456, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18796032, 1, 2048, 1, 1)),
+                new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18798080, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19846656, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19847168, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22206464, 1, 512, 1, 1)),
+                new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22206976, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23255552, 1, 2048, 1, 1)),
+                new(network.Neck_LateralConvs_0_Conv, null, Convs[53], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23257600, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23388672, 1, 256, 1, 1)),
+                new(network.Neck_LateralConvs_1_Conv, null, Convs[54], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23388928, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23651072, 1, 256, 1, 1)),
+                new(network.Neck_LateralConvs_2_Conv, null, Convs[55], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23651328, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24175616, 1, 256, 1, 1)),
+                new(network.Neck_FpnConvs_0_Conv, null, Convs[56], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24175872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24765696, 1, 256, 1, 1)),
+                new(network.Neck_FpnConvs_1_Conv, null, Convs[57], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24765952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25355776, 1, 256, 1, 1)),
+                new(network.Neck_FpnConvs_2_Conv, null, Convs[58], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25356032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25945856, 1, 256, 1, 1)),
+                new(network.Neck_FpnConvs_3_Conv, null, Convs[59], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25946112, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30664704, 1, 256, 1, 1)),
+                new(network.Neck_FpnConvs_4_Conv, null, Convs[60], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 30664960, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31254784, 1, 256, 1, 1)),
+                new(network.BboxHead_ClsConvs_0_Conv, null, Convs[61], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31255040, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31844864, 1, 256, 1, 1)),
+                new(network.BboxHead_ClsConvs_1_Conv, null, Convs[62], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31845120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32434944, 1, 256, 1, 1)),
+                new(network.BboxHead_ClsConvs_2_Conv, null, Convs[63], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 32435200, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33025024, 1, 256, 1, 1)),
+                new(network.BboxHead_ClsConvs_3_Conv, null, Convs[64], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33025280, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33615104, 1, 256, 1, 1)),
+                new(network.BboxHead_RegConvs_0_Conv, null, Convs[65], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33615360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34205184, 1, 256, 1, 1)),
+                new(network.BboxHead_RegConvs_1_Conv, null, Convs[66], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34205440, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34795264, 1, 256, 1, 1)),
+                new(network.BboxHead_RegConvs_2_Conv, null, Convs[67], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34795520, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35385344, 1, 256, 1, 1)),
+                new(network.BboxHead_RegConvs_3_Conv, null, Convs[68], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35385600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35975424, 1, 256, 1, 1)),
+                new(network.BboxHead_RetinaCls, null, Convs[69], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35975680, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37634560, 1, 720, 1, 1)),
+                new(network.BboxHead_RetinaReg, null, Convs[70], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 37635280, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37718224, 1, 36, 1, 1)),
+            ];
+            Scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
+            Gradients =
+            [
+                Trained[0].Weight!, // backbone.layer2.0.conv1.weight
+                Trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
+                Trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
+                Trained[1].Weight!, // backbone.layer2.0.conv2.weight
+                Trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
+                Trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
+                Trained[3].Weight!, // backbone.layer2.0.conv3.weight
+                Trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
+                Trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
+                Trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
+                Trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
+                Trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
+                Trained[4].Weight!, // backbone.layer2.1.conv1.weight
+                Trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
+                Trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
+                Trained[5].Weight!, // backbone.layer2.1.conv2.weight
+                Trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
+                Trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
+                Trained[6].Weight!, // backbone.layer2.1.conv3.weight
+                Trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
+                Trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
+                Trained[7].Weight!, // backbone.layer2.2.conv1.weight
+                Trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
+                Trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
+                Trained[8].Weight!, // backbone.layer2.2.conv2.weight
+                Trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
+                Trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
+                Trained[9].Weight!, // backbone.layer2.2.conv3.weight
+                Trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
+                Trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
+                Trained[10].Weight!, // backbone.layer2.3.conv1.weight
+                Trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
+                Trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
+                Trained[11].Weight!, // backbone.layer2.3.conv2.weight
+                Trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
+                Trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
+                Trained[12].Weight!, // backbone.layer2.3.conv3.weight
+                Trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
+                Trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
+                Trained[13].Weight!, // backbone.layer3.0.conv1.weight
+                Trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
+                Trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
+                Trained[14].Weight!, // backbone.layer3.0.conv2.weight
+                Trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
+                Trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
+                Trained[16].Weight!, // backbone.layer3.0.conv3.weight
+                Trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
+                Trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
+                Trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
+                Trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
+                Trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
+                Trained[17].Weight!, // backbone.layer3.1.conv1.weight
+                Trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
+                Trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
+                Trained[18].Weight!, // backbone.layer3.1.conv2.weight
+                Trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
+                Trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
+                Trained[19].Weight!, // backbone.layer3.1.conv3.weight
+                Trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
+                Trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
+                Trained[20].Weight!, // backbone.layer3.2.conv1.weight
+                Trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
+                Trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
+                Trained[21].Weight!, // backbone.layer3.2.conv2.weight
+                Trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
+                Trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
+                Trained[22].Weight!, // backbone.layer3.2.conv3.weight
+                Trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
+                Trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
+                Trained[23].Weight!, // backbone.layer3.3.conv1.weight
+                Trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
+                Trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
+                Trained[24].Weight!, // backbone.layer3.3.conv2.weight
+                Trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
+                Trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
+                Trained[25].Weight!, // backbone.layer3.3.conv3.weight
+                Trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
+                Trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
+                Trained[26].Weight!, // backbone.layer3.4.conv1.weight
+                Trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
+                Trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
+                Trained[27].Weight!, // backbone.layer3.4.conv2.weight
+                Trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
+                Trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
+                Trained[28].Weight!, // backbone.layer3.4.conv3.weight
+                Trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
+                Trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
+                Trained[29].Weight!, // backbone.layer3.5.conv1.weight
+                Trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
+                Trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
+                Trained[30].Weight!, // backbone.layer3.5.conv2.weight
+                Trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
+                Trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
+                Trained[31].Weight!, // backbone.layer3.5.conv3.weight
+                Trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
+                Trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
+                Trained[32].Weight!, // backbone.layer4.0.conv1.weight
+                Trained[32].BatchNormWeight!, // backbone.layer4.0.bn1.weight
+                Trained[32].BatchNormBias!, // backbone.layer4.0.bn1.bias
+                Trained[33].Weight!, // backbone.layer4.0.conv2.weight
+                Trained[33].BatchNormWeight!, // backbone.layer4.0.bn2.weight
+                Trained[33].BatchNormBias!, // backbone.layer4.0.bn2.bias
+                Trained[35].Weight!, // backbone.layer4.0.conv3.weight
+                Trained[35].BatchNormWeight!, // backbone.layer4.0.bn3.weight
+                Trained[35].BatchNormBias!, // backbone.layer4.0.bn3.bias
+                Trained[34].Weight!, // backbone.layer4.0.downsample.0.weight
+                Trained[34].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
+                Trained[34].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
+                Trained[36].Weight!, // backbone.layer4.1.conv1.weight
+                Trained[36].BatchNormWeight!, // backbone.layer4.1.bn1.weight
+                Trained[36].BatchNormBias!, // backbone.layer4.1.bn1.bias
+                Trained[37].Weight!, // backbone.layer4.1.conv2.weight
+                Trained[37].BatchNormWeight!, // backbone.layer4.1.bn2.weight
+                Trained[37].BatchNormBias!, // backbone.layer4.1.bn2.bias
+                Trained[38].Weight!, // backbone.layer4.1.conv3.weight
+                Trained[38].BatchNormWeight!, // backbone.layer4.1.bn3.weight
+                Trained[38].BatchNormBias!, // backbone.layer4.1.bn3.bias
+                Trained[39].Weight!, // backbone.layer4.2.conv1.weight
+                Trained[39].BatchNormWeight!, // backbone.layer4.2.bn1.weight
+                Trained[39].BatchNormBias!, // backbone.layer4.2.bn1.bias
+                Trained[40].Weight!, // backbone.layer4.2.conv2.weight
+                Trained[40].BatchNormWeight!, // backbone.layer4.2.bn2.weight
+                Trained[40].BatchNormBias!, // backbone.layer4.2.bn2.bias
+                Trained[41].Weight!, // backbone.layer4.2.conv3.weight
+                Trained[41].BatchNormWeight!, // backbone.layer4.2.bn3.weight
+                Trained[41].BatchNormBias!, // backbone.layer4.2.bn3.bias
+                Trained[42].Weight!, // neck.lateral_convs.0.conv.weight
+                Trained[42].Bias!, // neck.lateral_convs.0.conv.bias
+                Trained[43].Weight!, // neck.lateral_convs.1.conv.weight
+                Trained[43].Bias!, // neck.lateral_convs.1.conv.bias
+                Trained[44].Weight!, // neck.lateral_convs.2.conv.weight
+                Trained[44].Bias!, // neck.lateral_convs.2.conv.bias
+                Trained[45].Weight!, // neck.fpn_convs.0.conv.weight
+                Trained[45].Bias!, // neck.fpn_convs.0.conv.bias
+                Trained[46].Weight!, // neck.fpn_convs.1.conv.weight
+                Trained[46].Bias!, // neck.fpn_convs.1.conv.bias
+                Trained[47].Weight!, // neck.fpn_convs.2.conv.weight
+                Trained[47].Bias!, // neck.fpn_convs.2.conv.bias
+                Trained[48].Weight!, // neck.fpn_convs.3.conv.weight
+                Trained[48].Bias!, // neck.fpn_convs.3.conv.bias
+                Trained[49].Weight!, // neck.fpn_convs.4.conv.weight
+                Trained[49].Bias!, // neck.fpn_convs.4.conv.bias
+                Trained[50].Weight!, // bbox_head.cls_convs.0.conv.weight
+                Trained[50].Bias!, // bbox_head.cls_convs.0.conv.bias
+                Trained[51].Weight!, // bbox_head.cls_convs.1.conv.weight
+                Trained[51].Bias!, // bbox_head.cls_convs.1.conv.bias
+                Trained[52].Weight!, // bbox_head.cls_convs.2.conv.weight
+                Trained[52].Bias!, // bbox_head.cls_convs.2.conv.bias
+                Trained[53].Weight!, // bbox_head.cls_convs.3.conv.weight
+                Trained[53].Bias!, // bbox_head.cls_convs.3.conv.bias
+                Trained[54].Weight!, // bbox_head.reg_convs.0.conv.weight
+                Trained[54].Bias!, // bbox_head.reg_convs.0.conv.bias
+                Trained[55].Weight!, // bbox_head.reg_convs.1.conv.weight
+                Trained[55].Bias!, // bbox_head.reg_convs.1.conv.bias
+                Trained[56].Weight!, // bbox_head.reg_convs.2.conv.weight
+                Trained[56].Bias!, // bbox_head.reg_convs.2.conv.bias
+                Trained[57].Weight!, // bbox_head.reg_convs.3.conv.weight
+                Trained[57].Bias!, // bbox_head.reg_convs.3.conv.bias
+                Trained[58].Weight!, // bbox_head.retina_cls.weight
+                Trained[58].Bias!, // bbox_head.retina_cls.bias
+                Trained[59].Weight!, // bbox_head.retina_reg.weight
+                Trained[59].Bias!, // bbox_head.retina_reg.bias
+            ];
+        }
+
+        /// <summary>The backend the weights live on.</summary>
+        public global::GhmGen.Backends.ITrainingBackend Backend { get; }
+
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter: written by the <c>Backward</c> of any of the sessions.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients { get; }
+
+        internal global::GhmGen.Backends.IPreparedConv[] Convs { get; }
+
+        internal global::GhmGen.Layers.TrainedConv[] Trained { get; }
+
+        internal float[] Scratch { get; }
+
+        /// <summary>Counts <see cref="UpdateWeights"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>
+        internal long Version { get; private set; }
+
+        /// <summary>Whether <see cref="Dispose"/> has run.</summary>
+        internal bool IsDisposed => _disposed;
+
+        /// <summary>Plans the memory of both passes for one input size, sharing these weights.</summary>
+        public TrainingSession CreateSession(int batch, int height, int width)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            return new(this, batch, height, width, ownsWeights: false);
+        }
+
+        global::GhmGen.Layers.ITrainingSession global::GhmGen.Layers.ITrainingWeights.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);
+
+        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step), for every session.</summary>
+        public void UpdateWeights()
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (global::GhmGen.Layers.TrainedConv conv in Trained) conv.Refold(Backend, Scratch);
+            Version++;
+        }
+
+        /// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _weightGradients?.Dispose();
+            _prepared.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// This network in training on one backend for one input size: 109 buffers shared by activations and
+    /// their gradients, a <see cref="Forward"/> that keeps what the reverse pass reads, and a straight-line
+    /// <see cref="Backward"/> that writes the gradients of the 162 trained parameters (<see cref="TrainedKeys"/>)
+    /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
+    /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
+    /// (<see cref="TrainingWeights.CreateSession"/>).
     /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
-    /// Not thread-safe.
+    /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
     /// </summary>
     public sealed class TrainingSession : global::GhmGen.Layers.ITrainingSession
     {
         private readonly global::GhmGen.Backends.ITrainingBackend _backend;
-        private readonly Prepared _weights;
+        private readonly TrainingWeights _weights;
+        private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private readonly global::GhmGen.Layers.TrainedConv[] _trained;
         private readonly global::GhmGen.Backends.TensorView[] _a = new global::GhmGen.Backends.TensorView[235]; // activations
         private readonly global::GhmGen.Backends.TensorView[] _g = new global::GhmGen.Backends.TensorView[235]; // their gradients
         private readonly float[] _scratch;
         private bool _forwardDone;
+        private long _forwardVersion;
         private bool _disposed;
 
-        internal TrainingSession(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width)
+        internal TrainingSession(TrainingWeights weights, int batch, int height, int width, bool ownsWeights)
         {
-            global::System.ArgumentNullException.ThrowIfNull(network);
-            global::System.ArgumentNullException.ThrowIfNull(backend);
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-r50-fpn's minimum of {MinInputSize}x{MinInputSize}");
+            CheckTrainingShape(batch, height, width);
             int[] s = Sizes(height, width);
-            _backend = backend;
-            _weights = new Prepared(network, backend);
-            _convs = _weights.Convs;
+            _weights = weights;
+            _ownsWeights = ownsWeights;
+            _backend = weights.Backend;
+            _convs = weights.Convs;
+            _trained = weights.Trained;
+            _scratch = weights.Scratch;
             Batch = batch;
             Height = height;
             Width = width;
             long[] size = TrainingSlotSizes(batch, s);
             _slots = new global::GhmGen.Backends.DeviceBuffer[109];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _a[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _a[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
@@ -631,236 +956,6 @@ partial class RetinaNetGhmR50Fpn
             _g[232] = new(_slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
             _g[233] = new(_slots[106], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
             _g[234] = new(_slots[107], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
-            _weightGradients = backend.Allocate(37718260);
-            _trained =
-            [
-                new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, _convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, _convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, _convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, _convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, _convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, _convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, _convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, _convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, _convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, _convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, _convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, _convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, _convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, _convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, _convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, _convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, _convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, _convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, _convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, _convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, _convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, _convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, _convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, _convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, _convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, _convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, _convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, _convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, _convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, _convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, _convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, _convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, _convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8828416, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, _convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8828928, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11188224, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, _convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11188736, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13285888, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, _convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13287936, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14336512, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, _convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14338560, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15387136, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, _convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15387648, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17746944, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, _convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17747456, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18796032, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, _convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18798080, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19846656, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, _convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19847168, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22206464, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, _convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22206976, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23255552, 1, 2048, 1, 1)),
-                new(network.Neck_LateralConvs_0_Conv, null, _convs[53], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23257600, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23388672, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_1_Conv, null, _convs[54], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23388928, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23651072, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_2_Conv, null, _convs[55], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23651328, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24175616, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_0_Conv, null, _convs[56], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24175872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24765696, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_1_Conv, null, _convs[57], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24765952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25355776, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_2_Conv, null, _convs[58], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25356032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25945856, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_3_Conv, null, _convs[59], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25946112, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30664704, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_4_Conv, null, _convs[60], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 30664960, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31254784, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_0_Conv, null, _convs[61], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31255040, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31844864, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_1_Conv, null, _convs[62], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31845120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32434944, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_2_Conv, null, _convs[63], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 32435200, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33025024, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_3_Conv, null, _convs[64], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33025280, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33615104, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_0_Conv, null, _convs[65], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33615360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34205184, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_1_Conv, null, _convs[66], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34205440, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34795264, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_2_Conv, null, _convs[67], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34795520, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35385344, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_3_Conv, null, _convs[68], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35385600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35975424, 1, 256, 1, 1)),
-                new(network.BboxHead_RetinaCls, null, _convs[69], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35975680, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37634560, 1, 720, 1, 1)),
-                new(network.BboxHead_RetinaReg, null, _convs[70], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 37635280, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37718224, 1, 36, 1, 1)),
-            ];
-            _scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
-            Gradients =
-            [
-                _trained[0].Weight!, // backbone.layer2.0.conv1.weight
-                _trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
-                _trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
-                _trained[1].Weight!, // backbone.layer2.0.conv2.weight
-                _trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
-                _trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
-                _trained[3].Weight!, // backbone.layer2.0.conv3.weight
-                _trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
-                _trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
-                _trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
-                _trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
-                _trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
-                _trained[4].Weight!, // backbone.layer2.1.conv1.weight
-                _trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
-                _trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
-                _trained[5].Weight!, // backbone.layer2.1.conv2.weight
-                _trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
-                _trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
-                _trained[6].Weight!, // backbone.layer2.1.conv3.weight
-                _trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
-                _trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
-                _trained[7].Weight!, // backbone.layer2.2.conv1.weight
-                _trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
-                _trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
-                _trained[8].Weight!, // backbone.layer2.2.conv2.weight
-                _trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
-                _trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
-                _trained[9].Weight!, // backbone.layer2.2.conv3.weight
-                _trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
-                _trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
-                _trained[10].Weight!, // backbone.layer2.3.conv1.weight
-                _trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
-                _trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
-                _trained[11].Weight!, // backbone.layer2.3.conv2.weight
-                _trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
-                _trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
-                _trained[12].Weight!, // backbone.layer2.3.conv3.weight
-                _trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
-                _trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
-                _trained[13].Weight!, // backbone.layer3.0.conv1.weight
-                _trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
-                _trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
-                _trained[14].Weight!, // backbone.layer3.0.conv2.weight
-                _trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
-                _trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
-                _trained[16].Weight!, // backbone.layer3.0.conv3.weight
-                _trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
-                _trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
-                _trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
-                _trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
-                _trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
-                _trained[17].Weight!, // backbone.layer3.1.conv1.weight
-                _trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
-                _trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
-                _trained[18].Weight!, // backbone.layer3.1.conv2.weight
-                _trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
-                _trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
-                _trained[19].Weight!, // backbone.layer3.1.conv3.weight
-                _trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
-                _trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
-                _trained[20].Weight!, // backbone.layer3.2.conv1.weight
-                _trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
-                _trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
-                _trained[21].Weight!, // backbone.layer3.2.conv2.weight
-                _trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
-                _trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
-                _trained[22].Weight!, // backbone.layer3.2.conv3.weight
-                _trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
-                _trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
-                _trained[23].Weight!, // backbone.layer3.3.conv1.weight
-                _trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
-                _trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
-                _trained[24].Weight!, // backbone.layer3.3.conv2.weight
-                _trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
-                _trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
-                _trained[25].Weight!, // backbone.layer3.3.conv3.weight
-                _trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
-                _trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
-                _trained[26].Weight!, // backbone.layer3.4.conv1.weight
-                _trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
-                _trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
-                _trained[27].Weight!, // backbone.layer3.4.conv2.weight
-                _trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
-                _trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
-                _trained[28].Weight!, // backbone.layer3.4.conv3.weight
-                _trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
-                _trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
-                _trained[29].Weight!, // backbone.layer3.5.conv1.weight
-                _trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
-                _trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
-                _trained[30].Weight!, // backbone.layer3.5.conv2.weight
-                _trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
-                _trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
-                _trained[31].Weight!, // backbone.layer3.5.conv3.weight
-                _trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
-                _trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
-                _trained[32].Weight!, // backbone.layer4.0.conv1.weight
-                _trained[32].BatchNormWeight!, // backbone.layer4.0.bn1.weight
-                _trained[32].BatchNormBias!, // backbone.layer4.0.bn1.bias
-                _trained[33].Weight!, // backbone.layer4.0.conv2.weight
-                _trained[33].BatchNormWeight!, // backbone.layer4.0.bn2.weight
-                _trained[33].BatchNormBias!, // backbone.layer4.0.bn2.bias
-                _trained[35].Weight!, // backbone.layer4.0.conv3.weight
-                _trained[35].BatchNormWeight!, // backbone.layer4.0.bn3.weight
-                _trained[35].BatchNormBias!, // backbone.layer4.0.bn3.bias
-                _trained[34].Weight!, // backbone.layer4.0.downsample.0.weight
-                _trained[34].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
-                _trained[34].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
-                _trained[36].Weight!, // backbone.layer4.1.conv1.weight
-                _trained[36].BatchNormWeight!, // backbone.layer4.1.bn1.weight
-                _trained[36].BatchNormBias!, // backbone.layer4.1.bn1.bias
-                _trained[37].Weight!, // backbone.layer4.1.conv2.weight
-                _trained[37].BatchNormWeight!, // backbone.layer4.1.bn2.weight
-                _trained[37].BatchNormBias!, // backbone.layer4.1.bn2.bias
-                _trained[38].Weight!, // backbone.layer4.1.conv3.weight
-                _trained[38].BatchNormWeight!, // backbone.layer4.1.bn3.weight
-                _trained[38].BatchNormBias!, // backbone.layer4.1.bn3.bias
-                _trained[39].Weight!, // backbone.layer4.2.conv1.weight
-                _trained[39].BatchNormWeight!, // backbone.layer4.2.bn1.weight
-                _trained[39].BatchNormBias!, // backbone.layer4.2.bn1.bias
-                _trained[40].Weight!, // backbone.layer4.2.conv2.weight
-                _trained[40].BatchNormWeight!, // backbone.layer4.2.bn2.weight
-                _trained[40].BatchNormBias!, // backbone.layer4.2.bn2.bias
-                _trained[41].Weight!, // backbone.layer4.2.conv3.weight
-                _trained[41].BatchNormWeight!, // backbone.layer4.2.bn3.weight
-                _trained[41].BatchNormBias!, // backbone.layer4.2.bn3.bias
-                _trained[42].Weight!, // neck.lateral_convs.0.conv.weight
-                _trained[42].Bias!, // neck.lateral_convs.0.conv.bias
-                _trained[43].Weight!, // neck.lateral_convs.1.conv.weight
-                _trained[43].Bias!, // neck.lateral_convs.1.conv.bias
-                _trained[44].Weight!, // neck.lateral_convs.2.conv.weight
-                _trained[44].Bias!, // neck.lateral_convs.2.conv.bias
-                _trained[45].Weight!, // neck.fpn_convs.0.conv.weight
-                _trained[45].Bias!, // neck.fpn_convs.0.conv.bias
-                _trained[46].Weight!, // neck.fpn_convs.1.conv.weight
-                _trained[46].Bias!, // neck.fpn_convs.1.conv.bias
-                _trained[47].Weight!, // neck.fpn_convs.2.conv.weight
-                _trained[47].Bias!, // neck.fpn_convs.2.conv.bias
-                _trained[48].Weight!, // neck.fpn_convs.3.conv.weight
-                _trained[48].Bias!, // neck.fpn_convs.3.conv.bias
-                _trained[49].Weight!, // neck.fpn_convs.4.conv.weight
-                _trained[49].Bias!, // neck.fpn_convs.4.conv.bias
-                _trained[50].Weight!, // bbox_head.cls_convs.0.conv.weight
-                _trained[50].Bias!, // bbox_head.cls_convs.0.conv.bias
-                _trained[51].Weight!, // bbox_head.cls_convs.1.conv.weight
-                _trained[51].Bias!, // bbox_head.cls_convs.1.conv.bias
-                _trained[52].Weight!, // bbox_head.cls_convs.2.conv.weight
-                _trained[52].Bias!, // bbox_head.cls_convs.2.conv.bias
-                _trained[53].Weight!, // bbox_head.cls_convs.3.conv.weight
-                _trained[53].Bias!, // bbox_head.cls_convs.3.conv.bias
-                _trained[54].Weight!, // bbox_head.reg_convs.0.conv.weight
-                _trained[54].Bias!, // bbox_head.reg_convs.0.conv.bias
-                _trained[55].Weight!, // bbox_head.reg_convs.1.conv.weight
-                _trained[55].Bias!, // bbox_head.reg_convs.1.conv.bias
-                _trained[56].Weight!, // bbox_head.reg_convs.2.conv.weight
-                _trained[56].Bias!, // bbox_head.reg_convs.2.conv.bias
-                _trained[57].Weight!, // bbox_head.reg_convs.3.conv.weight
-                _trained[57].Bias!, // bbox_head.reg_convs.3.conv.bias
-                _trained[58].Weight!, // bbox_head.retina_cls.weight
-                _trained[58].Bias!, // bbox_head.retina_cls.bias
-                _trained[59].Weight!, // bbox_head.retina_reg.weight
-                _trained[59].Bias!, // bbox_head.retina_reg.bias
-            ];
         }
 
         /// <summary>Batch size.</summary>
@@ -871,6 +966,11 @@ partial class RetinaNetGhmR50Fpn
 
         /// <summary>Input width.</summary>
         public int Width { get; }
+
+        /// <summary>The prepared weights this session runs with (its own when made by <see cref="CreateTrainingSession"/>).</summary>
+        public TrainingWeights Weights => _weights;
+
+        global::GhmGen.Layers.ITrainingWeights global::GhmGen.Layers.ITrainingSession.Weights => _weights;
 
         /// <summary>The input tensor (N x C x H x W).</summary>
         public global::GhmGen.Backends.TensorView Input => _a[0];
@@ -941,13 +1041,14 @@ partial class RetinaNetGhmR50Fpn
         /// <summary>Every output's gradient by output name, in declaration order.</summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> OutputGradients => [("cls_p3", _g[193]), ("reg_p3", _g[194]), ("cls_p4", _g[203]), ("reg_p4", _g[204]), ("cls_p5", _g[213]), ("reg_p5", _g[214]), ("cls_p6", _g[223]), ("reg_p6", _g[224]), ("cls_p7", _g[233]), ("reg_p7", _g[234])];
 
-        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>.</summary>
-        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients { get; }
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients => _weights.Gradients;
 
         /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward"/> reads.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _a[0]); // image
             b.Conv2d(_convs[0], _a[0], _a[3], null, relu: true); // backbone.conv1 + bn1 + relu
@@ -1065,18 +1166,22 @@ partial class RetinaNetGhmR50Fpn
             b.Conv2d(_convs[69], _a[228], _a[233], null, relu: false); // bbox_head.retina_cls
             b.Conv2d(_convs[70], _a[232], _a[234], null, relu: false); // bbox_head.retina_reg
             _forwardDone = true;
+            _forwardVersion = _weights.Version;
         }
 
         /// <summary>
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
-        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers.
+        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
+        /// and none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>.
         /// </summary>
         public void Backward()
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
+            if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[70].Spec, _a[232], _g[234], _trained[59].WeightGradient, _trained[59].BiasGradient, accumulate: false); // d bbox_head.retina_reg weights
             b.Conv2dBackwardData(_convs[70], _g[234], _g[232], accumulate: false); // d bbox_head.p7.reg_convs.3.conv through bbox_head.retina_reg
@@ -1434,22 +1539,20 @@ partial class RetinaNetGhmR50Fpn
             _trained[59].CollectGradients(b, _scratch); // bbox_head.retina_reg
         }
 
-        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step).</summary>
+        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref="Weights"/>' <see cref="TrainingWeights.UpdateWeights"/>, seen by every session that shares them.</summary>
         public void UpdateWeights()
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            foreach (global::GhmGen.Layers.TrainedConv conv in _trained) conv.Refold(_backend, _scratch);
-            _forwardDone = false;
+            _weights.UpdateWeights();
         }
 
-        /// <summary>Releases the buffers and this session's prepared weights.</summary>
+        /// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
-            _weightGradients?.Dispose();
-            _weights.Dispose();
+            if (_ownsWeights) _weights.Dispose();
         }
     }
 }

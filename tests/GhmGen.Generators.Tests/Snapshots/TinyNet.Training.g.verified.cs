@@ -56,7 +56,7 @@ partial class TinyNet
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 1922 floats of folded weight gradients.
+    /// Not included: the prepared weights and the 1922 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -66,48 +66,169 @@ partial class TinyNet
         return bytes;
     }
 
-    /// <summary>Prepares a copy of this network's weights on <paramref name="backend"/> for training and plans the memory of both passes for one input size.</summary>
-    public TrainingSession CreateTrainingSession(global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width) => new(this, backend, batch, height, width);
+    /// <summary>Prepares this network's convolutions on <paramref name="backend"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>
+    public TrainingWeights PrepareTraining(global::GhmGen.Backends.ITrainingBackend backend) => new(this, backend);
+
+    /// <summary>Prepares a copy of this network's weights on <paramref name="backend"/> for training and plans the memory of both passes for one input size; the session owns those weights.</summary>
+    public TrainingSession CreateTrainingSession(global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width)
+    {
+        CheckTrainingShape(batch, height, width);
+        var weights = new TrainingWeights(this, backend);
+        try
+        {
+            return new(weights, batch, height, width, ownsWeights: true);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    private static void CheckTrainingShape(int batch, int height, int width)
+    {
+        if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+        if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
+    }
 
     /// <summary>
-    /// This network in training on one backend for one input size: its own prepared weights (batch norm
-    /// folded: norm_eval), 15 buffers shared by activations and their gradients, a <see cref="Forward"/>
-    /// that keeps what the reverse pass reads, and a straight-line <see cref="Backward"/> that writes the
-    /// gradients of the 12 trained parameters (<see cref="TrainedKeys"/>) and nothing for frozen ones.
+    /// This network's 6 convolutions prepared for training on one backend (batch norm folded: norm_eval),
+    /// the 1922 floats of folded weight gradients of its 6 trained convolutions on the backend,
+    /// and the host <see cref="Gradients"/> of its 12 trained parameters: made once and shared by the
+    /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
+    /// activation buffers; one <see cref="UpdateWeights"/> per optimizer step serves them all.
+    /// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding
+    /// scratch, so one of them runs at a time, and <see cref="Gradients"/> are those of the last
+    /// <c>Backward</c> of any of them. Dispose it after its sessions.
+    /// </summary>
+    public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
+    {
+        private readonly Prepared _prepared;
+        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
+        private bool _disposed;
+
+        internal TrainingWeights(TinyNet network, global::GhmGen.Backends.ITrainingBackend backend)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(network);
+            global::System.ArgumentNullException.ThrowIfNull(backend);
+            Backend = backend;
+            _prepared = new Prepared(network, backend);
+            Convs = _prepared.Convs;
+            _weightGradients = backend.Allocate(1922);
+            Trained =
+            [
+                new(network.Stem, null, Convs[0], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 0, 8, 3, 3, 3), null),
+                new(network.Stage_0_Proj, null, Convs[1], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 216, 8, 8, 1, 1), null),
+                new(network.Stage_0_Conv, network.Stage_0_Bn, Convs[2], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 280, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 856, 1, 8, 1, 1)),
+                new(network.Stage_1_Conv, network.Stage_1_Bn, Convs[3], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 864, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1440, 1, 8, 1, 1)),
+                new(network.Head_Cls, null, Convs[4], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1448, 6, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1880, 1, 6, 1, 1)),
+                new(network.Head_Box, null, Convs[5], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1886, 4, 8, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1918, 1, 4, 1, 1)),
+            ];
+            Scratch = new float[584]; // folded gradients and weights of the largest convolution with batch norm
+            Gradients =
+            [
+                Trained[0].Weight!, // stem.weight
+                Trained[2].Weight!, // stage.0.conv.weight
+                Trained[2].BatchNormWeight!, // stage.0.bn.weight
+                Trained[2].BatchNormBias!, // stage.0.bn.bias
+                Trained[1].Weight!, // stage.0.proj.weight
+                Trained[3].Weight!, // stage.1.conv.weight
+                Trained[3].BatchNormWeight!, // stage.1.bn.weight
+                Trained[3].BatchNormBias!, // stage.1.bn.bias
+                Trained[4].Weight!, // head.cls.weight
+                Trained[4].Bias!, // head.cls.bias
+                Trained[5].Weight!, // head.box.weight
+                Trained[5].Bias!, // head.box.bias
+            ];
+        }
+
+        /// <summary>The backend the weights live on.</summary>
+        public global::GhmGen.Backends.ITrainingBackend Backend { get; }
+
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter: written by the <c>Backward</c> of any of the sessions.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients { get; }
+
+        internal global::GhmGen.Backends.IPreparedConv[] Convs { get; }
+
+        internal global::GhmGen.Layers.TrainedConv[] Trained { get; }
+
+        internal float[] Scratch { get; }
+
+        /// <summary>Counts <see cref="UpdateWeights"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>
+        internal long Version { get; private set; }
+
+        /// <summary>Whether <see cref="Dispose"/> has run.</summary>
+        internal bool IsDisposed => _disposed;
+
+        /// <summary>Plans the memory of both passes for one input size, sharing these weights.</summary>
+        public TrainingSession CreateSession(int batch, int height, int width)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            return new(this, batch, height, width, ownsWeights: false);
+        }
+
+        global::GhmGen.Layers.ITrainingSession global::GhmGen.Layers.ITrainingWeights.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);
+
+        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step), for every session.</summary>
+        public void UpdateWeights()
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (global::GhmGen.Layers.TrainedConv conv in Trained) conv.Refold(Backend, Scratch);
+            Version++;
+        }
+
+        /// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _weightGradients?.Dispose();
+            _prepared.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// This network in training on one backend for one input size: 15 buffers shared by activations and
+    /// their gradients, a <see cref="Forward"/> that keeps what the reverse pass reads, and a straight-line
+    /// <see cref="Backward"/> that writes the gradients of the 12 trained parameters (<see cref="TrainedKeys"/>)
+    /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
+    /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
+    /// (<see cref="TrainingWeights.CreateSession"/>).
     /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
-    /// Not thread-safe.
+    /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
     /// </summary>
     public sealed class TrainingSession : global::GhmGen.Layers.ITrainingSession
     {
         private readonly global::GhmGen.Backends.ITrainingBackend _backend;
-        private readonly Prepared _weights;
+        private readonly TrainingWeights _weights;
+        private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private readonly global::GhmGen.Layers.TrainedConv[] _trained;
         private readonly global::GhmGen.Backends.TensorView[] _a = new global::GhmGen.Backends.TensorView[18]; // activations
         private readonly global::GhmGen.Backends.TensorView[] _g = new global::GhmGen.Backends.TensorView[18]; // their gradients
         private readonly float[] _scratch;
         private bool _forwardDone;
+        private long _forwardVersion;
         private bool _disposed;
 
-        internal TrainingSession(TinyNet network, global::GhmGen.Backends.ITrainingBackend backend, int batch, int height, int width)
+        internal TrainingSession(TrainingWeights weights, int batch, int height, int width, bool ownsWeights)
         {
-            global::System.ArgumentNullException.ThrowIfNull(network);
-            global::System.ArgumentNullException.ThrowIfNull(backend);
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
+            CheckTrainingShape(batch, height, width);
             int[] s = Sizes(height, width);
-            _backend = backend;
-            _weights = new Prepared(network, backend);
-            _convs = _weights.Convs;
+            _weights = weights;
+            _ownsWeights = ownsWeights;
+            _backend = weights.Backend;
+            _convs = weights.Convs;
+            _trained = weights.Trained;
+            _scratch = weights.Scratch;
             Batch = batch;
             Height = height;
             Width = width;
             long[] size = TrainingSlotSizes(batch, s);
             _slots = new global::GhmGen.Backends.DeviceBuffer[15];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = backend.Allocate(size[i]);
+            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
             _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _a[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _a[2] = new(_slots[2], 0, batch, 8, s[4], s[5]); // pool
@@ -129,32 +250,6 @@ partial class TinyNet
             _g[15] = new(_slots[11], 0, batch, 4, s[4], s[5]); // d head.merged.box
             _g[16] = new(_slots[12], 0, batch, 6, s[6], s[7]); // d head.stage.cls
             _g[17] = new(_slots[13], 0, batch, 4, s[6], s[7]); // d head.stage.box
-            _weightGradients = backend.Allocate(1922);
-            _trained =
-            [
-                new(network.Stem, null, _convs[0], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 0, 8, 3, 3, 3), null),
-                new(network.Stage_0_Proj, null, _convs[1], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 216, 8, 8, 1, 1), null),
-                new(network.Stage_0_Conv, network.Stage_0_Bn, _convs[2], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 280, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 856, 1, 8, 1, 1)),
-                new(network.Stage_1_Conv, network.Stage_1_Bn, _convs[3], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 864, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1440, 1, 8, 1, 1)),
-                new(network.Head_Cls, null, _convs[4], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1448, 6, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1880, 1, 6, 1, 1)),
-                new(network.Head_Box, null, _convs[5], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1886, 4, 8, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1918, 1, 4, 1, 1)),
-            ];
-            _scratch = new float[584]; // folded gradients and weights of the largest convolution with batch norm
-            Gradients =
-            [
-                _trained[0].Weight!, // stem.weight
-                _trained[2].Weight!, // stage.0.conv.weight
-                _trained[2].BatchNormWeight!, // stage.0.bn.weight
-                _trained[2].BatchNormBias!, // stage.0.bn.bias
-                _trained[1].Weight!, // stage.0.proj.weight
-                _trained[3].Weight!, // stage.1.conv.weight
-                _trained[3].BatchNormWeight!, // stage.1.bn.weight
-                _trained[3].BatchNormBias!, // stage.1.bn.bias
-                _trained[4].Weight!, // head.cls.weight
-                _trained[4].Bias!, // head.cls.bias
-                _trained[5].Weight!, // head.box.weight
-                _trained[5].Bias!, // head.box.bias
-            ];
         }
 
         /// <summary>Batch size.</summary>
@@ -165,6 +260,11 @@ partial class TinyNet
 
         /// <summary>Input width.</summary>
         public int Width { get; }
+
+        /// <summary>The prepared weights this session runs with (its own when made by <see cref="CreateTrainingSession"/>).</summary>
+        public TrainingWeights Weights => _weights;
+
+        global::GhmGen.Layers.ITrainingWeights global::GhmGen.Layers.ITrainingSession.Weights => _weights;
 
         /// <summary>The input tensor (N x C x H x W).</summary>
         public global::GhmGen.Backends.TensorView Input => _a[0];
@@ -199,13 +299,14 @@ partial class TinyNet
         /// <summary>Every output's gradient by output name, in declaration order.</summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> OutputGradients => [("cls_a", _g[14]), ("box_a", _g[15]), ("cls_b", _g[16]), ("box_b", _g[17])];
 
-        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>.</summary>
-        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients { get; }
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
+        public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients => _weights.Gradients;
 
         /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward"/> reads.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _a[0]); // image
             b.Conv2d(_convs[0], _a[0], _a[1], null, relu: true); // stem + relu
@@ -220,18 +321,22 @@ partial class TinyNet
             b.Conv2d(_convs[4], _a[11], _a[16], null, relu: false); // head.cls
             b.Conv2d(_convs[5], _a[11], _a[17], null, relu: false); // head.box
             _forwardDone = true;
+            _forwardVersion = _weights.Version;
         }
 
         /// <summary>
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
-        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers.
+        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
+        /// and none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>.
         /// </summary>
         public void Backward()
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
+            if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[5].Spec, _a[11], _g[17], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: false); // d head.box weights
             b.Conv2dBackwardData(_convs[5], _g[17], _g[11], accumulate: false); // d stage.1.out through head.box
@@ -264,22 +369,20 @@ partial class TinyNet
             _trained[5].CollectGradients(b, _scratch); // head.box
         }
 
-        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step).</summary>
+        /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref="Weights"/>' <see cref="TrainingWeights.UpdateWeights"/>, seen by every session that shares them.</summary>
         public void UpdateWeights()
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            foreach (global::GhmGen.Layers.TrainedConv conv in _trained) conv.Refold(_backend, _scratch);
-            _forwardDone = false;
+            _weights.UpdateWeights();
         }
 
-        /// <summary>Releases the buffers and this session's prepared weights.</summary>
+        /// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
-            _weightGradients?.Dispose();
-            _weights.Dispose();
+            if (_ownsWeights) _weights.Dispose();
         }
     }
 }

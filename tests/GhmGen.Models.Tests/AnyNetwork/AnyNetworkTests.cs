@@ -60,6 +60,7 @@ public sealed class AnyNetworkTests
         var e = Assert.Throws<ArgumentException>(() => model.Prepare(new TinyNet(), backend));
         Assert.Contains("ThreeLevelNet", e.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => model.CreateTrainingSession(new TinyNet(), backend, 1, 32, 32));
+        Assert.Throws<ArgumentException>(() => model.PrepareTraining(new TinyNet(), backend));
     }
 
     [Fact]

@@ -151,14 +151,108 @@ public class TrainingSessionTests
     }
 
     [Fact]
+    public void TrainNet_SessionsOfTwoSizesSharingWeights_EqualOwnedSessions_AndSeeOneUpdateWeights()
+    {
+        (TrainNet net, float[] imageA, float[][] seedsA) = Setup(seed: 8);
+        const int batchB = 1, heightB = 36, widthB = 28;
+        var random = new Random(18);
+        float[] imageB = Enumerable.Range(0, batchB * 3 * heightB * widthB).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+        float[][] seedsB = TrainNet.OutputsFor(heightB, widthB)
+            .Select(o => Enumerable.Range(0, batchB * o.Channels * o.Height * o.Width).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray())
+            .ToArray();
+        using var backend = new ReferenceBackend();
+
+        // Each size on its own weights, as CreateTrainingSession makes them.
+        (float[][] Outputs, float[][] Gradients) Owned(int batch, int height, int width, float[] image, float[][] seeds)
+        {
+            using TrainNet.TrainingSession owned = net.CreateTrainingSession(backend, batch, height, width);
+            return Step(backend, owned, image, seeds);
+        }
+        var ownedA = Owned(Batch, Height, Width, imageA, seedsA);
+        var ownedB = Owned(batchB, heightB, widthB, imageB, seedsB);
+
+        using TrainNet.TrainingWeights weights = net.PrepareTraining(backend);
+        using TrainNet.TrainingSession a = weights.CreateSession(Batch, Height, Width);
+        using TrainNet.TrainingSession b = weights.CreateSession(batchB, heightB, widthB);
+        Assert.Same(weights, a.Weights);
+        Assert.Same(weights, ((ITrainingSession)b).Weights);
+        Assert.Same(weights.Gradients, a.Gradients);
+        Assert.Same(weights.Gradients, b.Gradients);
+        Assert.Equal(TrainNet.TrainedKeys, weights.Gradients.Select(g => g.Key));
+
+        // Interleaved forwards: each session keeps its own activations.
+        a.Forward(imageA);
+        b.Forward(imageB);
+        AssertSame(ownedA.Outputs, [.. a.Outputs.Select(o => Download(backend, o.Tensor))], "a outputs");
+        AssertSame(ownedB.Outputs, [.. b.Outputs.Select(o => Download(backend, o.Tensor))], "b outputs");
+        for (int o = 0; o < seedsA.Length; o++) backend.Upload(seedsA[o], a.OutputGradients[o].Tensor);
+        for (int o = 0; o < seedsB.Length; o++) backend.Upload(seedsB[o], b.OutputGradients[o].Tensor);
+        a.Backward();
+        AssertSame(ownedA.Gradients, [.. weights.Gradients.Select(g => g.Data.ToArray())], "a gradients");
+        b.Backward();
+        AssertSame(ownedB.Gradients, [.. weights.Gradients.Select(g => g.Data.ToArray())], "b gradients");
+
+        // One optimizer step on the host and one UpdateWeights: both sessions run on the new weights.
+        foreach (ParameterGradient g in weights.Gradients)
+            for (int i = 0; i < g.Data.Length; i++) g.Parameter.Data[i] -= 0.05f * g.Data[i];
+        weights.UpdateWeights();
+        var updatedA = Owned(Batch, Height, Width, imageA, seedsA);
+        var updatedB = Owned(batchB, heightB, widthB, imageB, seedsB);
+        Assert.NotEqual(ownedA.Outputs[0], updatedA.Outputs[0]);
+        AssertSame(updatedB.Outputs, Step(backend, b, imageB, seedsB).Outputs, "b outputs after the update");
+        AssertSame(updatedB.Gradients, [.. weights.Gradients.Select(g => g.Data.ToArray())], "b gradients after the update");
+        var stepA = Step(backend, a, imageA, seedsA);
+        AssertSame(updatedA.Outputs, stepA.Outputs, "a outputs after the update");
+        AssertSame(updatedA.Gradients, stepA.Gradients, "a gradients after the update");
+
+        // A Backward needs a Forward on the current weights; disposing a session leaves the weights to the others.
+        a.Forward(imageA);
+        weights.UpdateWeights();
+        Assert.Throws<InvalidOperationException>(a.Backward);
+        a.Dispose();
+        b.Forward(imageB);
+        b.Backward();
+        weights.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => b.Forward(imageB));
+        Assert.Throws<ObjectDisposedException>(() => weights.CreateSession(Batch, Height, Width));
+    }
+
+    [Fact]
+    public void ModelInfo_PrepareTraining_SharesOneWeightsObjectAcrossSizes()
+    {
+        ModelInfo model = ModelRegistry.Get("retinanet-ghm-r50-fpn");
+        INetwork network = model.Create();
+        var backend = new NullTrainingBackend();
+        using ITrainingWeights weights = model.PrepareTraining(network, backend);
+        Assert.Same(backend, weights.Backend);
+        Assert.Equal(model.TrainedKeys, weights.Gradients.Select(g => g.Key));
+        int prepared = backend.Allocations.Count;
+        using ITrainingSession small = weights.CreateSession(2, 128, 96);
+        using ITrainingSession large = weights.CreateSession(1, 192, 256);
+        Assert.Same(weights, small.Weights);
+        Assert.Same(weights.Gradients, large.Gradients);
+        Assert.Equal(model.TrainingActivationBytes(2, 128, 96) + model.TrainingActivationBytes(1, 192, 256), 4 * backend.Allocations.Skip(prepared).Sum());
+    }
+
+    [Fact]
     public void ActivationBytes_AreWhatTheSessionsAllocate()
     {
         var net = new TrainNet();
         var training = new NullTrainingBackend();
         using (net.CreateTrainingSession(training, Batch, Height, Width))
         {
-            // The activation slots first, then the one weight-gradient buffer.
-            Assert.Equal(TrainNet.TrainingActivationBytes(Batch, Height, Width), 4 * training.Allocations.SkipLast(1).Sum());
+            // The weights' one weight-gradient buffer first, then the session's activation slots.
+            Assert.Equal(TrainNet.TrainingActivationBytes(Batch, Height, Width), 4 * training.Allocations.Skip(1).Sum());
+        }
+        var shared = new NullTrainingBackend();
+        using (TrainNet.TrainingWeights weights = net.PrepareTraining(shared))
+        {
+            Assert.Single(shared.Allocations); // the weight gradients
+            using (weights.CreateSession(Batch, Height, Width))
+                Assert.Equal(TrainNet.TrainingActivationBytes(Batch, Height, Width), 4 * shared.Allocations.Skip(1).Sum());
+            int before = shared.Allocations.Count;
+            using (weights.CreateSession(1, 2 * Height, Width)) // a second size adds only its activations
+                Assert.Equal(TrainNet.TrainingActivationBytes(1, 2 * Height, Width), 4 * shared.Allocations.Skip(before).Sum());
         }
         var inference = new NullTrainingBackend();
         using (net.CreateSession(inference, Batch, Height, Width))
@@ -216,6 +310,22 @@ public class TrainingSessionTests
         return (net, image, seeds);
     }
 
+    // Forward, the seeds as output gradients, Backward: the outputs and a copy of the gradients.
+    private static (float[][] Outputs, float[][] Gradients) Step(IBackend backend, ITrainingSession session, float[] image, float[][] seeds)
+    {
+        session.Forward(image);
+        float[][] outputs = [.. session.Outputs.Select(o => Download(backend, o.Tensor))];
+        for (int o = 0; o < seeds.Length; o++) backend.Upload(seeds[o], session.OutputGradients[o].Tensor);
+        session.Backward();
+        return (outputs, [.. session.Gradients.Select(g => g.Data.ToArray())]);
+    }
+
+    private static void AssertSame(float[][] want, float[][] got, string what)
+    {
+        Assert.Equal(want.Length, got.Length);
+        for (int i = 0; i < want.Length; i++) Assert.True(want[i].AsSpan().SequenceEqual(got[i]), $"{what}: tensor {i} differs");
+    }
+
     private static float[] Download(IBackend backend, TensorView t)
     {
         float[] values = new float[t.ElementCount];
@@ -245,6 +355,36 @@ public class TrainingAllocationTests
             b.Forward(inputB);
             b.Backward();
             b.UpdateWeights();
+        }
+        Step();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Step();
+        Step();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+}
+
+/// <summary>Sessions of two sizes sharing one <c>TrainingWeights</c>: a steady-state step of each, with one UpdateWeights per step, allocates nothing.</summary>
+[Collection(nameof(Forward.AllocationCollection))]
+public class SharedTrainingAllocationTests
+{
+    [Fact]
+    public void R50_TwoSizesSharingWeights_SteadyStateSteps_AllocateNothing()
+    {
+        var backend = new NullTrainingBackend();
+        var r50 = new RetinaNetGhmR50Fpn();
+        using RetinaNetGhmR50Fpn.TrainingWeights weights = r50.PrepareTraining(backend);
+        using RetinaNetGhmR50Fpn.TrainingSession a = weights.CreateSession(1, 64, 64);
+        using RetinaNetGhmR50Fpn.TrainingSession b = weights.CreateSession(2, 96, 64);
+        float[] inputA = new float[3 * 64 * 64], inputB = new float[2 * 3 * 96 * 64];
+        void Step()
+        {
+            a.Forward(inputA);
+            a.Backward();
+            weights.UpdateWeights();
+            b.Forward(inputB);
+            b.Backward();
+            weights.UpdateWeights();
         }
         Step();
         long before = GC.GetAllocatedBytesForCurrentThread();

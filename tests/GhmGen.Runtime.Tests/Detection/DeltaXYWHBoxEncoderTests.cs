@@ -2,7 +2,7 @@ using GhmGen.Detection;
 
 namespace GhmGen.Runtime.Tests.Detection;
 
-/// <summary>Box-delta encoding: the SPEC.md section 5 example and a hand-computed case.</summary>
+/// <summary>Box-delta encoding: the docs/MODEL.md §5 example and a hand-computed case.</summary>
 public class DeltaXYWHBoxEncoderTests
 {
     [Fact]

@@ -2,7 +2,7 @@ using GhmGen.Detection;
 
 namespace GhmGen.Runtime.Tests.Detection;
 
-/// <summary>The MaxIoU rules of SPEC.md section 5 on hand-computed cases.</summary>
+/// <summary>The MaxIoU rules of docs/MODEL.md §5 on hand-computed cases.</summary>
 public class MaxIoUAssignerTests
 {
     [Fact]

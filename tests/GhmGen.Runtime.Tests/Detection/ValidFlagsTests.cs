@@ -2,10 +2,10 @@ using GhmGen.Detection;
 
 namespace GhmGen.Runtime.Tests.Detection;
 
-/// <summary>Valid flags of images in a padded batch and the targets built with them (TRAINING.md section 2).</summary>
+/// <summary>Valid flags of images in a padded batch and the targets built with them (docs/TRAINING.md).</summary>
 public class ValidFlagsTests
 {
-    // TRAINING.md section 2: a batch padded to 352x288 (HxW) holding images 224x288 and 352x170,
+    // docs/TRAINING.md: a batch padded to 352x288 (HxW) holding images 224x288 and 352x170,
     // whose own pad shapes are 224x288 and 352x192.
     private const int BatchHeight = 352, BatchWidth = 288;
 

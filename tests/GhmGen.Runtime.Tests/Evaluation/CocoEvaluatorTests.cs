@@ -1,7 +1,7 @@
 // Hand-computed COCO box evaluation cases (one image and one category unless stated; ground-truth
 // area = w * h unless stated). pycocotools cannot be installed on this machine, so no fixture here
 // comes from running it: every expected value is derived by hand in the comments, following
-// /work/shared/docs/COCOEVAL.md and pycocotools' cocoeval.py. P1 below is 1 / (1 + 2^-52) =
+// docs/COCOEVAL.md and pycocotools' cocoeval.py. P1 below is 1 / (1 + 2^-52) =
 // 0.9999999999999998, the precision of one true positive out of one; 2 / (2 + 2^-52) = 1 exactly
 // (2 + 2^-52 rounds to 2).
 using GhmGen.Evaluation;
@@ -21,7 +21,7 @@ public sealed class CocoEvaluatorTests
         Assert.Equal(101, r.Length);
         for (int j = 0; j < 100; j++) Assert.Equal(j * 0.01, r[j]);
         Assert.Equal(1.0, r[100]);
-        // The ten that are one ulp above j / 100 (COCOEVAL.md 2).
+        // The ten that are one ulp above j / 100 (docs/COCOEVAL.md §2).
         int[] above = [35, 41, 47, 57, 69, 70, 82, 83, 94, 95];
         for (int j = 0; j <= 100; j++)
             Assert.Equal(above.Contains(j), r[j] > j / 100.0);
@@ -39,7 +39,7 @@ public sealed class CocoEvaluatorTests
     [Fact]
     public void One_perfect_detection_gives_AP_1_up_to_the_epsilon()
     {
-        // Every precision entry is P1 (one TP, FP = 0); the mean of 1010 P1 is P1 (COCOEVAL.md 8.10).
+        // Every precision entry is P1 (one TP, FP = 0); the mean of 1010 P1 is P1 (docs/COCOEVAL.md §6).
         CocoEvaluation e = new CocoCase().Gt(10, 10, 100, 100).Dt(10, 10, 100, 100, 0.9).Evaluate();
         Assert.Equal(1.0, e.Summary.AP, 1e-15);
         Assert.Equal(P1, e.Summary.AP);
@@ -66,7 +66,7 @@ public sealed class CocoEvaluatorTests
     public void Iou_exactly_0_6_also_matches_at_0_6()
     {
         // 6000 / 10000 rounds to the same double as linspace's third threshold, and a match needs
-        // IoU >= t: three thresholds match, AP = 303 P1 / 1010 (COCOEVAL.md 9 example 2).
+        // IoU >= t: three thresholds match, AP = 303 P1 / 1010 (worked example 2 of the pycocotools description, see CocoWorkedExampleTests).
         CocoEvaluation e = new CocoCase().Gt(0, 0, 100, 100).Dt(0, 0, 60, 100, 0.9).Evaluate();
         Assert.Equal(P1, e.Precision(2, 0, 0, CocoAreaRange.All, 2));
         Assert.Equal(0, e.Precision(3, 0, 0, CocoAreaRange.All, 2));
@@ -278,7 +278,7 @@ public sealed class CocoEvaluatorTests
     public void Detection_matched_to_an_ignored_annotation_with_id_0_is_ignored()
     {
         // pycocotools sets dtIg = gtIg[m] before dtm = gt id, so a detection matched to an ignored
-        // ground truth is ignored even when that ground truth's id is 0 (COCOEVAL.md 1.1 only speaks of
+        // ground truth is ignored even when that ground truth's id is 0 (docs/COCOEVAL.md §1.1 only speaks of
         // the own-area rule, which covers the not-ignored case).
         // Crowd gt id 0 [0,0,100,100]; regular gt id 1 [200,200,50,50]. d1 [10,10,20,20] 0.9 lies in
         // the crowd region: matched to it, ignored. d2 exact on gt 1: TP. Positions ign, TP: precision

@@ -1,4 +1,4 @@
-// The worked examples of /work/shared/docs/COCOEVAL.md section 9, whose values were printed by the
+// The worked examples (section 9) of the pycocotools description this project was given, whose values were printed by the
 // real pycocotools. pycocotools cannot be installed on this machine: these numbers are taken from the
 // document, not re-run here. Exact double comparisons throughout (the values are bit-exact).
 using GhmGen.Evaluation;

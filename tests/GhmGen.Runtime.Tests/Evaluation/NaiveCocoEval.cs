@@ -1,5 +1,5 @@
 // A deliberately plain re-implementation of pycocotools' COCOeval (bbox), written from
-// /work/shared/docs/COCOEVAL.md and cocoeval.py without looking at the fast CocoEvaluator: dictionaries
+// docs/COCOEVAL.md and cocoeval.py without looking at the fast CocoEvaluator: dictionaries
 // keyed by (image id, category id), LINQ stable sorts, one evaluateImg record per (image, category,
 // area range) as in Python, then accumulate() over those records. Slow and obvious on purpose; the
 // property tests compare the fast evaluator against it. Only the loaders' parsed values are shared.
@@ -9,7 +9,7 @@ namespace GhmGen.Runtime.Tests.Evaluation;
 
 internal sealed class NaiveCocoEval
 {
-    // Typed from the document's table, not computed (COCOEVAL.md 2).
+    // Typed from the document's table, not computed (docs/COCOEVAL.md §2).
     private static readonly double[] IouThrs = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.8999999999999999, 0.95];
     private static readonly double[] RecThrs = [.. Enumerable.Range(0, 100).Select(j => j * 0.01), 1.0];
     private static readonly int[] MaxDets = [1, 10, 100];

@@ -2,7 +2,7 @@ using GhmGen.Losses;
 
 namespace GhmGen.Runtime.Tests.Losses;
 
-/// <summary>The GHM-C and GHM-R test vectors of SPEC.md section 6 (float64 reference values).</summary>
+/// <summary>The GHM-C and GHM-R test vectors of docs/MODEL.md §6 (float64 reference values).</summary>
 public class GhmSpecVectorTests
 {
     private static readonly float[] Logits = [2, -1, 0, -3, -0.5f, 0.3f, 4, -2, 1, 1, 1, 1];

@@ -3,7 +3,7 @@ using GhmGen.Training;
 
 namespace GhmGen.Runtime.Tests.Training;
 
-/// <summary>mmdetection's CocoDataset rules (TRAINING.md section 1) on hand-made annotation files.</summary>
+/// <summary>mmdetection's CocoDataset rules (docs/TRAINING.md) on hand-made annotation files.</summary>
 public class CocoDetectionDatasetTests
 {
     private static CocoDetectionDataset Parse(byte[] json, CocoDatasetOptions? options = null) =>

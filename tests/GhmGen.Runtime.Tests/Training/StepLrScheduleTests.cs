@@ -12,7 +12,7 @@ public sealed class StepLrScheduleTests
     public void Warm_up_starts_at_the_ratio_and_reaches_the_base_lr_at_warmup_iters()
     {
         StepLrSchedule schedule = StepLrSchedule.Ghm1x(0.01);
-        Assert.Equal(1.000000000000001e-05, schedule.LearningRate(0, 0)); // TRAINING.md: 1.0e-5
+        Assert.Equal(1.000000000000001e-05, schedule.LearningRate(0, 0)); // docs/TRAINING.md: 1.0e-5
         Assert.Equal(2.9980000000000563e-05, schedule.LearningRate(0, 1));
         Assert.Equal(0.005005, schedule.LearningRate(0, 250));
         Assert.Equal(0.00998002, schedule.LearningRate(0, 499));
@@ -24,7 +24,7 @@ public sealed class StepLrScheduleTests
     public void Iteration_one_of_a_two_iteration_warm_up_is_half_way()
     {
         var schedule = new StepLrSchedule(0.01, [8, 11], warmupIterations: 2);
-        Assert.Equal(0.005005, schedule.LearningRate(0, 1)); // TRAINING.md §4
+        Assert.Equal(0.005005, schedule.LearningRate(0, 1)); // docs/TRAINING.md
         Assert.Equal(0.0050050001591444016, (float)schedule.LearningRate(0, 1)); // what torch multiplies by
     }
 

@@ -3,10 +3,10 @@ using GhmGen.Training;
 
 namespace GhmGen.Runtime.Tests.Training;
 
-/// <summary>Collation to the batch's largest padded size and the per-image valid flags (TRAINING.md section 2).</summary>
+/// <summary>Collation to the batch's largest padded size and the per-image valid flags (docs/TRAINING.md).</summary>
 public class TrainBatchTests
 {
-    // TRAINING.md section 2's example: images 224x288 and 352x170 (HxW), own pad shapes 224x288 and 352x192.
+    // docs/TRAINING.md's example: images 224x288 and 352x170 (HxW), own pad shapes 224x288 and 352x192.
     private static (TrainSample Wide, TrainSample Tall) ExampleSamples()
     {
         static CocoImage Entry(int index, int width, int height, float[] boxes) =>

@@ -3,7 +3,7 @@ using GhmGen.Training;
 
 namespace GhmGen.Runtime.Tests.Training;
 
-/// <summary>The training pipeline's resize, flip, normalise and pad against hand-computed values (TRAINING.md section 1).</summary>
+/// <summary>The training pipeline's resize, flip, normalise and pad against hand-computed values (docs/TRAINING.md).</summary>
 public class TrainPipelineTests
 {
     private static CocoImage Annotated(int width, int height, float[] boxes, float[]? crowd = null, string path = "/none.png") =>
@@ -88,7 +88,7 @@ public class TrainPipelineTests
                         continue;
                     }
                     byte source = image.Rgb[(y * 40 + (39 - x)) * 3 + c];
-                    Assert.Equal((source - mean[c]) * (float)(1.0 / std[c]), value);
+                    Assert.Equal((float)((source - mean[c]) * (1.0 / std[c])), value); // mmcv: float32 subtract, double multiply
                     Assert.Equal(plain.Tensor[(c * 32 + y) * 64 + 39 - x], value);
                 }
     }

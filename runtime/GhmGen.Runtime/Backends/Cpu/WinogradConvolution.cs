@@ -26,16 +26,16 @@ internal sealed class WinogradWeights
     /// <summary>Positions of the 6x6 transformed tile.</summary>
     public const int Positions = 36;
 
-    // G of F(4, 3): 6x3.
-    private static readonly double[,] G =
-    {
-        { 1 / 4.0, 0, 0 },
-        { -1 / 6.0, -1 / 6.0, -1 / 6.0 },
-        { -1 / 6.0, 1 / 6.0, -1 / 6.0 },
-        { 1 / 24.0, 1 / 12.0, 1 / 6.0 },
-        { 1 / 24.0, -1 / 12.0, 1 / 6.0 },
-        { 0, 0, 1 },
-    };
+    // G of F(4, 3): 6x3, row-major.
+    private static ReadOnlySpan<double> GRows =>
+    [
+        1 / 4.0, 0, 0,
+        -1 / 6.0, -1 / 6.0, -1 / 6.0,
+        -1 / 6.0, 1 / 6.0, -1 / 6.0,
+        1 / 24.0, 1 / 12.0, 1 / 6.0,
+        1 / 24.0, -1 / 12.0, 1 / 6.0,
+        0, 0, 1,
+    ];
 
     /// <summary>Allocates the panels of a [out, in, 3, 3] convolution; <see cref="Repack"/> fills them.</summary>
     public WinogradWeights(ConvSpec spec, int panelRows)
@@ -53,34 +53,78 @@ internal sealed class WinogradWeights
     /// Transforms <paramref name="weight"/> [out, in, 3, 3] and pads <paramref name="bias"/>, in
     /// place. With <paramref name="transposed"/>, <paramref name="weight"/> is that of the
     /// forward convolution [in, out, 3, 3] whose input gradient this is: g[o, c] = its
-    /// [c, o] kernel flipped in both axes.
+    /// [c, o] kernel flipped in both axes. U = (G g) G^T in double, rounded once to float; one
+    /// panel and channel at a time, so each of the 36 positions gets a run of MR floats (the
+    /// panels are 36 planes far apart: writing one value per plane and kernel was the slow part
+    /// of a training step's UpdateConv).
     /// </summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed)
     {
-        Span<double> u = stackalloc double[Positions];
+        ReadOnlySpan<double> gm = GRows;
+        Span<double> t = stackalloc double[18];
         Span<float> g = stackalloc float[9];
-        for (int o = 0; o < OutChannels; o++)
+        Span<float> u = stackalloc float[Positions * PanelRows]; // [xi][r] of one panel and channel
+        if (bias.Length > 0) bias[..OutChannels].CopyTo(Bias);
+        Span<float> panels = Panels;
+        for (int panel = 0; panel < PanelCount; panel++)
         {
-            if (bias.Length > 0) Bias[o] = bias[o];
-            int panel = o / PanelRows, r = o % PanelRows;
+            int rows = Math.Min(PanelRows, OutChannels - panel * PanelRows);
             for (int c = 0; c < InChannels; c++)
             {
-                if (transposed)
-                    for (int t = 0; t < 9; t++) g[t] = weight[(c * OutChannels + o) * 9 + 8 - t];
-                else
-                    weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
-                for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++)
+                int r = 0;
+                if (Vector256.IsHardwareAccelerated)
+                    for (; r + Vector256<double>.Count <= rows; r += Vector256<double>.Count)
+                        TransformFour(weight, transposed, panel * PanelRows + r, c, u.Slice(r));
+                for (; r < rows; r++)
                 {
-                    double sum = 0;
-                    for (int i = 0; i < 3; i++)
+                    int o = panel * PanelRows + r;
+                    if (transposed)
+                        for (int k = 0; k < 9; k++) g[k] = weight[(c * OutChannels + o) * 9 + 8 - k];
+                    else
+                        weight.Slice((o * InChannels + c) * 9, 9).CopyTo(g);
+                    for (int a = 0; a < 6; a++)
                     for (int j = 0; j < 3; j++)
-                        sum += G[a, i] * g[i * 3 + j] * G[b, j];
-                    u[a * 6 + b] = sum;
+                        t[a * 3 + j] = gm[a * 3] * g[j] + gm[a * 3 + 1] * g[3 + j] + gm[a * 3 + 2] * g[6 + j];
+                    for (int a = 0; a < 6; a++)
+                    for (int b = 0; b < 6; b++)
+                        u[(a * 6 + b) * PanelRows + r] = (float)(t[a * 3] * gm[b * 3] + t[a * 3 + 1] * gm[b * 3 + 1] + t[a * 3 + 2] * gm[b * 3 + 2]);
                 }
                 for (int xi = 0; xi < Positions; xi++)
-                    Panels[(((long)xi * PanelCount + panel) * InChannels + c) * PanelRows + r] = (float)u[xi];
+                    u.Slice(xi * PanelRows, rows).CopyTo(panels.Slice((int)((((long)xi * PanelCount + panel) * InChannels + c) * PanelRows), rows));
             }
+        }
+    }
+
+    // The scalar loop of Repack for output channels o .. o + 3 of channel c, one per lane (the
+    // same double operations in the same order): u[xi * PanelRows + lane].
+    private void TransformFour(ReadOnlySpan<float> weight, bool transposed, int o, int c, Span<float> u)
+    {
+        ReadOnlySpan<double> gm = GRows;
+        Span<Vector256<double>> g = stackalloc Vector256<double>[9];
+        Span<Vector256<double>> t = stackalloc Vector256<double>[18];
+        for (int k = 0; k < 9; k++)
+        {
+            int i0, i1, i2, i3;
+            if (transposed)
+            {
+                int at = c * OutChannels * 9 + 8 - k;
+                (i0, i1, i2, i3) = (at + o * 9, at + (o + 1) * 9, at + (o + 2) * 9, at + (o + 3) * 9);
+            }
+            else
+            {
+                int at = c * 9 + k, step = InChannels * 9;
+                (i0, i1, i2, i3) = (at + o * step, at + (o + 1) * step, at + (o + 2) * step, at + (o + 3) * step);
+            }
+            g[k] = Vector256.Create((double)weight[i0], weight[i1], weight[i2], weight[i3]);
+        }
+        for (int a = 0; a < 6; a++)
+        for (int j = 0; j < 3; j++)
+            t[a * 3 + j] = gm[a * 3] * g[j] + gm[a * 3 + 1] * g[3 + j] + gm[a * 3 + 2] * g[6 + j];
+        for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 6; b++)
+        {
+            Vector256<double> v = t[a * 3] * gm[b * 3] + t[a * 3 + 1] * gm[b * 3 + 1] + t[a * 3 + 2] * gm[b * 3 + 2];
+            Vector256.Narrow(v, v).GetLower().CopyTo(u.Slice((a * 6 + b) * PanelRows, 4));
         }
     }
 
