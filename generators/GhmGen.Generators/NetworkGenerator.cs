@@ -75,6 +75,7 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
         {
             spc.AddSource($"{network.Model.TypeName}.Network.g.cs", NetworkEmitter.Emit(network));
             spc.AddSource($"{network.Model.TypeName}.Training.g.cs", TrainingEmitter.Emit(network));
+            spc.AddSource($"{network.Model.TypeName}.Descriptor.g.cs", DescriptorEmitter.Emit(network));
         });
     }
 

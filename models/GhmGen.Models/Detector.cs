@@ -6,8 +6,8 @@ using GhmGen.Layers;
 
 namespace GhmGen.Models;
 
-/// <summary>The ten head outputs of one image, NCHW without the batch axis, P3 to P7.</summary>
-/// <param name="Names">Output names: cls_p3, reg_p3, ... reg_p7.</param>
+/// <summary>The network outputs of one image, NCHW without the batch axis, in declaration order (for the published detectors the ten head outputs, P3 to P7).</summary>
+/// <param name="Names">Output names, e.g. cls_p3, reg_p3, ... reg_p7.</param>
 /// <param name="Shapes">Channels, height and width of each.</param>
 /// <param name="Values">Values of each, row-major.</param>
 public sealed record HeadOutputs(string[] Names, (int C, int H, int W)[] Shapes, float[][] Values);
@@ -50,7 +50,7 @@ public sealed class Detector : IDisposable
     /// <param name="model">The registered model the network is an instance of.</param>
     /// <param name="network">The network, weights loaded.</param>
     /// <param name="backend">Where it runs; the caller keeps ownership.</param>
-    /// <param name="classNames">Class names by label (80 of them), or null for COCO's.</param>
+    /// <param name="classNames">Class names by label, one per class of <see cref="ModelInfo.Head"/>; when null or of another count, COCO's for an 80-class head, else <c>class 0</c>, <c>class 1</c>, ...</param>
     /// <param name="maxConcurrentForwards">Forward passes in flight at once (each holds a session's activation buffers).</param>
     /// <param name="preprocess">Resize and padding (default: mmdetection's 1333x800, pad to 32).</param>
     public Detector(ModelInfo model, INetwork network, IBackend backend, IReadOnlyList<string>? classNames = null,
@@ -66,13 +66,19 @@ public sealed class Detector : IDisposable
         _forwardSlots = new SemaphoreSlim(maxConcurrentForwards, maxConcurrentForwards);
         // Weights are prepared once; each distinct padded input size only adds activation buffers.
         _prepared = model.Prepare(network, backend);
-        ClassNames = classNames is { Count: CocoCategories.Count } ? classNames : CocoCategories.Names;
+        int classes = model.Head.Classes;
+        ClassNames = classNames is not null && classNames.Count == classes ? classNames
+            : classes == CocoCategories.Count ? CocoCategories.Names
+            : [.. Enumerable.Range(0, classes).Select(c => $"class {c}")];
     }
+
+    // Per head level, the positions of its class and box outputs in the session's outputs (found by name on first use).
+    private (int Cls, int Reg)[]? _levelOutputs;
 
     /// <summary>The model.</summary>
     public ModelInfo Model { get; }
 
-    /// <summary>Class names by label: the checkpoint's <c>CLASSES</c> when it has 80, else COCO's.</summary>
+    /// <summary>Class names by label: the checkpoint's <c>CLASSES</c> (or the names given) when there is one per class of the head, else COCO's for 80 classes, else <c>class N</c>.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
     /// <summary>Forward passes of this detector that may be in flight at once.</summary>
@@ -105,17 +111,25 @@ public sealed class Detector : IDisposable
         {
             PreprocessedImage input = Preprocessor.Run(image, Preprocess);
             HeadOutputs raw = RunNetwork(input);
-            // Outputs come as cls_p3, reg_p3, cls_p4, ... (the declaration order of RetinaNet's outputs).
-            var levels = new HeadLevelOutput[raw.Names.Length / 2];
+            // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
+            (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, raw.Names);
+            var levels = new HeadLevelOutput[positions.Length];
             for (int l = 0; l < levels.Length; l++)
-                levels[l] = new HeadLevelOutput(raw.Values[2 * l], raw.Values[2 * l + 1], raw.Shapes[2 * l].H, raw.Shapes[2 * l].W);
-            DetectedObject[] objects = PostProcessor.Run(levels, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
+                levels[l] = new HeadLevelOutput(raw.Values[positions[l].Cls], raw.Values[positions[l].Reg], raw.Shapes[positions[l].Cls].H, raw.Shapes[positions[l].Cls].W);
+            DetectedObject[] objects = PostProcessor.Run(levels, Model.Head, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
             return new DetectionResult(objects, input, keepRaw ? raw : null);
         }
         finally
         {
             Exit();
         }
+    }
+
+    private static (int Cls, int Reg)[] FindLevelOutputs(ModelInfo model, string[] names)
+    {
+        int Position(string name) => Array.IndexOf(names, name) is var i and >= 0 ? i
+            : throw new InvalidOperationException($"model '{model.Name}': the network has no output '{name}' (its outputs: {string.Join(", ", names)})");
+        return [.. model.Head.Levels.Select(l => (Position(l.ClassOutput), Position(l.BoxOutput)))];
     }
 
     // Runs the forward pass in a leased session and copies the outputs out before returning it.

@@ -25,3 +25,20 @@ public sealed partial class RetinaNetGhmX101x32x4dFpn;
 /// <summary>RetinaNet-GHM with a ResNeXt-101 64x4d backbone (41.4 box AP).</summary>
 [Network("retinanet-ghm-x101-64x4d-fpn", Block = nameof(RetinaNet), Args = "stage3 = 23, groups = 64, baseWidth = 4", Frozen = GhmTraining.FrozenStages1, NormEval = true)]
 public sealed partial class RetinaNetGhmX101x64x4dFpn;
+
+/// <summary>
+/// A small RetinaNet-GHM for the demo: a half-width ResNet-18 backbone (32..256 channels, basic
+/// blocks, batch norm as norm_eval), FPN and RetinaHead with 64 channels and 2 convs per branch,
+/// P3..P7, 4 classes (the synthetic shapes: circle, square, triangle, star). Nothing is frozen.
+/// </summary>
+[Network("ghm-demo-r18-fpn", NormEval = true)]
+[Input("image", Channels = 3)]
+[Use("backbone", nameof(ResNet18), Args = "width = 32")]
+[Use("neck", nameof(FpnAnyInput), From = "backbone.c3, backbone.c4, backbone.c5", Args = "channels = 64, in3 = 64, in4 = 128, in5 = 256")]
+[Shared("bbox_head", nameof(RetinaHead), From = "neck.p3, neck.p4, neck.p5, neck.p6, neck.p7", Part = "head", Args = "classes = 4, channels = 64, convs = 2")]
+[Output("cls_p3", "bbox_head.p3.cls"), Output("reg_p3", "bbox_head.p3.reg")]
+[Output("cls_p4", "bbox_head.p4.cls"), Output("reg_p4", "bbox_head.p4.reg")]
+[Output("cls_p5", "bbox_head.p5.cls"), Output("reg_p5", "bbox_head.p5.reg")]
+[Output("cls_p6", "bbox_head.p6.cls"), Output("reg_p6", "bbox_head.p6.reg")]
+[Output("cls_p7", "bbox_head.p7.cls"), Output("reg_p7", "bbox_head.p7.reg")]
+public sealed partial class GhmDemoR18Fpn;

@@ -1,3 +1,4 @@
+using GhmGen.Detection;
 using GhmGen.Layers;
 
 namespace GhmGen.Models;
@@ -29,6 +30,38 @@ public sealed record ModelInfo(
     Func<INetwork, GhmGen.Backends.ITrainingBackend, int, int, int, ITrainingSession> CreateTrainingSession,
     Func<INetwork, GhmGen.Backends.ITrainingBackend, ITrainingWeights> PrepareTraining)
 {
+    /// <summary>
+    /// Where the head's outputs are and what they hold (levels by name, strides, anchors, classes);
+    /// the published detectors' RetinaNet head unless set (<see cref="For{TNetwork}"/> finds it from
+    /// the network's outputs).
+    /// </summary>
+    public RetinaHeadLayout Head { get; init; } = RetinaHeadLayout.RetinaNet;
+
+    /// <summary>
+    /// The model of any generated RetinaNet-style network: a user registers their own declared
+    /// network as <c>ModelInfo.For&lt;MyNetwork&gt;()</c>. The head is found by name (each level's
+    /// outputs are <c>cls_NAME</c> and <c>reg_NAME</c>, see <see cref="RetinaHeadLayout"/>); classes
+    /// and anchors per cell come from their channels. <see cref="Create"/> sets mmdetection's GHM
+    /// bin edges when the network has the GHM loss buffers. A network of another type given to
+    /// <see cref="Prepare"/>, <see cref="CreateTrainingSession"/> or <see cref="PrepareTraining"/> is an <see cref="ArgumentException"/>.
+    /// </summary>
+    /// <param name="anchors">The anchor settings; RetinaNet's (needed unless the head has 9 anchors per cell).</param>
+    public static ModelInfo For<TNetwork>(RetinaAnchors? anchors = null) where TNetwork : class, IGeneratedNetwork<TNetwork>, new() =>
+        new(TNetwork.ModelName, TNetwork.TotalParameters, TNetwork.Parts, TNetwork.StateTensorCount,
+            () => ModelRegistry.WithGhmEdges(new TNetwork()),
+            TNetwork.MultiplyAccumulates, TNetwork.OutputShapes,
+            (network, backend) => Of<TNetwork>(network).Prepare(backend),
+            TNetwork.TrainedKeys, TNetwork.TrainingActivationBytes,
+            (network, backend, batch, height, width) => Of<TNetwork>(network).CreateTrainingSession(backend, batch, height, width),
+            (network, backend) => Of<TNetwork>(network).PrepareTraining(backend))
+        {
+            Head = RetinaHeadLayout.FromOutputs(TNetwork.ModelName, TNetwork.OutputsFor, TNetwork.MinInputSize, anchors),
+        };
+
+    private static TNetwork Of<TNetwork>(INetwork network) where TNetwork : class, IGeneratedNetwork<TNetwork>, new() =>
+        network as TNetwork ?? throw new ArgumentException(
+            $"model '{TNetwork.ModelName}' runs {typeof(TNetwork).Name} networks, got {(network is null ? "null" : network.GetType().Name)}", nameof(network));
+
     /// <summary>Prepares <paramref name="network"/> on <paramref name="backend"/> and plans one input size; the session owns the prepared weights.</summary>
     public IForwardSession CreateSession(INetwork network, GhmGen.Backends.IBackend backend, int batch, int height, int width) =>
         new OwningSession(Prepare(network, backend), batch, height, width);
@@ -52,10 +85,10 @@ public sealed record ModelInfo(
     }
 }
 
-/// <summary>The four published RetinaNet-GHM detectors by name.</summary>
+/// <summary>The four published RetinaNet-GHM detectors and the small demo detector, by name.</summary>
 public static class ModelRegistry
 {
-    /// <summary>Every registered model, smallest first.</summary>
+    /// <summary>Every registered model: the published ones smallest first, then the demo detector.</summary>
     public static IReadOnlyList<ModelInfo> All { get; } =
     [
         new(RetinaNetGhmR50Fpn.ModelName, RetinaNetGhmR50Fpn.ParameterCounts.Total, RetinaNetGhmR50Fpn.Parts,
@@ -86,12 +119,14 @@ public static class ModelRegistry
             RetinaNetGhmX101x64x4dFpn.TrainedKeys, RetinaNetGhmX101x64x4dFpn.TrainingActivationBytes,
             (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateTrainingSession(b, batch, h, w),
             (n, b) => ((RetinaNetGhmX101x64x4dFpn)n).PrepareTraining(b)),
+        ModelInfo.For<GhmDemoR18Fpn>(),
     ];
 
     /// <summary>A new network as mmdetection creates one: zero weights, GHM bin edges set.</summary>
-    private static INetwork WithGhmEdges(INetwork network)
+    internal static INetwork WithGhmEdges(INetwork network)
     {
-        GhmGen.Losses.GhmLossState.InitializeEdges(network);
+        if (network.State.Any(t => t.Key == GhmGen.Losses.GhmLossState.ClassificationEdgesKey))
+            GhmGen.Losses.GhmLossState.InitializeEdges(network);
         return network;
     }
 

@@ -107,7 +107,7 @@ public sealed class ExitCodeTests
     [Fact]
     public void UnknownModel_IsExit2_ForEveryCommandThatTakesOne()
     {
-        const string known = "known models: retinanet-ghm-r50-fpn, retinanet-ghm-r101-fpn, retinanet-ghm-x101-32x4d-fpn, retinanet-ghm-x101-64x4d-fpn";
+        const string known = "known models: retinanet-ghm-r50-fpn, retinanet-ghm-r101-fpn, retinanet-ghm-x101-32x4d-fpn, retinanet-ghm-x101-64x4d-fpn, ghm-demo-r18-fpn";
         AssertUsageError(["detect", "--model", "nope", "--checkpoint", "x.pth", Image], $"ghm detect: unknown model 'nope'; {known}");
         AssertUsageError(["bench", "--model", "nope"], $"ghm bench: unknown model 'nope'; {known}");
         AssertUsageError(["checkpoint", "seed", "--model", "nope", "--out", "x.pth"], $"ghm checkpoint seed: unknown model 'nope'; {known}");

@@ -116,7 +116,8 @@ internal sealed class DetectionsWriter : IDisposable
 
     private void WriteObject(string image, DetectedObject o)
     {
-        CocoResult coco = CocoCategories.ToCocoResult(o);
+        var coco = new CocoResult(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1, o.Score,
+            _classNames.Count == CocoCategories.Count ? CocoCategories.CategoryId(o.Label) : o.Label + 1);
         _json.WriteStartObject();
         _json.WriteString("image", image);
         _json.WriteStartArray("bbox");
@@ -126,6 +127,8 @@ internal sealed class DetectionsWriter : IDisposable
         _json.WriteNumberValue(Math.Round(coco.Height, 3));
         _json.WriteEndArray();
         _json.WriteNumber("score", Math.Round(o.Score, 5));
+        // COCO's id for an 80-class model; label + 1 otherwise (a checkpoint keeps names, not ids:
+        // the ids of a dataset whose categories are numbered 1..N in json order, as the synthetic shapes').
         _json.WriteNumber("category_id", coco.CategoryId);
         _json.WriteString("label", _classNames[o.Label]);
         _json.WriteEndObject();

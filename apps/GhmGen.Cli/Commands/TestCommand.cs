@@ -89,8 +89,7 @@ internal static class TestCommand
             foreach (DetectedObject o in objects)
             {
                 if (mapping.CategoryOf(o.Label) is not { } category) continue;
-                CocoResult c = CocoCategories.ToCocoResult(o);
-                detections.Add(new CocoDetection(list.Images[i].Id, category, new CocoBox(c.X, c.Y, c.Width, c.Height), c.Score));
+                detections.Add(new CocoDetection(list.Images[i].Id, category, new CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
             }
         }
         file?.Commit(detections);

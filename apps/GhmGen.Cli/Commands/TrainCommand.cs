@@ -109,7 +109,11 @@ internal static class TrainCommand
         CocoDetectionDataset dataset;
         try
         {
-            dataset = CocoDetectionDataset.Load(a.TrainAnn, a.TrainImages);
+            // An 80-class head learns the COCO categories (by name); any other head learns every
+            // category of the file, labelled in json order, and its checkpoints' CLASSES are theirs.
+            CocoDatasetOptions? datasetOptions = model.Head.Classes == CocoCategoriesCount ? null
+                : new CocoDatasetOptions(ClassNames: [.. CocoFiles.LoadGroundTruth("--train-ann", a.TrainAnn).Categories.Select(c => c.Name).Distinct(StringComparer.Ordinal)]);
+            dataset = CocoDetectionDataset.Load(a.TrainAnn, a.TrainImages, datasetOptions);
         }
         catch (DatasetFormatException e)
         {
@@ -141,7 +145,15 @@ internal static class TrainCommand
         using IBackend backend = Devices.Create(a.Device, a.Threads);
         if (backend is not ITrainingBackend training)
             throw new UsageException($"--device {a.Device}: the {backend.Name} backend cannot train");
-        var options = a.Options with { ClassNames = dataset.Categories.Count == CocoCategoriesCount ? null : GhmGen.Detection.CocoCategories.Names };
+        if (model.Head.Classes < dataset.Categories.Count)
+            throw new UsageException($"--model {model.Name} predicts {model.Head.Classes} classes; --train-ann '{a.TrainAnn}' has {dataset.Categories.Count} categories");
+        // The checkpoint's CLASSES: the dataset's category names when the head has one class per
+        // category (any count); COCO's for an 80-class head trained on fewer categories.
+        var options = a.Options with
+        {
+            ClassNames = model.Head.Classes == dataset.Categories.Count ? null
+                : model.Head.Classes == CocoCategoriesCount ? GhmGen.Detection.CocoCategories.Names : null,
+        };
         // Prepared once (batch norm folded, packed); the trainer's sessions for every padded batch size share them.
         using ITrainingWeights weights = model.PrepareTraining(network, training);
         using var trainer = new Trainer(network, weights, dataset, options, workDir);
@@ -238,8 +250,7 @@ internal static class TrainCommand
                 foreach (GhmGen.Detection.DetectedObject o in objects)
                 {
                     if (mapping.CategoryOf(o.Label) is not { } category) continue;
-                    GhmGen.Detection.CocoResult c = GhmGen.Detection.CocoCategories.ToCocoResult(o);
-                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(c.X, c.Y, c.Width, c.Height), c.Score));
+                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
                 }
             }
             GhmGen.Evaluation.CocoSummary summary = GhmGen.Evaluation.CocoEvaluator.Evaluate(

@@ -28,23 +28,31 @@ public static class AnchorGenerator
     public const int ScalesPerOctave = 3;
 
     /// <summary>The 9 base anchors of one level, [9, 4] as x1,y1,x2,y2, centred on (0, 0).</summary>
-    public static float[] BaseAnchors(int stride)
+    public static float[] BaseAnchors(int stride) => BaseAnchors(stride, OctaveBaseScale, ScalesPerOctave, Ratios);
+
+    /// <summary>
+    /// The base anchors of one level for any anchor settings, [ratios.Length * scalesPerOctave, 4] as
+    /// x1,y1,x2,y2 centred on (0, 0), ratio-major; scale s is octaveBaseScale * 2^(s/scalesPerOctave).
+    /// </summary>
+    public static float[] BaseAnchors(int stride, float octaveBaseScale, int scalesPerOctave, ReadOnlySpan<float> ratios)
     {
         if (stride <= 0)
             throw new ArgumentOutOfRangeException(nameof(stride), $"stride must be positive, got {stride}");
-        var anchors = new float[AnchorsPerCell * 4];
+        if (scalesPerOctave <= 0 || ratios.Length == 0 || !(octaveBaseScale > 0f))
+            throw new ArgumentOutOfRangeException(nameof(scalesPerOctave), $"anchor settings need a positive base scale, scales and ratios, got {octaveBaseScale}, {scalesPerOctave}, {ratios.Length}");
+        var anchors = new float[ratios.Length * scalesPerOctave * 4];
         float size = stride;
-        for (int r = 0; r < 3; r++)
+        for (int r = 0; r < ratios.Length; r++)
         {
             // torch: h_ratios = sqrt(ratios); w_ratios = 1 / h_ratios (float32)
-            float heightRatio = MathF.Sqrt(Ratios[r]);
+            float heightRatio = MathF.Sqrt(ratios[r]);
             float widthRatio = 1f / heightRatio;
-            for (int s = 0; s < ScalesPerOctave; s++)
+            for (int s = 0; s < scalesPerOctave; s++)
             {
-                float scale = (float)Math.Pow(2.0, (double)s / ScalesPerOctave) * OctaveBaseScale;
+                float scale = (float)Math.Pow(2.0, (double)s / scalesPerOctave) * octaveBaseScale;
                 float w = size * widthRatio * scale;
                 float h = size * heightRatio * scale;
-                int a = r * ScalesPerOctave + s;
+                int a = r * scalesPerOctave + s;
                 anchors[a * 4 + 0] = -0.5f * w;
                 anchors[a * 4 + 1] = -0.5f * h;
                 anchors[a * 4 + 2] = 0.5f * w;

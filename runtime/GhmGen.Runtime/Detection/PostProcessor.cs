@@ -19,12 +19,12 @@ namespace GhmGen.Detection;
 /// <param name="X2">Right.</param>
 /// <param name="Y2">Bottom.</param>
 /// <param name="Score">Sigmoid class score.</param>
-/// <param name="Label">Class index in [0, 80), see <see cref="CocoCategories"/>.</param>
+/// <param name="Label">Class index in [0, classes): for the published detectors in [0, 80), see <see cref="CocoCategories"/>.</param>
 public readonly record struct DetectedObject(float X1, float Y1, float X2, float Y2, float Score, int Label);
 
 /// <summary>The head outputs of one image on one pyramid level, NCHW without the batch axis.</summary>
-/// <param name="ClassLogits">[9*80, Height, Width], channel a*80 + c.</param>
-/// <param name="BoxDeltas">[9*4, Height, Width], channel a*4 + k, k = dx, dy, dw, dh.</param>
+/// <param name="ClassLogits">[anchors*classes, Height, Width], channel a*classes + c (9*80 for the published detectors).</param>
+/// <param name="BoxDeltas">[anchors*4, Height, Width], channel a*4 + k, k = dx, dy, dw, dh.</param>
 /// <param name="Height">Feature map rows.</param>
 /// <param name="Width">Feature map columns.</param>
 public readonly record struct HeadLevelOutput(ReadOnlyMemory<float> ClassLogits, ReadOnlyMemory<float> BoxDeltas, int Height, int Width);
@@ -43,24 +43,30 @@ public sealed record PostProcessOptions(float ScoreThreshold = 0.05f, int PreNms
 /// <summary>Turns RetinaNet head outputs into scored, class-labelled boxes (mmdetection's get_bboxes).</summary>
 public static class PostProcessor
 {
-    private const int Classes = CocoCategories.Count;
-    private const int AnchorsPerCell = AnchorGenerator.AnchorsPerCell;
-    private static readonly float[][] BaseAnchorsByLevel = CreateBaseAnchors();
-
     /// <summary>
     /// Detections of one image, best first. <paramref name="resizedHeight"/>/<paramref name="resizedWidth"/>
     /// are the resized, unpadded image size; <paramref name="scaleX"/>/<paramref name="scaleY"/> are
     /// resized / original per axis.
     /// </summary>
     public static DetectedObject[] Run(ReadOnlySpan<HeadLevelOutput> levels, int resizedHeight, int resizedWidth,
+        float scaleX, float scaleY, PostProcessOptions? options = null) =>
+        Run(levels, RetinaHeadLayout.RetinaNet, resizedHeight, resizedWidth, scaleX, scaleY, options);
+
+    /// <summary>
+    /// Detections of one image of any RetinaNet-style head, best first: <paramref name="levels"/> in
+    /// the order of <paramref name="layout"/>'s levels, whose strides, anchors and class count are used.
+    /// </summary>
+    public static DetectedObject[] Run(ReadOnlySpan<HeadLevelOutput> levels, RetinaHeadLayout layout, int resizedHeight, int resizedWidth,
         float scaleX, float scaleY, PostProcessOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(layout);
         options ??= PostProcessOptions.Default;
-        Validate(levels, resizedHeight, resizedWidth, scaleX, scaleY, options);
+        Validate(levels, layout, resizedHeight, resizedWidth, scaleX, scaleY, options);
+        int numClasses = layout.Classes, anchorsPerCell = layout.AnchorsPerCell;
 
         int capacity = 0;
         foreach (var level in levels)
-            capacity += (int)Math.Min((long)options.PreNmsTopK, (long)level.Height * level.Width * AnchorsPerCell * Classes);
+            capacity += (int)Math.Min((long)options.PreNmsTopK, (long)level.Height * level.Width * anchorsPerCell * numClasses);
         float[] boxes = ArrayPool<float>.Shared.Rent(Math.Max(4 * capacity, 4));
         float[] scores = ArrayPool<float>.Shared.Rent(Math.Max(capacity, 1));
         int[] labels = ArrayPool<int>.Shared.Rent(Math.Max(capacity, 1));
@@ -69,8 +75,8 @@ public static class PostProcessor
         {
             int count = 0;
             for (int l = 0; l < levels.Length; l++)
-                count = CollectLevel(levels[l], AnchorGenerator.Strides[l], BaseAnchorsByLevel[l], resizedHeight, resizedWidth,
-                    scaleX, scaleY, options, boxes, scores, labels, count);
+                count = CollectLevel(levels[l], layout.Levels[l].Stride, layout.BaseAnchors(l), numClasses, anchorsPerCell,
+                    resizedHeight, resizedWidth, scaleX, scaleY, options, boxes, scores, labels, count);
 
             int kept = BatchedNms.Run(boxes.AsSpan(0, 4 * count), scores.AsSpan(0, count), labels.AsSpan(0, count),
                 options.IouThreshold, keep);
@@ -101,7 +107,8 @@ public static class PostProcessor
     }
 
     // Appends the level's surviving candidates (decoded, rescaled, non-empty) at position `count`.
-    private static int CollectLevel(HeadLevelOutput level, int stride, float[] baseAnchors, int resizedHeight, int resizedWidth,
+    private static int CollectLevel(HeadLevelOutput level, int stride, ReadOnlySpan<float> baseAnchors, int numClasses, int anchorsPerCell,
+        int resizedHeight, int resizedWidth,
         float scaleX, float scaleY, PostProcessOptions options, float[] boxes, float[] scores, int[] labels, int count)
     {
         ReadOnlySpan<float> logits = level.ClassLogits.Span;
@@ -117,9 +124,9 @@ public static class PostProcessor
         try
         {
             int candidateCount = 0;
-            for (int channel = 0; channel < AnchorsPerCell * Classes; channel++)
+            for (int channel = 0; channel < anchorsPerCell * numClasses; channel++)
             {
-                int anchorInCell = channel / Classes, cls = channel % Classes;
+                int anchorInCell = channel / numClasses, cls = channel % numClasses;
                 ReadOnlySpan<float> plane = logits.Slice(channel * cells, cells);
                 int cell = 0;
                 if (Vector256.IsHardwareAccelerated)
@@ -134,14 +141,14 @@ public static class PostProcessor
                         {
                             int c = cell + BitOperations.TrailingZeroCount(mask);
                             mask &= mask - 1;
-                            AddCandidate(plane[c], c, anchorInCell, cls, threshold, ref candidates, ref candidateCount);
+                            AddCandidate(plane[c], c, anchorInCell, cls, numClasses, anchorsPerCell, threshold, ref candidates, ref candidateCount);
                         }
                     }
                 }
                 for (; cell < cells; cell++)
                 {
                     if (plane[cell] > logitThreshold)
-                        AddCandidate(plane[cell], cell, anchorInCell, cls, threshold, ref candidates, ref candidateCount);
+                        AddCandidate(plane[cell], cell, anchorInCell, cls, numClasses, anchorsPerCell, threshold, ref candidates, ref candidateCount);
                 }
             }
 
@@ -156,8 +163,8 @@ public static class PostProcessor
             foreach (ulong key in selected)
             {
                 int pair = (int)(uint)key;
-                int anchor = pair / Classes, cls = pair % Classes;
-                int cell = anchor / AnchorsPerCell, a = anchor % AnchorsPerCell;
+                int anchor = pair / numClasses, cls = pair % numClasses;
+                int cell = anchor / anchorsPerCell, a = anchor % anchorsPerCell;
                 int y = cell / level.Width, x = cell % level.Width;
                 float shiftX = (float)x * stride, shiftY = (float)y * stride;
                 var (x1, y1, x2, y2) = DeltaDecoder.Decode(
@@ -169,7 +176,7 @@ public static class PostProcessor
                 x1 /= scaleX; x2 /= scaleX; y1 /= scaleY; y2 /= scaleY;
                 if (!(x2 - x1 > 0f) || !(y2 - y1 > 0f)) continue;
                 boxes[4 * count] = x1; boxes[4 * count + 1] = y1; boxes[4 * count + 2] = x2; boxes[4 * count + 3] = y2;
-                scores[count] = Sigmoid(logits[(a * Classes + cls) * cells + cell]);
+                scores[count] = Sigmoid(logits[(a * numClasses + cls) * cells + cell]);
                 labels[count] = cls;
                 count++;
             }
@@ -181,7 +188,7 @@ public static class PostProcessor
         }
     }
 
-    private static void AddCandidate(float logit, int cell, int anchorInCell, int cls, float threshold,
+    private static void AddCandidate(float logit, int cell, int anchorInCell, int cls, int numClasses, int anchorsPerCell, float threshold,
         ref ulong[] candidates, ref int candidateCount)
     {
         float score = Sigmoid(logit);
@@ -190,7 +197,7 @@ public static class PostProcessor
             Grow(ref candidates, candidateCount);
         // Key: inverted order-preserving score bits, then the (anchor, class) pair index: ascending key
         // order is score descending, ties by anchor*80 + class (mmdetection's nonzero order).
-        uint pair = (uint)((cell * AnchorsPerCell + anchorInCell) * Classes + cls);
+        uint pair = (uint)((cell * anchorsPerCell + anchorInCell) * numClasses + cls);
         candidates[candidateCount++] = ((ulong)~BatchedNms.OrderedBits(score) << 32) | pair;
     }
 
@@ -227,23 +234,24 @@ public static class PostProcessor
     private static ulong MedianOfThree(ulong a, ulong b, ulong c) =>
         a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
 
-    private static void Validate(ReadOnlySpan<HeadLevelOutput> levels, int resizedHeight, int resizedWidth,
+    private static void Validate(ReadOnlySpan<HeadLevelOutput> levels, RetinaHeadLayout layout, int resizedHeight, int resizedWidth,
         float scaleX, float scaleY, PostProcessOptions options)
     {
-        if (levels.Length != AnchorGenerator.LevelCount)
-            throw new ArgumentException($"expected {AnchorGenerator.LevelCount} levels (P3..P7), got {levels.Length}", nameof(levels));
+        int numClasses = layout.Classes, anchorsPerCell = layout.AnchorsPerCell;
+        if (levels.Length != layout.Levels.Count)
+            throw new ArgumentException($"expected {layout.Levels.Count} levels ({string.Join(", ", layout.Levels.Select(l => l.Name))}), got {levels.Length}", nameof(levels));
         for (int l = 0; l < levels.Length; l++)
         {
             var level = levels[l];
             if (level.Height <= 0 || level.Width <= 0)
-                throw new ArgumentException($"level P{l + 3} has feature size {level.Height}x{level.Width}", nameof(levels));
+                throw new ArgumentException($"level {layout.Levels[l].Name} has feature size {level.Height}x{level.Width}", nameof(levels));
             long cells = (long)level.Height * level.Width;
-            if (level.ClassLogits.Length != cells * AnchorsPerCell * Classes)
+            if (level.ClassLogits.Length != cells * anchorsPerCell * numClasses)
                 throw new ArgumentException(
-                    $"level P{l + 3} class map has {level.ClassLogits.Length} values, expected {AnchorsPerCell * Classes}x{level.Height}x{level.Width}", nameof(levels));
-            if (level.BoxDeltas.Length != cells * AnchorsPerCell * 4)
+                    $"level {layout.Levels[l].Name} class map has {level.ClassLogits.Length} values, expected {anchorsPerCell * numClasses}x{level.Height}x{level.Width}", nameof(levels));
+            if (level.BoxDeltas.Length != cells * anchorsPerCell * 4)
                 throw new ArgumentException(
-                    $"level P{l + 3} box map has {level.BoxDeltas.Length} values, expected {AnchorsPerCell * 4}x{level.Height}x{level.Width}", nameof(levels));
+                    $"level {layout.Levels[l].Name} box map has {level.BoxDeltas.Length} values, expected {anchorsPerCell * 4}x{level.Height}x{level.Width}", nameof(levels));
         }
         if (resizedHeight <= 0 || resizedWidth <= 0)
             throw new ArgumentOutOfRangeException(nameof(resizedHeight), $"resized image size must be positive, got {resizedHeight}x{resizedWidth}");
@@ -251,12 +259,5 @@ public static class PostProcessor
             throw new ArgumentOutOfRangeException(nameof(scaleX), $"scale factors must be positive and finite, got {scaleX}, {scaleY}");
         if (options.PreNmsTopK <= 0 || options.MaxPerImage < 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"PreNmsTopK must be positive and MaxPerImage not negative, got {options.PreNmsTopK}, {options.MaxPerImage}");
-    }
-
-    private static float[][] CreateBaseAnchors()
-    {
-        var result = new float[AnchorGenerator.LevelCount][];
-        for (int l = 0; l < result.Length; l++) result[l] = AnchorGenerator.BaseAnchors(AnchorGenerator.Strides[l]);
-        return result;
     }
 }

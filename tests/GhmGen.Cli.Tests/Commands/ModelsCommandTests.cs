@@ -20,7 +20,7 @@ public class ModelsCommandTests
         Assert.Equal(0, code);
         using JsonDocument doc = JsonDocument.Parse(output);
         JsonElement[] models = doc.RootElement.EnumerateArray().ToArray();
-        Assert.Equal(["retinanet-ghm-r50-fpn", "retinanet-ghm-r101-fpn", "retinanet-ghm-x101-32x4d-fpn", "retinanet-ghm-x101-64x4d-fpn"],
+        Assert.Equal(["retinanet-ghm-r50-fpn", "retinanet-ghm-r101-fpn", "retinanet-ghm-x101-32x4d-fpn", "retinanet-ghm-x101-64x4d-fpn", "ghm-demo-r18-fpn"],
             models.Select(m => m.GetProperty("name").GetString()));
         JsonElement r50 = models[0];
         JsonElement p = r50.GetProperty("parameters");

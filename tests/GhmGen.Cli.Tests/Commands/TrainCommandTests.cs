@@ -68,6 +68,50 @@ public sealed class TrainCommandTests
     }
 
     [Fact]
+    public void The_demo_model_trains_on_the_synthetic_categories_and_its_checkpoint_detects_and_tests_with_them()
+    {
+        string data = Path.Combine(Path.GetTempPath(), $"ghm-train-demo-{Guid.NewGuid():N}");
+        SyntheticShapes.Write(data, new SyntheticShapesOptions { Seed = 5, TrainImages = 4, ValImages = 2, MinImageSide = 96, MaxImageSide = 128 });
+        string work = Path.Combine(data, "work");
+        try
+        {
+            (int code, string output, string error) = Run("train", "--model", "ghm-demo-r18-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--val-ann", Path.Combine(data, "annotations", "instances_val.json"), "--val-images", Path.Combine(data, "val"),
+                "--work-dir", work, "--scale", "128x96", "--epochs", "1", "--no-shuffle", "--device", "cpu", "--threads", "2");
+            Assert.True(code == 0, error);
+            Assert.StartsWith("done: 2 iterations", output.Trim());
+            string checkpoint = Path.Combine(work, "latest.pth");
+            using (var read = GhmGen.Checkpoints.TorchCheckpoint.Read(checkpoint))
+                Assert.Equal(["circle", "square", "triangle", "star"], read.ClassNames!);
+
+            (code, output, error) = Run("detect", "--model", "ghm-demo-r18-fpn", "--checkpoint", checkpoint, "--score-thr", "0",
+                "--device", "cpu", "--threads", "2", Path.Combine(data, "val"));
+            Assert.True(code == 0, error);
+            using JsonDocument detections = JsonDocument.Parse(output);
+            Assert.NotEmpty(detections.RootElement.EnumerateArray());
+            foreach (JsonElement d in detections.RootElement.EnumerateArray())
+            {
+                string label = d.GetProperty("label").GetString()!;
+                int index = Array.IndexOf((string[])["circle", "square", "triangle", "star"], label);
+                Assert.True(index >= 0, label);
+                Assert.Equal(index + 1, d.GetProperty("category_id").GetInt32());
+            }
+
+            (code, output, error) = Run("test", "--model", "ghm-demo-r18-fpn", "--checkpoint", checkpoint,
+                "--ann", Path.Combine(data, "annotations", "instances_val.json"), "--images", Path.Combine(data, "val"),
+                "--scale", "128x96", "--device", "cpu", "--threads", "2", "--classwise");
+            Assert.True(code == 0, error);
+            Assert.Contains("| circle", output, StringComparison.Ordinal);
+            Assert.Contains("| star", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
     public void A_malformed_annotation_file_is_exit_2_naming_the_file_and_the_entry()
     {
         string data = MakeDataset();

@@ -88,6 +88,6 @@ public class PostProcessorTests
     {
         var level = new HeadLevelOutput(new float[720], new float[35], 1, 1);
         var e = Assert.Throws<ArgumentException>(() => PostProcessor.Run([level, level, level, level, level], 8, 8, 1, 1));
-        Assert.Contains("P3 box map has 35 values", e.Message);
+        Assert.Contains("level p3 box map has 35 values", e.Message);
     }
 }
