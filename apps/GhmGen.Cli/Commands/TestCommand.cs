@@ -82,16 +82,7 @@ internal static class TestCommand
         double seconds = clock.Elapsed.TotalSeconds;
         progress.Finish(paths.Length);
 
-        var detections = new List<CocoDetection>();
-        for (int i = 0; i < paths.Length; i++)
-        {
-            if (outcome.Objects[i] is not { } objects) continue;
-            foreach (DetectedObject o in objects)
-            {
-                if (mapping.CategoryOf(o.Label) is not { } category) continue;
-                detections.Add(new CocoDetection(list.Images[i].Id, category, new CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
-            }
-        }
+        List<CocoDetection> detections = ToCocoDetections(outcome, list.Images, mapping);
         file?.Commit(detections);
         int detected = paths.Length - outcome.Skipped;
         error.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -103,6 +94,25 @@ internal static class TestCommand
         if (outcome.Skipped > 0) error.WriteLine($"ghm test: {outcome.Skipped} of {paths.Length} images skipped");
         if (outcome.Warned > 0) error.WriteLine($"ghm test: {outcome.Warned} of {paths.Length} images decoded with warnings");
         return outcome.Skipped + outcome.Warned > 0 ? ExitCodes.Incomplete : ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// The detections of <paramref name="outcome"/> as COCO results in image order, best first within
+    /// an image; labels without a category in the annotation file are left out.
+    /// </summary>
+    internal static List<CocoDetection> ToCocoDetections(Outcome outcome, IReadOnlyList<AnnotationImage> images, CategoryMapping mapping)
+    {
+        var detections = new List<CocoDetection>();
+        for (int i = 0; i < images.Count; i++)
+        {
+            if (outcome.Objects[i] is not { } objects) continue;
+            foreach (DetectedObject o in objects)
+            {
+                if (mapping.CategoryOf(o.Label) is not { } category) continue;
+                detections.Add(new CocoDetection(images[i].Id, category, new CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
+            }
+        }
+        return detections;
     }
 
     /// <summary>Detections by image (null for a skipped image), and the counts of skipped and warned images.</summary>

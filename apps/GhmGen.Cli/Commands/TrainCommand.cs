@@ -243,16 +243,7 @@ internal static class TrainCommand
             var progress = new ProgressBar("ghm train (val)", error);
             TestCommand.Outcome outcome = TestCommand.DetectAll(detector, _images.Images, _paths, 1, GhmGen.Detection.PostProcessOptions.Default, progress);
             progress.Finish(_paths.Length);
-            var detections = new List<GhmGen.Evaluation.CocoDetection>();
-            for (int i = 0; i < _paths.Length; i++)
-            {
-                if (outcome.Objects[i] is not { } objects) continue;
-                foreach (GhmGen.Detection.DetectedObject o in objects)
-                {
-                    if (mapping.CategoryOf(o.Label) is not { } category) continue;
-                    detections.Add(new GhmGen.Evaluation.CocoDetection(_images.Images[i].Id, category, new GhmGen.Evaluation.CocoBox(o.X1, o.Y1, o.X2 - o.X1, o.Y2 - o.Y1), o.Score));
-                }
-            }
+            List<GhmGen.Evaluation.CocoDetection> detections = TestCommand.ToCocoDetections(outcome, _images.Images, mapping);
             GhmGen.Evaluation.CocoSummary summary = GhmGen.Evaluation.CocoEvaluator.Evaluate(
                 GhmGen.Evaluation.CocoResults.Create(_groundTruth, detections, _annotationFile + " (validation)")).Summary;
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
