@@ -262,7 +262,7 @@ public sealed class Trainer : IDisposable
         using var cancelLoading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using TrainBatchStream stream = _loader.Open(_progress.Epoch, _progress.IterationInEpoch, _options.Epochs, cancelLoading.Token);
         bool cancelled = false;
-        int reportedSkips = 0;
+        int reportedSkips = 0, loggedSkips = 0;
         while (_progress.Iteration < total)
         {
             if (cancellationToken.IsCancellationRequested)
@@ -294,7 +294,8 @@ public sealed class Trainer : IDisposable
             window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch.DataTime.TotalSeconds);
             if (window.Count == _options.LogInterval || epochEnd || iteration == total)
             {
-                log.WriteTrain(window.Entry(epoch + 1, batchIndex + 1));
+                log.WriteTrain(window.Entry(epoch + 1, batchIndex + 1) with { SkippedImages = stream.SkippedImageCount - loggedSkips });
+                loggedSkips = stream.SkippedImageCount;
                 window = new LogWindow();
             }
             IReadOnlyList<ImageSkip> skips = stream.SkippedImages;

@@ -24,7 +24,13 @@ namespace GhmGen.Training;
 /// <param name="GradNorm">Total gradient norm before clipping.</param>
 /// <param name="Time">Seconds for the whole iteration, data loading included.</param>
 /// <param name="DataTime">Seconds spent waiting for the batch.</param>
-public readonly record struct TrainLogEntry(int Epoch, int Iteration, double LearningRate, float LossCls, float LossBbox, float Loss, float GradNorm, double Time, double DataTime);
+/// <param name="SkippedImages">
+/// Images skipped (missing or corrupt) in the batches of this line's interval, including batches
+/// passed over because all their images were skipped. Written as <c>"skipped_images"</c> after
+/// <c>grad_norm</c> only when above 0, so a clean run's lines have mmcv's keys exactly; the sum
+/// over a log's lines is the run's total.
+/// </param>
+public readonly record struct TrainLogEntry(int Epoch, int Iteration, double LearningRate, float LossCls, float LossBbox, float Loss, float GradNorm, double Time, double DataTime, int SkippedImages = 0);
 
 /// <summary>
 /// Appends mmcv-style lines to a <c>log.json</c>. Opening for a resumed run keeps complete lines
@@ -149,6 +155,7 @@ public sealed class TrainingLogWriter : IDisposable
         Number(json, "loss_bbox", entry.LossBbox);
         Number(json, "loss", entry.Loss);
         Number(json, "grad_norm", entry.GradNorm);
+        if (entry.SkippedImages > 0) json.WriteNumber("skipped_images", entry.SkippedImages);
         EndLine();
     }
 

@@ -179,6 +179,10 @@ public sealed class TrainCommandTests
             Assert.Contains("ghm train: warning: skipped '000002.png' (epoch 1, batch 1)", error);
             Assert.Contains("1 images were skipped", error);
             Assert.True(File.Exists(Path.Combine(work, "epoch_1.pth")));
+            // log.json counts the skip on the line of the interval it happened in, and only there.
+            string[] lines = File.ReadAllLines(Path.Combine(work, "log.json"));
+            Assert.Equal(1, lines.Sum(l => System.Text.Json.JsonDocument.Parse(l).RootElement.TryGetProperty("skipped_images", out var n) ? n.GetInt32() : 0));
+            Assert.Contains("\"skipped_images\":1", lines[0]);
         }
         finally
         {

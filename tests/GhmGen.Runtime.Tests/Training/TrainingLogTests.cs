@@ -37,6 +37,27 @@ public sealed class TrainingLogTests
     }
 
     [Fact]
+    public void Skipped_images_are_a_trailing_key_only_on_lines_that_had_skips()
+    {
+        string path = TempPath();
+        try
+        {
+            using (TrainingLogWriter log = TrainingLogWriter.Create(path))
+            {
+                log.WriteTrain(Entry(1, 1) with { SkippedImages = 3 });
+                log.WriteTrain(Entry(1, 2));
+            }
+            string[] lines = File.ReadAllLines(path);
+            Assert.EndsWith(",\"grad_norm\":36.5,\"skipped_images\":3}", lines[0], StringComparison.Ordinal);
+            Assert.EndsWith(",\"grad_norm\":36.5}", lines[1], StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public void Val_line_and_non_finite_values_are_written_as_python_does()
     {
         string path = TempPath();
