@@ -112,6 +112,66 @@ public sealed class TrainCommandTests
     }
 
     [Fact]
+    public async Task Sigint_writes_latest_pth_exits_130_and_the_run_resumes_from_it()
+    {
+        // A real process and a real SIGINT (what Ctrl+C sends), not a cancelled token.
+        string data = Path.Combine(Path.GetTempPath(), $"ghm-train-sigint-{Guid.NewGuid():N}");
+        SyntheticShapes.Write(data, new SyntheticShapesOptions { Seed = 5, TrainImages = 4, ValImages = 1, MinImageSide = 96, MaxImageSide = 128 });
+        string work = Path.Combine(data, "work");
+        string[] common = ["train", "--model", "ghm-demo-r18-fpn",
+            "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+            "--work-dir", work, "--scale", "128x96", "--epochs", "1000", "--log-interval", "1", "--device", "cpu", "--threads", "1"];
+        System.Diagnostics.Process? ghm = null;
+        try
+        {
+            ghm = StartGhm(common);
+            string log = Path.Combine(work, "log.json");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!(File.Exists(log) && new FileInfo(log).Length > 0) && !ghm.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2))
+                await Task.Delay(50);
+            if (ghm.HasExited) Assert.Fail("ghm train ended before it was interrupted: " + await ghm.StandardError.ReadToEndAsync());
+            using (System.Diagnostics.Process kill = System.Diagnostics.Process.Start("kill", ["-INT", ghm.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+                kill.WaitForExit();
+            Task<string> stdout = ghm.StandardOutput.ReadToEndAsync(), stderr = ghm.StandardError.ReadToEndAsync();
+            using (var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
+                await ghm.WaitForExitAsync(timeout.Token); // throws if it does not stop after SIGINT
+            Assert.Equal(130, ghm.ExitCode);
+            Assert.StartsWith("interrupted: ", (await stdout).Trim());
+            string latest = Path.Combine(work, "latest.pth");
+            Assert.Contains($"continue with --resume {latest}", await stderr);
+            Assert.Empty(Directory.GetFiles(work, "*.tmp*"));
+
+            long done;
+            using (var read = GhmGen.Checkpoints.TorchCheckpoint.Read(latest))
+                done = read.Meta!["iter"]!.AsInt64;
+            Assert.True(done >= 1, $"latest.pth is at iteration {done}");
+            (int code, string output, string error) = Run([.. common, "--resume", latest, "--max-iters", (done + 2).ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            Assert.True(code == 0, error);
+            Assert.Contains($"resuming after iteration {done}", error);
+            Assert.StartsWith($"done: {done + 2} iterations", output.Trim());
+        }
+        finally
+        {
+            if (ghm is { HasExited: false }) ghm.Kill(entireProcessTree: true); // a failed assertion must not leave it training
+            ghm?.Dispose();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    private static System.Diagnostics.Process StartGhm(string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ghm.dll"));
+        foreach (string arg in args) start.ArgumentList.Add(arg);
+        return System.Diagnostics.Process.Start(start)!;
+    }
+
+    [Fact]
     public void A_malformed_annotation_file_is_exit_2_naming_the_file_and_the_entry()
     {
         string data = MakeDataset();
