@@ -34,9 +34,11 @@ internal static class GeneratorHarness
         driverOptions: new GeneratorDriverOptions(IncrementalGeneratorOutputKind.None, trackIncrementalGeneratorSteps: true));
 
     /// <summary>Generated files, generator diagnostics, and errors of the compilation with the generated code added.</summary>
-    public static Result Run(params string[] sources)
+    public static Result Run(params string[] sources) => Run(Compile(sources));
+
+    /// <summary>Generated files, generator diagnostics, and errors of <paramref name="compilation"/> with the generated code added.</summary>
+    public static Result Run(CSharpCompilation compilation)
     {
-        CSharpCompilation compilation = Compile(sources);
         GeneratorDriver driver = CreateDriver().RunGeneratorsAndUpdateCompilation(compilation, out Compilation output, out _);
         GeneratorDriverRunResult run = driver.GetRunResult();
         ImmutableArray<Diagnostic> compileErrors = output.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error).ToImmutableArray();
