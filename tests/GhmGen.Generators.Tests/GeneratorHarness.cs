@@ -48,6 +48,18 @@ internal static class GeneratorHarness
             compileErrors);
     }
 
+    /// <summary>Asserts that every output of each of <paramref name="steps"/> was cached or unchanged in <paramref name="run"/>.</summary>
+    public static void AssertStepsCached(GeneratorRunResult run, params string[] steps)
+    {
+        foreach (string step in steps)
+        {
+            Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
+            foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
+                foreach ((object _, IncrementalStepRunReason reason) in s.Outputs)
+                    Assert.True(reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"step {step} output was {reason}");
+        }
+    }
+
     public sealed record Result(
         IReadOnlyDictionary<string, string> Files,
         ImmutableArray<Diagnostic> GeneratorDiagnostics,

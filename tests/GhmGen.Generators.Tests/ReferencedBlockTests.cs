@@ -158,13 +158,7 @@ public class ReferencedBlockTests
         SyntaxTree edited = CSharpSyntaxTree.ParseText("namespace Other; public class Unrelated { public int A; public int B; }", GeneratorHarness.ParseOptions, path: old.FilePath);
         driver = driver.RunGenerators(compilation.ReplaceSyntaxTree(old, edited));
 
-        GeneratorRunResult run = driver.GetRunResult().Results.Single();
-        foreach (string step in new[] { NetworkGenerator.ReferencedBlocksStep, NetworkGenerator.AllBlocksStep, NetworkGenerator.ExpandStep, NetworkGenerator.PlanStep, NetworkGenerator.ModelsStep })
-        {
-            Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
-            foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
-                foreach ((object _, IncrementalStepRunReason reason) in s.Outputs)
-                    Assert.True(reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"step {step} output was {reason}");
-        }
+        GeneratorHarness.AssertStepsCached(driver.GetRunResult().Results.Single(), NetworkGenerator.ReferencedBlocksStep,
+            NetworkGenerator.AllBlocksStep, NetworkGenerator.ExpandStep, NetworkGenerator.PlanStep, NetworkGenerator.ModelsStep);
     }
 }
