@@ -36,7 +36,7 @@ public sealed partial class NetworkGenerator
         private readonly List<string> _frozen;
         private readonly bool[] _frozenUsed;
 
-        private Expander(BlockDecl type, NetworkDecl network, ImmutableArray<BlockDecl> blocks)
+        private Expander(BlockDecl type, NetworkDecl network, IEnumerable<BlockDecl> blocks)
         {
             _type = type;
             _network = network;
@@ -48,7 +48,7 @@ public sealed partial class NetworkGenerator
             _frozenUsed = new bool[_frozen.Count];
         }
 
-        public static ExpansionResult Expand(BlockDecl type, ImmutableArray<BlockDecl> blocks)
+        public static ExpansionResult Expand(BlockDecl type, IEnumerable<BlockDecl> blocks)
         {
             // Errors in reading the attributes: a [Block] class reports its own on the blocks branch.
             if (type.Diagnostics.Count > 0)
@@ -65,7 +65,10 @@ public sealed partial class NetworkGenerator
             }
             catch (ExpansionException e)
             {
-                return e.Diagnostic is { } d ? Fail(d) : new ExpansionResult(null, EquatableArray<NodeLocation>.Empty, EquatableArray<DiagnosticInfo>.Empty);
+                // An error inside a block read from a referenced assembly has no source location:
+                // it is reported at the [Network] attribute that led to it.
+                return e.Diagnostic is { } d ? Fail(d.Location is null ? d with { Location = type.Location } : d)
+                    : new ExpansionResult(null, EquatableArray<NodeLocation>.Empty, EquatableArray<DiagnosticInfo>.Empty);
             }
         }
 
@@ -404,8 +407,17 @@ public sealed partial class NetworkGenerator
                 throw Error(DiagnosticDescriptors.UnknownBlock, location, name);
             if (stack.Contains(name))
                 throw Error(DiagnosticDescriptors.Cycle, location, $"block '{name}'", string.Join(" -> ", stack) + " -> " + name);
-            // A block whose attributes could not be read reported that on its own; stop quietly.
-            if (block.Diagnostics.Count > 0) throw new ExpansionException(null);
+            if (block.Diagnostics.Count > 0)
+            {
+                // A block of this compilation whose attributes could not be read reported that on
+                // its own; stop quietly. One read from a referenced assembly reports nothing on its
+                // own, so its first error is reported here, where it is used.
+                if (block.Assembly is null) throw new ExpansionException(null);
+                DiagnosticInfo first = block.Diagnostics[0];
+                string[] arguments = [.. first.Arguments];
+                if (arguments.Length > 0) arguments[0] = $"block '{name}' of assembly '{block.Assembly}': {arguments[0]}";
+                throw Error(DiagnosticDescriptors.ById[first.Id], location, arguments);
+            }
             return block;
         }
 

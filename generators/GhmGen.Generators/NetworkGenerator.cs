@@ -21,7 +21,10 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
     /// <summary>Tracking name of the step that reads [Network] classes.</summary>
     public const string NetworksStep = "Networks";
 
-    /// <summary>Tracking name of the step that collects all blocks.</summary>
+    /// <summary>Tracking name of the step that reads the public [Block] classes of referenced assemblies (e.g. GhmGen.Models' ResNet, Fpn, RetinaHead, RetinaNet).</summary>
+    public const string ReferencedBlocksStep = "ReferencedBlocks";
+
+    /// <summary>Tracking name of the step that collects all blocks: the compilation's own, then the referenced ones.</summary>
     public const string AllBlocksStep = "AllBlocks";
 
     /// <summary>Tracking name of the step that expands and checks each network.</summary>
@@ -50,7 +53,19 @@ public sealed partial class NetworkGenerator : IIncrementalGenerator
                 static (ctx, ct) => Parse((INamedTypeSymbol)ctx.TargetSymbol, ct))
             .WithTrackingName(NetworksStep);
 
-        IncrementalValueProvider<ImmutableArray<BlockDecl>> allBlocks = blocks.Collect().WithTrackingName(AllBlocksStep);
+        // Blocks compiled into referenced assemblies (a package's blocks) are read from metadata.
+        // This runs on every compilation change, but only walks the assemblies that reference the
+        // description attributes, and its value compares equal while they are unchanged, so the
+        // steps after it stay cached.
+        IncrementalValueProvider<EquatableArray<BlockDecl>> referencedBlocks = context.CompilationProvider
+            .Select(static (compilation, ct) => ReferencedBlocks.Read(compilation, ct))
+            .WithTrackingName(ReferencedBlocksStep);
+
+        // A block declared in this compilation wins over a referenced one of the same name.
+        IncrementalValueProvider<EquatableArray<BlockDecl>> allBlocks = blocks.Collect()
+            .Combine(referencedBlocks)
+            .Select(static (pair, _) => new EquatableArray<BlockDecl>([.. pair.Left, .. pair.Right]))
+            .WithTrackingName(AllBlocksStep);
 
         IncrementalValuesProvider<ExpansionResult> expanded = networks
             .Combine(allBlocks)

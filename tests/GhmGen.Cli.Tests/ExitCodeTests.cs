@@ -151,6 +151,32 @@ public sealed class ExitCodeTests
     }
 
     [Fact]
+    public async Task Version_OfTheGhmProgram_IsThePackageVersion()
+    {
+        // In-process the entry assembly is the test host's, so run ghm.dll itself, as the tool does.
+        string root = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(root, "GhmGen.sln"))) root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("GhmGen.sln not found");
+        string props = File.ReadAllText(Path.Combine(root, "build", "Version.props"));
+        string expected = System.Text.RegularExpressions.Regex.Match(props, "<GhmGenVersion>([^<]+)</GhmGenVersion>").Groups[1].Value;
+        Assert.Matches(@"^\d+\.\d+\.\d+", expected);
+
+        var start = new System.Diagnostics.ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ghm.dll"));
+        start.ArgumentList.Add("--version");
+        using var process = System.Diagnostics.Process.Start(start)!;
+        Task<string> error = process.StandardError.ReadToEndAsync();
+        string output = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.Equal("", await error);
+        Assert.Equal(0, process.ExitCode);
+        Assert.Equal(expected, output.TrimEnd());
+    }
+
+    [Fact]
     public void UnexpectedException_IsExit3_InOneLine_WithTheStackTraceOnlyWhenVerbose()
     {
         string checkpoint = Path.Combine(AppContext.BaseDirectory, "Fixtures", "Checkpoints", "mmdet_like_zip.pth");

@@ -34,9 +34,11 @@ internal static class GeneratorHarness
         driverOptions: new GeneratorDriverOptions(IncrementalGeneratorOutputKind.None, trackIncrementalGeneratorSteps: true));
 
     /// <summary>Generated files, generator diagnostics, and errors of the compilation with the generated code added.</summary>
-    public static Result Run(params string[] sources)
+    public static Result Run(params string[] sources) => Run(Compile(sources));
+
+    /// <summary>Generated files, generator diagnostics, and errors of <paramref name="compilation"/> with the generated code added.</summary>
+    public static Result Run(CSharpCompilation compilation)
     {
-        CSharpCompilation compilation = Compile(sources);
         GeneratorDriver driver = CreateDriver().RunGeneratorsAndUpdateCompilation(compilation, out Compilation output, out _);
         GeneratorDriverRunResult run = driver.GetRunResult();
         ImmutableArray<Diagnostic> compileErrors = output.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error).ToImmutableArray();
@@ -44,6 +46,18 @@ internal static class GeneratorHarness
             run.GeneratedTrees.ToDictionary(t => Path.GetFileName(t.FilePath), t => t.GetText().ToString()),
             run.Diagnostics,
             compileErrors);
+    }
+
+    /// <summary>Asserts that every output of each of <paramref name="steps"/> was cached or unchanged in <paramref name="run"/>.</summary>
+    public static void AssertStepsCached(GeneratorRunResult run, params string[] steps)
+    {
+        foreach (string step in steps)
+        {
+            Assert.True(run.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
+            foreach (IncrementalGeneratorRunStep s in run.TrackedSteps[step])
+                foreach ((object _, IncrementalStepRunReason reason) in s.Outputs)
+                    Assert.True(reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"step {step} output was {reason}");
+        }
     }
 
     public sealed record Result(

@@ -131,6 +131,7 @@ internal sealed record SharedDecl(string? Name, string? From, string? When, bool
 /// <param name="Network">The [Network] attribute, when the class has one.</param>
 /// <param name="Parameters">The [Block] parameter list ("" for none).</param>
 /// <param name="Diagnostics">Errors found while reading the attributes (the declaration is unusable when any).</param>
+/// <param name="Location">Where the [Network] or [Block] attribute is; null for a block read from a referenced assembly.</param>
 internal sealed record BlockDecl(
     string TypeName,
     string Namespace,
@@ -145,4 +146,8 @@ internal sealed record BlockDecl(
     EquatableArray<LetDecl> Lets,
     EquatableArray<LayerDecl> Layers,
     EquatableArray<DiagnosticInfo> Diagnostics,
-    LocationInfo? Location);
+    LocationInfo? Location)
+{
+    /// <summary>The referenced assembly the block was read from (its metadata), or null for a class of the compilation being generated.</summary>
+    public string? Assembly { get; init; }
+}
