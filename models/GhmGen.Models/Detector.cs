@@ -12,7 +12,7 @@ namespace GhmGen.Models;
 /// <param name="Values">Values of each, row-major.</param>
 public sealed record HeadOutputs(string[] Names, (int C, int H, int W)[] Shapes, float[][] Values);
 
-/// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?)"/> found in one image.</summary>
+/// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?, bool)"/> found in one image.</summary>
 /// <param name="Objects">Detections in original-image pixels, best first.</param>
 /// <param name="Image">The preprocessing that was applied.</param>
 /// <param name="Raw">The head outputs, when asked for.</param>
