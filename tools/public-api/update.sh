@@ -3,12 +3,14 @@
 # libraries with the public API analyzer's findings as warnings, adds every public symbol that is
 # missing from the listing (RS0016) and removes every listed one that is gone (RS0017). Review the
 # diff: it is the change to the public API. At a release, move the lines of PublicAPI.Unshipped.txt
-# to PublicAPI.Shipped.txt. Usage: tools/public-api/update.sh [-c Configuration]
+# to PublicAPI.Shipped.txt. Usage: tools/public-api/update.sh [-c Configuration] [PROJECT_FOLDER...]
+# (default: every tracked library; a library's references must have been built).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 config=Release
-if [ "${1:-}" = "-c" ]; then config=$2; fi
+if [ "${1:-}" = "-c" ]; then config=$2; shift 2; fi
 projects=(runtime/GhmGen.Runtime runtime/GhmGen.Runtime.Gpu models/GhmGen.Models)
+if [ $# -gt 0 ]; then projects=("${@%/}"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for project in "${projects[@]}"; do
