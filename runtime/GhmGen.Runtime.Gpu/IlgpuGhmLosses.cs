@@ -154,7 +154,7 @@ public sealed class IlgpuGhmLosses : IDisposable
     }
 
     /// <summary>
-    /// SPEC §6: for each non-empty bin i, acc_sum[i] = m*acc_sum[i] + (1-m)*k_i (m &gt; 0) and
+    /// docs/MODEL.md §6: for each non-empty bin i, acc_sum[i] = m*acc_sum[i] + (1-m)*k_i (m &gt; 0) and
     /// W = tot / acc_sum[i] (or tot / k_i when m = 0); then W /= number of non-empty bins.
     /// Empty bins keep their acc_sum and get weight 0.
     /// </summary>

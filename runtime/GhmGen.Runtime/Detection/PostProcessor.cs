@@ -1,4 +1,4 @@
-// RetinaNet inference post-processing for one image (SPEC section 8):
+// RetinaNet inference post-processing for one image (docs/MODEL.md §7):
 // per level: sigmoid scores of the [720, H, W] class map (channel a*80 + c), keep (anchor, class)
 // pairs with score > 0.05, keep the 1000 best pairs (score descending, ties by anchor*80 + class),
 // decode their anchors' deltas from the [36, H, W] box map (channel a*4 + k) with DeltaDecoder and

@@ -8,7 +8,7 @@
 //   3. per area range and max-detections value: the detections of all images in (descending score,
 //      image, rank) order, running TP / FP counts, the precision envelope and the recall-threshold
 //      lookup into the precision [T, R, K, A, M] and recall [T, K, A, M] tables.
-// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (worked examples of the pycocotools description this project was given (its section 9),
+// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (the worked examples of docs/COCOEVAL.md §8,
 // hand-computed cases, and NaiveCocoEval, a literal re-implementation, on random datasets).
 namespace GhmGen.Evaluation;
 

@@ -1,5 +1,5 @@
 // A COCO results file (a JSON array of {image_id, category_id, bbox, score}) checked against its
-// ground truth (docs/COCOEVAL.md §1.2). Every image_id must be a ground-truth image (pycocotools refuses the
+// ground truth (docs/COCOEVAL.md §1). Every image_id must be a ground-truth image (pycocotools refuses the
 // file otherwise). A category_id that is not a ground-truth category is refused as well (issue 13);
 // with dropUnknownCategories such results are left out instead, which is what pycocotools does.
 // Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/CocoLoaderTests.cs and CocoLoaderFuzzTests.cs.
