@@ -9,6 +9,7 @@ namespace GhmGen.Backends.Gpu;
 /// histogram, the loss sum and the gradient are computed on the device; the tiny per-bin
 /// EMA of <c>acc_sum</c> runs on the host, in arrays the caller owns (so they are saved with
 /// checkpoints as <c>bbox_head.loss_cls.acc_sum</c> and <c>bbox_head.loss_bbox.acc_sum</c>).
+/// Not thread-safe: every call updates those moving averages, so one call at a time.
 /// </summary>
 public sealed class IlgpuGhmLosses : IDisposable
 {
