@@ -88,7 +88,7 @@ public sealed partial class Detector : IDisposable
     // Per head level, the positions of its class and box outputs in the session's outputs (found by name on first use).
     private (int Cls, int Reg)[]? _levelOutputs;
 
-    /// <summary>The model.</summary>
+    /// <summary>The registered model this detector runs: its name, head layout (levels, classes, anchors) and builders.</summary>
     public ModelInfo Model { get; }
 
     /// <summary>Class names by label: the checkpoint's <c>CLASSES</c> (or the names given) when there is one per class of the head, else COCO's for 80 classes, else <c>class N</c>.</summary>
