@@ -5,7 +5,11 @@
 // and RetinaTargetsFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch).
 namespace GhmGen.Detection;
 
-/// <summary>Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner (docs/MODEL.md §5).</summary>
+/// <summary>
+/// Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner
+/// (docs/MODEL.md §5). It holds only its thresholds, so one instance may serve any number of
+/// threads at once.
+/// </summary>
 public sealed class MaxIoUAssigner
 {
     /// <summary>Value of <see cref="Assign(ReadOnlySpan{float}, ReadOnlySpan{float})"/>'s result for an anchor that is neither positive nor negative.</summary>

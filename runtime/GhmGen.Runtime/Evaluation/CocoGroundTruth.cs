@@ -8,7 +8,10 @@ using System.Text.Json;
 
 namespace GhmGen.Evaluation;
 
-/// <summary>The images, categories and annotations of a COCO ground-truth file.</summary>
+/// <summary>
+/// The images, categories and annotations of a COCO ground-truth file. Immutable once loaded:
+/// any number of threads may read it and evaluate against it at once.
+/// </summary>
 public sealed class CocoGroundTruth
 {
     /// <summary>Largest file <see cref="Load"/> reads, in bytes.</summary>

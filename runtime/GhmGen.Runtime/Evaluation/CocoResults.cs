@@ -7,7 +7,10 @@ using System.Text.Json;
 
 namespace GhmGen.Evaluation;
 
-/// <summary>The detections of a COCO results file, each tied to an image and category of a ground truth.</summary>
+/// <summary>
+/// The detections of a COCO results file, each tied to an image and category of a ground truth.
+/// Immutable once loaded: any number of threads may read or evaluate it at once.
+/// </summary>
 public sealed class CocoResults
 {
     /// <summary>Largest file <see cref="Load"/> reads, in bytes.</summary>
