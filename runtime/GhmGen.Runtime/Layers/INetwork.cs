@@ -4,7 +4,7 @@ namespace GhmGen.Layers;
 /// What every generated network exposes: its name, state dict and sizes. A network's state lives
 /// in host arrays that loading, initialisation and training change in place: reads from several
 /// threads are fine, but nothing may read while something writes. What is prepared from it on a
-/// backend is a copy, refreshed only by <c>UpdateWeights</c>.
+/// backend is a copy made then (for training, <c>UpdateWeights</c> refreshes it).
 /// </summary>
 public interface INetwork
 {
