@@ -226,7 +226,7 @@ def compare(reference: "np.ndarray", other: "np.ndarray", shapes: list[tuple[str
 
 
 def head_counts(h: int, w: int) -> list[tuple[str, int]]:
-    # SPEC: P3 is stride 8 of a ResNet (conv stride 2 + max-pool stride 2 + three stride-2 stages),
+    # docs/MODEL.md §2: P3 is stride 8 of a ResNet (conv stride 2 + max-pool stride 2 + three stride-2 stages),
     # each level halves with ceil; P6/P7 are stride-2 3x3 convs with padding 1 (also ceil).
     sizes, ph, pw = [], h, w
     for _ in range(2):

@@ -12,7 +12,7 @@ namespace GhmGen.Models;
 /// <param name="Values">Values of each, row-major.</param>
 public sealed record HeadOutputs(string[] Names, (int C, int H, int W)[] Shapes, float[][] Values);
 
-/// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?)"/> found in one image.</summary>
+/// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?, bool, CancellationToken)"/> found in one image.</summary>
 /// <param name="Objects">Detections in original-image pixels, best first.</param>
 /// <param name="Image">The preprocessing that was applied.</param>
 /// <param name="Raw">The head outputs, when asked for.</param>
@@ -25,14 +25,18 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// using var detector = Detector.Load("retinanet-ghm-r50-fpn", "retinanet_ghm_r50.pth", backend);
 /// DetectionResult result = detector.Detect(ImageDecoder.Decode("street.jpg"));
 /// </code>
-/// Thread-safe: <see cref="Detect"/> may be called from any number of threads at once, and several
-/// detectors may share one backend. Each call leases a session (activation buffers) for its padded
-/// input size from a pool, so no two calls share buffers; at most
-/// <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the others
-/// wait (preprocessing and post-processing run on the caller's thread meanwhile). Dispose it once
-/// no call is in flight; calls after <see cref="Dispose"/> throw <see cref="ObjectDisposedException"/>.
+/// Thread-safe: <see cref="Detect(RgbImage, PostProcessOptions?, bool, CancellationToken)"/>,
+/// <see cref="DetectAsync"/> and <see cref="DetectFilesAsync"/> may be called from any number of
+/// threads at once, and several detectors may share one backend. Each call leases a session
+/// (activation buffers) for its padded input size from a pool, so no two calls share buffers; at
+/// most <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the
+/// others wait (preprocessing and post-processing run on the caller's thread meanwhile). A
+/// <see cref="CancellationToken"/> is observed before the forward pass starts (also while waiting
+/// for a free slot); a pass that has started runs to its end. Dispose the detector once no call is
+/// in flight; calls after <see cref="Dispose"/> throw <see cref="ObjectDisposedException"/>. The
+/// detector owns its prepared weights and sessions, never the backend.
 /// </summary>
-public sealed class Detector : IDisposable
+public sealed partial class Detector : IDisposable
 {
     /// <summary>Idle sessions kept for reuse, over all sizes (a folder of photos has a handful of padded sizes).</summary>
     private const int MaxIdleSessions = 4;
@@ -65,7 +69,16 @@ public sealed class Detector : IDisposable
         Preprocess = preprocess ?? PreprocessOptions.Default;
         _forwardSlots = new SemaphoreSlim(maxConcurrentForwards, maxConcurrentForwards);
         // Weights are prepared once; each distinct padded input size only adds activation buffers.
-        _prepared = model.Prepare(network, backend);
+        // A failed preparation has released what it prepared (generated code); release the rest.
+        try
+        {
+            _prepared = model.Prepare(network, backend);
+        }
+        catch
+        {
+            _forwardSlots.Dispose();
+            throw;
+        }
         int classes = model.Head.Classes;
         ClassNames = classNames is not null && classNames.Count == classes ? classNames
             : classes == CocoCategories.Count ? CocoCategories.Names
@@ -75,7 +88,7 @@ public sealed class Detector : IDisposable
     // Per head level, the positions of its class and box outputs in the session's outputs (found by name on first use).
     private (int Cls, int Reg)[]? _levelOutputs;
 
-    /// <summary>The model.</summary>
+    /// <summary>The registered model this detector runs: its name, head layout (levels, classes, anchors) and builders.</summary>
     public ModelInfo Model { get; }
 
     /// <summary>Class names by label: the checkpoint's <c>CLASSES</c> (or the names given) when there is one per class of the head, else COCO's for 80 classes, else <c>class N</c>.</summary>
@@ -89,10 +102,19 @@ public sealed class Detector : IDisposable
 
     /// <summary>
     /// Builds <paramref name="modelName"/> and loads <paramref name="checkpointPath"/> into it
-    /// (strict: every key present with the right shape). Throws <see cref="ArgumentException"/>
-    /// for an unknown model and <see cref="CheckpointFormatException"/> or
-    /// <see cref="CheckpointMismatchException"/> for a bad file.
+    /// (strict: every key present with the right shape), then prepares the weights on
+    /// <paramref name="backend"/>. The checkpoint file is closed before this returns. When it
+    /// throws, nothing it made is left undisposed: the checkpoint is closed and whatever was
+    /// already prepared on the backend is released.
     /// </summary>
+    /// <param name="modelName">A registered model (<see cref="ModelRegistry.All"/>), e.g. <c>retinanet-ghm-r50-fpn</c>.</param>
+    /// <param name="checkpointPath">A PyTorch checkpoint (zip or legacy format) with that model's state dict.</param>
+    /// <param name="backend">Where the network runs; the caller keeps ownership and disposes it after the detector.</param>
+    /// <param name="preprocess">Resize and padding (default: mmdetection's 1333x800, pad to 32).</param>
+    /// <returns>A detector the caller owns (dispose it).</returns>
+    /// <exception cref="ArgumentException"><paramref name="modelName"/> is not a registered model (the message lists them).</exception>
+    /// <exception cref="CheckpointFormatException">The file is missing, unreadable or not a PyTorch checkpoint.</exception>
+    /// <exception cref="CheckpointMismatchException">The checkpoint's tensors do not match the model (missing, extra or misshapen keys).</exception>
     public static Detector Load(string modelName, string checkpointPath, IBackend backend, PreprocessOptions? preprocess = null)
     {
         ModelInfo model = ModelRegistry.Get(modelName);
@@ -102,15 +124,23 @@ public sealed class Detector : IDisposable
         return new Detector(model, network, backend, checkpoint.ClassNames, preprocess: preprocess);
     }
 
-    /// <summary>Preprocesses, runs the network and post-processes one image (thread-safe).</summary>
-    public DetectionResult Detect(RgbImage image, PostProcessOptions? options = null, bool keepRaw = false)
+    /// <summary>Preprocesses, runs the network and post-processes one image on the calling thread (thread-safe).</summary>
+    /// <param name="image">The image, 8-bit RGB; not changed.</param>
+    /// <param name="options">Score threshold, top-k and NMS (default: mmdetection's <c>test_cfg</c>).</param>
+    /// <param name="keepRaw">Whether the result keeps the network outputs (<see cref="DetectionResult.Raw"/>).</param>
+    /// <param name="cancellationToken">Observed before the forward pass starts, including while waiting for one of the <see cref="MaxConcurrentForwards"/> slots.</param>
+    /// <returns>The detections in original-image pixels, best first.</returns>
+    /// <exception cref="ObjectDisposedException">The detector was disposed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the forward pass started.</exception>
+    public DetectionResult Detect(RgbImage image, PostProcessOptions? options = null, bool keepRaw = false, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(image);
+        cancellationToken.ThrowIfCancellationRequested();
         Enter();
         try
         {
             PreprocessedImage input = Preprocessor.Run(image, Preprocess);
-            HeadOutputs raw = RunNetwork(input);
+            HeadOutputs raw = RunNetwork(input, cancellationToken);
             // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
             (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, raw.Names);
             var levels = new HeadLevelOutput[positions.Length];
@@ -133,9 +163,9 @@ public sealed class Detector : IDisposable
     }
 
     // Runs the forward pass in a leased session and copies the outputs out before returning it.
-    private HeadOutputs RunNetwork(PreprocessedImage input)
+    private HeadOutputs RunNetwork(PreprocessedImage input, CancellationToken cancellationToken)
     {
-        _forwardSlots.Wait();
+        _forwardSlots.Wait(cancellationToken);
         IForwardSession? session = null;
         try
         {

@@ -3,7 +3,7 @@ using GhmGen.Models.Blocks;
 
 namespace GhmGen.Models;
 
-/// <summary>What mmdetection's RetinaNet-GHM configs train (SPEC.md §2).</summary>
+/// <summary>What mmdetection's RetinaNet-GHM configs train (docs/MODEL.md §2).</summary>
 internal static class GhmTraining
 {
     /// <summary><c>frozen_stages=1</c>: the backbone's stem (conv1, bn1) and its first stage are not trained.</summary>

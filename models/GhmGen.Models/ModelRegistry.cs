@@ -4,7 +4,7 @@ using GhmGen.Layers;
 namespace GhmGen.Models;
 
 /// <summary>What the registry knows of one model without building it.</summary>
-/// <param name="Name">The model name of SPEC.md §1, e.g. <c>retinanet-ghm-r50-fpn</c>.</param>
+/// <param name="Name">The model name of docs/MODEL.md §1, e.g. <c>retinanet-ghm-r50-fpn</c>.</param>
 /// <param name="TotalParameters">Learnable parameters.</param>
 /// <param name="Parts">Learnable parameters per part (backbone, neck, head).</param>
 /// <param name="StateTensorCount">Tensors in the state dict, buffers included.</param>

@@ -17,7 +17,8 @@ public sealed record LevelDetections(float[] Boxes, float[] Scores, int[] Labels
 /// <summary>
 /// Detection post-processing on an ILGPU accelerator (docs/MODEL.md §7): per level, sigmoid and
 /// score threshold, top-k by score (a bitonic sort of score/index keys), delta decoding with
-/// the dw/dh clamp; then class-aware NMS from a device-computed IoU bitmask.
+/// the dw/dh clamp; then class-aware NMS from a device-computed IoU bitmask. It owns its device
+/// buffers and kernels, not the accelerator. Not thread-safe: one call at a time.
 /// </summary>
 public sealed class IlgpuDetection : IDisposable
 {

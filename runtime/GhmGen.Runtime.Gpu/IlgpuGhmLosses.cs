@@ -9,6 +9,7 @@ namespace GhmGen.Backends.Gpu;
 /// histogram, the loss sum and the gradient are computed on the device; the tiny per-bin
 /// EMA of <c>acc_sum</c> runs on the host, in arrays the caller owns (so they are saved with
 /// checkpoints as <c>bbox_head.loss_cls.acc_sum</c> and <c>bbox_head.loss_bbox.acc_sum</c>).
+/// Not thread-safe: every call updates those moving averages, so one call at a time.
 /// </summary>
 public sealed class IlgpuGhmLosses : IDisposable
 {
@@ -154,7 +155,7 @@ public sealed class IlgpuGhmLosses : IDisposable
     }
 
     /// <summary>
-    /// SPEC §6: for each non-empty bin i, acc_sum[i] = m*acc_sum[i] + (1-m)*k_i (m &gt; 0) and
+    /// docs/MODEL.md §6: for each non-empty bin i, acc_sum[i] = m*acc_sum[i] + (1-m)*k_i (m &gt; 0) and
     /// W = tot / acc_sum[i] (or tot / k_i when m = 0); then W /= number of non-empty bins.
     /// Empty bins keep their acc_sum and get weight 0.
     /// </summary>

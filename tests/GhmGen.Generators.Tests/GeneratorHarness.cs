@@ -60,6 +60,25 @@ internal static class GeneratorHarness
         }
     }
 
+    /// <summary>
+    /// Every warning and error of the compilation with the generated code added, as a consumer with
+    /// <c>GenerateDocumentationFile</c> on compiles it (doc comments parsed and checked: CS1591 for a
+    /// public member without one, CS1574 for a cref that does not resolve), in the generated files only.
+    /// </summary>
+    public static ImmutableArray<Diagnostic> GeneratedCodeWarningsWithDocumentation(params string[] sources)
+    {
+        CSharpParseOptions options = ParseOptions.WithDocumentationMode(DocumentationMode.Diagnose);
+        CSharpCompilation compilation = CSharpCompilation.Create(
+            "GeneratorTest",
+            sources.Select((s, i) => CSharpSyntaxTree.ParseText(s, options, path: $"Source{i}.cs")),
+            References.Value,
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+        CSharpGeneratorDriver.Create([new NetworkGenerator().AsSourceGenerator()], parseOptions: options)
+            .RunGeneratorsAndUpdateCompilation(compilation, out Compilation output, out _);
+        return [.. output.GetDiagnostics().Where(d => d.Severity >= DiagnosticSeverity.Warning
+            && d.Location.SourceTree?.FilePath.EndsWith(".g.cs", StringComparison.Ordinal) == true)];
+    }
+
     public sealed record Result(
         IReadOnlyDictionary<string, string> Files,
         ImmutableArray<Diagnostic> GeneratorDiagnostics,

@@ -5,7 +5,7 @@
 
 1. torchvision.ops.batched_nms on 1,000 and 10,000 random boxes over 80 classes (same recipe as
    NmsBenchmarks: boxes in 1216x800, sides 10..210, uniform scores).
-2. The SPEC section 8 post-processing (tools/reference/postprocess.py) of one 800x1216 image with
+2. The docs/MODEL.md §7 post-processing (tools/reference/postprocess.py) of one 800x1216 image with
    logits ~ N(-6, 1.2) and deltas ~ N(0, 0.5), like PostProcessBenchmarks.
 Prints the median of repeated runs in milliseconds.
 """

@@ -9,7 +9,7 @@ One step = zero_grad (set_to_none) -> forward -> L = sum over the ten outputs of
 -> backward -> SGD step (lr 0.005, momentum 0.9, weight decay 1e-4, as mmdetection's
 DefaultOptimizerConstructor builds it: every parameter is handed to SGD, the frozen ones have no
 .grad and are skipped). No GHM loss: dL/d output = G, a seeded constant, so the step costs the
-network's forward + backward + update only. Set-up as in training (SPEC section 2):
+network's forward + backward + update only. Set-up as in training (docs/MODEL.md §2):
 requires_grad=False on backbone.conv1, backbone.bn1, backbone.layer1.* (frozen_stages=1); the whole
 model in eval mode, so every BN uses its running statistics (norm_eval=True). Seeded weights
 (seeded_weights.py); input [batch, 3, H, W] = SeededWeights.FillInput (key "input", U(-2, 2));

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference fixtures for GhmGen's checkpoint reader and writer (SPEC.md §3, §4).
+"""Reference fixtures for GhmGen's checkpoint reader and writer (docs/MODEL.md §3, §4).
 
 Run by hand with Debian's PyTorch (CI never runs Python):
 

@@ -5,7 +5,7 @@
 
 PNG fixture images -> cv2 decode (RGB) -> keep-ratio resize to fit (200, 120) with INTER_LINEAR
 -> mmcv normalization -> zero padding to a multiple of 32 -> the seeded R-50 reference model
-(model.py + seeded_weights.py) in float64 -> SPEC section 8 post-processing (postprocess.py,
+(model.py + seeded_weights.py) in float64 -> docs/MODEL.md §7 post-processing (postprocess.py,
 torchvision batched_nms). The small fit (instead of 1333x800) keeps the test fast; every step is
 the same code path. Writes tests/GhmGen.Models.Tests/Fixtures/Pipeline/detections.json.
 """

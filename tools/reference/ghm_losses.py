@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference fixture for GhmGen's assigner, targets and losses (SPEC.md sections 5 and 6).
+"""Reference fixture for GhmGen's assigner, targets and losses (docs/MODEL.md §5 and §6).
 
 Run by hand with Debian's PyTorch (CI never runs it):
 

@@ -1,7 +1,7 @@
-"""PyTorch reference of the four RetinaNet-GHM networks of SPEC.md sections 1-2.
+"""PyTorch reference of the four RetinaNet-GHM networks of docs/MODEL.md §1-§2.
 
-Written from SPEC.md (mmdetection is not imported); module names reproduce mmdetection's
-state-dict keys (SPEC.md section 3) and their order (modules in registration order; in
+Written from docs/MODEL.md (mmdetection is not imported); module names reproduce mmdetection's
+state-dict keys (docs/MODEL.md §3) and their order (modules in registration order; in
 `bbox_head` the GHM loss modules are built before the conv layers, as AnchorHead does).
 Inference only: `build(name)` returns the network in eval mode, BN on running statistics.
 
@@ -29,7 +29,7 @@ VARIANTS: Dict[str, Tuple[int, int, int]] = {
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
-# SPEC.md section 1: total, backbone, neck, head parameters; state-dict key count.
+# docs/MODEL.md §1: total, backbone, neck, head parameters; state-dict key count.
 EXPECTED_PARAMETERS = {
     "retinanet-ghm-r50-fpn": (37_968_692, 23_508_032, 7_997_440, 6_463_220),
     "retinanet-ghm-r101-fpn": (56_960_820, 42_500_160, 7_997_440, 6_463_220),

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tools/reference/postprocess.py
 
-SPEC section 8 written plainly in PyTorch, following mmdetection >= 2.18 (filter_scores_and_topk:
+docs/MODEL.md §7 written plainly in PyTorch, following mmdetection >= 2.18 (filter_scores_and_topk:
 pairs with score > score_thr, then the top nms_pre pairs) and torchvision.ops.batched_nms.
 Head outputs are random (seeded) float32. Seeds whose final detections contain tied scores are skipped,
 because torchvision orders exact ties arbitrarily (its sorts are not stable).

@@ -14,7 +14,7 @@ splitmix64(x): z = x + 0x9e3779b97f4a7c15; z = (z ^ z>>30) * 0xbf58476d1ce4e5b9;
 The affine map is evaluated in float64 exactly in this order, (high - low) first, then the
 product, then the sum, then one round-to-nearest cast to float32. No FMA.
 
-Roles, decided from the key alone (SPEC.md section 3 names):
+Roles, decided from the key alone (docs/MODEL.md §3 names):
   *.num_batches_tracked                   int64 0
   bbox_head.loss_cls.edges  [31]          float32(k) / 30 in float32; edges[30] += 1e-6 (float32)
   bbox_head.loss_bbox.edges [11]          float32(k) / 10 in float32; edges[10] = 1000

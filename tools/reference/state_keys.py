@@ -2,7 +2,7 @@
 
 The backbone comes from torchvision's ResNet (same key names and shapes as mmdetection's
 "pytorch"-style ResNet/ResNeXt, fc removed); the FPN, head and GHM buffers are added by hand
-from mmdetection's module structure (SPEC.md section 3). One line per tensor:
+from mmdetection's module structure (docs/MODEL.md §3). One line per tensor:
 `key<TAB>dtype<TAB>shape<TAB>kind` with kind = parameter | buffer, in state-dict order.
 Also writes `<model>.macs.txt`: convolution multiply-accumulates for a few input sizes, the
 backbone counted with forward hooks and the FPN/head from the feature sizes.
@@ -58,7 +58,7 @@ class Head(nn.Module):
 
 
 def retinanet_macs(backbone, size):
-    """Backbone by hooks; FPN and head from the feature sizes (SPEC.md section 2)."""
+    """Backbone by hooks; FPN and head from the feature sizes (docs/MODEL.md §2)."""
     body = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
                          backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
     macs = 0

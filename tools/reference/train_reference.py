@@ -91,7 +91,7 @@ SCALE = (128, 96)              # --scale 128x96
 BATCH = 2
 ITERATIONS = 2
 LR = 0.01
-WARMUP_ITERS = 2              # lr 1e-5 then 0.005005 (TRAINING.md §4's example)
+WARMUP_ITERS = 2              # lr 1e-5 then 0.005005 (docs/TRAINING.md §4's example)
 WARMUP_RATIO = 0.001          # mmdetection's
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -605,7 +605,7 @@ def main(argv: list) -> int:
         params.append(entry)
 
     # retina_cls per output channel (a * 80 + c; the class c of every row): a wrong category-to-label
-    # mapping hardly moves the losses or whole-tensor summaries but moves these rows (TRAINING.md §7).
+    # mapping hardly moves the losses or whole-tensor summaries but moves these rows (docs/TRAINING.md §7).
     cls_rows = {}
     for key in ("bbox_head.retina_cls.weight", "bbox_head.retina_cls.bias"):
         rows = NUM_CLASSES * A

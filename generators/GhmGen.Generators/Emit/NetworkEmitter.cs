@@ -231,7 +231,16 @@ internal static class NetworkEmitter
         w.Line("/// <summary>Prepares this network's weights on <paramref name=\"backend\"/> (batch norm folded, packed); one <see cref=\"Prepared\"/> serves every input size.</summary>");
         w.Line($"public Prepared Prepare({B}.IBackend backend) => new(this, backend);").Line();
         w.Line("/// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>");
-        w.Line($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);").Line();
+        w.Open($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width)");
+        w.Line("var weights = new Prepared(this, backend);");
+        w.Open("try");
+        w.Line("return new(weights, batch, height, width, ownsWeights: true);");
+        w.Close();
+        w.Open("catch");
+        w.Line("weights.Dispose();");
+        w.Line("throw;");
+        w.Close();
+        w.Close().Line();
 
         w.Line("/// <summary>");
         w.Line($"/// This network's {plan.Convs.Count} convolutions prepared on one backend, batch norm folded in.");
@@ -244,11 +253,21 @@ internal static class NetworkEmitter
         w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
+        w.Line($"var convs = new {B}.IPreparedConv[{plan.Convs.Count}];");
+        w.Open("try");
         w.Line("float[]? scratch = null; // one folding buffer for every convolution");
-        w.OpenList("Convs =");
-        foreach (PreparedConvModel conv in plan.Convs)
-            w.Line($"global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv.Layer]}, {(conv.BatchNorm is { } bn ? "network." + layerProperty[bn] : "null")}, ref scratch),");
-        w.CloseList();
+        for (int i = 0; i < plan.Convs.Count; i++)
+        {
+            PreparedConvModel conv = plan.Convs[i];
+            w.Line($"convs[{i}] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv.Layer]}, {(conv.BatchNorm is { } bn ? "network." + layerProperty[bn] : "null")}, ref scratch);");
+        }
+        w.Close();
+        w.Open("catch");
+        w.Line("// A failed preparation (a bad weight, a device out of memory) leaves nothing prepared behind.");
+        w.Line($"foreach ({B}.IPreparedConv? conv in convs) conv?.Dispose();");
+        w.Line("throw;");
+        w.Close();
+        w.Line("Convs = convs;");
         w.Close().Line();
         w.Line("/// <inheritdoc/>");
         w.Line($"public {B}.IBackend Backend {{ get; }}").Line();
@@ -296,8 +315,7 @@ internal static class NetworkEmitter
         w.Line("Height = height;");
         w.Line("Width = width;");
         w.Line("long[] size = InferenceSlotSizes(batch, s);");
-        w.Line($"_slots = new {B}.DeviceBuffer[{memory.SlotCount}];");
-        w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);");
+        w.Line($"_slots = {B}.DeviceBuffers.AllocateAll(_backend, size); // {memory.SlotCount} buffers, or none");
         foreach (ForwardStep st in plan.Forward)
             w.Line($"_v[{st.Output}] = {View(m, size, st.Output, memory.SlotOf[st.Output])}; // {m.Values[st.Output].Name}");
         w.Close().Line();

@@ -182,8 +182,7 @@ internal static class TrainingEmitter
         w.Line("Height = height;");
         w.Line("Width = width;");
         w.Line("long[] size = TrainingSlotSizes(batch, s);");
-        w.Line($"_slots = new {B}.DeviceBuffer[{memory.SlotCount}];");
-        w.Line("for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);");
+        w.Line($"_slots = {B}.DeviceBuffers.AllocateAll(_backend, size); // {memory.SlotCount} buffers, or none");
         for (int t = 0; t < 2 * values; t++)
         {
             int slot = memory.SlotOf[t];
@@ -291,6 +290,7 @@ internal static class TrainingEmitter
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
         w.Line("_prepared = new Prepared(network, backend);");
+        w.Open("try");
         w.Line("Convs = _prepared.Convs;");
         w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
         w.OpenList("Trained =");
@@ -311,6 +311,13 @@ internal static class TrainingEmitter
         foreach ((string key, int t, string member) in parameters)
             w.Line($"Trained[{t}].{member}!, // {key}");
         w.CloseList();
+        w.Close();
+        w.Open("catch");
+        w.Line("// Nothing of a failed construction (a device out of memory) stays allocated.");
+        w.Line("_weightGradients?.Dispose();");
+        w.Line("_prepared.Dispose();");
+        w.Line("throw;");
+        w.Close();
         w.Close().Line();
 
         w.Line("/// <summary>The backend the weights live on.</summary>");

@@ -30,6 +30,7 @@ internal sealed record DiagnosticInfo(string Id, EquatableArray<string> Argument
 /// <param name="MinInputSize">The smallest input height and width.</param>
 /// <param name="Frozen">Comma-separated key paths whose parameters are not trained, or null.</param>
 /// <param name="NormEval">Whether batch norm trains with running statistics (the only supported mode).</param>
+/// <param name="Location">Where the attribute is written, for diagnostics.</param>
 internal sealed record NetworkDecl(string Name, string? Block, string? Args, int MinInputSize, string? Frozen, bool NormEval, LocationInfo? Location);
 
 /// <summary>An <c>[Input]</c> of a block or network.</summary>
@@ -127,9 +128,18 @@ internal sealed record SharedDecl(string? Name, string? From, string? When, bool
 }
 
 /// <summary>A class marked [Block] or [Network], reduced to data.</summary>
+/// <param name="TypeName">The class's name.</param>
+/// <param name="Namespace">Its namespace ("" for the global namespace).</param>
+/// <param name="Accessibility">Its accessibility as written in C# (<c>public</c>, <c>internal</c>).</param>
+/// <param name="IsPartial">Whether it is declared <c>partial</c> (a network must be, for the generator to add to it).</param>
+/// <param name="IsNested">Whether it is nested in another type (not supported for networks).</param>
 /// <param name="IsBlock">Whether the class is marked [Block] (it is then parsed, and its errors reported, as a block).</param>
 /// <param name="Network">The [Network] attribute, when the class has one.</param>
 /// <param name="Parameters">The [Block] parameter list ("" for none).</param>
+/// <param name="Inputs">Its <c>[Input]</c> attributes in order.</param>
+/// <param name="Outputs">Its <c>[Output]</c> attributes in order.</param>
+/// <param name="Lets">Its <c>[Let]</c> attributes in order.</param>
+/// <param name="Layers">Its layer attributes in declaration order.</param>
 /// <param name="Diagnostics">Errors found while reading the attributes (the declaration is unusable when any).</param>
 /// <param name="Location">Where the [Network] or [Block] attribute is; null for a block read from a referenced assembly.</param>
 internal sealed record BlockDecl(

@@ -54,6 +54,7 @@ internal sealed record BufferLayer(string Key, string Part, int Length) : LayerM
 internal sealed record ValueModel(int Id, string Name, int Channels, long Stride);
 
 /// <summary>One primitive op of the flattened graph, writing <see cref="Output"/>.</summary>
+/// <param name="Output">The value it writes.</param>
 /// <param name="SharedRepeat">Whether it is a second or later application of shared weights.</param>
 internal abstract record NodeModel(int Output, bool SharedRepeat)
 {

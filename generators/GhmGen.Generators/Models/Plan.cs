@@ -57,6 +57,8 @@ internal sealed record ReluStep(int Output, int Input) : ForwardStep(Output)
 }
 
 /// <summary>One distinct convolution as the backends prepare it: its layer and the batch norm folded into it.</summary>
+/// <param name="Layer">The convolution's index in the network's layers.</param>
+/// <param name="BatchNorm">The index of the batch norm folded into it, or null for none.</param>
 /// <param name="Trained">Whether the convolution or its batch norm has trained parameters.</param>
 internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained);
 
@@ -67,6 +69,7 @@ internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained
 /// <param name="Conv">Index of <see cref="NetworkPlan.Convs"/>.</param>
 /// <param name="Weight">The convolution's weight (and bias, if any) are trained.</param>
 /// <param name="BatchNorm">The folded batch norm's weight and bias are trained.</param>
+/// <param name="WeightOffset">The folded weight gradient's offset.</param>
 /// <param name="BiasOffset">The folded bias gradient's offset, when a trained parameter needs it.</param>
 internal sealed record TrainedConvModel(int Conv, bool Weight, bool BatchNorm, long WeightOffset, long? BiasOffset);
 

@@ -9,7 +9,7 @@
 //    GHM-R: loss += W * (sqrt(d^2 + mu^2) - mu) * scale, grad = W * d / sqrt(d^2 + mu^2) * scale;
 //    scale = loss_weight / tot; invalid elements get gradient 0.
 // All kernels loop with a grid stride so each thread adds to the global sums once.
-// Reference test: tests/GhmGen.Runtime.Gpu.Tests/GhmLossTests.cs (SPEC §6 test vectors).
+// Reference test: tests/GhmGen.Runtime.Gpu.Tests/GhmLossTests.cs (the test vectors of docs/MODEL.md §6).
 using ILGPU;
 using ILGPU.Algorithms;
 

@@ -1,6 +1,10 @@
 namespace GhmGen.Backends;
 
-/// <summary>Weights of one convolution, converted once into a backend's preferred layout.</summary>
+/// <summary>
+/// Weights of one convolution, converted once into a backend's preferred layout. Made by
+/// <see cref="IBackend.PrepareConv"/> and owned by the caller, who disposes it before the backend;
+/// read-only once made, so calls on several threads may share it.
+/// </summary>
 public interface IPreparedConv : IDisposable
 {
     /// <summary>The convolution's arguments.</summary>
@@ -10,6 +14,11 @@ public interface IPreparedConv : IDisposable
 /// <summary>
 /// The op interface that generated <c>Forward</c> code calls. One implementation per device
 /// (CPU SIMD, ILGPU); all agree with <c>ReferenceBackend</c>, the plain-loop reference.
+/// Tensors are float32 NCHW views of buffers made by the same backend (<see cref="Allocate"/>);
+/// the caller owns the buffers and prepared convolutions it makes and disposes them before the
+/// backend. Threading contract of the implementations here: any number of threads may call one
+/// backend at once, as long as no two calls write the same tensor or one writes a tensor another
+/// reads; disposing it while a call is in flight is not allowed.
 /// </summary>
 public interface IBackend : IDisposable
 {

@@ -3,7 +3,11 @@
 // it (tests/GhmGen.Runtime.Tests/Backends), and it against hand-computed values.
 namespace GhmGen.Backends;
 
-/// <summary>The slow, obviously-correct backend that the fast ones are compared against.</summary>
+/// <summary>
+/// The slow, obviously-correct backend that the fast ones are compared against: plain loops in
+/// float32 on the calling thread, <see cref="HostBuffer"/> memory. It keeps no state, so it is
+/// thread-safe under the contract of <see cref="IBackend"/>, and <see cref="Dispose"/> releases nothing.
+/// </summary>
 public sealed partial class ReferenceBackend : ITrainingBackend
 {
     /// <inheritdoc/>

@@ -1,6 +1,10 @@
 namespace GhmGen.Backends;
 
-/// <summary>Memory owned by one backend (host array, device allocation).</summary>
+/// <summary>
+/// Memory made by one backend (<see cref="IBackend.Allocate"/>: a host array, a device
+/// allocation), usable only with that backend. The caller that allocated it owns it and disposes
+/// it before the backend; dispose it only when no op that uses it is in flight.
+/// </summary>
 public abstract class DeviceBuffer : IDisposable
 {
     /// <summary>Length in float32 elements.</summary>

@@ -16,7 +16,8 @@ public enum CheckpointFormat
 /// <summary>
 /// A PyTorch checkpoint read without running untrusted code: its format, the mmdetection
 /// <c>meta</c> dict and the state-dict tensors (read lazily from a memory map of the file).
-/// Dispose it when done; tensors cannot be read afterwards.
+/// It holds the file open (and mapped) until disposed; tensors cannot be read afterwards. Not
+/// thread-safe: use an instance from one thread at a time.
 /// </summary>
 public sealed partial class TorchCheckpoint : IDisposable
 {

@@ -65,6 +65,32 @@ public static class SyntheticShapes
         return new SyntheticShapesSummary(root, train, val);
     }
 
+    /// <summary>
+    /// As <see cref="Write(string, SyntheticShapesOptions, IProgress{int}?, CancellationToken)"/>,
+    /// reporting a <see cref="SyntheticShapesProgress"/> (images written, the total, the split)
+    /// once per image, from one thread at a time, with a count that only grows.
+    /// </summary>
+    /// <param name="directory">The dataset folder.</param>
+    /// <param name="options">What to generate; see <see cref="SyntheticShapesOptions"/>.</param>
+    /// <param name="progress">Told after each image is written.</param>
+    /// <param name="cancellationToken">Stops the run after the images being rendered; no json is then written for the unfinished split.</param>
+    /// <returns>The files written and the object counts per category and COCO size range.</returns>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public static SyntheticShapesSummary Write(string directory, SyntheticShapesOptions options,
+        IProgress<SyntheticShapesProgress> progress, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(progress);
+        return Write(directory, options, new SplitProgress(progress, options.TrainImages, options.TrainImages + options.ValImages), cancellationToken);
+    }
+
+    // The running count of the other overload as a record: the first TrainImages are the train split.
+    private sealed class SplitProgress(IProgress<SyntheticShapesProgress> progress, int trainImages, int total) : IProgress<int>
+    {
+        public void Report(int value) => progress.Report(new SyntheticShapesProgress(value, total, value <= trainImages ? TrainSplit : ValSplit));
+    }
+
     private static SyntheticSplitSummary WriteSplit(string root, string split, int splitIndex, int count,
         SyntheticShapesOptions options, ProgressCounter counter, CancellationToken cancellationToken)
     {

@@ -1,6 +1,6 @@
 namespace GhmGen.Datasets;
 
-/// <summary>What <see cref="SyntheticShapes.Write"/> generates; every value has a default sized for fast CPU training.</summary>
+/// <summary>What <see cref="SyntheticShapes.Write(string, SyntheticShapesOptions, IProgress{int}?, CancellationToken)"/> generates; every value has a default sized for fast CPU training.</summary>
 /// <remarks>
 /// The output depends on every property except <see cref="MaxDegreeOfParallelism"/>. Image <c>i</c>
 /// of a split depends only on the seed, the split and <c>i</c> (and the drawing options), so

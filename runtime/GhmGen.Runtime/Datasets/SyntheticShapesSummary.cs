@@ -1,6 +1,6 @@
 namespace GhmGen.Datasets;
 
-/// <summary>What <see cref="SyntheticShapes.Write"/> wrote: the folder and one summary per split.</summary>
+/// <summary>What <see cref="SyntheticShapes.Write(string, SyntheticShapesOptions, IProgress{int}?, CancellationToken)"/> wrote: the folder and one summary per split.</summary>
 /// <param name="Directory">The dataset folder (full path).</param>
 /// <param name="Train">The train split.</param>
 /// <param name="Val">The val split.</param>

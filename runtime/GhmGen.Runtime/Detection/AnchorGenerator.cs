@@ -1,4 +1,4 @@
-// RetinaNet anchors as mmdetection v2 AnchorGenerator makes them (SPEC section 5), in float32:
+// RetinaNet anchors as mmdetection v2 AnchorGenerator makes them (docs/MODEL.md §5), in float32:
 // per level, base size = stride, scales 4 * 2^(i/3), ratios r = h/w in (0.5, 1, 2) with
 // h_ratio = sqrt(r), w_ratio = 1/h_ratio; base anchor a = ratio_idx*3 + scale_idx is
 // [-w/2, -h/2, w/2, h/2]; cell (y, x) shifts it by (x*stride, y*stride); anchor index (y*W + x)*9 + a.

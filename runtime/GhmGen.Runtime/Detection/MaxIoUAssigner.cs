@@ -5,13 +5,17 @@
 // and RetinaTargetsFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch).
 namespace GhmGen.Detection;
 
-/// <summary>Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner (docs/MODEL.md §5).</summary>
+/// <summary>
+/// Assigns anchors to ground-truth boxes by IoU, exactly as mmdetection's MaxIoUAssigner
+/// (docs/MODEL.md §5). It holds only its thresholds, so one instance may serve any number of
+/// threads at once.
+/// </summary>
 public sealed class MaxIoUAssigner
 {
-    /// <summary>Value of <see cref="Assign"/>'s result for an anchor that is neither positive nor negative.</summary>
+    /// <summary>Value of <see cref="Assign(ReadOnlySpan{float}, ReadOnlySpan{float})"/>'s result for an anchor that is neither positive nor negative.</summary>
     public const int Ignored = -1;
 
-    /// <summary>Value of <see cref="Assign"/>'s result for a negative (background) anchor.</summary>
+    /// <summary>Value of <see cref="Assign(ReadOnlySpan{float}, ReadOnlySpan{float})"/>'s result for a negative (background) anchor.</summary>
     public const int Negative = 0;
 
     /// <summary>Creates an assigner with RetinaNet's thresholds unless told otherwise.</summary>

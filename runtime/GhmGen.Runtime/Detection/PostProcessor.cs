@@ -1,4 +1,4 @@
-// RetinaNet inference post-processing for one image (SPEC section 8):
+// RetinaNet inference post-processing for one image (docs/MODEL.md §7):
 // per level: sigmoid scores of the [720, H, W] class map (channel a*80 + c), keep (anchor, class)
 // pairs with score > 0.05, keep the 1000 best pairs (score descending, ties by anchor*80 + class),
 // decode their anchors' deltas from the [36, H, W] box map (channel a*4 + k) with DeltaDecoder and
@@ -13,12 +13,16 @@ using System.Runtime.Intrinsics;
 
 namespace GhmGen.Detection;
 
-/// <summary>One detected object in original-image pixels.</summary>
-/// <param name="X1">Left.</param>
-/// <param name="Y1">Top.</param>
-/// <param name="X2">Right.</param>
-/// <param name="Y2">Bottom.</param>
-/// <param name="Score">Sigmoid class score.</param>
+/// <summary>
+/// One detected object in original-image pixels: a box in continuous coordinates (mmdetection's
+/// <c>x1, y1, x2, y2</c>, no +1: width is <c>X2 - X1</c>), within [0, width] x [0, height] of the
+/// image as decoded, with its score and class.
+/// </summary>
+/// <param name="X1">Left edge, pixels from the image's left side.</param>
+/// <param name="Y1">Top edge, pixels from the image's top.</param>
+/// <param name="X2">Right edge, greater than <paramref name="X1"/>.</param>
+/// <param name="Y2">Bottom edge, greater than <paramref name="Y1"/>.</param>
+/// <param name="Score">Sigmoid class score in (0, 1), above the score threshold of <see cref="PostProcessOptions"/>.</param>
 /// <param name="Label">Class index in [0, classes): for the published detectors in [0, 80), see <see cref="CocoCategories"/>.</param>
 public readonly record struct DetectedObject(float X1, float Y1, float X2, float Y2, float Score, int Label);
 

@@ -143,7 +143,7 @@ internal sealed class CocoCategoryEvaluator
 
     /// <summary>
     /// One (image, category): counts its not-ignored ground truths per area range and sets the states
-    /// of its kept detections [p0, p1) (docs/COCOEVAL.md §4.2, 4.3).
+    /// of its kept detections [p0, p1) (docs/COCOEVAL.md §4).
     /// </summary>
     private void EvaluateImage(ReadOnlySpan<int> imageGts, int p0, int p1)
     {
@@ -232,7 +232,7 @@ internal sealed class CocoCategoryEvaluator
     }
 
     /// <summary>
-    /// Greedy matching (docs/COCOEVAL.md §4.2) of the kept detections [p0, p0 + D) for every distinct area
+    /// Greedy matching (docs/COCOEVAL.md §4) of the kept detections [p0, p0 + D) for every distinct area
     /// range a (sameAs[a] == a) and threshold t: matches[(a * T + t) * D + d] = the ground truth
     /// detection d is matched to, or -1. Thresholds and ranges do not share state, so detections can be
     /// the outer loop: each one's IoU row [G] is computed once (docs/COCOEVAL.md §3, maskApi.c bbIou) and used

@@ -3,7 +3,10 @@
 // means over entries > -1 in numpy's summation order) and mmdetection's per-category AP.
 namespace GhmGen.Evaluation;
 
-/// <summary>Precision / recall tables, summary and per-category AP of one COCO box evaluation.</summary>
+/// <summary>
+/// Precision / recall tables, summary and per-category AP of one COCO box evaluation. Immutable:
+/// safe to read from any number of threads.
+/// </summary>
 public sealed class CocoEvaluation
 {
     private const int T = CocoEvalParameters.IouThresholdCount;

@@ -8,7 +8,7 @@
 //   3. per area range and max-detections value: the detections of all images in (descending score,
 //      image, rank) order, running TP / FP counts, the precision envelope and the recall-threshold
 //      lookup into the precision [T, R, K, A, M] and recall [T, K, A, M] tables.
-// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (worked examples of the pycocotools description this project was given (its section 9),
+// Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/ (the worked examples of docs/COCOEVAL.md §8,
 // hand-computed cases, and NaiveCocoEval, a literal re-implementation, on random datasets).
 namespace GhmGen.Evaluation;
 
@@ -21,7 +21,25 @@ public static class CocoEvaluator
     /// </summary>
     /// <param name="results">Detections checked against a ground truth (<see cref="CocoResults.Load"/>).</param>
     /// <param name="threads">Worker threads; 0 = <see cref="Environment.ProcessorCount"/>. The result is the same for any count.</param>
-    public static CocoEvaluation Evaluate(CocoResults results, int threads = 0)
+    /// <returns>The evaluation; it does not refer to <paramref name="results"/>' detections.</returns>
+    public static CocoEvaluation Evaluate(CocoResults results, int threads = 0) => Evaluate(results, threads, null, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Evaluate(CocoResults, int)"/>, telling <paramref name="progress"/> after each
+    /// category and stopping when <paramref name="cancellationToken"/> is cancelled. Thread-safe:
+    /// it reads <paramref name="results"/> only, so several evaluations may run at once.
+    /// </summary>
+    /// <param name="results">Detections checked against a ground truth (<see cref="CocoResults.Load"/>).</param>
+    /// <param name="threads">Worker threads; 0 = <see cref="Environment.ProcessorCount"/>. The result is the same for any count.</param>
+    /// <param name="progress">
+    /// Told once per category as it finishes, from the worker threads but one report at a time, with
+    /// a count that only grows; the order of the categories depends on the scheduling.
+    /// </param>
+    /// <param name="cancellationToken">Checked before each category; the categories under way finish first.</param>
+    /// <returns>The evaluation; it does not refer to <paramref name="results"/>' detections.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public static CocoEvaluation Evaluate(CocoResults results, int threads, IProgress<CocoEvaluationProgress>? progress,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(results);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
@@ -53,10 +71,16 @@ public static class CocoEvaluator
 
         var inputs = new CocoCategoryEvaluator.Inputs(groundTruth, results, detectionStart, detectionsByCategory, precision, recall);
         int workers = Math.Clamp(threads == 0 ? Environment.ProcessorCount : threads, 1, Math.Max(1, categories));
+        var counter = new ProgressCounter(progress, categories);
         if (workers == 1)
         {
             var evaluator = new CocoCategoryEvaluator(inputs);
-            foreach (int k in schedule) evaluator.Run(k);
+            foreach (int k in schedule)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                evaluator.Run(k);
+                counter.Done(k);
+            }
         }
         else
         {
@@ -65,9 +89,27 @@ public static class CocoEvaluator
             {
                 var evaluator = new CocoCategoryEvaluator(inputs);
                 int i;
-                while ((i = Interlocked.Increment(ref next)) < categories) evaluator.Run(schedule[i]);
+                while ((i = Interlocked.Increment(ref next)) < categories && !cancellationToken.IsCancellationRequested)
+                {
+                    evaluator.Run(schedule[i]);
+                    counter.Done(schedule[i]);
+                }
             });
+            cancellationToken.ThrowIfCancellationRequested();
         }
         return new CocoEvaluation(groundTruth, precision, recall);
+    }
+
+    // Serialises the workers' reports, so the count a reporter sees only grows.
+    private sealed class ProgressCounter(IProgress<CocoEvaluationProgress>? progress, int total)
+    {
+        private readonly Lock _gate = new();
+        private int _done;
+
+        public void Done(int category)
+        {
+            if (progress is null) return;
+            lock (_gate) progress.Report(new CocoEvaluationProgress(++_done, total, category));
+        }
     }
 }

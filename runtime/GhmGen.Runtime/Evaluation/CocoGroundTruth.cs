@@ -1,4 +1,4 @@
-// A COCO ground-truth file (instances_*.json) as box evaluation sees it (docs/COCOEVAL.md §1.1): the
+// A COCO ground-truth file (instances_*.json) as box evaluation sees it (docs/COCOEVAL.md §1): the
 // image ids (all evaluated, with or without annotations), the categories (all evaluated) and the
 // annotations in file order. Also the grouping the evaluator walks: evaluated annotations by
 // category, then ascending image id, then file order.
@@ -8,7 +8,10 @@ using System.Text.Json;
 
 namespace GhmGen.Evaluation;
 
-/// <summary>The images, categories and annotations of a COCO ground-truth file.</summary>
+/// <summary>
+/// The images, categories and annotations of a COCO ground-truth file. Immutable once loaded:
+/// any number of threads may read it and evaluate against it at once.
+/// </summary>
 public sealed class CocoGroundTruth
 {
     /// <summary>Largest file <see cref="Load"/> reads, in bytes.</summary>

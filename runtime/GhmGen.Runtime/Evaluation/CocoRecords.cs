@@ -20,7 +20,7 @@ public readonly record struct CocoBox(double X, double Y, double Width, double H
 public sealed record CocoCategory(long Id, string Name);
 
 /// <summary>One ground-truth annotation, with the fields box evaluation uses.</summary>
-/// <param name="Id">Annotation id, unique in the file (id 0 has a pycocotools quirk: see docs/COCOEVAL.md §1.1).</param>
+/// <param name="Id">Annotation id, unique in the file (id 0 has a pycocotools quirk: see docs/COCOEVAL.md §1).</param>
 /// <param name="ImageId">The image it belongs to; an id that is not an image of the file takes no part.</param>
 /// <param name="CategoryId">Its category; an id that is not a category of the file takes no part.</param>
 /// <param name="Box">The box.</param>

@@ -1,13 +1,16 @@
 // A COCO results file (a JSON array of {image_id, category_id, bbox, score}) checked against its
-// ground truth (docs/COCOEVAL.md §1.2). Every image_id must be a ground-truth image (pycocotools refuses the
-// file otherwise). A category_id that is not a ground-truth category is refused as well (issue 13);
+// ground truth (docs/COCOEVAL.md §1). Every image_id must be a ground-truth image (pycocotools refuses the
+// file otherwise). A category_id that is not a ground-truth category is refused as well (a result file for another label set would otherwise score silently low);
 // with dropUnknownCategories such results are left out instead, which is what pycocotools does.
 // Reference tests: tests/GhmGen.Runtime.Tests/Evaluation/CocoLoaderTests.cs and CocoLoaderFuzzTests.cs.
 using System.Text.Json;
 
 namespace GhmGen.Evaluation;
 
-/// <summary>The detections of a COCO results file, each tied to an image and category of a ground truth.</summary>
+/// <summary>
+/// The detections of a COCO results file, each tied to an image and category of a ground truth.
+/// Immutable once loaded: any number of threads may read or evaluate it at once.
+/// </summary>
 public sealed class CocoResults
 {
     /// <summary>Largest file <see cref="Load"/> reads, in bytes.</summary>

@@ -1,4 +1,4 @@
-// mmdetection's test-time image pipeline (SPEC section 8): keep-ratio resize to fit 1333x800
+// mmdetection's test-time image pipeline (docs/MODEL.md §7): keep-ratio resize to fit 1333x800
 // (bilinear, OpenCV-exact), per-channel normalisation on the 0-255 scale, zero padding at the
 // bottom/right to a multiple of 32, laid out as a float32 NCHW tensor [1, 3, Hp, Wp].
 // Reference test: tests/GhmGen.Runtime.Tests/Imaging/PreprocessorTests.cs (fixtures from

@@ -5,6 +5,8 @@ namespace GhmGen.Layers;
 /// <summary>
 /// A network's weights prepared on one backend (batch norm folded, packed for the kernels): made
 /// once, shared by the sessions of every input size (generated per network as <c>Prepared</c>).
+/// Read-only once made: sessions on several threads may use it at once. It owns the prepared
+/// convolutions (not the backend); dispose it after every session made from it.
 /// </summary>
 public interface IPreparedNetwork : IDisposable
 {
@@ -15,7 +17,11 @@ public interface IPreparedNetwork : IDisposable
     IForwardSession CreateSession(int batch, int height, int width);
 }
 
-/// <summary>A network prepared on one backend for one input size (generated per network as <c>Session</c>).</summary>
+/// <summary>
+/// A network prepared on one backend for one input size (generated per network as <c>Session</c>):
+/// it owns its activation buffers, and its weights when it was made with them. Not thread-safe:
+/// one caller at a time, since the outputs live in its buffers until the next forward pass.
+/// </summary>
 public interface IForwardSession : IDisposable
 {
     /// <summary>Batch size.</summary>

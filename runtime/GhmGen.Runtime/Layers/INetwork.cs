@@ -1,6 +1,11 @@
 namespace GhmGen.Layers;
 
-/// <summary>What every generated network exposes: its name, state dict and sizes.</summary>
+/// <summary>
+/// What every generated network exposes: its name, state dict and sizes. A network's state lives
+/// in host arrays that loading, initialisation and training change in place: reads from several
+/// threads are fine, but nothing may read while something writes. What is prepared from it on a
+/// backend is a copy made then (for training, <c>UpdateWeights</c> refreshes it).
+/// </summary>
 public interface INetwork
 {
     /// <summary>The network's name (for detectors, the model name of docs/MODEL.md §1).</summary>

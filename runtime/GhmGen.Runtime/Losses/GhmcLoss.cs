@@ -1,5 +1,5 @@
 // GHM-C loss (Li, Liu, Wang, AAAI 2019) exactly as mmdetection's GHMC computes it (docs/MODEL.md
-// section 6), forward and backward in one call.
+// §6), forward and backward in one call.
 //   NCHW form: class output [N, A*C, H, W] (channel a*C + c) with LevelTargets.LabelCodes [N, A, H*W]
 //              -> loss, gradient [N, A*C, H, W].
 //   Dense form: logits, binary targets, label weights [M, C] row-major -> loss, gradient [M, C].
@@ -15,7 +15,7 @@
 // thread count, and differ from a sequential float64 sum only by double rounding (~1e-16).
 // exp and log use Cephes polynomials (~1 ulp; GhmMathTests), so g can differ from PyTorch's by
 // an ulp: only an element within an ulp of a bin edge could change bins.
-// Reference tests: tests/GhmGen.Runtime.Tests/Losses/GhmSpecVectorTests.cs (SPEC vectors),
+// Reference tests: tests/GhmGen.Runtime.Tests/Losses/GhmSpecVectorTests.cs (the test vectors of docs/MODEL.md §6),
 // GhmFixtureTests.cs (tools/reference/ghm_losses.py, PyTorch) and GhmNaiveTests.cs (per-bin loop).
 using System.Runtime.Intrinsics;
 

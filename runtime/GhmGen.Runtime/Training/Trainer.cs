@@ -235,7 +235,10 @@ public sealed class Trainer : IDisposable
     /// resumable <c>latest.pth</c> is written and the result says so.
     /// </summary>
     /// <exception cref="NonFiniteLossException">A loss became NaN or infinite (the last good checkpoint is kept).</exception>
-    /// <param name="progress">Told after every iteration.</param>
+    /// <param name="progress">
+    /// Told after every iteration, synchronously on the thread that runs <see cref="Run"/> (a
+    /// <see cref="Progress{T}"/> made on a UI thread posts the reports there instead).
+    /// </param>
     /// <param name="cancellationToken">Stops the run after the iteration under way, with a resumable checkpoint.</param>
     /// <param name="validate">
     /// Called after every <see cref="TrainerOptions.ValidationInterval"/> epochs with the 1-based

@@ -33,8 +33,8 @@ public enum OptimizerIndexing
 
 /// <summary>
 /// A training checkpoint: weights and buffers, SGD momentum buffers and the run's progress,
-/// written in mmcv's layout and read back for <c>--resume</c>. Dispose it when done with
-/// <see cref="Weights"/>.
+/// written in mmcv's layout and read back for <c>--resume</c>. It owns <see cref="Weights"/>, which
+/// holds the file open: dispose it when done with them. Not thread-safe: one thread at a time.
 /// </summary>
 public sealed class TrainingCheckpoint : IDisposable
 {

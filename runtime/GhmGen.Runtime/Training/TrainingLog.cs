@@ -35,7 +35,8 @@ public readonly record struct TrainLogEntry(int Epoch, int Iteration, double Lea
 /// <summary>
 /// Appends mmcv-style lines to a <c>log.json</c>. Opening for a resumed run keeps complete lines
 /// only (a partial last line from a crash is cut) and drops lines past the resume point, so the
-/// replayed iterations are not logged twice.
+/// replayed iterations are not logged twice. It holds the file open until disposed; each line is
+/// flushed as it is written. Not thread-safe: one writer thread.
 /// </summary>
 public sealed class TrainingLogWriter : IDisposable
 {

@@ -2,7 +2,7 @@ using System.Text.Json;
 
 namespace GhmGen.Cli.Tests.Commands;
 
-/// <summary><c>ghm models</c>: the table and the JSON against docs/MODEL.md §1 and §9.</summary>
+/// <summary><c>ghm models</c>: the table and the JSON against docs/MODEL.md §1 and §8.</summary>
 public class ModelsCommandTests
 {
     private static (int Code, string Output, string Error) Run(params string[] args)

@@ -419,237 +419,247 @@ partial class RetinaNetGhmR50Fpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
-            Convs = _prepared.Convs;
-            _weightGradients = backend.Allocate(37718260);
-            Trained =
-            [
-                new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8828416, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8828928, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11188224, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11188736, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13285888, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13287936, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14336512, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14338560, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15387136, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15387648, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17746944, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17747456, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18796032, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18798080, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19846656, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19847168, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22206464, 1, 512, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22206976, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23255552, 1, 2048, 1, 1)),
-                new(network.Neck_LateralConvs_0_Conv, null, Convs[53], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23257600, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23388672, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_1_Conv, null, Convs[54], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23388928, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23651072, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_2_Conv, null, Convs[55], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23651328, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24175616, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_0_Conv, null, Convs[56], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24175872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24765696, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_1_Conv, null, Convs[57], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24765952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25355776, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_2_Conv, null, Convs[58], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25356032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25945856, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_3_Conv, null, Convs[59], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25946112, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30664704, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_4_Conv, null, Convs[60], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 30664960, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31254784, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_0_Conv, null, Convs[61], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31255040, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31844864, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_1_Conv, null, Convs[62], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31845120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32434944, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_2_Conv, null, Convs[63], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 32435200, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33025024, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_3_Conv, null, Convs[64], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33025280, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33615104, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_0_Conv, null, Convs[65], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33615360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34205184, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_1_Conv, null, Convs[66], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34205440, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34795264, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_2_Conv, null, Convs[67], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34795520, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35385344, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_3_Conv, null, Convs[68], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35385600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35975424, 1, 256, 1, 1)),
-                new(network.BboxHead_RetinaCls, null, Convs[69], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35975680, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37634560, 1, 720, 1, 1)),
-                new(network.BboxHead_RetinaReg, null, Convs[70], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 37635280, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37718224, 1, 36, 1, 1)),
-            ];
-            Scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
-            Gradients =
-            [
-                Trained[0].Weight!, // backbone.layer2.0.conv1.weight
-                Trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
-                Trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
-                Trained[1].Weight!, // backbone.layer2.0.conv2.weight
-                Trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
-                Trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
-                Trained[3].Weight!, // backbone.layer2.0.conv3.weight
-                Trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
-                Trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
-                Trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
-                Trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
-                Trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
-                Trained[4].Weight!, // backbone.layer2.1.conv1.weight
-                Trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
-                Trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
-                Trained[5].Weight!, // backbone.layer2.1.conv2.weight
-                Trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
-                Trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
-                Trained[6].Weight!, // backbone.layer2.1.conv3.weight
-                Trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
-                Trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
-                Trained[7].Weight!, // backbone.layer2.2.conv1.weight
-                Trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
-                Trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
-                Trained[8].Weight!, // backbone.layer2.2.conv2.weight
-                Trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
-                Trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
-                Trained[9].Weight!, // backbone.layer2.2.conv3.weight
-                Trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
-                Trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
-                Trained[10].Weight!, // backbone.layer2.3.conv1.weight
-                Trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
-                Trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
-                Trained[11].Weight!, // backbone.layer2.3.conv2.weight
-                Trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
-                Trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
-                Trained[12].Weight!, // backbone.layer2.3.conv3.weight
-                Trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
-                Trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
-                Trained[13].Weight!, // backbone.layer3.0.conv1.weight
-                Trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
-                Trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
-                Trained[14].Weight!, // backbone.layer3.0.conv2.weight
-                Trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
-                Trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
-                Trained[16].Weight!, // backbone.layer3.0.conv3.weight
-                Trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
-                Trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
-                Trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
-                Trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
-                Trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
-                Trained[17].Weight!, // backbone.layer3.1.conv1.weight
-                Trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
-                Trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
-                Trained[18].Weight!, // backbone.layer3.1.conv2.weight
-                Trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
-                Trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
-                Trained[19].Weight!, // backbone.layer3.1.conv3.weight
-                Trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
-                Trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
-                Trained[20].Weight!, // backbone.layer3.2.conv1.weight
-                Trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
-                Trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
-                Trained[21].Weight!, // backbone.layer3.2.conv2.weight
-                Trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
-                Trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
-                Trained[22].Weight!, // backbone.layer3.2.conv3.weight
-                Trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
-                Trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
-                Trained[23].Weight!, // backbone.layer3.3.conv1.weight
-                Trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
-                Trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
-                Trained[24].Weight!, // backbone.layer3.3.conv2.weight
-                Trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
-                Trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
-                Trained[25].Weight!, // backbone.layer3.3.conv3.weight
-                Trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
-                Trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
-                Trained[26].Weight!, // backbone.layer3.4.conv1.weight
-                Trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
-                Trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
-                Trained[27].Weight!, // backbone.layer3.4.conv2.weight
-                Trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
-                Trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
-                Trained[28].Weight!, // backbone.layer3.4.conv3.weight
-                Trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
-                Trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
-                Trained[29].Weight!, // backbone.layer3.5.conv1.weight
-                Trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
-                Trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
-                Trained[30].Weight!, // backbone.layer3.5.conv2.weight
-                Trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
-                Trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
-                Trained[31].Weight!, // backbone.layer3.5.conv3.weight
-                Trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
-                Trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
-                Trained[32].Weight!, // backbone.layer4.0.conv1.weight
-                Trained[32].BatchNormWeight!, // backbone.layer4.0.bn1.weight
-                Trained[32].BatchNormBias!, // backbone.layer4.0.bn1.bias
-                Trained[33].Weight!, // backbone.layer4.0.conv2.weight
-                Trained[33].BatchNormWeight!, // backbone.layer4.0.bn2.weight
-                Trained[33].BatchNormBias!, // backbone.layer4.0.bn2.bias
-                Trained[35].Weight!, // backbone.layer4.0.conv3.weight
-                Trained[35].BatchNormWeight!, // backbone.layer4.0.bn3.weight
-                Trained[35].BatchNormBias!, // backbone.layer4.0.bn3.bias
-                Trained[34].Weight!, // backbone.layer4.0.downsample.0.weight
-                Trained[34].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
-                Trained[34].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
-                Trained[36].Weight!, // backbone.layer4.1.conv1.weight
-                Trained[36].BatchNormWeight!, // backbone.layer4.1.bn1.weight
-                Trained[36].BatchNormBias!, // backbone.layer4.1.bn1.bias
-                Trained[37].Weight!, // backbone.layer4.1.conv2.weight
-                Trained[37].BatchNormWeight!, // backbone.layer4.1.bn2.weight
-                Trained[37].BatchNormBias!, // backbone.layer4.1.bn2.bias
-                Trained[38].Weight!, // backbone.layer4.1.conv3.weight
-                Trained[38].BatchNormWeight!, // backbone.layer4.1.bn3.weight
-                Trained[38].BatchNormBias!, // backbone.layer4.1.bn3.bias
-                Trained[39].Weight!, // backbone.layer4.2.conv1.weight
-                Trained[39].BatchNormWeight!, // backbone.layer4.2.bn1.weight
-                Trained[39].BatchNormBias!, // backbone.layer4.2.bn1.bias
-                Trained[40].Weight!, // backbone.layer4.2.conv2.weight
-                Trained[40].BatchNormWeight!, // backbone.layer4.2.bn2.weight
-                Trained[40].BatchNormBias!, // backbone.layer4.2.bn2.bias
-                Trained[41].Weight!, // backbone.layer4.2.conv3.weight
-                Trained[41].BatchNormWeight!, // backbone.layer4.2.bn3.weight
-                Trained[41].BatchNormBias!, // backbone.layer4.2.bn3.bias
-                Trained[42].Weight!, // neck.lateral_convs.0.conv.weight
-                Trained[42].Bias!, // neck.lateral_convs.0.conv.bias
-                Trained[43].Weight!, // neck.lateral_convs.1.conv.weight
-                Trained[43].Bias!, // neck.lateral_convs.1.conv.bias
-                Trained[44].Weight!, // neck.lateral_convs.2.conv.weight
-                Trained[44].Bias!, // neck.lateral_convs.2.conv.bias
-                Trained[45].Weight!, // neck.fpn_convs.0.conv.weight
-                Trained[45].Bias!, // neck.fpn_convs.0.conv.bias
-                Trained[46].Weight!, // neck.fpn_convs.1.conv.weight
-                Trained[46].Bias!, // neck.fpn_convs.1.conv.bias
-                Trained[47].Weight!, // neck.fpn_convs.2.conv.weight
-                Trained[47].Bias!, // neck.fpn_convs.2.conv.bias
-                Trained[48].Weight!, // neck.fpn_convs.3.conv.weight
-                Trained[48].Bias!, // neck.fpn_convs.3.conv.bias
-                Trained[49].Weight!, // neck.fpn_convs.4.conv.weight
-                Trained[49].Bias!, // neck.fpn_convs.4.conv.bias
-                Trained[50].Weight!, // bbox_head.cls_convs.0.conv.weight
-                Trained[50].Bias!, // bbox_head.cls_convs.0.conv.bias
-                Trained[51].Weight!, // bbox_head.cls_convs.1.conv.weight
-                Trained[51].Bias!, // bbox_head.cls_convs.1.conv.bias
-                Trained[52].Weight!, // bbox_head.cls_convs.2.conv.weight
-                Trained[52].Bias!, // bbox_head.cls_convs.2.conv.bias
-                Trained[53].Weight!, // bbox_head.cls_convs.3.conv.weight
-                Trained[53].Bias!, // bbox_head.cls_convs.3.conv.bias
-                Trained[54].Weight!, // bbox_head.reg_convs.0.conv.weight
-                Trained[54].Bias!, // bbox_head.reg_convs.0.conv.bias
-                Trained[55].Weight!, // bbox_head.reg_convs.1.conv.weight
-                Trained[55].Bias!, // bbox_head.reg_convs.1.conv.bias
-                Trained[56].Weight!, // bbox_head.reg_convs.2.conv.weight
-                Trained[56].Bias!, // bbox_head.reg_convs.2.conv.bias
-                Trained[57].Weight!, // bbox_head.reg_convs.3.conv.weight
-                Trained[57].Bias!, // bbox_head.reg_convs.3.conv.bias
-                Trained[58].Weight!, // bbox_head.retina_cls.weight
-                Trained[58].Bias!, // bbox_head.retina_cls.bias
-                Trained[59].Weight!, // bbox_head.retina_reg.weight
-                Trained[59].Bias!, // bbox_head.retina_reg.bias
-            ];
+            try
+            {
+                Convs = _prepared.Convs;
+                _weightGradients = backend.Allocate(37718260);
+                Trained =
+                [
+                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8828416, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8828928, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11188224, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11188736, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13285888, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13287936, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14336512, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14338560, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15387136, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15387648, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17746944, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17747456, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18796032, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18798080, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19846656, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19847168, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22206464, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22206976, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23255552, 1, 2048, 1, 1)),
+                    new(network.Neck_LateralConvs_0_Conv, null, Convs[53], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23257600, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23388672, 1, 256, 1, 1)),
+                    new(network.Neck_LateralConvs_1_Conv, null, Convs[54], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23388928, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23651072, 1, 256, 1, 1)),
+                    new(network.Neck_LateralConvs_2_Conv, null, Convs[55], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23651328, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24175616, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_0_Conv, null, Convs[56], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24175872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24765696, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_1_Conv, null, Convs[57], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24765952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25355776, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_2_Conv, null, Convs[58], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25356032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25945856, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_3_Conv, null, Convs[59], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25946112, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30664704, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_4_Conv, null, Convs[60], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 30664960, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31254784, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[61], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31255040, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31844864, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[62], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31845120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32434944, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[63], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 32435200, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33025024, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[64], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33025280, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33615104, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[65], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33615360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34205184, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[66], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34205440, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34795264, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[67], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34795520, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35385344, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[68], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35385600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35975424, 1, 256, 1, 1)),
+                    new(network.BboxHead_RetinaCls, null, Convs[69], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35975680, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37634560, 1, 720, 1, 1)),
+                    new(network.BboxHead_RetinaReg, null, Convs[70], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 37635280, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37718224, 1, 36, 1, 1)),
+                ];
+                Scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
+                Gradients =
+                [
+                    Trained[0].Weight!, // backbone.layer2.0.conv1.weight
+                    Trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
+                    Trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
+                    Trained[1].Weight!, // backbone.layer2.0.conv2.weight
+                    Trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
+                    Trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
+                    Trained[3].Weight!, // backbone.layer2.0.conv3.weight
+                    Trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
+                    Trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
+                    Trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
+                    Trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
+                    Trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
+                    Trained[4].Weight!, // backbone.layer2.1.conv1.weight
+                    Trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
+                    Trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
+                    Trained[5].Weight!, // backbone.layer2.1.conv2.weight
+                    Trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
+                    Trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
+                    Trained[6].Weight!, // backbone.layer2.1.conv3.weight
+                    Trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
+                    Trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
+                    Trained[7].Weight!, // backbone.layer2.2.conv1.weight
+                    Trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
+                    Trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
+                    Trained[8].Weight!, // backbone.layer2.2.conv2.weight
+                    Trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
+                    Trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
+                    Trained[9].Weight!, // backbone.layer2.2.conv3.weight
+                    Trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
+                    Trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
+                    Trained[10].Weight!, // backbone.layer2.3.conv1.weight
+                    Trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
+                    Trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
+                    Trained[11].Weight!, // backbone.layer2.3.conv2.weight
+                    Trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
+                    Trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
+                    Trained[12].Weight!, // backbone.layer2.3.conv3.weight
+                    Trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
+                    Trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
+                    Trained[13].Weight!, // backbone.layer3.0.conv1.weight
+                    Trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
+                    Trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
+                    Trained[14].Weight!, // backbone.layer3.0.conv2.weight
+                    Trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
+                    Trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
+                    Trained[16].Weight!, // backbone.layer3.0.conv3.weight
+                    Trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
+                    Trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
+                    Trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
+                    Trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
+                    Trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
+                    Trained[17].Weight!, // backbone.layer3.1.conv1.weight
+                    Trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
+                    Trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
+                    Trained[18].Weight!, // backbone.layer3.1.conv2.weight
+                    Trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
+                    Trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
+                    Trained[19].Weight!, // backbone.layer3.1.conv3.weight
+                    Trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
+                    Trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
+                    Trained[20].Weight!, // backbone.layer3.2.conv1.weight
+                    Trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
+                    Trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
+                    Trained[21].Weight!, // backbone.layer3.2.conv2.weight
+                    Trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
+                    Trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
+                    Trained[22].Weight!, // backbone.layer3.2.conv3.weight
+                    Trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
+                    Trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
+                    Trained[23].Weight!, // backbone.layer3.3.conv1.weight
+                    Trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
+                    Trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
+                    Trained[24].Weight!, // backbone.layer3.3.conv2.weight
+                    Trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
+                    Trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
+                    Trained[25].Weight!, // backbone.layer3.3.conv3.weight
+                    Trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
+                    Trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
+                    Trained[26].Weight!, // backbone.layer3.4.conv1.weight
+                    Trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
+                    Trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
+                    Trained[27].Weight!, // backbone.layer3.4.conv2.weight
+                    Trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
+                    Trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
+                    Trained[28].Weight!, // backbone.layer3.4.conv3.weight
+                    Trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
+                    Trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
+                    Trained[29].Weight!, // backbone.layer3.5.conv1.weight
+                    Trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
+                    Trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
+                    Trained[30].Weight!, // backbone.layer3.5.conv2.weight
+                    Trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
+                    Trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
+                    Trained[31].Weight!, // backbone.layer3.5.conv3.weight
+                    Trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
+                    Trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
+                    Trained[32].Weight!, // backbone.layer4.0.conv1.weight
+                    Trained[32].BatchNormWeight!, // backbone.layer4.0.bn1.weight
+                    Trained[32].BatchNormBias!, // backbone.layer4.0.bn1.bias
+                    Trained[33].Weight!, // backbone.layer4.0.conv2.weight
+                    Trained[33].BatchNormWeight!, // backbone.layer4.0.bn2.weight
+                    Trained[33].BatchNormBias!, // backbone.layer4.0.bn2.bias
+                    Trained[35].Weight!, // backbone.layer4.0.conv3.weight
+                    Trained[35].BatchNormWeight!, // backbone.layer4.0.bn3.weight
+                    Trained[35].BatchNormBias!, // backbone.layer4.0.bn3.bias
+                    Trained[34].Weight!, // backbone.layer4.0.downsample.0.weight
+                    Trained[34].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
+                    Trained[34].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
+                    Trained[36].Weight!, // backbone.layer4.1.conv1.weight
+                    Trained[36].BatchNormWeight!, // backbone.layer4.1.bn1.weight
+                    Trained[36].BatchNormBias!, // backbone.layer4.1.bn1.bias
+                    Trained[37].Weight!, // backbone.layer4.1.conv2.weight
+                    Trained[37].BatchNormWeight!, // backbone.layer4.1.bn2.weight
+                    Trained[37].BatchNormBias!, // backbone.layer4.1.bn2.bias
+                    Trained[38].Weight!, // backbone.layer4.1.conv3.weight
+                    Trained[38].BatchNormWeight!, // backbone.layer4.1.bn3.weight
+                    Trained[38].BatchNormBias!, // backbone.layer4.1.bn3.bias
+                    Trained[39].Weight!, // backbone.layer4.2.conv1.weight
+                    Trained[39].BatchNormWeight!, // backbone.layer4.2.bn1.weight
+                    Trained[39].BatchNormBias!, // backbone.layer4.2.bn1.bias
+                    Trained[40].Weight!, // backbone.layer4.2.conv2.weight
+                    Trained[40].BatchNormWeight!, // backbone.layer4.2.bn2.weight
+                    Trained[40].BatchNormBias!, // backbone.layer4.2.bn2.bias
+                    Trained[41].Weight!, // backbone.layer4.2.conv3.weight
+                    Trained[41].BatchNormWeight!, // backbone.layer4.2.bn3.weight
+                    Trained[41].BatchNormBias!, // backbone.layer4.2.bn3.bias
+                    Trained[42].Weight!, // neck.lateral_convs.0.conv.weight
+                    Trained[42].Bias!, // neck.lateral_convs.0.conv.bias
+                    Trained[43].Weight!, // neck.lateral_convs.1.conv.weight
+                    Trained[43].Bias!, // neck.lateral_convs.1.conv.bias
+                    Trained[44].Weight!, // neck.lateral_convs.2.conv.weight
+                    Trained[44].Bias!, // neck.lateral_convs.2.conv.bias
+                    Trained[45].Weight!, // neck.fpn_convs.0.conv.weight
+                    Trained[45].Bias!, // neck.fpn_convs.0.conv.bias
+                    Trained[46].Weight!, // neck.fpn_convs.1.conv.weight
+                    Trained[46].Bias!, // neck.fpn_convs.1.conv.bias
+                    Trained[47].Weight!, // neck.fpn_convs.2.conv.weight
+                    Trained[47].Bias!, // neck.fpn_convs.2.conv.bias
+                    Trained[48].Weight!, // neck.fpn_convs.3.conv.weight
+                    Trained[48].Bias!, // neck.fpn_convs.3.conv.bias
+                    Trained[49].Weight!, // neck.fpn_convs.4.conv.weight
+                    Trained[49].Bias!, // neck.fpn_convs.4.conv.bias
+                    Trained[50].Weight!, // bbox_head.cls_convs.0.conv.weight
+                    Trained[50].Bias!, // bbox_head.cls_convs.0.conv.bias
+                    Trained[51].Weight!, // bbox_head.cls_convs.1.conv.weight
+                    Trained[51].Bias!, // bbox_head.cls_convs.1.conv.bias
+                    Trained[52].Weight!, // bbox_head.cls_convs.2.conv.weight
+                    Trained[52].Bias!, // bbox_head.cls_convs.2.conv.bias
+                    Trained[53].Weight!, // bbox_head.cls_convs.3.conv.weight
+                    Trained[53].Bias!, // bbox_head.cls_convs.3.conv.bias
+                    Trained[54].Weight!, // bbox_head.reg_convs.0.conv.weight
+                    Trained[54].Bias!, // bbox_head.reg_convs.0.conv.bias
+                    Trained[55].Weight!, // bbox_head.reg_convs.1.conv.weight
+                    Trained[55].Bias!, // bbox_head.reg_convs.1.conv.bias
+                    Trained[56].Weight!, // bbox_head.reg_convs.2.conv.weight
+                    Trained[56].Bias!, // bbox_head.reg_convs.2.conv.bias
+                    Trained[57].Weight!, // bbox_head.reg_convs.3.conv.weight
+                    Trained[57].Bias!, // bbox_head.reg_convs.3.conv.bias
+                    Trained[58].Weight!, // bbox_head.retina_cls.weight
+                    Trained[58].Bias!, // bbox_head.retina_cls.bias
+                    Trained[59].Weight!, // bbox_head.retina_reg.weight
+                    Trained[59].Bias!, // bbox_head.retina_reg.bias
+                ];
+            }
+            catch
+            {
+                // Nothing of a failed construction (a device out of memory) stays allocated.
+                _weightGradients?.Dispose();
+                _prepared.Dispose();
+                throw;
+            }
         }
 
         /// <summary>The backend the weights live on.</summary>
@@ -737,8 +747,7 @@ partial class RetinaNetGhmR50Fpn
             Height = height;
             Width = width;
             long[] size = TrainingSlotSizes(batch, s);
-            _slots = new global::GhmGen.Backends.DeviceBuffer[109];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 109 buffers, or none
             _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _a[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _a[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool

@@ -2081,7 +2081,19 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
     public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
 
     /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
-    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+    {
+        var weights = new Prepared(this, backend);
+        try
+        {
+            return new(weights, batch, height, width, ownsWeights: true);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>
     /// This network's 122 convolutions prepared on one backend, batch norm folded in.
@@ -2097,132 +2109,140 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
-            float[]? scratch = null; // one folding buffer for every convolution
-            Convs =
-            [
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null, ref scratch),
-            ];
+            var convs = new global::GhmGen.Backends.IPreparedConv[122];
+            try
+            {
+                float[]? scratch = null; // one folding buffer for every convolution
+                convs[0] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Conv1, network.Backbone_Bn1, ref scratch);
+                convs[1] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv1, network.Backbone_Layer1_0_Bn1, ref scratch);
+                convs[2] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv2, network.Backbone_Layer1_0_Bn2, ref scratch);
+                convs[3] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Downsample_0, network.Backbone_Layer1_0_Downsample_1, ref scratch);
+                convs[4] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_0_Conv3, network.Backbone_Layer1_0_Bn3, ref scratch);
+                convs[5] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv1, network.Backbone_Layer1_1_Bn1, ref scratch);
+                convs[6] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv2, network.Backbone_Layer1_1_Bn2, ref scratch);
+                convs[7] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_1_Conv3, network.Backbone_Layer1_1_Bn3, ref scratch);
+                convs[8] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv1, network.Backbone_Layer1_2_Bn1, ref scratch);
+                convs[9] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv2, network.Backbone_Layer1_2_Bn2, ref scratch);
+                convs[10] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer1_2_Conv3, network.Backbone_Layer1_2_Bn3, ref scratch);
+                convs[11] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, ref scratch);
+                convs[12] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, ref scratch);
+                convs[13] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, ref scratch);
+                convs[14] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, ref scratch);
+                convs[15] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, ref scratch);
+                convs[16] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, ref scratch);
+                convs[17] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, ref scratch);
+                convs[18] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, ref scratch);
+                convs[19] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, ref scratch);
+                convs[20] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, ref scratch);
+                convs[21] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, ref scratch);
+                convs[22] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, ref scratch);
+                convs[23] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, ref scratch);
+                convs[24] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, ref scratch);
+                convs[25] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, ref scratch);
+                convs[26] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, ref scratch);
+                convs[27] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, ref scratch);
+                convs[28] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, ref scratch);
+                convs[29] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, ref scratch);
+                convs[30] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, ref scratch);
+                convs[31] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, ref scratch);
+                convs[32] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, ref scratch);
+                convs[33] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, ref scratch);
+                convs[34] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, ref scratch);
+                convs[35] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, ref scratch);
+                convs[36] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, ref scratch);
+                convs[37] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, ref scratch);
+                convs[38] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, ref scratch);
+                convs[39] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, ref scratch);
+                convs[40] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, ref scratch);
+                convs[41] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, ref scratch);
+                convs[42] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, ref scratch);
+                convs[43] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, ref scratch);
+                convs[44] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, ref scratch);
+                convs[45] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, ref scratch);
+                convs[46] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, ref scratch);
+                convs[47] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, ref scratch);
+                convs[48] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, ref scratch);
+                convs[49] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, ref scratch);
+                convs[50] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, ref scratch);
+                convs[51] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, ref scratch);
+                convs[52] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, ref scratch);
+                convs[53] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, ref scratch);
+                convs[54] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, ref scratch);
+                convs[55] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, ref scratch);
+                convs[56] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, ref scratch);
+                convs[57] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, ref scratch);
+                convs[58] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, ref scratch);
+                convs[59] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, ref scratch);
+                convs[60] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, ref scratch);
+                convs[61] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, ref scratch);
+                convs[62] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, ref scratch);
+                convs[63] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, ref scratch);
+                convs[64] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, ref scratch);
+                convs[65] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, ref scratch);
+                convs[66] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, ref scratch);
+                convs[67] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, ref scratch);
+                convs[68] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, ref scratch);
+                convs[69] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, ref scratch);
+                convs[70] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, ref scratch);
+                convs[71] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, ref scratch);
+                convs[72] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, ref scratch);
+                convs[73] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, ref scratch);
+                convs[74] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, ref scratch);
+                convs[75] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, ref scratch);
+                convs[76] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, ref scratch);
+                convs[77] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, ref scratch);
+                convs[78] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, ref scratch);
+                convs[79] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, ref scratch);
+                convs[80] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, ref scratch);
+                convs[81] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, ref scratch);
+                convs[82] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, ref scratch);
+                convs[83] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, ref scratch);
+                convs[84] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, ref scratch);
+                convs[85] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, ref scratch);
+                convs[86] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, ref scratch);
+                convs[87] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, ref scratch);
+                convs[88] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, ref scratch);
+                convs[89] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, ref scratch);
+                convs[90] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, ref scratch);
+                convs[91] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, ref scratch);
+                convs[92] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, ref scratch);
+                convs[93] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, ref scratch);
+                convs[94] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, ref scratch);
+                convs[95] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, ref scratch);
+                convs[96] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, ref scratch);
+                convs[97] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, ref scratch);
+                convs[98] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, ref scratch);
+                convs[99] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, ref scratch);
+                convs[100] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, ref scratch);
+                convs[101] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, ref scratch);
+                convs[102] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, ref scratch);
+                convs[103] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, ref scratch);
+                convs[104] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_0_Conv, null, ref scratch);
+                convs[105] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_1_Conv, null, ref scratch);
+                convs[106] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_LateralConvs_2_Conv, null, ref scratch);
+                convs[107] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_0_Conv, null, ref scratch);
+                convs[108] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_1_Conv, null, ref scratch);
+                convs[109] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_2_Conv, null, ref scratch);
+                convs[110] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_3_Conv, null, ref scratch);
+                convs[111] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Neck_FpnConvs_4_Conv, null, ref scratch);
+                convs[112] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_0_Conv, null, ref scratch);
+                convs[113] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_1_Conv, null, ref scratch);
+                convs[114] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_2_Conv, null, ref scratch);
+                convs[115] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_ClsConvs_3_Conv, null, ref scratch);
+                convs[116] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_0_Conv, null, ref scratch);
+                convs[117] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_1_Conv, null, ref scratch);
+                convs[118] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_2_Conv, null, ref scratch);
+                convs[119] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RegConvs_3_Conv, null, ref scratch);
+                convs[120] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaCls, null, ref scratch);
+                convs[121] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.BboxHead_RetinaReg, null, ref scratch);
+            }
+            catch
+            {
+                // A failed preparation (a bad weight, a device out of memory) leaves nothing prepared behind.
+                foreach (global::GhmGen.Backends.IPreparedConv? conv in convs) conv?.Dispose();
+                throw;
+            }
+            Convs = convs;
         }
 
         /// <inheritdoc/>
@@ -2280,8 +2300,7 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             Height = height;
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
-            _slots = new global::GhmGen.Backends.DeviceBuffer[11];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool

@@ -623,441 +623,451 @@ partial class RetinaNetGhmX101x64x4dFpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
-            Convs = _prepared.Convs;
-            _weightGradients = backend.Allocate(95365364);
-            Trained =
-            [
-                new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 131072, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 131584, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 168448, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 168960, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 300032, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 300544, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 562688, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 563200, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 825344, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 825856, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 862720, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 863232, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1125376, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1125888, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1388032, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1388544, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1425408, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1425920, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1688064, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1688576, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1950720, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1951232, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1988096, 1, 512, 1, 1)),
-                new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1988608, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2250752, 1, 512, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2251264, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2775552, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2776576, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 2924032, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2925056, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3449344, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3450368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4498944, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4499968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5548544, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5549568, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5697024, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5698048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6746624, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6747648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7796224, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7797248, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 7944704, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7945728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8994304, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8995328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10043904, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10044928, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 10192384, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10193408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11241984, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11243008, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12291584, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12292608, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 12440064, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12441088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13489664, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13490688, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14539264, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14540288, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 14687744, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14688768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15737344, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15738368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16786944, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16787968, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 16935424, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16936448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17985024, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17986048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19034624, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19035648, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 19183104, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19184128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20232704, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20233728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21282304, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21283328, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 21430784, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21431808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22480384, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22481408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23529984, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23531008, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 23678464, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23679488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24728064, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24729088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25777664, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25778688, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25926144, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25927168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26975744, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26976768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 28025344, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28026368, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 28173824, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28174848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 29223424, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 29224448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 30273024, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30274048, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30421504, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30422528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 31471104, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 31472128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32520704, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32521728, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32669184, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32670208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 33718784, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 33719808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 34768384, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34769408, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34916864, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34917888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 35966464, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 35967488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 37016064, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37017088, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37164544, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37165568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 38214144, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 38215168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 39263744, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39264768, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 39412224, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39413248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 40461824, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 40462848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 41511424, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41512448, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 41659904, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41660928, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42709504, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 42710528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 43759104, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43760128, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43907584, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43908608, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 44957184, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 44958208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 46006784, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46007808, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 46155264, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46156288, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 47204864, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 47205888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 48254464, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48255488, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 48402944, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48403968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 49452544, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 49453568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 50502144, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50503168, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50650624, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50651648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 51700224, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 51701248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 52749824, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52750848, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52898304, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52899328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 53947904, 1, 1024, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 53948928, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 56046080, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56048128, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56637952, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56640000, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 58737152, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 58739200, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 62933504, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 62935552, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 67129856, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67131904, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 67721728, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67723776, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 71918080, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 71920128, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 76114432, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76116480, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 76706304, 1, 2048, 1, 1)),
-                new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76708352, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 80902656, 1, 2048, 1, 1)),
-                new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 80904704, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81035776, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81036032, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81298176, 1, 256, 1, 1)),
-                new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81298432, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81822720, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81822976, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 82412800, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 82413056, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83002880, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83003136, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83592960, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83593216, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88311808, 1, 256, 1, 1)),
-                new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88312064, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88901888, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88902144, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 89491968, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 89492224, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90082048, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90082304, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90672128, 1, 256, 1, 1)),
-                new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90672384, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91262208, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91262464, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91852288, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91852544, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 92442368, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 92442624, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93032448, 1, 256, 1, 1)),
-                new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93032704, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93622528, 1, 256, 1, 1)),
-                new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93622784, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95281664, 1, 720, 1, 1)),
-                new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 95282384, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95365328, 1, 36, 1, 1)),
-            ];
-            Scratch = new float[4196352]; // folded gradients and weights of the largest convolution with batch norm
-            Gradients =
-            [
-                Trained[0].Weight!, // backbone.layer2.0.conv1.weight
-                Trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
-                Trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
-                Trained[1].Weight!, // backbone.layer2.0.conv2.weight
-                Trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
-                Trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
-                Trained[3].Weight!, // backbone.layer2.0.conv3.weight
-                Trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
-                Trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
-                Trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
-                Trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
-                Trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
-                Trained[4].Weight!, // backbone.layer2.1.conv1.weight
-                Trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
-                Trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
-                Trained[5].Weight!, // backbone.layer2.1.conv2.weight
-                Trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
-                Trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
-                Trained[6].Weight!, // backbone.layer2.1.conv3.weight
-                Trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
-                Trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
-                Trained[7].Weight!, // backbone.layer2.2.conv1.weight
-                Trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
-                Trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
-                Trained[8].Weight!, // backbone.layer2.2.conv2.weight
-                Trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
-                Trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
-                Trained[9].Weight!, // backbone.layer2.2.conv3.weight
-                Trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
-                Trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
-                Trained[10].Weight!, // backbone.layer2.3.conv1.weight
-                Trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
-                Trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
-                Trained[11].Weight!, // backbone.layer2.3.conv2.weight
-                Trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
-                Trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
-                Trained[12].Weight!, // backbone.layer2.3.conv3.weight
-                Trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
-                Trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
-                Trained[13].Weight!, // backbone.layer3.0.conv1.weight
-                Trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
-                Trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
-                Trained[14].Weight!, // backbone.layer3.0.conv2.weight
-                Trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
-                Trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
-                Trained[16].Weight!, // backbone.layer3.0.conv3.weight
-                Trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
-                Trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
-                Trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
-                Trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
-                Trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
-                Trained[17].Weight!, // backbone.layer3.1.conv1.weight
-                Trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
-                Trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
-                Trained[18].Weight!, // backbone.layer3.1.conv2.weight
-                Trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
-                Trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
-                Trained[19].Weight!, // backbone.layer3.1.conv3.weight
-                Trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
-                Trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
-                Trained[20].Weight!, // backbone.layer3.2.conv1.weight
-                Trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
-                Trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
-                Trained[21].Weight!, // backbone.layer3.2.conv2.weight
-                Trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
-                Trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
-                Trained[22].Weight!, // backbone.layer3.2.conv3.weight
-                Trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
-                Trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
-                Trained[23].Weight!, // backbone.layer3.3.conv1.weight
-                Trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
-                Trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
-                Trained[24].Weight!, // backbone.layer3.3.conv2.weight
-                Trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
-                Trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
-                Trained[25].Weight!, // backbone.layer3.3.conv3.weight
-                Trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
-                Trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
-                Trained[26].Weight!, // backbone.layer3.4.conv1.weight
-                Trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
-                Trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
-                Trained[27].Weight!, // backbone.layer3.4.conv2.weight
-                Trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
-                Trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
-                Trained[28].Weight!, // backbone.layer3.4.conv3.weight
-                Trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
-                Trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
-                Trained[29].Weight!, // backbone.layer3.5.conv1.weight
-                Trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
-                Trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
-                Trained[30].Weight!, // backbone.layer3.5.conv2.weight
-                Trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
-                Trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
-                Trained[31].Weight!, // backbone.layer3.5.conv3.weight
-                Trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
-                Trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
-                Trained[32].Weight!, // backbone.layer3.6.conv1.weight
-                Trained[32].BatchNormWeight!, // backbone.layer3.6.bn1.weight
-                Trained[32].BatchNormBias!, // backbone.layer3.6.bn1.bias
-                Trained[33].Weight!, // backbone.layer3.6.conv2.weight
-                Trained[33].BatchNormWeight!, // backbone.layer3.6.bn2.weight
-                Trained[33].BatchNormBias!, // backbone.layer3.6.bn2.bias
-                Trained[34].Weight!, // backbone.layer3.6.conv3.weight
-                Trained[34].BatchNormWeight!, // backbone.layer3.6.bn3.weight
-                Trained[34].BatchNormBias!, // backbone.layer3.6.bn3.bias
-                Trained[35].Weight!, // backbone.layer3.7.conv1.weight
-                Trained[35].BatchNormWeight!, // backbone.layer3.7.bn1.weight
-                Trained[35].BatchNormBias!, // backbone.layer3.7.bn1.bias
-                Trained[36].Weight!, // backbone.layer3.7.conv2.weight
-                Trained[36].BatchNormWeight!, // backbone.layer3.7.bn2.weight
-                Trained[36].BatchNormBias!, // backbone.layer3.7.bn2.bias
-                Trained[37].Weight!, // backbone.layer3.7.conv3.weight
-                Trained[37].BatchNormWeight!, // backbone.layer3.7.bn3.weight
-                Trained[37].BatchNormBias!, // backbone.layer3.7.bn3.bias
-                Trained[38].Weight!, // backbone.layer3.8.conv1.weight
-                Trained[38].BatchNormWeight!, // backbone.layer3.8.bn1.weight
-                Trained[38].BatchNormBias!, // backbone.layer3.8.bn1.bias
-                Trained[39].Weight!, // backbone.layer3.8.conv2.weight
-                Trained[39].BatchNormWeight!, // backbone.layer3.8.bn2.weight
-                Trained[39].BatchNormBias!, // backbone.layer3.8.bn2.bias
-                Trained[40].Weight!, // backbone.layer3.8.conv3.weight
-                Trained[40].BatchNormWeight!, // backbone.layer3.8.bn3.weight
-                Trained[40].BatchNormBias!, // backbone.layer3.8.bn3.bias
-                Trained[41].Weight!, // backbone.layer3.9.conv1.weight
-                Trained[41].BatchNormWeight!, // backbone.layer3.9.bn1.weight
-                Trained[41].BatchNormBias!, // backbone.layer3.9.bn1.bias
-                Trained[42].Weight!, // backbone.layer3.9.conv2.weight
-                Trained[42].BatchNormWeight!, // backbone.layer3.9.bn2.weight
-                Trained[42].BatchNormBias!, // backbone.layer3.9.bn2.bias
-                Trained[43].Weight!, // backbone.layer3.9.conv3.weight
-                Trained[43].BatchNormWeight!, // backbone.layer3.9.bn3.weight
-                Trained[43].BatchNormBias!, // backbone.layer3.9.bn3.bias
-                Trained[44].Weight!, // backbone.layer3.10.conv1.weight
-                Trained[44].BatchNormWeight!, // backbone.layer3.10.bn1.weight
-                Trained[44].BatchNormBias!, // backbone.layer3.10.bn1.bias
-                Trained[45].Weight!, // backbone.layer3.10.conv2.weight
-                Trained[45].BatchNormWeight!, // backbone.layer3.10.bn2.weight
-                Trained[45].BatchNormBias!, // backbone.layer3.10.bn2.bias
-                Trained[46].Weight!, // backbone.layer3.10.conv3.weight
-                Trained[46].BatchNormWeight!, // backbone.layer3.10.bn3.weight
-                Trained[46].BatchNormBias!, // backbone.layer3.10.bn3.bias
-                Trained[47].Weight!, // backbone.layer3.11.conv1.weight
-                Trained[47].BatchNormWeight!, // backbone.layer3.11.bn1.weight
-                Trained[47].BatchNormBias!, // backbone.layer3.11.bn1.bias
-                Trained[48].Weight!, // backbone.layer3.11.conv2.weight
-                Trained[48].BatchNormWeight!, // backbone.layer3.11.bn2.weight
-                Trained[48].BatchNormBias!, // backbone.layer3.11.bn2.bias
-                Trained[49].Weight!, // backbone.layer3.11.conv3.weight
-                Trained[49].BatchNormWeight!, // backbone.layer3.11.bn3.weight
-                Trained[49].BatchNormBias!, // backbone.layer3.11.bn3.bias
-                Trained[50].Weight!, // backbone.layer3.12.conv1.weight
-                Trained[50].BatchNormWeight!, // backbone.layer3.12.bn1.weight
-                Trained[50].BatchNormBias!, // backbone.layer3.12.bn1.bias
-                Trained[51].Weight!, // backbone.layer3.12.conv2.weight
-                Trained[51].BatchNormWeight!, // backbone.layer3.12.bn2.weight
-                Trained[51].BatchNormBias!, // backbone.layer3.12.bn2.bias
-                Trained[52].Weight!, // backbone.layer3.12.conv3.weight
-                Trained[52].BatchNormWeight!, // backbone.layer3.12.bn3.weight
-                Trained[52].BatchNormBias!, // backbone.layer3.12.bn3.bias
-                Trained[53].Weight!, // backbone.layer3.13.conv1.weight
-                Trained[53].BatchNormWeight!, // backbone.layer3.13.bn1.weight
-                Trained[53].BatchNormBias!, // backbone.layer3.13.bn1.bias
-                Trained[54].Weight!, // backbone.layer3.13.conv2.weight
-                Trained[54].BatchNormWeight!, // backbone.layer3.13.bn2.weight
-                Trained[54].BatchNormBias!, // backbone.layer3.13.bn2.bias
-                Trained[55].Weight!, // backbone.layer3.13.conv3.weight
-                Trained[55].BatchNormWeight!, // backbone.layer3.13.bn3.weight
-                Trained[55].BatchNormBias!, // backbone.layer3.13.bn3.bias
-                Trained[56].Weight!, // backbone.layer3.14.conv1.weight
-                Trained[56].BatchNormWeight!, // backbone.layer3.14.bn1.weight
-                Trained[56].BatchNormBias!, // backbone.layer3.14.bn1.bias
-                Trained[57].Weight!, // backbone.layer3.14.conv2.weight
-                Trained[57].BatchNormWeight!, // backbone.layer3.14.bn2.weight
-                Trained[57].BatchNormBias!, // backbone.layer3.14.bn2.bias
-                Trained[58].Weight!, // backbone.layer3.14.conv3.weight
-                Trained[58].BatchNormWeight!, // backbone.layer3.14.bn3.weight
-                Trained[58].BatchNormBias!, // backbone.layer3.14.bn3.bias
-                Trained[59].Weight!, // backbone.layer3.15.conv1.weight
-                Trained[59].BatchNormWeight!, // backbone.layer3.15.bn1.weight
-                Trained[59].BatchNormBias!, // backbone.layer3.15.bn1.bias
-                Trained[60].Weight!, // backbone.layer3.15.conv2.weight
-                Trained[60].BatchNormWeight!, // backbone.layer3.15.bn2.weight
-                Trained[60].BatchNormBias!, // backbone.layer3.15.bn2.bias
-                Trained[61].Weight!, // backbone.layer3.15.conv3.weight
-                Trained[61].BatchNormWeight!, // backbone.layer3.15.bn3.weight
-                Trained[61].BatchNormBias!, // backbone.layer3.15.bn3.bias
-                Trained[62].Weight!, // backbone.layer3.16.conv1.weight
-                Trained[62].BatchNormWeight!, // backbone.layer3.16.bn1.weight
-                Trained[62].BatchNormBias!, // backbone.layer3.16.bn1.bias
-                Trained[63].Weight!, // backbone.layer3.16.conv2.weight
-                Trained[63].BatchNormWeight!, // backbone.layer3.16.bn2.weight
-                Trained[63].BatchNormBias!, // backbone.layer3.16.bn2.bias
-                Trained[64].Weight!, // backbone.layer3.16.conv3.weight
-                Trained[64].BatchNormWeight!, // backbone.layer3.16.bn3.weight
-                Trained[64].BatchNormBias!, // backbone.layer3.16.bn3.bias
-                Trained[65].Weight!, // backbone.layer3.17.conv1.weight
-                Trained[65].BatchNormWeight!, // backbone.layer3.17.bn1.weight
-                Trained[65].BatchNormBias!, // backbone.layer3.17.bn1.bias
-                Trained[66].Weight!, // backbone.layer3.17.conv2.weight
-                Trained[66].BatchNormWeight!, // backbone.layer3.17.bn2.weight
-                Trained[66].BatchNormBias!, // backbone.layer3.17.bn2.bias
-                Trained[67].Weight!, // backbone.layer3.17.conv3.weight
-                Trained[67].BatchNormWeight!, // backbone.layer3.17.bn3.weight
-                Trained[67].BatchNormBias!, // backbone.layer3.17.bn3.bias
-                Trained[68].Weight!, // backbone.layer3.18.conv1.weight
-                Trained[68].BatchNormWeight!, // backbone.layer3.18.bn1.weight
-                Trained[68].BatchNormBias!, // backbone.layer3.18.bn1.bias
-                Trained[69].Weight!, // backbone.layer3.18.conv2.weight
-                Trained[69].BatchNormWeight!, // backbone.layer3.18.bn2.weight
-                Trained[69].BatchNormBias!, // backbone.layer3.18.bn2.bias
-                Trained[70].Weight!, // backbone.layer3.18.conv3.weight
-                Trained[70].BatchNormWeight!, // backbone.layer3.18.bn3.weight
-                Trained[70].BatchNormBias!, // backbone.layer3.18.bn3.bias
-                Trained[71].Weight!, // backbone.layer3.19.conv1.weight
-                Trained[71].BatchNormWeight!, // backbone.layer3.19.bn1.weight
-                Trained[71].BatchNormBias!, // backbone.layer3.19.bn1.bias
-                Trained[72].Weight!, // backbone.layer3.19.conv2.weight
-                Trained[72].BatchNormWeight!, // backbone.layer3.19.bn2.weight
-                Trained[72].BatchNormBias!, // backbone.layer3.19.bn2.bias
-                Trained[73].Weight!, // backbone.layer3.19.conv3.weight
-                Trained[73].BatchNormWeight!, // backbone.layer3.19.bn3.weight
-                Trained[73].BatchNormBias!, // backbone.layer3.19.bn3.bias
-                Trained[74].Weight!, // backbone.layer3.20.conv1.weight
-                Trained[74].BatchNormWeight!, // backbone.layer3.20.bn1.weight
-                Trained[74].BatchNormBias!, // backbone.layer3.20.bn1.bias
-                Trained[75].Weight!, // backbone.layer3.20.conv2.weight
-                Trained[75].BatchNormWeight!, // backbone.layer3.20.bn2.weight
-                Trained[75].BatchNormBias!, // backbone.layer3.20.bn2.bias
-                Trained[76].Weight!, // backbone.layer3.20.conv3.weight
-                Trained[76].BatchNormWeight!, // backbone.layer3.20.bn3.weight
-                Trained[76].BatchNormBias!, // backbone.layer3.20.bn3.bias
-                Trained[77].Weight!, // backbone.layer3.21.conv1.weight
-                Trained[77].BatchNormWeight!, // backbone.layer3.21.bn1.weight
-                Trained[77].BatchNormBias!, // backbone.layer3.21.bn1.bias
-                Trained[78].Weight!, // backbone.layer3.21.conv2.weight
-                Trained[78].BatchNormWeight!, // backbone.layer3.21.bn2.weight
-                Trained[78].BatchNormBias!, // backbone.layer3.21.bn2.bias
-                Trained[79].Weight!, // backbone.layer3.21.conv3.weight
-                Trained[79].BatchNormWeight!, // backbone.layer3.21.bn3.weight
-                Trained[79].BatchNormBias!, // backbone.layer3.21.bn3.bias
-                Trained[80].Weight!, // backbone.layer3.22.conv1.weight
-                Trained[80].BatchNormWeight!, // backbone.layer3.22.bn1.weight
-                Trained[80].BatchNormBias!, // backbone.layer3.22.bn1.bias
-                Trained[81].Weight!, // backbone.layer3.22.conv2.weight
-                Trained[81].BatchNormWeight!, // backbone.layer3.22.bn2.weight
-                Trained[81].BatchNormBias!, // backbone.layer3.22.bn2.bias
-                Trained[82].Weight!, // backbone.layer3.22.conv3.weight
-                Trained[82].BatchNormWeight!, // backbone.layer3.22.bn3.weight
-                Trained[82].BatchNormBias!, // backbone.layer3.22.bn3.bias
-                Trained[83].Weight!, // backbone.layer4.0.conv1.weight
-                Trained[83].BatchNormWeight!, // backbone.layer4.0.bn1.weight
-                Trained[83].BatchNormBias!, // backbone.layer4.0.bn1.bias
-                Trained[84].Weight!, // backbone.layer4.0.conv2.weight
-                Trained[84].BatchNormWeight!, // backbone.layer4.0.bn2.weight
-                Trained[84].BatchNormBias!, // backbone.layer4.0.bn2.bias
-                Trained[86].Weight!, // backbone.layer4.0.conv3.weight
-                Trained[86].BatchNormWeight!, // backbone.layer4.0.bn3.weight
-                Trained[86].BatchNormBias!, // backbone.layer4.0.bn3.bias
-                Trained[85].Weight!, // backbone.layer4.0.downsample.0.weight
-                Trained[85].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
-                Trained[85].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
-                Trained[87].Weight!, // backbone.layer4.1.conv1.weight
-                Trained[87].BatchNormWeight!, // backbone.layer4.1.bn1.weight
-                Trained[87].BatchNormBias!, // backbone.layer4.1.bn1.bias
-                Trained[88].Weight!, // backbone.layer4.1.conv2.weight
-                Trained[88].BatchNormWeight!, // backbone.layer4.1.bn2.weight
-                Trained[88].BatchNormBias!, // backbone.layer4.1.bn2.bias
-                Trained[89].Weight!, // backbone.layer4.1.conv3.weight
-                Trained[89].BatchNormWeight!, // backbone.layer4.1.bn3.weight
-                Trained[89].BatchNormBias!, // backbone.layer4.1.bn3.bias
-                Trained[90].Weight!, // backbone.layer4.2.conv1.weight
-                Trained[90].BatchNormWeight!, // backbone.layer4.2.bn1.weight
-                Trained[90].BatchNormBias!, // backbone.layer4.2.bn1.bias
-                Trained[91].Weight!, // backbone.layer4.2.conv2.weight
-                Trained[91].BatchNormWeight!, // backbone.layer4.2.bn2.weight
-                Trained[91].BatchNormBias!, // backbone.layer4.2.bn2.bias
-                Trained[92].Weight!, // backbone.layer4.2.conv3.weight
-                Trained[92].BatchNormWeight!, // backbone.layer4.2.bn3.weight
-                Trained[92].BatchNormBias!, // backbone.layer4.2.bn3.bias
-                Trained[93].Weight!, // neck.lateral_convs.0.conv.weight
-                Trained[93].Bias!, // neck.lateral_convs.0.conv.bias
-                Trained[94].Weight!, // neck.lateral_convs.1.conv.weight
-                Trained[94].Bias!, // neck.lateral_convs.1.conv.bias
-                Trained[95].Weight!, // neck.lateral_convs.2.conv.weight
-                Trained[95].Bias!, // neck.lateral_convs.2.conv.bias
-                Trained[96].Weight!, // neck.fpn_convs.0.conv.weight
-                Trained[96].Bias!, // neck.fpn_convs.0.conv.bias
-                Trained[97].Weight!, // neck.fpn_convs.1.conv.weight
-                Trained[97].Bias!, // neck.fpn_convs.1.conv.bias
-                Trained[98].Weight!, // neck.fpn_convs.2.conv.weight
-                Trained[98].Bias!, // neck.fpn_convs.2.conv.bias
-                Trained[99].Weight!, // neck.fpn_convs.3.conv.weight
-                Trained[99].Bias!, // neck.fpn_convs.3.conv.bias
-                Trained[100].Weight!, // neck.fpn_convs.4.conv.weight
-                Trained[100].Bias!, // neck.fpn_convs.4.conv.bias
-                Trained[101].Weight!, // bbox_head.cls_convs.0.conv.weight
-                Trained[101].Bias!, // bbox_head.cls_convs.0.conv.bias
-                Trained[102].Weight!, // bbox_head.cls_convs.1.conv.weight
-                Trained[102].Bias!, // bbox_head.cls_convs.1.conv.bias
-                Trained[103].Weight!, // bbox_head.cls_convs.2.conv.weight
-                Trained[103].Bias!, // bbox_head.cls_convs.2.conv.bias
-                Trained[104].Weight!, // bbox_head.cls_convs.3.conv.weight
-                Trained[104].Bias!, // bbox_head.cls_convs.3.conv.bias
-                Trained[105].Weight!, // bbox_head.reg_convs.0.conv.weight
-                Trained[105].Bias!, // bbox_head.reg_convs.0.conv.bias
-                Trained[106].Weight!, // bbox_head.reg_convs.1.conv.weight
-                Trained[106].Bias!, // bbox_head.reg_convs.1.conv.bias
-                Trained[107].Weight!, // bbox_head.reg_convs.2.conv.weight
-                Trained[107].Bias!, // bbox_head.reg_convs.2.conv.bias
-                Trained[108].Weight!, // bbox_head.reg_convs.3.conv.weight
-                Trained[108].Bias!, // bbox_head.reg_convs.3.conv.bias
-                Trained[109].Weight!, // bbox_head.retina_cls.weight
-                Trained[109].Bias!, // bbox_head.retina_cls.bias
-                Trained[110].Weight!, // bbox_head.retina_reg.weight
-                Trained[110].Bias!, // bbox_head.retina_reg.bias
-            ];
+            try
+            {
+                Convs = _prepared.Convs;
+                _weightGradients = backend.Allocate(95365364);
+                Trained =
+                [
+                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 131072, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 131584, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 168448, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 168960, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 300032, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 300544, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 562688, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 563200, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 825344, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 825856, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 862720, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 863232, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1125376, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1125888, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1388032, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1388544, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1425408, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1425920, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1688064, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1688576, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1950720, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1951232, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1988096, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1988608, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2250752, 1, 512, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2251264, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2775552, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2776576, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 2924032, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2925056, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3449344, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3450368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4498944, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4499968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5548544, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5549568, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5697024, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5698048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6746624, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6747648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7796224, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7797248, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 7944704, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7945728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8994304, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8995328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10043904, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10044928, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 10192384, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10193408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11241984, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11243008, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12291584, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12292608, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 12440064, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12441088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13489664, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13490688, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14539264, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14540288, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 14687744, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14688768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15737344, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15738368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16786944, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16787968, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 16935424, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16936448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17985024, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17986048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19034624, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19035648, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 19183104, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19184128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20232704, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20233728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21282304, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21283328, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 21430784, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21431808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22480384, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22481408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23529984, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23531008, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 23678464, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23679488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24728064, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24729088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25777664, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25778688, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25926144, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25927168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26975744, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26976768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 28025344, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28026368, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 28173824, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28174848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 29223424, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 29224448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 30273024, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30274048, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30421504, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30422528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 31471104, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 31472128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32520704, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32521728, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32669184, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32670208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 33718784, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 33719808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 34768384, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34769408, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34916864, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34917888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 35966464, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 35967488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 37016064, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37017088, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37164544, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37165568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 38214144, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 38215168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 39263744, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39264768, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 39412224, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39413248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 40461824, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 40462848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 41511424, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41512448, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 41659904, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41660928, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42709504, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 42710528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 43759104, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43760128, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43907584, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43908608, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 44957184, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 44958208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 46006784, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46007808, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 46155264, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46156288, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 47204864, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 47205888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 48254464, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48255488, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 48402944, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48403968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 49452544, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 49453568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 50502144, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50503168, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50650624, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50651648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 51700224, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 51701248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 52749824, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52750848, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52898304, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52899328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 53947904, 1, 1024, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 53948928, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 56046080, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56048128, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56637952, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56640000, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 58737152, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 58739200, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 62933504, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 62935552, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 67129856, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67131904, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 67721728, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67723776, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 71918080, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 71920128, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 76114432, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76116480, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 76706304, 1, 2048, 1, 1)),
+                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76708352, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 80902656, 1, 2048, 1, 1)),
+                    new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 80904704, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81035776, 1, 256, 1, 1)),
+                    new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81036032, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81298176, 1, 256, 1, 1)),
+                    new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81298432, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81822720, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81822976, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 82412800, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 82413056, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83002880, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83003136, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83592960, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83593216, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88311808, 1, 256, 1, 1)),
+                    new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88312064, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88901888, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88902144, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 89491968, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 89492224, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90082048, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90082304, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90672128, 1, 256, 1, 1)),
+                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90672384, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91262208, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91262464, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91852288, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91852544, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 92442368, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 92442624, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93032448, 1, 256, 1, 1)),
+                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93032704, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93622528, 1, 256, 1, 1)),
+                    new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93622784, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95281664, 1, 720, 1, 1)),
+                    new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 95282384, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95365328, 1, 36, 1, 1)),
+                ];
+                Scratch = new float[4196352]; // folded gradients and weights of the largest convolution with batch norm
+                Gradients =
+                [
+                    Trained[0].Weight!, // backbone.layer2.0.conv1.weight
+                    Trained[0].BatchNormWeight!, // backbone.layer2.0.bn1.weight
+                    Trained[0].BatchNormBias!, // backbone.layer2.0.bn1.bias
+                    Trained[1].Weight!, // backbone.layer2.0.conv2.weight
+                    Trained[1].BatchNormWeight!, // backbone.layer2.0.bn2.weight
+                    Trained[1].BatchNormBias!, // backbone.layer2.0.bn2.bias
+                    Trained[3].Weight!, // backbone.layer2.0.conv3.weight
+                    Trained[3].BatchNormWeight!, // backbone.layer2.0.bn3.weight
+                    Trained[3].BatchNormBias!, // backbone.layer2.0.bn3.bias
+                    Trained[2].Weight!, // backbone.layer2.0.downsample.0.weight
+                    Trained[2].BatchNormWeight!, // backbone.layer2.0.downsample.1.weight
+                    Trained[2].BatchNormBias!, // backbone.layer2.0.downsample.1.bias
+                    Trained[4].Weight!, // backbone.layer2.1.conv1.weight
+                    Trained[4].BatchNormWeight!, // backbone.layer2.1.bn1.weight
+                    Trained[4].BatchNormBias!, // backbone.layer2.1.bn1.bias
+                    Trained[5].Weight!, // backbone.layer2.1.conv2.weight
+                    Trained[5].BatchNormWeight!, // backbone.layer2.1.bn2.weight
+                    Trained[5].BatchNormBias!, // backbone.layer2.1.bn2.bias
+                    Trained[6].Weight!, // backbone.layer2.1.conv3.weight
+                    Trained[6].BatchNormWeight!, // backbone.layer2.1.bn3.weight
+                    Trained[6].BatchNormBias!, // backbone.layer2.1.bn3.bias
+                    Trained[7].Weight!, // backbone.layer2.2.conv1.weight
+                    Trained[7].BatchNormWeight!, // backbone.layer2.2.bn1.weight
+                    Trained[7].BatchNormBias!, // backbone.layer2.2.bn1.bias
+                    Trained[8].Weight!, // backbone.layer2.2.conv2.weight
+                    Trained[8].BatchNormWeight!, // backbone.layer2.2.bn2.weight
+                    Trained[8].BatchNormBias!, // backbone.layer2.2.bn2.bias
+                    Trained[9].Weight!, // backbone.layer2.2.conv3.weight
+                    Trained[9].BatchNormWeight!, // backbone.layer2.2.bn3.weight
+                    Trained[9].BatchNormBias!, // backbone.layer2.2.bn3.bias
+                    Trained[10].Weight!, // backbone.layer2.3.conv1.weight
+                    Trained[10].BatchNormWeight!, // backbone.layer2.3.bn1.weight
+                    Trained[10].BatchNormBias!, // backbone.layer2.3.bn1.bias
+                    Trained[11].Weight!, // backbone.layer2.3.conv2.weight
+                    Trained[11].BatchNormWeight!, // backbone.layer2.3.bn2.weight
+                    Trained[11].BatchNormBias!, // backbone.layer2.3.bn2.bias
+                    Trained[12].Weight!, // backbone.layer2.3.conv3.weight
+                    Trained[12].BatchNormWeight!, // backbone.layer2.3.bn3.weight
+                    Trained[12].BatchNormBias!, // backbone.layer2.3.bn3.bias
+                    Trained[13].Weight!, // backbone.layer3.0.conv1.weight
+                    Trained[13].BatchNormWeight!, // backbone.layer3.0.bn1.weight
+                    Trained[13].BatchNormBias!, // backbone.layer3.0.bn1.bias
+                    Trained[14].Weight!, // backbone.layer3.0.conv2.weight
+                    Trained[14].BatchNormWeight!, // backbone.layer3.0.bn2.weight
+                    Trained[14].BatchNormBias!, // backbone.layer3.0.bn2.bias
+                    Trained[16].Weight!, // backbone.layer3.0.conv3.weight
+                    Trained[16].BatchNormWeight!, // backbone.layer3.0.bn3.weight
+                    Trained[16].BatchNormBias!, // backbone.layer3.0.bn3.bias
+                    Trained[15].Weight!, // backbone.layer3.0.downsample.0.weight
+                    Trained[15].BatchNormWeight!, // backbone.layer3.0.downsample.1.weight
+                    Trained[15].BatchNormBias!, // backbone.layer3.0.downsample.1.bias
+                    Trained[17].Weight!, // backbone.layer3.1.conv1.weight
+                    Trained[17].BatchNormWeight!, // backbone.layer3.1.bn1.weight
+                    Trained[17].BatchNormBias!, // backbone.layer3.1.bn1.bias
+                    Trained[18].Weight!, // backbone.layer3.1.conv2.weight
+                    Trained[18].BatchNormWeight!, // backbone.layer3.1.bn2.weight
+                    Trained[18].BatchNormBias!, // backbone.layer3.1.bn2.bias
+                    Trained[19].Weight!, // backbone.layer3.1.conv3.weight
+                    Trained[19].BatchNormWeight!, // backbone.layer3.1.bn3.weight
+                    Trained[19].BatchNormBias!, // backbone.layer3.1.bn3.bias
+                    Trained[20].Weight!, // backbone.layer3.2.conv1.weight
+                    Trained[20].BatchNormWeight!, // backbone.layer3.2.bn1.weight
+                    Trained[20].BatchNormBias!, // backbone.layer3.2.bn1.bias
+                    Trained[21].Weight!, // backbone.layer3.2.conv2.weight
+                    Trained[21].BatchNormWeight!, // backbone.layer3.2.bn2.weight
+                    Trained[21].BatchNormBias!, // backbone.layer3.2.bn2.bias
+                    Trained[22].Weight!, // backbone.layer3.2.conv3.weight
+                    Trained[22].BatchNormWeight!, // backbone.layer3.2.bn3.weight
+                    Trained[22].BatchNormBias!, // backbone.layer3.2.bn3.bias
+                    Trained[23].Weight!, // backbone.layer3.3.conv1.weight
+                    Trained[23].BatchNormWeight!, // backbone.layer3.3.bn1.weight
+                    Trained[23].BatchNormBias!, // backbone.layer3.3.bn1.bias
+                    Trained[24].Weight!, // backbone.layer3.3.conv2.weight
+                    Trained[24].BatchNormWeight!, // backbone.layer3.3.bn2.weight
+                    Trained[24].BatchNormBias!, // backbone.layer3.3.bn2.bias
+                    Trained[25].Weight!, // backbone.layer3.3.conv3.weight
+                    Trained[25].BatchNormWeight!, // backbone.layer3.3.bn3.weight
+                    Trained[25].BatchNormBias!, // backbone.layer3.3.bn3.bias
+                    Trained[26].Weight!, // backbone.layer3.4.conv1.weight
+                    Trained[26].BatchNormWeight!, // backbone.layer3.4.bn1.weight
+                    Trained[26].BatchNormBias!, // backbone.layer3.4.bn1.bias
+                    Trained[27].Weight!, // backbone.layer3.4.conv2.weight
+                    Trained[27].BatchNormWeight!, // backbone.layer3.4.bn2.weight
+                    Trained[27].BatchNormBias!, // backbone.layer3.4.bn2.bias
+                    Trained[28].Weight!, // backbone.layer3.4.conv3.weight
+                    Trained[28].BatchNormWeight!, // backbone.layer3.4.bn3.weight
+                    Trained[28].BatchNormBias!, // backbone.layer3.4.bn3.bias
+                    Trained[29].Weight!, // backbone.layer3.5.conv1.weight
+                    Trained[29].BatchNormWeight!, // backbone.layer3.5.bn1.weight
+                    Trained[29].BatchNormBias!, // backbone.layer3.5.bn1.bias
+                    Trained[30].Weight!, // backbone.layer3.5.conv2.weight
+                    Trained[30].BatchNormWeight!, // backbone.layer3.5.bn2.weight
+                    Trained[30].BatchNormBias!, // backbone.layer3.5.bn2.bias
+                    Trained[31].Weight!, // backbone.layer3.5.conv3.weight
+                    Trained[31].BatchNormWeight!, // backbone.layer3.5.bn3.weight
+                    Trained[31].BatchNormBias!, // backbone.layer3.5.bn3.bias
+                    Trained[32].Weight!, // backbone.layer3.6.conv1.weight
+                    Trained[32].BatchNormWeight!, // backbone.layer3.6.bn1.weight
+                    Trained[32].BatchNormBias!, // backbone.layer3.6.bn1.bias
+                    Trained[33].Weight!, // backbone.layer3.6.conv2.weight
+                    Trained[33].BatchNormWeight!, // backbone.layer3.6.bn2.weight
+                    Trained[33].BatchNormBias!, // backbone.layer3.6.bn2.bias
+                    Trained[34].Weight!, // backbone.layer3.6.conv3.weight
+                    Trained[34].BatchNormWeight!, // backbone.layer3.6.bn3.weight
+                    Trained[34].BatchNormBias!, // backbone.layer3.6.bn3.bias
+                    Trained[35].Weight!, // backbone.layer3.7.conv1.weight
+                    Trained[35].BatchNormWeight!, // backbone.layer3.7.bn1.weight
+                    Trained[35].BatchNormBias!, // backbone.layer3.7.bn1.bias
+                    Trained[36].Weight!, // backbone.layer3.7.conv2.weight
+                    Trained[36].BatchNormWeight!, // backbone.layer3.7.bn2.weight
+                    Trained[36].BatchNormBias!, // backbone.layer3.7.bn2.bias
+                    Trained[37].Weight!, // backbone.layer3.7.conv3.weight
+                    Trained[37].BatchNormWeight!, // backbone.layer3.7.bn3.weight
+                    Trained[37].BatchNormBias!, // backbone.layer3.7.bn3.bias
+                    Trained[38].Weight!, // backbone.layer3.8.conv1.weight
+                    Trained[38].BatchNormWeight!, // backbone.layer3.8.bn1.weight
+                    Trained[38].BatchNormBias!, // backbone.layer3.8.bn1.bias
+                    Trained[39].Weight!, // backbone.layer3.8.conv2.weight
+                    Trained[39].BatchNormWeight!, // backbone.layer3.8.bn2.weight
+                    Trained[39].BatchNormBias!, // backbone.layer3.8.bn2.bias
+                    Trained[40].Weight!, // backbone.layer3.8.conv3.weight
+                    Trained[40].BatchNormWeight!, // backbone.layer3.8.bn3.weight
+                    Trained[40].BatchNormBias!, // backbone.layer3.8.bn3.bias
+                    Trained[41].Weight!, // backbone.layer3.9.conv1.weight
+                    Trained[41].BatchNormWeight!, // backbone.layer3.9.bn1.weight
+                    Trained[41].BatchNormBias!, // backbone.layer3.9.bn1.bias
+                    Trained[42].Weight!, // backbone.layer3.9.conv2.weight
+                    Trained[42].BatchNormWeight!, // backbone.layer3.9.bn2.weight
+                    Trained[42].BatchNormBias!, // backbone.layer3.9.bn2.bias
+                    Trained[43].Weight!, // backbone.layer3.9.conv3.weight
+                    Trained[43].BatchNormWeight!, // backbone.layer3.9.bn3.weight
+                    Trained[43].BatchNormBias!, // backbone.layer3.9.bn3.bias
+                    Trained[44].Weight!, // backbone.layer3.10.conv1.weight
+                    Trained[44].BatchNormWeight!, // backbone.layer3.10.bn1.weight
+                    Trained[44].BatchNormBias!, // backbone.layer3.10.bn1.bias
+                    Trained[45].Weight!, // backbone.layer3.10.conv2.weight
+                    Trained[45].BatchNormWeight!, // backbone.layer3.10.bn2.weight
+                    Trained[45].BatchNormBias!, // backbone.layer3.10.bn2.bias
+                    Trained[46].Weight!, // backbone.layer3.10.conv3.weight
+                    Trained[46].BatchNormWeight!, // backbone.layer3.10.bn3.weight
+                    Trained[46].BatchNormBias!, // backbone.layer3.10.bn3.bias
+                    Trained[47].Weight!, // backbone.layer3.11.conv1.weight
+                    Trained[47].BatchNormWeight!, // backbone.layer3.11.bn1.weight
+                    Trained[47].BatchNormBias!, // backbone.layer3.11.bn1.bias
+                    Trained[48].Weight!, // backbone.layer3.11.conv2.weight
+                    Trained[48].BatchNormWeight!, // backbone.layer3.11.bn2.weight
+                    Trained[48].BatchNormBias!, // backbone.layer3.11.bn2.bias
+                    Trained[49].Weight!, // backbone.layer3.11.conv3.weight
+                    Trained[49].BatchNormWeight!, // backbone.layer3.11.bn3.weight
+                    Trained[49].BatchNormBias!, // backbone.layer3.11.bn3.bias
+                    Trained[50].Weight!, // backbone.layer3.12.conv1.weight
+                    Trained[50].BatchNormWeight!, // backbone.layer3.12.bn1.weight
+                    Trained[50].BatchNormBias!, // backbone.layer3.12.bn1.bias
+                    Trained[51].Weight!, // backbone.layer3.12.conv2.weight
+                    Trained[51].BatchNormWeight!, // backbone.layer3.12.bn2.weight
+                    Trained[51].BatchNormBias!, // backbone.layer3.12.bn2.bias
+                    Trained[52].Weight!, // backbone.layer3.12.conv3.weight
+                    Trained[52].BatchNormWeight!, // backbone.layer3.12.bn3.weight
+                    Trained[52].BatchNormBias!, // backbone.layer3.12.bn3.bias
+                    Trained[53].Weight!, // backbone.layer3.13.conv1.weight
+                    Trained[53].BatchNormWeight!, // backbone.layer3.13.bn1.weight
+                    Trained[53].BatchNormBias!, // backbone.layer3.13.bn1.bias
+                    Trained[54].Weight!, // backbone.layer3.13.conv2.weight
+                    Trained[54].BatchNormWeight!, // backbone.layer3.13.bn2.weight
+                    Trained[54].BatchNormBias!, // backbone.layer3.13.bn2.bias
+                    Trained[55].Weight!, // backbone.layer3.13.conv3.weight
+                    Trained[55].BatchNormWeight!, // backbone.layer3.13.bn3.weight
+                    Trained[55].BatchNormBias!, // backbone.layer3.13.bn3.bias
+                    Trained[56].Weight!, // backbone.layer3.14.conv1.weight
+                    Trained[56].BatchNormWeight!, // backbone.layer3.14.bn1.weight
+                    Trained[56].BatchNormBias!, // backbone.layer3.14.bn1.bias
+                    Trained[57].Weight!, // backbone.layer3.14.conv2.weight
+                    Trained[57].BatchNormWeight!, // backbone.layer3.14.bn2.weight
+                    Trained[57].BatchNormBias!, // backbone.layer3.14.bn2.bias
+                    Trained[58].Weight!, // backbone.layer3.14.conv3.weight
+                    Trained[58].BatchNormWeight!, // backbone.layer3.14.bn3.weight
+                    Trained[58].BatchNormBias!, // backbone.layer3.14.bn3.bias
+                    Trained[59].Weight!, // backbone.layer3.15.conv1.weight
+                    Trained[59].BatchNormWeight!, // backbone.layer3.15.bn1.weight
+                    Trained[59].BatchNormBias!, // backbone.layer3.15.bn1.bias
+                    Trained[60].Weight!, // backbone.layer3.15.conv2.weight
+                    Trained[60].BatchNormWeight!, // backbone.layer3.15.bn2.weight
+                    Trained[60].BatchNormBias!, // backbone.layer3.15.bn2.bias
+                    Trained[61].Weight!, // backbone.layer3.15.conv3.weight
+                    Trained[61].BatchNormWeight!, // backbone.layer3.15.bn3.weight
+                    Trained[61].BatchNormBias!, // backbone.layer3.15.bn3.bias
+                    Trained[62].Weight!, // backbone.layer3.16.conv1.weight
+                    Trained[62].BatchNormWeight!, // backbone.layer3.16.bn1.weight
+                    Trained[62].BatchNormBias!, // backbone.layer3.16.bn1.bias
+                    Trained[63].Weight!, // backbone.layer3.16.conv2.weight
+                    Trained[63].BatchNormWeight!, // backbone.layer3.16.bn2.weight
+                    Trained[63].BatchNormBias!, // backbone.layer3.16.bn2.bias
+                    Trained[64].Weight!, // backbone.layer3.16.conv3.weight
+                    Trained[64].BatchNormWeight!, // backbone.layer3.16.bn3.weight
+                    Trained[64].BatchNormBias!, // backbone.layer3.16.bn3.bias
+                    Trained[65].Weight!, // backbone.layer3.17.conv1.weight
+                    Trained[65].BatchNormWeight!, // backbone.layer3.17.bn1.weight
+                    Trained[65].BatchNormBias!, // backbone.layer3.17.bn1.bias
+                    Trained[66].Weight!, // backbone.layer3.17.conv2.weight
+                    Trained[66].BatchNormWeight!, // backbone.layer3.17.bn2.weight
+                    Trained[66].BatchNormBias!, // backbone.layer3.17.bn2.bias
+                    Trained[67].Weight!, // backbone.layer3.17.conv3.weight
+                    Trained[67].BatchNormWeight!, // backbone.layer3.17.bn3.weight
+                    Trained[67].BatchNormBias!, // backbone.layer3.17.bn3.bias
+                    Trained[68].Weight!, // backbone.layer3.18.conv1.weight
+                    Trained[68].BatchNormWeight!, // backbone.layer3.18.bn1.weight
+                    Trained[68].BatchNormBias!, // backbone.layer3.18.bn1.bias
+                    Trained[69].Weight!, // backbone.layer3.18.conv2.weight
+                    Trained[69].BatchNormWeight!, // backbone.layer3.18.bn2.weight
+                    Trained[69].BatchNormBias!, // backbone.layer3.18.bn2.bias
+                    Trained[70].Weight!, // backbone.layer3.18.conv3.weight
+                    Trained[70].BatchNormWeight!, // backbone.layer3.18.bn3.weight
+                    Trained[70].BatchNormBias!, // backbone.layer3.18.bn3.bias
+                    Trained[71].Weight!, // backbone.layer3.19.conv1.weight
+                    Trained[71].BatchNormWeight!, // backbone.layer3.19.bn1.weight
+                    Trained[71].BatchNormBias!, // backbone.layer3.19.bn1.bias
+                    Trained[72].Weight!, // backbone.layer3.19.conv2.weight
+                    Trained[72].BatchNormWeight!, // backbone.layer3.19.bn2.weight
+                    Trained[72].BatchNormBias!, // backbone.layer3.19.bn2.bias
+                    Trained[73].Weight!, // backbone.layer3.19.conv3.weight
+                    Trained[73].BatchNormWeight!, // backbone.layer3.19.bn3.weight
+                    Trained[73].BatchNormBias!, // backbone.layer3.19.bn3.bias
+                    Trained[74].Weight!, // backbone.layer3.20.conv1.weight
+                    Trained[74].BatchNormWeight!, // backbone.layer3.20.bn1.weight
+                    Trained[74].BatchNormBias!, // backbone.layer3.20.bn1.bias
+                    Trained[75].Weight!, // backbone.layer3.20.conv2.weight
+                    Trained[75].BatchNormWeight!, // backbone.layer3.20.bn2.weight
+                    Trained[75].BatchNormBias!, // backbone.layer3.20.bn2.bias
+                    Trained[76].Weight!, // backbone.layer3.20.conv3.weight
+                    Trained[76].BatchNormWeight!, // backbone.layer3.20.bn3.weight
+                    Trained[76].BatchNormBias!, // backbone.layer3.20.bn3.bias
+                    Trained[77].Weight!, // backbone.layer3.21.conv1.weight
+                    Trained[77].BatchNormWeight!, // backbone.layer3.21.bn1.weight
+                    Trained[77].BatchNormBias!, // backbone.layer3.21.bn1.bias
+                    Trained[78].Weight!, // backbone.layer3.21.conv2.weight
+                    Trained[78].BatchNormWeight!, // backbone.layer3.21.bn2.weight
+                    Trained[78].BatchNormBias!, // backbone.layer3.21.bn2.bias
+                    Trained[79].Weight!, // backbone.layer3.21.conv3.weight
+                    Trained[79].BatchNormWeight!, // backbone.layer3.21.bn3.weight
+                    Trained[79].BatchNormBias!, // backbone.layer3.21.bn3.bias
+                    Trained[80].Weight!, // backbone.layer3.22.conv1.weight
+                    Trained[80].BatchNormWeight!, // backbone.layer3.22.bn1.weight
+                    Trained[80].BatchNormBias!, // backbone.layer3.22.bn1.bias
+                    Trained[81].Weight!, // backbone.layer3.22.conv2.weight
+                    Trained[81].BatchNormWeight!, // backbone.layer3.22.bn2.weight
+                    Trained[81].BatchNormBias!, // backbone.layer3.22.bn2.bias
+                    Trained[82].Weight!, // backbone.layer3.22.conv3.weight
+                    Trained[82].BatchNormWeight!, // backbone.layer3.22.bn3.weight
+                    Trained[82].BatchNormBias!, // backbone.layer3.22.bn3.bias
+                    Trained[83].Weight!, // backbone.layer4.0.conv1.weight
+                    Trained[83].BatchNormWeight!, // backbone.layer4.0.bn1.weight
+                    Trained[83].BatchNormBias!, // backbone.layer4.0.bn1.bias
+                    Trained[84].Weight!, // backbone.layer4.0.conv2.weight
+                    Trained[84].BatchNormWeight!, // backbone.layer4.0.bn2.weight
+                    Trained[84].BatchNormBias!, // backbone.layer4.0.bn2.bias
+                    Trained[86].Weight!, // backbone.layer4.0.conv3.weight
+                    Trained[86].BatchNormWeight!, // backbone.layer4.0.bn3.weight
+                    Trained[86].BatchNormBias!, // backbone.layer4.0.bn3.bias
+                    Trained[85].Weight!, // backbone.layer4.0.downsample.0.weight
+                    Trained[85].BatchNormWeight!, // backbone.layer4.0.downsample.1.weight
+                    Trained[85].BatchNormBias!, // backbone.layer4.0.downsample.1.bias
+                    Trained[87].Weight!, // backbone.layer4.1.conv1.weight
+                    Trained[87].BatchNormWeight!, // backbone.layer4.1.bn1.weight
+                    Trained[87].BatchNormBias!, // backbone.layer4.1.bn1.bias
+                    Trained[88].Weight!, // backbone.layer4.1.conv2.weight
+                    Trained[88].BatchNormWeight!, // backbone.layer4.1.bn2.weight
+                    Trained[88].BatchNormBias!, // backbone.layer4.1.bn2.bias
+                    Trained[89].Weight!, // backbone.layer4.1.conv3.weight
+                    Trained[89].BatchNormWeight!, // backbone.layer4.1.bn3.weight
+                    Trained[89].BatchNormBias!, // backbone.layer4.1.bn3.bias
+                    Trained[90].Weight!, // backbone.layer4.2.conv1.weight
+                    Trained[90].BatchNormWeight!, // backbone.layer4.2.bn1.weight
+                    Trained[90].BatchNormBias!, // backbone.layer4.2.bn1.bias
+                    Trained[91].Weight!, // backbone.layer4.2.conv2.weight
+                    Trained[91].BatchNormWeight!, // backbone.layer4.2.bn2.weight
+                    Trained[91].BatchNormBias!, // backbone.layer4.2.bn2.bias
+                    Trained[92].Weight!, // backbone.layer4.2.conv3.weight
+                    Trained[92].BatchNormWeight!, // backbone.layer4.2.bn3.weight
+                    Trained[92].BatchNormBias!, // backbone.layer4.2.bn3.bias
+                    Trained[93].Weight!, // neck.lateral_convs.0.conv.weight
+                    Trained[93].Bias!, // neck.lateral_convs.0.conv.bias
+                    Trained[94].Weight!, // neck.lateral_convs.1.conv.weight
+                    Trained[94].Bias!, // neck.lateral_convs.1.conv.bias
+                    Trained[95].Weight!, // neck.lateral_convs.2.conv.weight
+                    Trained[95].Bias!, // neck.lateral_convs.2.conv.bias
+                    Trained[96].Weight!, // neck.fpn_convs.0.conv.weight
+                    Trained[96].Bias!, // neck.fpn_convs.0.conv.bias
+                    Trained[97].Weight!, // neck.fpn_convs.1.conv.weight
+                    Trained[97].Bias!, // neck.fpn_convs.1.conv.bias
+                    Trained[98].Weight!, // neck.fpn_convs.2.conv.weight
+                    Trained[98].Bias!, // neck.fpn_convs.2.conv.bias
+                    Trained[99].Weight!, // neck.fpn_convs.3.conv.weight
+                    Trained[99].Bias!, // neck.fpn_convs.3.conv.bias
+                    Trained[100].Weight!, // neck.fpn_convs.4.conv.weight
+                    Trained[100].Bias!, // neck.fpn_convs.4.conv.bias
+                    Trained[101].Weight!, // bbox_head.cls_convs.0.conv.weight
+                    Trained[101].Bias!, // bbox_head.cls_convs.0.conv.bias
+                    Trained[102].Weight!, // bbox_head.cls_convs.1.conv.weight
+                    Trained[102].Bias!, // bbox_head.cls_convs.1.conv.bias
+                    Trained[103].Weight!, // bbox_head.cls_convs.2.conv.weight
+                    Trained[103].Bias!, // bbox_head.cls_convs.2.conv.bias
+                    Trained[104].Weight!, // bbox_head.cls_convs.3.conv.weight
+                    Trained[104].Bias!, // bbox_head.cls_convs.3.conv.bias
+                    Trained[105].Weight!, // bbox_head.reg_convs.0.conv.weight
+                    Trained[105].Bias!, // bbox_head.reg_convs.0.conv.bias
+                    Trained[106].Weight!, // bbox_head.reg_convs.1.conv.weight
+                    Trained[106].Bias!, // bbox_head.reg_convs.1.conv.bias
+                    Trained[107].Weight!, // bbox_head.reg_convs.2.conv.weight
+                    Trained[107].Bias!, // bbox_head.reg_convs.2.conv.bias
+                    Trained[108].Weight!, // bbox_head.reg_convs.3.conv.weight
+                    Trained[108].Bias!, // bbox_head.reg_convs.3.conv.bias
+                    Trained[109].Weight!, // bbox_head.retina_cls.weight
+                    Trained[109].Bias!, // bbox_head.retina_cls.bias
+                    Trained[110].Weight!, // bbox_head.retina_reg.weight
+                    Trained[110].Bias!, // bbox_head.retina_reg.bias
+                ];
+            }
+            catch
+            {
+                // Nothing of a failed construction (a device out of memory) stays allocated.
+                _weightGradients?.Dispose();
+                _prepared.Dispose();
+                throw;
+            }
         }
 
         /// <summary>The backend the weights live on.</summary>
@@ -1145,8 +1155,7 @@ partial class RetinaNetGhmX101x64x4dFpn
             Height = height;
             Width = width;
             long[] size = TrainingSlotSizes(batch, s);
-            _slots = new global::GhmGen.Backends.DeviceBuffer[160];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 160 buffers, or none
             _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _a[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _a[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool

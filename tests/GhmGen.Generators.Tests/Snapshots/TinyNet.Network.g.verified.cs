@@ -224,7 +224,19 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
     public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
 
     /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
-    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width)
+    {
+        var weights = new Prepared(this, backend);
+        try
+        {
+            return new(weights, batch, height, width, ownsWeights: true);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>
     /// This network's 6 convolutions prepared on one backend, batch norm folded in.
@@ -240,16 +252,24 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
-            float[]? scratch = null; // one folding buffer for every convolution
-            Convs =
-            [
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null, ref scratch),
-                global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null, ref scratch),
-            ];
+            var convs = new global::GhmGen.Backends.IPreparedConv[6];
+            try
+            {
+                float[]? scratch = null; // one folding buffer for every convolution
+                convs[0] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null, ref scratch);
+                convs[1] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null, ref scratch);
+                convs[2] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch);
+                convs[3] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch);
+                convs[4] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null, ref scratch);
+                convs[5] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null, ref scratch);
+            }
+            catch
+            {
+                // A failed preparation (a bad weight, a device out of memory) leaves nothing prepared behind.
+                foreach (global::GhmGen.Backends.IPreparedConv? conv in convs) conv?.Dispose();
+                throw;
+            }
+            Convs = convs;
         }
 
         /// <inheritdoc/>
@@ -307,8 +327,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             Height = height;
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
-            _slots = new global::GhmGen.Backends.DeviceBuffer[5];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 5 buffers, or none
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool

@@ -113,33 +113,43 @@ partial class TinyNet
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
-            Convs = _prepared.Convs;
-            _weightGradients = backend.Allocate(1922);
-            Trained =
-            [
-                new(network.Stem, null, Convs[0], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 0, 8, 3, 3, 3), null),
-                new(network.Stage_0_Proj, null, Convs[1], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 216, 8, 8, 1, 1), null),
-                new(network.Stage_0_Conv, network.Stage_0_Bn, Convs[2], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 280, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 856, 1, 8, 1, 1)),
-                new(network.Stage_1_Conv, network.Stage_1_Bn, Convs[3], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 864, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1440, 1, 8, 1, 1)),
-                new(network.Head_Cls, null, Convs[4], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1448, 6, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1880, 1, 6, 1, 1)),
-                new(network.Head_Box, null, Convs[5], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1886, 4, 8, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1918, 1, 4, 1, 1)),
-            ];
-            Scratch = new float[584]; // folded gradients and weights of the largest convolution with batch norm
-            Gradients =
-            [
-                Trained[0].Weight!, // stem.weight
-                Trained[2].Weight!, // stage.0.conv.weight
-                Trained[2].BatchNormWeight!, // stage.0.bn.weight
-                Trained[2].BatchNormBias!, // stage.0.bn.bias
-                Trained[1].Weight!, // stage.0.proj.weight
-                Trained[3].Weight!, // stage.1.conv.weight
-                Trained[3].BatchNormWeight!, // stage.1.bn.weight
-                Trained[3].BatchNormBias!, // stage.1.bn.bias
-                Trained[4].Weight!, // head.cls.weight
-                Trained[4].Bias!, // head.cls.bias
-                Trained[5].Weight!, // head.box.weight
-                Trained[5].Bias!, // head.box.bias
-            ];
+            try
+            {
+                Convs = _prepared.Convs;
+                _weightGradients = backend.Allocate(1922);
+                Trained =
+                [
+                    new(network.Stem, null, Convs[0], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 0, 8, 3, 3, 3), null),
+                    new(network.Stage_0_Proj, null, Convs[1], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 216, 8, 8, 1, 1), null),
+                    new(network.Stage_0_Conv, network.Stage_0_Bn, Convs[2], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 280, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 856, 1, 8, 1, 1)),
+                    new(network.Stage_1_Conv, network.Stage_1_Bn, Convs[3], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 864, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1440, 1, 8, 1, 1)),
+                    new(network.Head_Cls, null, Convs[4], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1448, 6, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1880, 1, 6, 1, 1)),
+                    new(network.Head_Box, null, Convs[5], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1886, 4, 8, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1918, 1, 4, 1, 1)),
+                ];
+                Scratch = new float[584]; // folded gradients and weights of the largest convolution with batch norm
+                Gradients =
+                [
+                    Trained[0].Weight!, // stem.weight
+                    Trained[2].Weight!, // stage.0.conv.weight
+                    Trained[2].BatchNormWeight!, // stage.0.bn.weight
+                    Trained[2].BatchNormBias!, // stage.0.bn.bias
+                    Trained[1].Weight!, // stage.0.proj.weight
+                    Trained[3].Weight!, // stage.1.conv.weight
+                    Trained[3].BatchNormWeight!, // stage.1.bn.weight
+                    Trained[3].BatchNormBias!, // stage.1.bn.bias
+                    Trained[4].Weight!, // head.cls.weight
+                    Trained[4].Bias!, // head.cls.bias
+                    Trained[5].Weight!, // head.box.weight
+                    Trained[5].Bias!, // head.box.bias
+                ];
+            }
+            catch
+            {
+                // Nothing of a failed construction (a device out of memory) stays allocated.
+                _weightGradients?.Dispose();
+                _prepared.Dispose();
+                throw;
+            }
         }
 
         /// <summary>The backend the weights live on.</summary>
@@ -227,8 +237,7 @@ partial class TinyNet
             Height = height;
             Width = width;
             long[] size = TrainingSlotSizes(batch, s);
-            _slots = new global::GhmGen.Backends.DeviceBuffer[15];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 15 buffers, or none
             _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _a[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _a[2] = new(_slots[2], 0, batch, 8, s[4], s[5]); // pool

@@ -8,7 +8,7 @@ namespace GhmGen.Models.Tests.Forward;
 
 /// <summary>
 /// Image file to detections, end to end, against tools/reference/detect_pipeline.py (OpenCV
-/// decode and resize, the seeded R-50 in PyTorch float64, SPEC §8 post-processing with
+/// decode and resize, the seeded R-50 in PyTorch float64, docs/MODEL.md §7 post-processing with
 /// torchvision's batched_nms), on two images of different aspect ratios fitted to 200x120.
 /// Our forward runs in float32 (head outputs within 1e-4 of max |value|, PyTorchForwardTests), so
 /// scores are compared to 2e-4 and boxes to 0.05 px; detections whose scores lie within 2e-4 of

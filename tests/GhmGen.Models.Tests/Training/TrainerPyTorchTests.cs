@@ -57,7 +57,7 @@ public sealed class TrainerPyTorchTests(TrainerRuns runs, ITestOutputHelper outp
     /// <summary>Multiple of PyTorch's measured float32-vs-float64 spread allowed (see remarks).</summary>
     private const double K = 10;
 
-    /// <summary>Smallest relative spread assumed for a loss: TRAINING.md §7's agreement of two float32 implementations.</summary>
+    /// <summary>Smallest relative spread assumed for a loss: docs/TRAINING.md §7's agreement of two float32 implementations.</summary>
     private const double LossFloor = 4e-6;
 
     /// <summary>Relative floor of the tensor-summary tolerances (a scale's 1e-6).</summary>

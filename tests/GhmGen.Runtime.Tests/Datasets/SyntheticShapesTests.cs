@@ -236,6 +236,24 @@ public class SyntheticShapesTests(SyntheticShapesFixture set, ITestOutputHelper 
     }
 
     [Fact]
+    public void Write_ReportsARecordPerImage_WithTheTotalAndTheSplit()
+    {
+        string dir = NewTempDirectory();
+        try
+        {
+            var seen = new List<SyntheticShapesProgress>();
+            SyntheticShapes.Write(dir, Small with { MaxDegreeOfParallelism = 3 }, new SyncRecordProgress(seen.Add));
+            Assert.Equal(Enumerable.Range(1, 16), seen.Select(p => p.Written));
+            Assert.All(seen, p => Assert.Equal(16, p.Total));
+            Assert.Equal(Enumerable.Repeat("train", 12).Concat(Enumerable.Repeat("val", 4)), seen.Select(p => p.Split));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Write_Cancelled_StopsPromptly_AndLeavesNoJson()
     {
         string dir = NewTempDirectory();
@@ -342,5 +360,10 @@ public class SyntheticShapesTests(SyntheticShapesFixture set, ITestOutputHelper 
     private sealed class SyncProgress(Action<int> report) : IProgress<int>
     {
         public void Report(int value) => report(value);
+    }
+
+    private sealed class SyncRecordProgress(Action<SyntheticShapesProgress> report) : IProgress<SyntheticShapesProgress>
+    {
+        public void Report(SyntheticShapesProgress value) => report(value);
     }
 }

@@ -7,7 +7,7 @@ public class AnchorGeneratorTests
     [Fact]
     public void BaseAnchors_Stride8_MatchSpec()
     {
-        // SPEC section 5: ratio 0.5 (w > h) first, scales 4, 4*2^(1/3), 4*2^(2/3); ratio 1; then ratio 2.
+        // docs/MODEL.md §5: ratio 0.5 (w > h) first, scales 4, 4*2^(1/3), 4*2^(2/3); ratio 1; then ratio 2.
         float[][] expected =
         [
             [-22.6274f, -11.3137f, 22.6274f, 11.3137f],

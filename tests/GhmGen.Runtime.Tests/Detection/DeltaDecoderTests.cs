@@ -7,7 +7,7 @@ public class DeltaDecoderTests
     [Fact]
     public void Decode_InvertsSpecEncodingExample()
     {
-        // SPEC section 5: anchor [0,0,32,32], gt [4,2,30,40] -> [0.03125, 0.15625, -0.2076394, 0.1718503].
+        // docs/MODEL.md §5: anchor [0,0,32,32], gt [4,2,30,40] -> [0.03125, 0.15625, -0.2076394, 0.1718503].
         var (x1, y1, x2, y2) = DeltaDecoder.Decode(0, 0, 32, 32, 0.03125f, 0.15625f, -0.2076394f, 0.1718503f,
             float.PositiveInfinity, float.PositiveInfinity);
         Assert.Equal(4, x1, 4);

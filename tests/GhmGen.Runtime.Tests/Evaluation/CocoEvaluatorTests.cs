@@ -278,8 +278,8 @@ public sealed class CocoEvaluatorTests
     public void Detection_matched_to_an_ignored_annotation_with_id_0_is_ignored()
     {
         // pycocotools sets dtIg = gtIg[m] before dtm = gt id, so a detection matched to an ignored
-        // ground truth is ignored even when that ground truth's id is 0 (docs/COCOEVAL.md §1.1 only speaks of
-        // the own-area rule, which covers the not-ignored case).
+        // ground truth is ignored even when that ground truth's id is 0 (docs/COCOEVAL.md §1, the id-0
+        // quirk; the own-area rule alone would cover only the not-ignored case).
         // Crowd gt id 0 [0,0,100,100]; regular gt id 1 [200,200,50,50]. d1 [10,10,20,20] 0.9 lies in
         // the crowd region: matched to it, ignored. d2 exact on gt 1: TP. Positions ign, TP: precision
         // 0, P1; recall 0, 1; envelope P1: AP P1 (0.5 if d1 were a false positive).

@@ -1,6 +1,6 @@
-// The worked examples (section 9) of the pycocotools description this project was given, whose values were printed by the
-// real pycocotools. pycocotools cannot be installed on this machine: these numbers are taken from the
-// document, not re-run here. Exact double comparisons throughout (the values are bit-exact).
+// The worked examples of docs/COCOEVAL.md §8, whose values were printed by the real pycocotools.
+// pycocotools cannot be installed on this machine: these numbers are taken from that description,
+// not re-run here. Exact double comparisons throughout (the values are bit-exact).
 using GhmGen.Evaluation;
 
 namespace GhmGen.Runtime.Tests.Evaluation;

@@ -42,8 +42,14 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// the given micro-kernel (Auto: the best this processor supports). With
     /// <paramref name="winograd"/>, dense 3x3 stride-1 convolutions on maps of at least one tile
     /// block per thread use Winograd F(4x4, 3x3) (4x fewer multiply-adds, a few times larger
-    /// rounding error than the direct sum; see WinogradConvolution).
+    /// rounding error than the direct sum; see WinogradConvolution). The backend owns its worker
+    /// threads: dispose it (after everything prepared or allocated on it) to stop them.
     /// </summary>
+    /// <param name="threads">Threads an op runs on, the calling one included (so <c>threads - 1</c> background workers); 0 for <see cref="Environment.ProcessorCount"/>.</param>
+    /// <param name="kernelKind">The GEMM micro-kernel: Auto picks AVX-512, AVX2 or the portable one, as the processor allows.</param>
+    /// <param name="winograd">Whether large 3x3 stride-1 convolutions use Winograd F(4x4, 3x3).</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="threads"/> is negative.</exception>
+    /// <exception cref="PlatformNotSupportedException"><paramref name="kernelKind"/> names a kernel this processor cannot run.</exception>
     public CpuBackend(int threads = 0, GemmKernelKind kernelKind = GemmKernelKind.Auto, bool winograd = true)
     {
         if (threads < 0)

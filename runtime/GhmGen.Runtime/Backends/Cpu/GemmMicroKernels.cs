@@ -185,7 +185,7 @@ internal static class GemmMicroKernels
         c50.Store(c + 5 * ldc); c51.Store(c + 5 * ldc + 8);
     }
 
-    /// <summary>4x(2 * Vector<float>.Count) tile: c[4, 2 * Vector<float>.Count] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps.</summary>
+    /// <summary>4x(2 * Vector&lt;float&gt;.Count) tile: c[4, 2 * Vector&lt;float&gt;.Count] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void PortableTile(int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode)
     {
