@@ -307,6 +307,8 @@ public sealed class Trainer : IDisposable
         using TrainBatchStream stream = _loader.Open(_progress.Epoch, _progress.IterationInEpoch, _options.Epochs, cancelLoading.Token);
         bool cancelled = false;
         int reportedSkips = 0;
+        TrainBatch? pending = null;
+        bool exhausted = false;
         while (_progress.Iteration < total)
         {
             if (cancellationToken.IsCancellationRequested && !distributed)
@@ -315,27 +317,36 @@ public sealed class Trainer : IDisposable
                 break;
             }
             var iterationClock = Stopwatch.StartNew();
-            TrainBatch? batch;
-            try
+            if (pending is null && !exhausted)
             {
-                if (!stream.TryTakeNext(out batch)) break;
+                try
+                {
+                    if (stream.TryTakeNext(out TrainBatch? next)) pending = next;
+                    else exhausted = true;
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    cancelled = true;
+                    break;
+                }
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                cancelled = true;
-                break;
-            }
-            (int epoch, int batchIndex) = (batch.Epoch, batch.BatchIndex);
+            // One process: the next batch (a batch whose images were all skipped is passed over).
+            // Data parallel: the next position of the plan, which every rank trains together; a rank
+            // whose shard of it was skipped takes part without images (see Step).
+            if (pending is null && !distributed) break;
+            (int epoch, int batchIndex) = distributed ? (_progress.Epoch, _progress.IterationInEpoch) : (pending!.Epoch, pending.BatchIndex);
+            TrainBatch? batch = pending is not null && pending.Epoch == epoch && pending.BatchIndex == batchIndex ? pending : null;
+            if (batch is not null) pending = null;
             double lr = _schedule.LearningRate(epoch, _progress.Iteration);
-            (float lossCls, float lossBox, float gradNorm, bool stopRequested) = Step(batch, lr, cancellationToken.IsCancellationRequested);
-            images += batch.Count;
+            (float lossCls, float lossBox, float gradNorm, bool stopRequested) = Step(batch, epoch, batchIndex, lr, cancellationToken.IsCancellationRequested);
+            images += batch?.Count ?? 0;
             long iteration = _progress.Iteration + 1;
             bool epochEnd = batchIndex + 1 == perEpoch;
             _progress = epochEnd
                 ? new TrainingProgress(epoch + 1, iteration, 0, _options.Seed)
                 : new TrainingProgress(epoch, iteration, batchIndex + 1, _options.Seed);
             double seconds = iterationClock.Elapsed.TotalSeconds;
-            window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch.DataTime.TotalSeconds);
+            window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch?.DataTime.TotalSeconds ?? 0);
             if (window.Count == _options.LogInterval || epochEnd || iteration == total)
             {
                 log?.WriteTrain(window.Entry(epoch + 1, batchIndex + 1));
@@ -395,11 +406,67 @@ public sealed class Trainer : IDisposable
     }
 
     // One iteration on one batch: forward, loss, backward, (all-reduce,) clip, SGD, weights to the backend.
-    private (float LossCls, float LossBox, float GradNorm, bool Stop) Step(TrainBatch batch, double learningRate, bool stopRequested)
+    // A null batch (data parallel only): this rank's whole shard of the batch was skipped; it takes
+    // part with no loss and a zero gradient, so that every rank makes the same step.
+    private (float LossCls, float LossBox, float GradNorm, bool Stop) Step(TrainBatch? batch, int epoch, int batchIndex, double learningRate, bool stopRequested)
+    {
+        float lossCls = 0, lossBox = 0;
+        bool finiteOutputs = true;
+        DetectionLossResult? loss = null;
+        CachedSession? entry = null;
+        if (batch is not null)
+        {
+            (entry, loss, finiteOutputs) = ForwardAndLoss(batch);
+            (lossCls, lossBox) = (loss.ClassificationLoss, loss.BoxLoss);
+        }
+        if (_reducer.WorldSize > 1)
+        {
+            // mmdetection's _parse_losses: logged losses are the mean over the ranks (here over
+            // the ranks that had images). One rank's non-finite outputs or stop request reaches
+            // every rank here, so all stop together.
+            Span<double> sums = [lossCls, lossBox, finiteOutputs ? 0 : 1, stopRequested ? 1 : 0, batch is null ? 0 : 1];
+            _reducer.Sum(sums);
+            lossCls = (float)(sums[0] / Math.Max(sums[4], 1));
+            lossBox = (float)(sums[1] / Math.Max(sums[4], 1));
+            finiteOutputs = sums[2] == 0;
+            stopRequested = sums[3] > 0;
+        }
+        if (!float.IsFinite(lossCls) || !float.IsFinite(lossBox) || !finiteOutputs)
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {epoch + 1}, batch {batchIndex + 1}): " +
+                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
+                $"loss_cls {lossCls}, loss_bbox {lossBox}; stopped, the last checkpoint in {_workDir} is the last good state");
+
+        if (entry is not null && loss is not null)
+        {
+            for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
+            {
+                _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
+                _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
+            }
+            entry.Session.Backward();
+        }
+        else
+        {
+            foreach (float[] g in _gradientData) Array.Clear(g);
+        }
+        if (_reducer.WorldSize > 1) _reducer.AverageGradients(_gradientData); // DDP: mean over the ranks, before clipping
+
+        float gradNorm = _options.GradientClip > 0
+            ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)
+            : GradientClipping.TotalNorm(_gradientData);
+        if (!float.IsFinite(gradNorm))
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {epoch + 1}, batch {batchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
+        _optimizer.LearningRate = learningRate;
+        _optimizer.Step(_gradients);
+        _weights.UpdateWeights(); // once, for every cached session
+        return (lossCls, lossBox, gradNorm, stopRequested);
+    }
+
+    // Forward, targets and loss of one batch (its head-output gradients in the result).
+    private (CachedSession Entry, DetectionLossResult Loss, bool FiniteOutputs) ForwardAndLoss(TrainBatch batch)
     {
         CachedSession entry = Session(batch.Count, batch.Height, batch.Width);
-        ITrainingSession session = entry.Session;
-        session.Forward(batch.Tensor);
+        entry.Session.Forward(batch.Tensor);
 
         for (int l = 0; l < entry.ClassOutputs.Length; l++)
         {
@@ -420,40 +487,7 @@ public sealed class Trainer : IDisposable
         // GHM gives elements whose gradient norm is NaN no bin and so no weight: a NaN output can
         // leave the loss finite, so the outputs are checked too (mmdetection's loss would be NaN).
         bool finiteOutputs = entry.ClassOutputs.All(AllFinite) && entry.BoxOutputs.All(AllFinite);
-        float lossCls = loss.ClassificationLoss, lossBox = loss.BoxLoss;
-        if (_reducer.WorldSize > 1)
-        {
-            // mmdetection's _parse_losses: logged losses are the mean over the ranks. One rank's
-            // non-finite outputs or stop request reaches every rank here, so all stop together.
-            Span<double> sums = [lossCls, lossBox, finiteOutputs ? 0 : 1, stopRequested ? 1 : 0];
-            _reducer.Sum(sums);
-            lossCls = (float)(sums[0] / _reducer.WorldSize);
-            lossBox = (float)(sums[1] / _reducer.WorldSize);
-            finiteOutputs = sums[2] == 0;
-            stopRequested = sums[3] > 0;
-        }
-        if (!float.IsFinite(lossCls) || !float.IsFinite(lossBox) || !finiteOutputs)
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): " +
-                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
-                $"loss_cls {lossCls}, loss_bbox {lossBox}; stopped, the last checkpoint in {_workDir} is the last good state");
-
-        for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
-        {
-            _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
-            _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
-        }
-        session.Backward();
-        if (_reducer.WorldSize > 1) _reducer.AverageGradients(_gradientData); // DDP: mean over the ranks, before clipping
-
-        float gradNorm = _options.GradientClip > 0
-            ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)
-            : GradientClipping.TotalNorm(_gradientData);
-        if (!float.IsFinite(gradNorm))
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
-        _optimizer.LearningRate = learningRate;
-        _optimizer.Step(_gradients);
-        _weights.UpdateWeights(); // once, for every cached session
-        return (lossCls, lossBox, gradNorm, stopRequested);
+        return (entry, loss, finiteOutputs);
     }
 
     private static bool AllFinite(float[] values)
