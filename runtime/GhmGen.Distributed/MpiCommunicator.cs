@@ -84,9 +84,14 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
         return new MpiCommunicator(mpi, timeout, bucketBytes);
     }
 
-    /// <summary>Whether this process was started by an MPI launcher as one of several ranks (Open MPI's, MPICH's/Hydra's, PMIx's or Slurm's variables).</summary>
+    /// <summary>
+    /// Whether this process was started by an MPI launcher as one of several ranks: Open MPI's
+    /// <c>OMPI_COMM_WORLD_SIZE</c>, MPICH Hydra's or Slurm PMI2's <c>PMI_SIZE</c>, <c>PMIX_SIZE</c> or
+    /// <c>MPI_LOCALNRANKS</c> above 1, or <c>GHM_DISTRIBUTED=1</c> for a launcher that sets none of them.
+    /// </summary>
     public static bool LaunchedWithSeveralRanks()
     {
+        if (Environment.GetEnvironmentVariable("GHM_DISTRIBUTED") == "1") return true;
         foreach (string name in (ReadOnlySpan<string>)["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"])
             if (int.TryParse(Environment.GetEnvironmentVariable(name), out int size) && size > 1) return true;
         return false;

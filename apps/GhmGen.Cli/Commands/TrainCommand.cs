@@ -254,8 +254,9 @@ internal static class TrainCommand
             if (a.RankCheckpoints && mpi.Rank > 0) trainer.SaveCheckpoint(Path.Combine(workDir, $"rank_{mpi.Rank}_latest.pth"));
         }
         if (result.SkippedImages > 0) error.WriteLine($"ghm train: {result.SkippedImages} images were skipped (missing or corrupt; see the warnings above)");
+        string ranks = reducer.WorldSize > 1 ? $" over {reducer.WorldSize} ranks (rank 0's x {reducer.WorldSize})" : "";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{(result.Cancelled ? "interrupted" : "done")}: {result.Iterations} iterations, {result.ImagesPerSecond:F2} images/s, checkpoint {result.LastCheckpoint}"));
+            $"{(result.Cancelled ? "interrupted" : "done")}: {result.Iterations} iterations, {result.ImagesPerSecond * reducer.WorldSize:F2} images/s{ranks}, checkpoint {result.LastCheckpoint}"));
         if (result.Cancelled)
         {
             error.WriteLine($"ghm train: interrupted; continue with --resume {result.LastCheckpoint}");
