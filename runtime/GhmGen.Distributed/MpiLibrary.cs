@@ -112,14 +112,19 @@ internal sealed unsafe class MpiLibrary
 
     /// <summary>
     /// Loads the MPI library: <paramref name="path"/> when given (or the environment's
-    /// <c>GHM_MPI_LIBRARY</c>), else the first of libmpi.so.40 (Open MPI), libmpi.so.12 (MPICH),
-    /// libmpich.so.12, libmpi.so that the dynamic loader finds.
+    /// <c>GHM_MPI_LIBRARY</c>), else the first that the dynamic loader finds of libmpi.so.40 (Open
+    /// MPI), libmpi.so.12, libmpich.so.12 (MPICH), libmpi.so, with MPICH's first when the launcher
+    /// is not Open MPI's (no <c>OMPI_COMM_WORLD_SIZE</c>).
     /// </summary>
     /// <exception cref="DllNotFoundException">None could be loaded; the message lists what was tried.</exception>
     public static MpiLibrary Load(string? path = null)
     {
         path ??= Environment.GetEnvironmentVariable("GHM_MPI_LIBRARY");
-        string[] candidates = path is { Length: > 0 } ? [path] : ["libmpi.so.40", "libmpi.so.12", "libmpich.so.12", "libmpi.so"];
+        // The launcher's own library first: Open MPI's mpirun sets OMPI_*, MPICH's Hydra does not.
+        bool openMpiLauncher = Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null;
+        string[] candidates = path is { Length: > 0 } ? [path]
+            : openMpiLauncher ? ["libmpi.so.40", "libmpi.so.12", "libmpich.so.12", "libmpi.so"]
+            : ["libmpich.so.12", "libmpi.so.12", "libmpi.so.40", "libmpi.so"];
         var errors = new List<string>();
         foreach (string candidate in candidates)
         {
