@@ -304,6 +304,28 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
         Assert.Contains("did not complete within 8 s", ended.Error);
     }
 
+    [Fact]
+    public void Ctrl_C_delivered_to_one_rank_stops_every_rank_after_the_same_iteration_with_a_resumable_checkpoint()
+    {
+        string dir = Fixtures.NewWorkDirectory("sigint");
+        using MpiJob job = MpiJob.StartMpi(2, TrainOn(ExistingImages(dir), Demo, dir, "60", "--batch", "1", "--epochs", "100", "--checkpoint-interval", "1"));
+        WaitFor(() => File.Exists(Path.Combine(dir, "iter_1.pth")), Minutes(3), job);
+        Dictionary<int, int> ranks = job.RankProcesses();
+        Assert.True(ranks.ContainsKey(1), $"rank 1's process not found under mpirun {job.Id}");
+        Assert.Equal(0, Kill(ranks[1], 2)); // SIGINT to rank 1 only: rank 0 learns of it in the next iteration's sums
+        JobResult ended = job.Wait(Minutes(1.5));
+        output.WriteLine(ended.ToString());
+        Assert.False(ended.TimedOut, "the job did not stop: " + ended);
+        Assert.Equal(130, ended.ExitCode);
+        Assert.Contains("interrupted: ", ended.Output);
+        Assert.Contains("continue with --resume", ended.Error);
+        ModelInfo model = ModelRegistry.Get(Demo);
+        using TrainingCheckpoint c = TrainingCheckpoint.Read(Path.Combine(dir, "latest.pth"),
+            [.. model.Create().State.Where(t => t.Kind == StateKind.Parameter).Select(t => t.Key)], model.TrainedKeys);
+        Assert.Equal(ReadTrainLog(dir).Count, c.Progress.Iteration); // latest.pth is after the last logged iteration
+        Assert.True(c.Progress.Iteration < 200);
+    }
+
     private static void WaitFor(Func<bool> condition, TimeSpan timeout, MpiJob job)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();

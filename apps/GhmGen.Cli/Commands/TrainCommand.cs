@@ -251,7 +251,11 @@ internal static class TrainCommand
             long iterations = Math.Max(1, result.Iterations - startIteration);
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"ghm train: all-reduce: {mpi.GradientBytes / iterations / 1e6:F2} MB of gradients per iteration and rank in {mpi.GradientAllReduces / iterations} buckets, {mpi.GradientTime.TotalMilliseconds / iterations:F1} ms per iteration in AverageGradients"));
-            if (a.RankCheckpoints && mpi.Rank > 0) trainer.SaveCheckpoint(Path.Combine(workDir, $"rank_{mpi.Rank}_latest.pth"));
+            if (a.RankCheckpoints && mpi.Rank > 0)
+            {
+                Directory.CreateDirectory(workDir); // on another machine than rank 0's it may not exist yet
+                trainer.SaveCheckpoint(Path.Combine(workDir, $"rank_{mpi.Rank}_latest.pth"));
+            }
         }
         if (result.SkippedImages > 0) error.WriteLine($"ghm train: {result.SkippedImages} images were skipped (missing or corrupt; see the warnings above)");
         string ranks = reducer.WorldSize > 1 ? $" over {reducer.WorldSize} ranks (rank 0's x {reducer.WorldSize})" : "";
