@@ -11,10 +11,30 @@ internal static class Fixtures
 
     public static string DdpReference => Path.Combine(Directory, "train_ddp_reference.json");
 
-    public static string NewWorkDirectory(string name)
+}
+
+/// <summary>A fresh folder under the temporary folder, deleted with everything in it on Dispose.</summary>
+internal sealed class TempFolder : IDisposable
+{
+    public TempFolder(string name)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "ghmgen-distributed-tests", $"{name}-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        System.IO.Directory.CreateDirectory(dir);
-        return dir;
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "ghmgen-distributed-tests", $"{name}-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(Path);
+    }
+
+    public string Path { get; }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
     }
 }

@@ -44,7 +44,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
     {
         using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(Fixtures.DdpReference));
         JsonElement fixture = doc.RootElement;
-        string dir = Fixtures.NewWorkDirectory("pytorch");
+        using var temp = new TempFolder("pytorch");
+        string dir = temp.Path;
         string seeded = Path.Combine(dir, "seeded.pth"), work = Path.Combine(dir, "work");
         JobResult seed = MpiJob.RunSingle(Minutes(2), "checkpoint", "seed", "--model", R50, "--out", seeded);
         Assert.True(seed.ExitCode == 0, seed.ToString());
@@ -164,7 +165,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
         // Every batch holds two copies of one image (same size, same content, no flip): each rank's
         // positives, GHM bins and acc_sum are then half of the batch's, so the per-rank
         // normalisation and the mean of the gradients are 1 x 2's up to float32 summation order.
-        string dir = Fixtures.NewWorkDirectory("pairs");
+        using var temp = new TempFolder("pairs");
+        string dir = temp.Path;
         string annotations = PairedAnnotations(dir);
         string single = Path.Combine(dir, "single"), ranks = Path.Combine(dir, "ranks");
         JobResult one = MpiJob.RunSingle(Minutes(4), TrainOn(annotations, Demo, single, "120", "--batch", "2", "--epochs", "1", "--seed", "3"));
@@ -231,7 +233,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
         // dropped_unknown, img2, img3; batches {img0 | img1}, {dropped_unknown | img2}, {img3 | img0
         // (DistributedSampler's wrap)}. Rank 0's shard of batch 2 is skipped: it takes part with a
         // zero gradient, and the job goes on to the end (exit code 1: an image was skipped).
-        string dir = Fixtures.NewWorkDirectory("bitwise");
+        using var temp = new TempFolder("bitwise");
+        string dir = temp.Path;
         JobResult run = MpiJob.RunMpi(2, Minutes(4), Train(Demo, dir, "--batch", "1", "--epochs", "3", "--rank-checkpoints"));
         Assert.True(run.ExitCode == 1, run.ToString());
         Assert.Contains("5 images, 3 iterations per epoch", run.Error);
@@ -249,7 +252,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
     [Fact]
     public void A_killed_rank_ends_the_job_and_the_last_checkpoint_resumes_with_two_ranks()
     {
-        string dir = Fixtures.NewWorkDirectory("killed");
+        using var temp = new TempFolder("killed");
+        string dir = temp.Path;
         string[] args = TrainOn(ExistingImages(dir), Demo, dir, "60", "--batch", "1", "--epochs", "100", "--checkpoint-interval", "1");
         JobResult ended;
         using (MpiJob job = MpiJob.StartMpi(2, args))
@@ -290,7 +294,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
     [Fact]
     public void A_hung_rank_ends_every_rank_after_the_timeout_with_exit_code_5()
     {
-        string dir = Fixtures.NewWorkDirectory("hung");
+        using var temp = new TempFolder("hung");
+        string dir = temp.Path;
         using MpiJob job = MpiJob.StartMpi(2, TrainOn(ExistingImages(dir), Demo, dir, "8", "--batch", "1", "--epochs", "100", "--checkpoint-interval", "1"));
         WaitFor(() => File.Exists(Path.Combine(dir, "iter_1.pth")), Minutes(3), job);
         Dictionary<int, int> ranks = job.RankProcesses();
@@ -307,7 +312,8 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
     [Fact]
     public void Ctrl_C_delivered_to_one_rank_stops_every_rank_after_the_same_iteration_with_a_resumable_checkpoint()
     {
-        string dir = Fixtures.NewWorkDirectory("sigint");
+        using var temp = new TempFolder("sigint");
+        string dir = temp.Path;
         using MpiJob job = MpiJob.StartMpi(2, TrainOn(ExistingImages(dir), Demo, dir, "60", "--batch", "1", "--epochs", "100", "--checkpoint-interval", "1"));
         WaitFor(() => File.Exists(Path.Combine(dir, "iter_1.pth")), Minutes(3), job);
         Dictionary<int, int> ranks = job.RankProcesses();

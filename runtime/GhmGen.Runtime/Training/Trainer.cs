@@ -10,7 +10,7 @@
 // broadcast at the start, each rank trains on its shard of every batch (TrainDataLoader), the
 // logged losses are averaged and the gradients averaged before clipping, so every rank makes the
 // same step; each rank's GHM acc_sum follows its own images; only rank 0 writes log.json and the
-// checkpoints (its acc_sum). Tests: tests/GhmGen.Cli.Tests/Commands/TrainDistributedTests.cs.
+// checkpoints (its acc_sum). Tests: tests/GhmGen.Distributed.Tests (mpirun -n 2 against PyTorch).
 using System.Diagnostics;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
