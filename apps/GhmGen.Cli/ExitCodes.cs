@@ -24,4 +24,7 @@ internal static class ExitCodes
 
     /// <summary>An unexpected exception: a one-line message (the stack trace with <c>--verbose</c>).</summary>
     public const int Internal = 3;
+
+    // ghm train also uses 4 (a loss became NaN or infinite), 5 (under mpirun: a rank died or a
+    // collective timed out; MpiCommunicator.LostRankExitCode) and 130 (Ctrl+C): TrainCommand.
 }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
+using GhmGen.Distributed;
 using GhmGen.Layers;
 using GhmGen.Models;
 using GhmGen.Training;
@@ -17,6 +18,9 @@ internal static class TrainCommand
 
     /// <summary>Exit code of a run interrupted by Ctrl+C after writing a resumable <c>latest.pth</c>.</summary>
     public const int Interrupted = 130;
+
+    /// <summary>Exit code of a data-parallel job ended because a rank died or a collective timed out (<see cref="MpiCommunicator.LostRankExitCode"/>).</summary>
+    public const int LostRank = MpiCommunicator.LostRankExitCode;
 
     public static Command Create()
     {
@@ -51,11 +55,13 @@ internal static class TrainCommand
         var valAnn = new Option<string?>("--val-ann") { Description = "COCO-format annotation file to evaluate on after every --val-interval epochs" };
         var valImages = new Option<string?>("--val-images") { Description = "Folder of the validation images" };
         Option<int> valInterval = CommonOptions.Int("--val-interval", "Evaluate after every this many epochs", 1, 1, 100_000);
+        Option<int> distTimeout = CommonOptions.Int("--dist-timeout", "Under mpirun: seconds any rank waits for the others before the job is aborted (exit code 5)", 1800, 1, 86_400);
+        var rankCheckpoints = new Option<bool>("--rank-checkpoints") { Description = "Under mpirun: every rank R > 0 also writes its final state as WORK_DIR/rank_R_latest.pth (to compare ranks)" };
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
             model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
             warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
-            threads, workers, device, valAnn, valImages, valInterval,
+            threads, workers, device, valAnn, valImages, valInterval, distTimeout, rankCheckpoints,
         };
         command.SetAction(parse =>
         {
@@ -83,18 +89,54 @@ internal static class TrainCommand
                 DataWorkers = parse.GetValue(workers),
                 ValidationInterval = parse.GetValue(valInterval),
             };
-            return Run(new TrainArguments(parse.GetValue(model)!, parse.GetValue(trainAnn)!, parse.GetValue(trainImages)!, parse.GetValue(workDir)!,
+            var arguments = new TrainArguments(parse.GetValue(model)!, parse.GetValue(trainAnn)!, parse.GetValue(trainImages)!, parse.GetValue(workDir)!,
                 parse.GetValue(loadFrom), parse.GetValue(pretrained), parse.GetValue(resume), parse.GetValue(device)!, parse.GetValue(threads), options,
-                parse.GetValue(valAnn), parse.GetValue(valImages)),
-                parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+                parse.GetValue(valAnn), parse.GetValue(valImages), parse.GetValue(rankCheckpoints));
+            TextWriter output = parse.InvocationConfiguration.Output, error = parse.InvocationConfiguration.Error;
+            if (!MpiCommunicator.LaunchedWithSeveralRanks()) return Run(arguments, output, error, SingleProcessReducer.Instance);
+            return RunDistributed(arguments, output, error, TimeSpan.FromSeconds(parse.GetValue(distTimeout)));
         });
         return command;
     }
 
     private sealed record TrainArguments(string Model, string TrainAnn, string TrainImages, string WorkDir, string? LoadFrom, string? Pretrained,
-        string? Resume, string Device, int Threads, TrainerOptions Options, string? ValAnn, string? ValImages);
+        string? Resume, string Device, int Threads, TrainerOptions Options, string? ValAnn, string? ValImages, bool RankCheckpoints);
 
-    private static int Run(TrainArguments a, TextWriter output, TextWriter error)
+    // One rank of `mpirun -n N ghm train` (docs/DISTRIBUTED.md). Any failure on any rank ends the
+    // whole job with MPI_Abort and the exit code the one-process run would have had, so no rank is
+    // left waiting; only rank 0 writes to standard output and error, except for errors.
+    private static int RunDistributed(TrainArguments a, TextWriter output, TextWriter error, TimeSpan timeout)
+    {
+        MpiCommunicator mpi;
+        try
+        {
+            mpi = MpiCommunicator.Initialize(timeout);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
+        {
+            throw new UsageException($"started by an MPI launcher, but MPI could not be initialised: {e.Message}", e);
+        }
+        string prefix = $"ghm train: rank {mpi.Rank} of {mpi.WorldSize}";
+        int code;
+        try
+        {
+            code = Run(a, mpi.Rank == 0 ? output : TextWriter.Null, mpi.Rank == 0 ? error : TextWriter.Null, mpi, mpi);
+        }
+        catch (UsageException e)
+        {
+            mpi.Abort(ExitCodes.Usage, $"{prefix}: {e.Message}");
+            return ExitCodes.Usage;
+        }
+        catch (Exception e)
+        {
+            mpi.Abort(ExitCodes.Internal, $"{prefix}: internal error: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ").Trim()}");
+            return ExitCodes.Internal;
+        }
+        mpi.Dispose();
+        return code;
+    }
+
+    private static int Run(TrainArguments a, TextWriter output, TextWriter error, IGradientReducer reducer, MpiCommunicator? mpi = null)
     {
         if (a.Resume is not null && (a.LoadFrom is not null || a.Pretrained is not null))
             throw new UsageException("--resume continues a run with its own weights: do not combine it with --load-from or --pretrained");
@@ -138,9 +180,10 @@ internal static class TrainCommand
             throw new UsageException(e.Message, e);
         }
 
-        if (a.Options.BatchSize * 4 < 16 || a.Options.BatchSize > 64)
+        int perIteration = a.Options.BatchSize * reducer.WorldSize; // images per iteration over all ranks
+        if (perIteration * 4 < 16 || perIteration > 64)
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * a.Options.BatchSize / 16:G3} for --batch {a.Options.BatchSize} (--lr is used as given: {a.Options.LearningRate:G6})"));
+                $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * perIteration / 16:G3} for {perIteration} images per iteration (--lr is used as given: {a.Options.LearningRate:G6})"));
 
         using IBackend backend = Devices.Create(a.Device, a.Threads);
         if (backend is not ITrainingBackend training)
@@ -156,7 +199,7 @@ internal static class TrainCommand
         };
         // Prepared once (batch norm folded, packed); the trainer's sessions for every padded batch size share them.
         using ITrainingWeights weights = model.PrepareTraining(network, training);
-        using var trainer = new Trainer(network, weights, dataset, options, workDir);
+        using var trainer = new Trainer(network, weights, dataset, options, workDir, reducer);
         if (a.Resume is not null)
         {
             try
@@ -171,6 +214,10 @@ internal static class TrainCommand
 
         error.WriteLine($"ghm train: {model.Name}, {dataset.Count} images, {trainer.IterationsPerEpoch} iterations per epoch, {trainer.TotalIterations} in total" +
             (trainer.Progress.Iteration > 0 ? $", resuming after iteration {trainer.Progress.Iteration}" : "") + $"; writing to {workDir}");
+        if (mpi is not null)
+            error.WriteLine($"ghm train: data parallel over {mpi.WorldSize} ranks ({mpi.LibraryVersion}), --batch {a.Options.BatchSize} per rank: " +
+                $"{mpi.WorldSize * a.Options.BatchSize} images per iteration; only rank 0 writes");
+        long startIteration = trainer.Progress.Iteration;
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
@@ -192,16 +239,28 @@ internal static class TrainCommand
         {
             reporter.Finish();
             error.WriteLine($"ghm train: {e.Message}");
-            return Diverged;
+            return Diverged; // every rank sees the same losses, so all of them stop here
         }
         finally
         {
             Console.CancelKeyPress -= onCancel;
         }
         reporter.Finish();
+        if (mpi is not null)
+        {
+            long iterations = Math.Max(1, result.Iterations - startIteration);
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"ghm train: all-reduce: {mpi.GradientBytes / iterations / 1e6:F2} MB of gradients per iteration and rank in {mpi.GradientAllReduces / iterations} buckets, {mpi.GradientTime.TotalMilliseconds / iterations:F1} ms per iteration in AverageGradients"));
+            if (a.RankCheckpoints && mpi.Rank > 0)
+            {
+                Directory.CreateDirectory(workDir); // on another machine than rank 0's it may not exist yet
+                trainer.SaveCheckpoint(Path.Combine(workDir, $"rank_{mpi.Rank}_latest.pth"));
+            }
+        }
         if (result.SkippedImages > 0) error.WriteLine($"ghm train: {result.SkippedImages} images were skipped (missing or corrupt; see the warnings above)");
+        string ranks = reducer.WorldSize > 1 ? $" over {reducer.WorldSize} ranks (rank 0's x {reducer.WorldSize})" : "";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{(result.Cancelled ? "interrupted" : "done")}: {result.Iterations} iterations, {result.ImagesPerSecond:F2} images/s, checkpoint {result.LastCheckpoint}"));
+            $"{(result.Cancelled ? "interrupted" : "done")}: {result.Iterations} iterations, {result.ImagesPerSecond * reducer.WorldSize:F2} images/s{ranks}, checkpoint {result.LastCheckpoint}"));
         if (result.Cancelled)
         {
             error.WriteLine($"ghm train: interrupted; continue with --resume {result.LastCheckpoint}");

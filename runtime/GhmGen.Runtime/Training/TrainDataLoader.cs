@@ -15,6 +15,11 @@
 //    (ImageSkip); a batch whose images were all skipped is passed over, its index still counted.
 //  * Cancellation: the token (or Dispose) stops the workers between images; a blocked consumer
 //    gets an OperationCanceledException.
+//  * Data parallel (WorldSize N > 1, docs/DISTRIBUTED.md): the plan is the one-process plan for
+//    batches of N x BatchSize, and rank r's batch b holds positions start + r, start + r + N, ...
+//    of global batch b (PyTorch's DistributedSampler: rank r takes indices[r::N]); a position past
+//    the epoch's end (a short last sequential batch) wraps to its start, as DistributedSampler
+//    pads. Flips keep the global position as key, so N ranks x B see exactly 1 x N*B's samples.
 // Tests: tests/GhmGen.Runtime.Tests/Training/TrainDataLoaderTests.cs.
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
@@ -29,8 +34,11 @@ namespace GhmGen.Training;
 /// <param name="Workers">Background threads decoding and transforming (at least 1).</param>
 /// <param name="PrefetchBatches">Batches loaded ahead of the consumer at most (at least 1); also bounds memory.</param>
 /// <param name="Pipeline">Per-image settings (null: <see cref="TrainPipelineOptions.Default"/>).</param>
+/// <param name="Rank">This process's rank in a data-parallel run (0 to <paramref name="WorldSize"/> - 1).</param>
+/// <param name="WorldSize">Processes sharing every epoch (1: one process); each loads its shard of batches of <paramref name="BatchSize"/>.</param>
 public sealed record TrainLoaderOptions(
-    int BatchSize = 2, bool Shuffle = true, long Seed = 0, int Workers = 2, int PrefetchBatches = 4, TrainPipelineOptions? Pipeline = null);
+    int BatchSize = 2, bool Shuffle = true, long Seed = 0, int Workers = 2, int PrefetchBatches = 4, TrainPipelineOptions? Pipeline = null,
+    int Rank = 0, int WorldSize = 1);
 
 /// <summary>Loads training batches of a <see cref="CocoDetectionDataset"/> deterministically, ahead of the consumer.</summary>
 public sealed class TrainDataLoader
@@ -43,11 +51,15 @@ public sealed class TrainDataLoader
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.BatchSize, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.Workers, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.PrefetchBatches, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.WorldSize, nameof(options));
+        if ((uint)options.Rank >= (uint)options.WorldSize)
+            throw new ArgumentOutOfRangeException(nameof(options), options.Rank, $"rank must be in [0, {options.WorldSize})");
         if (dataset.Count == 0)
             throw new ArgumentException($"dataset '{dataset.SourceName}' has no images left after filtering", nameof(dataset));
         Dataset = dataset;
         Options = options;
-        Sampler = new EpochSampler(dataset.Images, options.BatchSize, options.Shuffle, options.Seed);
+        // The global plan: batches of every rank's images together (see the header).
+        Sampler = new EpochSampler(dataset.Images, checked(options.BatchSize * options.WorldSize), options.Shuffle, options.Seed);
         Pipeline = new TrainPipeline(options.Pipeline);
     }
 
@@ -57,7 +69,7 @@ public sealed class TrainDataLoader
     /// <summary>The settings.</summary>
     public TrainLoaderOptions Options { get; }
 
-    /// <summary>The epoch plan.</summary>
+    /// <summary>The epoch plan of all ranks together (batches of BatchSize x WorldSize).</summary>
     public EpochSampler Sampler { get; }
 
     /// <summary>The per-image pipeline.</summary>
@@ -95,14 +107,16 @@ public sealed class TrainDataLoader
     internal TrainBatch? LoadBatch(int epoch, int batchIndex, int[] order, CancellationToken cancellationToken, out IReadOnlyList<ImageSkip> skipped)
     {
         var (start, length) = Sampler.BatchRange(batchIndex);
-        var samples = new List<TrainSample>(length);
+        int ranks = Options.WorldSize;
+        int count = (length + ranks - 1) / ranks; // this rank's share (one process: the whole batch)
+        var samples = new List<TrainSample>(count);
         List<ImageSkip>? skips = null;
         double flipProbability = Pipeline.Options.FlipProbability;
-        for (int k = 0; k < length; k++)
+        for (int k = 0; k < count; k++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            int position = start + k;
-            CocoImage image = Dataset.Images[order[position]];
+            int position = start + Options.Rank + k * ranks;
+            CocoImage image = Dataset.Images[order[position % order.Length]];
             BeforeImageLoad?.Invoke(image, cancellationToken);
             bool flip = TrainRandom.ShouldFlip(Options.Seed, epoch, position, flipProbability);
             TrainSample? sample = Pipeline.TryLoad(image, flip, out string? reason);

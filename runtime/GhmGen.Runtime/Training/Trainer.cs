@@ -6,6 +6,11 @@
 // Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact resume.
 // Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs (shared sessions),
 // TrainerPyTorchTests.cs (two iterations against PyTorch), TrainerResumeTests.cs (resume, cancel).
+// Data parallel (an IGradientReducer of N > 1 ranks; docs/DISTRIBUTED.md): rank 0's state is
+// broadcast at the start, each rank trains on its shard of every batch (TrainDataLoader), the
+// logged losses are averaged and the gradients averaged before clipping, so every rank makes the
+// same step; each rank's GHM acc_sum follows its own images; only rank 0 writes log.json and the
+// checkpoints (its acc_sum). Tests: tests/GhmGen.Distributed.Tests (mpirun -n 2 against PyTorch).
 using System.Diagnostics;
 using GhmGen.Backends;
 using GhmGen.Checkpoints;
@@ -149,6 +154,7 @@ public sealed class Trainer : IDisposable
     private readonly StateTensor[] _parameters;
     private readonly ParameterWithGradient[] _gradients;
     private readonly float[][] _gradientData;
+    private readonly IGradientReducer _reducer;
     private double _bestMap = double.NegativeInfinity;
     private TrainingProgress _progress = new(0, 0);
 
@@ -166,7 +172,25 @@ public sealed class Trainer : IDisposable
     /// <param name="options">The recipe.</param>
     /// <param name="workDir">Where log.json and the checkpoints go (created if missing).</param>
     public Trainer(INetwork network, ITrainingWeights weights, CocoDetectionDataset dataset, TrainerOptions options, string workDir)
+        : this(network, weights, dataset, options, workDir, SingleProcessReducer.Instance)
     {
+    }
+
+    /// <summary>
+    /// Prepares rank <see cref="IGradientReducer.Rank"/> of a synchronous data-parallel run over
+    /// <paramref name="reducer"/>'s ranks (docs/DISTRIBUTED.md): every rank constructs its trainer
+    /// with the same arguments (its own network, weights and backend), <see cref="TrainerOptions.BatchSize"/>
+    /// is per rank, and only rank 0 writes into <paramref name="workDir"/>.
+    /// </summary>
+    /// <param name="network">This rank's network (its values are replaced by rank 0's when the run starts).</param>
+    /// <param name="weights">This rank's prepared weights (as for the one-process constructor).</param>
+    /// <param name="dataset">The training images, the same on every rank.</param>
+    /// <param name="options">The recipe, the same on every rank.</param>
+    /// <param name="workDir">Where rank 0 writes log.json and the checkpoints.</param>
+    /// <param name="reducer">The group; <see cref="SingleProcessReducer.Instance"/> for one process.</param>
+    public Trainer(INetwork network, ITrainingWeights weights, CocoDetectionDataset dataset, TrainerOptions options, string workDir, IGradientReducer reducer)
+    {
+        _reducer = reducer ?? throw new ArgumentNullException(nameof(reducer));
         _network = network ?? throw new ArgumentNullException(nameof(network));
         _weights = weights ?? throw new ArgumentNullException(nameof(weights));
         _backend = weights.Backend;
@@ -178,7 +202,7 @@ public sealed class Trainer : IDisposable
         if (options.CachedSessions < 1) throw new ArgumentOutOfRangeException(nameof(options), options.CachedSessions, "at least one session must be cached");
         _loader = new TrainDataLoader(dataset, new TrainLoaderOptions(
             options.BatchSize, options.Shuffle, options.Seed, options.DataWorkers, PrefetchBatches: 4,
-            new TrainPipelineOptions(options.LongEdge, options.ShortEdge, options.FlipProbability)));
+            new TrainPipelineOptions(options.LongEdge, options.ShortEdge, options.FlipProbability), reducer.Rank, reducer.WorldSize));
         _classNames = [.. dataset.Categories.Select(c => c.Name)];
         // Every parameter, frozen ones included, so the optimiser state indexes as mmdetection's.
         _parameters = [.. network.State.Where(t => t.Kind == StateKind.Parameter)];
@@ -225,8 +249,23 @@ public sealed class Trainer : IDisposable
         checkpoint.RestoreOptimizer(_optimizer);
         if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
             throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
+        if (checkpoint.Weights.Meta?[WorldSizeMetaKey] is { Kind: PickleValueKind.Int } saved && saved.AsInt64 != _reducer.WorldSize)
+            throw new ArgumentException($"{checkpointPath}: the run had {saved.AsInt64} ranks; resume it with as many (not {_reducer.WorldSize}): the data plan depends on it", nameof(checkpointPath));
         _progress = checkpoint.Progress;
         _weights.UpdateWeights();
+    }
+
+    /// <summary>The checkpoint meta entry holding the run's number of ranks (absent: one).</summary>
+    public const string WorldSizeMetaKey = "ghmgen_world_size";
+
+    /// <summary>
+    /// Writes this rank's current state (weights, GHM state, momentum, position) as a resumable
+    /// checkpoint at <paramref name="path"/>, on any rank (diagnostics: compare ranks' states).
+    /// </summary>
+    public void SaveCheckpoint(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        TrainingCheckpoint.Write(path, _network.State, _optimizer, _progress, CheckpointMeta());
     }
 
     /// <summary>
@@ -248,56 +287,72 @@ public sealed class Trainer : IDisposable
     public TrainResult Run(IProgress<TrainIterationReport>? progress = null, CancellationToken cancellationToken = default,
         Func<int, CancellationToken, IReadOnlyList<KeyValuePair<string, double>>>? validate = null)
     {
-        Directory.CreateDirectory(_workDir);
+        bool writer = _reducer.Rank == 0; // only rank 0 writes the log and the checkpoints
+        if (writer) Directory.CreateDirectory(_workDir);
         string logPath = Path.Combine(_workDir, "log.json");
-        using TrainingLogWriter log = _progress.Iteration == 0 && !File.Exists(logPath)
+        using TrainingLogWriter? log = !writer ? null
+            : _progress.Iteration == 0 && !File.Exists(logPath)
             ? TrainingLogWriter.Create(logPath)
             : TrainingLogWriter.Append(logPath, _progress);
         int perEpoch = IterationsPerEpoch;
         long total = TotalIterations;
         string? lastCheckpoint = null;
         long startIteration = _progress.Iteration;
+        bool distributed = _reducer.WorldSize > 1;
+        if (distributed) StartTogether(total);
         if (startIteration >= total) return new TrainResult(startIteration, false, null, 0, 0);
 
         var clock = Stopwatch.StartNew();
         long images = 0;
         var window = new LogWindow();
-        using var cancelLoading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        // Ranks stop together: a cancellation is passed on in the next iteration's sums, not acted on alone.
+        using var cancelLoading = distributed ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using TrainBatchStream stream = _loader.Open(_progress.Epoch, _progress.IterationInEpoch, _options.Epochs, cancelLoading.Token);
         bool cancelled = false;
         int reportedSkips = 0, loggedSkips = 0;
+        TrainBatch? pending = null;
+        bool exhausted = false;
         while (_progress.Iteration < total)
         {
-            if (cancellationToken.IsCancellationRequested)
+            if (cancellationToken.IsCancellationRequested && !distributed)
             {
                 cancelled = true;
                 break;
             }
             var iterationClock = Stopwatch.StartNew();
-            TrainBatch? batch;
-            try
+            if (pending is null && !exhausted)
             {
-                if (!stream.TryTakeNext(out batch)) break;
+                try
+                {
+                    if (stream.TryTakeNext(out TrainBatch? next)) pending = next;
+                    else exhausted = true;
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    cancelled = true;
+                    break;
+                }
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                cancelled = true;
-                break;
-            }
-            (int epoch, int batchIndex) = (batch.Epoch, batch.BatchIndex);
+            // One process: the next batch (a batch whose images were all skipped is passed over).
+            // Data parallel: the next position of the plan, which every rank trains together; a rank
+            // whose shard of it was skipped takes part without images (see Step).
+            if (pending is null && !distributed) break;
+            (int epoch, int batchIndex) = distributed ? (_progress.Epoch, _progress.IterationInEpoch) : (pending!.Epoch, pending.BatchIndex);
+            TrainBatch? batch = pending is not null && pending.Epoch == epoch && pending.BatchIndex == batchIndex ? pending : null;
+            if (batch is not null) pending = null;
             double lr = _schedule.LearningRate(epoch, _progress.Iteration);
-            (float lossCls, float lossBox, float gradNorm) = Step(batch, lr);
-            images += batch.Count;
+            (float lossCls, float lossBox, float gradNorm, bool stopRequested) = Step(batch, epoch, batchIndex, lr, cancellationToken.IsCancellationRequested);
+            images += batch?.Count ?? 0;
             long iteration = _progress.Iteration + 1;
             bool epochEnd = batchIndex + 1 == perEpoch;
             _progress = epochEnd
                 ? new TrainingProgress(epoch + 1, iteration, 0, _options.Seed)
                 : new TrainingProgress(epoch, iteration, batchIndex + 1, _options.Seed);
             double seconds = iterationClock.Elapsed.TotalSeconds;
-            window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch.DataTime.TotalSeconds);
+            window.Add(lr, lossCls, lossBox, gradNorm, seconds, batch?.DataTime.TotalSeconds ?? 0);
             if (window.Count == _options.LogInterval || epochEnd || iteration == total)
             {
-                log.WriteTrain(window.Entry(epoch + 1, batchIndex + 1) with { SkippedImages = stream.SkippedImageCount - loggedSkips });
+                log?.WriteTrain(window.Entry(epoch + 1, batchIndex + 1) with { SkippedImages = stream.SkippedImageCount - loggedSkips });
                 loggedSkips = stream.SkippedImageCount;
                 window = new LogWindow();
             }
@@ -309,10 +364,10 @@ public sealed class Trainer : IDisposable
             if (_options.CheckpointInterval > 0 && iteration % _options.CheckpointInterval == 0)
                 lastCheckpoint = Save($"iter_{iteration}.pth");
             if (epochEnd) lastCheckpoint = Save($"epoch_{epoch + 1}.pth");
-            if (epochEnd && validate is not null && (epoch + 1) % _options.ValidationInterval == 0)
+            if (writer && epochEnd && validate is not null && (epoch + 1) % _options.ValidationInterval == 0)
             {
                 IReadOnlyList<KeyValuePair<string, double>> metrics = validate(epoch + 1, cancellationToken);
-                log.WriteValidation(epoch + 1, perEpoch, lr, metrics);
+                log!.WriteValidation(epoch + 1, perEpoch, lr, metrics);
                 foreach (KeyValuePair<string, double> m in metrics)
                 {
                     if (m.Key != "bbox_mAP" || !(m.Value > _bestMap)) continue;
@@ -321,6 +376,11 @@ public sealed class Trainer : IDisposable
                     File.Move(Path.Combine(_workDir, "best_bbox_mAP.pth.tmp"), Path.Combine(_workDir, "best_bbox_mAP.pth"), overwrite: true);
                 }
             }
+            if (stopRequested && _progress.Iteration < total)
+            {
+                cancelled = true; // every rank saw some rank's request in the same iteration's sums
+                break;
+            }
         }
         if (lastCheckpoint is null || cancelled || _progress.Iteration == total && !File.Exists(Path.Combine(_workDir, "latest.pth")))
             lastCheckpoint = Save(null);
@@ -328,12 +388,89 @@ public sealed class Trainer : IDisposable
             images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
     }
 
-    // One iteration on one batch: forward, loss, backward, clip, SGD, weights to the backend.
-    private (float LossCls, float LossBox, float GradNorm) Step(TrainBatch batch, double learningRate)
+    // Data parallel: every rank takes rank 0's state (parameters and buffers; the same checkpoint
+    // on resume) and checks that all ranks are at the same point of the same plan.
+    private void StartTogether(long total)
+    {
+        foreach (StateTensor t in _network.State)
+            _reducer.Broadcast(t.ElementType == StateElementType.Int64
+                ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Int64Data.AsSpan())
+                : System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Data.AsSpan()));
+        _weights.UpdateWeights();
+        // Equal on all ranks iff N x sum(x^2) == (sum x)^2 for each (exact in doubles at these sizes).
+        double[] own = [_progress.Iteration, total, IterationsPerEpoch, _gradientData.Length];
+        Span<double> sums = stackalloc double[2 * own.Length];
+        for (int i = 0; i < own.Length; i++) (sums[2 * i], sums[2 * i + 1]) = (own[i], own[i] * own[i]);
+        _reducer.Sum(sums);
+        for (int i = 0; i < own.Length; i++)
+            if (_reducer.WorldSize * sums[2 * i + 1] != sums[2 * i] * sums[2 * i])
+                throw new InvalidOperationException($"rank {_reducer.Rank}: the {_reducer.WorldSize} ranks do not agree on " +
+                    new[] { "the resume position", "the total iterations", "the batches per epoch", "the trained parameters" }[i] +
+                    $" (this rank: {own[i]}); start every rank with the same arguments and checkpoint");
+    }
+
+    // One iteration on one batch: forward, loss, backward, (all-reduce,) clip, SGD, weights to the backend.
+    // A null batch (data parallel only): this rank's whole shard of the batch was skipped; it takes
+    // part with no loss and a zero gradient, so that every rank makes the same step.
+    private (float LossCls, float LossBox, float GradNorm, bool Stop) Step(TrainBatch? batch, int epoch, int batchIndex, double learningRate, bool stopRequested)
+    {
+        float lossCls = 0, lossBox = 0;
+        bool finiteOutputs = true;
+        DetectionLossResult? loss = null;
+        CachedSession? entry = null;
+        if (batch is not null)
+        {
+            (entry, loss, finiteOutputs) = ForwardAndLoss(batch);
+            (lossCls, lossBox) = (loss.ClassificationLoss, loss.BoxLoss);
+        }
+        if (_reducer.WorldSize > 1)
+        {
+            // mmdetection's _parse_losses: logged losses are the mean over the ranks (here over
+            // the ranks that had images). One rank's non-finite outputs or stop request reaches
+            // every rank here, so all stop together.
+            Span<double> sums = [lossCls, lossBox, finiteOutputs ? 0 : 1, stopRequested ? 1 : 0, batch is null ? 0 : 1];
+            _reducer.Sum(sums);
+            lossCls = (float)(sums[0] / Math.Max(sums[4], 1));
+            lossBox = (float)(sums[1] / Math.Max(sums[4], 1));
+            finiteOutputs = sums[2] == 0;
+            stopRequested = sums[3] > 0;
+        }
+        if (!float.IsFinite(lossCls) || !float.IsFinite(lossBox) || !finiteOutputs)
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {epoch + 1}, batch {batchIndex + 1}): " +
+                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
+                $"loss_cls {lossCls}, loss_bbox {lossBox}; stopped, the last checkpoint in {_workDir} is the last good state");
+
+        if (entry is not null && loss is not null)
+        {
+            for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
+            {
+                _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
+                _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
+            }
+            entry.Session.Backward();
+        }
+        else
+        {
+            foreach (float[] g in _gradientData) Array.Clear(g);
+        }
+        if (_reducer.WorldSize > 1) _reducer.AverageGradients(_gradientData); // DDP: mean over the ranks, before clipping
+
+        float gradNorm = _options.GradientClip > 0
+            ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)
+            : GradientClipping.TotalNorm(_gradientData);
+        if (!float.IsFinite(gradNorm))
+            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {epoch + 1}, batch {batchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
+        _optimizer.LearningRate = learningRate;
+        _optimizer.Step(_gradients);
+        _weights.UpdateWeights(); // once, for every cached session
+        return (lossCls, lossBox, gradNorm, stopRequested);
+    }
+
+    // Forward, targets and loss of one batch (its head-output gradients in the result).
+    private (CachedSession Entry, DetectionLossResult Loss, bool FiniteOutputs) ForwardAndLoss(TrainBatch batch)
     {
         CachedSession entry = Session(batch.Count, batch.Height, batch.Width);
-        ITrainingSession session = entry.Session;
-        session.Forward(batch.Tensor);
+        entry.Session.Forward(batch.Tensor);
 
         for (int l = 0; l < entry.ClassOutputs.Length; l++)
         {
@@ -354,27 +491,7 @@ public sealed class Trainer : IDisposable
         // GHM gives elements whose gradient norm is NaN no bin and so no weight: a NaN output can
         // leave the loss finite, so the outputs are checked too (mmdetection's loss would be NaN).
         bool finiteOutputs = entry.ClassOutputs.All(AllFinite) && entry.BoxOutputs.All(AllFinite);
-        if (!float.IsFinite(loss.ClassificationLoss) || !float.IsFinite(loss.BoxLoss) || !finiteOutputs)
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): " +
-                (finiteOutputs ? "" : "the network's outputs are not finite, ") +
-                $"loss_cls {loss.ClassificationLoss}, loss_bbox {loss.BoxLoss}; stopped, the last checkpoint in {_workDir} is the last good state");
-
-        for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
-        {
-            _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
-            _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
-        }
-        session.Backward();
-
-        float gradNorm = _options.GradientClip > 0
-            ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)
-            : GradientClipping.TotalNorm(_gradientData);
-        if (!float.IsFinite(gradNorm))
-            throw new NonFiniteLossException($"iteration {_progress.Iteration + 1} (epoch {batch.Epoch + 1}, batch {batch.BatchIndex + 1}): the gradient norm is {gradNorm}; stopped before the update, the last checkpoint in {_workDir} is the last good state");
-        _optimizer.LearningRate = learningRate;
-        _optimizer.Step(_gradients);
-        _weights.UpdateWeights(); // once, for every cached session
-        return (loss.ClassificationLoss, loss.BoxLoss, gradNorm);
+        return (entry, loss, finiteOutputs);
     }
 
     private static bool AllFinite(float[] values)
@@ -409,13 +526,22 @@ public sealed class Trainer : IDisposable
     }
 
     // Writes OUT/name (when given) and OUT/latest.pth; returns the path written last.
-    private string Save(string? name)
+    private PickleValue CheckpointMeta()
     {
-        PickleValue meta = PickleValue.NewDict(
+        List<KeyValuePair<string, PickleValue>> entries =
         [
-            new KeyValuePair<string, PickleValue>("CLASSES", PickleValue.NewTuple(ClassNames.Select(PickleValue.FromString))),
-            new KeyValuePair<string, PickleValue>("ghmgen_model", PickleValue.FromString(_network.Name)),
-        ]);
+            new("CLASSES", PickleValue.NewTuple(ClassNames.Select(PickleValue.FromString))),
+            new("ghmgen_model", PickleValue.FromString(_network.Name)),
+        ];
+        if (_reducer.WorldSize > 1) entries.Add(new(WorldSizeMetaKey, PickleValue.FromInt64(_reducer.WorldSize)));
+        return PickleValue.NewDict(entries);
+    }
+
+    // Rank 0 only (others write nothing and return null).
+    private string? Save(string? name)
+    {
+        if (_reducer.Rank != 0) return null;
+        PickleValue meta = CheckpointMeta();
         string latest = Path.Combine(_workDir, "latest.pth");
         if (name is not null)
         {
