@@ -112,6 +112,11 @@ internal static class DemoCommand
         Option<int> valImages = Hidden(CommonOptions.Int("--val-images", "Validation images", DemoRecipe.ValImages, 1, 100_000));
         Option<int> epochs = Hidden(CommonOptions.Int("--epochs", "Epochs", DemoRecipe.Epochs, 1, 10_000));
         var lr = new Option<double>("--lr") { Description = "Base learning rate", DefaultValueFactory = _ => DemoRecipe.LearningRate, Hidden = true };
+        lr.Validators.Add(result =>
+        {
+            double value = result.GetValueOrDefault<double>();
+            if (!(value > 0 && value <= 10)) result.AddError(string.Create(CultureInfo.InvariantCulture, $"--lr {value} is out of range: it must be in (0, 10]"));
+        });
         Option<int> maxIters = Hidden(CommonOptions.Int("--max-iters", "Stop after this many iterations (0: every epoch)", 0, 0, int.MaxValue));
         var command = new Command("demo", $"Generate a synthetic shapes dataset, train {DemoRecipe.Model} on it from scratch with GHM-C/GHM-R, evaluate it (COCO AP) and draw its detections")
         {

@@ -114,12 +114,17 @@ public sealed class DemoCommandTests
         }
     }
 
-    [Fact]
-    public void Compare_with_a_loss_is_a_usage_error()
+    [Theory]
+    [InlineData("--compare", "--compare", "--loss", "focal")]
+    [InlineData("--lr", "--lr", "0")]
+    [InlineData("--train-images", "--train-images", "0")]
+    public void Bad_options_are_usage_errors_before_any_work(string named, params string[] args)
     {
-        (int code, string output, string error) = Run("demo", "--compare", "--loss", "focal", "--work-dir", Path.Combine(Path.GetTempPath(), $"ghm-demo-{Guid.NewGuid():N}"));
+        string work = Path.Combine(Path.GetTempPath(), $"ghm-demo-{Guid.NewGuid():N}");
+        (int code, string output, string error) = Run(["demo", "--work-dir", work, .. args]);
         Assert.Equal(2, code);
         Assert.Empty(output);
-        Assert.Contains("--compare", error);
+        Assert.Contains(named, error);
+        Assert.False(Directory.Exists(work));
     }
 }
