@@ -99,7 +99,7 @@ internal static class DemoCommand
 {
     public static Command Create()
     {
-        var workDir = new Option<string>("--work-dir") { Description = "Where the dataset, checkpoints, results and drawings go (created if missing; its parent must exist)", DefaultValueFactory = _ => "ghm-demo" };
+        var workDir = new Option<string>("--work-dir") { Description = "Where the dataset, checkpoints, results and drawings go: DIR/data is rewritten, DIR/ghm or DIR/focal replaced, on every run (created if missing; its parent must exist)", DefaultValueFactory = _ => "ghm-demo" };
         Option<int> seed = CommonOptions.Int("--seed", "Seed of the dataset, the initial weights, the data order and the flips", 0, 0, int.MaxValue);
         Option<int> threads = CommonOptions.Threads();
         Option<string> device = CommonOptions.Device();
