@@ -27,6 +27,7 @@ internal static class GhmCommand
             TrainCommand.Create(),
             TestCommand.Create(),
             EvalCommand.Create(),
+            DemoCommand.Create(),
             DatasetCommand.Create(),
             BenchCommand.Create(),
             CheckpointCommand.Create(checkpointCandidates ?? (() => ModelRegistry.All.Select(m => StateLayout.From(m.Create())))),

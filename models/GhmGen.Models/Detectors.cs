@@ -41,4 +41,12 @@ public sealed partial class RetinaNetGhmX101x64x4dFpn;
 [Output("cls_p5", "bbox_head.p5.cls"), Output("reg_p5", "bbox_head.p5.reg")]
 [Output("cls_p6", "bbox_head.p6.cls"), Output("reg_p6", "bbox_head.p6.reg")]
 [Output("cls_p7", "bbox_head.p7.cls"), Output("reg_p7", "bbox_head.p7.reg")]
-public sealed partial class GhmDemoR18Fpn;
+public sealed partial class GhmDemoR18Fpn
+{
+    /// <summary>
+    /// The demo's anchors: RetinaNet's 3 scales and 3 ratios per cell on P3..P7, but octave base
+    /// scale 2 instead of 4, so P3's anchors are 16 to 25 pixels and P6's 128 to 203: the sizes of
+    /// the synthetic shapes in images of 128 to 192 pixels (RetinaNet's 32 to 812 suit 1333x800).
+    /// </summary>
+    public static GhmGen.Detection.RetinaAnchors Anchors { get; } = new(2f, 3, [0.5f, 1f, 2f]);
+}

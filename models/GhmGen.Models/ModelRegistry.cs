@@ -119,7 +119,7 @@ public static class ModelRegistry
             RetinaNetGhmX101x64x4dFpn.TrainedKeys, RetinaNetGhmX101x64x4dFpn.TrainingActivationBytes,
             (n, b, batch, h, w) => ((RetinaNetGhmX101x64x4dFpn)n).CreateTrainingSession(b, batch, h, w),
             (n, b) => ((RetinaNetGhmX101x64x4dFpn)n).PrepareTraining(b)),
-        ModelInfo.For<GhmDemoR18Fpn>(),
+        ModelInfo.For<GhmDemoR18Fpn>(GhmDemoR18Fpn.Anchors),
     ];
 
     /// <summary>A new network as mmdetection creates one: zero weights, GHM bin edges set.</summary>

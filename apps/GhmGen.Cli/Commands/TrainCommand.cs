@@ -194,6 +194,7 @@ internal static class TrainCommand
         // category (any count); COCO's for an 80-class head trained on fewer categories.
         var options = a.Options with
         {
+            Anchors = model.Head.Anchors,
             ClassNames = model.Head.Classes == dataset.Categories.Count ? null
                 : model.Head.Classes == CocoCategoriesCount ? GhmGen.Detection.CocoCategories.Names : null,
         };
@@ -356,7 +357,7 @@ internal static class TrainCommand
     }
 
     /// <summary>A progress bar on a terminal; otherwise one plain line per log interval.</summary>
-    private sealed class TrainProgressWriter(TextWriter error, bool terminal, int logInterval) : IProgress<TrainIterationReport>
+    internal sealed class TrainProgressWriter(TextWriter error, bool terminal, int logInterval) : IProgress<TrainIterationReport>
     {
         private readonly Stopwatch _clock = Stopwatch.StartNew();
         private long _first = -1;

@@ -63,11 +63,13 @@ public static class AnchorGenerator
     }
 
     /// <summary>All anchors of one level with a feature map of <paramref name="height"/> x <paramref name="width"/>, [H*W*9, 4].</summary>
-    public static float[] LevelAnchors(int stride, int height, int width)
+    public static float[] LevelAnchors(int stride, int height, int width) => LevelAnchors(stride, height, width, BaseAnchors(stride));
+
+    // The base anchors [AnchorsPerCell, 4] shifted to every cell, cell-major.
+    private static float[] LevelAnchors(int stride, int height, int width, float[] baseAnchors)
     {
         if (height < 0 || width < 0)
             throw new ArgumentOutOfRangeException(nameof(height), $"feature size must not be negative, got {height}x{width}");
-        float[] baseAnchors = BaseAnchors(stride);
         var anchors = new float[checked((long)height * width * AnchorsPerCell * 4)];
         int i = 0;
         for (int y = 0; y < height; y++)
@@ -89,8 +91,16 @@ public static class AnchorGenerator
     }
 
     /// <summary>Anchors of all five levels concatenated P3..P7, [sum(H*W*9), 4].</summary>
-    public static float[] AllAnchors(ReadOnlySpan<FeatureSize> levels)
+    public static float[] AllAnchors(ReadOnlySpan<FeatureSize> levels) => AllAnchors(levels, null);
+
+    /// <summary>
+    /// Anchors of all five levels concatenated P3..P7, [sum(H*W*9), 4], with other anchor settings
+    /// of 9 anchors per cell (e.g. a smaller octave base scale for small images); null: RetinaNet's.
+    /// </summary>
+    public static float[] AllAnchors(ReadOnlySpan<FeatureSize> levels, RetinaAnchors? settings)
     {
+        if (settings is not null && settings.AnchorsPerCell != AnchorsPerCell)
+            throw new ArgumentException($"the anchor settings give {settings.AnchorsPerCell} anchors per cell; P3..P7 anchors here have {AnchorsPerCell}", nameof(settings));
         if (levels.Length != LevelCount)
             throw new ArgumentException($"expected {LevelCount} feature sizes, got {levels.Length}", nameof(levels));
         long total = 0;
@@ -99,7 +109,7 @@ public static class AnchorGenerator
         int offset = 0;
         for (int l = 0; l < LevelCount; l++)
         {
-            float[] level = LevelAnchors(Strides[l], levels[l].Height, levels[l].Width);
+            float[] level = LevelAnchors(Strides[l], levels[l].Height, levels[l].Width, settings?.BaseAnchors(Strides[l]) ?? BaseAnchors(Strides[l]));
             level.CopyTo(all, offset);
             offset += level.Length;
         }

@@ -1,7 +1,8 @@
 // mmdetection's initialisation of a RetinaNet for training (docs/TRAINING.md "Initialisation"):
 //   backbone.*  convolutions Kaiming normal (fan_out, ReLU gain: std = sqrt(2 / (out * k * k))),
 //               batch norms weight 1 bias 0, and with zero_init_residual (mmdet's default) the last
-//               norm of each bottleneck (bn3) weight 0; running mean 0, variance 1
+//               norm of each residual block weight 0 (bn3 of a bottleneck, bn2 of a basic block,
+//               the block that has no bn3); running mean 0, variance 1
 //   neck.*      Xavier uniform (gain 1: bound = sqrt(6 / (fan_in + fan_out))), bias 0
 //   otherwise   (the head) Normal(0, 0.01), bias 0; retina_cls.bias = -log((1 - 0.01) / 0.01)
 //   GHM buffers edges as mmdetection builds them, acc_sum 0.
@@ -26,6 +27,9 @@ public static class DetectorInitialization
     {
         ArgumentNullException.ThrowIfNull(network);
         IReadOnlyList<StateTensor> state = network.State;
+        // Blocks with a third norm are bottlenecks; the others' last norm is bn2 (BasicBlock).
+        var bottlenecks = new HashSet<string>(state.Where(t => t.Key.EndsWith(".bn3.weight", StringComparison.Ordinal))
+            .Select(t => t.Key[..^".bn3.weight".Length]), StringComparer.Ordinal);
         for (int i = 0; i < state.Count; i++)
         {
             StateTensor t = state[i];
@@ -46,7 +50,7 @@ public static class DetectorInitialization
                     t.Data.AsSpan().Fill(!backbone && !neck && t.Key.EndsWith("retina_cls.bias", StringComparison.Ordinal) ? PriorBias : 0f);
                     break;
                 case StateRole.BatchNormWeight:
-                    t.Data.AsSpan().Fill(backbone && t.Key.EndsWith(".bn3.weight", StringComparison.Ordinal) ? 0f : 1f);
+                    t.Data.AsSpan().Fill(backbone && IsLastResidualNorm(t.Key, bottlenecks) ? 0f : 1f);
                     break;
                 case StateRole.BatchNormBias:
                 case StateRole.BatchNormRunningMean:
@@ -97,6 +101,15 @@ public static class DetectorInitialization
             else renamed[i].Data.CopyTo(targets[i].Data, 0);
         }
         return report;
+    }
+
+    // mmdetection's ResNet.init_weights with zero_init_residual: Bottleneck.norm3, BasicBlock.norm2.
+    private static bool IsLastResidualNorm(string key, HashSet<string> bottlenecks)
+    {
+        if (key.EndsWith(".bn3.weight", StringComparison.Ordinal)) return true;
+        if (!key.EndsWith(".bn2.weight", StringComparison.Ordinal)) return false;
+        string block = key[..^".bn2.weight".Length];
+        return block.Contains(".layer", StringComparison.Ordinal) && !bottlenecks.Contains(block);
     }
 
     // N(0, std^2) by Box-Muller on the key's splitmix64 stream.

@@ -97,6 +97,13 @@ public sealed record TrainerOptions
     public IReadOnlyList<string>? ClassNames { get; init; }
 
     /// <summary>
+    /// The head's anchor settings (null: RetinaNet's, octave base scale 4); 9 anchors per cell
+    /// (<see cref="AnchorGenerator.AnchorsPerCell"/>). Pass the model's <c>Head.Anchors</c>, so
+    /// training assigns targets to the anchors that detection decodes from.
+    /// </summary>
+    public RetinaAnchors? Anchors { get; init; }
+
+    /// <summary>
     /// Training sessions (one per batch shape) kept for reuse. They share the prepared weights and
     /// hold only activation buffers (and host copies of the outputs and their gradients), so a
     /// new shape costs memory, not weight preparation.
@@ -199,6 +206,8 @@ public sealed class Trainer : IDisposable
         _workDir = workDir ?? throw new ArgumentNullException(nameof(workDir));
         if (options.Epochs < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Epochs, "epochs must be at least 1");
         if (options.LogInterval < 1) throw new ArgumentOutOfRangeException(nameof(options), options.LogInterval, "log interval must be at least 1");
+        if (options.Anchors is { AnchorsPerCell: not AnchorGenerator.AnchorsPerCell } anchors)
+            throw new ArgumentOutOfRangeException(nameof(options), anchors.AnchorsPerCell, $"the anchor settings must give {AnchorGenerator.AnchorsPerCell} anchors per cell");
         if (options.CachedSessions < 1) throw new ArgumentOutOfRangeException(nameof(options), options.CachedSessions, "at least one session must be cached");
         _loader = new TrainDataLoader(dataset, new TrainLoaderOptions(
             options.BatchSize, options.Shuffle, options.Seed, options.DataWorkers, PrefetchBatches: 4,
@@ -483,7 +492,7 @@ public sealed class Trainer : IDisposable
         if (classes < _classNames.Count)
             throw new InvalidOperationException($"the network predicts {classes} classes; the dataset has {_classNames.Count} categories");
 
-        entry.SetLevels(batch.FeatureSizes);
+        entry.SetLevels(batch.FeatureSizes, _options.Anchors);
         RetinaTargets targets = RetinaTargets.Build(entry.Anchors, entry.LevelCounts, batch.GtBoxes, batch.GtLabels, classes,
             AnchorGenerator.AnchorsPerCell, validFlagsPerImage: batch.ValidFlags);
         DetectionLossResult loss = entry.Loss ??= new DetectionLossResult(targets);
@@ -606,13 +615,13 @@ public sealed class Trainer : IDisposable
         public DetectionLossResult? Loss { get; set; }
 
         // The anchors of the batch's feature sizes (the same for every batch of this shape).
-        public void SetLevels(IReadOnlyList<FeatureSize> levels)
+        public void SetLevels(IReadOnlyList<FeatureSize> levels, RetinaAnchors? anchors)
         {
             bool same = levels.Count == _levels.Length;
             for (int l = 0; same && l < _levels.Length; l++) same = levels[l] == _levels[l];
             if (same) return;
             _levels = [.. levels];
-            Anchors = AnchorGenerator.AllAnchors(_levels);
+            Anchors = AnchorGenerator.AllAnchors(_levels, anchors);
             LevelCounts = [.. _levels.Select(l => l.Height * l.Width * AnchorGenerator.AnchorsPerCell)];
             Loss = null;
         }

@@ -146,6 +146,45 @@ public sealed class AnyNetworkTests
     }
 
     [Fact]
+    public void The_demo_detector_trains_and_decodes_with_its_own_anchors_and_zero_inits_each_basic_blocks_last_norm()
+    {
+        ModelInfo model = ModelRegistry.Get("ghm-demo-r18-fpn");
+        Assert.Equal(2f, model.Head.Anchors.OctaveBaseScale);
+        // P3 at stride 8: sizes 8 * 2 * 2^(s/3) = 16, 20.16, 25.40 for ratio 1 (anchors 3..5).
+        float[] p3 = [.. model.Head.BaseAnchors(0)];
+        Assert.Equal(16f, p3[3 * 4 + 2] - p3[3 * 4 + 0], 1e-4f);
+        Assert.Equal(16f * MathF.Pow(2f, 2f / 3f), p3[5 * 4 + 2] - p3[5 * 4 + 0], 1e-3f);
+        // The trainer's anchors (AnchorGenerator with the model's settings) are the decoder's base anchors shifted per cell.
+        FeatureSize[] levels = AnchorGenerator.FeatureSizes(160, 192);
+        float[] all = AnchorGenerator.AllAnchors(levels, model.Head.Anchors);
+        int offset = 0;
+        for (int l = 0; l < levels.Length; l++)
+        {
+            ReadOnlySpan<float> bases = model.Head.BaseAnchors(l);
+            int stride = model.Head.Levels[l].Stride;
+            int last = levels[l].Height * levels[l].Width - 1, x = last % levels[l].Width, y = last / levels[l].Width;
+            for (int a = 0; a < 9; a++)
+            {
+                Assert.Equal(bases[a * 4], all[offset + a * 4]);
+                Assert.Equal(bases[a * 4 + 3] + y * stride, all[offset + (last * 9 + a) * 4 + 3]);
+                Assert.Equal(bases[a * 4 + 0] + x * stride, all[offset + (last * 9 + a) * 4 + 0]);
+            }
+            offset += levels[l].Height * levels[l].Width * 9 * 4;
+        }
+        Assert.Equal(all.Length, offset);
+        // Without settings: RetinaNet's, as before.
+        Assert.Equal(AnchorGenerator.AllAnchors(levels), AnchorGenerator.AllAnchors(levels, RetinaAnchors.Default));
+
+        INetwork network = model.Create();
+        DetectorInitialization.Initialize(network, seed: 2);
+        foreach (StateTensor t in network.State.Where(t => t.Role == StateRole.BatchNormWeight))
+        {
+            bool last = t.Key.StartsWith("backbone.layer", StringComparison.Ordinal) && t.Key.EndsWith(".bn2.weight", StringComparison.Ordinal);
+            Assert.All(t.Data, v => Assert.Equal(last ? 0f : 1f, v));
+        }
+    }
+
+    [Fact]
     public void The_demo_detector_detects_with_the_checkpoint_class_names()
     {
         ModelInfo model = ModelRegistry.Get("ghm-demo-r18-fpn");

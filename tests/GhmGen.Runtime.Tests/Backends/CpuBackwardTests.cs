@@ -46,6 +46,14 @@ public sealed class CpuBackwardTests
         new("pad 2 > band", 4, 6, 1, 1, 2, 1, 1, 1, 3),        // 2 threads: one-row bands, pad > rows * stride: dx zeroed in its own pass
         new("7x7 s1", 8, 12, 7, 1, 3, 1, 2, 6, 9),
         new("k5 s3", 5, 7, 5, 3, 2, 1, 2, 11, 10),
+        new("demo stem", 3, 32, 7, 2, 3, 1, 2, 47, 63),
+        new("demo L1 3x3", 32, 32, 3, 1, 1, 1, 2, 12, 16),
+        new("demo head P5", 64, 64, 3, 1, 1, 1, 2, 3, 4),
+        new("demo head P6", 64, 64, 3, 1, 1, 1, 2, 2, 2),
+        new("demo head P7", 64, 64, 3, 1, 1, 1, 2, 1, 1),
+        new("demo reg P7", 64, 36, 3, 1, 1, 1, 2, 1, 1),
+        new("demo P7 conv", 64, 64, 3, 2, 1, 1, 2, 2, 2),
+        new("demo P6 conv", 256, 64, 3, 2, 1, 1, 2, 3, 4),
     ];
 
     public static TheoryData<int> ConvCaseIndices()

@@ -7,7 +7,7 @@ namespace GhmGen.Runtime.Tests.Training;
 
 /// <summary>
 /// mmdetection's training initialisation (Kaiming fan_out for the backbone, Xavier for the neck,
-/// N(0, 0.01) and the prior bias for the head, zero_init_residual on bn3) checked by its moments
+/// N(0, 0.01) and the prior bias for the head, zero_init_residual on a bottleneck's bn3 and a basic block's bn2) checked by its moments
 /// and bounds, and torchvision backbones loaded under <c>backbone.</c>.
 /// </summary>
 public sealed class DetectorInitializationTests
@@ -18,6 +18,8 @@ public sealed class DetectorInitializationTests
         public BatchNorm2d StemNorm { get; } = new("backbone.bn1", 64);
         public Conv2d Wide { get; } = new("backbone.layer1.0.conv3", new ConvSpec(64, 256, 1, 1, 0, 1), bias: false);
         public BatchNorm2d Last { get; } = new("backbone.layer1.0.bn3", 256);
+        public BatchNorm2d Middle { get; } = new("backbone.layer1.0.bn2", 64); // a bottleneck's: not its last norm
+        public BatchNorm2d BasicLast { get; } = new("backbone.layer2.0.bn2", 32); // a basic block's (no bn3): its last norm
         public Conv2d Lateral { get; } = new("neck.lateral_convs.0.conv", new ConvSpec(256, 128, 1, 1, 0, 1), bias: true);
         public Conv2d ClsConv { get; } = new("bbox_head.cls_convs.0.conv", new ConvSpec(128, 128, 3, 1, 1, 1), bias: true);
         public Conv2d RetinaCls { get; } = new("bbox_head.retina_cls", new ConvSpec(128, 18, 3, 1, 1, 1), bias: true);
@@ -27,6 +29,7 @@ public sealed class DetectorInitializationTests
         public IReadOnlyList<StateTensor> State => [
             Stem.Weight, StemNorm.Weight, StemNorm.Bias, StemNorm.RunningMean, StemNorm.RunningVar, StemNorm.NumBatchesTracked,
             Wide.Weight, Last.Weight, Last.Bias, Last.RunningMean, Last.RunningVar, Last.NumBatchesTracked,
+            Middle.Weight, Middle.Bias, BasicLast.Weight, BasicLast.Bias,
             Lateral.Weight, Lateral.Bias!, ClsConv.Weight, ClsConv.Bias!, RetinaCls.Weight, RetinaCls.Bias!];
 
         public long ParameterCount => State.Where(t => t.Kind == StateKind.Parameter).Sum(t => t.ElementCount);
@@ -53,7 +56,9 @@ public sealed class DetectorInitializationTests
         // 1x1 conv3 fan_out 256: std sqrt(2/256) = 0.0884.
         Assert.InRange(Moments(net.Wide.Weight.Data).Std, 0.0884 * 0.97, 0.0884 * 1.03);
         Assert.All(net.StemNorm.Weight.Data, v => Assert.Equal(1f, v));
-        Assert.All(net.Last.Weight.Data, v => Assert.Equal(0f, v)); // zero_init_residual
+        Assert.All(net.Last.Weight.Data, v => Assert.Equal(0f, v)); // zero_init_residual: Bottleneck.norm3
+        Assert.All(net.Middle.Weight.Data, v => Assert.Equal(1f, v));
+        Assert.All(net.BasicLast.Weight.Data, v => Assert.Equal(0f, v)); // and BasicBlock.norm2
         Assert.All(net.Last.RunningVar.Data, v => Assert.Equal(1f, v));
         Assert.All(net.Last.RunningMean.Data, v => Assert.Equal(0f, v));
         Assert.Equal(0, net.Last.NumBatchesTracked.Int64Data[0]);
