@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 config=Release
 if [ "${1:-}" = "-c" ]; then config=$2; shift 2; fi
-projects=(runtime/GhmGen.Runtime runtime/GhmGen.Runtime.Gpu models/GhmGen.Models)
+projects=(runtime/GhmGen.Runtime runtime/GhmGen.Runtime.Gpu runtime/GhmGen.Distributed models/GhmGen.Models)
 if [ $# -gt 0 ]; then projects=("${@%/}"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

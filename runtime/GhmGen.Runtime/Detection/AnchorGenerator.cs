@@ -148,7 +148,7 @@ public static class AnchorGenerator
     /// valid_h = min(ceil(padHeight / stride), feat_h) and valid_w = min(ceil(padWidth / stride), feat_w);
     /// cell (y, x) is valid iff y &lt; valid_h and x &lt; valid_w, and its 9 anchors share the flag.
     /// <paramref name="padHeight"/> x <paramref name="padWidth"/> is the image's own padded size (its
-    /// <c>pad_shape</c>), not the batch's. Result: [AnchorCount(levels)] in <see cref="AllAnchors"/> order.
+    /// <c>pad_shape</c>), not the batch's. Result: [AnchorCount(levels)] in <see cref="AllAnchors(ReadOnlySpan{FeatureSize})"/> order.
     /// </summary>
     public static bool[] ValidFlags(ReadOnlySpan<FeatureSize> levels, int padHeight, int padWidth)
     {

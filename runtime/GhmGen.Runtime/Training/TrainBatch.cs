@@ -56,7 +56,7 @@ public sealed class TrainBatch
     /// <summary>Batch tensor width: the largest <see cref="TrainSample.PadWidth"/>.</summary>
     public int Width { get; }
 
-    /// <summary>Feature sizes P3..P7 of the batch tensor (<see cref="AnchorGenerator.FeatureSizes"/>); the anchors are <see cref="AnchorGenerator.AllAnchors"/> of these.</summary>
+    /// <summary>Feature sizes P3..P7 of the batch tensor (<see cref="AnchorGenerator.FeatureSizes"/>); the anchors are <see cref="AnchorGenerator.AllAnchors(ReadOnlySpan{FeatureSize})"/> of these.</summary>
     public IReadOnlyList<FeatureSize> FeatureSizes { get; }
 
     /// <summary>Per image, [numAnchors] valid flags from its own pad shape, for <see cref="RetinaTargets.Build"/>.</summary>
