@@ -146,6 +146,8 @@ public sealed class CpuBackwardTests
     [InlineData(1)]   // 1x1
     [InlineData(15)]  // grouped, narrow kernel
     [InlineData(10)]  // small map
+    [InlineData(13)]  // 720 outputs: UpdateConv's repack in many row ranges on both workers
+    [InlineData(14)]  // 36 outputs: a partial panel (eight-, four- and one-row Winograd transforms)
     public void UpdateConvEqualsAFreshlyPreparedConvolution(int caseIndex)
     {
         ConvCase c = ConvCases[caseIndex];

@@ -4,7 +4,8 @@
 //   (GEMM, Winograd, small-map) on dy with transposed, flipped weights (dx += when accumulating,
 //   as an in-place residual); other specs run columns-then-scatter (ConvInputGradient). The
 //   backward-data weights are made from the forward panels on a convolution's first
-//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest;
+//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest, every
+//   form in row ranges on all workers (ConvRepack);
 // - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
 // - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
 // Results depend on the thread count (how the pixel sums are split) but not on scheduling.
@@ -13,6 +14,8 @@ namespace GhmGen.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
+    private readonly ConvRepack repack = new();
+
     /// <inheritdoc/>
     public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
@@ -25,7 +28,10 @@ public sealed unsafe partial class CpuBackend
                 throw new ArgumentException($"conv {s}: new weight has {weight.Length} elements; it needs {s.WeightCount}", nameof(weight));
             if (bias.Length != (packed.HasBias ? s.OutChannels : 0))
                 throw new ArgumentException($"conv {s}: new bias has {bias.Length} elements; it was prepared with {(packed.HasBias ? s.OutChannels : 0)}", nameof(bias));
-            packed.Repack(weight, bias);
+            // Every form, cut into row ranges, on all workers (bitwise the single-threaded Repack).
+            fixed (float* pw = weight)
+            fixed (float* pb = bias)
+                pool.Run(repack, repack.Prepare(packed, pw, weight.Length, pb, bias.Length));
         }
     }
 

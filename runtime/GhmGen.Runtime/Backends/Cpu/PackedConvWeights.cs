@@ -8,7 +8,8 @@
 //   k-1-kx] at padding k - 1 - p (in and out swapped, same groups), packed like any convolution
 //   (a second PackedConvWeights, made with transposedFrom, incl. its Winograd form);
 // - otherwise W_g^T[K, M] in MR-row panels for the columns-then-scatter path (TransposedPanels).
-// Repack rewrites every form in place (after an optimizer step), without allocating.
+// Repack rewrites every form in place (after an optimizer step), without allocating; CpuBackend.UpdateConv
+// does it on all workers, in disjoint row ranges of each form (ConvRepack).
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs, CpuBackwardTests.cs.
 namespace GhmGen.Backends.Cpu;
 
@@ -136,16 +137,31 @@ internal sealed class PackedConvWeights : IPreparedConv
         }
     }
 
-    /// <summary>Rewrites every form from new weights (same shapes), in place.</summary>
+    /// <summary>Rewrites every form from new weights (same shapes), in place (CpuBackend.UpdateConv does the same on all workers, ConvRepack).</summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        RepackPanelRows(weight, bias, 0, Spec.OutChannels);
+        Winograd?.Repack(weight, bias, transposed: IsTransposedForm);
+        BackwardData?.Repack(weight, []);
+        if (TransposedPanels is not null) PackTransposed(weight);
+    }
+
+    /// <summary>Whether this is the backward-data form (transposed, flipped weights of the forward convolution).</summary>
+    public bool IsTransposedForm => transposedFrom is not null;
+
+    /// <summary>
+    /// Rewrites the GEMM panels (and padded bias) of output channels <paramref name="first"/> ..
+    /// <paramref name="end"/> - 1 from <paramref name="weight"/>, the forward convolution's weights
+    /// (transposed and flipped here for the backward-data form); the other forms are untouched.
+    /// </summary>
+    public void RepackPanelRows(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int first, int end)
     {
         ConvSpec s = Spec;
         int kk = s.Kernel * s.Kernel, depthChannels = Depth / kk;
         int paddedRows = PanelsPerGroup * PanelRows;
-        for (int g = 0; g < s.Groups; g++)
-        for (int m = 0; m < OutPerGroup; m++)
+        for (int o = first; o < end; o++)
         {
-            int o = g * OutPerGroup + m, panel = m / PanelRows, r = m % PanelRows;
+            int g = o / OutPerGroup, m = o % OutPerGroup, panel = m / PanelRows, r = m % PanelRows;
             long start = g * GroupStride + (long)panel * PanelRows * Depth + r;
             if (transposedFrom is null)
             {
@@ -163,8 +179,11 @@ internal sealed class PackedConvWeights : IPreparedConv
             }
             if (bias.Length > 0) Bias[g * paddedRows + m] = bias[o];
         }
-        Winograd?.Repack(weight, bias, transposed: transposedFrom is not null);
-        BackwardData?.Repack(weight, []);
+    }
+
+    /// <summary>Rewrites <see cref="TransposedPanels"/> (when this form has them) from <paramref name="weight"/>.</summary>
+    public void RepackTransposedPanels(ReadOnlySpan<float> weight)
+    {
         if (TransposedPanels is not null) PackTransposed(weight);
     }
 
