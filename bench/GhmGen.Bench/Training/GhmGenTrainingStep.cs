@@ -75,6 +75,7 @@ internal sealed class GhmGenTrainingStep : IDisposable
         TrainedParameterCount = _pairs.Length;
         ActivationBytes = info.TrainingActivationBytes(batch, height, width);
         TrainedValueCount = _pairs.Sum(p => p.Parameter.ElementCount);
+        NetworkStateValues = network.State.Sum(t => t.ElementCount);
         FrozenParameterCount = network.State.Count(t => t.Kind == StateKind.Parameter) - _pairs.Length;
     }
 
@@ -83,6 +84,9 @@ internal sealed class GhmGenTrainingStep : IDisposable
 
     /// <summary>The training session's activation and activation-gradient buffers, in bytes (ModelInfo.TrainingActivationBytes).</summary>
     public long ActivationBytes { get; }
+
+    /// <summary>Values of every state tensor of the network (parameters and buffers, host copies).</summary>
+    public long NetworkStateValues { get; }
 
     /// <summary>Trained parameter values.</summary>
     public long TrainedValueCount { get; }

@@ -15,6 +15,7 @@ namespace GhmGen.Bench.Training;
 internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
 {
     private readonly Dictionary<string, Row> _rows = new(StringComparer.Ordinal);
+    private readonly List<IPreparedConv> _prepared = [];
 
     /// <summary>Whether calls are being added to the rows.</summary>
     public bool Recording { get; set; }
@@ -58,7 +59,15 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
         Add("download", source.ShapeText, false, t, 0);
     }
 
-    public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias) => inner.PrepareConv(spec, weight, bias);
+    public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        IPreparedConv conv = inner.PrepareConv(spec, weight, bias);
+        _prepared.Add(conv);
+        return conv;
+    }
+
+    /// <summary>Every convolution prepared through this backend.</summary>
+    public IReadOnlyList<IPreparedConv> PreparedConvs => _prepared;
 
     public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu)
     {

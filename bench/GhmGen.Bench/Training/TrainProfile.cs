@@ -87,7 +87,50 @@ internal static class TrainProfile
             Console.WriteLine(FormattableString.Invariant(
                 $"  {r.Op,-22} {r.Shape,-40}{(r.Winograd ? " W" : "  ")}{r.Calls / steps,4}x{r.Seconds / steps * 1e3,9:F1} ms wall{cms,9:F1} ms CPU{(r.Macs > 0 ? $"{2 * r.Macs / steps / (cms / 1e3) / 1e9,8:F0} GFLOP/CPU-s" : "")}"));
         }
+        PrintMemory(step, profiler);
         return 0;
+    }
+
+    // Where the resident memory goes, after the recorded steps (every form made, momentum allocated).
+    private static void PrintMemory(GhmGenTrainingStep step, ProfilingBackend profiler)
+    {
+        const double Mb = 1048576.0;
+        long panels = 0, winograd = 0, backwardPanels = 0, backwardWinograd = 0;
+        foreach (var conv in profiler.PreparedConvs)
+        {
+            var b = profiler.Inner.PreparedBytes(conv);
+            panels += b.Panels;
+            winograd += b.Winograd;
+            backwardPanels += b.BackwardPanels;
+            backwardWinograd += b.BackwardWinograd;
+        }
+        long trained = 4 * step.TrainedValueCount;
+        (string Name, double Bytes)[] items =
+        [
+            ("network state tensors (host weights, all)", 4.0 * step.NetworkStateValues),
+            ("host gradients of the trained parameters", trained),
+            ("SGD momentum buffers", trained),
+            ("folded weight gradients on the backend (~ trained values)", trained),
+            ("activations + activation gradients (static plan)", step.ActivationBytes),
+            ("prepared: forward GEMM panels", panels),
+            ("prepared: forward Winograd form", winograd),
+            ("prepared: backward-data panels (transposed conv or scatter)", backwardPanels),
+            ("prepared: backward-data Winograd form", backwardWinograd),
+        ];
+        double rss = RssMb("VmRSS"), peak = RssMb("VmHWM"), listed = items.Sum(i => i.Bytes) / Mb;
+        GCMemoryInfo gc = GC.GetGCMemoryInfo();
+        Console.WriteLine(FormattableString.Invariant(
+            $"memory: RSS {rss:F0} MB, peak RSS {peak:F0} MB; GC: {GC.GetTotalMemory(false) / Mb:F0} MB allocated, {gc.TotalCommittedBytes / Mb:F0} MB committed, {gc.FragmentedBytes / Mb:F0} MB fragmented at the last collection"));
+        foreach ((string name, double bytes) in items) Console.WriteLine(FormattableString.Invariant($"  {name,-60}{bytes / Mb,9:F1} MB"));
+        Console.WriteLine(FormattableString.Invariant($"  {"listed",-60}{listed,9:F1} MB; the rest of the RSS ({rss - listed:F0} MB): runtime, code, native scratch, folding scratch, host copies of the maps"));
+    }
+
+    private static double RssMb(string field)
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+        return double.NaN;
     }
 
     private static string LoadAverage()

@@ -1,7 +1,8 @@
-// UpdateConv's repacking as parallel work: every form of a prepared convolution (the forward GEMM
-// panels, its Winograd form, the backward-data convolution's panels and Winograd form, the
-// transposed panels of the columns-then-scatter input gradient) is cut into ranges of whole
-// panels of output rows, one work item each, so that all workers transform at once. Each item
+// Repacking as parallel work: a form of a prepared convolution (the forward GEMM panels, its
+// Winograd form, the backward-data convolution's panels and Winograd form) is cut into ranges of
+// whole panels of output rows, one work item each, so that all workers transform at once (the
+// transposed panels of the columns-then-scatter input gradient are one item). UpdateConv rewrites
+// the forward and transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
 // writes only its own rows with the same arithmetic as PackedConvWeights.Repack, so the result is
 // bitwise that of the single-threaded repack, whatever the thread count or scheduling.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (UpdateConv cases).
@@ -21,30 +22,60 @@ internal sealed unsafe class ConvRepack : IParallelWork
     private float* weight, bias;
     private int weightLength, biasLength;
 
-    /// <summary>Cuts the forms of <paramref name="packed"/> into work items; returns their number.</summary>
+    /// <summary>
+    /// UpdateConv's part: the forward panels of <paramref name="packed"/> (the source of every other form) and
+    /// its transposed panels; returns the number of work items. The caller marks the other forms stale.
+    /// </summary>
+    public int PrepareUpdate(PackedConvWeights packed, float* weight, int weightLength, float* bias, int biasLength)
+    {
+        Set(weight, weightLength, bias, biasLength);
+        AddRows(packed, Part.Panels, packed.PanelRows);
+        if (packed.TransposedPanels is not null) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
+        return segments.Count;
+    }
+
+    /// <summary>
+    /// One stale form rebuilt from the forward weights <paramref name="weight"/> (and the forward bias, for the
+    /// forward Winograd form): <paramref name="form"/>'s Winograd form, or its panels (backward-data form).
+    /// </summary>
+    public int PrepareRefresh(PackedConvWeights form, bool winograd, float* weight, int weightLength, float* bias, int biasLength)
+    {
+        Set(weight, weightLength, bias, biasLength);
+        if (winograd) AddRows(form, Part.Winograd, form.Winograd!.PanelRows);
+        else AddRows(form, Part.Panels, form.PanelRows);
+        return segments.Count;
+    }
+
+    /// <summary>Every form of <paramref name="packed"/> (as PackedConvWeights.Repack), as work items.</summary>
     public int Prepare(PackedConvWeights packed, float* weight, int weightLength, float* bias, int biasLength)
     {
-        this.weight = weight;
-        this.bias = bias;
-        this.weightLength = weightLength;
-        this.biasLength = biasLength;
-        segments.Clear();
+        Set(weight, weightLength, bias, biasLength);
         AddForm(packed);
         if (packed.BackwardData is { } backward) AddForm(backward);
         if (packed.TransposedPanels is not null) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
         return segments.Count;
     }
 
+    private void Set(float* weight, int weightLength, float* bias, int biasLength)
+    {
+        this.weight = weight;
+        this.bias = bias;
+        this.weightLength = weightLength;
+        this.biasLength = biasLength;
+        segments.Clear();
+    }
+
     private void AddForm(PackedConvWeights form)
     {
+        AddRows(form, Part.Panels, form.PanelRows);
+        if (form.Winograd is { } wino) AddRows(form, Part.Winograd, wino.PanelRows);
+    }
+
+    private void AddRows(PackedConvWeights form, Part part, int panelRows)
+    {
         int rows = form.Spec.OutChannels;
-        int step = form.PanelRows * Math.Max(1, RowsPerItem / form.PanelRows);
-        for (int first = 0; first < rows; first += step) segments.Add(new Segment(form, Part.Panels, first, Math.Min(rows, first + step)));
-        if (form.Winograd is { } wino)
-        {
-            int wstep = wino.PanelRows * Math.Max(1, RowsPerItem / wino.PanelRows);
-            for (int first = 0; first < rows; first += wstep) segments.Add(new Segment(form, Part.Winograd, first, Math.Min(rows, first + wstep)));
-        }
+        int step = panelRows * Math.Max(1, RowsPerItem / panelRows);
+        for (int first = 0; first < rows; first += step) segments.Add(new Segment(form, part, first, Math.Min(rows, first + step)));
     }
 
     /// <inheritdoc/>
