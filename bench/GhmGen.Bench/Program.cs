@@ -9,6 +9,8 @@ namespace GhmGen.Bench;
 /// <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
 /// <c>train-worker ...</c> serves GhmGen's training step to bench/side_by_side_train.py;
 /// <c>train-table [--size HxW] [--batch B] [--threads N] [--steps S]</c> prints the step's Stopwatch breakdown;
+/// <c>repack-table [repeats]</c> times UpdateConv per shape on 1 and 2 threads;
+/// <c>train-profile [...] [--top K]</c> times every backend op of the step and counts its multiply-adds (the compute bound);
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
@@ -35,6 +37,10 @@ public static class Program
             return Training.TrainWorker.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-table")
             return Training.TrainWorker.Table(args[1..]);
+        if (args.Length > 0 && args[0] == "repack-table")
+            return Training.RepackTable.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "train-profile")
+            return Training.TrainProfile.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

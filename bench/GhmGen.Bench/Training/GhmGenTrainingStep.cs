@@ -24,7 +24,7 @@ internal sealed class GhmGenTrainingStep : IDisposable
     public static readonly string[] HeadOutputNames =
         ["cls_p3", "cls_p4", "cls_p5", "cls_p6", "cls_p7", "reg_p3", "reg_p4", "reg_p5", "reg_p6", "reg_p7"];
 
-    private readonly CpuBackend _backend;
+    private readonly ITrainingBackend _backend;
     private readonly ITrainingSession _session;
     private readonly float[] _input;
     private readonly TensorView[] _outputs;        // HeadOutputNames order
@@ -35,7 +35,8 @@ internal sealed class GhmGenTrainingStep : IDisposable
     private readonly ParameterWithGradient[] _pairs;
 
     /// <summary>Builds and seeds the network, makes the training session and the optimiser.</summary>
-    public GhmGenTrainingStep(string modelName, int batch, int height, int width, int threads)
+    /// <remarks><paramref name="wrap"/>, when given, wraps the CPU backend the session runs on (train-profile's <see cref="ProfilingBackend"/>).</remarks>
+    public GhmGenTrainingStep(string modelName, int batch, int height, int width, int threads, Func<CpuBackend, ITrainingBackend>? wrap = null)
     {
         ModelInfo info = ModelRegistry.Get(modelName);
         info.OutputShapes(height, width); // validates the size for this model
@@ -43,7 +44,8 @@ internal sealed class GhmGenTrainingStep : IDisposable
         SeededWeights.Fill(network);
         _input = new float[(long)batch * 3 * height * width];
         SeededWeights.FillInput(_input);
-        _backend = new CpuBackend(threads);
+        var cpu = new CpuBackend(threads);
+        _backend = wrap is null ? cpu : wrap(cpu);
         _session = info.CreateTrainingSession(network, _backend, batch, height, width);
 
         var outputs = _session.Outputs.ToDictionary(o => o.Name, o => o.Tensor, StringComparer.Ordinal);
@@ -73,6 +75,7 @@ internal sealed class GhmGenTrainingStep : IDisposable
         TrainedParameterCount = _pairs.Length;
         ActivationBytes = info.TrainingActivationBytes(batch, height, width);
         TrainedValueCount = _pairs.Sum(p => p.Parameter.ElementCount);
+        NetworkStateValues = network.State.Sum(t => t.ElementCount);
         FrozenParameterCount = network.State.Count(t => t.Kind == StateKind.Parameter) - _pairs.Length;
     }
 
@@ -81,6 +84,9 @@ internal sealed class GhmGenTrainingStep : IDisposable
 
     /// <summary>The training session's activation and activation-gradient buffers, in bytes (ModelInfo.TrainingActivationBytes).</summary>
     public long ActivationBytes { get; }
+
+    /// <summary>Values of every state tensor of the network (parameters and buffers, host copies).</summary>
+    public long NetworkStateValues { get; }
 
     /// <summary>Trained parameter values.</summary>
     public long TrainedValueCount { get; }

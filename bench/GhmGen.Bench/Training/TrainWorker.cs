@@ -120,6 +120,13 @@ internal static class TrainWorker
         return 0;
     }
 
+    /// <summary>The table commands' <c>[--model M] [--size HxW] [--batch B] [--threads N]</c>.</summary>
+    public static (string Model, int Height, int Width, int Batch, int Threads) ParseTableArgs(string command, string[] args)
+    {
+        (_, string model, int height, int width, int batch, int threads) = ParseArgs(command, ["--framework", "ghmgen", .. args]);
+        return (model, height, width, batch, threads);
+    }
+
     private static (string Framework, string Model, int Height, int Width, int Batch, int Threads) ParseArgs(string command, string[] args)
     {
         string? framework = null;

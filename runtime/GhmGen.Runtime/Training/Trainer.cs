@@ -524,13 +524,19 @@ public sealed class Trainer : IDisposable
             }
             return cached;
         }
-        var created = new CachedSession(_weights.CreateSession(batch, height, width));
-        _sessions.AddFirst(created);
-        while (_sessions.Count > _options.CachedSessions)
+        // Evict first, and collect: an evicted session's activation buffers are hundreds of MB of large
+        // arrays, which would otherwise stay resident next to the new session's until a full collection
+        // (ghm train on images of varying padded sizes: 5.7 GB peak RSS at 640x512 instead of ~3.5 GB).
+        bool evicted = false;
+        while (_sessions.Count >= _options.CachedSessions)
         {
             _sessions.Last!.Value.Session.Dispose();
             _sessions.RemoveLast();
+            evicted = true;
         }
+        if (evicted) GC.Collect();
+        var created = new CachedSession(_weights.CreateSession(batch, height, width));
+        _sessions.AddFirst(created);
         return created;
     }
 

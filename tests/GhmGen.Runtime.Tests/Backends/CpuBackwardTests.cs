@@ -154,6 +154,8 @@ public sealed class CpuBackwardTests
     [InlineData(1)]   // 1x1
     [InlineData(15)]  // grouped, narrow kernel
     [InlineData(10)]  // small map
+    [InlineData(13)]  // 720 outputs: UpdateConv's repack in many row ranges on both workers
+    [InlineData(14)]  // 36 outputs: a partial panel (eight-, four- and one-row Winograd transforms)
     public void UpdateConvEqualsAFreshlyPreparedConvolution(int caseIndex)
     {
         ConvCase c = ConvCases[caseIndex];
@@ -190,6 +192,51 @@ public sealed class CpuBackwardTests
             e = Assert.Throws<ArgumentException>(() => cpu.UpdateConv(updated, w2.AsSpan(1), b2));
             Assert.Contains("new weight has", e.Message);
         }
+    }
+
+    [Fact]
+    public void UpdateConvRebuildsEachFormWhenAMapSizeFirstNeedsIt()
+    {
+        // After UpdateConv only the forward panels are rewritten; the Winograd forms and the backward-data
+        // panels are rebuilt on their next use, and the backward-data Winograd form is made on the first call
+        // whose map selects Winograd. Two updates, then small maps (GEMM) and large maps (Winograd) in both
+        // orders: every result equals that of a freshly prepared convolution.
+        var s = new ConvSpec(24, 40, 3, 1, 1, 1);
+        var random = new Random(77);
+        float[] w1 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b1 = CpuBackendTests.RandomValues(random, s.OutChannels);
+        float[] w2 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b2 = CpuBackendTests.RandomValues(random, s.OutChannels);
+        float[] w3 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b3 = CpuBackendTests.RandomValues(random, s.OutChannels);
+        using var cpu = new CpuBackend(2);
+        (int H, int W) small = (3, 5), large = (40, 44); // 2 x 2 x 2 tiles: GEMM; 2 x 10 x 11: Winograd
+        (float[] y, float[] dx) Run(IPreparedConv conv, (int H, int W) size)
+        {
+            var r = new Random(size.H);
+            float[] x = CpuBackendTests.RandomValues(r, 2 * s.InChannels * size.H * size.W);
+            float[] dy = CpuBackendTests.RandomValues(r, 2 * s.OutChannels * size.H * size.W);
+            TensorView xv = CpuBackendTests.Tensor(cpu, x, 2, s.InChannels, size.H, size.W), dyv = CpuBackendTests.Tensor(cpu, dy, 2, s.OutChannels, size.H, size.W);
+            var y = new TensorView(cpu.Allocate(dy.Length), 0, 2, s.OutChannels, size.H, size.W);
+            var dx = new TensorView(cpu.Allocate(x.Length), 0, 2, s.InChannels, size.H, size.W);
+            cpu.Conv2d(conv, xv, y, null, relu: false);
+            cpu.Conv2dBackwardData(conv, dyv, dx, accumulate: false);
+            return (CpuBackendTests.Read(cpu, y), CpuBackendTests.Read(cpu, dx));
+        }
+        static void Same((float[] y, float[] dx) want, (float[] y, float[] dx) got)
+        {
+            Assert.Equal(want.y, got.y);
+            Assert.Equal(want.dx, got.dx);
+        }
+        using IPreparedConv updated = cpu.PrepareConv(s, w1, b1);
+        Run(updated, small);                                   // makes the backward-data form, no Winograd
+        Assert.Equal(0, cpu.PreparedBytes(updated).BackwardWinograd);
+        cpu.UpdateConv(updated, w2, b2);
+        using IPreparedConv second = cpu.PrepareConv(s, w2, b2);
+        Same(Run(second, large), Run(updated, large));    // Winograd forms: the forward one stale, the backward one new
+        Assert.NotEqual(0, cpu.PreparedBytes(updated).BackwardWinograd);
+        Same(Run(second, small), Run(updated, small));
+        cpu.UpdateConv(updated, w3, b3);
+        using IPreparedConv third = cpu.PrepareConv(s, w3, b3);
+        Same(Run(third, small), Run(updated, small));    // stale backward-data panels
+        Same(Run(third, large), Run(updated, large));    // both Winograd forms stale
     }
 
     [Theory]

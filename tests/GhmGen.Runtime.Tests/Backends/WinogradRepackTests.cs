@@ -69,4 +69,27 @@ public sealed class WinogradRepackTests
                 $"panel value {i}: {packed.Panels[i]:R}, the plain loop gives {expected[i]:R}");
         for (int o = 0; o < outChannels; o++) Assert.Equal(bias[o], packed.Bias[o]);
     }
+
+    [Theory]
+    [InlineData(16, 38, 8, false, 8)]
+    [InlineData(16, 38, 8, true, 16)]
+    [InlineData(12, 100, 16, false, 48)]
+    public void RepackRows_in_panel_aligned_ranges_equals_Repack_bitwise(int inChannels, int outChannels, int panelRows, bool transposed, int rowsPerRange)
+    {
+        var spec = new ConvSpec(inChannels, outChannels, 3, 1, 1, 1);
+        var random = new Random(outChannels * 7 + rowsPerRange);
+        var weight = new float[spec.WeightCount];
+        for (int i = 0; i < weight.Length; i++) weight[i] = (float)(random.NextDouble() - 0.5);
+        var bias = new float[outChannels];
+        for (int i = 0; i < bias.Length; i++) bias[i] = (float)random.NextDouble();
+        var whole = new WinogradWeights(spec, panelRows);
+        whole.Repack(weight, bias, transposed);
+        var ranges = new WinogradWeights(spec, panelRows);
+        // Back to front, so no range can lean on one written before it.
+        for (int first = (outChannels - 1) / rowsPerRange * rowsPerRange; first >= 0; first -= rowsPerRange)
+            ranges.RepackRows(weight, bias, transposed, first, Math.Min(outChannels, first + rowsPerRange));
+        Assert.Equal(whole.Panels.Select(BitConverter.SingleToInt32Bits), ranges.Panels.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(whole.Bias, ranges.Bias);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ranges.RepackRows(weight, bias, transposed, panelRows / 2, outChannels));
+    }
 }

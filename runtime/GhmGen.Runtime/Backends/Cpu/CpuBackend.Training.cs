@@ -4,7 +4,8 @@
 //   (GEMM, Winograd, small-map) on dy with transposed, flipped weights (dx += when accumulating,
 //   as an in-place residual); other specs run columns-then-scatter (ConvInputGradient). The
 //   backward-data weights are made from the forward panels on a convolution's first
-//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest;
+//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest, every
+//   form in row ranges on all workers (ConvRepack);
 // - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
 // - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
 // Results depend on the thread count (how the pixel sums are split) but not on scheduling.
@@ -13,6 +14,9 @@ namespace GhmGen.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
+    private readonly ConvRepack repack = new();
+    private float[] refreshScratch = [];
+
     /// <inheritdoc/>
     public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
@@ -25,8 +29,74 @@ public sealed unsafe partial class CpuBackend
                 throw new ArgumentException($"conv {s}: new weight has {weight.Length} elements; it needs {s.WeightCount}", nameof(weight));
             if (bias.Length != (packed.HasBias ? s.OutChannels : 0))
                 throw new ArgumentException($"conv {s}: new bias has {bias.Length} elements; it was prepared with {(packed.HasBias ? s.OutChannels : 0)}", nameof(bias));
-            packed.Repack(weight, bias);
+            // The forward panels (every other form's source) and the transposed panels now, in row ranges on all
+            // workers; the Winograd forms and the backward-data panels when an op next uses them (FreshWinograd,
+            // FreshPanels): bitwise what the single-threaded Repack writes.
+            fixed (float* pw = weight)
+            fixed (float* pb = bias)
+                pool.Run(repack, repack.PrepareUpdate(packed, pw, weight.Length, pb, bias.Length));
+            packed.WinogradStale = packed.Winograd is not null;
+            if (packed.BackwardData is { } backward)
+            {
+                backward.PanelsStale = true;
+                backward.WinogradStale = backward.Winograd is not null;
+            }
         }
+    }
+
+    // The Winograd form of `form` with its current weights: made on first use (backward-data form), transformed
+    // again after an UpdateConv. Under the lock.
+    private WinogradWeights FreshWinograd(PackedConvWeights form)
+    {
+        if (form.Winograd is null)
+        {
+            form.AllocateWinograd();
+            EnsureWinogradScratch(form.Spec.InChannels);
+            form.WinogradStale = true;
+        }
+        if (form.WinogradStale)
+        {
+            Refresh(form, winograd: true);
+            form.WinogradStale = false;
+        }
+        return form.Winograd!;
+    }
+
+    // The GEMM panels of `form` with its current weights (only a backward-data form's can be stale). Under the lock.
+    private void FreshPanels(PackedConvWeights form)
+    {
+        if (!form.PanelsStale) return;
+        Refresh(form, winograd: false);
+        form.PanelsStale = false;
+    }
+
+    // Rebuilds one form from the forward panels (unpacked into the backend's refresh scratch), on all workers.
+    private void Refresh(PackedConvWeights form, bool winograd)
+    {
+        PackedConvWeights source = form.Owner ?? form;
+        int n = checked((int)source.Spec.WeightCount);
+        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
+        source.UnpackWeight(refreshScratch.AsSpan(0, n));
+        // Winograd is dense (groups 1), so the forward panels' padded bias starts with the bias itself.
+        ReadOnlySpan<float> bias = form.IsTransposedForm || !source.HasBias ? default : source.Bias.AsSpan(0, source.Spec.OutChannels);
+        fixed (float* pw = refreshScratch)
+        fixed (float* pb = bias)
+            pool.Run(repack, repack.PrepareRefresh(form, winograd, pw, n, pb, bias.Length));
+    }
+
+    /// <summary>
+    /// Bytes of host memory that <paramref name="conv"/> (prepared by this backend) holds, per form: the
+    /// forward GEMM panels and bias, the forward Winograd form, and the backward-data forms once the first
+    /// backward-data call made them (the transposed convolution's panels and Winograd form, or the
+    /// transposed panels of the columns-then-scatter path). For memory accounting (bench train-profile).
+    /// </summary>
+    public (long Panels, long Winograd, long BackwardPanels, long BackwardWinograd) PreparedBytes(IPreparedConv conv)
+    {
+        PackedConvWeights packed = Prepared(conv);
+        static long Form(PackedConvWeights p) => 4L * (p.Panels.LongLength + p.Bias.LongLength);
+        static long Wino(PackedConvWeights p) => p.Winograd is { } w ? 4L * (w.Panels.LongLength + w.Bias.LongLength) : 0;
+        long backwardPanels = packed.BackwardData is { } b ? Form(b) : 4L * (packed.TransposedPanels?.LongLength ?? 0);
+        return (Form(packed), Wino(packed), backwardPanels, packed.BackwardData is { } bw ? Wino(bw) : 0);
     }
 
     /// <inheritdoc/>
@@ -172,11 +242,16 @@ public sealed unsafe partial class CpuBackend
             : throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
 
     // The backward-data weights of `packed`, made from its forward panels on first use (the only
-    // allocation of the backward ops after their first call; Winograd scratch grows with them).
+    // allocation of the backward ops after their first call, besides the backward-data Winograd form
+    // and its scratch on the first Winograd call, FreshWinograd).
     private void EnsureBackwardData(PackedConvWeights packed)
     {
         if (packed.BackwardData is not null || packed.TransposedPanels is not null) return;
-        var weight = new float[packed.Spec.WeightCount];
+        // The forward weights, unpacked into the reused refresh scratch: no weight-sized garbage per convolution
+        // (60 of them in R-50's first step would otherwise sit in the large-object heap until a full collection).
+        int n = checked((int)packed.Spec.WeightCount);
+        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
+        Span<float> weight = refreshScratch.AsSpan(0, n);
         packed.UnpackWeight(weight);
         packed.EnsureBackwardData(weight, kernel, useWinograd);
         if (packed.BackwardData?.Winograd is not null) EnsureWinogradScratch(packed.Spec.OutChannels);

@@ -172,8 +172,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         // Default: at least one full block of NR tiles, and a block for every worker.
         long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
         long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
-        if (packed.Winograd is { } wino && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+        if (packed.WinogradApplies && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
         {
+            WinogradWeights wino = FreshWinograd(packed);
             fixed (float* px = xs)
             fixed (float* py = ys)
             fixed (float* pr = rs)
@@ -185,6 +186,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             }
             return;
         }
+        FreshPanels(packed);
         if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
         {
             fixed (float* px = xs)

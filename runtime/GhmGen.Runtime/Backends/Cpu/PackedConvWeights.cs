@@ -2,13 +2,17 @@
 // per group g, a matrix A_g[M = out/groups, K = in/groups*k*k] (row o, column (c*k + ky)*k + kx).
 // It is stored as ceil(M/MR) panels of MR rows, each panel K-major: panel[k*MR + r] =
 // A_g[panel*MR + r, k], rows past M zero. Bias is padded the same way (zeros when absent).
-// For training, two more forms are made on the first backward-data call (ConvBackwardData.cs):
+// For training, two more forms are made on the first backward-data call (CpuBackend.Training.cs):
 // - stride 1 with padding p <= k - 1: the gradient with respect to the input is the forward
 //   convolution of dy with the transposed, flipped weights W'[c, o, ky, kx] = W[o, c, k-1-ky,
 //   k-1-kx] at padding k - 1 - p (in and out swapped, same groups), packed like any convolution
-//   (a second PackedConvWeights, made with transposedFrom, incl. its Winograd form);
+//   (a second PackedConvWeights, made with transposedFrom; its Winograd form on its first Winograd call);
 // - otherwise W_g^T[K, M] in MR-row panels for the columns-then-scatter path (TransposedPanels).
-// Repack rewrites every form in place (after an optimizer step), without allocating.
+// Repack rewrites every form in place, without allocating. After an optimizer step CpuBackend.UpdateConv
+// rewrites the forward panels (the source of every other form) and the transposed panels at once, and marks
+// the Winograd forms and the backward-data panels stale; the backend rebuilds a stale form from the forward
+// panels when an op next uses it, on all workers in disjoint row ranges (ConvRepack). A form the map sizes
+// never select is then never transformed, and the backward-data Winograd form never allocated.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs, CpuBackwardTests.cs.
 namespace GhmGen.Backends.Cpu;
 
@@ -25,7 +29,7 @@ internal sealed class PackedConvWeights : IPreparedConv
         Repack(weight, bias);
     }
 
-    private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom)
+    private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom, bool lazyWinograd = false)
     {
         int panelRows = kernel.Rows;
         this.transposedFrom = transposedFrom;
@@ -40,7 +44,8 @@ internal sealed class PackedConvWeights : IPreparedConv
         GroupStride = (long)paddedRows * Depth;
         Panels = GC.AllocateArray<float>(checked((int)(GroupStride * spec.Groups)), pinned: true);
         Bias = GC.AllocateArray<float>(paddedRows * spec.Groups, pinned: true);
-        if (winograd && WinogradWeights.Applies(spec)) Winograd = new WinogradWeights(spec, panelRows);
+        WinogradApplies = winograd && WinogradWeights.Applies(spec);
+        if (WinogradApplies && !lazyWinograd) Winograd = new WinogradWeights(spec, panelRows);
     }
 
     /// <inheritdoc/>
@@ -73,8 +78,34 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>Bias per group, padded to whole panels (pinned).</summary>
     public float[] Bias { get; }
 
-    /// <summary>The same weights transformed for Winograd F(4x4, 3x3), when that applies and is enabled.</summary>
-    public WinogradWeights? Winograd { get; }
+    /// <summary>
+    /// The same weights transformed for Winograd F(4x4, 3x3), when that applies and is enabled: made with the
+    /// forward form; for the backward-data form on its first Winograd call (<see cref="AllocateWinograd"/>).
+    /// </summary>
+    public WinogradWeights? Winograd { get; private set; }
+
+    /// <summary>Whether Winograd F(4x4, 3x3) computes this convolution (3x3 stride-1 pad-1 dense, Winograd enabled).</summary>
+    public bool WinogradApplies { get; }
+
+    /// <summary>
+    /// Whether <see cref="Winograd"/> still holds the weights from before the last UpdateConv: it is
+    /// transformed again on its next use (CpuBackend), so a form that the map sizes never select costs nothing
+    /// per optimizer step.
+    /// </summary>
+    public bool WinogradStale { get; set; }
+
+    /// <summary>Backward-data form only: whether <see cref="Panels"/> still hold the weights from before the last UpdateConv (repacked on next use).</summary>
+    public bool PanelsStale { get; set; }
+
+    /// <summary>The forward form whose input gradient this backward-data form computes; null for a forward form.</summary>
+    public PackedConvWeights? Owner { get; private set; }
+
+    /// <summary>Makes the (empty) Winograd form of a form prepared without it; <see cref="Winograd"/> if it exists.</summary>
+    public WinogradWeights AllocateWinograd()
+    {
+        if (!WinogradApplies) throw new InvalidOperationException($"Winograd does not apply to {Spec}");
+        return Winograd ??= new WinogradWeights(Spec, PanelRows);
+    }
 
     /// <summary>
     /// The input-gradient convolution (stride 1, padding &lt;= k - 1): transposed, flipped weights,
@@ -107,8 +138,10 @@ internal sealed class PackedConvWeights : IPreparedConv
         {
             var spec = new ConvSpec(s.OutChannels, s.InChannels, s.Kernel, 1, s.Kernel - 1 - s.Padding, s.Groups);
             GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
-            var packed = new PackedConvWeights(spec, convKernel, winograd, hasBias: false, transposedFrom: s);
+            // Its Winograd form is made on its first Winograd call (the map sizes may never select it).
+            var packed = new PackedConvWeights(spec, convKernel, winograd, hasBias: false, transposedFrom: s, lazyWinograd: true);
             packed.Repack(weight, []);
+            packed.Owner = this;
             BackwardData = packed;
         }
         else
@@ -136,16 +169,31 @@ internal sealed class PackedConvWeights : IPreparedConv
         }
     }
 
-    /// <summary>Rewrites every form from new weights (same shapes), in place.</summary>
+    /// <summary>Rewrites every form from new weights (same shapes), in place (CpuBackend.UpdateConv does the same on all workers, ConvRepack).</summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
+    {
+        RepackPanelRows(weight, bias, 0, Spec.OutChannels);
+        Winograd?.Repack(weight, bias, transposed: IsTransposedForm);
+        BackwardData?.Repack(weight, []);
+        if (TransposedPanels is not null) PackTransposed(weight);
+    }
+
+    /// <summary>Whether this is the backward-data form (transposed, flipped weights of the forward convolution).</summary>
+    public bool IsTransposedForm => transposedFrom is not null;
+
+    /// <summary>
+    /// Rewrites the GEMM panels (and padded bias) of output channels <paramref name="first"/> ..
+    /// <paramref name="end"/> - 1 from <paramref name="weight"/>, the forward convolution's weights
+    /// (transposed and flipped here for the backward-data form); the other forms are untouched.
+    /// </summary>
+    public void RepackPanelRows(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int first, int end)
     {
         ConvSpec s = Spec;
         int kk = s.Kernel * s.Kernel, depthChannels = Depth / kk;
         int paddedRows = PanelsPerGroup * PanelRows;
-        for (int g = 0; g < s.Groups; g++)
-        for (int m = 0; m < OutPerGroup; m++)
+        for (int o = first; o < end; o++)
         {
-            int o = g * OutPerGroup + m, panel = m / PanelRows, r = m % PanelRows;
+            int g = o / OutPerGroup, m = o % OutPerGroup, panel = m / PanelRows, r = m % PanelRows;
             long start = g * GroupStride + (long)panel * PanelRows * Depth + r;
             if (transposedFrom is null)
             {
@@ -163,8 +211,11 @@ internal sealed class PackedConvWeights : IPreparedConv
             }
             if (bias.Length > 0) Bias[g * paddedRows + m] = bias[o];
         }
-        Winograd?.Repack(weight, bias, transposed: transposedFrom is not null);
-        BackwardData?.Repack(weight, []);
+    }
+
+    /// <summary>Rewrites <see cref="TransposedPanels"/> (when this form has them) from <paramref name="weight"/>.</summary>
+    public void RepackTransposedPanels(ReadOnlySpan<float> weight)
+    {
         if (TransposedPanels is not null) PackTransposed(weight);
     }
 

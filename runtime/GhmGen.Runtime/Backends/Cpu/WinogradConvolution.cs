@@ -44,30 +44,102 @@ internal sealed class WinogradWeights
     /// forward convolution [in, out, 3, 3] whose input gradient this is: g[o, c] = its
     /// [c, o] kernel flipped in both axes.
     /// </summary>
-    public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed)
+    public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed) =>
+        RepackRows(weight, bias, transposed, 0, OutChannels);
+
+    /// <summary>
+    /// <see cref="Repack"/> for output channels <paramref name="first"/> .. <paramref name="end"/> - 1 only
+    /// (<paramref name="first"/> a multiple of <see cref="PanelRows"/>), so that disjoint ranges can be
+    /// transformed on several threads at once (CpuBackend.UpdateConv); every value is the same as Repack's.
+    /// </summary>
+    public void RepackRows(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool transposed, int first, int end)
     {
         // u[a, b] = sum over i, j (i outer) of (G[a, i] * g[i, j]) * G[b, j], in double, then rounded to
         // float. The products G[a, i] * g[i, j] do not depend on b, so they are made once per (o, c)
-        // (54 instead of 324), and four output channels of a panel (adjacent in it) go through the same
-        // operations in the lanes of a Vector256<double> (multiply, then add: never fused); every value
-        // and every addition is the same as term by term, so the panels are bitwise those of the plain
-        // triple loop (WinogradRepackTests). This runs on every UpdateConv (after each optimizer step).
-        for (int o = 0; o < OutChannels; o++)
-            if (bias.Length > 0) Bias[o] = bias[o];
-        int vectorEnd = 0;
+        // (54 instead of 324), and eight (AVX-512) or four output channels of a panel (adjacent in it) go
+        // through the same operations in the lanes of a Vector512/Vector256<double> (multiply, then add:
+        // never fused); every value and every addition is the same as term by term, so the panels are
+        // bitwise those of the plain triple loop (WinogradRepackTests). This runs on every UpdateConv
+        // (after each optimizer step).
+        if (first % PanelRows != 0 || first < 0 || end > OutChannels)
+            throw new ArgumentOutOfRangeException(nameof(first), $"rows {first} .. {end} are not panel-aligned rows of {OutChannels}");
+        if (bias.Length > 0)
+            for (int o = first; o < end; o++) Bias[o] = bias[o];
+        int vectorStart = first;
+        if (Avx512F.IsSupported && PanelRows % 8 == 0)
+        {
+            int eightEnd = first + (end - first) / 8 * 8;
+            for (int panelStart = first; panelStart < eightEnd; panelStart += PanelRows)
+            {
+                int panelEnd = Math.Min(panelStart + PanelRows, eightEnd);
+                for (int c = 0; c < InChannels; c++)
+                    for (int o0 = panelStart; o0 < panelEnd; o0 += 8) RepackEight(weight, transposed, o0, c);
+            }
+            vectorStart = eightEnd;
+        }
+        int vectorEnd = vectorStart;
         if (Vector256.IsHardwareAccelerated && PanelRows % 4 == 0)
         {
-            // Panel by panel, channel by channel: all PanelRows floats of a (xi, panel, c) row are written
+            // Panel by panel, channel by channel: all the floats of a (xi, panel, c) row are written
             // together, so the panels are written once, front to back.
-            vectorEnd = OutChannels / 4 * 4;
-            for (int panelStart = 0; panelStart < vectorEnd; panelStart += PanelRows)
+            vectorEnd = vectorStart + (end - vectorStart) / 4 * 4;
+            for (int panelStart = vectorStart; panelStart < vectorEnd;)
             {
-                int panelEnd = Math.Min(panelStart + PanelRows, vectorEnd);
+                int panelEnd = Math.Min((panelStart / PanelRows + 1) * PanelRows, vectorEnd);
                 for (int c = 0; c < InChannels; c++)
                     for (int o0 = panelStart; o0 < panelEnd; o0 += 4) RepackFour(weight, transposed, o0, c);
+                panelStart = panelEnd;
             }
         }
-        for (int o = vectorEnd; o < OutChannels; o++) RepackOne(weight, transposed, o);
+        for (int o = vectorEnd; o < end; o++) RepackOne(weight, transposed, o);
+    }
+
+    /// <summary>Output channels <paramref name="o0"/> .. + 7 (one panel, rows r .. r + 7), one lane each, for input channel <paramref name="c"/>.</summary>
+    private void RepackEight(ReadOnlySpan<float> weight, bool transposed, int o0, int c)
+    {
+        Span<Vector512<double>> gv = stackalloc Vector512<double>[9];
+        Span<Vector512<double>> p = stackalloc Vector512<double>[9];
+        ReadOnlySpan<double> gf = GFlat;
+        float[] panels = Panels;
+        long positionStride = (long)PanelCount * InChannels * PanelRows;
+        int panel = o0 / PanelRows, r = o0 % PanelRows;
+        Span<double> lanes = stackalloc double[8];
+        for (int t = 0; t < 9; t++)
+        {
+            for (int l = 0; l < 8; l++)
+                lanes[l] = transposed ? weight[(c * OutChannels + o0 + l) * 9 + 8 - t] : weight[((o0 + l) * InChannels + c) * 9 + t];
+            gv[t] = Vector512.Create<double>(lanes);
+        }
+        long at = ((long)panel * InChannels + c) * PanelRows + r;
+        for (int a = 0; a < 6; a++)
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                var gai = Vector512.Create(gf[a * 3 + i]);
+                p[i * 3] = gai * gv[i * 3];
+                p[i * 3 + 1] = gai * gv[i * 3 + 1];
+                p[i * 3 + 2] = gai * gv[i * 3 + 2];
+            }
+            for (int b = 0; b < 6; b++)
+            {
+                var gb0 = Vector512.Create(gf[b * 3]);
+                var gb1 = Vector512.Create(gf[b * 3 + 1]);
+                var gb2 = Vector512.Create(gf[b * 3 + 2]);
+                Vector512<double> sum = Vector512<double>.Zero;
+                sum += p[0] * gb0;
+                sum += p[1] * gb1;
+                sum += p[2] * gb2;
+                sum += p[3] * gb0;
+                sum += p[4] * gb1;
+                sum += p[5] * gb2;
+                sum += p[6] * gb0;
+                sum += p[7] * gb1;
+                sum += p[8] * gb2;
+                // Round each lane to float as (float)double does (to nearest even, the default rounding mode).
+                Vector256<float> u = Avx512F.ConvertToVector256Single(sum);
+                u.StoreUnsafe(ref panels[(a * 6 + b) * positionStride + at]);
+            }
+        }
     }
 
     /// <summary>Output channels <paramref name="o0"/> .. + 3 (one panel, rows r .. r + 3), one lane each, for input channel <paramref name="c"/>.</summary>
