@@ -22,7 +22,7 @@ internal sealed class GhmGenRunner : IFrameworkRunner
         SeededWeights.Fill(network);
         _input = new float[3 * height * width];
         SeededWeights.FillInput(_input);
-        _backend = new CpuBackend(threads);
+        _backend = new CpuBackend(threads) { WinogradWeightsPerCall = true };
         _session = info.CreateSession(network, _backend, 1, height, width);
         _lastOutputSink = new float[_session.Outputs[^1].Tensor.ElementCount];
     }
