@@ -201,10 +201,10 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[8] * s[9]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 6 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 6 * s[4] * s[5]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
@@ -313,10 +313,10 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool
             _v[5] = new(_slots[1], 0, batch, 8, s[8], s[9]); // stage.0.proj
-            _v[7] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.0.out
-            _v[11] = new(_slots[1], 0, batch, 8, s[6], s[7]); // stage.1.out
+            _v[7] = new(_slots[1], 0, batch, 8, s[6], s[7]); // stage.0.out
+            _v[11] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.1.out
             _v[13] = new(_slots[0], 0, batch, 8, s[4], s[5]); // merged
-            _v[14] = new(_slots[2], 0, batch, 6, s[4], s[5]); // head.merged.cls
+            _v[14] = new(_slots[1], 0, batch, 6, s[4], s[5]); // head.merged.cls
             _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
             _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
             _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
