@@ -112,11 +112,7 @@ internal static class DetectCommand
     {
         try
         {
-            ModelInfo model = ModelRegistry.Get(modelName);
-            GhmGen.Layers.INetwork network = model.Create();
-            using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
-            StateDictLoader.Load(network, checkpoint, strict: true);
-            return new Detector(model, network, backend, checkpoint.ClassNames, maxConcurrentForwards, preprocess);
+            return Detector.Load(modelName, checkpointPath, backend, preprocess, maxConcurrentForwards);
         }
         catch (CheckpointFormatException e)
         {
