@@ -14,7 +14,7 @@ public sealed record HeadOutputs(string[] Names, (int C, int H, int W)[] Shapes,
 
 /// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?)"/> found in one image.</summary>
 /// <param name="Objects">Detections in original-image pixels, best first.</param>
-/// <param name="Image">The preprocessing that was applied.</param>
+/// <param name="Image">The preprocessing that was applied; its <see cref="PreprocessedImage.Tensor"/> is the network input when raw outputs were asked for, else empty (the input buffer is reused).</param>
 /// <param name="Raw">The head outputs, when asked for.</param>
 public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage Image, HeadOutputs? Raw);
 
@@ -29,7 +29,8 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// detectors may share one backend. Each call leases a session (activation buffers) for its padded
 /// input size from a pool, so no two calls share buffers; at most
 /// <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the others
-/// wait (preprocessing and post-processing run on the caller's thread meanwhile). Dispose it once
+/// wait (preprocessing runs on the caller's thread meanwhile; post-processing runs before the
+/// session is returned, as it reads the outputs in the session's buffers). Dispose it once
 /// no call is in flight; calls after <see cref="Dispose"/> throw <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class Detector : IDisposable
@@ -40,6 +41,8 @@ public sealed class Detector : IDisposable
     private readonly Lock _gate = new();
     // Idle sessions, least recently returned first.
     private readonly LinkedList<IForwardSession> _idle = [];
+    // Idle host buffers (network input and downloaded outputs), most recently returned on top.
+    private readonly Stack<ImageBuffers> _idleBuffers = new();
     private readonly SemaphoreSlim _forwardSlots;
     private readonly IPreparedNetwork _prepared;
     private readonly IBackend _backend;
@@ -118,26 +121,88 @@ public sealed class Detector : IDisposable
         return new Detector(model, network, backend, classNames, maxConcurrentForwards, preprocess);
     }
 
-    /// <summary>Preprocesses, runs the network and post-processes one image (thread-safe).</summary>
+    /// <summary>
+    /// Preprocesses, runs the network and post-processes one image (thread-safe). The network input
+    /// lives in a buffer that later calls reuse, and the outputs are read where the backend left
+    /// them when they are in host memory (the CPU backend; other backends' are downloaded into
+    /// reused buffers), so in steady state a call allocates only the detections and small
+    /// bookkeeping. With <paramref name="keepRaw"/> the result gets its own copies of both
+    /// (<see cref="DetectionResult.Raw"/> and the input tensor in <see cref="DetectionResult.Image"/>);
+    /// else <c>Image.Tensor</c> is empty.
+    /// </summary>
     public DetectionResult Detect(RgbImage image, PostProcessOptions? options = null, bool keepRaw = false)
     {
         ArgumentNullException.ThrowIfNull(image);
         Enter();
+        ImageBuffers? buffers = null;
         try
         {
-            PreprocessedImage input = Preprocessor.Run(image, Preprocess);
-            HeadOutputs raw = RunNetwork(input);
-            // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
-            (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, raw.Names);
-            var levels = new HeadLevelOutput[positions.Length];
-            for (int l = 0; l < levels.Length; l++)
-                levels[l] = new HeadLevelOutput(raw.Values[positions[l].Cls], raw.Values[positions[l].Reg], raw.Shapes[positions[l].Cls].H, raw.Shapes[positions[l].Cls].W);
-            DetectedObject[] objects = PostProcessor.Run(levels, Model.Head, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
-            return new DetectionResult(objects, input, keepRaw ? raw : null);
+            (int paddedHeight, int paddedWidth) = Preprocessor.PaddedSize(image, Preprocess);
+            buffers = RentBuffers();
+            int inputLength = checked(3 * paddedHeight * paddedWidth);
+            buffers.EnsureInput(inputLength);
+            PreprocessedImage input = Preprocessor.RunInto(image, buffers.Input, Preprocess);
+            (DetectedObject[] objects, HeadOutputs? raw) = RunNetwork(input, buffers.Input.AsMemory(0, inputLength), buffers, options, keepRaw);
+            return keepRaw
+                ? new DetectionResult(objects, input with { Tensor = buffers.Input.AsSpan(0, inputLength).ToArray() }, raw)
+                : new DetectionResult(objects, input, null);
         }
         finally
         {
+            if (buffers is not null) ReturnBuffers(buffers);
             Exit();
+        }
+    }
+
+    // The host side of one call: the network input and the outputs as downloaded, grown as needed
+    // (a folder of photos has a few padded sizes) and reused by later calls.
+    private sealed class ImageBuffers
+    {
+        private float[][] _outputs = [];
+        private int[] _lengths = [];
+
+        public float[] Input { get; private set; } = [];
+
+        public void EnsureInput(int length)
+        {
+            if (Input.Length < length) Input = new float[length];
+        }
+
+        public void EnsureOutputs(IReadOnlyList<(string Name, TensorView Tensor)> outputs)
+        {
+            if (_outputs.Length != outputs.Count)
+            {
+                _outputs = new float[outputs.Count][];
+                _lengths = new int[outputs.Count];
+                for (int i = 0; i < outputs.Count; i++) _outputs[i] = [];
+            }
+            for (int i = 0; i < outputs.Count; i++)
+            {
+                int length = checked((int)outputs[i].Tensor.ElementCount);
+                if (_outputs[i].Length < length) _outputs[i] = new float[length];
+                _lengths[i] = length;
+            }
+        }
+
+        public Span<float> OutputSpan(int index) => _outputs[index].AsSpan(0, _lengths[index]);
+
+        public ReadOnlyMemory<float> Output(int index) => _outputs[index].AsMemory(0, _lengths[index]);
+    }
+
+    private ImageBuffers RentBuffers()
+    {
+        lock (_gate)
+        {
+            if (_idleBuffers.Count > 0) return _idleBuffers.Pop();
+        }
+        return new ImageBuffers();
+    }
+
+    private void ReturnBuffers(ImageBuffers buffers)
+    {
+        lock (_gate)
+        {
+            if (!_disposed && _idleBuffers.Count < MaxIdleSessions) _idleBuffers.Push(buffers);
         }
     }
 
@@ -148,28 +213,44 @@ public sealed class Detector : IDisposable
         return [.. model.Head.Levels.Select(l => (Position(l.ClassOutput), Position(l.BoxOutput)))];
     }
 
-    // Runs the forward pass in a leased session and copies the outputs out before returning it.
-    private HeadOutputs RunNetwork(PreprocessedImage input)
+    // Runs the forward pass in a leased session and post-processes its outputs before returning it
+    // (from the session's own buffers when they are host memory, else downloaded into `buffers`).
+    private (DetectedObject[] Objects, HeadOutputs? Raw) RunNetwork(PreprocessedImage input, ReadOnlyMemory<float> tensor, ImageBuffers buffers,
+        PostProcessOptions? options, bool keepRaw)
     {
         _forwardSlots.Wait();
         IForwardSession? session = null;
         try
         {
             session = Lease(input.PaddedHeight, input.PaddedWidth);
-            session.Forward(input.Tensor);
+            session.Forward(tensor.Span);
             var outputs = session.Outputs;
             var names = new string[outputs.Count];
             var shapes = new (int C, int H, int W)[outputs.Count];
-            var values = new float[outputs.Count][];
+            var values = new ReadOnlyMemory<float>[outputs.Count];
+            bool host = outputs.All(o => o.Tensor.Buffer is HostBuffer);
+            if (!host) buffers.EnsureOutputs(outputs);
             for (int i = 0; i < outputs.Count; i++)
             {
                 TensorView t = outputs[i].Tensor;
                 names[i] = outputs[i].Name;
                 shapes[i] = (t.C, t.H, t.W);
-                values[i] = new float[t.ElementCount];
-                _backend.Download(t, values[i]);
+                if (host)
+                    values[i] = ((HostBuffer)t.Buffer).Array.AsMemory(checked((int)t.Offset), checked((int)t.ElementCount));
+                else
+                {
+                    _backend.Download(t, buffers.OutputSpan(i));
+                    values[i] = buffers.Output(i);
+                }
             }
-            return new HeadOutputs(names, shapes, values);
+            // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
+            (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, names);
+            var levels = new HeadLevelOutput[positions.Length];
+            for (int l = 0; l < levels.Length; l++)
+                levels[l] = new HeadLevelOutput(values[positions[l].Cls], values[positions[l].Reg], shapes[positions[l].Cls].H, shapes[positions[l].Cls].W);
+            DetectedObject[] objects = PostProcessor.Run(levels, Model.Head, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
+            HeadOutputs? raw = keepRaw ? new HeadOutputs(names, shapes, [.. values.Select(v => v.ToArray())]) : null;
+            return (objects, raw);
         }
         finally
         {
@@ -243,6 +324,7 @@ public sealed class Detector : IDisposable
             _idle.Clear();
         }
         foreach (IForwardSession session in idle) session.Dispose();
+        lock (_gate) _idleBuffers.Clear();
         _prepared.Dispose();
         _forwardSlots.Dispose();
     }
