@@ -96,6 +96,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// </summary>
     public bool WinogradWeightsPerCall { get; init; }
 
+    /// <summary>Convolution calls that took the small-map path so far (tests check that the path ran).</summary>
+    internal long SmallMapCalls { get; private set; }
+
     /// <summary>Passes of per-call Winograd weight transforms run so far (one or more per such convolution call).</summary>
     public long WinogradWeightPasses { get; private set; }
 
@@ -211,8 +214,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             fixed (float* pa = packed.Panels)
             fixed (float* pb = packed.Bias)
             {
-                int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
-                pool.Run(smallMapConvolution, items);
+                pool.Run(smallMapConvolution, smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu));
+                pool.Run(smallMapConvolution, smallMapConvolution.PrepareProducts());
+                SmallMapCalls++;
             }
             return;
         }
