@@ -9,6 +9,7 @@ namespace GhmGen.Bench;
 /// <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
 /// <c>train-worker ...</c> serves GhmGen's training step to bench/side_by_side_train.py;
 /// <c>train-table [--size HxW] [--batch B] [--threads N] [--steps S]</c> prints the step's Stopwatch breakdown;
+/// <c>detect-folder DIR --checkpoint FILE ...</c> times whole-folder detection against the forward passes alone;
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
@@ -33,6 +34,8 @@ public static class Program
             return SideBySide.SideBySideWorker.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-worker")
             return Training.TrainWorker.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "detect-folder")
+            return DetectFolder.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-table")
             return Training.TrainWorker.Table(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
