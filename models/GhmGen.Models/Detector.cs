@@ -26,8 +26,9 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// DetectionResult result = detector.Detect(ImageDecoder.Decode("street.jpg"));
 /// </code>
 /// Thread-safe: <see cref="Detect"/> may be called from any number of threads at once, and several
-/// detectors may share one backend. Each call leases a session (activation buffers) for its padded
-/// input size from a pool, so no two calls share buffers; at most
+/// detectors may share one backend. Each call leases a set of activation buffers from a pool and
+/// a session over them for its padded input size (the buffers grow to the largest size seen), so
+/// no two calls share buffers; at most
 /// <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the others
 /// wait (preprocessing runs on the caller's thread meanwhile; post-processing runs before the
 /// session is returned, as it reads the outputs in the session's buffers). Dispose it once
@@ -35,12 +36,12 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// </summary>
 public sealed class Detector : IDisposable
 {
-    /// <summary>Idle sessions kept for reuse, over all sizes (a folder of photos has a handful of padded sizes).</summary>
+    /// <summary>Idle host buffer sets kept for reuse.</summary>
     private const int MaxIdleSessions = 4;
 
     private readonly Lock _gate = new();
-    // Idle sessions, least recently returned first.
-    private readonly LinkedList<IForwardSession> _idle = [];
+    // Idle activation arenas, least recently returned first: at most MaxConcurrentForwards exist.
+    private readonly LinkedList<Arena> _idle = [];
     // Idle host buffers (network input and downloaded outputs), most recently returned on top.
     private readonly Stack<ImageBuffers> _idleBuffers = new();
     private readonly SemaphoreSlim _forwardSlots;
@@ -219,10 +220,11 @@ public sealed class Detector : IDisposable
         PostProcessOptions? options, bool keepRaw)
     {
         _forwardSlots.Wait();
-        IForwardSession? session = null;
+        Arena? arena = null;
         try
         {
-            session = Lease(input.PaddedHeight, input.PaddedWidth);
+            arena = Lease(input.PaddedHeight, input.PaddedWidth);
+            IForwardSession session = arena.Session!;
             session.Forward(tensor.Span);
             var outputs = session.Outputs;
             var names = new string[outputs.Count];
@@ -254,7 +256,7 @@ public sealed class Detector : IDisposable
         }
         finally
         {
-            if (session is not null) Return(session);
+            if (arena is not null) Return(arena);
             _forwardSlots.Release();
         }
     }
@@ -279,51 +281,101 @@ public sealed class Detector : IDisposable
         if (release) ReleaseAll();
     }
 
-    // An idle session of this size, or a new one; only the caller uses it until Return.
-    private IForwardSession Lease(int height, int width)
+    // The activation buffers of one forward pass in flight and the session over them for the
+    // last size it ran. Each arena grows to the largest padded size it has served, so a folder of
+    // photos of a few sizes needs one arena per concurrent forward, not one session per size.
+    private sealed class Arena : IDisposable
     {
-        lock (_gate)
+        private DeviceBuffer?[] _buffers = [];
+
+        public IForwardSession? Session { get; private set; }
+
+        // Makes Session one for height x width, growing buffers that are too small.
+        public void Fit(IPreparedNetwork prepared, IBackend backend, int height, int width)
         {
-            for (LinkedListNode<IForwardSession>? node = _idle.Last; node is not null; node = node.Previous)
+            if (Session is { } s && s.Height == height && s.Width == width) return;
+            Session?.Dispose();
+            Session = null;
+            long[] sizes = prepared.ActivationBufferSizes(1, height, width);
+            if (_buffers.Length != sizes.Length)
             {
-                if (node.Value.Height == height && node.Value.Width == width)
-                {
-                    _idle.Remove(node);
-                    return node.Value;
-                }
+                foreach (DeviceBuffer? b in _buffers) b?.Dispose();
+                _buffers = new DeviceBuffer?[sizes.Length];
             }
+            for (int i = 0; i < sizes.Length; i++)
+            {
+                if (_buffers[i] is { } b && b.Length >= sizes[i]) continue;
+                _buffers[i]?.Dispose();
+                _buffers[i] = null;
+                _buffers[i] = backend.Allocate(sizes[i]);
+            }
+            Session = prepared.CreateSession(1, height, width, _buffers!);
         }
-        return _prepared.CreateSession(1, height, width);
+
+        public void Dispose()
+        {
+            Session?.Dispose();
+            Session = null;
+            foreach (DeviceBuffer? b in _buffers) b?.Dispose();
+            _buffers = [];
+        }
     }
 
-    private void Return(IForwardSession session)
+    // An idle arena (one that last ran this size if any, else the most recent), fitted to this
+    // size; only the caller uses it until Return.
+    private Arena Lease(int height, int width)
     {
-        IForwardSession? evicted = null;
+        Arena? arena = null;
         lock (_gate)
         {
-            if (!_disposed)
+            for (LinkedListNode<Arena>? node = _idle.Last; node is not null; node = node.Previous)
             {
-                _idle.AddLast(session);
-                if (_idle.Count > MaxIdleSessions)
+                if (node.Value.Session is { } s && s.Height == height && s.Width == width)
                 {
-                    evicted = _idle.First!.Value;
-                    _idle.RemoveFirst();
+                    arena = node.Value;
+                    _idle.Remove(node);
+                    break;
                 }
             }
-            else evicted = session;
+            if (arena is null && _idle.Last is { } last)
+            {
+                arena = last.Value;
+                _idle.RemoveLast();
+            }
         }
-        evicted?.Dispose();
+        arena ??= new Arena();
+        try
+        {
+            arena.Fit(_prepared, _backend, height, width);
+        }
+        catch
+        {
+            arena.Dispose();
+            throw;
+        }
+        return arena;
+    }
+
+    private void Return(Arena arena)
+    {
+        bool keep;
+        lock (_gate)
+        {
+            keep = !_disposed;
+            if (keep) _idle.AddLast(arena);
+        }
+        if (!keep) arena.Dispose();
     }
 
     private void ReleaseAll()
     {
-        IForwardSession[] idle;
+        Arena[] idle;
         lock (_gate)
         {
             idle = [.. _idle];
             _idle.Clear();
         }
-        foreach (IForwardSession session in idle) session.Dispose();
+        foreach (Arena arena in idle) arena.Dispose();
         lock (_gate) _idleBuffers.Clear();
         _prepared.Dispose();
         _forwardSlots.Dispose();

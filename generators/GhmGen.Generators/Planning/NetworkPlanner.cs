@@ -52,8 +52,11 @@ internal static class NetworkPlanner
         foreach (OutputModel o in m.Outputs) pinned[o.Value] = true;
 
         // Inference: the forward steps alone; a convolution may also write over its residual when
-        // that dies there (every backend reads each residual element before writing it).
-        List<MemoryPlanner.Step> timeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: true)).ToList();
+        // that dies there and its K = in/groups*k*k is at most InPlaceResidualDepth: every backend
+        // reads each residual element before writing it, and up to that K the CPU backend's GEMM
+        // runs one k block, so the result is bitwise that of a separate residual (training sessions,
+        // which never write in place, compute the same as inference sessions).
+        List<MemoryPlanner.Step> timeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: s is ConvStep c && Depth(m, convs[c.Conv]) <= InPlaceResidualDepth)).ToList();
         MemoryPlan inference = MemoryPlanner.Allocate(values, density, timeline, pinned);
 
         // Training: trained convolutions, the reverse pass, and one timeline for both passes.
@@ -97,6 +100,15 @@ internal static class NetworkPlanner
         var plan = new NetworkPlan(forward.ToEquatableArray(), convs.ToEquatableArray(), inference,
             trainedConvs.ToEquatableArray(), offset, backward.ToEquatableArray(), training);
         return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
+    }
+
+    /// <summary>Largest K of a convolution planned to write over its residual (GemmConvolution.SingleDepthBlock).</summary>
+    private const int InPlaceResidualDepth = 192;
+
+    private static long Depth(NetworkModel m, PreparedConvModel conv)
+    {
+        var layer = (ConvLayer)m.Layers[conv.Layer];
+        return (long)layer.InChannels / layer.Groups * layer.Kernel * layer.Kernel;
     }
 
     private static MemoryPlanner.Step ForwardTimelineStep(ForwardStep s, bool residualInPlace)

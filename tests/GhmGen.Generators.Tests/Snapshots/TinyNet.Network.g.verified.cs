@@ -224,7 +224,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
     public Prepared Prepare(global::GhmGen.Backends.IBackend backend) => new(this, backend);
 
     /// <summary>Prepares the weights and plans memory for one input size; the session owns its prepared weights.</summary>
-    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true);
+    public Session CreateSession(global::GhmGen.Backends.IBackend backend, int batch, int height, int width) => new(new Prepared(this, backend), batch, height, width, ownsWeights: true, buffers: null);
 
     /// <summary>
     /// This network's 6 convolutions prepared on one backend, batch norm folded in.
@@ -261,8 +261,29 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         public Session CreateSession(int batch, int height, int width)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            return new(this, batch, height, width, ownsWeights: false);
+            return new(this, batch, height, width, ownsWeights: false, buffers: null);
         }
+
+        /// <summary>
+        /// A session over activation buffers the caller owns (and disposes): one per entry of
+        /// <see cref="ActivationBufferSizes"/>, each at least that long, allocated on <see cref="Backend"/>.
+        /// Buffers sized for the largest input can serve sessions of every smaller one, one at a time.
+        /// </summary>
+        public Session CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ArgumentNullException.ThrowIfNull(buffers);
+            return new(this, batch, height, width, ownsWeights: false, buffers);
+        }
+
+        /// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>
+        public long[] ActivationBufferSizes(int batch, int height, int width)
+        {
+            Session.CheckSize(batch, height, width);
+            return InferenceSlotSizes(batch, Sizes(height, width));
+        }
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers) => CreateSession(batch, height, width, buffers);
 
         /// <summary>Whether <see cref="Dispose"/> has run.</summary>
         internal bool IsDisposed => _disposed;
@@ -290,14 +311,14 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         private readonly Prepared _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly bool _ownsSlots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[18];
         private bool _disposed;
 
-        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer>? buffers)
         {
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
+            CheckSize(batch, height, width);
             int[] s = Sizes(height, width);
             _weights = weights;
             _ownsWeights = ownsWeights;
@@ -308,7 +329,14 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
             _slots = new global::GhmGen.Backends.DeviceBuffer[5];
-            for (int i = 0; i < _slots.Length; i++) _slots[i] = _backend.Allocate(size[i]);
+            _ownsSlots = buffers is null;
+            if (buffers is not null && buffers.Count != 5) throw new global::System.ArgumentException($"tiny-net needs 5 activation buffers, not {buffers.Count}", nameof(buffers));
+            for (int i = 0; i < _slots.Length; i++)
+            {
+                if (buffers is null) _slots[i] = _backend.Allocate(size[i]);
+                else if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
+                else _slots[i] = buffers[i];
+            }
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool
@@ -320,6 +348,12 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
             _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
             _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
+        }
+
+        internal static void CheckSize(int batch, int height, int width)
+        {
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
         }
 
         /// <summary>Batch size.</summary>
@@ -368,12 +402,12 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[5], _v[11], _v[17], null, relu: false); // head.box
         }
 
-        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsSlots) foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
             if (_ownsWeights) _weights.Dispose();
         }
     }
