@@ -1,10 +1,11 @@
-// Convolution over small maps: at most MaxColumns output pixels over the whole batch, one group,
+// Convolution over small maps: at most MaxColumns (48) output pixels over the whole batch, one group,
 // 8-row weight panels (the AVX-512 kernel's layout). A GEMV-like pass reads each packed weight
 // panel once per 8 output pixels (from L2 after the first: a panel is 8 x K floats, 74 KB for a
 // 3x3 over 256 channels) and keeps one 8-row accumulator per output pixel, where the GEMM's
 // 48-column tile would compute mostly padding and repack the input per row chunk (P6/P7 of the
 // head at every input size, C4/C5 and P4/P5 at small inputs: a 3x3 256->256 on a 4x6 map went
-// from ~1.0 ms on the GEMM to ~0.2 ms here).
+// from ~1.0 ms on the GEMM to ~0.2 ms here). From about 64 pixels on the GEMM is faster again (a
+// 3x3 256->256 on 8x8: 0.57 ms here; on 8x12, 96 pixels, the GEMM takes 0.48 ms), hence 48.
 // Two phases of work items: the implicit im2col columns [depth, stride] (stride = the pixel count
 // rounded up to 8, unused columns zero) in blocks of rows, then one item per weight panel.
 // Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= MaxColumns; bias, residual and ReLU fused.
@@ -20,7 +21,7 @@ namespace GhmGen.Backends.Cpu;
 internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
 {
     /// <summary>Most output pixels (over the batch) this path takes.</summary>
-    public const int MaxColumns = 64;
+    public const int MaxColumns = 48;
 
     private const int Rows = 8;
     private const int Group = 8;          // output pixels per accumulator set
