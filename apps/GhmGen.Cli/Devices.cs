@@ -17,13 +17,17 @@ internal static class Devices
     /// device), or <c>auto</c> (CUDA when there is one, else the CPU).
     /// <paramref name="threads"/> applies to the CPU backend (0 = all cores). Throws
     /// <see cref="UsageException"/> when <c>cuda</c> is asked for and this build or machine has none.
+    /// For inference (<paramref name="training"/> false) the CPU backend keeps one packed copy of each
+    /// convolution's weights and makes the Winograd form per call (<see cref="CpuBackend.WinogradWeightsPerCall"/>);
+    /// training keeps the transformed form, updated once per optimizer step.
     /// </summary>
-    public static IBackend Create(string device, int threads)
+    public static IBackend Create(string device, int threads, bool training = false)
     {
+        CpuBackend Cpu() => new(threads) { WinogradWeightsPerCall = !training };
         switch (device)
         {
             case "cpu":
-                return new CpuBackend(threads);
+                return Cpu();
             case "cuda":
 #if GHM_GPU
                 try
@@ -43,7 +47,7 @@ internal static class Devices
 #if GHM_GPU
                 if (IlgpuBackend.TryCreateCuda(out IlgpuBackend? gpu)) return gpu;
 #endif
-                return new CpuBackend(threads);
+                return Cpu();
             default:
                 throw new UsageException($"--device '{device}' is not one of {string.Join(", ", Names)}");
         }

@@ -40,11 +40,33 @@ public static class ConvTable
         }
     }
 
+    /// <summary>The processor as /proc/cpuinfo names it (model name, family, model, stepping) and the logical CPUs.</summary>
+    internal static string Machine()
+    {
+        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/cpuinfo"))
+            {
+                if (line.Length == 0) break; // the first processor only
+                int colon = line.IndexOf(':', StringComparison.Ordinal);
+                if (colon > 0) fields.TryAdd(line[..colon].Trim(), line[(colon + 1)..].Trim());
+            }
+        }
+        catch (IOException)
+        {
+        }
+        string Field(string name) => fields.TryGetValue(name, out string? v) ? v : "?";
+        return $"{Field("model name")} (family {Field("cpu family")}, model {Field("model")}, stepping {Field("stepping")}), {Environment.ProcessorCount} logical CPUs";
+    }
+
     /// <summary>Measures every shape (or those whose name contains <paramref name="filter"/>).</summary>
     public static void Print(int repeats, int threads, string? filter)
     {
-        using var backend = new CpuBackend(threads);
-        Console.WriteLine($"kernel {backend.KernelKind}, {backend.ThreadCount} threads");
+        // Inference's backend: the Winograd weights made per call (their transform is in the times).
+        using var backend = new CpuBackend(threads) { WinogradWeightsPerCall = true };
+        Console.WriteLine($"machine: {Machine()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine($"kernel {backend.KernelKind}, {backend.ThreadCount} threads, Winograd weights per call");
         // The machine is shared: besides wall-clock GFLOP/s, print GFLOP per second of CPU time that
         // this process actually got (all threads summed, so a per-core rate), which contention
         // distorts much less.

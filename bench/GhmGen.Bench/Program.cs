@@ -11,6 +11,7 @@ namespace GhmGen.Bench;
 /// <c>train-table [--size HxW] [--batch B] [--threads N] [--steps S]</c> prints the step's Stopwatch breakdown;
 /// <c>repack-table [repeats]</c> times UpdateConv per shape on 1 and 2 threads;
 /// <c>train-profile [...] [--top K]</c> times every backend op of the step and counts its multiply-adds (the compute bound);
+/// <c>detect-folder DIR --checkpoint FILE ...</c> times whole-folder detection against the forward passes alone;
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
 /// </summary>
@@ -35,6 +36,8 @@ public static class Program
             return SideBySide.SideBySideWorker.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-worker")
             return Training.TrainWorker.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "detect-folder")
+            return DetectFolder.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-table")
             return Training.TrainWorker.Table(args[1..]);
         if (args.Length > 0 && args[0] == "repack-table")

@@ -14,7 +14,7 @@ public sealed record HeadOutputs(string[] Names, (int C, int H, int W)[] Shapes,
 
 /// <summary>What <see cref="Detector.Detect(RgbImage, PostProcessOptions?, bool, CancellationToken)"/> found in one image.</summary>
 /// <param name="Objects">Detections in original-image pixels, best first.</param>
-/// <param name="Image">The preprocessing that was applied.</param>
+/// <param name="Image">The preprocessing that was applied; its <see cref="PreprocessedImage.Tensor"/> is the network input when raw outputs were asked for, else empty (the input buffer is reused).</param>
 /// <param name="Raw">The head outputs, when asked for.</param>
 public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage Image, HeadOutputs? Raw);
 
@@ -27,10 +27,12 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// </code>
 /// Thread-safe: <see cref="Detect(RgbImage, PostProcessOptions?, bool, CancellationToken)"/>,
 /// <see cref="DetectAsync"/> and <see cref="DetectFilesAsync"/> may be called from any number of
-/// threads at once, and several detectors may share one backend. Each call leases a session
-/// (activation buffers) for its padded input size from a pool, so no two calls share buffers; at
-/// most <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the
-/// others wait (preprocessing and post-processing run on the caller's thread meanwhile). A
+/// threads at once, and several detectors may share one backend. Each call leases a set of
+/// activation buffers from a pool and a session over them for its padded input size (the buffers
+/// grow to the largest size seen), so no two calls share buffers; at most
+/// <see cref="MaxConcurrentForwards"/> forward passes of one detector are in flight, the others
+/// wait (preprocessing runs on the caller's thread meanwhile; post-processing runs before the
+/// session is returned, as it reads the outputs in the session's buffers). A
 /// <see cref="CancellationToken"/> is observed before the forward pass starts (also while waiting
 /// for a free slot); a pass that has started runs to its end. Dispose the detector once no call is
 /// in flight; calls after <see cref="Dispose"/> throw <see cref="ObjectDisposedException"/>. The
@@ -38,12 +40,14 @@ public sealed record DetectionResult(DetectedObject[] Objects, PreprocessedImage
 /// </summary>
 public sealed partial class Detector : IDisposable
 {
-    /// <summary>Idle sessions kept for reuse, over all sizes (a folder of photos has a handful of padded sizes).</summary>
+    /// <summary>Idle host buffer sets kept for reuse.</summary>
     private const int MaxIdleSessions = 4;
 
     private readonly Lock _gate = new();
-    // Idle sessions, least recently returned first.
-    private readonly LinkedList<IForwardSession> _idle = [];
+    // Idle activation arenas, least recently returned first: at most MaxConcurrentForwards exist.
+    private readonly LinkedList<Arena> _idle = [];
+    // Idle host buffers (network input and downloaded outputs), most recently returned on top.
+    private readonly Stack<ImageBuffers> _idleBuffers = new();
     private readonly SemaphoreSlim _forwardSlots;
     private readonly IPreparedNetwork _prepared;
     private readonly IBackend _backend;
@@ -103,31 +107,55 @@ public sealed partial class Detector : IDisposable
     /// <summary>
     /// Builds <paramref name="modelName"/> and loads <paramref name="checkpointPath"/> into it
     /// (strict: every key present with the right shape), then prepares the weights on
-    /// <paramref name="backend"/>. The checkpoint file is closed before this returns. When it
-    /// throws, nothing it made is left undisposed: the checkpoint is closed and whatever was
-    /// already prepared on the backend is released.
+    /// <paramref name="backend"/>. The checkpoint file is closed before the weights are prepared,
+    /// and the network's float copy is released (a full, decommitting garbage collection) before
+    /// the detector is returned, so neither counts with the prepared weights or the activations in
+    /// the peak memory. When it throws, nothing it made is left undisposed: the checkpoint is
+    /// closed and whatever was already prepared on the backend is released.
     /// </summary>
     /// <param name="modelName">A registered model (<see cref="ModelRegistry.All"/>), e.g. <c>retinanet-ghm-r50-fpn</c>.</param>
     /// <param name="checkpointPath">A PyTorch checkpoint (zip or legacy format) with that model's state dict.</param>
     /// <param name="backend">Where the network runs; the caller keeps ownership and disposes it after the detector.</param>
     /// <param name="preprocess">Resize and padding (default: mmdetection's 1333x800, pad to 32).</param>
+    /// <param name="maxConcurrentForwards">Forward passes allowed in flight at once (<see cref="MaxConcurrentForwards"/>).</param>
     /// <returns>A detector the caller owns (dispose it).</returns>
     /// <exception cref="ArgumentException"><paramref name="modelName"/> is not a registered model (the message lists them).</exception>
     /// <exception cref="CheckpointFormatException">The file is missing, unreadable or not a PyTorch checkpoint.</exception>
     /// <exception cref="CheckpointMismatchException">The checkpoint's tensors do not match the model (missing, extra or misshapen keys).</exception>
-    public static Detector Load(string modelName, string checkpointPath, IBackend backend, PreprocessOptions? preprocess = null)
+    public static Detector Load(string modelName, string checkpointPath, IBackend backend, PreprocessOptions? preprocess = null,
+        int maxConcurrentForwards = 2)
     {
         ModelInfo model = ModelRegistry.Get(modelName);
-        INetwork network = model.Create();
-        using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
-        StateDictLoader.Load(network, checkpoint, strict: true);
-        return new Detector(model, network, backend, checkpoint.ClassNames, preprocess: preprocess);
+        Detector detector = Build(model, checkpointPath, backend, preprocess, maxConcurrentForwards);
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        return detector;
     }
 
-    /// <summary>Preprocesses, runs the network and post-processes one image on the calling thread (thread-safe).</summary>
+    // Loads and prepares; the network is unreachable once this returns.
+    private static Detector Build(ModelInfo model, string checkpointPath, IBackend backend, PreprocessOptions? preprocess, int maxConcurrentForwards)
+    {
+        INetwork network = model.Create();
+        IReadOnlyList<string>? classNames;
+        using (TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath))
+        {
+            StateDictLoader.Load(network, checkpoint, strict: true);
+            classNames = checkpoint.ClassNames;
+        }
+        return new Detector(model, network, backend, classNames, maxConcurrentForwards, preprocess);
+    }
+
+    /// <summary>
+    /// Preprocesses, runs the network and post-processes one image (thread-safe). The network input
+    /// lives in a buffer that later calls reuse, and the outputs are read where the backend left
+    /// them when they are in host memory (the CPU backend; other backends' are downloaded into
+    /// reused buffers), so in steady state a call allocates only the detections and small
+    /// bookkeeping. With <paramref name="keepRaw"/> the result gets its own copies of both
+    /// (<see cref="DetectionResult.Raw"/> and the input tensor in <see cref="DetectionResult.Image"/>);
+    /// else <c>Image.Tensor</c> is empty.
+    /// </summary>
     /// <param name="image">The image, 8-bit RGB; not changed.</param>
     /// <param name="options">Score threshold, top-k and NMS (default: mmdetection's <c>test_cfg</c>).</param>
-    /// <param name="keepRaw">Whether the result keeps the network outputs (<see cref="DetectionResult.Raw"/>).</param>
+    /// <param name="keepRaw">Whether the result keeps the network outputs (<see cref="DetectionResult.Raw"/>) and input.</param>
     /// <param name="cancellationToken">Observed before the forward pass starts, including while waiting for one of the <see cref="MaxConcurrentForwards"/> slots.</param>
     /// <returns>The detections in original-image pixels, best first.</returns>
     /// <exception cref="ObjectDisposedException">The detector was disposed.</exception>
@@ -137,21 +165,75 @@ public sealed partial class Detector : IDisposable
         ArgumentNullException.ThrowIfNull(image);
         cancellationToken.ThrowIfCancellationRequested();
         Enter();
+        ImageBuffers? buffers = null;
         try
         {
-            PreprocessedImage input = Preprocessor.Run(image, Preprocess);
-            HeadOutputs raw = RunNetwork(input, cancellationToken);
-            // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
-            (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, raw.Names);
-            var levels = new HeadLevelOutput[positions.Length];
-            for (int l = 0; l < levels.Length; l++)
-                levels[l] = new HeadLevelOutput(raw.Values[positions[l].Cls], raw.Values[positions[l].Reg], raw.Shapes[positions[l].Cls].H, raw.Shapes[positions[l].Cls].W);
-            DetectedObject[] objects = PostProcessor.Run(levels, Model.Head, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
-            return new DetectionResult(objects, input, keepRaw ? raw : null);
+            (int paddedHeight, int paddedWidth) = Preprocessor.PaddedSize(image, Preprocess);
+            buffers = RentBuffers();
+            int inputLength = checked(3 * paddedHeight * paddedWidth);
+            buffers.EnsureInput(inputLength);
+            PreprocessedImage input = Preprocessor.RunInto(image, buffers.Input, Preprocess);
+            (DetectedObject[] objects, HeadOutputs? raw) = RunNetwork(input, buffers.Input.AsMemory(0, inputLength), buffers, options, keepRaw, cancellationToken);
+            return keepRaw
+                ? new DetectionResult(objects, input with { Tensor = buffers.Input.AsSpan(0, inputLength).ToArray() }, raw)
+                : new DetectionResult(objects, input, null);
         }
         finally
         {
+            if (buffers is not null) ReturnBuffers(buffers);
             Exit();
+        }
+    }
+
+    // The host side of one call: the network input and the outputs as downloaded, grown as needed
+    // (a folder of photos has a few padded sizes) and reused by later calls.
+    private sealed class ImageBuffers
+    {
+        private float[][] _outputs = [];
+        private int[] _lengths = [];
+
+        public float[] Input { get; private set; } = [];
+
+        public void EnsureInput(int length)
+        {
+            if (Input.Length < length) Input = new float[length];
+        }
+
+        public void EnsureOutputs(IReadOnlyList<(string Name, TensorView Tensor)> outputs)
+        {
+            if (_outputs.Length != outputs.Count)
+            {
+                _outputs = new float[outputs.Count][];
+                _lengths = new int[outputs.Count];
+                for (int i = 0; i < outputs.Count; i++) _outputs[i] = [];
+            }
+            for (int i = 0; i < outputs.Count; i++)
+            {
+                int length = checked((int)outputs[i].Tensor.ElementCount);
+                if (_outputs[i].Length < length) _outputs[i] = new float[length];
+                _lengths[i] = length;
+            }
+        }
+
+        public Span<float> OutputSpan(int index) => _outputs[index].AsSpan(0, _lengths[index]);
+
+        public ReadOnlyMemory<float> Output(int index) => _outputs[index].AsMemory(0, _lengths[index]);
+    }
+
+    private ImageBuffers RentBuffers()
+    {
+        lock (_gate)
+        {
+            if (_idleBuffers.Count > 0) return _idleBuffers.Pop();
+        }
+        return new ImageBuffers();
+    }
+
+    private void ReturnBuffers(ImageBuffers buffers)
+    {
+        lock (_gate)
+        {
+            if (!_disposed && _idleBuffers.Count < MaxIdleSessions) _idleBuffers.Push(buffers);
         }
     }
 
@@ -162,32 +244,49 @@ public sealed partial class Detector : IDisposable
         return [.. model.Head.Levels.Select(l => (Position(l.ClassOutput), Position(l.BoxOutput)))];
     }
 
-    // Runs the forward pass in a leased session and copies the outputs out before returning it.
-    private HeadOutputs RunNetwork(PreprocessedImage input, CancellationToken cancellationToken)
+    // Runs the forward pass in a leased session and post-processes its outputs before returning it
+    // (from the session's own buffers when they are host memory, else downloaded into `buffers`).
+    private (DetectedObject[] Objects, HeadOutputs? Raw) RunNetwork(PreprocessedImage input, ReadOnlyMemory<float> tensor, ImageBuffers buffers,
+        PostProcessOptions? options, bool keepRaw, CancellationToken cancellationToken)
     {
         _forwardSlots.Wait(cancellationToken);
-        IForwardSession? session = null;
+        Arena? arena = null;
         try
         {
-            session = Lease(input.PaddedHeight, input.PaddedWidth);
-            session.Forward(input.Tensor);
+            arena = Lease(input.PaddedHeight, input.PaddedWidth);
+            IForwardSession session = arena.Session!;
+            session.Forward(tensor.Span);
             var outputs = session.Outputs;
             var names = new string[outputs.Count];
             var shapes = new (int C, int H, int W)[outputs.Count];
-            var values = new float[outputs.Count][];
+            var values = new ReadOnlyMemory<float>[outputs.Count];
+            bool host = outputs.All(o => o.Tensor.Buffer is HostBuffer);
+            if (!host) buffers.EnsureOutputs(outputs);
             for (int i = 0; i < outputs.Count; i++)
             {
                 TensorView t = outputs[i].Tensor;
                 names[i] = outputs[i].Name;
                 shapes[i] = (t.C, t.H, t.W);
-                values[i] = new float[t.ElementCount];
-                _backend.Download(t, values[i]);
+                if (host)
+                    values[i] = ((HostBuffer)t.Buffer).Array.AsMemory(checked((int)t.Offset), checked((int)t.ElementCount));
+                else
+                {
+                    _backend.Download(t, buffers.OutputSpan(i));
+                    values[i] = buffers.Output(i);
+                }
             }
-            return new HeadOutputs(names, shapes, values);
+            // The head's outputs by name (cls_NAME, reg_NAME per level of Model.Head), in any declaration order.
+            (int Cls, int Reg)[] positions = _levelOutputs ??= FindLevelOutputs(Model, names);
+            var levels = new HeadLevelOutput[positions.Length];
+            for (int l = 0; l < levels.Length; l++)
+                levels[l] = new HeadLevelOutput(values[positions[l].Cls], values[positions[l].Reg], shapes[positions[l].Cls].H, shapes[positions[l].Cls].W);
+            DetectedObject[] objects = PostProcessor.Run(levels, Model.Head, input.ResizedHeight, input.ResizedWidth, input.ScaleX, input.ScaleY, options);
+            HeadOutputs? raw = keepRaw ? new HeadOutputs(names, shapes, [.. values.Select(v => v.ToArray())]) : null;
+            return (objects, raw);
         }
         finally
         {
-            if (session is not null) Return(session);
+            if (arena is not null) Return(arena);
             _forwardSlots.Release();
         }
     }
@@ -212,51 +311,102 @@ public sealed partial class Detector : IDisposable
         if (release) ReleaseAll();
     }
 
-    // An idle session of this size, or a new one; only the caller uses it until Return.
-    private IForwardSession Lease(int height, int width)
+    // The activation buffers of one forward pass in flight and the session over them for the
+    // last size it ran. Each arena grows to the largest padded size it has served, so a folder of
+    // photos of a few sizes needs one arena per concurrent forward, not one session per size.
+    private sealed class Arena : IDisposable
     {
-        lock (_gate)
+        private DeviceBuffer?[] _buffers = [];
+
+        public IForwardSession? Session { get; private set; }
+
+        // Makes Session one for height x width, growing buffers that are too small.
+        public void Fit(IPreparedNetwork prepared, IBackend backend, int height, int width)
         {
-            for (LinkedListNode<IForwardSession>? node = _idle.Last; node is not null; node = node.Previous)
+            if (Session is { } s && s.Height == height && s.Width == width) return;
+            Session?.Dispose();
+            Session = null;
+            long[] sizes = prepared.ActivationBufferSizes(1, height, width);
+            if (_buffers.Length != sizes.Length)
             {
-                if (node.Value.Height == height && node.Value.Width == width)
-                {
-                    _idle.Remove(node);
-                    return node.Value;
-                }
+                foreach (DeviceBuffer? b in _buffers) b?.Dispose();
+                _buffers = new DeviceBuffer?[sizes.Length];
             }
+            for (int i = 0; i < sizes.Length; i++)
+            {
+                if (_buffers[i] is { } b && b.Length >= sizes[i]) continue;
+                _buffers[i]?.Dispose();
+                _buffers[i] = null;
+                _buffers[i] = backend.Allocate(sizes[i]);
+            }
+            Session = prepared.CreateSession(1, height, width, _buffers!);
         }
-        return _prepared.CreateSession(1, height, width);
+
+        public void Dispose()
+        {
+            Session?.Dispose();
+            Session = null;
+            foreach (DeviceBuffer? b in _buffers) b?.Dispose();
+            _buffers = [];
+        }
     }
 
-    private void Return(IForwardSession session)
+    // An idle arena (one that last ran this size if any, else the most recent), fitted to this
+    // size; only the caller uses it until Return.
+    private Arena Lease(int height, int width)
     {
-        IForwardSession? evicted = null;
+        Arena? arena = null;
         lock (_gate)
         {
-            if (!_disposed)
+            for (LinkedListNode<Arena>? node = _idle.Last; node is not null; node = node.Previous)
             {
-                _idle.AddLast(session);
-                if (_idle.Count > MaxIdleSessions)
+                if (node.Value.Session is { } s && s.Height == height && s.Width == width)
                 {
-                    evicted = _idle.First!.Value;
-                    _idle.RemoveFirst();
+                    arena = node.Value;
+                    _idle.Remove(node);
+                    break;
                 }
             }
-            else evicted = session;
+            if (arena is null && _idle.Last is { } last)
+            {
+                arena = last.Value;
+                _idle.RemoveLast();
+            }
         }
-        evicted?.Dispose();
+        arena ??= new Arena();
+        try
+        {
+            arena.Fit(_prepared, _backend, height, width);
+        }
+        catch
+        {
+            arena.Dispose();
+            throw;
+        }
+        return arena;
+    }
+
+    private void Return(Arena arena)
+    {
+        bool keep;
+        lock (_gate)
+        {
+            keep = !_disposed;
+            if (keep) _idle.AddLast(arena);
+        }
+        if (!keep) arena.Dispose();
     }
 
     private void ReleaseAll()
     {
-        IForwardSession[] idle;
+        Arena[] idle;
         lock (_gate)
         {
             idle = [.. _idle];
             _idle.Clear();
         }
-        foreach (IForwardSession session in idle) session.Dispose();
+        foreach (Arena arena in idle) arena.Dispose();
+        lock (_gate) _idleBuffers.Clear();
         _prepared.Dispose();
         _forwardSlots.Dispose();
     }

@@ -67,18 +67,17 @@ internal static class DetectCommand
             error.WriteLine($"ghm detect: {message}");
         }
 
+        // Images are decoded one ahead on another thread while the detector runs (each is still
+        // reported, detected and written in order on this one).
+        using var decodedImages = new DecodeAhead(images);
         for (int i = 0; i < images.Count; i++)
         {
             InputImage image = images[i];
             if (progress) error.Write($"\r{ProgressBar.Bar(i, images.Count)} {i}/{images.Count} {image.Name,-40}");
-            DecodedImage decoded;
-            try
+            (DecodedImage? next, Exception? failure) = decodedImages.Take(i);
+            if (next is not { } decoded)
             {
-                decoded = ImageDecoder.DecodeWithWarnings(image.Path);
-            }
-            catch (Exception e) when (e is InvalidDataException or IOException)
-            {
-                Report($"skipped '{image.Path}': {e.Message}");
+                Report($"skipped '{image.Path}': {failure!.Message}");
                 skipped++;
                 continue;
             }
@@ -112,11 +111,7 @@ internal static class DetectCommand
     {
         try
         {
-            ModelInfo model = ModelRegistry.Get(modelName);
-            GhmGen.Layers.INetwork network = model.Create();
-            using TorchCheckpoint checkpoint = TorchCheckpoint.Read(checkpointPath);
-            StateDictLoader.Load(network, checkpoint, strict: true);
-            return new Detector(model, network, backend, checkpoint.ClassNames, maxConcurrentForwards, preprocess);
+            return Detector.Load(modelName, checkpointPath, backend, preprocess, maxConcurrentForwards);
         }
         catch (CheckpointFormatException e)
         {
@@ -151,6 +146,73 @@ internal static class DetectCommand
             verdict = "the file could not be read again to compare it with the registered models";
         }
         return string.Join(Environment.NewLine, e.Message, "  " + verdict, $"  ('ghm checkpoint inspect {checkpointPath}' lists every key)");
+    }
+
+    /// <summary>
+    /// Decodes the images in order on a background thread, at most two ahead of the caller. A file
+    /// that is not a readable image comes back as its exception (InvalidDataException, IOException);
+    /// any other exception of the decoder is rethrown by <see cref="Take"/>. Disposing stops the thread.
+    /// </summary>
+    private sealed class DecodeAhead : IDisposable
+    {
+        private readonly System.Collections.Concurrent.BlockingCollection<(DecodedImage? Image, Exception? Failure)> _queue = new(boundedCapacity: 2);
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Thread _thread;
+        private Exception? _crash;
+
+        public DecodeAhead(IReadOnlyList<InputImage> images)
+        {
+            _thread = new Thread(() =>
+            {
+                try
+                {
+                    foreach (InputImage image in images)
+                    {
+                        (DecodedImage?, Exception?) item;
+                        try
+                        {
+                            item = (ImageDecoder.DecodeWithWarnings(image.Path), null);
+                        }
+                        catch (Exception e) when (e is InvalidDataException or IOException)
+                        {
+                            item = (null, e);
+                        }
+                        _queue.Add(item, _stop.Token);
+                    }
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                    // Disposed before every image was taken.
+                }
+                catch (Exception e)
+                {
+                    _crash = e;
+                }
+                finally
+                {
+                    _queue.CompleteAdding();
+                }
+            })
+            { IsBackground = true, Name = "ghm detect decoder" };
+            _thread.Start();
+        }
+
+        /// <summary>Image <paramref name="index"/> (taken in order from 0), or why it could not be decoded.</summary>
+        public (DecodedImage? Image, Exception? Failure) Take(int index)
+        {
+            if (_queue.TryTake(out var item, Timeout.Infinite)) return item;
+            _thread.Join();
+            if (_crash is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(_crash);
+            throw new InvalidOperationException($"the decoder stopped before image {index}");
+        }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _thread.Join();
+            _queue.Dispose();
+            _stop.Dispose();
+        }
     }
 
     private static bool TryWrite(Action write, string what, string path, Action<string> report)

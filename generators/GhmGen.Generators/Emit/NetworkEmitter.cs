@@ -234,7 +234,7 @@ internal static class NetworkEmitter
         w.Open($"public Session CreateSession({B}.IBackend backend, int batch, int height, int width)");
         w.Line("var weights = new Prepared(this, backend);");
         w.Open("try");
-        w.Line("return new(weights, batch, height, width, ownsWeights: true);");
+        w.Line("return new(weights, batch, height, width, ownsWeights: true, buffers: null);");
         w.Close();
         w.Open("catch");
         w.Line("weights.Dispose();");
@@ -275,8 +275,24 @@ internal static class NetworkEmitter
         w.Line("/// <summary>Plans activation memory for one input size, sharing these weights.</summary>");
         w.Open("public Session CreateSession(int batch, int height, int width)");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
-        w.Line("return new(this, batch, height, width, ownsWeights: false);");
+        w.Line("return new(this, batch, height, width, ownsWeights: false, buffers: null);");
         w.Close().Line();
+        w.Line("/// <summary>");
+        w.Line("/// A session over activation buffers the caller owns (and disposes): one per entry of");
+        w.Line("/// <see cref=\"ActivationBufferSizes\"/>, each at least that long, allocated on <see cref=\"Backend\"/>.");
+        w.Line("/// Buffers sized for the largest input can serve sessions of every smaller one, one at a time.");
+        w.Line("/// </summary>");
+        w.Open($"public Session CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<{B}.DeviceBuffer> buffers)");
+        w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(buffers);");
+        w.Line("return new(this, batch, height, width, ownsWeights: false, buffers);");
+        w.Close().Line();
+        w.Line("/// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>");
+        w.Open("public long[] ActivationBufferSizes(int batch, int height, int width)");
+        w.Line("Session.CheckSize(batch, height, width);");
+        w.Line("return InferenceSlotSizes(batch, Sizes(height, width));");
+        w.Close().Line();
+        w.Line($"global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<{B}.DeviceBuffer> buffers) => CreateSession(batch, height, width, buffers);").Line();
         w.Line("/// <summary>Whether <see cref=\"Dispose\"/> has run.</summary>");
         w.Line("internal bool IsDisposed => _disposed;").Line();
         w.Line("global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width) => CreateSession(batch, height, width);").Line();
@@ -299,13 +315,13 @@ internal static class NetworkEmitter
         w.Line("private readonly Prepared _weights;");
         w.Line("private readonly bool _ownsWeights;");
         w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
+        w.Line("private readonly bool _ownsSlots;");
         w.Line($"private readonly {B}.IPreparedConv[] _convs;");
         w.Line($"private readonly {B}.TensorView[] _v = new {B}.TensorView[{m.Values.Count}];");
         w.Line("private bool _disposed;").Line();
 
-        w.Open("internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)");
-        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
-        w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
+        w.Open($"internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights, global::System.Collections.Generic.IReadOnlyList<{B}.DeviceBuffer>? buffers)");
+        w.Line("CheckSize(batch, height, width);");
         w.Line("int[] s = Sizes(height, width);");
         w.Line("_weights = weights;");
         w.Line("_ownsWeights = ownsWeights;");
@@ -315,11 +331,24 @@ internal static class NetworkEmitter
         w.Line("Height = height;");
         w.Line("Width = width;");
         w.Line("long[] size = InferenceSlotSizes(batch, s);");
-        w.Line($"_slots = {B}.DeviceBuffers.AllocateAll(_backend, size); // {memory.SlotCount} buffers, or none");
+        w.Line("_ownsSlots = buffers is null;");
+        w.Line($"if (buffers is null) _slots = {B}.DeviceBuffers.AllocateAll(_backend, size); // {memory.SlotCount} buffers, or none");
+        w.Open("else");
+        w.Line($"if (buffers.Count != {memory.SlotCount}) throw new global::System.ArgumentException($\"{m.NetworkName} needs {memory.SlotCount} activation buffers, not {{buffers.Count}}\", nameof(buffers));");
+        w.Line($"_slots = new {B}.DeviceBuffer[{memory.SlotCount}];");
+        w.Open("for (int i = 0; i < _slots.Length; i++)");
+        w.Line("if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($\"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}\", nameof(buffers));");
+        w.Line("_slots[i] = buffers[i];");
+        w.Close();
+        w.Close();
         foreach (ForwardStep st in plan.Forward)
             w.Line($"_v[{st.Output}] = {View(m, size, st.Output, memory.SlotOf[st.Output])}; // {m.Values[st.Output].Name}");
         w.Close().Line();
 
+        w.Open("internal static void CheckSize(int batch, int height, int width)");
+        w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
+        w.Line($"if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $\"input size {{height}}x{{width}} is below {m.NetworkName}'s minimum of {{MinInputSize}}x{{MinInputSize}}\");");
+        w.Close().Line();
         w.Line("/// <summary>Batch size.</summary>");
         w.Line("public int Batch { get; }").Line();
         w.Line("/// <summary>Input height.</summary>");
@@ -344,11 +373,11 @@ internal static class NetworkEmitter
         WriteForward(w, m, plan, memory, V);
         w.Close().Line();
 
-        w.Line("/// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>");
+        w.Line("/// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>");
         w.Open("public void Dispose()");
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
-        w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+        w.Line($"if (_ownsSlots) foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
         w.Line("if (_ownsWeights) _weights.Dispose();");
         w.Close();
         w.Close();

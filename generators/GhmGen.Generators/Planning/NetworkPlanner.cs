@@ -51,8 +51,12 @@ internal static class NetworkPlanner
         var pinned = new bool[2 * values];
         foreach (OutputModel o in m.Outputs) pinned[o.Value] = true;
 
-        // Inference: the forward steps alone.
-        List<MemoryPlanner.Step> timeline = forward.Select(ForwardTimelineStep).ToList();
+        // Inference: the forward steps alone; a convolution may also write over its residual when
+        // that dies there and its K = in/groups*k*k is at most InPlaceResidualDepth: every backend
+        // reads each residual element before writing it, and up to that K the CPU backend's GEMM
+        // runs one k block, so the result is bitwise that of a separate residual (training sessions,
+        // which never write in place, compute the same as inference sessions).
+        List<MemoryPlanner.Step> timeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: s is ConvStep c && Depth(m, convs[c.Conv]) <= InPlaceResidualDepth)).ToList();
         MemoryPlan inference = MemoryPlanner.Allocate(values, density, timeline, pinned);
 
         // Training: trained convolutions, the reverse pass, and one timeline for both passes.
@@ -76,7 +80,7 @@ internal static class NetworkPlanner
         }
         List<BackwardStep> backward = BackwardPlanner.Plan(m, forward, convs, trainedConvs);
 
-        var trainingTimeline = forward.Select(ForwardTimelineStep).ToList();
+        var trainingTimeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: false)).ToList();
         var outputGradients = new MemoryPlanner.Step();
         foreach (OutputModel o in m.Outputs) outputGradients.Births.Add((values + o.Value, EquatableArray<int>.Empty));
         trainingTimeline.Add(outputGradients);
@@ -98,11 +102,22 @@ internal static class NetworkPlanner
         return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
     }
 
-    private static MemoryPlanner.Step ForwardTimelineStep(ForwardStep s)
+    /// <summary>Largest K of a convolution planned to write over its residual (GemmConvolution.SingleDepthBlock).</summary>
+    private const int InPlaceResidualDepth = 192;
+
+    private static long Depth(NetworkModel m, PreparedConvModel conv)
+    {
+        var layer = (ConvLayer)m.Layers[conv.Layer];
+        return (long)layer.InChannels / layer.Groups * layer.Kernel * layer.Kernel;
+    }
+
+    private static MemoryPlanner.Step ForwardTimelineStep(ForwardStep s, bool residualInPlace)
     {
         var step = new MemoryPlanner.Step();
         step.Uses.AddRange(s.Reads);
-        step.Births.Add((s.Output, s.InPlaceCandidates));
+        EquatableArray<int> candidates = residualInPlace && s is ConvStep { Residual: { } residual } c && residual != c.Input
+            ? new([residual]) : s.InPlaceCandidates;
+        step.Births.Add((s.Output, candidates));
         return step;
     }
 }

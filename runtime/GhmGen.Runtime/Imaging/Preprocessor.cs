@@ -43,15 +43,40 @@ public static class Preprocessor
     /// <summary>Runs resize, normalise and pad with <paramref name="options"/> (default: 1333x800, pad 32).</summary>
     public static PreprocessedImage Run(RgbImage image, PreprocessOptions? options = null)
     {
+        (int paddedHeight, int paddedWidth) = PaddedSize(image, options);
+        var tensor = new float[checked(3L * paddedHeight * paddedWidth)];
+        return RunInto(image, tensor, options) with { Tensor = tensor };
+    }
+
+    /// <summary>The tensor's height and width for <paramref name="image"/> (its resized size padded up).</summary>
+    public static (int PaddedHeight, int PaddedWidth) PaddedSize(RgbImage image, PreprocessOptions? options = null)
+    {
         ArgumentNullException.ThrowIfNull(image);
         options ??= PreprocessOptions.Default;
         if (options.PadDivisor <= 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"pad divisor must be positive, got {options.PadDivisor}");
         var (width, height) = KeepRatioSize(image.Width, image.Height, options.LongEdge, options.ShortEdge);
-        RgbImage resized = BilinearResize.Resize(image, width, height);
-        int paddedHeight = RoundUp(height, options.PadDivisor), paddedWidth = RoundUp(width, options.PadDivisor);
-        float[] tensor = Normalize(resized, paddedHeight, paddedWidth);
-        return new PreprocessedImage(tensor, paddedHeight, paddedWidth, height, width, image.Height, image.Width,
+        return (RoundUp(height, options.PadDivisor), RoundUp(width, options.PadDivisor));
+    }
+
+    /// <summary>
+    /// As <see cref="Run(RgbImage, PreprocessOptions?)"/>, writing the tensor into the first
+    /// 3 x PaddedHeight x PaddedWidth floats of <paramref name="destination"/> (padding included, see
+    /// <see cref="PaddedSize"/>) instead of a new array, so that a caller can reuse one buffer for many
+    /// images; the returned record's <see cref="PreprocessedImage.Tensor"/> is empty. An image already
+    /// of its target size is read as it is (no resized copy).
+    /// </summary>
+    public static PreprocessedImage RunInto(RgbImage image, Span<float> destination, PreprocessOptions? options = null)
+    {
+        (int paddedHeight, int paddedWidth) = PaddedSize(image, options);
+        options ??= PreprocessOptions.Default;
+        var (width, height) = KeepRatioSize(image.Width, image.Height, options.LongEdge, options.ShortEdge);
+        long length = 3L * paddedHeight * paddedWidth;
+        if (destination.Length < length)
+            throw new ArgumentException($"the tensor of a {width}x{height} image padded to {paddedWidth}x{paddedHeight} needs {length} floats; the buffer holds {destination.Length}", nameof(destination));
+        RgbImage resized = width == image.Width && height == image.Height ? image : BilinearResize.Resize(image, width, height);
+        Normalize(resized, paddedHeight, paddedWidth, destination[..(int)length]);
+        return new PreprocessedImage([], paddedHeight, paddedWidth, height, width, image.Height, image.Width,
             (float)((double)width / image.Width), (float)((double)height / image.Height));
     }
 
@@ -74,11 +99,24 @@ public static class Preprocessor
     public static float[] Normalize(RgbImage image, int paddedHeight, int paddedWidth)
     {
         ArgumentNullException.ThrowIfNull(image);
+        var tensor = new float[checked((long)paddedHeight * paddedWidth * 3)];
+        Normalize(image, paddedHeight, paddedWidth, tensor);
+        return tensor;
+    }
+
+    /// <summary>
+    /// The same into <paramref name="tensor"/>, exactly 3 x <paramref name="paddedHeight"/> x
+    /// <paramref name="paddedWidth"/> floats, every one written (the padding with zeros).
+    /// </summary>
+    public static void Normalize(RgbImage image, int paddedHeight, int paddedWidth, Span<float> tensor)
+    {
+        ArgumentNullException.ThrowIfNull(image);
         if (paddedHeight < image.Height || paddedWidth < image.Width)
             throw new ArgumentOutOfRangeException(nameof(paddedHeight),
                 $"padded size {paddedWidth}x{paddedHeight} is smaller than the image {image.Width}x{image.Height}");
         long plane = (long)paddedHeight * paddedWidth;
-        var tensor = new float[checked(plane * 3)];
+        if (tensor.Length != plane * 3)
+            throw new ArgumentException($"a 3x{paddedHeight}x{paddedWidth} tensor has {plane * 3} floats, not {tensor.Length}", nameof(tensor));
         byte[] rgb = image.Rgb;
         for (int c = 0; c < 3; c++)
         {
@@ -95,10 +133,11 @@ public static class Preprocessor
                 int source = y * image.Width * 3 + c;
                 long target = planeStart + (long)y * paddedWidth;
                 for (int x = 0; x < image.Width; x++, source += 3)
-                    tensor[target + x] = (float)((rgb[source] - mean) * inverseStd);
+                    tensor[(int)target + x] = (float)((rgb[source] - mean) * inverseStd);
+                tensor.Slice((int)target + image.Width, paddedWidth - image.Width).Clear();
             }
+            tensor.Slice((int)(planeStart + (long)image.Height * paddedWidth), (paddedHeight - image.Height) * paddedWidth).Clear();
         }
-        return tensor;
     }
 
     private static int RoundUp(int value, int divisor) => checked((value + divisor - 1) / divisor * divisor);

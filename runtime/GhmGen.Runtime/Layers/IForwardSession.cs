@@ -15,6 +15,16 @@ public interface IPreparedNetwork : IDisposable
 
     /// <summary>Plans activation memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs.</summary>
     IForwardSession CreateSession(int batch, int height, int width);
+
+    /// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>
+    long[] ActivationBufferSizes(int batch, int height, int width);
+
+    /// <summary>
+    /// A session over activation buffers the caller owns and disposes: one per entry of
+    /// <see cref="ActivationBufferSizes"/>, each at least that long, allocated on <see cref="Backend"/>.
+    /// Buffers sized for the largest input serve sessions of every smaller one (one at a time).
+    /// </summary>
+    IForwardSession CreateSession(int batch, int height, int width, IReadOnlyList<DeviceBuffer> buffers);
 }
 
 /// <summary>

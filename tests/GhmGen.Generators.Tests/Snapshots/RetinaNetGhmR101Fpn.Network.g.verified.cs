@@ -1905,114 +1905,114 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[4] * s[5]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[4] * s[5]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[4] * s[5]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[8] * s[9]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 64 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[4] * s[5]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[4] * s[5]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[8] * s[9]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 128 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[6] * s[7]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 1024 * s[12] * s[13]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 128 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 128 * s[6] * s[7]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[12] * s[13]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 1024 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 1024 * s[10] * s[11]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[14] * s[15]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 2048 * s[16] * s[17]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 512 * s[14] * s[15]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 2048 * s[14] * s[15]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 2048 * s[14] * s[15]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 512 * s[14] * s[15]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 512 * s[14] * s[15]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 512 * s[14] * s[15]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 2048 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
@@ -2030,30 +2030,30 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
         size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[10] * s[11]);
         size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
         size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
         size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[14] * s[15]);
         size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
         size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
         size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[18] * s[19]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[18] * s[19]);
         size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
         size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
@@ -2086,7 +2086,7 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         var weights = new Prepared(this, backend);
         try
         {
-            return new(weights, batch, height, width, ownsWeights: true);
+            return new(weights, batch, height, width, ownsWeights: true, buffers: null);
         }
         catch
         {
@@ -2254,8 +2254,29 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         public Session CreateSession(int batch, int height, int width)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            return new(this, batch, height, width, ownsWeights: false);
+            return new(this, batch, height, width, ownsWeights: false, buffers: null);
         }
+
+        /// <summary>
+        /// A session over activation buffers the caller owns (and disposes): one per entry of
+        /// <see cref="ActivationBufferSizes"/>, each at least that long, allocated on <see cref="Backend"/>.
+        /// Buffers sized for the largest input can serve sessions of every smaller one, one at a time.
+        /// </summary>
+        public Session CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ArgumentNullException.ThrowIfNull(buffers);
+            return new(this, batch, height, width, ownsWeights: false, buffers);
+        }
+
+        /// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>
+        public long[] ActivationBufferSizes(int batch, int height, int width)
+        {
+            Session.CheckSize(batch, height, width);
+            return InferenceSlotSizes(batch, Sizes(height, width));
+        }
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers) => CreateSession(batch, height, width, buffers);
 
         /// <summary>Whether <see cref="Dispose"/> has run.</summary>
         internal bool IsDisposed => _disposed;
@@ -2283,14 +2304,14 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
         private readonly Prepared _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly bool _ownsSlots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[405];
         private bool _disposed;
 
-        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer>? buffers)
         {
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-r101-fpn's minimum of {MinInputSize}x{MinInputSize}");
+            CheckSize(batch, height, width);
             int[] s = Sizes(height, width);
             _weights = weights;
             _ownsWeights = ownsWeights;
@@ -2300,121 +2321,132 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
             Height = height;
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            _ownsSlots = buffers is null;
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            else
+            {
+                if (buffers.Count != 11) throw new global::System.ArgumentException($"retinanet-ghm-r101-fpn needs 11 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+                for (int i = 0; i < _slots.Length; i++)
+                {
+                    if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
+                    _slots[i] = buffers[i];
+                }
+            }
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
             _v[7] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
             _v[10] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
             _v[14] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
-            _v[16] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
-            _v[19] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
-            _v[22] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
-            _v[26] = new(_slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
+            _v[16] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
+            _v[19] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
+            _v[22] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
+            _v[26] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
             _v[29] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
-            _v[32] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
-            _v[36] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
-            _v[39] = new(_slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
-            _v[42] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
-            _v[46] = new(_slots[2], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
+            _v[32] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
+            _v[36] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
+            _v[39] = new(_slots[0], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
+            _v[42] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
+            _v[46] = new(_slots[0], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
             _v[48] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
-            _v[51] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
-            _v[54] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
-            _v[58] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
-            _v[61] = new(_slots[0], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
-            _v[64] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
+            _v[51] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
+            _v[54] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
+            _v[58] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
+            _v[61] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
+            _v[64] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
             _v[68] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
-            _v[71] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
-            _v[74] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
-            _v[78] = new(_slots[1], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
-            _v[81] = new(_slots[0], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
-            _v[84] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
-            _v[88] = new(_slots[0], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
+            _v[71] = new(_slots[2], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
+            _v[74] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
+            _v[78] = new(_slots[0], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
+            _v[81] = new(_slots[2], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
+            _v[84] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
+            _v[88] = new(_slots[2], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
             _v[90] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
             _v[93] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
-            _v[96] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
+            _v[96] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
             _v[100] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
             _v[103] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
-            _v[106] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
+            _v[106] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
             _v[110] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
             _v[113] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
-            _v[116] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
+            _v[116] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
             _v[120] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
             _v[123] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
-            _v[126] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
+            _v[126] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
             _v[130] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
             _v[133] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
-            _v[136] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
+            _v[136] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
             _v[140] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
             _v[143] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu0
-            _v[146] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu1
+            _v[146] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu1
             _v[150] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.6.out
             _v[153] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu0
-            _v[156] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu1
+            _v[156] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu1
             _v[160] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.7.out
             _v[163] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu0
-            _v[166] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu1
+            _v[166] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu1
             _v[170] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.8.out
             _v[173] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu0
-            _v[176] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu1
+            _v[176] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu1
             _v[180] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.9.out
             _v[183] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu0
-            _v[186] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu1
+            _v[186] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu1
             _v[190] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.10.out
             _v[193] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu0
-            _v[196] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu1
+            _v[196] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu1
             _v[200] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.11.out
             _v[203] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu0
-            _v[206] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu1
+            _v[206] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu1
             _v[210] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.12.out
             _v[213] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu0
-            _v[216] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu1
+            _v[216] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu1
             _v[220] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.13.out
             _v[223] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu0
-            _v[226] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu1
+            _v[226] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu1
             _v[230] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.14.out
             _v[233] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu0
-            _v[236] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu1
+            _v[236] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu1
             _v[240] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.15.out
             _v[243] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu0
-            _v[246] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu1
+            _v[246] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu1
             _v[250] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.16.out
             _v[253] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu0
-            _v[256] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu1
+            _v[256] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu1
             _v[260] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.17.out
             _v[263] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu0
-            _v[266] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu1
+            _v[266] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu1
             _v[270] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.18.out
             _v[273] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu0
-            _v[276] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu1
+            _v[276] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu1
             _v[280] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.19.out
             _v[283] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu0
-            _v[286] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu1
+            _v[286] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu1
             _v[290] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.20.out
             _v[293] = new(_slots[2], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu0
-            _v[296] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu1
+            _v[296] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu1
             _v[300] = new(_slots[2], 0, batch, 1024, s[10], s[11]); // backbone.layer3.21.out
             _v[303] = new(_slots[3], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu0
-            _v[306] = new(_slots[0], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu1
+            _v[306] = new(_slots[1], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu1
             _v[310] = new(_slots[3], 0, batch, 1024, s[10], s[11]); // backbone.layer3.22.out
             _v[313] = new(_slots[2], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
-            _v[316] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
+            _v[316] = new(_slots[1], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
             _v[320] = new(_slots[2], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
             _v[322] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
-            _v[325] = new(_slots[0], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
-            _v[328] = new(_slots[2], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
-            _v[332] = new(_slots[0], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
+            _v[325] = new(_slots[2], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
+            _v[328] = new(_slots[1], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
+            _v[332] = new(_slots[2], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
             _v[335] = new(_slots[4], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
-            _v[338] = new(_slots[2], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
+            _v[338] = new(_slots[1], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
             _v[342] = new(_slots[4], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
-            _v[343] = new(_slots[0], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
-            _v[344] = new(_slots[2], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
+            _v[343] = new(_slots[2], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
+            _v[344] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
             _v[345] = new(_slots[3], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
-            _v[347] = new(_slots[2], 0, batch, 256, s[10], s[11]); // neck.merged4
-            _v[349] = new(_slots[0], 0, batch, 256, s[6], s[7]); // neck.merged3
+            _v[347] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.merged4
+            _v[349] = new(_slots[2], 0, batch, 256, s[6], s[7]); // neck.merged3
             _v[350] = new(_slots[1], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
-            _v[351] = new(_slots[0], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
-            _v[352] = new(_slots[2], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
+            _v[351] = new(_slots[2], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
+            _v[352] = new(_slots[0], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
             _v[353] = new(_slots[3], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
             _v[354] = new(_slots[4], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
             _v[355] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
@@ -2432,30 +2464,30 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
             _v[367] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
             _v[368] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
             _v[369] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _v[370] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _v[370] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
             _v[371] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _v[372] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _v[372] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
             _v[373] = new(_slots[1], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
             _v[374] = new(_slots[7], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _v[375] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _v[375] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
             _v[376] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _v[377] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _v[377] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
             _v[378] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _v[379] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _v[380] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _v[381] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _v[382] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _v[383] = new(_slots[0], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _v[379] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _v[380] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _v[381] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _v[382] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _v[383] = new(_slots[2], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
             _v[384] = new(_slots[8], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _v[385] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _v[385] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
             _v[386] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _v[387] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _v[387] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
             _v[388] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _v[389] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _v[389] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
             _v[390] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _v[391] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _v[391] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
             _v[392] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _v[393] = new(_slots[2], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _v[393] = new(_slots[0], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
             _v[394] = new(_slots[9], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
             _v[395] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
             _v[396] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
@@ -2467,6 +2499,12 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
             _v[402] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
             _v[403] = new(_slots[3], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
             _v[404] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+        }
+
+        internal static void CheckSize(int batch, int height, int width)
+        {
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-r101-fpn's minimum of {MinInputSize}x{MinInputSize}");
         }
 
         /// <summary>Batch size.</summary>
@@ -2688,12 +2726,12 @@ partial class RetinaNetGhmR101Fpn : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[121], _v[402], _v[404], null, relu: false); // bbox_head.retina_reg
         }
 
-        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsSlots) foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
             if (_ownsWeights) _weights.Dispose();
         }
     }

@@ -2086,7 +2086,7 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
         var weights = new Prepared(this, backend);
         try
         {
-            return new(weights, batch, height, width, ownsWeights: true);
+            return new(weights, batch, height, width, ownsWeights: true, buffers: null);
         }
         catch
         {
@@ -2254,8 +2254,29 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
         public Session CreateSession(int batch, int height, int width)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            return new(this, batch, height, width, ownsWeights: false);
+            return new(this, batch, height, width, ownsWeights: false, buffers: null);
         }
+
+        /// <summary>
+        /// A session over activation buffers the caller owns (and disposes): one per entry of
+        /// <see cref="ActivationBufferSizes"/>, each at least that long, allocated on <see cref="Backend"/>.
+        /// Buffers sized for the largest input can serve sessions of every smaller one, one at a time.
+        /// </summary>
+        public Session CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ArgumentNullException.ThrowIfNull(buffers);
+            return new(this, batch, height, width, ownsWeights: false, buffers);
+        }
+
+        /// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>
+        public long[] ActivationBufferSizes(int batch, int height, int width)
+        {
+            Session.CheckSize(batch, height, width);
+            return InferenceSlotSizes(batch, Sizes(height, width));
+        }
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers) => CreateSession(batch, height, width, buffers);
 
         /// <summary>Whether <see cref="Dispose"/> has run.</summary>
         internal bool IsDisposed => _disposed;
@@ -2283,14 +2304,14 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
         private readonly Prepared _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly bool _ownsSlots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[405];
         private bool _disposed;
 
-        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer>? buffers)
         {
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-x101-64x4d-fpn's minimum of {MinInputSize}x{MinInputSize}");
+            CheckSize(batch, height, width);
             int[] s = Sizes(height, width);
             _weights = weights;
             _ownsWeights = ownsWeights;
@@ -2300,7 +2321,18 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             Height = height;
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            _ownsSlots = buffers is null;
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            else
+            {
+                if (buffers.Count != 11) throw new global::System.ArgumentException($"retinanet-ghm-x101-64x4d-fpn needs 11 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+                for (int i = 0; i < _slots.Length; i++)
+                {
+                    if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
+                    _slots[i] = buffers[i];
+                }
+            }
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
             _v[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
@@ -2467,6 +2499,12 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             _v[402] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
             _v[403] = new(_slots[3], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
             _v[404] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+        }
+
+        internal static void CheckSize(int batch, int height, int width)
+        {
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below retinanet-ghm-x101-64x4d-fpn's minimum of {MinInputSize}x{MinInputSize}");
         }
 
         /// <summary>Batch size.</summary>
@@ -2688,12 +2726,12 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[121], _v[402], _v[404], null, relu: false); // bbox_head.retina_reg
         }
 
-        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsSlots) foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
             if (_ownsWeights) _weights.Dispose();
         }
     }

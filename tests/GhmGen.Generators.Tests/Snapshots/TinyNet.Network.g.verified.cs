@@ -201,10 +201,10 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[8] * s[9]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[6] * s[7]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 6 * s[4] * s[5]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 6 * s[4] * s[5]);
         size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
@@ -229,7 +229,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         var weights = new Prepared(this, backend);
         try
         {
-            return new(weights, batch, height, width, ownsWeights: true);
+            return new(weights, batch, height, width, ownsWeights: true, buffers: null);
         }
         catch
         {
@@ -281,8 +281,29 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         public Session CreateSession(int batch, int height, int width)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
-            return new(this, batch, height, width, ownsWeights: false);
+            return new(this, batch, height, width, ownsWeights: false, buffers: null);
         }
+
+        /// <summary>
+        /// A session over activation buffers the caller owns (and disposes): one per entry of
+        /// <see cref="ActivationBufferSizes"/>, each at least that long, allocated on <see cref="Backend"/>.
+        /// Buffers sized for the largest input can serve sessions of every smaller one, one at a time.
+        /// </summary>
+        public Session CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers)
+        {
+            global::System.ObjectDisposedException.ThrowIf(_disposed, this);
+            global::System.ArgumentNullException.ThrowIfNull(buffers);
+            return new(this, batch, height, width, ownsWeights: false, buffers);
+        }
+
+        /// <summary>Elements of each activation buffer a session for this batch and input size needs.</summary>
+        public long[] ActivationBufferSizes(int batch, int height, int width)
+        {
+            Session.CheckSize(batch, height, width);
+            return InferenceSlotSizes(batch, Sizes(height, width));
+        }
+
+        global::GhmGen.Layers.IForwardSession global::GhmGen.Layers.IPreparedNetwork.CreateSession(int batch, int height, int width, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer> buffers) => CreateSession(batch, height, width, buffers);
 
         /// <summary>Whether <see cref="Dispose"/> has run.</summary>
         internal bool IsDisposed => _disposed;
@@ -310,14 +331,14 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         private readonly Prepared _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
+        private readonly bool _ownsSlots;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
         private readonly global::GhmGen.Backends.TensorView[] _v = new global::GhmGen.Backends.TensorView[18];
         private bool _disposed;
 
-        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights)
+        internal Session(Prepared weights, int batch, int height, int width, bool ownsWeights, global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Backends.DeviceBuffer>? buffers)
         {
-            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
-            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
+            CheckSize(batch, height, width);
             int[] s = Sizes(height, width);
             _weights = weights;
             _ownsWeights = ownsWeights;
@@ -327,18 +348,35 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             Height = height;
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 5 buffers, or none
+            _ownsSlots = buffers is null;
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 5 buffers, or none
+            else
+            {
+                if (buffers.Count != 5) throw new global::System.ArgumentException($"tiny-net needs 5 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[5];
+                for (int i = 0; i < _slots.Length; i++)
+                {
+                    if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
+                    _slots[i] = buffers[i];
+                }
+            }
             _v[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
             _v[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
             _v[2] = new(_slots[0], 0, batch, 8, s[4], s[5]); // pool
             _v[5] = new(_slots[1], 0, batch, 8, s[8], s[9]); // stage.0.proj
-            _v[7] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.0.out
-            _v[11] = new(_slots[1], 0, batch, 8, s[6], s[7]); // stage.1.out
+            _v[7] = new(_slots[1], 0, batch, 8, s[6], s[7]); // stage.0.out
+            _v[11] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.1.out
             _v[13] = new(_slots[0], 0, batch, 8, s[4], s[5]); // merged
-            _v[14] = new(_slots[2], 0, batch, 6, s[4], s[5]); // head.merged.cls
+            _v[14] = new(_slots[1], 0, batch, 6, s[4], s[5]); // head.merged.cls
             _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
             _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
             _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
+        }
+
+        internal static void CheckSize(int batch, int height, int width)
+        {
+            if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $"batch {batch} must be positive");
+            if (height < MinInputSize || width < MinInputSize) throw new global::System.ArgumentOutOfRangeException(nameof(height), $"input size {height}x{width} is below tiny-net's minimum of {MinInputSize}x{MinInputSize}");
         }
 
         /// <summary>Batch size.</summary>
@@ -387,12 +425,12 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[5], _v[11], _v[17], null, relu: false); // head.box
         }
 
-        /// <summary>Releases the activation buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (_ownsSlots) foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
             if (_ownsWeights) _weights.Dispose();
         }
     }

@@ -47,6 +47,7 @@ public sealed class CpuBackendTests
         new(8, 520, 3, 1, 1, 1, 4, 4, 1, false, true),
         new(64, 64, 3, 1, 1, 1, 1, 1, 2, false, false),
         new(12, 20, 3, 1, 1, 1, 23, 75, 2, true, true),        // wide: runs of 8 interior tiles (AVX2 gather/transpose paths)
+        new(300, 520, 3, 1, 1, 1, 9, 11, 1, true, true),       // per call: transformed weights over WinogradWeightTransform.MaxPassElements, two passes
     ];
 
     public static TheoryData<int, GemmKernelKind, int> ConvData()
@@ -61,15 +62,17 @@ public sealed class CpuBackendTests
         return data;
     }
 
-    public static TheoryData<int, GemmKernelKind, int> WinogradData()
+    // (case, kernel, threads, weights transformed per call instead of stored).
+    public static TheoryData<int, GemmKernelKind, int, bool> WinogradData()
     {
-        var data = new TheoryData<int, GemmKernelKind, int>();
+        var data = new TheoryData<int, GemmKernelKind, int, bool>();
         for (int i = 0; i < WinogradCases.Length; i++)
-        {
-            foreach (GemmKernelKind kind in new[] { GemmKernelKind.Avx512, GemmKernelKind.Avx2, GemmKernelKind.Portable })
-                data.Add(i, kind, 2);
-            data.Add(i, GemmKernelKind.Auto, 1);
-        }
+            foreach (bool perCall in new[] { false, true })
+            {
+                foreach (GemmKernelKind kind in new[] { GemmKernelKind.Avx512, GemmKernelKind.Avx2, GemmKernelKind.Portable })
+                    data.Add(i, kind, 2, perCall);
+                data.Add(i, GemmKernelKind.Auto, 1, perCall);
+            }
         return data;
     }
 
@@ -80,10 +83,20 @@ public sealed class CpuBackendTests
 
     [Theory]
     [MemberData(nameof(WinogradData))]
-    public void WinogradConv2dMatchesReference(int caseIndex, GemmKernelKind kind, int threads) =>
-        CheckConv(WinogradCases[caseIndex], caseIndex, kind, threads, winograd: true);
+    public void WinogradConv2dMatchesReference(int caseIndex, GemmKernelKind kind, int threads, bool perCall) =>
+        CheckConv(WinogradCases[caseIndex], caseIndex, kind, threads, winograd: true, perCall);
 
-    private static void CheckConv(ConvCase c, int caseIndex, GemmKernelKind kind, int threads, bool winograd)
+    [Fact]
+    public void LargeWinogradConvolutionRunsInSeveralWeightPasses()
+    {
+        // The last Winograd case must need more than one pass, or it tests nothing beyond the others.
+        ConvCase c = WinogradCases[^1];
+        GemmKernel kernel = GemmKernel.Create(GemmKernelKind.Auto);
+        int panels = (c.Out + kernel.Rows - 1) / kernel.Rows;
+        Assert.True(WinogradWeightTransform.PassPanels(panels, kernel.Rows, c.In, WinogradConvolution.PanelsPerChunk) < panels);
+    }
+
+    private static void CheckConv(ConvCase c, int caseIndex, GemmKernelKind kind, int threads, bool winograd, bool perCall = false)
     {
         if (!GemmKernel.IsSupported(kind)) return; // this processor cannot run the variant
         var spec = new ConvSpec(c.In, c.Out, c.Kernel, c.Stride, c.Padding, c.Groups);
@@ -95,8 +108,9 @@ public sealed class CpuBackendTests
         int outCount = c.N * c.Out * oh * ow;
         float[]? residual = c.Residual ? RandomValues(random, outCount) : null;
 
-        using var cpu = new CpuBackend(threads, kind, winograd) { WinogradMinimumTiles = 0 };
+        using var cpu = new CpuBackend(threads, kind, winograd) { WinogradMinimumTiles = 0, WinogradWeightsPerCall = perCall };
         float[] got = RunConv(cpu, spec, x, w, bias, residual, c, oh, ow);
+        if (perCall) Assert.True(cpu.WinogradWeightPasses > 0, "the per-call Winograd path did not run");
         var reference = new ReferenceBackend();
         float[] expected = RunConv(reference, spec, x, w, bias, residual, c, oh, ow);
         // Magnitude of each output's sum: the same convolution of |x| and |w|, plus |bias|, |residual|.
@@ -120,7 +134,7 @@ public sealed class CpuBackendTests
             if (Math.Abs(got[i] - expected[i]) > tolerance)
                 Assert.Fail($"{c} kernel {kind} threads {threads}: output {i} is {got[i]}, reference {expected[i]} (tolerance {tolerance:g3})");
         }
-        Console.WriteLine($"{c} {kind} winograd={winograd}: worst error / tolerance {worst:F3}");
+        Console.WriteLine($"{c} {kind} winograd={winograd} perCall={perCall}: worst error / tolerance {worst:F3}");
     }
 
     // Winograd F(4x4, 3x3) also rounds in the transforms: V = B^T d B and Y = A^T M A have
@@ -154,10 +168,11 @@ public sealed class CpuBackendTests
     }
 
     [Theory]
-    [InlineData(64, 3, false)] // GEMM, K = 576: several k blocks accumulate onto y
-    [InlineData(16, 1, false)] // GEMM, 1x1
-    [InlineData(16, 3, true)]  // Winograd
-    public void Conv2dResidualMayBeTheOutputItself(int inChannels, int kernel, bool winograd)
+    [InlineData(64, 3, false, false)] // GEMM, K = 576: several k blocks accumulate onto y
+    [InlineData(16, 1, false, false)] // GEMM, 1x1
+    [InlineData(16, 3, true, false)]  // Winograd
+    [InlineData(16, 3, true, true)]   // Winograd, weights transformed per call
+    public void Conv2dResidualMayBeTheOutputItself(int inChannels, int kernel, bool winograd, bool perCall)
     {
         // y = relu(conv(x) + y): the reference reads each residual value before writing it.
         var spec = new ConvSpec(inChannels, 12, kernel, 1, kernel / 2, 1);
@@ -171,7 +186,7 @@ public sealed class CpuBackendTests
             be.Conv2d(conv, xv, yv, yv, relu: true);
             return Read(be, yv);
         }
-        using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0 };
+        using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0, WinogradWeightsPerCall = perCall };
         float[] expected = Run(new ReferenceBackend()), got = Run(cpu);
         for (int i = 0; i < got.Length; i++) Assert.Equal(expected[i], got[i], 2e-4f);
     }

@@ -4,9 +4,9 @@ using GhmGen.Backends.Cpu;
 namespace GhmGen.Runtime.Tests.Backends;
 
 /// <summary>
-/// Convolutions with at most 8 output pixels (the CPU backend's GEMV-like small-map path on the
+/// Convolutions with at most 48 output pixels (the CPU backend's GEMV-like small-map path on the
 /// AVX-512 kernel) against the reference backend: odd channel counts, stride 2, padding, a batch
-/// of 2, residual (also in place) and ReLU.
+/// of 2, residual (also in place) and ReLU; each case must have taken that path.
 /// </summary>
 public class SmallMapConvolutionTests
 {
@@ -16,6 +16,9 @@ public class SmallMapConvolutionTests
     [InlineData(1, 2048, 256, 3, 2, 1, 4, 5, false, false)] // P6 from C5 at a small input: K = 18432
     [InlineData(2, 19, 24, 1, 1, 0, 2, 2, true, false)]    // batch 2: 8 columns exactly
     [InlineData(1, 5, 9, 3, 1, 1, 1, 1, true, true)]       // one pixel
+    [InlineData(1, 256, 256, 3, 1, 1, 4, 6, true, true)]   // 24 pixels (C4 / P4 at a 64x96 input): three groups of 8
+    [InlineData(2, 33, 70, 1, 1, 0, 4, 5, false, true)]    // batch 2, 40 pixels: a partial last group, images across a group
+    [InlineData(1, 600, 24, 3, 1, 1, 6, 8, false, false)]  // 48 pixels, the most this path takes; K = 5400: several gather items
     public void SmallMaps_MatchReference(int n, int cin, int cout, int k, int stride, int pad, int h, int w, bool residual, bool relu)
     {
         var random = new Random(cin * 31 + cout);
@@ -45,7 +48,9 @@ public class SmallMapConvolutionTests
         using var cpu = new CpuBackend(2);
         foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
         {
+            long before = cpu.SmallMapCalls;
             float[] got = Run(cpu, inPlace);
+            if (cpu.KernelKind == GemmKernelKind.Avx512) Assert.Equal(before + 1, cpu.SmallMapCalls);
             for (int i = 0; i < want.Length; i++)
                 Assert.True(Math.Abs(want[i] - got[i]) <= 1e-5f * (1 + Math.Abs(want[i])) * MathF.Sqrt(cin * k * k) / 8, $"[{i}] {got[i]} vs {want[i]}");
         }

@@ -36,6 +36,30 @@ public class PreprocessorTests
         Assert.True(differing == 0, $"{differing} of {expected.Length} values differ from mmcv's (max |difference| {maxError})");
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void RunInto_ADirtyLargerBuffer_EqualsRun(int caseIndex)
+    {
+        var item = ImagingFixtures.Manifest("preprocess")[caseIndex];
+        RgbImage image = ImageDecoder.Decode(ImagingFixtures.PathOf(item.GetProperty("input").GetString()!));
+        var options = new PreprocessOptions(item.GetProperty("long_edge").GetInt32(), item.GetProperty("short_edge").GetInt32());
+        PreprocessedImage expected = Preprocessor.Run(image, options);
+        Assert.Equal((expected.PaddedHeight, expected.PaddedWidth), Preprocessor.PaddedSize(image, options));
+
+        // A reused buffer holds whatever the last image left, padding included, and may be larger.
+        float[] buffer = new float[expected.Tensor.Length + 7];
+        buffer.AsSpan().Fill(float.NaN);
+        PreprocessedImage got = Preprocessor.RunInto(image, buffer, options);
+        Assert.Equal(expected with { Tensor = [] }, got with { Tensor = [] });
+        Assert.Empty(got.Tensor);
+        Assert.Equal(expected.Tensor, buffer.AsSpan(0, expected.Tensor.Length).ToArray());
+        Assert.True(float.IsNaN(buffer[^1]), "RunInto wrote past the tensor");
+
+        ArgumentException e = Assert.Throws<ArgumentException>(() => Preprocessor.RunInto(image, new float[expected.Tensor.Length - 1], options));
+        Assert.Contains($"needs {expected.Tensor.Length} floats", e.Message);
+    }
+
     [Fact]
     public void Normalize_HandComputedPixelAndZeroPadding()
     {

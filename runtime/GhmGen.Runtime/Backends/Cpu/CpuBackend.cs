@@ -29,6 +29,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private readonly bool useWinograd;
     private readonly float*[] winogradInput, winogradProducts;
     private readonly WinogradConvolution winogradConvolution;
+    private readonly WinogradWeightTransform winogradWeightTransform = new();
+    private float* winogradWeightScratch;
+    private long winogradWeightElements;
     private readonly SmallMapConvolution smallMapConvolution = new();
     private readonly ConvWeightGradient weightGradient;
     private readonly ConvInputGradient inputGradient;
@@ -88,6 +91,23 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// </summary>
     internal long WinogradMinimumTiles { get; set; } = -1;
 
+    /// <summary>
+    /// When true, a Winograd-capable convolution keeps only its GEMM panels, and each call that
+    /// runs it through Winograd first transforms them into one scratch shared by every
+    /// convolution (in passes of output channels for the largest): the stored transformed form is
+    /// 4x the size of the 3x3 weights (R-50 RetinaNet: ~250 MB), the per-call transform costs a
+    /// few percent of the convolution. False (default): the transformed form is made once, at
+    /// <see cref="PrepareConv"/> and <c>UpdateConv</c>, as training wants (bitwise the double-rounded
+    /// transform; the per-call one rounds in float). Set it before preparing any convolution.
+    /// </summary>
+    public bool WinogradWeightsPerCall { get; init; }
+
+    /// <summary>Convolution calls that took the small-map path so far (tests check that the path ran).</summary>
+    internal long SmallMapCalls { get; private set; }
+
+    /// <summary>Passes of per-call Winograd weight transforms run so far (one or more per such convolution call).</summary>
+    public long WinogradWeightPasses { get; private set; }
+
     /// <inheritdoc/>
     public DeviceBuffer Allocate(long elements)
     {
@@ -126,13 +146,14 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
         // Packing touches only the new object; the shared Winograd scratch grows under the lock.
         GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
-        var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd);
-        if (packed.Winograd is not null)
+        var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd && !WinogradWeightsPerCall);
+        if (packed.Winograd is not null || TransformsPerCall(packed))
         {
             lock (gate)
             {
                 ThrowIfDisposed();
                 EnsureWinogradScratch(spec.InChannels);
+                if (TransformsPerCall(packed)) EnsureWinogradWeightScratch(packed);
             }
         }
         return packed;
@@ -172,7 +193,13 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         // Default: at least one full block of NR tiles, and a block for every worker.
         long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
         long winogradTiles = (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
-        if (packed.WinogradApplies && winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns))
+        bool enoughTiles = winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns);
+        if (enoughTiles && !packed.WinogradApplies && TransformsPerCall(packed))
+        {
+            RunWinogradPerCall(packed, x, xs, ys, rs, residual is not null, relu);
+            return;
+        }
+        if (packed.WinogradApplies && enoughTiles)
         {
             WinogradWeights wino = FreshWinograd(packed);
             fixed (float* px = xs)
@@ -195,8 +222,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             fixed (float* pa = packed.Panels)
             fixed (float* pb = packed.Bias)
             {
-                int items = smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu);
-                pool.Run(smallMapConvolution, items);
+                pool.Run(smallMapConvolution, smallMapConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu));
+                pool.Run(smallMapConvolution, smallMapConvolution.PrepareProducts());
+                SmallMapCalls++;
             }
             return;
         }
@@ -210,6 +238,37 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             pool.Run(convolution, items);
         }
     }
+
+    // Winograd from the GEMM panels: per pass of output-channel panels, the weight transform into
+    // the shared scratch, then the convolution of those panels' output rows.
+    private void RunWinogradPerCall(PackedConvWeights packed, TensorView x, ReadOnlySpan<float> xs, Span<float> ys, ReadOnlySpan<float> rs,
+        bool hasResidual, bool relu)
+    {
+        ConvSpec s = packed.Spec;
+        int mr = packed.PanelRows, panels = packed.PanelsPerGroup, chunk = WinogradConvolution.PanelsPerChunk;
+        int passPanels = WinogradWeightTransform.PassPanels(panels, mr, s.InChannels, chunk);
+        fixed (float* px = xs)
+        fixed (float* py = ys)
+        fixed (float* pr = rs)
+        fixed (float* pa = packed.Panels)
+        fixed (float* pb = packed.Bias)
+        {
+            for (int first = 0; first < panels; first += passPanels)
+            {
+                int count = Math.Min(passPanels, panels - first);
+                pool.Run(winogradWeightTransform, winogradWeightTransform.Prepare(pa, mr, s.InChannels, first, count, winogradWeightScratch));
+                WinogradWeightPasses++;
+                int items = winogradConvolution.Prepare(s.InChannels, s.OutChannels, first, count, x, px, py, hasResidual ? pr : null,
+                    winogradWeightScratch, pb, relu, pool.WorkerCount);
+                pool.Run(winogradConvolution, items);
+            }
+        }
+    }
+
+    // Whether this convolution runs Winograd from its GEMM panels (WinogradWeightsPerCall): dense
+    // 3x3 stride 1 packed for the full kernel (the Winograd GEMMs use its MR).
+    private bool TransformsPerCall(PackedConvWeights packed) =>
+        useWinograd && WinogradWeightsPerCall && WinogradWeights.Applies(packed.Spec) && packed.Kernel == kernel;
 
     /// <inheritdoc/>
     public void MaxPool2d(TensorView x, TensorView y, int kernelSize, int stride, int padding)
@@ -321,6 +380,8 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             scratch[i] = winogradInput[i] = winogradProducts[i] = null;
         }
         NativeMemory.AlignedFree(zeroBias);
+        NativeMemory.AlignedFree(winogradWeightScratch);
+        winogradWeightScratch = null;
         smallMapConvolution.Dispose();
         weightGradient.Dispose();
         inputGradient.Dispose();
@@ -340,6 +401,16 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
                 winogradProducts[i] = (float*)NativeMemory.AlignedAlloc((nuint)(WinogradConvolution.ProductScratchElements(kernel) * sizeof(float)), 64);
         }
         winogradInputElements = needed;
+    }
+
+    // Grows the shared per-call Winograd weight scratch to one pass of `packed` (at prepare time).
+    private void EnsureWinogradWeightScratch(PackedConvWeights packed)
+    {
+        long needed = WinogradWeightTransform.ScratchElements(packed.PanelsPerGroup, packed.PanelRows, packed.Spec.InChannels, WinogradConvolution.PanelsPerChunk);
+        if (needed <= winogradWeightElements) return;
+        NativeMemory.AlignedFree(winogradWeightScratch);
+        winogradWeightScratch = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
+        winogradWeightElements = needed;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);

@@ -26,6 +26,12 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     /// <summary>KC: k steps per packed input block.</summary>
     public const int DepthBlock = 128;
 
+    /// <summary>
+    /// Largest K run as one k block (1.5 KC). Up to it, a residual that is the output itself gives
+    /// bitwise the result of a separate residual (the generator plans such in-place writes only up to it).
+    /// </summary>
+    public const int SingleDepthBlock = DepthBlock * 3 / 2;
+
     /// <summary>NR multiples per column block (NC = this * NR).</summary>
     public const int PanelsPerColumnBlock = 10;
 
@@ -117,7 +123,10 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         float* image = x + ((long)n * inChannels + (long)g * (inChannels / s.Groups)) * height * width;
         long outStart = ((long)n * s.OutChannels + (long)g * m) * pixels + firstColumn;
         float* yGroup = y + outStart;
-        bool inPlace = residual == y;
+        // residual == y: with one k block each tile reads its residual before writing it, so the
+        // plain path gives bitwise the result of a separate residual; with several, the partial sums
+        // would overwrite it, so y then starts as residual + bias and every block accumulates.
+        bool inPlace = residual == y && depth > SingleDepthBlock;
         float* rGroup = residual == null || inPlace ? null : residual + outStart;
         if (inPlace)
         {
@@ -135,7 +144,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         float* edge = stackalloc float[2 * MaxTileElements];
 
         // Up to 1.5 KC in one block (a 192 x 48 panel still fits L1): no tiny tail blocks.
-        int depthBlock = depth <= DepthBlock * 3 / 2 ? depth : DepthBlock;
+        int depthBlock = depth <= SingleDepthBlock ? depth : DepthBlock;
         for (int k0 = 0; k0 < depth; k0 += depthBlock)
         {
             int kc = Math.Min(depthBlock, depth - k0);

@@ -1,8 +1,14 @@
-// Convolution over tiny maps: at most 8 output pixels over the whole batch, one group, 8-row
-// weight panels (the AVX-512 kernel's layout). A GEMV-like pass reads each packed weight panel once
-// and keeps one 8-row accumulator per output pixel, where the GEMM's 48-column tile would compute
-// mostly padding (P6/P7 of the head at every input size, and every level at tiny inputs).
-// Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= 8; bias, residual and ReLU fused.
+// Convolution over small maps: at most MaxColumns (48) output pixels over the whole batch, one group,
+// 8-row weight panels (the AVX-512 kernel's layout). A GEMV-like pass reads each packed weight
+// panel once per 8 output pixels (from L2 after the first: a panel is 8 x K floats, 74 KB for a
+// 3x3 over 256 channels) and keeps one 8-row accumulator per output pixel, where the GEMM's
+// 48-column tile would compute mostly padding and repack the input per row chunk (P6/P7 of the
+// head at every input size, C4/C5 and P4/P5 at small inputs: a 3x3 256->256 on a 4x6 map went
+// from ~1.0 ms on the GEMM to ~0.2 ms here). From about 64 pixels on the GEMM is faster again (a
+// 3x3 256->256 on 8x8: 0.57 ms here; on 8x12, 96 pixels, the GEMM takes 0.48 ms), hence 48.
+// Two phases of work items: the implicit im2col columns [depth, stride] (stride = the pixel count
+// rounded up to 8, unused columns zero) in blocks of rows, then one item per weight panel.
+// Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= MaxColumns; bias, residual and ReLU fused.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/SmallMapConvolutionTests.cs.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -15,26 +21,30 @@ namespace GhmGen.Backends.Cpu;
 internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
 {
     /// <summary>Most output pixels (over the batch) this path takes.</summary>
-    public const int MaxColumns = 8;
+    public const int MaxColumns = 48;
 
     private const int Rows = 8;
-    private float* columns;     // im2col: [depth, MaxColumns], unused columns zero
+    private const int Group = 8;          // output pixels per accumulator set
+    private const int GatherRows = 512;   // im2col rows per gather item
+    private float* columns;     // im2col: [depth, stride], unused columns zero
     private long capacity;
     private PackedConvWeights conv = null!;
-    private float* panels, bias, y, residual;
-    private bool relu;
-    private int count, pixels, depth, outChannels;
+    private float* x, panels, bias, y, residual;
+    private bool relu, gathering;
+    private int count, stride, pixels, depth, outChannels, inHeight, inWidth;
+    private int* columnImage, columnY, columnX; // per output pixel: image, first input row and column of its window
 
     /// <summary>Whether a convolution of this shape takes this path.</summary>
     public static bool Applies(PackedConvWeights conv, int batch, int outHeight, int outWidth) =>
         conv.Spec.Groups == 1 && conv.PanelRows == Rows && (long)batch * outHeight * outWidth <= MaxColumns && Avx.IsSupported;
 
-    /// <summary>Gathers the input columns; returns the work items (weight panels).</summary>
+    /// <summary>Sets up one call; returns the items of the gather phase (then call <see cref="PrepareProducts"/>).</summary>
     public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu)
     {
         ConvSpec s = conv.Spec;
-        int k = s.Kernel, oh = s.OutputSize(xView.H), ow = s.OutputSize(xView.W);
+        int oh = s.OutputSize(xView.H), ow = s.OutputSize(xView.W);
         this.conv = conv;
+        this.x = x;
         this.panels = panels;
         this.bias = bias;
         this.y = y;
@@ -42,67 +52,105 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         this.relu = relu;
         pixels = oh * ow;
         count = xView.N * pixels;
+        stride = (count + Group - 1) / Group * Group;
         depth = conv.Depth;
         outChannels = s.OutChannels;
-        long needed = (long)depth * MaxColumns;
+        inHeight = xView.H;
+        inWidth = xView.W;
+        long needed = (long)depth * stride;
         if (needed > capacity)
         {
             NativeMemory.AlignedFree(columns);
             columns = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
             capacity = needed;
         }
-        for (int d = 0; d < depth; d++)
+        if (columnImage == null)
         {
-            int ci = d / (k * k), ky = d / k % k, kx = d % k;
-            float* row = columns + (long)d * MaxColumns;
-            for (int c = 0; c < MaxColumns; c++)
-            {
-                float v = 0f;
-                if (c < count)
-                {
-                    int n = c / pixels, p = c % pixels;
-                    int iy = p / ow * s.Stride - s.Padding + ky, ix = p % ow * s.Stride - s.Padding + kx;
-                    if ((uint)iy < (uint)xView.H && (uint)ix < (uint)xView.W)
-                        v = x[(((long)n * s.InChannels + ci) * xView.H + iy) * xView.W + ix];
-                }
-                row[c] = v;
-            }
+            columnImage = (int*)NativeMemory.Alloc(3 * MaxColumns, sizeof(int));
+            columnY = columnImage + MaxColumns;
+            columnX = columnY + MaxColumns;
         }
+        for (int c = 0; c < count; c++)
+        {
+            int p = c % pixels;
+            columnImage[c] = c / pixels;
+            columnY[c] = p / ow * s.Stride - s.Padding;
+            columnX[c] = p % ow * s.Stride - s.Padding;
+        }
+        gathering = true;
+        return (depth + GatherRows - 1) / GatherRows;
+    }
+
+    /// <summary>Switches to the product phase; returns its items (weight panels).</summary>
+    public int PrepareProducts()
+    {
+        gathering = false;
         return conv.PanelsPerGroup;
     }
 
     /// <inheritdoc/>
-    public void Execute(int panel, int worker)
+    public void Execute(int item, int worker)
+    {
+        if (gathering) Gather(item);
+        else Products(item);
+    }
+
+    // im2col rows item * GatherRows .. + GatherRows.
+    private void Gather(int item)
+    {
+        ConvSpec s = conv.Spec;
+        int k = s.Kernel, kk = k * k;
+        long plane = (long)inHeight * inWidth, imageStride = (long)s.InChannels * plane;
+        int end = Math.Min(depth, (item + 1) * GatherRows);
+        for (int d = item * GatherRows; d < end; d++)
+        {
+            int ci = d / kk, ky = d / k % k, kx = d % k;
+            float* source = x + ci * plane;
+            float* row = columns + (long)d * stride;
+            for (int c = 0; c < count; c++)
+            {
+                int iy = columnY[c] + ky, ix = columnX[c] + kx;
+                row[c] = (uint)iy < (uint)inHeight && (uint)ix < (uint)inWidth ? source[columnImage[c] * imageStride + (long)iy * inWidth + ix] : 0f;
+            }
+            for (int c = count; c < stride; c++) row[c] = 0f;
+        }
+    }
+
+    // Output rows of one weight panel, 8 output pixels at a time.
+    private void Products(int panel)
     {
         float* w = panels + (long)panel * Rows * depth;
-        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int d = 0; d < depth; d++)
-        {
-            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
-            float* col = columns + (long)d * MaxColumns;
-            a0 = MultiplyAdd(wv, col[0], a0);
-            a1 = MultiplyAdd(wv, col[1], a1);
-            a2 = MultiplyAdd(wv, col[2], a2);
-            a3 = MultiplyAdd(wv, col[3], a3);
-            a4 = MultiplyAdd(wv, col[4], a4);
-            a5 = MultiplyAdd(wv, col[5], a5);
-            a6 = MultiplyAdd(wv, col[6], a6);
-            a7 = MultiplyAdd(wv, col[7], a7);
-        }
-        Vector256<float>* acc = stackalloc Vector256<float>[MaxColumns];
-        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+        Vector256<float>* acc = stackalloc Vector256<float>[Group];
         int firstRow = panel * Rows, rows = Math.Min(Rows, outChannels - firstRow);
-        for (int c = 0; c < count; c++)
+        for (int c0 = 0; c0 < count; c0 += Group)
         {
-            int n = c / pixels, p = c % pixels;
-            float* values = (float*)(acc + c);
-            for (int r = 0; r < rows; r++)
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            float* col = columns + c0;
+            for (int d = 0; d < depth; d++, col += stride)
             {
-                int o = firstRow + r;
-                long at = ((long)n * outChannels + o) * pixels + p;
-                float v = values[r] + bias[o];
-                if (residual != null) v += residual[at];
-                y[at] = relu ? MathF.Max(v, 0f) : v;
+                Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+                a0 = MultiplyAdd(wv, col[0], a0);
+                a1 = MultiplyAdd(wv, col[1], a1);
+                a2 = MultiplyAdd(wv, col[2], a2);
+                a3 = MultiplyAdd(wv, col[3], a3);
+                a4 = MultiplyAdd(wv, col[4], a4);
+                a5 = MultiplyAdd(wv, col[5], a5);
+                a6 = MultiplyAdd(wv, col[6], a6);
+                a7 = MultiplyAdd(wv, col[7], a7);
+            }
+            acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+            for (int c = c0; c < Math.Min(count, c0 + Group); c++)
+            {
+                int n = c / pixels, p = c % pixels;
+                float* values = (float*)(acc + (c - c0));
+                for (int r = 0; r < rows; r++)
+                {
+                    int o = firstRow + r;
+                    long at = ((long)n * outChannels + o) * pixels + p;
+                    float v = values[r] + bias[o];
+                    if (residual != null) v += residual[at];
+                    y[at] = relu ? MathF.Max(v, 0f) : v;
+                }
             }
         }
     }
@@ -114,7 +162,9 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     public void Dispose()
     {
         NativeMemory.AlignedFree(columns);
+        NativeMemory.Free(columnImage);
         columns = null;
+        columnImage = columnY = columnX = null;
         capacity = 0;
     }
 }

@@ -288,8 +288,8 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
     private readonly float*[] productScratch;
     private readonly float* zeroBias;
 
-    private WinogradWeights weights = null!;
     private float* x, y, residual, panels, bias;
+    private int inChannels, outChannels, firstPanel, endPanel, passPanels;
     private int height, width, tilesX, tiles, tileBlocks, blockPanels;
     private bool relu;
 
@@ -311,10 +311,26 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
     /// <summary>Output tiles of an h x w image (4x4 each).</summary>
     public static int TileCount(int h, int w) => ((h + 3) / 4) * ((w + 3) / 4);
 
-    /// <summary>Sets up one call and returns the number of work items.</summary>
-    public int Prepare(WinogradWeights weights, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu, int workers)
+    /// <summary>Output-channel panels per GEMM chunk: a pass of transformed weights is a whole number of them.</summary>
+    public static int PanelsPerChunk => ChunkPanels;
+
+    /// <summary>Sets up one call with stored weights (every panel) and returns the number of work items.</summary>
+    public int Prepare(WinogradWeights weights, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu, int workers) =>
+        Prepare(weights.InChannels, weights.OutChannels, 0, weights.PanelCount, xView, x, y, residual, panels, bias, relu, workers);
+
+    /// <summary>
+    /// Sets up one call for output-channel panels <paramref name="firstPanel"/> .. + <paramref name="passPanels"/> - 1
+    /// (<paramref name="panels"/>: their transformed weights, [36][passPanels][C][MR]; <paramref name="bias"/>: every
+    /// panel's) and returns the number of work items; output rows of other panels are not written.
+    /// </summary>
+    public int Prepare(int inChannels, int outChannels, int firstPanel, int passPanels, TensorView xView, float* x, float* y, float* residual,
+        float* panels, float* bias, bool relu, int workers)
     {
-        this.weights = weights;
+        this.inChannels = inChannels;
+        this.outChannels = outChannels;
+        this.firstPanel = firstPanel;
+        this.passPanels = passPanels;
+        endPanel = firstPanel + passPanels;
         this.x = x;
         this.y = y;
         this.residual = residual;
@@ -339,7 +355,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         int nr = kernel.Columns, mr = kernel.Rows, lanes = Vector<float>.Count;
         int blockTiles = blockPanels * nr;
         int n = item / tileBlocks, firstTile = item % tileBlocks * blockTiles;
-        int c = weights.InChannels, o = weights.OutChannels;
+        int c = inChannels, o = outChannels;
         long plane = (long)height * width;
         float* image = x + (long)n * c * plane;
         float* v = inputScratch[worker];
@@ -370,12 +386,12 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         long productPosition = (long)ChunkPanels * mr * blockTiles; // M_xi[row * blockTiles + t]
         float* outImage = y + (long)n * o * plane;
         float* resImage = residual == null ? null : residual + (long)n * o * plane;
-        for (int p0 = 0; p0 < weights.PanelCount; p0 += ChunkPanels)
+        for (int p0 = firstPanel; p0 < endPanel; p0 += ChunkPanels)
         {
-            int p1 = Math.Min(weights.PanelCount, p0 + ChunkPanels);
+            int p1 = Math.Min(endPanel, p0 + ChunkPanels);
             for (int xi = 0; xi < WinogradWeights.Positions; xi++)
             {
-                float* aPosition = panels + (long)xi * weights.PanelCount * mr * c;
+                float* aPosition = panels + (long)xi * passPanels * mr * c - (long)firstPanel * c * mr;
                 for (int k0 = 0; k0 < c; k0 += GemmConvolution.DepthBlock)
                 {
                     int kc = Math.Min(GemmConvolution.DepthBlock, c - k0);
