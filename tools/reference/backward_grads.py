@@ -1,6 +1,6 @@
-"""Makes the parameter-gradient fixtures for the C# backward pass of the four networks.
+"""Makes the parameter-gradient fixtures for the C# backward pass of the four networks and the demo.
 
-    /usr/bin/python3 tools/reference/backward_grads.py [MODEL ...]      # default: all four
+    /usr/bin/python3 tools/reference/backward_grads.py [MODEL ...]      # default: all five
 
 Writes tests/GhmGen.Models.Tests/Fixtures/Gradients/<model>.json.
 
@@ -9,6 +9,8 @@ The function differentiated (everything seeded, nothing else needed on the C# si
   network  model.py's network with the seeded weights (seeded_weights.py); the whole model in eval
            mode, so every BN uses its running statistics (norm_eval=True) and updates nothing;
            requires_grad=False on backbone.conv1, backbone.bn1 and backbone.layer1.* (frozen_stages=1).
+           The demo (ghm-demo-r18-fpn, demo_model.py: basic blocks, 64-channel FPN and head with 2
+           convs per branch, 4 classes) is built the same way but freezes nothing.
   input    a padded batch [2, 3, 64, 96] as mmdetection collates it: image n of size h_n x w_n
            (image 0: 64x96, image 1: 48x80) in the top-left corner, zeros elsewhere. The image region
            of image n holds float32(-2 + 4 * u(key, i)) = SeededWeights.FillUniform(key, span, -2, 2)
@@ -59,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo_model  # noqa: E402
 import model as reference_model  # noqa: E402
 import seeded_weights as seeded  # noqa: E402
 
@@ -131,10 +134,15 @@ def flat_outputs(net, x):
     return list(cls) + list(reg)
 
 
+def frozen_prefixes(name: str) -> tuple:
+    return () if name == demo_model.NAME else FROZEN_PREFIXES
+
+
 def freeze(net) -> list:
     frozen = []
+    prefixes = frozen_prefixes(net.name)
     for key, p in net.named_parameters():
-        if key.startswith(FROZEN_PREFIXES):
+        if prefixes and key.startswith(prefixes):
             p.requires_grad_(False)
             frozen.append(key)
     return frozen
@@ -174,7 +182,7 @@ class ReluHook:
 
 
 def build(name: str, dtype) -> tuple:
-    net = reference_model.build(name)
+    net = demo_model.build() if name == demo_model.NAME else reference_model.build(name)
     seeded.load_seeded(net)
     net = net.to(dtype).eval()      # eval: BN on running statistics, nothing updated
     frozen = freeze(net)
@@ -384,7 +392,7 @@ def make(name: str) -> dict:
                  "seeded network on a seeded padded batch; made by tools/reference/backward_grads.py "
                  "(its docstring and tools/reference/README.md give every formula).",
         "model": name, "torch_version": torch.__version__,
-        "mode": "whole model eval (BN on running stats, not updated); frozen: " + ", ".join(FROZEN_PREFIXES),
+        "mode": "whole model eval (BN on running stats, not updated); frozen: " + (", ".join(frozen_prefixes(name)) or "nothing"),
         "input": {
             "shape": list(BATCH_SHAPE),
             "images": [{"index": n, "key": f"{INPUT_KEY_PREFIX}{n}", "height": h, "width": w,
@@ -455,7 +463,7 @@ def write(doc: dict) -> str:
 
 def main(argv: list) -> int:
     torch.set_num_threads(int(os.environ.get("REFERENCE_THREADS", "1")))
-    names = argv or list(reference_model.VARIANTS)
+    names = argv or list(reference_model.VARIANTS) + [demo_model.NAME]
     for name in names:
         doc = make(name)
         path = write(doc)

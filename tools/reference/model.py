@@ -145,7 +145,8 @@ class GhmLossState(nn.Module):
 
 
 class RetinaHead(nn.Module):
-    def __init__(self, in_channels: int = 256, feat_channels: int = 256, stacked_convs: int = 4):
+    def __init__(self, in_channels: int = 256, feat_channels: int = 256, stacked_convs: int = 4,
+                 num_classes: int = NUM_CLASSES):
         super().__init__()
         # AnchorHead builds its losses before _init_layers: their buffers come first.
         self.loss_cls = GhmLossState(30, last_edge_add=1e-6)
@@ -156,7 +157,7 @@ class RetinaHead(nn.Module):
             cin = in_channels if i == 0 else feat_channels
             self.cls_convs.append(ConvModule(cin, feat_channels, 3, padding=1, relu=True))
             self.reg_convs.append(ConvModule(cin, feat_channels, 3, padding=1, relu=True))
-        self.retina_cls = nn.Conv2d(feat_channels, NUM_ANCHORS * NUM_CLASSES, 3, padding=1)
+        self.retina_cls = nn.Conv2d(feat_channels, NUM_ANCHORS * num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(feat_channels, NUM_ANCHORS * 4, 3, padding=1)
 
     def forward_single(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -12,11 +12,13 @@ namespace GhmGen.Models.Tests.Backward;
 /// 30x PyTorch's own float32-vs-float64 rounding difference plus twice the effect of the ReLU
 /// inputs that lie within float32 noise of zero (a float32 run may put them on either side; the
 /// script computed each one's float64 effect), plus 1e-7 of the tensor's scale; frozen parameters
-/// (stem, layer1) get no gradient and the buffers stay bitwise unchanged.
+/// (stem, layer1) get no gradient and the buffers stay bitwise unchanged. The demo detector
+/// (ghm-demo-r18-fpn: basic blocks, every layer trained, 64-channel FPN and head with 2 convs per
+/// branch, 1x2 P6 and 1x1 P7 maps at 64x96) is checked the same way.
 /// </summary>
 public sealed class DetectorGradientTests
 {
-    public static TheoryData<string> Models() => new(ModelRegistry.All.Select(m => m.Name).Where(n => n.StartsWith("retinanet-ghm-", StringComparison.Ordinal)));
+    public static TheoryData<string> Models() => new(ModelRegistry.All.Select(m => m.Name).Where(n => n.StartsWith("retinanet-ghm-", StringComparison.Ordinal) || n == "ghm-demo-r18-fpn"));
 
     [Theory]
     [MemberData(nameof(Models))]
