@@ -87,10 +87,13 @@ internal static class DemoRecipe
     /// <summary>Base learning rate.</summary>
     public const double LearningRate = 0.01;
 
-    /// <summary>Epochs of the default run.</summary>
-    public const int Epochs = 6;
+    /// <summary>
+    /// Epochs of the default run: 20 (4,000 iterations), which a quiet 2-core machine trains and
+    /// evaluates in about 3.5 minutes (6 epochs took 65 s and reached half the AP).
+    /// </summary>
+    public const int Epochs = 20;
 
-    // lr x0.1 for the last two epochs of six (and proportionally for other counts).
+    // lr x0.1 for the last two epochs, whatever the count.
     private static int[] LrSteps(int epochs) => epochs >= 3 ? [epochs - 2, epochs - 1] : [];
 }
 
