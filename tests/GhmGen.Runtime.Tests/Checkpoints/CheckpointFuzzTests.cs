@@ -67,27 +67,11 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output)
         byte[] bytes = (byte[])original.Clone();
         switch (random.Next(5))
         {
-            case 0:
-            {
-                int length = random.Next(bytes.Length);
-                how = $"truncate to {length}";
-                return bytes[..length];
-            }
-            case 1:
-            {
-                int flips = 1 + random.Next(4);
-                how = $"{flips} random bytes";
-                for (int f = 0; f < flips; f++) bytes[random.Next(bytes.Length)] = (byte)random.Next(256);
-                return bytes;
-            }
+            case 0: return ByteMutations.Truncate(bytes, random, out how);
+            case 1: return ByteMutations.RandomBytes(bytes, random, out how);
             case 2:
-            {
                 // Target the structure: the first 400 bytes (pickle header) and the last 200 (zip directory).
-                int at = random.Next(2) == 0 ? random.Next(Math.Min(400, bytes.Length)) : bytes.Length - 1 - random.Next(Math.Min(200, bytes.Length));
-                how = $"bit flip at {at}";
-                bytes[at] ^= (byte)(1 << random.Next(8));
-                return bytes;
-            }
+                return ByteMutations.BitFlip(bytes, random.Next(2) == 0 ? random.Next(Math.Min(400, bytes.Length)) : bytes.Length - 1 - random.Next(Math.Min(200, bytes.Length)), random, out how);
             case 3:
             {
                 int at = random.Next(bytes.Length);
@@ -95,13 +79,7 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output)
                 for (int k = at; k < Math.Min(bytes.Length, at + 1 + random.Next(8)); k++) bytes[k] = 0xff;
                 return bytes;
             }
-            default:
-            {
-                int at = random.Next(bytes.Length);
-                int count = 1 + random.Next(16);
-                how = $"delete {count} at {at}";
-                return [.. bytes[..at], .. bytes[Math.Min(bytes.Length, at + count)..]];
-            }
+            default: return ByteMutations.Delete(bytes, random, 16, out how);
         }
     }
 }

@@ -123,40 +123,11 @@ public sealed class CocoLoaderFuzzTests(ITestOutputHelper output)
         byte[] bytes = (byte[])original.Clone();
         switch (random.Next(7))
         {
-            case 0:
-            {
-                int length = random.Next(bytes.Length);
-                how = $"truncate to {length}";
-                return bytes[..length];
-            }
-            case 1:
-            {
-                int flips = 1 + random.Next(4);
-                how = $"{flips} random bytes";
-                for (int f = 0; f < flips; f++) bytes[random.Next(bytes.Length)] = (byte)random.Next(256);
-                return bytes;
-            }
-            case 2:
-            {
-                int at = random.Next(bytes.Length);
-                how = $"bit flip at {at}";
-                bytes[at] ^= (byte)(1 << random.Next(8));
-                return bytes;
-            }
-            case 3:
-            {
-                int at = random.Next(bytes.Length);
-                int count = 1 + random.Next(32);
-                how = $"delete {count} at {at}";
-                return [.. bytes[..at], .. bytes[Math.Min(bytes.Length, at + count)..]];
-            }
-            case 4:
-            {
-                int at = random.Next(bytes.Length);
-                string token = Tokens[random.Next(Tokens.Length)];
-                how = $"insert {token} at {at}";
-                return [.. bytes[..at], .. Encoding.UTF8.GetBytes(token), .. bytes[at..]];
-            }
+            case 0: return ByteMutations.Truncate(bytes, random, out how);
+            case 1: return ByteMutations.RandomBytes(bytes, random, out how);
+            case 2: return ByteMutations.BitFlip(bytes, random.Next(bytes.Length), random, out how);
+            case 3: return ByteMutations.Delete(bytes, random, 32, out how);
+            case 4: return ByteMutations.Insert(bytes, random, Tokens, out how);
             case 5:
             {
                 // Replace a number with a huge or odd one.

@@ -88,33 +88,10 @@ public sealed class CocoDatasetFuzzTests(ITestOutputHelper output)
         byte[] bytes = (byte[])original.Clone();
         switch (random.Next(6))
         {
-            case 0:
-            {
-                int length = random.Next(bytes.Length);
-                how = $"truncate to {length}";
-                return bytes[..length];
-            }
-            case 1:
-            {
-                int flips = 1 + random.Next(4);
-                how = $"{flips} random bytes";
-                for (int f = 0; f < flips; f++) bytes[random.Next(bytes.Length)] = (byte)random.Next(256);
-                return bytes;
-            }
-            case 2:
-            {
-                int at = random.Next(bytes.Length);
-                how = $"bit flip at {at}";
-                bytes[at] ^= (byte)(1 << random.Next(8));
-                return bytes;
-            }
-            case 3:
-            {
-                int at = random.Next(bytes.Length);
-                string token = Tokens[random.Next(Tokens.Length)];
-                how = $"insert '{token}' at {at}";
-                return [.. bytes[..at], .. Encoding.UTF8.GetBytes(token), .. bytes[at..]];
-            }
+            case 0: return ByteMutations.Truncate(bytes, random, out how);
+            case 1: return ByteMutations.RandomBytes(bytes, random, out how);
+            case 2: return ByteMutations.BitFlip(bytes, random.Next(bytes.Length), random, out how);
+            case 3: return ByteMutations.Insert(bytes, random, Tokens, out how);
             case 4:
             {
                 // Swap a digit run for another value: ids, sizes and boxes take odd values.
@@ -127,13 +104,7 @@ public sealed class CocoDatasetFuzzTests(ITestOutputHelper output)
                 how = $"number at {at} -> {value}";
                 return [.. bytes[..at], .. Encoding.UTF8.GetBytes(value), .. bytes[endAt..]];
             }
-            default:
-            {
-                int at = random.Next(bytes.Length);
-                int count = 1 + random.Next(16);
-                how = $"delete {count} at {at}";
-                return [.. bytes[..at], .. bytes[Math.Min(bytes.Length, at + count)..]];
-            }
+            default: return ByteMutations.Delete(bytes, random, 16, out how);
         }
     }
 }
