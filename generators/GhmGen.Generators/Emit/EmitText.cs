@@ -78,8 +78,8 @@ internal static class EmitText
         $"(long)batch * {m.Values[v].Channels} * s[{2 * size[v]}] * s[{2 * size[v] + 1}]";
 
     /// <summary>A view of value <paramref name="v"/> in its slot, as C#.</summary>
-    public static string View(NetworkModel m, int[] size, int v, int slot) =>
-        $"new(_slots[{slot}], 0, batch, {m.Values[v].Channels}, s[{2 * size[v]}], s[{2 * size[v] + 1}])";
+    public static string View(NetworkModel m, int[] size, int v, int slot, string slots = "_slots") =>
+        $"new({slots}[{slot}], 0, batch, {m.Values[v].Channels}, s[{2 * size[v]}], s[{2 * size[v] + 1}])";
 
     /// <summary>What a fused convolution computes, for a comment: <c>layer1.0.conv3 + bn3 + residual + relu</c>.</summary>
     public static string ConvComment(NetworkModel m, PreparedConvModel conv, ConvStep? step)

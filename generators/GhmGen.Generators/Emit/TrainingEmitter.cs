@@ -149,7 +149,8 @@ internal static class TrainingEmitter
         w.Line($"/// <see cref=\"Backward\"/> that writes the gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>)");
         w.Line("/// and nothing for frozen ones. The prepared weights, weight gradients and <see cref=\"Gradients\"/> are");
         w.Line("/// <see cref=\"Weights\"/>', its own (<see cref=\"CreateTrainingSession\"/>) or shared with sessions of other sizes");
-        w.Line("/// (<see cref=\"TrainingWeights.CreateSession\"/>).");
+        w.Line("/// (<see cref=\"TrainingWeights.CreateSession\"/>); so are the activation buffers, which the sessions of one");
+        w.Line("/// <see cref=\"TrainingWeights\"/> share, grown to the largest shape (a session only holds views of them).");
         w.Line("/// A step: <see cref=\"Forward\"/>, fill <see cref=\"OutputGradients\"/>, <see cref=\"Backward\"/>, change the");
         w.Line("/// host weights from <see cref=\"Gradients\"/>, <see cref=\"UpdateWeights\"/>; none of these allocates.");
         w.Line("/// Not thread-safe, and neither are the sessions of one <see cref=\"TrainingWeights\"/>: one of them runs at a time.");
@@ -159,8 +160,10 @@ internal static class TrainingEmitter
         w.Line("private readonly TrainingWeights _weights;");
         w.Line("private readonly bool _ownsWeights;");
         w.Line($"private readonly {B}.IPreparedConv[] _convs;");
-        w.Line($"private readonly {B}.DeviceBuffer[] _slots;");
         w.Line($"private readonly {Layers}.TrainedConv[] _trained;");
+        w.Line("private readonly int[] _s;");
+        w.Line("private readonly long[] _size;");
+        w.Line("private long _generation;");
         w.Line($"private readonly {B}.TensorView[] _a = new {B}.TensorView[{values}]; // activations");
         w.Line($"private readonly {B}.TensorView[] _g = new {B}.TensorView[{values}]; // their gradients");
         w.Line("private readonly float[] _scratch;");
@@ -181,15 +184,24 @@ internal static class TrainingEmitter
         w.Line("Batch = batch;");
         w.Line("Height = height;");
         w.Line("Width = width;");
-        w.Line("long[] size = TrainingSlotSizes(batch, s);");
-        w.Line($"_slots = {B}.DeviceBuffers.AllocateAll(_backend, size); // {memory.SlotCount} buffers, or none");
+        w.Line("_s = s;");
+        w.Line("_size = TrainingSlotSizes(batch, s);");
+        w.Line("Bind();");
+        w.Close().Line();
+
+        w.Line($"// Views of the weights' shared activation buffers ({memory.SlotCount}), grown for this shape if they are too short.");
+        w.Open("private void Bind()");
+        w.Line($"{B}.DeviceBuffer[] slots = _weights.Arena.Reserve(_size);");
+        w.Line("int batch = Batch;");
+        w.Line("int[] s = _s;");
         for (int t = 0; t < 2 * values; t++)
         {
             int slot = memory.SlotOf[t];
             if (slot < 0) continue;
             int v = t % values;
-            w.Line($"{(t < values ? A(v) : G(v))} = {View(m, size, v, slot)}; // {(t < values ? "" : "d ")}{m.Values[v].Name}");
+            w.Line($"{(t < values ? A(v) : G(v))} = {View(m, size, v, slot, "slots")}; // {(t < values ? "" : "d ")}{m.Values[v].Name}");
         }
+        w.Line("_generation = _weights.Arena.Generation;");
         w.Close().Line();
 
         // Members.
@@ -223,6 +235,8 @@ internal static class TrainingEmitter
         w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
+        w.Line("if (_generation != _weights.Arena.Generation) Bind(); // a session of a larger shape grew the buffers");
+        w.Line("_weights.Arena.User = this;");
         w.Line($"{B}.IBackend b = _backend;");
         NetworkEmitter.WriteForward(w, m, plan, memory, A);
         w.Line("_forwardDone = true;");
@@ -234,7 +248,8 @@ internal static class TrainingEmitter
         w.Line("/// The reverse pass of the last <see cref=\"Forward\"/>: from <see cref=\"OutputGradients\"/> to the gradient of");
         w.Line("/// every trained parameter (shared weights summed over their applications), batch norm unfolded,");
         w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers;");
-        w.Line("/// and none after an <see cref=\"UpdateWeights\"/> of the weights since that <see cref=\"Forward\"/>.");
+        w.Line("/// none after an <see cref=\"UpdateWeights\"/> of the weights since that <see cref=\"Forward\"/>, and none after");
+        w.Line("/// another session of the same weights ran its <see cref=\"Forward\"/> (the sessions share activation buffers).");
         w.Line("/// </summary>");
         w.Open("public void Backward()");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
@@ -242,6 +257,7 @@ internal static class TrainingEmitter
         w.Line("if (!_forwardDone) throw new global::System.InvalidOperationException(\"Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)\");");
         w.Line("_forwardDone = false;");
         w.Line("if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException(\"the weights were updated since this session's Forward: run Forward again before Backward\");");
+        w.Line("if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException(\"another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward\");");
         w.Line($"{B}.ITrainingBackend b = _backend;");
         int first = plan.Forward.Count + 1; // the timeline: forward steps, output gradients, backward steps
         for (int i = 0; i < plan.Backward.Count; i++)
@@ -257,11 +273,11 @@ internal static class TrainingEmitter
         w.Line("_weights.UpdateWeights();");
         w.Close().Line();
 
-        w.Line("/// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>");
+        w.Line("/// <summary>Ends this session, and releases the prepared weights and the activation buffers when this session made them (<see cref=\"CreateTrainingSession\"/>); shared buffers stay with <see cref=\"Weights\"/>.</summary>");
         w.Open("public void Dispose()");
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
-        w.Line($"foreach ({B}.DeviceBuffer slot in _slots) slot.Dispose();");
+        w.Line("if (ReferenceEquals(_weights.Arena.User, this)) _weights.Arena.User = null;");
         w.Line("if (_ownsWeights) _weights.Dispose();");
         w.Close();
         w.Close();
@@ -275,7 +291,8 @@ internal static class TrainingEmitter
         w.Line($"/// the {plan.WeightGradientLength} floats of folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions on the backend,");
         w.Line($"/// and the host <see cref=\"Gradients\"/> of its {parameters.Count} trained parameters: made once and shared by the");
         w.Line("/// <see cref=\"TrainingSession\"/>s of every batch and input size (<see cref=\"CreateSession\"/>), which hold only");
-        w.Line("/// activation buffers; one <see cref=\"UpdateWeights\"/> per optimizer step serves them all.");
+        w.Line("/// views of one set of activation buffers, grown for the largest shape (<see cref=\"ActivationBytes\"/>);");
+        w.Line("/// one <see cref=\"UpdateWeights\"/> per optimizer step serves them all.");
         w.Line("/// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding");
         w.Line("/// scratch, so one of them runs at a time, and <see cref=\"Gradients\"/> are those of the last");
         w.Line("/// <c>Backward</c> of any of them. Dispose it after its sessions.");
@@ -292,6 +309,7 @@ internal static class TrainingEmitter
         w.Line("_prepared = new Prepared(network, backend);");
         w.Open("try");
         w.Line("Convs = _prepared.Convs;");
+        w.Line($"Arena = new global::GhmGen.Layers.ActivationArena(backend, {plan.Training.SlotCount});");
         w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
         w.OpenList("Trained =");
         foreach (TrainedConvModel t in plan.TrainedConvs)
@@ -314,6 +332,7 @@ internal static class TrainingEmitter
         w.Close();
         w.Open("catch");
         w.Line("// Nothing of a failed construction (a device out of memory) stays allocated.");
+        w.Line("Arena?.Dispose();");
         w.Line("_weightGradients?.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Line("throw;");
@@ -327,6 +346,10 @@ internal static class TrainingEmitter
         w.Line($"internal {B}.IPreparedConv[] Convs {{ get; }}").Line();
         w.Line($"internal {Layers}.TrainedConv[] Trained {{ get; }}").Line();
         w.Line("internal float[] Scratch { get; }").Line();
+        w.Line("/// <summary>The activation buffers its sessions share, one session at a time.</summary>");
+        w.Line("internal global::GhmGen.Layers.ActivationArena Arena { get; }").Line();
+        w.Line("/// <summary>Bytes of the activation buffers its sessions share now: those of the largest shape yet, not one set per session.</summary>");
+        w.Line("public long ActivationBytes => 4 * Arena.Elements;").Line();
         w.Line("/// <summary>Counts <see cref=\"UpdateWeights\"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>");
         w.Line("internal long Version { get; private set; }").Line();
         w.Line("/// <summary>Whether <see cref=\"Dispose\"/> has run.</summary>");
@@ -346,10 +369,11 @@ internal static class TrainingEmitter
         w.Line("Version++;");
         w.Close().Line();
 
-        w.Line("/// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>");
+        w.Line("/// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>");
         w.Open("public void Dispose()");
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
+        w.Line("Arena.Dispose();");
         w.Line("_weightGradients?.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Close();

@@ -5,13 +5,13 @@ namespace GhmGen.Layers;
 /// <c>TrainingSession</c>): <see cref="IForwardSession.Forward"/> keeps what the reverse pass needs,
 /// the caller writes <see cref="OutputGradients"/>, <see cref="Backward"/> fills <see cref="Gradients"/>,
 /// and after an optimizer changed the host weights <see cref="UpdateWeights"/> hands them to the backend.
-/// The session holds only activation and activation-gradient buffers; its prepared weights, weight
-/// gradients and <see cref="Gradients"/> belong to <see cref="Weights"/>, which it may share with
-/// sessions of other sizes.
+/// The session holds only views of activation and activation-gradient buffers; those buffers, its
+/// prepared weights, weight gradients and <see cref="Gradients"/> belong to <see cref="Weights"/>,
+/// which it may share with sessions of other sizes.
 /// </summary>
 public interface ITrainingSession : IForwardSession
 {
-    /// <summary>d loss / d output, one tensor per output (same order and shapes as <see cref="IForwardSession.Outputs"/>); write them before <see cref="Backward"/>, which uses them as scratch.</summary>
+    /// <summary>d loss / d output, one tensor per output (same order and shapes as <see cref="IForwardSession.Outputs"/>); write them before <see cref="Backward"/>, which uses them as scratch. Read these views (and <see cref="IForwardSession.Outputs"/>) again after each <see cref="IForwardSession.Forward"/>: a session moves to longer buffers when a session of a larger shape grew the ones they share.</summary>
     IReadOnlyList<(string Name, Backends.TensorView Tensor)> OutputGradients { get; }
 
     /// <summary>The gradient of every trained parameter, in state-dict order, valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="ITrainingWeights.Gradients"/>.</summary>
@@ -36,14 +36,17 @@ public interface ITrainingSession : IForwardSession
 /// <c>TrainingWeights</c>): every convolution, trained or frozen, prepared once with its batch norm
 /// folded (norm_eval), the device buffer of the folded weight gradients, and the host
 /// <see cref="Gradients"/>. Sessions for any batch and input size share them
-/// (<see cref="CreateSession"/>) and hold only activation buffers, so a new padded size costs
-/// no weight preparation, and one <see cref="UpdateWeights"/> per optimizer step serves every session.
+/// (<see cref="CreateSession"/>) and hold only views of one set of activation buffers that the
+/// weights own, grown to the largest shape asked for (<see cref="ActivationBytes"/>), so a new padded
+/// size costs neither weight preparation nor a second set of activations, and one
+/// <see cref="UpdateWeights"/> per optimizer step serves every session.
 /// <para>
 /// Threading: not thread-safe. The sessions of one weights object share its weight-gradient
 /// buffers (device and host) and its folding scratch, so at most one of them runs
 /// <c>Forward</c>, <c>Backward</c> or <see cref="UpdateWeights"/> at a time; <see cref="Gradients"/>
 /// are those of the last <c>Backward</c> of any of them. A <c>Backward</c> needs a <c>Forward</c> of
-/// the same session since the last <see cref="UpdateWeights"/>. Dispose the weights after the
+/// the same session since the last <see cref="UpdateWeights"/>, with no other session's <c>Forward</c>
+/// in between (it would overwrite the shared activations; the <c>Backward</c> throws). Dispose the weights after the
 /// sessions made by <see cref="CreateSession"/>.
 /// </para>
 /// </summary>
@@ -54,6 +57,9 @@ public interface ITrainingWeights : IDisposable
 
     /// <summary>The gradient of every trained parameter, in state-dict order: written by the <c>Backward</c> of any of the sessions, valid after it.</summary>
     IReadOnlyList<ParameterGradient> Gradients { get; }
+
+    /// <summary>Bytes of the activation buffers that its sessions share now: those of the largest shape asked for so far.</summary>
+    long ActivationBytes { get; }
 
     /// <summary>Plans activation and activation-gradient memory for <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs, sharing these weights.</summary>
     ITrainingSession CreateSession(int batch, int height, int width);

@@ -105,8 +105,9 @@ public sealed record TrainerOptions
 
     /// <summary>
     /// Training sessions (one per batch shape) kept for reuse. They share the prepared weights and
-    /// hold only activation buffers (and host copies of the outputs and their gradients), so a
-    /// new shape costs memory, not weight preparation.
+    /// one set of activation buffers (grown to the largest shape), and each holds host copies of
+    /// its outputs, their gradients and its anchors, so a new shape costs neither weight
+    /// preparation nor a second set of activations.
     /// </summary>
     public int CachedSessions { get; init; } = 3;
 }
@@ -480,6 +481,7 @@ public sealed class Trainer : IDisposable
     {
         CachedSession entry = Session(batch.Count, batch.Height, batch.Width);
         entry.Session.Forward(batch.Tensor);
+        entry.RefreshViews();
 
         for (int l = 0; l < entry.ClassOutputs.Length; l++)
         {
@@ -524,17 +526,13 @@ public sealed class Trainer : IDisposable
             }
             return cached;
         }
-        // Evict first, and collect: an evicted session's activation buffers are hundreds of MB of large
-        // arrays, which would otherwise stay resident next to the new session's until a full collection
-        // (ghm train on images of varying padded sizes: 5.7 GB peak RSS at 640x512 instead of ~3.5 GB).
-        bool evicted = false;
+        // The sessions share the weights' activation buffers (grown to the largest shape yet), so
+        // an evicted one gives back only its host copies of the outputs and their gradients.
         while (_sessions.Count >= _options.CachedSessions)
         {
             _sessions.Last!.Value.Session.Dispose();
             _sessions.RemoveLast();
-            evicted = true;
         }
-        if (evicted) GC.Collect();
         var created = new CachedSession(_weights.CreateSession(batch, height, width));
         _sessions.AddFirst(created);
         return created;
@@ -592,16 +590,23 @@ public sealed class Trainer : IDisposable
             for (int i = 0; i < outputs.Count; i++) (outputs[i].Name.StartsWith("cls", StringComparison.Ordinal) ? cls : box).Add(i);
             if (cls.Count == 0 || cls.Count != box.Count)
                 throw new ArgumentException($"a RetinaNet-style network has as many cls_* as box outputs, at least one; this one has {cls.Count} and {box.Count}");
-            ClassTensors = [.. cls.Select(i => outputs[i].Tensor)];
-            BoxTensors = [.. box.Select(i => outputs[i].Tensor)];
-            ClassGradientTensors = [.. cls.Select(i => gradients[i].Tensor)];
-            BoxGradientTensors = [.. box.Select(i => gradients[i].Tensor)];
+            _cls = [.. cls];
+            _box = [.. box];
+            ClassTensors = new TensorView[_cls.Length];
+            BoxTensors = new TensorView[_box.Length];
+            ClassGradientTensors = new TensorView[_cls.Length];
+            BoxGradientTensors = new TensorView[_box.Length];
+            RefreshViews();
             ClassOutputs = [.. ClassTensors.Select(t => new float[t.ElementCount])];
             BoxOutputs = [.. BoxTensors.Select(t => new float[t.ElementCount])];
         }
 
+        private readonly int[] _cls, _box;
+
         public ITrainingSession Session { get; }
 
+        // Views of the session's outputs and their gradients, valid from its last Forward (which
+        // rebinds them when a session of a larger shape grew the shared activation buffers).
         public TensorView[] ClassTensors { get; }
 
         public TensorView[] BoxTensors { get; }
@@ -609,6 +614,19 @@ public sealed class Trainer : IDisposable
         public TensorView[] ClassGradientTensors { get; }
 
         public TensorView[] BoxGradientTensors { get; }
+
+        // Reads the views again: call after each Forward.
+        public void RefreshViews()
+        {
+            IReadOnlyList<(string Name, TensorView Tensor)> outputs = Session.Outputs, gradients = Session.OutputGradients;
+            for (int l = 0; l < _cls.Length; l++)
+            {
+                ClassTensors[l] = outputs[_cls[l]].Tensor;
+                BoxTensors[l] = outputs[_box[l]].Tensor;
+                ClassGradientTensors[l] = gradients[_cls[l]].Tensor;
+                BoxGradientTensors[l] = gradients[_box[l]].Tensor;
+            }
+        }
 
         public float[][] ClassOutputs { get; }
 

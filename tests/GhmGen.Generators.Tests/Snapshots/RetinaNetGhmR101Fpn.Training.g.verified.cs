@@ -606,7 +606,8 @@ partial class RetinaNetGhmR101Fpn
     /// the 56684276 floats of folded weight gradients of its 111 trained convolutions on the backend,
     /// and the host <see cref="Gradients"/> of its 315 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
-    /// activation buffers; one <see cref="UpdateWeights"/> per optimizer step serves them all.
+    /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
+    /// one <see cref="UpdateWeights"/> per optimizer step serves them all.
     /// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding
     /// scratch, so one of them runs at a time, and <see cref="Gradients"/> are those of the last
     /// <c>Backward</c> of any of them. Dispose it after its sessions.
@@ -626,6 +627,7 @@ partial class RetinaNetGhmR101Fpn
             try
             {
                 Convs = _prepared.Convs;
+                Arena = new global::GhmGen.Layers.ActivationArena(backend, 160);
                 _weightGradients = backend.Allocate(56684276);
                 Trained =
                 [
@@ -1064,6 +1066,7 @@ partial class RetinaNetGhmR101Fpn
             catch
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
+                Arena?.Dispose();
                 _weightGradients?.Dispose();
                 _prepared.Dispose();
                 throw;
@@ -1081,6 +1084,12 @@ partial class RetinaNetGhmR101Fpn
         internal global::GhmGen.Layers.TrainedConv[] Trained { get; }
 
         internal float[] Scratch { get; }
+
+        /// <summary>The activation buffers its sessions share, one session at a time.</summary>
+        internal global::GhmGen.Layers.ActivationArena Arena { get; }
+
+        /// <summary>Bytes of the activation buffers its sessions share now: those of the largest shape yet, not one set per session.</summary>
+        public long ActivationBytes => 4 * Arena.Elements;
 
         /// <summary>Counts <see cref="UpdateWeights"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>
         internal long Version { get; private set; }
@@ -1105,11 +1114,12 @@ partial class RetinaNetGhmR101Fpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>
+        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
+            Arena.Dispose();
             _weightGradients?.Dispose();
             _prepared.Dispose();
         }
@@ -1121,7 +1131,8 @@ partial class RetinaNetGhmR101Fpn
     /// <see cref="Backward"/> that writes the gradients of the 315 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
-    /// (<see cref="TrainingWeights.CreateSession"/>).
+    /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
+    /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
     /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
@@ -1132,8 +1143,10 @@ partial class RetinaNetGhmR101Fpn
         private readonly TrainingWeights _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
-        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Layers.TrainedConv[] _trained;
+        private readonly int[] _s;
+        private readonly long[] _size;
+        private long _generation;
         private readonly global::GhmGen.Backends.TensorView[] _a = new global::GhmGen.Backends.TensorView[405]; // activations
         private readonly global::GhmGen.Backends.TensorView[] _g = new global::GhmGen.Backends.TensorView[405]; // their gradients
         private readonly float[] _scratch;
@@ -1154,327 +1167,337 @@ partial class RetinaNetGhmR101Fpn
             Batch = batch;
             Height = height;
             Width = width;
-            long[] size = TrainingSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 160 buffers, or none
-            _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
-            _a[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
-            _a[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
-            _a[7] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
-            _a[10] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
-            _a[14] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
-            _a[16] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
-            _a[19] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
-            _a[22] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
-            _a[26] = new(_slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
-            _a[29] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
-            _a[32] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
-            _a[36] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
-            _a[39] = new(_slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
-            _a[42] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
-            _a[46] = new(_slots[3], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
-            _a[48] = new(_slots[4], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
-            _a[51] = new(_slots[3], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
-            _a[54] = new(_slots[5], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
-            _a[58] = new(_slots[6], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
-            _a[61] = new(_slots[7], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
-            _a[64] = new(_slots[8], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
-            _a[68] = new(_slots[9], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
-            _a[71] = new(_slots[10], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
-            _a[74] = new(_slots[11], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
-            _a[78] = new(_slots[12], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
-            _a[81] = new(_slots[13], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
-            _a[84] = new(_slots[14], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
-            _a[88] = new(_slots[15], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
-            _a[90] = new(_slots[16], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
-            _a[93] = new(_slots[15], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
-            _a[96] = new(_slots[17], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
-            _a[100] = new(_slots[18], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
-            _a[103] = new(_slots[19], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
-            _a[106] = new(_slots[20], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
-            _a[110] = new(_slots[21], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
-            _a[113] = new(_slots[22], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
-            _a[116] = new(_slots[23], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
-            _a[120] = new(_slots[24], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
-            _a[123] = new(_slots[25], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
-            _a[126] = new(_slots[26], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
-            _a[130] = new(_slots[27], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
-            _a[133] = new(_slots[28], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
-            _a[136] = new(_slots[29], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
-            _a[140] = new(_slots[30], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
-            _a[143] = new(_slots[31], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu0
-            _a[146] = new(_slots[32], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu1
-            _a[150] = new(_slots[33], 0, batch, 1024, s[10], s[11]); // backbone.layer3.6.out
-            _a[153] = new(_slots[34], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu0
-            _a[156] = new(_slots[35], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu1
-            _a[160] = new(_slots[36], 0, batch, 1024, s[10], s[11]); // backbone.layer3.7.out
-            _a[163] = new(_slots[37], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu0
-            _a[166] = new(_slots[38], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu1
-            _a[170] = new(_slots[39], 0, batch, 1024, s[10], s[11]); // backbone.layer3.8.out
-            _a[173] = new(_slots[40], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu0
-            _a[176] = new(_slots[41], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu1
-            _a[180] = new(_slots[42], 0, batch, 1024, s[10], s[11]); // backbone.layer3.9.out
-            _a[183] = new(_slots[43], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu0
-            _a[186] = new(_slots[44], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu1
-            _a[190] = new(_slots[45], 0, batch, 1024, s[10], s[11]); // backbone.layer3.10.out
-            _a[193] = new(_slots[46], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu0
-            _a[196] = new(_slots[47], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu1
-            _a[200] = new(_slots[48], 0, batch, 1024, s[10], s[11]); // backbone.layer3.11.out
-            _a[203] = new(_slots[49], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu0
-            _a[206] = new(_slots[50], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu1
-            _a[210] = new(_slots[51], 0, batch, 1024, s[10], s[11]); // backbone.layer3.12.out
-            _a[213] = new(_slots[52], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu0
-            _a[216] = new(_slots[53], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu1
-            _a[220] = new(_slots[54], 0, batch, 1024, s[10], s[11]); // backbone.layer3.13.out
-            _a[223] = new(_slots[55], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu0
-            _a[226] = new(_slots[56], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu1
-            _a[230] = new(_slots[57], 0, batch, 1024, s[10], s[11]); // backbone.layer3.14.out
-            _a[233] = new(_slots[58], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu0
-            _a[236] = new(_slots[59], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu1
-            _a[240] = new(_slots[60], 0, batch, 1024, s[10], s[11]); // backbone.layer3.15.out
-            _a[243] = new(_slots[61], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu0
-            _a[246] = new(_slots[62], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu1
-            _a[250] = new(_slots[63], 0, batch, 1024, s[10], s[11]); // backbone.layer3.16.out
-            _a[253] = new(_slots[64], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu0
-            _a[256] = new(_slots[65], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu1
-            _a[260] = new(_slots[66], 0, batch, 1024, s[10], s[11]); // backbone.layer3.17.out
-            _a[263] = new(_slots[67], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu0
-            _a[266] = new(_slots[68], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu1
-            _a[270] = new(_slots[69], 0, batch, 1024, s[10], s[11]); // backbone.layer3.18.out
-            _a[273] = new(_slots[70], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu0
-            _a[276] = new(_slots[71], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu1
-            _a[280] = new(_slots[72], 0, batch, 1024, s[10], s[11]); // backbone.layer3.19.out
-            _a[283] = new(_slots[73], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu0
-            _a[286] = new(_slots[74], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu1
-            _a[290] = new(_slots[75], 0, batch, 1024, s[10], s[11]); // backbone.layer3.20.out
-            _a[293] = new(_slots[76], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu0
-            _a[296] = new(_slots[77], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu1
-            _a[300] = new(_slots[78], 0, batch, 1024, s[10], s[11]); // backbone.layer3.21.out
-            _a[303] = new(_slots[79], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu0
-            _a[306] = new(_slots[80], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu1
-            _a[310] = new(_slots[81], 0, batch, 1024, s[10], s[11]); // backbone.layer3.22.out
-            _a[313] = new(_slots[82], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
-            _a[316] = new(_slots[83], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
-            _a[320] = new(_slots[84], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
-            _a[322] = new(_slots[85], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
-            _a[325] = new(_slots[84], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
-            _a[328] = new(_slots[86], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
-            _a[332] = new(_slots[87], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
-            _a[335] = new(_slots[88], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
-            _a[338] = new(_slots[89], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
-            _a[342] = new(_slots[90], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
-            _a[343] = new(_slots[91], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
-            _a[344] = new(_slots[92], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
-            _a[345] = new(_slots[93], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
-            _a[347] = new(_slots[92], 0, batch, 256, s[10], s[11]); // neck.merged4
-            _a[349] = new(_slots[91], 0, batch, 256, s[6], s[7]); // neck.merged3
-            _a[350] = new(_slots[94], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
-            _a[351] = new(_slots[95], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
-            _a[352] = new(_slots[96], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
-            _a[353] = new(_slots[97], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
-            _a[354] = new(_slots[98], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
-            _a[355] = new(_slots[99], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
-            _a[356] = new(_slots[100], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
-            _a[357] = new(_slots[101], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
-            _a[358] = new(_slots[102], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
-            _a[359] = new(_slots[103], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
-            _a[360] = new(_slots[104], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
-            _a[361] = new(_slots[105], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
-            _a[362] = new(_slots[106], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
-            _a[363] = new(_slots[107], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
-            _a[364] = new(_slots[108], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
-            _a[365] = new(_slots[109], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
-            _a[366] = new(_slots[110], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
-            _a[367] = new(_slots[111], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
-            _a[368] = new(_slots[112], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
-            _a[369] = new(_slots[113], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _a[370] = new(_slots[114], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
-            _a[371] = new(_slots[115], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _a[372] = new(_slots[116], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
-            _a[373] = new(_slots[117], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
-            _a[374] = new(_slots[118], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _a[375] = new(_slots[119], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
-            _a[376] = new(_slots[120], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _a[377] = new(_slots[121], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
-            _a[378] = new(_slots[122], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _a[379] = new(_slots[123], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _a[380] = new(_slots[124], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _a[381] = new(_slots[125], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _a[382] = new(_slots[126], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _a[383] = new(_slots[127], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
-            _a[384] = new(_slots[128], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _a[385] = new(_slots[129], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
-            _a[386] = new(_slots[130], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _a[387] = new(_slots[131], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
-            _a[388] = new(_slots[132], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _a[389] = new(_slots[133], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
-            _a[390] = new(_slots[134], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _a[391] = new(_slots[135], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
-            _a[392] = new(_slots[136], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _a[393] = new(_slots[137], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
-            _a[394] = new(_slots[138], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
-            _a[395] = new(_slots[139], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
-            _a[396] = new(_slots[140], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
-            _a[397] = new(_slots[141], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
-            _a[398] = new(_slots[142], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
-            _a[399] = new(_slots[143], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
-            _a[400] = new(_slots[144], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
-            _a[401] = new(_slots[145], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
-            _a[402] = new(_slots[146], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
-            _a[403] = new(_slots[147], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
-            _a[404] = new(_slots[148], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
-            _g[39] = new(_slots[12], 0, batch, 128, s[4], s[5]); // d backbone.layer2.0.relu0
-            _g[42] = new(_slots[87], 0, batch, 128, s[6], s[7]); // d backbone.layer2.0.relu1
-            _g[46] = new(_slots[149], 0, batch, 512, s[8], s[9]); // d backbone.layer2.0.downsample.1
-            _g[48] = new(_slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.0.out
-            _g[51] = new(_slots[11], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu0
-            _g[54] = new(_slots[90], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu1
-            _g[58] = new(_slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.1.out
-            _g[61] = new(_slots[82], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu0
-            _g[64] = new(_slots[85], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu1
-            _g[68] = new(_slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.2.out
-            _g[71] = new(_slots[84], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu0
-            _g[74] = new(_slots[87], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu1
-            _g[78] = new(_slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.3.out
-            _g[81] = new(_slots[101], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
-            _g[84] = new(_slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
-            _g[88] = new(_slots[115], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
-            _g[90] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
-            _g[93] = new(_slots[56], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
-            _g[96] = new(_slots[77], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu1
-            _g[100] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
-            _g[103] = new(_slots[58], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
-            _g[106] = new(_slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu1
-            _g[110] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
-            _g[113] = new(_slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
-            _g[116] = new(_slots[79], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu1
-            _g[120] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
-            _g[123] = new(_slots[61], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
-            _g[126] = new(_slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
-            _g[130] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
-            _g[133] = new(_slots[62], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
-            _g[136] = new(_slots[80], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
-            _g[140] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
-            _g[143] = new(_slots[64], 0, batch, 256, s[10], s[11]); // d backbone.layer3.6.relu0
-            _g[146] = new(_slots[112], 0, batch, 256, s[10], s[11]); // d backbone.layer3.6.relu1
-            _g[150] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.6.out
-            _g[153] = new(_slots[65], 0, batch, 256, s[10], s[11]); // d backbone.layer3.7.relu0
-            _g[156] = new(_slots[116], 0, batch, 256, s[10], s[11]); // d backbone.layer3.7.relu1
-            _g[160] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.7.out
-            _g[163] = new(_slots[67], 0, batch, 256, s[10], s[11]); // d backbone.layer3.8.relu0
-            _g[166] = new(_slots[92], 0, batch, 256, s[10], s[11]); // d backbone.layer3.8.relu1
-            _g[170] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.8.out
-            _g[173] = new(_slots[68], 0, batch, 256, s[10], s[11]); // d backbone.layer3.9.relu0
-            _g[176] = new(_slots[113], 0, batch, 256, s[10], s[11]); // d backbone.layer3.9.relu1
-            _g[180] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.9.out
-            _g[183] = new(_slots[70], 0, batch, 256, s[10], s[11]); // d backbone.layer3.10.relu0
-            _g[186] = new(_slots[95], 0, batch, 256, s[10], s[11]); // d backbone.layer3.10.relu1
-            _g[190] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.10.out
-            _g[193] = new(_slots[71], 0, batch, 256, s[10], s[11]); // d backbone.layer3.11.relu0
-            _g[196] = new(_slots[109], 0, batch, 256, s[10], s[11]); // d backbone.layer3.11.relu1
-            _g[200] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.11.out
-            _g[203] = new(_slots[73], 0, batch, 256, s[10], s[11]); // d backbone.layer3.12.relu0
-            _g[206] = new(_slots[153], 0, batch, 256, s[10], s[11]); // d backbone.layer3.12.relu1
-            _g[210] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.12.out
-            _g[213] = new(_slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.13.relu0
-            _g[216] = new(_slots[110], 0, batch, 256, s[10], s[11]); // d backbone.layer3.13.relu1
-            _g[220] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.13.out
-            _g[223] = new(_slots[76], 0, batch, 256, s[10], s[11]); // d backbone.layer3.14.relu0
-            _g[226] = new(_slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.14.relu1
-            _g[230] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.14.out
-            _g[233] = new(_slots[77], 0, batch, 256, s[10], s[11]); // d backbone.layer3.15.relu0
-            _g[236] = new(_slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.15.relu1
-            _g[240] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.15.out
-            _g[243] = new(_slots[79], 0, batch, 256, s[10], s[11]); // d backbone.layer3.16.relu0
-            _g[246] = new(_slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.16.relu1
-            _g[250] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.16.out
-            _g[253] = new(_slots[80], 0, batch, 256, s[10], s[11]); // d backbone.layer3.17.relu0
-            _g[256] = new(_slots[112], 0, batch, 256, s[10], s[11]); // d backbone.layer3.17.relu1
-            _g[260] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.17.out
-            _g[263] = new(_slots[116], 0, batch, 256, s[10], s[11]); // d backbone.layer3.18.relu0
-            _g[266] = new(_slots[92], 0, batch, 256, s[10], s[11]); // d backbone.layer3.18.relu1
-            _g[270] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.18.out
-            _g[273] = new(_slots[113], 0, batch, 256, s[10], s[11]); // d backbone.layer3.19.relu0
-            _g[276] = new(_slots[95], 0, batch, 256, s[10], s[11]); // d backbone.layer3.19.relu1
-            _g[280] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.19.out
-            _g[283] = new(_slots[109], 0, batch, 256, s[10], s[11]); // d backbone.layer3.20.relu0
-            _g[286] = new(_slots[153], 0, batch, 256, s[10], s[11]); // d backbone.layer3.20.relu1
-            _g[290] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.20.out
-            _g[293] = new(_slots[110], 0, batch, 256, s[10], s[11]); // d backbone.layer3.21.relu0
-            _g[296] = new(_slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.21.relu1
-            _g[300] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.21.out
-            _g[303] = new(_slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.22.relu0
-            _g[306] = new(_slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.22.relu1
-            _g[310] = new(_slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.22.out
-            _g[313] = new(_slots[90], 0, batch, 512, s[10], s[11]); // d backbone.layer4.0.relu0
-            _g[316] = new(_slots[86], 0, batch, 512, s[14], s[15]); // d backbone.layer4.0.relu1
-            _g[320] = new(_slots[105], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
-            _g[322] = new(_slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
-            _g[325] = new(_slots[89], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu0
-            _g[328] = new(_slots[88], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu1
-            _g[332] = new(_slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
-            _g[335] = new(_slots[89], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu0
-            _g[338] = new(_slots[150], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu1
-            _g[342] = new(_slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
-            _g[343] = new(_slots[102], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
-            _g[344] = new(_slots[112], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
-            _g[345] = new(_slots[122], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
-            _g[347] = new(_slots[112], 0, batch, 256, s[10], s[11]); // d neck.merged4
-            _g[349] = new(_slots[102], 0, batch, 256, s[6], s[7]); // d neck.merged3
-            _g[350] = new(_slots[106], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
-            _g[351] = new(_slots[116], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
-            _g[352] = new(_slots[126], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
-            _g[353] = new(_slots[136], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
-            _g[354] = new(_slots[146], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
-            _g[355] = new(_slots[103], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
-            _g[356] = new(_slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.1.conv
-            _g[357] = new(_slots[104], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
-            _g[358] = new(_slots[115], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
-            _g[359] = new(_slots[105], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
-            _g[360] = new(_slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.1.conv
-            _g[361] = new(_slots[106], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
-            _g[362] = new(_slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.3.conv
-            _g[363] = new(_slots[149], 0, batch, 720, s[6], s[7]); // d bbox_head.p3.retina_cls
-            _g[364] = new(_slots[150], 0, batch, 36, s[6], s[7]); // d bbox_head.p3.retina_reg
-            _g[365] = new(_slots[113], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
-            _g[366] = new(_slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.1.conv
-            _g[367] = new(_slots[114], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
-            _g[368] = new(_slots[125], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
-            _g[369] = new(_slots[115], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
-            _g[370] = new(_slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.1.conv
-            _g[371] = new(_slots[116], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
-            _g[372] = new(_slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.3.conv
-            _g[373] = new(_slots[151], 0, batch, 720, s[10], s[11]); // d bbox_head.p4.retina_cls
-            _g[374] = new(_slots[152], 0, batch, 36, s[10], s[11]); // d bbox_head.p4.retina_reg
-            _g[375] = new(_slots[123], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
-            _g[376] = new(_slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.1.conv
-            _g[377] = new(_slots[124], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
-            _g[378] = new(_slots[135], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
-            _g[379] = new(_slots[125], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
-            _g[380] = new(_slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.1.conv
-            _g[381] = new(_slots[126], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
-            _g[382] = new(_slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.3.conv
-            _g[383] = new(_slots[153], 0, batch, 720, s[14], s[15]); // d bbox_head.p5.retina_cls
-            _g[384] = new(_slots[154], 0, batch, 36, s[14], s[15]); // d bbox_head.p5.retina_reg
-            _g[385] = new(_slots[133], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
-            _g[386] = new(_slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.1.conv
-            _g[387] = new(_slots[134], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
-            _g[388] = new(_slots[145], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
-            _g[389] = new(_slots[135], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
-            _g[390] = new(_slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.1.conv
-            _g[391] = new(_slots[136], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
-            _g[392] = new(_slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.3.conv
-            _g[393] = new(_slots[155], 0, batch, 720, s[18], s[19]); // d bbox_head.p6.retina_cls
-            _g[394] = new(_slots[156], 0, batch, 36, s[18], s[19]); // d bbox_head.p6.retina_reg
-            _g[395] = new(_slots[143], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
-            _g[396] = new(_slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.1.conv
-            _g[397] = new(_slots[144], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
-            _g[398] = new(_slots[158], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.3.conv
-            _g[399] = new(_slots[145], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
-            _g[400] = new(_slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.1.conv
-            _g[401] = new(_slots[146], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
-            _g[402] = new(_slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
-            _g[403] = new(_slots[157], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
-            _g[404] = new(_slots[158], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
+            _s = s;
+            _size = TrainingSlotSizes(batch, s);
+            Bind();
+        }
+
+        // Views of the weights' shared activation buffers (160), grown for this shape if they are too short.
+        private void Bind()
+        {
+            global::GhmGen.Backends.DeviceBuffer[] slots = _weights.Arena.Reserve(_size);
+            int batch = Batch;
+            int[] s = _s;
+            _a[0] = new(slots[0], 0, batch, 3, s[0], s[1]); // image
+            _a[3] = new(slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
+            _a[4] = new(slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
+            _a[7] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
+            _a[10] = new(slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
+            _a[14] = new(slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
+            _a[16] = new(slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
+            _a[19] = new(slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
+            _a[22] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
+            _a[26] = new(slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
+            _a[29] = new(slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
+            _a[32] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
+            _a[36] = new(slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
+            _a[39] = new(slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
+            _a[42] = new(slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
+            _a[46] = new(slots[3], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
+            _a[48] = new(slots[4], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
+            _a[51] = new(slots[3], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
+            _a[54] = new(slots[5], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
+            _a[58] = new(slots[6], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
+            _a[61] = new(slots[7], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
+            _a[64] = new(slots[8], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
+            _a[68] = new(slots[9], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
+            _a[71] = new(slots[10], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
+            _a[74] = new(slots[11], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
+            _a[78] = new(slots[12], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
+            _a[81] = new(slots[13], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
+            _a[84] = new(slots[14], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
+            _a[88] = new(slots[15], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
+            _a[90] = new(slots[16], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
+            _a[93] = new(slots[15], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
+            _a[96] = new(slots[17], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
+            _a[100] = new(slots[18], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
+            _a[103] = new(slots[19], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
+            _a[106] = new(slots[20], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
+            _a[110] = new(slots[21], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
+            _a[113] = new(slots[22], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
+            _a[116] = new(slots[23], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
+            _a[120] = new(slots[24], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
+            _a[123] = new(slots[25], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
+            _a[126] = new(slots[26], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
+            _a[130] = new(slots[27], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
+            _a[133] = new(slots[28], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
+            _a[136] = new(slots[29], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
+            _a[140] = new(slots[30], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
+            _a[143] = new(slots[31], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu0
+            _a[146] = new(slots[32], 0, batch, 256, s[10], s[11]); // backbone.layer3.6.relu1
+            _a[150] = new(slots[33], 0, batch, 1024, s[10], s[11]); // backbone.layer3.6.out
+            _a[153] = new(slots[34], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu0
+            _a[156] = new(slots[35], 0, batch, 256, s[10], s[11]); // backbone.layer3.7.relu1
+            _a[160] = new(slots[36], 0, batch, 1024, s[10], s[11]); // backbone.layer3.7.out
+            _a[163] = new(slots[37], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu0
+            _a[166] = new(slots[38], 0, batch, 256, s[10], s[11]); // backbone.layer3.8.relu1
+            _a[170] = new(slots[39], 0, batch, 1024, s[10], s[11]); // backbone.layer3.8.out
+            _a[173] = new(slots[40], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu0
+            _a[176] = new(slots[41], 0, batch, 256, s[10], s[11]); // backbone.layer3.9.relu1
+            _a[180] = new(slots[42], 0, batch, 1024, s[10], s[11]); // backbone.layer3.9.out
+            _a[183] = new(slots[43], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu0
+            _a[186] = new(slots[44], 0, batch, 256, s[10], s[11]); // backbone.layer3.10.relu1
+            _a[190] = new(slots[45], 0, batch, 1024, s[10], s[11]); // backbone.layer3.10.out
+            _a[193] = new(slots[46], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu0
+            _a[196] = new(slots[47], 0, batch, 256, s[10], s[11]); // backbone.layer3.11.relu1
+            _a[200] = new(slots[48], 0, batch, 1024, s[10], s[11]); // backbone.layer3.11.out
+            _a[203] = new(slots[49], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu0
+            _a[206] = new(slots[50], 0, batch, 256, s[10], s[11]); // backbone.layer3.12.relu1
+            _a[210] = new(slots[51], 0, batch, 1024, s[10], s[11]); // backbone.layer3.12.out
+            _a[213] = new(slots[52], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu0
+            _a[216] = new(slots[53], 0, batch, 256, s[10], s[11]); // backbone.layer3.13.relu1
+            _a[220] = new(slots[54], 0, batch, 1024, s[10], s[11]); // backbone.layer3.13.out
+            _a[223] = new(slots[55], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu0
+            _a[226] = new(slots[56], 0, batch, 256, s[10], s[11]); // backbone.layer3.14.relu1
+            _a[230] = new(slots[57], 0, batch, 1024, s[10], s[11]); // backbone.layer3.14.out
+            _a[233] = new(slots[58], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu0
+            _a[236] = new(slots[59], 0, batch, 256, s[10], s[11]); // backbone.layer3.15.relu1
+            _a[240] = new(slots[60], 0, batch, 1024, s[10], s[11]); // backbone.layer3.15.out
+            _a[243] = new(slots[61], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu0
+            _a[246] = new(slots[62], 0, batch, 256, s[10], s[11]); // backbone.layer3.16.relu1
+            _a[250] = new(slots[63], 0, batch, 1024, s[10], s[11]); // backbone.layer3.16.out
+            _a[253] = new(slots[64], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu0
+            _a[256] = new(slots[65], 0, batch, 256, s[10], s[11]); // backbone.layer3.17.relu1
+            _a[260] = new(slots[66], 0, batch, 1024, s[10], s[11]); // backbone.layer3.17.out
+            _a[263] = new(slots[67], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu0
+            _a[266] = new(slots[68], 0, batch, 256, s[10], s[11]); // backbone.layer3.18.relu1
+            _a[270] = new(slots[69], 0, batch, 1024, s[10], s[11]); // backbone.layer3.18.out
+            _a[273] = new(slots[70], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu0
+            _a[276] = new(slots[71], 0, batch, 256, s[10], s[11]); // backbone.layer3.19.relu1
+            _a[280] = new(slots[72], 0, batch, 1024, s[10], s[11]); // backbone.layer3.19.out
+            _a[283] = new(slots[73], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu0
+            _a[286] = new(slots[74], 0, batch, 256, s[10], s[11]); // backbone.layer3.20.relu1
+            _a[290] = new(slots[75], 0, batch, 1024, s[10], s[11]); // backbone.layer3.20.out
+            _a[293] = new(slots[76], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu0
+            _a[296] = new(slots[77], 0, batch, 256, s[10], s[11]); // backbone.layer3.21.relu1
+            _a[300] = new(slots[78], 0, batch, 1024, s[10], s[11]); // backbone.layer3.21.out
+            _a[303] = new(slots[79], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu0
+            _a[306] = new(slots[80], 0, batch, 256, s[10], s[11]); // backbone.layer3.22.relu1
+            _a[310] = new(slots[81], 0, batch, 1024, s[10], s[11]); // backbone.layer3.22.out
+            _a[313] = new(slots[82], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
+            _a[316] = new(slots[83], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
+            _a[320] = new(slots[84], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
+            _a[322] = new(slots[85], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
+            _a[325] = new(slots[84], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
+            _a[328] = new(slots[86], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
+            _a[332] = new(slots[87], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
+            _a[335] = new(slots[88], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
+            _a[338] = new(slots[89], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
+            _a[342] = new(slots[90], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
+            _a[343] = new(slots[91], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
+            _a[344] = new(slots[92], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
+            _a[345] = new(slots[93], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
+            _a[347] = new(slots[92], 0, batch, 256, s[10], s[11]); // neck.merged4
+            _a[349] = new(slots[91], 0, batch, 256, s[6], s[7]); // neck.merged3
+            _a[350] = new(slots[94], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
+            _a[351] = new(slots[95], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
+            _a[352] = new(slots[96], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
+            _a[353] = new(slots[97], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
+            _a[354] = new(slots[98], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
+            _a[355] = new(slots[99], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
+            _a[356] = new(slots[100], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _a[357] = new(slots[101], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
+            _a[358] = new(slots[102], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _a[359] = new(slots[103], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
+            _a[360] = new(slots[104], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _a[361] = new(slots[105], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
+            _a[362] = new(slots[106], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _a[363] = new(slots[107], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
+            _a[364] = new(slots[108], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _a[365] = new(slots[109], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _a[366] = new(slots[110], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _a[367] = new(slots[111], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _a[368] = new(slots[112], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _a[369] = new(slots[113], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _a[370] = new(slots[114], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _a[371] = new(slots[115], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _a[372] = new(slots[116], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _a[373] = new(slots[117], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _a[374] = new(slots[118], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _a[375] = new(slots[119], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _a[376] = new(slots[120], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _a[377] = new(slots[121], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _a[378] = new(slots[122], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _a[379] = new(slots[123], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _a[380] = new(slots[124], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _a[381] = new(slots[125], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _a[382] = new(slots[126], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _a[383] = new(slots[127], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _a[384] = new(slots[128], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _a[385] = new(slots[129], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _a[386] = new(slots[130], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _a[387] = new(slots[131], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _a[388] = new(slots[132], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _a[389] = new(slots[133], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _a[390] = new(slots[134], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _a[391] = new(slots[135], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _a[392] = new(slots[136], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _a[393] = new(slots[137], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _a[394] = new(slots[138], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
+            _a[395] = new(slots[139], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _a[396] = new(slots[140], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
+            _a[397] = new(slots[141], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _a[398] = new(slots[142], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
+            _a[399] = new(slots[143], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _a[400] = new(slots[144], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
+            _a[401] = new(slots[145], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _a[402] = new(slots[146], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
+            _a[403] = new(slots[147], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _a[404] = new(slots[148], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+            _g[39] = new(slots[12], 0, batch, 128, s[4], s[5]); // d backbone.layer2.0.relu0
+            _g[42] = new(slots[87], 0, batch, 128, s[6], s[7]); // d backbone.layer2.0.relu1
+            _g[46] = new(slots[149], 0, batch, 512, s[8], s[9]); // d backbone.layer2.0.downsample.1
+            _g[48] = new(slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.0.out
+            _g[51] = new(slots[11], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu0
+            _g[54] = new(slots[90], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu1
+            _g[58] = new(slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.1.out
+            _g[61] = new(slots[82], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu0
+            _g[64] = new(slots[85], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu1
+            _g[68] = new(slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.2.out
+            _g[71] = new(slots[84], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu0
+            _g[74] = new(slots[87], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu1
+            _g[78] = new(slots[149], 0, batch, 512, s[6], s[7]); // d backbone.layer2.3.out
+            _g[81] = new(slots[101], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
+            _g[84] = new(slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
+            _g[88] = new(slots[115], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
+            _g[90] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
+            _g[93] = new(slots[56], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
+            _g[96] = new(slots[77], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu1
+            _g[100] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
+            _g[103] = new(slots[58], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
+            _g[106] = new(slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu1
+            _g[110] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
+            _g[113] = new(slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
+            _g[116] = new(slots[79], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu1
+            _g[120] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
+            _g[123] = new(slots[61], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
+            _g[126] = new(slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
+            _g[130] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
+            _g[133] = new(slots[62], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
+            _g[136] = new(slots[80], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
+            _g[140] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
+            _g[143] = new(slots[64], 0, batch, 256, s[10], s[11]); // d backbone.layer3.6.relu0
+            _g[146] = new(slots[112], 0, batch, 256, s[10], s[11]); // d backbone.layer3.6.relu1
+            _g[150] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.6.out
+            _g[153] = new(slots[65], 0, batch, 256, s[10], s[11]); // d backbone.layer3.7.relu0
+            _g[156] = new(slots[116], 0, batch, 256, s[10], s[11]); // d backbone.layer3.7.relu1
+            _g[160] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.7.out
+            _g[163] = new(slots[67], 0, batch, 256, s[10], s[11]); // d backbone.layer3.8.relu0
+            _g[166] = new(slots[92], 0, batch, 256, s[10], s[11]); // d backbone.layer3.8.relu1
+            _g[170] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.8.out
+            _g[173] = new(slots[68], 0, batch, 256, s[10], s[11]); // d backbone.layer3.9.relu0
+            _g[176] = new(slots[113], 0, batch, 256, s[10], s[11]); // d backbone.layer3.9.relu1
+            _g[180] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.9.out
+            _g[183] = new(slots[70], 0, batch, 256, s[10], s[11]); // d backbone.layer3.10.relu0
+            _g[186] = new(slots[95], 0, batch, 256, s[10], s[11]); // d backbone.layer3.10.relu1
+            _g[190] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.10.out
+            _g[193] = new(slots[71], 0, batch, 256, s[10], s[11]); // d backbone.layer3.11.relu0
+            _g[196] = new(slots[109], 0, batch, 256, s[10], s[11]); // d backbone.layer3.11.relu1
+            _g[200] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.11.out
+            _g[203] = new(slots[73], 0, batch, 256, s[10], s[11]); // d backbone.layer3.12.relu0
+            _g[206] = new(slots[153], 0, batch, 256, s[10], s[11]); // d backbone.layer3.12.relu1
+            _g[210] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.12.out
+            _g[213] = new(slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.13.relu0
+            _g[216] = new(slots[110], 0, batch, 256, s[10], s[11]); // d backbone.layer3.13.relu1
+            _g[220] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.13.out
+            _g[223] = new(slots[76], 0, batch, 256, s[10], s[11]); // d backbone.layer3.14.relu0
+            _g[226] = new(slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.14.relu1
+            _g[230] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.14.out
+            _g[233] = new(slots[77], 0, batch, 256, s[10], s[11]); // d backbone.layer3.15.relu0
+            _g[236] = new(slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.15.relu1
+            _g[240] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.15.out
+            _g[243] = new(slots[79], 0, batch, 256, s[10], s[11]); // d backbone.layer3.16.relu0
+            _g[246] = new(slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.16.relu1
+            _g[250] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.16.out
+            _g[253] = new(slots[80], 0, batch, 256, s[10], s[11]); // d backbone.layer3.17.relu0
+            _g[256] = new(slots[112], 0, batch, 256, s[10], s[11]); // d backbone.layer3.17.relu1
+            _g[260] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.17.out
+            _g[263] = new(slots[116], 0, batch, 256, s[10], s[11]); // d backbone.layer3.18.relu0
+            _g[266] = new(slots[92], 0, batch, 256, s[10], s[11]); // d backbone.layer3.18.relu1
+            _g[270] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.18.out
+            _g[273] = new(slots[113], 0, batch, 256, s[10], s[11]); // d backbone.layer3.19.relu0
+            _g[276] = new(slots[95], 0, batch, 256, s[10], s[11]); // d backbone.layer3.19.relu1
+            _g[280] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.19.out
+            _g[283] = new(slots[109], 0, batch, 256, s[10], s[11]); // d backbone.layer3.20.relu0
+            _g[286] = new(slots[153], 0, batch, 256, s[10], s[11]); // d backbone.layer3.20.relu1
+            _g[290] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.20.out
+            _g[293] = new(slots[110], 0, batch, 256, s[10], s[11]); // d backbone.layer3.21.relu0
+            _g[296] = new(slots[114], 0, batch, 256, s[10], s[11]); // d backbone.layer3.21.relu1
+            _g[300] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.21.out
+            _g[303] = new(slots[111], 0, batch, 256, s[10], s[11]); // d backbone.layer3.22.relu0
+            _g[306] = new(slots[125], 0, batch, 256, s[10], s[11]); // d backbone.layer3.22.relu1
+            _g[310] = new(slots[115], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.22.out
+            _g[313] = new(slots[90], 0, batch, 512, s[10], s[11]); // d backbone.layer4.0.relu0
+            _g[316] = new(slots[86], 0, batch, 512, s[14], s[15]); // d backbone.layer4.0.relu1
+            _g[320] = new(slots[105], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
+            _g[322] = new(slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
+            _g[325] = new(slots[89], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu0
+            _g[328] = new(slots[88], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu1
+            _g[332] = new(slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
+            _g[335] = new(slots[89], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu0
+            _g[338] = new(slots[150], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu1
+            _g[342] = new(slots[105], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
+            _g[343] = new(slots[102], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
+            _g[344] = new(slots[112], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
+            _g[345] = new(slots[122], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
+            _g[347] = new(slots[112], 0, batch, 256, s[10], s[11]); // d neck.merged4
+            _g[349] = new(slots[102], 0, batch, 256, s[6], s[7]); // d neck.merged3
+            _g[350] = new(slots[106], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
+            _g[351] = new(slots[116], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
+            _g[352] = new(slots[126], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
+            _g[353] = new(slots[136], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
+            _g[354] = new(slots[146], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
+            _g[355] = new(slots[103], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
+            _g[356] = new(slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.1.conv
+            _g[357] = new(slots[104], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
+            _g[358] = new(slots[115], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
+            _g[359] = new(slots[105], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
+            _g[360] = new(slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.1.conv
+            _g[361] = new(slots[106], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
+            _g[362] = new(slots[151], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.3.conv
+            _g[363] = new(slots[149], 0, batch, 720, s[6], s[7]); // d bbox_head.p3.retina_cls
+            _g[364] = new(slots[150], 0, batch, 36, s[6], s[7]); // d bbox_head.p3.retina_reg
+            _g[365] = new(slots[113], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
+            _g[366] = new(slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.1.conv
+            _g[367] = new(slots[114], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
+            _g[368] = new(slots[125], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
+            _g[369] = new(slots[115], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
+            _g[370] = new(slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.1.conv
+            _g[371] = new(slots[116], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
+            _g[372] = new(slots[153], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.3.conv
+            _g[373] = new(slots[151], 0, batch, 720, s[10], s[11]); // d bbox_head.p4.retina_cls
+            _g[374] = new(slots[152], 0, batch, 36, s[10], s[11]); // d bbox_head.p4.retina_reg
+            _g[375] = new(slots[123], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
+            _g[376] = new(slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.1.conv
+            _g[377] = new(slots[124], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
+            _g[378] = new(slots[135], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
+            _g[379] = new(slots[125], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
+            _g[380] = new(slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.1.conv
+            _g[381] = new(slots[126], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
+            _g[382] = new(slots[155], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.3.conv
+            _g[383] = new(slots[153], 0, batch, 720, s[14], s[15]); // d bbox_head.p5.retina_cls
+            _g[384] = new(slots[154], 0, batch, 36, s[14], s[15]); // d bbox_head.p5.retina_reg
+            _g[385] = new(slots[133], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
+            _g[386] = new(slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.1.conv
+            _g[387] = new(slots[134], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
+            _g[388] = new(slots[145], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
+            _g[389] = new(slots[135], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
+            _g[390] = new(slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.1.conv
+            _g[391] = new(slots[136], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
+            _g[392] = new(slots[157], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.3.conv
+            _g[393] = new(slots[155], 0, batch, 720, s[18], s[19]); // d bbox_head.p6.retina_cls
+            _g[394] = new(slots[156], 0, batch, 36, s[18], s[19]); // d bbox_head.p6.retina_reg
+            _g[395] = new(slots[143], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
+            _g[396] = new(slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.1.conv
+            _g[397] = new(slots[144], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
+            _g[398] = new(slots[158], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.3.conv
+            _g[399] = new(slots[145], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
+            _g[400] = new(slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.1.conv
+            _g[401] = new(slots[146], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
+            _g[402] = new(slots[159], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
+            _g[403] = new(slots[157], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
+            _g[404] = new(slots[158], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
+            _generation = _weights.Arena.Generation;
         }
 
         /// <summary>Batch size.</summary>
@@ -1568,6 +1591,8 @@ partial class RetinaNetGhmR101Fpn
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
+            if (_generation != _weights.Arena.Generation) Bind(); // a session of a larger shape grew the buffers
+            _weights.Arena.User = this;
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _a[0]); // image
             b.Conv2d(_convs[0], _a[0], _a[3], null, relu: true); // backbone.conv1 + bn1 + relu
@@ -1743,7 +1768,8 @@ partial class RetinaNetGhmR101Fpn
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
         /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
-        /// and none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>.
+        /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
+        /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
         public void Backward()
         {
@@ -1752,6 +1778,7 @@ partial class RetinaNetGhmR101Fpn
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
             if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
+            if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[121].Spec, _a[402], _g[404], _trained[110].WeightGradient, _trained[110].BiasGradient, accumulate: false); // d bbox_head.retina_reg weights
             b.Conv2dBackwardData(_convs[121], _g[404], _g[402], accumulate: false); // d bbox_head.p7.reg_convs.3.conv through bbox_head.retina_reg
@@ -2337,12 +2364,12 @@ partial class RetinaNetGhmR101Fpn
             _weights.UpdateWeights();
         }
 
-        /// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Ends this session, and releases the prepared weights and the activation buffers when this session made them (<see cref="CreateTrainingSession"/>); shared buffers stay with <see cref="Weights"/>.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (ReferenceEquals(_weights.Arena.User, this)) _weights.Arena.User = null;
             if (_ownsWeights) _weights.Dispose();
         }
     }

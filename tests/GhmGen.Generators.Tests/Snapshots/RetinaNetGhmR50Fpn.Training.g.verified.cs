@@ -402,7 +402,8 @@ partial class RetinaNetGhmR50Fpn
     /// the 37718260 floats of folded weight gradients of its 60 trained convolutions on the backend,
     /// and the host <see cref="Gradients"/> of its 162 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
-    /// activation buffers; one <see cref="UpdateWeights"/> per optimizer step serves them all.
+    /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
+    /// one <see cref="UpdateWeights"/> per optimizer step serves them all.
     /// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding
     /// scratch, so one of them runs at a time, and <see cref="Gradients"/> are those of the last
     /// <c>Backward</c> of any of them. Dispose it after its sessions.
@@ -422,6 +423,7 @@ partial class RetinaNetGhmR50Fpn
             try
             {
                 Convs = _prepared.Convs;
+                Arena = new global::GhmGen.Layers.ActivationArena(backend, 109);
                 _weightGradients = backend.Allocate(37718260);
                 Trained =
                 [
@@ -656,6 +658,7 @@ partial class RetinaNetGhmR50Fpn
             catch
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
+                Arena?.Dispose();
                 _weightGradients?.Dispose();
                 _prepared.Dispose();
                 throw;
@@ -673,6 +676,12 @@ partial class RetinaNetGhmR50Fpn
         internal global::GhmGen.Layers.TrainedConv[] Trained { get; }
 
         internal float[] Scratch { get; }
+
+        /// <summary>The activation buffers its sessions share, one session at a time.</summary>
+        internal global::GhmGen.Layers.ActivationArena Arena { get; }
+
+        /// <summary>Bytes of the activation buffers its sessions share now: those of the largest shape yet, not one set per session.</summary>
+        public long ActivationBytes => 4 * Arena.Elements;
 
         /// <summary>Counts <see cref="UpdateWeights"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>
         internal long Version { get; private set; }
@@ -697,11 +706,12 @@ partial class RetinaNetGhmR50Fpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>
+        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
+            Arena.Dispose();
             _weightGradients?.Dispose();
             _prepared.Dispose();
         }
@@ -713,7 +723,8 @@ partial class RetinaNetGhmR50Fpn
     /// <see cref="Backward"/> that writes the gradients of the 162 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
-    /// (<see cref="TrainingWeights.CreateSession"/>).
+    /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
+    /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
     /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
@@ -724,8 +735,10 @@ partial class RetinaNetGhmR50Fpn
         private readonly TrainingWeights _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
-        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Layers.TrainedConv[] _trained;
+        private readonly int[] _s;
+        private readonly long[] _size;
+        private long _generation;
         private readonly global::GhmGen.Backends.TensorView[] _a = new global::GhmGen.Backends.TensorView[235]; // activations
         private readonly global::GhmGen.Backends.TensorView[] _g = new global::GhmGen.Backends.TensorView[235]; // their gradients
         private readonly float[] _scratch;
@@ -746,225 +759,235 @@ partial class RetinaNetGhmR50Fpn
             Batch = batch;
             Height = height;
             Width = width;
-            long[] size = TrainingSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 109 buffers, or none
-            _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
-            _a[3] = new(_slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
-            _a[4] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
-            _a[7] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
-            _a[10] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
-            _a[14] = new(_slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
-            _a[16] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
-            _a[19] = new(_slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
-            _a[22] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
-            _a[26] = new(_slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
-            _a[29] = new(_slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
-            _a[32] = new(_slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
-            _a[36] = new(_slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
-            _a[39] = new(_slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
-            _a[42] = new(_slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
-            _a[46] = new(_slots[3], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
-            _a[48] = new(_slots[4], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
-            _a[51] = new(_slots[3], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
-            _a[54] = new(_slots[5], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
-            _a[58] = new(_slots[6], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
-            _a[61] = new(_slots[7], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
-            _a[64] = new(_slots[8], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
-            _a[68] = new(_slots[9], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
-            _a[71] = new(_slots[10], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
-            _a[74] = new(_slots[11], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
-            _a[78] = new(_slots[12], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
-            _a[81] = new(_slots[13], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
-            _a[84] = new(_slots[14], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
-            _a[88] = new(_slots[15], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
-            _a[90] = new(_slots[16], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
-            _a[93] = new(_slots[15], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
-            _a[96] = new(_slots[17], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
-            _a[100] = new(_slots[18], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
-            _a[103] = new(_slots[19], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
-            _a[106] = new(_slots[20], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
-            _a[110] = new(_slots[21], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
-            _a[113] = new(_slots[22], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
-            _a[116] = new(_slots[23], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
-            _a[120] = new(_slots[24], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
-            _a[123] = new(_slots[25], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
-            _a[126] = new(_slots[26], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
-            _a[130] = new(_slots[27], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
-            _a[133] = new(_slots[28], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
-            _a[136] = new(_slots[29], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
-            _a[140] = new(_slots[30], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
-            _a[143] = new(_slots[31], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
-            _a[146] = new(_slots[32], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
-            _a[150] = new(_slots[33], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
-            _a[152] = new(_slots[34], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
-            _a[155] = new(_slots[33], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
-            _a[158] = new(_slots[35], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
-            _a[162] = new(_slots[36], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
-            _a[165] = new(_slots[37], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
-            _a[168] = new(_slots[38], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
-            _a[172] = new(_slots[39], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
-            _a[173] = new(_slots[40], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
-            _a[174] = new(_slots[41], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
-            _a[175] = new(_slots[42], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
-            _a[177] = new(_slots[41], 0, batch, 256, s[10], s[11]); // neck.merged4
-            _a[179] = new(_slots[40], 0, batch, 256, s[6], s[7]); // neck.merged3
-            _a[180] = new(_slots[43], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
-            _a[181] = new(_slots[44], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
-            _a[182] = new(_slots[45], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
-            _a[183] = new(_slots[46], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
-            _a[184] = new(_slots[47], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
-            _a[185] = new(_slots[48], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
-            _a[186] = new(_slots[49], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
-            _a[187] = new(_slots[50], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
-            _a[188] = new(_slots[51], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
-            _a[189] = new(_slots[52], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
-            _a[190] = new(_slots[53], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
-            _a[191] = new(_slots[54], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
-            _a[192] = new(_slots[55], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
-            _a[193] = new(_slots[56], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
-            _a[194] = new(_slots[57], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
-            _a[195] = new(_slots[58], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
-            _a[196] = new(_slots[59], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
-            _a[197] = new(_slots[60], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
-            _a[198] = new(_slots[61], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
-            _a[199] = new(_slots[62], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _a[200] = new(_slots[63], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
-            _a[201] = new(_slots[64], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _a[202] = new(_slots[65], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
-            _a[203] = new(_slots[66], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
-            _a[204] = new(_slots[67], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _a[205] = new(_slots[68], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
-            _a[206] = new(_slots[69], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _a[207] = new(_slots[70], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
-            _a[208] = new(_slots[71], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _a[209] = new(_slots[72], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _a[210] = new(_slots[73], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _a[211] = new(_slots[74], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _a[212] = new(_slots[75], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _a[213] = new(_slots[76], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
-            _a[214] = new(_slots[77], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _a[215] = new(_slots[78], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
-            _a[216] = new(_slots[79], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _a[217] = new(_slots[80], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
-            _a[218] = new(_slots[81], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _a[219] = new(_slots[82], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
-            _a[220] = new(_slots[83], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _a[221] = new(_slots[84], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
-            _a[222] = new(_slots[85], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _a[223] = new(_slots[86], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
-            _a[224] = new(_slots[87], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
-            _a[225] = new(_slots[88], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
-            _a[226] = new(_slots[89], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
-            _a[227] = new(_slots[90], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
-            _a[228] = new(_slots[91], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
-            _a[229] = new(_slots[92], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
-            _a[230] = new(_slots[93], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
-            _a[231] = new(_slots[94], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
-            _a[232] = new(_slots[95], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
-            _a[233] = new(_slots[96], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
-            _a[234] = new(_slots[97], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
-            _g[39] = new(_slots[12], 0, batch, 128, s[4], s[5]); // d backbone.layer2.0.relu0
-            _g[42] = new(_slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.0.relu1
-            _g[46] = new(_slots[98], 0, batch, 512, s[8], s[9]); // d backbone.layer2.0.downsample.1
-            _g[48] = new(_slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.0.out
-            _g[51] = new(_slots[11], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu0
-            _g[54] = new(_slots[39], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu1
-            _g[58] = new(_slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.1.out
-            _g[61] = new(_slots[31], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu0
-            _g[64] = new(_slots[34], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu1
-            _g[68] = new(_slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.2.out
-            _g[71] = new(_slots[33], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu0
-            _g[74] = new(_slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu1
-            _g[78] = new(_slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.3.out
-            _g[81] = new(_slots[50], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
-            _g[84] = new(_slots[61], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
-            _g[88] = new(_slots[64], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
-            _g[90] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
-            _g[93] = new(_slots[65], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
-            _g[96] = new(_slots[41], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu1
-            _g[100] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
-            _g[103] = new(_slots[62], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
-            _g[106] = new(_slots[44], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu1
-            _g[110] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
-            _g[113] = new(_slots[58], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
-            _g[116] = new(_slots[102], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu1
-            _g[120] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
-            _g[123] = new(_slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
-            _g[126] = new(_slots[63], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
-            _g[130] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
-            _g[133] = new(_slots[60], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
-            _g[136] = new(_slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
-            _g[140] = new(_slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
-            _g[143] = new(_slots[39], 0, batch, 512, s[10], s[11]); // d backbone.layer4.0.relu0
-            _g[146] = new(_slots[35], 0, batch, 512, s[14], s[15]); // d backbone.layer4.0.relu1
-            _g[150] = new(_slots[54], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
-            _g[152] = new(_slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
-            _g[155] = new(_slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu0
-            _g[158] = new(_slots[37], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu1
-            _g[162] = new(_slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
-            _g[165] = new(_slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu0
-            _g[168] = new(_slots[99], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu1
-            _g[172] = new(_slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
-            _g[173] = new(_slots[51], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
-            _g[174] = new(_slots[61], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
-            _g[175] = new(_slots[71], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
-            _g[177] = new(_slots[61], 0, batch, 256, s[10], s[11]); // d neck.merged4
-            _g[179] = new(_slots[51], 0, batch, 256, s[6], s[7]); // d neck.merged3
-            _g[180] = new(_slots[55], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
-            _g[181] = new(_slots[65], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
-            _g[182] = new(_slots[75], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
-            _g[183] = new(_slots[85], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
-            _g[184] = new(_slots[95], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
-            _g[185] = new(_slots[52], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
-            _g[186] = new(_slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.1.conv
-            _g[187] = new(_slots[53], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
-            _g[188] = new(_slots[64], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
-            _g[189] = new(_slots[54], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
-            _g[190] = new(_slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.1.conv
-            _g[191] = new(_slots[55], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
-            _g[192] = new(_slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.3.conv
-            _g[193] = new(_slots[98], 0, batch, 720, s[6], s[7]); // d bbox_head.p3.retina_cls
-            _g[194] = new(_slots[99], 0, batch, 36, s[6], s[7]); // d bbox_head.p3.retina_reg
-            _g[195] = new(_slots[62], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
-            _g[196] = new(_slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.1.conv
-            _g[197] = new(_slots[63], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
-            _g[198] = new(_slots[74], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
-            _g[199] = new(_slots[64], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
-            _g[200] = new(_slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.1.conv
-            _g[201] = new(_slots[65], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
-            _g[202] = new(_slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.3.conv
-            _g[203] = new(_slots[100], 0, batch, 720, s[10], s[11]); // d bbox_head.p4.retina_cls
-            _g[204] = new(_slots[101], 0, batch, 36, s[10], s[11]); // d bbox_head.p4.retina_reg
-            _g[205] = new(_slots[72], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
-            _g[206] = new(_slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.1.conv
-            _g[207] = new(_slots[73], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
-            _g[208] = new(_slots[84], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
-            _g[209] = new(_slots[74], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
-            _g[210] = new(_slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.1.conv
-            _g[211] = new(_slots[75], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
-            _g[212] = new(_slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.3.conv
-            _g[213] = new(_slots[102], 0, batch, 720, s[14], s[15]); // d bbox_head.p5.retina_cls
-            _g[214] = new(_slots[103], 0, batch, 36, s[14], s[15]); // d bbox_head.p5.retina_reg
-            _g[215] = new(_slots[82], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
-            _g[216] = new(_slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.1.conv
-            _g[217] = new(_slots[83], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
-            _g[218] = new(_slots[94], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
-            _g[219] = new(_slots[84], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
-            _g[220] = new(_slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.1.conv
-            _g[221] = new(_slots[85], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
-            _g[222] = new(_slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.3.conv
-            _g[223] = new(_slots[104], 0, batch, 720, s[18], s[19]); // d bbox_head.p6.retina_cls
-            _g[224] = new(_slots[105], 0, batch, 36, s[18], s[19]); // d bbox_head.p6.retina_reg
-            _g[225] = new(_slots[92], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
-            _g[226] = new(_slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.1.conv
-            _g[227] = new(_slots[93], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
-            _g[228] = new(_slots[107], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.3.conv
-            _g[229] = new(_slots[94], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
-            _g[230] = new(_slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.1.conv
-            _g[231] = new(_slots[95], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
-            _g[232] = new(_slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
-            _g[233] = new(_slots[106], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
-            _g[234] = new(_slots[107], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
+            _s = s;
+            _size = TrainingSlotSizes(batch, s);
+            Bind();
+        }
+
+        // Views of the weights' shared activation buffers (109), grown for this shape if they are too short.
+        private void Bind()
+        {
+            global::GhmGen.Backends.DeviceBuffer[] slots = _weights.Arena.Reserve(_size);
+            int batch = Batch;
+            int[] s = _s;
+            _a[0] = new(slots[0], 0, batch, 3, s[0], s[1]); // image
+            _a[3] = new(slots[1], 0, batch, 64, s[2], s[3]); // backbone.relu0
+            _a[4] = new(slots[0], 0, batch, 64, s[4], s[5]); // backbone.pool
+            _a[7] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu0
+            _a[10] = new(slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.0.relu1
+            _a[14] = new(slots[1], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.downsample.1
+            _a[16] = new(slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.0.out
+            _a[19] = new(slots[2], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu0
+            _a[22] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.1.relu1
+            _a[26] = new(slots[2], 0, batch, 256, s[4], s[5]); // backbone.layer1.1.out
+            _a[29] = new(slots[0], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu0
+            _a[32] = new(slots[1], 0, batch, 64, s[4], s[5]); // backbone.layer1.2.relu1
+            _a[36] = new(slots[0], 0, batch, 256, s[4], s[5]); // backbone.layer1.2.out
+            _a[39] = new(slots[2], 0, batch, 128, s[4], s[5]); // backbone.layer2.0.relu0
+            _a[42] = new(slots[1], 0, batch, 128, s[6], s[7]); // backbone.layer2.0.relu1
+            _a[46] = new(slots[3], 0, batch, 512, s[8], s[9]); // backbone.layer2.0.downsample.1
+            _a[48] = new(slots[4], 0, batch, 512, s[6], s[7]); // backbone.layer2.0.out
+            _a[51] = new(slots[3], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu0
+            _a[54] = new(slots[5], 0, batch, 128, s[6], s[7]); // backbone.layer2.1.relu1
+            _a[58] = new(slots[6], 0, batch, 512, s[6], s[7]); // backbone.layer2.1.out
+            _a[61] = new(slots[7], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu0
+            _a[64] = new(slots[8], 0, batch, 128, s[6], s[7]); // backbone.layer2.2.relu1
+            _a[68] = new(slots[9], 0, batch, 512, s[6], s[7]); // backbone.layer2.2.out
+            _a[71] = new(slots[10], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu0
+            _a[74] = new(slots[11], 0, batch, 128, s[6], s[7]); // backbone.layer2.3.relu1
+            _a[78] = new(slots[12], 0, batch, 512, s[6], s[7]); // backbone.layer2.3.out
+            _a[81] = new(slots[13], 0, batch, 256, s[6], s[7]); // backbone.layer3.0.relu0
+            _a[84] = new(slots[14], 0, batch, 256, s[10], s[11]); // backbone.layer3.0.relu1
+            _a[88] = new(slots[15], 0, batch, 1024, s[12], s[13]); // backbone.layer3.0.downsample.1
+            _a[90] = new(slots[16], 0, batch, 1024, s[10], s[11]); // backbone.layer3.0.out
+            _a[93] = new(slots[15], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu0
+            _a[96] = new(slots[17], 0, batch, 256, s[10], s[11]); // backbone.layer3.1.relu1
+            _a[100] = new(slots[18], 0, batch, 1024, s[10], s[11]); // backbone.layer3.1.out
+            _a[103] = new(slots[19], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu0
+            _a[106] = new(slots[20], 0, batch, 256, s[10], s[11]); // backbone.layer3.2.relu1
+            _a[110] = new(slots[21], 0, batch, 1024, s[10], s[11]); // backbone.layer3.2.out
+            _a[113] = new(slots[22], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu0
+            _a[116] = new(slots[23], 0, batch, 256, s[10], s[11]); // backbone.layer3.3.relu1
+            _a[120] = new(slots[24], 0, batch, 1024, s[10], s[11]); // backbone.layer3.3.out
+            _a[123] = new(slots[25], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu0
+            _a[126] = new(slots[26], 0, batch, 256, s[10], s[11]); // backbone.layer3.4.relu1
+            _a[130] = new(slots[27], 0, batch, 1024, s[10], s[11]); // backbone.layer3.4.out
+            _a[133] = new(slots[28], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu0
+            _a[136] = new(slots[29], 0, batch, 256, s[10], s[11]); // backbone.layer3.5.relu1
+            _a[140] = new(slots[30], 0, batch, 1024, s[10], s[11]); // backbone.layer3.5.out
+            _a[143] = new(slots[31], 0, batch, 512, s[10], s[11]); // backbone.layer4.0.relu0
+            _a[146] = new(slots[32], 0, batch, 512, s[14], s[15]); // backbone.layer4.0.relu1
+            _a[150] = new(slots[33], 0, batch, 2048, s[16], s[17]); // backbone.layer4.0.downsample.1
+            _a[152] = new(slots[34], 0, batch, 2048, s[14], s[15]); // backbone.layer4.0.out
+            _a[155] = new(slots[33], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu0
+            _a[158] = new(slots[35], 0, batch, 512, s[14], s[15]); // backbone.layer4.1.relu1
+            _a[162] = new(slots[36], 0, batch, 2048, s[14], s[15]); // backbone.layer4.1.out
+            _a[165] = new(slots[37], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu0
+            _a[168] = new(slots[38], 0, batch, 512, s[14], s[15]); // backbone.layer4.2.relu1
+            _a[172] = new(slots[39], 0, batch, 2048, s[14], s[15]); // backbone.layer4.2.out
+            _a[173] = new(slots[40], 0, batch, 256, s[6], s[7]); // neck.lateral_convs.0.conv
+            _a[174] = new(slots[41], 0, batch, 256, s[10], s[11]); // neck.lateral_convs.1.conv
+            _a[175] = new(slots[42], 0, batch, 256, s[14], s[15]); // neck.lateral_convs.2.conv
+            _a[177] = new(slots[41], 0, batch, 256, s[10], s[11]); // neck.merged4
+            _a[179] = new(slots[40], 0, batch, 256, s[6], s[7]); // neck.merged3
+            _a[180] = new(slots[43], 0, batch, 256, s[6], s[7]); // neck.fpn_convs.0.conv
+            _a[181] = new(slots[44], 0, batch, 256, s[10], s[11]); // neck.fpn_convs.1.conv
+            _a[182] = new(slots[45], 0, batch, 256, s[14], s[15]); // neck.fpn_convs.2.conv
+            _a[183] = new(slots[46], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
+            _a[184] = new(slots[47], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
+            _a[185] = new(slots[48], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
+            _a[186] = new(slots[49], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _a[187] = new(slots[50], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
+            _a[188] = new(slots[51], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _a[189] = new(slots[52], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
+            _a[190] = new(slots[53], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _a[191] = new(slots[54], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
+            _a[192] = new(slots[55], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _a[193] = new(slots[56], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
+            _a[194] = new(slots[57], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _a[195] = new(slots[58], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _a[196] = new(slots[59], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _a[197] = new(slots[60], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _a[198] = new(slots[61], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _a[199] = new(slots[62], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _a[200] = new(slots[63], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _a[201] = new(slots[64], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _a[202] = new(slots[65], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _a[203] = new(slots[66], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _a[204] = new(slots[67], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _a[205] = new(slots[68], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _a[206] = new(slots[69], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _a[207] = new(slots[70], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _a[208] = new(slots[71], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _a[209] = new(slots[72], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _a[210] = new(slots[73], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _a[211] = new(slots[74], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _a[212] = new(slots[75], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _a[213] = new(slots[76], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _a[214] = new(slots[77], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _a[215] = new(slots[78], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _a[216] = new(slots[79], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _a[217] = new(slots[80], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _a[218] = new(slots[81], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _a[219] = new(slots[82], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _a[220] = new(slots[83], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _a[221] = new(slots[84], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _a[222] = new(slots[85], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _a[223] = new(slots[86], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _a[224] = new(slots[87], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
+            _a[225] = new(slots[88], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _a[226] = new(slots[89], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
+            _a[227] = new(slots[90], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _a[228] = new(slots[91], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
+            _a[229] = new(slots[92], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _a[230] = new(slots[93], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
+            _a[231] = new(slots[94], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _a[232] = new(slots[95], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
+            _a[233] = new(slots[96], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _a[234] = new(slots[97], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
+            _g[39] = new(slots[12], 0, batch, 128, s[4], s[5]); // d backbone.layer2.0.relu0
+            _g[42] = new(slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.0.relu1
+            _g[46] = new(slots[98], 0, batch, 512, s[8], s[9]); // d backbone.layer2.0.downsample.1
+            _g[48] = new(slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.0.out
+            _g[51] = new(slots[11], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu0
+            _g[54] = new(slots[39], 0, batch, 128, s[6], s[7]); // d backbone.layer2.1.relu1
+            _g[58] = new(slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.1.out
+            _g[61] = new(slots[31], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu0
+            _g[64] = new(slots[34], 0, batch, 128, s[6], s[7]); // d backbone.layer2.2.relu1
+            _g[68] = new(slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.2.out
+            _g[71] = new(slots[33], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu0
+            _g[74] = new(slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu1
+            _g[78] = new(slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.3.out
+            _g[81] = new(slots[50], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
+            _g[84] = new(slots[61], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
+            _g[88] = new(slots[64], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
+            _g[90] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
+            _g[93] = new(slots[65], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
+            _g[96] = new(slots[41], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu1
+            _g[100] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
+            _g[103] = new(slots[62], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
+            _g[106] = new(slots[44], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu1
+            _g[110] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
+            _g[113] = new(slots[58], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
+            _g[116] = new(slots[102], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu1
+            _g[120] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
+            _g[123] = new(slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
+            _g[126] = new(slots[63], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
+            _g[130] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
+            _g[133] = new(slots[60], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
+            _g[136] = new(slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
+            _g[140] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
+            _g[143] = new(slots[39], 0, batch, 512, s[10], s[11]); // d backbone.layer4.0.relu0
+            _g[146] = new(slots[35], 0, batch, 512, s[14], s[15]); // d backbone.layer4.0.relu1
+            _g[150] = new(slots[54], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
+            _g[152] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
+            _g[155] = new(slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu0
+            _g[158] = new(slots[37], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu1
+            _g[162] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
+            _g[165] = new(slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu0
+            _g[168] = new(slots[99], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu1
+            _g[172] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
+            _g[173] = new(slots[51], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
+            _g[174] = new(slots[61], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
+            _g[175] = new(slots[71], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
+            _g[177] = new(slots[61], 0, batch, 256, s[10], s[11]); // d neck.merged4
+            _g[179] = new(slots[51], 0, batch, 256, s[6], s[7]); // d neck.merged3
+            _g[180] = new(slots[55], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
+            _g[181] = new(slots[65], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
+            _g[182] = new(slots[75], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
+            _g[183] = new(slots[85], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
+            _g[184] = new(slots[95], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
+            _g[185] = new(slots[52], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
+            _g[186] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.1.conv
+            _g[187] = new(slots[53], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
+            _g[188] = new(slots[64], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
+            _g[189] = new(slots[54], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
+            _g[190] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.1.conv
+            _g[191] = new(slots[55], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
+            _g[192] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.3.conv
+            _g[193] = new(slots[98], 0, batch, 720, s[6], s[7]); // d bbox_head.p3.retina_cls
+            _g[194] = new(slots[99], 0, batch, 36, s[6], s[7]); // d bbox_head.p3.retina_reg
+            _g[195] = new(slots[62], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
+            _g[196] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.1.conv
+            _g[197] = new(slots[63], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
+            _g[198] = new(slots[74], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
+            _g[199] = new(slots[64], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
+            _g[200] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.1.conv
+            _g[201] = new(slots[65], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
+            _g[202] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.3.conv
+            _g[203] = new(slots[100], 0, batch, 720, s[10], s[11]); // d bbox_head.p4.retina_cls
+            _g[204] = new(slots[101], 0, batch, 36, s[10], s[11]); // d bbox_head.p4.retina_reg
+            _g[205] = new(slots[72], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
+            _g[206] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.1.conv
+            _g[207] = new(slots[73], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
+            _g[208] = new(slots[84], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
+            _g[209] = new(slots[74], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
+            _g[210] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.1.conv
+            _g[211] = new(slots[75], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
+            _g[212] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.3.conv
+            _g[213] = new(slots[102], 0, batch, 720, s[14], s[15]); // d bbox_head.p5.retina_cls
+            _g[214] = new(slots[103], 0, batch, 36, s[14], s[15]); // d bbox_head.p5.retina_reg
+            _g[215] = new(slots[82], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
+            _g[216] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.1.conv
+            _g[217] = new(slots[83], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
+            _g[218] = new(slots[94], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
+            _g[219] = new(slots[84], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
+            _g[220] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.1.conv
+            _g[221] = new(slots[85], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
+            _g[222] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.3.conv
+            _g[223] = new(slots[104], 0, batch, 720, s[18], s[19]); // d bbox_head.p6.retina_cls
+            _g[224] = new(slots[105], 0, batch, 36, s[18], s[19]); // d bbox_head.p6.retina_reg
+            _g[225] = new(slots[92], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
+            _g[226] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.1.conv
+            _g[227] = new(slots[93], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
+            _g[228] = new(slots[107], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.3.conv
+            _g[229] = new(slots[94], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
+            _g[230] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.1.conv
+            _g[231] = new(slots[95], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
+            _g[232] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
+            _g[233] = new(slots[106], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
+            _g[234] = new(slots[107], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
+            _generation = _weights.Arena.Generation;
         }
 
         /// <summary>Batch size.</summary>
@@ -1058,6 +1081,8 @@ partial class RetinaNetGhmR50Fpn
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
+            if (_generation != _weights.Arena.Generation) Bind(); // a session of a larger shape grew the buffers
+            _weights.Arena.User = this;
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _a[0]); // image
             b.Conv2d(_convs[0], _a[0], _a[3], null, relu: true); // backbone.conv1 + bn1 + relu
@@ -1182,7 +1207,8 @@ partial class RetinaNetGhmR50Fpn
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
         /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
-        /// and none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>.
+        /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
+        /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
         public void Backward()
         {
@@ -1191,6 +1217,7 @@ partial class RetinaNetGhmR50Fpn
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
             if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
+            if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[70].Spec, _a[232], _g[234], _trained[59].WeightGradient, _trained[59].BiasGradient, accumulate: false); // d bbox_head.retina_reg weights
             b.Conv2dBackwardData(_convs[70], _g[234], _g[232], accumulate: false); // d bbox_head.p7.reg_convs.3.conv through bbox_head.retina_reg
@@ -1555,12 +1582,12 @@ partial class RetinaNetGhmR50Fpn
             _weights.UpdateWeights();
         }
 
-        /// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Ends this session, and releases the prepared weights and the activation buffers when this session made them (<see cref="CreateTrainingSession"/>); shared buffers stay with <see cref="Weights"/>.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (ReferenceEquals(_weights.Arena.User, this)) _weights.Arena.User = null;
             if (_ownsWeights) _weights.Dispose();
         }
     }

@@ -96,7 +96,8 @@ partial class TinyNet
     /// the 1922 floats of folded weight gradients of its 6 trained convolutions on the backend,
     /// and the host <see cref="Gradients"/> of its 12 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
-    /// activation buffers; one <see cref="UpdateWeights"/> per optimizer step serves them all.
+    /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
+    /// one <see cref="UpdateWeights"/> per optimizer step serves them all.
     /// Not thread-safe: its sessions share the weight-gradient buffers (device and host) and the folding
     /// scratch, so one of them runs at a time, and <see cref="Gradients"/> are those of the last
     /// <c>Backward</c> of any of them. Dispose it after its sessions.
@@ -116,6 +117,7 @@ partial class TinyNet
             try
             {
                 Convs = _prepared.Convs;
+                Arena = new global::GhmGen.Layers.ActivationArena(backend, 15);
                 _weightGradients = backend.Allocate(1922);
                 Trained =
                 [
@@ -146,6 +148,7 @@ partial class TinyNet
             catch
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
+                Arena?.Dispose();
                 _weightGradients?.Dispose();
                 _prepared.Dispose();
                 throw;
@@ -163,6 +166,12 @@ partial class TinyNet
         internal global::GhmGen.Layers.TrainedConv[] Trained { get; }
 
         internal float[] Scratch { get; }
+
+        /// <summary>The activation buffers its sessions share, one session at a time.</summary>
+        internal global::GhmGen.Layers.ActivationArena Arena { get; }
+
+        /// <summary>Bytes of the activation buffers its sessions share now: those of the largest shape yet, not one set per session.</summary>
+        public long ActivationBytes => 4 * Arena.Elements;
 
         /// <summary>Counts <see cref="UpdateWeights"/> calls: a session's <c>Backward</c> needs a <c>Forward</c> with the current weights.</summary>
         internal long Version { get; private set; }
@@ -187,11 +196,12 @@ partial class TinyNet
             Version++;
         }
 
-        /// <summary>Releases the prepared weights and the weight-gradient buffer.</summary>
+        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
+            Arena.Dispose();
             _weightGradients?.Dispose();
             _prepared.Dispose();
         }
@@ -203,7 +213,8 @@ partial class TinyNet
     /// <see cref="Backward"/> that writes the gradients of the 12 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
-    /// (<see cref="TrainingWeights.CreateSession"/>).
+    /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
+    /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
     /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
@@ -214,8 +225,10 @@ partial class TinyNet
         private readonly TrainingWeights _weights;
         private readonly bool _ownsWeights;
         private readonly global::GhmGen.Backends.IPreparedConv[] _convs;
-        private readonly global::GhmGen.Backends.DeviceBuffer[] _slots;
         private readonly global::GhmGen.Layers.TrainedConv[] _trained;
+        private readonly int[] _s;
+        private readonly long[] _size;
+        private long _generation;
         private readonly global::GhmGen.Backends.TensorView[] _a = new global::GhmGen.Backends.TensorView[18]; // activations
         private readonly global::GhmGen.Backends.TensorView[] _g = new global::GhmGen.Backends.TensorView[18]; // their gradients
         private readonly float[] _scratch;
@@ -236,29 +249,39 @@ partial class TinyNet
             Batch = batch;
             Height = height;
             Width = width;
-            long[] size = TrainingSlotSizes(batch, s);
-            _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 15 buffers, or none
-            _a[0] = new(_slots[0], 0, batch, 3, s[0], s[1]); // image
-            _a[1] = new(_slots[1], 0, batch, 8, s[2], s[3]); // stem
-            _a[2] = new(_slots[2], 0, batch, 8, s[4], s[5]); // pool
-            _a[5] = new(_slots[3], 0, batch, 8, s[8], s[9]); // stage.0.proj
-            _a[7] = new(_slots[4], 0, batch, 8, s[6], s[7]); // stage.0.out
-            _a[11] = new(_slots[3], 0, batch, 8, s[6], s[7]); // stage.1.out
-            _a[13] = new(_slots[5], 0, batch, 8, s[4], s[5]); // merged
-            _a[14] = new(_slots[6], 0, batch, 6, s[4], s[5]); // head.merged.cls
-            _a[15] = new(_slots[7], 0, batch, 4, s[4], s[5]); // head.merged.box
-            _a[16] = new(_slots[8], 0, batch, 6, s[6], s[7]); // head.stage.cls
-            _a[17] = new(_slots[9], 0, batch, 4, s[6], s[7]); // head.stage.box
-            _g[1] = new(_slots[5], 0, batch, 8, s[2], s[3]); // d stem
-            _g[2] = new(_slots[12], 0, batch, 8, s[4], s[5]); // d pool
-            _g[5] = new(_slots[3], 0, batch, 8, s[8], s[9]); // d stage.0.proj
-            _g[7] = new(_slots[3], 0, batch, 8, s[6], s[7]); // d stage.0.out
-            _g[11] = new(_slots[14], 0, batch, 8, s[6], s[7]); // d stage.1.out
-            _g[13] = new(_slots[12], 0, batch, 8, s[4], s[5]); // d merged
-            _g[14] = new(_slots[10], 0, batch, 6, s[4], s[5]); // d head.merged.cls
-            _g[15] = new(_slots[11], 0, batch, 4, s[4], s[5]); // d head.merged.box
-            _g[16] = new(_slots[12], 0, batch, 6, s[6], s[7]); // d head.stage.cls
-            _g[17] = new(_slots[13], 0, batch, 4, s[6], s[7]); // d head.stage.box
+            _s = s;
+            _size = TrainingSlotSizes(batch, s);
+            Bind();
+        }
+
+        // Views of the weights' shared activation buffers (15), grown for this shape if they are too short.
+        private void Bind()
+        {
+            global::GhmGen.Backends.DeviceBuffer[] slots = _weights.Arena.Reserve(_size);
+            int batch = Batch;
+            int[] s = _s;
+            _a[0] = new(slots[0], 0, batch, 3, s[0], s[1]); // image
+            _a[1] = new(slots[1], 0, batch, 8, s[2], s[3]); // stem
+            _a[2] = new(slots[2], 0, batch, 8, s[4], s[5]); // pool
+            _a[5] = new(slots[3], 0, batch, 8, s[8], s[9]); // stage.0.proj
+            _a[7] = new(slots[4], 0, batch, 8, s[6], s[7]); // stage.0.out
+            _a[11] = new(slots[3], 0, batch, 8, s[6], s[7]); // stage.1.out
+            _a[13] = new(slots[5], 0, batch, 8, s[4], s[5]); // merged
+            _a[14] = new(slots[6], 0, batch, 6, s[4], s[5]); // head.merged.cls
+            _a[15] = new(slots[7], 0, batch, 4, s[4], s[5]); // head.merged.box
+            _a[16] = new(slots[8], 0, batch, 6, s[6], s[7]); // head.stage.cls
+            _a[17] = new(slots[9], 0, batch, 4, s[6], s[7]); // head.stage.box
+            _g[1] = new(slots[5], 0, batch, 8, s[2], s[3]); // d stem
+            _g[2] = new(slots[12], 0, batch, 8, s[4], s[5]); // d pool
+            _g[5] = new(slots[3], 0, batch, 8, s[8], s[9]); // d stage.0.proj
+            _g[7] = new(slots[3], 0, batch, 8, s[6], s[7]); // d stage.0.out
+            _g[11] = new(slots[14], 0, batch, 8, s[6], s[7]); // d stage.1.out
+            _g[13] = new(slots[12], 0, batch, 8, s[4], s[5]); // d merged
+            _g[14] = new(slots[10], 0, batch, 6, s[4], s[5]); // d head.merged.cls
+            _g[15] = new(slots[11], 0, batch, 4, s[4], s[5]); // d head.merged.box
+            _g[16] = new(slots[12], 0, batch, 6, s[6], s[7]); // d head.stage.cls
+            _g[17] = new(slots[13], 0, batch, 4, s[6], s[7]); // d head.stage.box
+            _generation = _weights.Arena.Generation;
         }
 
         /// <summary>Batch size.</summary>
@@ -316,6 +339,8 @@ partial class TinyNet
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
+            if (_generation != _weights.Arena.Generation) Bind(); // a session of a larger shape grew the buffers
+            _weights.Arena.User = this;
             global::GhmGen.Backends.IBackend b = _backend;
             b.Upload(input, _a[0]); // image
             b.Conv2d(_convs[0], _a[0], _a[1], null, relu: true); // stem + relu
@@ -337,7 +362,8 @@ partial class TinyNet
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
         /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
-        /// and none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>.
+        /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
+        /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
         public void Backward()
         {
@@ -346,6 +372,7 @@ partial class TinyNet
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
             if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
+            if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[5].Spec, _a[11], _g[17], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: false); // d head.box weights
             b.Conv2dBackwardData(_convs[5], _g[17], _g[11], accumulate: false); // d stage.1.out through head.box
@@ -385,12 +412,12 @@ partial class TinyNet
             _weights.UpdateWeights();
         }
 
-        /// <summary>Releases the buffers, and the prepared weights when this session made them.</summary>
+        /// <summary>Ends this session, and releases the prepared weights and the activation buffers when this session made them (<see cref="CreateTrainingSession"/>); shared buffers stay with <see cref="Weights"/>.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (global::GhmGen.Backends.DeviceBuffer slot in _slots) slot.Dispose();
+            if (ReferenceEquals(_weights.Arena.User, this)) _weights.Arena.User = null;
             if (_ownsWeights) _weights.Dispose();
         }
     }

@@ -180,17 +180,21 @@ public class TrainingSessionTests
         Assert.Same(weights.Gradients, b.Gradients);
         Assert.Equal(TrainNet.TrainedKeys, weights.Gradients.Select(g => g.Key));
 
-        // Interleaved forwards: each session keeps its own activations.
+        // b's shape needs longer buffers than a's in some slots: creating b grew the shared buffers,
+        // and a rebinds to them. Steps of the two sizes, in either order, equal the owned sessions'.
+        var shared = Step(backend, a, imageA, seedsA);
+        AssertSame(ownedA.Outputs, shared.Outputs, "a outputs");
+        AssertSame(ownedA.Gradients, shared.Gradients, "a gradients");
+        shared = Step(backend, b, imageB, seedsB);
+        AssertSame(ownedB.Outputs, shared.Outputs, "b outputs");
+        AssertSame(ownedB.Gradients, shared.Gradients, "b gradients");
+        AssertSame(ownedA.Gradients, Step(backend, a, imageA, seedsA).Gradients, "a gradients after b's step");
+
+        // One set of activation buffers: a Forward of one session ends the other's pending reverse pass.
         a.Forward(imageA);
         b.Forward(imageB);
-        AssertSame(ownedA.Outputs, [.. a.Outputs.Select(o => Download(backend, o.Tensor))], "a outputs");
-        AssertSame(ownedB.Outputs, [.. b.Outputs.Select(o => Download(backend, o.Tensor))], "b outputs");
-        for (int o = 0; o < seedsA.Length; o++) backend.Upload(seedsA[o], a.OutputGradients[o].Tensor);
-        for (int o = 0; o < seedsB.Length; o++) backend.Upload(seedsB[o], b.OutputGradients[o].Tensor);
-        a.Backward();
-        AssertSame(ownedA.Gradients, [.. weights.Gradients.Select(g => g.Data.ToArray())], "a gradients");
+        Assert.Throws<InvalidOperationException>(a.Backward);
         b.Backward();
-        AssertSame(ownedB.Gradients, [.. weights.Gradients.Select(g => g.Data.ToArray())], "b gradients");
 
         // One optimizer step on the host and one UpdateWeights: both sessions run on the new weights.
         foreach (ParameterGradient g in weights.Gradients)
@@ -227,11 +231,57 @@ public class TrainingSessionTests
         Assert.Same(backend, weights.Backend);
         Assert.Equal(model.TrainedKeys, weights.Gradients.Select(g => g.Key));
         int prepared = backend.Allocations.Count;
+        Assert.Equal(0, weights.ActivationBytes);
         using ITrainingSession small = weights.CreateSession(2, 128, 96);
+        Assert.Equal(model.TrainingActivationBytes(2, 128, 96), weights.ActivationBytes);
         using ITrainingSession large = weights.CreateSession(1, 192, 256);
         Assert.Same(weights, small.Weights);
         Assert.Same(weights.Gradients, large.Gradients);
+        // Every buffer of the larger shape is longer, so the shared set is that shape's: the small
+        // session's buffers were released as the large one's were made, not kept beside them.
+        Assert.Equal(model.TrainingActivationBytes(1, 192, 256), weights.ActivationBytes);
         Assert.Equal(model.TrainingActivationBytes(2, 128, 96) + model.TrainingActivationBytes(1, 192, 256), 4 * backend.Allocations.Skip(prepared).Sum());
+        Assert.Equal(backend.Allocations.Skip(prepared).Count() / 2, backend.Released);
+        using ITrainingSession again = weights.CreateSession(2, 128, 96); // fits: nothing new
+        Assert.Equal(model.TrainingActivationBytes(1, 192, 256), weights.ActivationBytes);
+        Assert.Equal(model.TrainingActivationBytes(2, 128, 96) + model.TrainingActivationBytes(1, 192, 256), 4 * backend.Allocations.Skip(prepared).Sum());
+    }
+
+    [Fact]
+    public void ActivationArena_GrowsOnlyShortBuffers_AndSurvivesAFailedAllocation()
+    {
+        var backend = new NullTrainingBackend();
+        using var arena = new ActivationArena(backend, 3);
+        Assert.Equal(0, arena.Elements);
+        DeviceBuffer[] first = arena.Reserve([10, 20, 30]);
+        long generation = arena.Generation;
+        var user = new object();
+        arena.User = user;
+        Assert.Same(first[1], arena.Reserve([5, 20, 1])[1]); // all fit: the same buffers, the same generation
+        Assert.Equal(generation, arena.Generation);
+        Assert.Same(user, arena.User);
+
+        DeviceBuffer[] grown = arena.Reserve([10, 25, 30]);
+        Assert.Same(first[0], grown[0]);
+        Assert.NotSame(first[1], grown[1]);
+        Assert.Equal(25, grown[1].Length);
+        Assert.NotEqual(generation, arena.Generation);
+        Assert.Null(arena.User); // the activations it held are gone
+        Assert.Equal(1, backend.Released);
+        Assert.Equal(65, arena.Elements);
+
+        backend.RefuseFrom = 1000;
+        Assert.Throws<OutOfMemoryException>(() => arena.Reserve([10, 25, 2000]));
+        Assert.Equal(35, arena.Elements); // the short buffer went first; the others stay
+        backend.RefuseFrom = null;
+        DeviceBuffer[] after = arena.Reserve([10, 25, 2000]);
+        Assert.Same(grown[1], after[1]);
+        Assert.Equal(2035, arena.Elements);
+        Assert.Throws<ArgumentException>(() => arena.Reserve([1, 2]));
+        Assert.Throws<ArgumentException>(() => arena.Reserve([1, -2, 3]));
+        arena.Dispose();
+        Assert.Equal(0, arena.Elements);
+        Assert.Throws<ObjectDisposedException>(() => arena.Reserve([1, 2, 3]));
     }
 
     [Fact]
@@ -251,8 +301,12 @@ public class TrainingSessionTests
             using (weights.CreateSession(Batch, Height, Width))
                 Assert.Equal(TrainNet.TrainingActivationBytes(Batch, Height, Width), 4 * shared.Allocations.Skip(1).Sum());
             int before = shared.Allocations.Count;
-            using (weights.CreateSession(1, 2 * Height, Width)) // a second size adds only its activations
-                Assert.Equal(TrainNet.TrainingActivationBytes(1, 2 * Height, Width), 4 * shared.Allocations.Skip(before).Sum());
+            using (weights.CreateSession(Batch, 2 * Height, Width)) // a larger size replaces every buffer
+                Assert.Equal(TrainNet.TrainingActivationBytes(Batch, 2 * Height, Width), 4 * shared.Allocations.Skip(before).Sum());
+            Assert.Equal(TrainNet.TrainingActivationBytes(Batch, 2 * Height, Width), weights.ActivationBytes);
+            before = shared.Allocations.Count;
+            using (weights.CreateSession(1, Height, Width)) // a smaller one fits in them
+                Assert.Equal(before, shared.Allocations.Count);
         }
         var inference = new NullTrainingBackend();
         using (net.CreateSession(inference, Batch, Height, Width))
@@ -401,10 +455,14 @@ internal sealed class NullTrainingBackend : ITrainingBackend
 
     public string Name => "null";
 
+    /// <summary>When set, allocations of this many elements or more throw, as a device out of memory would.</summary>
+    public long? RefuseFrom { get; set; }
+
     public DeviceBuffer Allocate(long elements)
     {
+        if (elements >= RefuseFrom) throw new OutOfMemoryException($"refused {elements} elements");
         Allocations.Add(elements);
-        return new Buffer(elements);
+        return new Buffer(elements, this);
     }
 
     public void Upload(ReadOnlySpan<float> source, TensorView destination) { }
@@ -426,9 +484,21 @@ internal sealed class NullTrainingBackend : ITrainingBackend
     public void Zero(TensorView t) { }
     public void Dispose() { }
 
-    private sealed class Buffer(long length) : DeviceBuffer
+    /// <summary>Buffers disposed so far.</summary>
+    public int Released { get; private set; }
+
+    private sealed class Buffer(long length, NullTrainingBackend owner) : DeviceBuffer
     {
+        private bool _disposed;
+
         public override long Length => length;
+
+        public override void Dispose()
+        {
+            if (!_disposed) owner.Released++;
+            _disposed = true;
+            base.Dispose();
+        }
     }
 
     private sealed class Conv(ConvSpec spec) : IPreparedConv
