@@ -17,13 +17,13 @@ internal static class Devices
     /// device), or <c>auto</c> (CUDA when there is one, else the CPU).
     /// <paramref name="threads"/> applies to the CPU backend (0 = all cores). Throws
     /// <see cref="UsageException"/> when <c>cuda</c> is asked for and this build or machine has none.
-    /// For inference (<paramref name="training"/> false) the CPU backend keeps one packed copy of each
-    /// convolution's weights and makes the Winograd form per call (<see cref="CpuBackend.WinogradWeightsPerCall"/>);
-    /// training keeps the transformed form, updated once per optimizer step.
+    /// The CPU backend keeps one packed copy of each convolution's weights (and, in training, of its
+    /// backward-data form) and makes the Winograd forms per call (<see cref="CpuBackend.WinogradWeightsPerCall"/>):
+    /// in training the stored forms would be rebuilt after every optimizer step anyway.
     /// </summary>
-    public static IBackend Create(string device, int threads, bool training = false)
+    public static IBackend Create(string device, int threads)
     {
-        CpuBackend Cpu() => new(threads) { WinogradWeightsPerCall = !training };
+        CpuBackend Cpu() => new(threads) { WinogradWeightsPerCall = true };
         switch (device)
         {
             case "cpu":

@@ -185,7 +185,7 @@ internal static class TrainCommand
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * perIteration / 16:G3} for {perIteration} images per iteration (--lr is used as given: {a.Options.LearningRate:G6})"));
 
-        using IBackend backend = Devices.Create(a.Device, a.Threads, training: true);
+        using IBackend backend = Devices.Create(a.Device, a.Threads);
         if (backend is not ITrainingBackend training)
             throw new UsageException($"--device {a.Device}: the {backend.Name} backend cannot train");
         if (model.Head.Classes < dataset.Categories.Count)

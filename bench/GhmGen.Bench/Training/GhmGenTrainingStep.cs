@@ -44,7 +44,8 @@ internal sealed class GhmGenTrainingStep : IDisposable
         SeededWeights.Fill(network);
         _input = new float[(long)batch * 3 * height * width];
         SeededWeights.FillInput(_input);
-        var cpu = new CpuBackend(threads);
+        // As ghm train runs it: Winograd weights transformed per call (GHM_WINOGRAD=stored keeps the transformed forms, for comparison).
+        var cpu = new CpuBackend(threads) { WinogradWeightsPerCall = Environment.GetEnvironmentVariable("GHM_WINOGRAD") != "stored" };
         _backend = wrap is null ? cpu : wrap(cpu);
         _session = info.CreateTrainingSession(network, _backend, batch, height, width);
 

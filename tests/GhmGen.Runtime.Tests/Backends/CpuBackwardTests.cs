@@ -63,14 +63,15 @@ public sealed class CpuBackwardTests
         return data;
     }
 
-    // The backends compared: (micro-kernel, threads, Winograd).
-    private static readonly (GemmKernelKind Kind, int Threads, bool Winograd)[] Backends =
+    // The backends compared: (micro-kernel, threads, Winograd, Winograd weights transformed per call).
+    private static readonly (GemmKernelKind Kind, int Threads, bool Winograd, bool PerCall)[] Backends =
     [
-        (GemmKernelKind.Auto, 1, true),
-        (GemmKernelKind.Auto, 2, true),
-        (GemmKernelKind.Auto, 2, false),
-        (GemmKernelKind.Avx2, 2, true),
-        (GemmKernelKind.Portable, 2, true),
+        (GemmKernelKind.Auto, 1, true, false),
+        (GemmKernelKind.Auto, 2, true, false),
+        (GemmKernelKind.Auto, 2, true, true),
+        (GemmKernelKind.Auto, 2, false, false),
+        (GemmKernelKind.Avx2, 2, true, false),
+        (GemmKernelKind.Portable, 2, true, false),
     ];
 
     // CPU against reference: the reference sums in double and rounds once; the CPU sums the D
@@ -101,11 +102,11 @@ public sealed class CpuBackwardTests
         int dataTerms = c.Out / c.Groups * Taps(c.Kernel, c.Stride), weightTerms = c.N * oh * ow;
         bool winogradData = s is { Kernel: 3, Stride: 1, Padding: 1, Groups: 1 };
 
-        foreach ((GemmKernelKind kind, int threads, bool winograd) in Backends)
+        foreach ((GemmKernelKind kind, int threads, bool winograd, bool perCall) in Backends)
         {
             if (!GemmKernel.IsSupported(kind)) continue; // this processor cannot run the variant
-            using var cpu = new CpuBackend(threads, kind, winograd) { WinogradMinimumTiles = 0 };
-            string where = $"{c} kernel {kind} threads {threads} winograd {winograd}";
+            using var cpu = new CpuBackend(threads, kind, winograd) { WinogradMinimumTiles = 0, WinogradWeightsPerCall = perCall };
+            string where = $"{c} kernel {kind} threads {threads} winograd {winograd} per-call {perCall}";
             double dataFactor = Factor(dataTerms) * (winograd && winogradData ? 4 : 1);
             foreach (bool accumulate in new[] { false, true })
             {
@@ -166,9 +167,11 @@ public sealed class CpuBackwardTests
         float[] dy = CpuBackendTests.RandomValues(random, c.N * c.Out * oh * ow);
         float[] w1 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b1 = CpuBackendTests.RandomValues(random, c.Out);
         float[] w2 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b2 = CpuBackendTests.RandomValues(random, c.Out);
-        foreach (bool winograd in new[] { true, false })
+        foreach ((bool winograd, bool perCall) in new[] { (true, false), (true, true), (false, false) })
         {
-            using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0 };
+            // Per call: the forward and backward-data forms keep only their panels; the backward-data
+            // panels go stale at UpdateConv and must be rebuilt before a Winograd call transforms them.
+            using var cpu = new CpuBackend(2, GemmKernelKind.Auto, winograd) { WinogradMinimumTiles = 0, WinogradWeightsPerCall = perCall };
             TensorView xv = CpuBackendTests.Tensor(cpu, x, c.N, c.In, c.H, c.W), dyv = CpuBackendTests.Tensor(cpu, dy, c.N, c.Out, oh, ow);
             (float[] y, float[] dx) Run(IPreparedConv conv)
             {

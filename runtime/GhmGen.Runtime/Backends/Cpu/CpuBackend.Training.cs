@@ -253,8 +253,14 @@ public sealed unsafe partial class CpuBackend
         if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
         Span<float> weight = refreshScratch.AsSpan(0, n);
         packed.UnpackWeight(weight);
-        packed.EnsureBackwardData(weight, kernel, useWinograd);
-        if (packed.BackwardData?.Winograd is not null) EnsureWinogradScratch(packed.Spec.OutChannels);
+        // With WinogradWeightsPerCall the backward-data form keeps only its panels too, and each Winograd call
+        // transforms them into the shared scratch, as the forward form does.
+        packed.EnsureBackwardData(weight, kernel, useWinograd && !WinogradWeightsPerCall);
+        if (packed.BackwardData is { } form && (form.WinogradApplies || TransformsPerCall(form)))
+        {
+            EnsureWinogradScratch(form.Spec.InChannels);
+            if (TransformsPerCall(form)) EnsureWinogradWeightScratch(form);
+        }
     }
 
     // x (or dx) is [N, in, H, W] and dy [N, out, OH, OW] of one convolution.

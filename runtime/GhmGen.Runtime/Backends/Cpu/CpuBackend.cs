@@ -96,8 +96,12 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// runs it through Winograd first transforms them into one scratch shared by every
     /// convolution (in passes of output channels for the largest): the stored transformed form is
     /// 4x the size of the 3x3 weights (R-50 RetinaNet: ~250 MB), the per-call transform costs a
-    /// few percent of the convolution. False (default): the transformed form is made once, at
-    /// <see cref="PrepareConv"/> and <c>UpdateConv</c>, as training wants (bitwise the double-rounded
+    /// few percent of the convolution. The same holds for the backward-data form of training
+    /// (the transposed convolution's panels): in a training step each form is used about once
+    /// between two <c>UpdateConv</c>s, so transforming per call costs about what rebuilding a stored
+    /// form costs, except for convolutions applied at several levels (the shared head). False
+    /// (default): the transformed forms are stored, made at <see cref="PrepareConv"/> (forward) or on
+    /// first use (backward-data) and rebuilt after an <c>UpdateConv</c> (bitwise the double-rounded
     /// transform; the per-call one rounds in float). Set it before preparing any convolution.
     /// </summary>
     public bool WinogradWeightsPerCall { get; init; }
@@ -196,6 +200,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         bool enoughTiles = winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || winogradTiles >= kernel.Columns);
         if (enoughTiles && !packed.WinogradApplies && TransformsPerCall(packed))
         {
+            FreshPanels(packed); // a backward-data form's panels, stale after an UpdateConv
             RunWinogradPerCall(packed, x, xs, ys, rs, residual is not null, relu);
             return;
         }
