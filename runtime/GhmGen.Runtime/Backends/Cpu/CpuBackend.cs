@@ -33,6 +33,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private float* winogradWeightScratch;
     private long winogradWeightElements;
     private readonly SmallMapConvolution smallMapConvolution = new();
+    private readonly SharedInputConvolution sharedInputConvolution = new();
     private readonly ConvWeightGradient weightGradient;
     private readonly ConvInputGradient inputGradient;
     private readonly float* zeroBias;
@@ -104,6 +105,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     /// <summary>Convolution calls that took the small-map path so far (tests check that the path ran).</summary>
     internal long SmallMapCalls { get; private set; }
+
+    /// <summary>Convolution calls that took the shared-input path (SharedInputConvolution) so far.</summary>
+    internal long SharedInputCalls { get; private set; }
 
     /// <summary>Passes of per-call Winograd weight transforms run so far (one or more per such convolution call).</summary>
     public long WinogradWeightPasses { get; private set; }
@@ -214,6 +218,20 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             return;
         }
         FreshPanels(packed);
+        if (SharedInputConvolution.Applies(packed, x.N, oh, ow) && ((long)x.N * oh * ow >= SharedInputConvolution.MinimumColumns || !SmallMapConvolution.Applies(packed, x.N, oh, ow)))
+        {
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            fixed (float* pa = packed.Panels)
+            fixed (float* pb = packed.Bias)
+            {
+                pool.Run(sharedInputConvolution, sharedInputConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu));
+                pool.Run(sharedInputConvolution, sharedInputConvolution.PrepareProducts(pool.WorkerCount));
+                SharedInputCalls++;
+            }
+            return;
+        }
         if (SmallMapConvolution.Applies(packed, x.N, oh, ow))
         {
             fixed (float* px = xs)
@@ -383,6 +401,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         NativeMemory.AlignedFree(winogradWeightScratch);
         winogradWeightScratch = null;
         smallMapConvolution.Dispose();
+        sharedInputConvolution.Dispose();
         weightGradient.Dispose();
         inputGradient.Dispose();
     }
