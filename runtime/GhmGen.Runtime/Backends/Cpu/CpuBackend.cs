@@ -1,5 +1,6 @@
 // The fast CPU implementation of IBackend: convolution through the packed GEMM
-// (GemmConvolution + GemmMicroKernels), and SIMD, multi-threaded max-pool, nearest
+// (GemmConvolution + GemmMicroKernels; SharedInputConvolution for outputs of 9..512 pixels per
+// image, SmallMapConvolution up to 8, WinogradConvolution for large 3x3 stride-1 ones), and SIMD, multi-threaded max-pool, nearest
 // upsample-add, add(+ReLU), ReLU and sigmoid (CpuPointwiseOps). Tensors live in HostBuffer
 // (managed float arrays, pinned for the duration of each call). Work runs on a CpuWorkerPool, so
 // a steady-state call allocates nothing. Ops that use the workers or their scratch hold one lock

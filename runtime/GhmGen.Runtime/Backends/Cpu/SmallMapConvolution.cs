@@ -6,6 +6,9 @@
 // head at every input size, C4/C5 and P4/P5 at small inputs: a 3x3 256->256 on a 4x6 map went
 // from ~1.0 ms on the GEMM to ~0.2 ms here). From about 64 pixels on the GEMM is faster again (a
 // 3x3 256->256 on 8x8: 0.57 ms here; on 8x12, 96 pixels, the GEMM takes 0.48 ms), hence 48.
+// With the AVX-512 kernel CpuBackend now runs it only up to 8 pixels (SharedInputConvolution.MinimumColumns):
+// from 9 on, the shared-input GEMM's 8x16 / 8x32 tiles are faster; up to 8, the last partial group
+// runs with 4, 2 or 1 accumulators.
 // Two phases of work items: the implicit im2col columns [depth, stride] (stride = the pixel count
 // rounded up to 8, unused columns zero) in blocks of rows, then one item per weight panel.
 // Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= MaxColumns; bias, residual and ReLU fused.
