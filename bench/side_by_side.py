@@ -27,7 +27,8 @@ How it works (one run of this script):
   3. Sends each worker one warm-up "run", then --rounds rounds; in each round every worker does one
      timed forward, strictly one at a time (the others are blocked reading stdin). The order within
      a round is a seeded shuffle (--seed), so no framework always runs first or always follows the
-     same peer (whose threads may still be spinning down).
+     same peer (whose threads may still be spinning down; --gap-ms pauses before each forward so
+     that they have stopped).
      Each worker times its own forward (wall clock and process CPU time) and answers one line.
   4. Reads each worker's peak RSS (VmHWM of /proc/PID/status; it includes set-up, e.g. generating
      the seeded weights) and its current RSS (VmRSS, the steady state) right after the rounds, before
@@ -254,6 +255,9 @@ def main() -> int:
     parser.add_argument("--torchscript", help="TorchScript file for torchsharp (default "
                         "artifacts/torchscript/MODEL-infer-HxW.pt, exported if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round framework order")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="pause before each timed forward, so that the previous worker's spinning threads "
+                             "(ONNX Runtime's and OpenMP's spin after a run) have stopped; 0: none")
     parser.add_argument("--no-build", action="store_true", help="do not run dotnet build first")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -313,6 +317,8 @@ def main() -> int:
             orders.append(order)
             line = []
             for f in order:
+                if args.gap_ms > 0:
+                    time.sleep(args.gap_ms / 1e3)
                 ms, cpu_ms = workers[f].run()
                 times[f].append(ms)
                 cpu[f].append(cpu_ms)
@@ -384,7 +390,7 @@ def main() -> int:
     except ImportError:
         torch_version = None
     summary = {
-        "model": args.model, "size": f"{h}x{w}", "batch": args.batch, "threads": args.threads, "rounds": args.rounds,
+        "model": args.model, "size": f"{h}x{w}", "batch": args.batch, "threads": args.threads, "gap_ms": args.gap_ms, "rounds": args.rounds,
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_avg_1min": [round(v, 2) for v in loads], "round_orders": orders, "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
         "torchsharp": (f"{TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"
