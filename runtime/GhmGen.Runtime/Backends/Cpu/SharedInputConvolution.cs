@@ -133,6 +133,7 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
 
     // im2col rows block * PackRows .. + PackRows of image n, as NR-wide panels:
     // dst[(q / NR) * depth * NR + k * NR + q % NR], columns past the pixel count zero.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Pack(int n, int block)
     {
         ConvSpec s = conv.Spec;
@@ -195,6 +196,7 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     }
 
     // Output channels of panels chunk * panelsPerChunk .. of image n, every column panel.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Products(int n, int chunk)
     {
         int m = outChannels;

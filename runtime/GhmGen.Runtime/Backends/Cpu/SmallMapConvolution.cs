@@ -13,6 +13,7 @@
 // rounded up to 8, unused columns zero) in blocks of rows, then one item per weight panel.
 // Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= MaxColumns; bias, residual and ReLU fused.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/SmallMapConvolutionTests.cs.
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -99,6 +100,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     }
 
     // im2col rows item * GatherRows .. + GatherRows.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Gather(int item)
     {
         ConvSpec s = conv.Spec;
@@ -122,6 +124,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     // Output rows of one weight panel, 8 output pixels at a time; a last group of fewer pixels
     // runs with as many accumulators as it has pixels (4, 2, 1 at a time, the depth split over
     // 2 or 4 partial sums so that the FMA chains stay independent), not 8 of which most are zero.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Products(int panel)
     {
         float* w = panels + (long)panel * Rows * depth;
@@ -152,6 +155,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Columns8(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
@@ -170,6 +174,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Columns4(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -197,6 +202,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         acc[0] = a0 + b0; acc[1] = a1 + b1; acc[2] = a2 + b2; acc[3] = a3 + b3;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Columns2(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, b0 = a0, b1 = a0, e0 = a0, e1 = a0, f0 = a0, f1 = a0;
@@ -223,6 +229,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         acc[0] = (a0 + b0) + (e0 + f0); acc[1] = (a1 + b1) + (e1 + f1);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Columns1(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
