@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """Side-by-side CPU benchmark: GhmGen vs PyTorch (eager, frozen) vs ONNX Runtime vs TorchSharp, run alternately.
 
-    /usr/bin/python3 bench/side_by_side.py [--model retinanet-ghm-r50-fpn] [--size 800x1216]
+    /usr/bin/python3 bench/side_by_side.py [--model retinanet-ghm-r50-fpn] [--size 800x1216] [--batch 1]
         [--threads 2] [--rounds 5] [--frameworks ghmgen,pytorch-eager,pytorch-frozen,onnxruntime,torchsharp]
         [--onnx PATH] [--torchscript PATH] [--no-build]
 
 How it works (one run of this script):
   1. Exports the seeded network to ONNX (tools/reference/export_onnx.py, opset 13) into
-     artifacts/onnx/MODEL-HxW.onnx and as TorchScript (tools/reference/export_torchscript.py, a plain
+     artifacts/onnx/MODEL-HxW.onnx (MODEL-bB-HxW.onnx for --batch B > 1) and as TorchScript (tools/reference/export_torchscript.py, a plain
      torch.jit.trace) into artifacts/torchscript/MODEL-infer-HxW.pt if those files are missing, and
      builds bench/GhmGen.Bench and bench/GhmGen.Bench.TorchSharp (Release; the latter only when
      torchsharp is among --frameworks).
@@ -22,12 +22,13 @@ How it works (one run of this script):
                       0.107.0 = libtorch 2.10.0, torch.jit.load of the TorchScript file, torch.set_num_threads,
                       under torch.no_grad(); its set-up ends with 2 untimed calls for libtorch's profiling
                       graph executor, see WorkerProtocol.DefaultJitWarmups)
-     Every worker holds the same seeded weights and the same seeded 1x3xHxW input (SeededWeights /
-     seeded_weights.py, bit-identical).
+     Every worker holds the same seeded weights and the same seeded Bx3xHxW input (SeededWeights /
+     seeded_weights.py, bit-identical; B = --batch, 1 by default; torchsharp only at batch 1).
   3. Sends each worker one warm-up "run", then --rounds rounds; in each round every worker does one
      timed forward, strictly one at a time (the others are blocked reading stdin). The order within
      a round is a seeded shuffle (--seed), so no framework always runs first or always follows the
-     same peer (whose threads may still be spinning down).
+     same peer (whose threads may still be spinning down; --gap-ms pauses before each forward so
+     that they have stopped).
      Each worker times its own forward (wall clock and process CPU time) and answers one line.
   4. Reads each worker's peak RSS (VmHWM of /proc/PID/status; it includes set-up, e.g. generating
      the seeded weights) and its current RSS (VmRSS, the steady state) right after the rounds, before
@@ -85,7 +86,7 @@ def reply(text: str) -> None:
     sys.stdout.flush()
 
 
-def torch_worker(mode: str, name: str, h: int, w: int, threads: int) -> int:
+def torch_worker(mode: str, name: str, h: int, w: int, threads: int, batch: int = 1) -> int:
     t0 = time.perf_counter()
     import numpy as np
     import torch
@@ -105,7 +106,7 @@ def torch_worker(mode: str, name: str, h: int, w: int, threads: int) -> int:
     torch.set_num_threads(threads)
     net = reference_model.build(name)
     seeded.load_seeded(net)
-    x = torch.from_numpy(seeded.seeded_input((1, 3, h, w)))
+    x = torch.from_numpy(seeded.seeded_input((batch, 3, h, w)))
     fn = FlatOutputs(net).eval()
     if mode == "pytorch-frozen":
         with torch.no_grad():
@@ -194,6 +195,8 @@ class Worker:
 def worker_command(framework: str, args, onnx_path: str, torchscript_path: str) -> list[str]:
     h, w = args.size
     common = ["--model", args.model, "--size", f"{h}x{w}", "--threads", str(args.threads)]
+    if args.batch > 1:
+        common += ["--batch", str(args.batch)]
     if framework in ("ghmgen", "onnxruntime"):
         cmd = [BENCH_EXE, "side-by-side-worker", "--framework", framework] + common
         return cmd + (["--onnx", onnx_path] if framework == "onnxruntime" else [])
@@ -225,7 +228,7 @@ def compare(reference: "np.ndarray", other: "np.ndarray", shapes: list[tuple[str
     return worst, where
 
 
-def head_counts(h: int, w: int) -> list[tuple[str, int]]:
+def head_counts(h: int, w: int, batch: int = 1) -> list[tuple[str, int]]:
     # docs/MODEL.md §2: P3 is stride 8 of a ResNet (conv stride 2 + max-pool stride 2 + three stride-2 stages),
     # each level halves with ceil; P6/P7 are stride-2 3x3 convs with padding 1 (also ceil).
     sizes, ph, pw = [], h, w
@@ -235,14 +238,15 @@ def head_counts(h: int, w: int) -> list[tuple[str, int]]:
     for level in range(3, 8):
         sizes.append(ph * pw)
         ph, pw = (ph + 1) // 2, (pw + 1) // 2
-    return [(f"cls_p{l}", 720 * s) for l, s in zip(range(3, 8), sizes)] + \
-           [(f"reg_p{l}", 36 * s) for l, s in zip(range(3, 8), sizes)]
+    return [(f"cls_p{l}", batch * 720 * s) for l, s in zip(range(3, 8), sizes)] + \
+           [(f"reg_p{l}", batch * 36 * s) for l, s in zip(range(3, 8), sizes)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="retinanet-ghm-r50-fpn")
     parser.add_argument("--size", type=parse_size, default=(800, 1216))
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (ghmgen, onnxruntime, pytorch-*)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frameworks", default=",".join(ALL_FRAMEWORKS),
@@ -251,29 +255,35 @@ def main() -> int:
     parser.add_argument("--torchscript", help="TorchScript file for torchsharp (default "
                         "artifacts/torchscript/MODEL-infer-HxW.pt, exported if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round framework order")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="pause before each timed forward, so that the previous worker's spinning threads "
+                             "(ONNX Runtime's and OpenMP's spin after a run) have stopped; 0: none")
     parser.add_argument("--no-build", action="store_true", help="do not run dotnet build first")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads < 1 or args.rounds < 1:
-        parser.error("--threads and --rounds must be at least 1")
+    if args.threads < 1 or args.rounds < 1 or args.batch < 1:
+        parser.error("--threads, --rounds and --batch must be at least 1")
     h, w = args.size
     if args.worker:
-        return torch_worker(args.worker, args.model, h, w, args.threads)
+        return torch_worker(args.worker, args.model, h, w, args.threads, args.batch)
 
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     unknown = [f for f in frameworks if f not in ALL_FRAMEWORKS]
     if unknown or "ghmgen" not in frameworks:
         parser.error(f"--frameworks: unknown {unknown}" if unknown else "--frameworks must include ghmgen")
+    if args.batch > 1 and "torchsharp" in frameworks:
+        parser.error("--batch > 1: the torchsharp worker runs batch 1 only")
+    tag = f"{args.model}-{h}x{w}" if args.batch == 1 else f"{args.model}-b{args.batch}-{h}x{w}"
     out_dir = os.path.join(ROOT, "artifacts", "side_by_side")
     os.makedirs(out_dir, exist_ok=True)
-    onnx_path = os.path.abspath(args.onnx or os.path.join(ROOT, "artifacts", "onnx", f"{args.model}-{h}x{w}.onnx"))
+    onnx_path = os.path.abspath(args.onnx or os.path.join(ROOT, "artifacts", "onnx", f"{tag}.onnx"))
     torchscript_path = os.path.abspath(args.torchscript or os.path.join(
         ROOT, "artifacts", "torchscript", f"{args.model}-infer-{h}x{w}.pt"))
 
     if "onnxruntime" in frameworks and not os.path.exists(onnx_path):
         print(f"# exporting {onnx_path} (once; ~90 s for R-50)", flush=True)
         subprocess.run([sys.executable, os.path.join(REFERENCE, "export_onnx.py"), args.model, onnx_path,
-                        "--size", f"{h}x{w}"], check=True, cwd=ROOT)
+                        "--size", f"{h}x{w}", "--batch", str(args.batch)], check=True, cwd=ROOT)
     if "torchsharp" in frameworks and not os.path.exists(torchscript_path):
         print(f"# exporting {torchscript_path} (once)", flush=True)
         subprocess.run([sys.executable, os.path.join(REFERENCE, "export_torchscript.py"), args.model, torchscript_path,
@@ -307,6 +317,8 @@ def main() -> int:
             orders.append(order)
             line = []
             for f in order:
+                if args.gap_ms > 0:
+                    time.sleep(args.gap_ms / 1e3)
                 ms, cpu_ms = workers[f].run()
                 times[f].append(ms)
                 cpu[f].append(cpu_ms)
@@ -328,7 +340,7 @@ def main() -> int:
         for worker in workers.values():
             worker.close()
 
-    counts = head_counts(h, w)
+    counts = head_counts(h, w, args.batch)
     expected_floats = sum(c for _, c in counts)
     guard = {}
     ok = True
@@ -359,7 +371,7 @@ def main() -> int:
         })
 
     print()
-    print(f"{args.model} {h}x{w}, {args.threads} threads, {args.rounds} rounds round-robin (shuffled order) after 1 warm-up each; "
+    print(f"{args.model} {h}x{w}{f', batch {args.batch}' if args.batch > 1 else ''}, {args.threads} threads, {args.rounds} rounds round-robin (shuffled order) after 1 warm-up each; "
           f"{started:%Y-%m-%d %H:%M} UTC; load average (1 min) per round {min(loads):.2f}..{max(loads):.2f}")
     print(f"{'framework':<16}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'med CPU ms':>12}{'peak RSS MB':>13}"
           f"{'RSS after MB':>14}{'GhmGen/peer':>13}")
@@ -378,7 +390,7 @@ def main() -> int:
     except ImportError:
         torch_version = None
     summary = {
-        "model": args.model, "size": f"{h}x{w}", "threads": args.threads, "rounds": args.rounds,
+        "model": args.model, "size": f"{h}x{w}", "batch": args.batch, "threads": args.threads, "gap_ms": args.gap_ms, "rounds": args.rounds,
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_avg_1min": [round(v, 2) for v in loads], "round_orders": orders, "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
         "torchsharp": (f"{TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"
@@ -386,7 +398,7 @@ def main() -> int:
         "python": platform.python_version(), "results": rows, "guard": guard, "guard_pass": ok,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    summary_path = os.path.join(out_dir, f"{args.model}-{h}x{w}.json")
+    summary_path = os.path.join(out_dir, f"{tag}.json")
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary))

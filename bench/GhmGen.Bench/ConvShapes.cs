@@ -67,6 +67,30 @@ public sealed record ConvShape(string Name, int In, int Out, int Kernel, int Str
         new("reg 3x3 256-36 @7x10", 256, 36, 3, 1, 1, 1, 7, 10, 1),
     ];
 
+    /// <summary>
+    /// The shapes of <see cref="RetinaNetR50"/> at another input size (e.g. 64x96 or 320x320): each map of
+    /// stride 2^s (as at 800x1216) becomes the input halved s times, rounding up (the network's padding);
+    /// names end in the new map size; shapes that coincide at the new size (P6's 3x3 256-256 on 7x10 and
+    /// 13x19 at a tiny input) keep separate rows.
+    /// </summary>
+    public static ConvShape[] RetinaNetR50At(int height, int width)
+    {
+        static int Halve(int size, int times)
+        {
+            for (int i = 0; i < times; i++) size = (size + 1) / 2;
+            return size;
+        }
+        var shapes = new List<ConvShape>();
+        foreach (ConvShape shape in RetinaNetR50)
+        {
+            int times = (int)Math.Round(Math.Log2(800.0 / shape.H));
+            int h = Halve(height, times), w = Halve(width, times);
+            string name = shape.Name[..shape.Name.IndexOf('@', StringComparison.Ordinal)] + $"@{h}x{w}";
+            shapes.Add(shape with { Name = name, H = h, W = w });
+        }
+        return [.. shapes];
+    }
+
     /// <summary>ResNeXt grouped 3x3 shapes (32x4d at 800x1216), for comparison with the dense ones.</summary>
     public static readonly ConvShape[] ResNeXtGrouped =
     [

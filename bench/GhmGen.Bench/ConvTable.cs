@@ -60,9 +60,19 @@ public static class ConvTable
         return $"{Field("model name")} (family {Field("cpu family")}, model {Field("model")}, stepping {Field("stepping")}), {Environment.ProcessorCount} logical CPUs";
     }
 
-    /// <summary>Measures every shape (or those whose name contains <paramref name="filter"/>).</summary>
-    public static void Print(int repeats, int threads, string? filter)
+    /// <summary>
+    /// Measures every shape (or those whose name contains <paramref name="filter"/>); with <paramref name="size"/>
+    /// (HxW), R-50's shapes at that input size (<see cref="ConvShape.RetinaNetR50At"/>) instead of 800x1216.
+    /// </summary>
+    public static void Print(int repeats, int threads, string? filter, string? size = null)
     {
+        ConvShape[] shapes = ConvShape.RetinaNetR50.Concat(ConvShape.ResNeXtGrouped).ToArray();
+        if (size is not null)
+        {
+            string[] parts = size.Split('x');
+            shapes = ConvShape.RetinaNetR50At(int.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture),
+                int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
+        }
         // Inference's backend: the Winograd weights made per call (their transform is in the times).
         using var backend = new CpuBackend(threads) { WinogradWeightsPerCall = true };
         Console.WriteLine($"machine: {Machine()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
@@ -78,7 +88,7 @@ public static class ConvTable
             Console.WriteLine($"FMA peak, {t} thread(s): {wall:F1} GFLOP/s wall, {t * FmaPeak.Flops(200_000_000) / cpu / 1e9:F1} GFLOP per CPU-second");
         }
         double total = 0, totalFlops = 0, totalCpu = 0;
-        foreach (ConvShape shape in ConvShape.RetinaNetR50.Concat(ConvShape.ResNeXtGrouped))
+        foreach (ConvShape shape in shapes)
         {
             if (filter is not null && !shape.Name.Contains(filter, StringComparison.Ordinal)) continue;
             using var run = new ConvRun(backend, shape);
@@ -100,8 +110,8 @@ public static class ConvTable
                 totalFlops += shape.Flops * shape.Count;
             }
         }
-        PrintPointwise(backend, repeats);
-        Console.WriteLine($"R-50 RetinaNet convolutions, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
+        if (size is null) PrintPointwise(backend, repeats);
+        Console.WriteLine($"R-50 RetinaNet convolutions{(size is null ? "" : $" at {size}")}, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
             + $"{totalCpu * 1e3:F0} ms CPU time = {totalCpu / backend.ThreadCount * 1e3:F0} ms on {backend.ThreadCount} uncontended cores");
     }
 }

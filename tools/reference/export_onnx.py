@@ -53,13 +53,16 @@ def main() -> int:
     parser.add_argument("output", help="path of the .onnx file to write")
     parser.add_argument("--size", type=parse_size, default=(800, 1216), help="HxW of the traced input")
     parser.add_argument("--dynamic", action="store_true", help="make H and W symbolic")
+    parser.add_argument("--batch", type=int, default=1, help="N of the traced input (the seeded input over all N images)")
     args = parser.parse_args()
 
     net = reference_model.build(args.model)
     seeded.load_seeded(net)
     wrapped = FlatOutputs(net).eval()
     h, w = args.size
-    x = torch.from_numpy(seeded.seeded_input((1, 3, h, w)))
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
+    x = torch.from_numpy(seeded.seeded_input((args.batch, 3, h, w)))
     dynamic_axes = None
     if args.dynamic:
         dynamic_axes = {"input": {2: "height", 3: "width"}}
@@ -71,7 +74,7 @@ def main() -> int:
                           output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 1e6:.1f} MB), "
-          f"{args.model}, input [1,3,{h},{w}], opset 13{', dynamic H/W' if args.dynamic else ''}")
+          f"{args.model}, input [{args.batch},3,{h},{w}], opset 13{', dynamic H/W' if args.dynamic else ''}")
     try:
         import onnxruntime  # type: ignore
     except ImportError:

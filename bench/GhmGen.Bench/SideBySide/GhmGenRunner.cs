@@ -14,19 +14,19 @@ internal sealed class GhmGenRunner : IFrameworkRunner
     private readonly float[] _input;
     private readonly float[] _lastOutputSink;
 
-    /// <summary>Builds the network, fills the seeded weights and prepares a batch-1 session.</summary>
-    public GhmGenRunner(string modelName, int height, int width, int threads)
+    /// <summary>Builds the network, fills the seeded weights and prepares a session for <paramref name="batch"/> images.</summary>
+    public GhmGenRunner(string modelName, int batch, int height, int width, int threads)
     {
         ModelInfo info = ModelRegistry.Get(modelName);
         info.OutputShapes(height, width); // validates the size for this model
-        _input = new float[3 * height * width];
+        _input = new float[(long)batch * 3 * height * width];
         SeededWeights.FillInput(_input);
         _backend = new CpuBackend(threads) { WinogradWeightsPerCall = true };
         // As ghm bench does: the network's float copy is released (a decommitting collection)
         // before the activations are touched, so it does not count with them in the peak.
         _prepared = Prepare(info, _backend);
         GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        _session = _prepared.CreateSession(1, height, width);
+        _session = _prepared.CreateSession(batch, height, width);
         _lastOutputSink = new float[_session.Outputs[^1].Tensor.ElementCount];
     }
 

@@ -16,8 +16,8 @@ internal sealed class OnnxRuntimeRunner : IFrameworkRunner
     private readonly float[] _inputData;
     private IDisposableReadOnlyCollection<OrtValue>? _lastOutputs;
 
-    /// <summary>Loads <paramref name="onnxPath"/> and binds the seeded 1x3xHxW input.</summary>
-    public OnnxRuntimeRunner(string onnxPath, int height, int width, int threads)
+    /// <summary>Loads <paramref name="onnxPath"/> and binds the seeded Bx3xHxW input (B = <paramref name="batch"/>).</summary>
+    public OnnxRuntimeRunner(string onnxPath, int batch, int height, int width, int threads)
     {
         if (!File.Exists(onnxPath))
             throw new ArgumentException($"--onnx '{onnxPath}' does not exist (export it with tools/reference/export_onnx.py)", nameof(onnxPath));
@@ -29,16 +29,16 @@ internal sealed class OnnxRuntimeRunner : IFrameworkRunner
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
         };
         _session = new InferenceSession(onnxPath, _options);
-        long[] inputShape = [1, 3, height, width];
+        long[] inputShape = [batch, 3, height, width];
         IReadOnlyList<int> declared = _session.InputMetadata["input"].Dimensions;
         for (int d = 0; d < 4; d++)
         {
             if (declared[d] > 0 && declared[d] != inputShape[d])
                 throw new ArgumentException(
-                    $"--onnx '{onnxPath}' expects input [{string.Join(",", declared)}], not [{string.Join(",", inputShape)}] (re-export at --size {height}x{width})",
+                    $"--onnx '{onnxPath}' expects input [{string.Join(",", declared)}], not [{string.Join(",", inputShape)}] (re-export at --size {height}x{width} --batch {batch})",
                     nameof(onnxPath));
         }
-        _inputData = new float[3 * height * width];
+        _inputData = new float[batch * 3 * height * width];
         SeededWeights.FillInput(_inputData);
         _input = OrtValue.CreateTensorValueFromMemory(_inputData, inputShape);
     }

@@ -4,7 +4,7 @@ using System.Globalization;
 namespace GhmGen.Bench.SideBySide;
 
 /// <summary>
-/// <c>side-by-side-worker --framework ghmgen|onnxruntime --model NAME --size HxW --threads N [--onnx PATH]</c>:
+/// <c>side-by-side-worker --framework ghmgen|onnxruntime --model NAME --size HxW [--batch B] --threads N [--onnx PATH]</c>:
 /// a process that serves one framework to bench/side_by_side.py, one command per stdin line.
 /// <list type="bullet">
 /// <item><c>run</c>: one timed forward; answers <c>SBS ms=WALL cpu_ms=CPU</c>.</item>
@@ -25,7 +25,7 @@ internal static class SideBySideWorker
     {
         string? framework = null, onnxPath = null;
         string model = "retinanet-ghm-r50-fpn", size = "800x1216";
-        int threads = 2;
+        int threads = 2, batch = 1;
         for (int i = 0; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"side-by-side-worker: {args[i]} needs a value");
@@ -35,19 +35,21 @@ internal static class SideBySideWorker
                 case "--model": model = Value(); break;
                 case "--size": size = Value(); break;
                 case "--threads": threads = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--batch": batch = int.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--onnx": onnxPath = Value(); break;
                 default: throw new ArgumentException($"side-by-side-worker: unknown argument '{args[i]}'");
             }
         }
         if (threads < 1) throw new ArgumentException($"side-by-side-worker: --threads {threads} must be at least 1");
+        if (batch < 1) throw new ArgumentException($"side-by-side-worker: --batch {batch} must be at least 1");
         (int height, int width) = ParseSize(size);
 
         long setupStart = Stopwatch.GetTimestamp();
         using IFrameworkRunner runner = framework switch
         {
-            "ghmgen" => new GhmGenRunner(model, height, width, threads),
+            "ghmgen" => new GhmGenRunner(model, batch, height, width, threads),
             "onnxruntime" => new OnnxRuntimeRunner(
-                onnxPath ?? throw new ArgumentException("side-by-side-worker: --framework onnxruntime needs --onnx PATH"), height, width, threads),
+                onnxPath ?? throw new ArgumentException("side-by-side-worker: --framework onnxruntime needs --onnx PATH"), batch, height, width, threads),
             _ => throw new ArgumentException($"side-by-side-worker: --framework '{framework}' is not ghmgen or onnxruntime"),
         };
         Reply($"ready setup_ms={Stopwatch.GetElapsedTime(setupStart).TotalMilliseconds:F1}");

@@ -128,13 +128,14 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
     public static double Macs(ConvSpec s, TensorView y) => (double)y.N * s.OutChannels * y.H * y.W * (s.InChannels / s.Groups) * s.Kernel * s.Kernel;
 
     // CpuBackend's rule (RunConv): a dense 3x3 stride-1 convolution uses Winograd F(4x4, 3x3) when the batch
-    // has at least one block of NR = 48 tiles per worker beyond the first (NR * (workers - 1) + 1) and at least NR.
+    // has at least one block of NR = 48 tiles per worker beyond the first (NR * (workers - 1) + 1) and each
+    // image at least NR.
     private bool UsesWinograd(ConvSpec s, TensorView x)
     {
         if (s is not { Kernel: 3, Stride: 1, Groups: 1 } || s.Padding > 1) return false;
-        long tiles = (long)x.N * ((x.H + 3) / 4) * ((x.W + 3) / 4);
+        long imageTiles = (long)((x.H + 3) / 4) * ((x.W + 3) / 4);
         const int nr = 48;
-        return tiles >= Math.Max((long)nr * (inner.ThreadCount - 1) + 1, nr);
+        return x.N * imageTiles >= (long)nr * (inner.ThreadCount - 1) + 1 && imageTiles >= nr;
     }
 
     private static bool PackedBackwardIsConvolution(ConvSpec s) => s.Stride == 1 && s.Padding <= s.Kernel - 1;

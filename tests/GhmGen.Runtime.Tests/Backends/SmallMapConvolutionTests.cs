@@ -4,9 +4,11 @@ using GhmGen.Backends.Cpu;
 namespace GhmGen.Runtime.Tests.Backends;
 
 /// <summary>
-/// Convolutions with at most 48 output pixels (the CPU backend's GEMV-like small-map path on the
-/// AVX-512 kernel) against the reference backend: odd channel counts, stride 2, padding, a batch
-/// of 2, residual (also in place) and ReLU; each case must have taken that path.
+/// Convolutions with at most 48 output pixels against the reference backend: odd channel counts,
+/// stride 2, padding, a batch of 2, residual (also in place) and ReLU. Up to 8 pixels (over the
+/// batch) they must have taken the GEMV-like small-map path on the AVX-512 kernel (1, 2, 3, 5, 6, 7
+/// and 8 pixels: every mix of its 8-, 4-, 2- and 1-pixel groups), from 9 on the shared-input GEMM
+/// (SharedInputConvolutionTests has that path's own cases).
 /// </summary>
 public class SmallMapConvolutionTests
 {
@@ -19,6 +21,9 @@ public class SmallMapConvolutionTests
     [InlineData(1, 256, 256, 3, 1, 1, 4, 6, true, true)]   // 24 pixels (C4 / P4 at a 64x96 input): three groups of 8
     [InlineData(2, 33, 70, 1, 1, 0, 4, 5, false, true)]    // batch 2, 40 pixels: a partial last group, images across a group
     [InlineData(1, 600, 24, 3, 1, 1, 6, 8, false, false)]  // 48 pixels, the most this path takes; K = 5400: several gather items
+    [InlineData(1, 515, 20, 3, 1, 1, 1, 7, true, true)]    // 7 pixels: groups of 4, 2 and 1; K = 4635 (odd)
+    [InlineData(1, 31, 17, 1, 1, 0, 1, 3, false, true)]    // 3 pixels: 2 + 1, K = 31
+    [InlineData(1, 2048, 256, 3, 2, 1, 2, 10, true, false)] // P6-like, 1x5 = 5 pixels: 4 + 1, K = 18432
     public void SmallMaps_MatchReference(int n, int cin, int cout, int k, int stride, int pad, int h, int w, bool residual, bool relu)
     {
         var random = new Random(cin * 31 + cout);
@@ -48,9 +53,14 @@ public class SmallMapConvolutionTests
         using var cpu = new CpuBackend(2);
         foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
         {
-            long before = cpu.SmallMapCalls;
+            long before = cpu.SmallMapCalls, sharedBefore = cpu.SharedInputCalls;
             float[] got = Run(cpu, inPlace);
-            if (cpu.KernelKind == GemmKernelKind.Avx512) Assert.Equal(before + 1, cpu.SmallMapCalls);
+            bool small = n * oh * ow < SharedInputConvolution.MinimumColumns;
+            if (cpu.KernelKind == GemmKernelKind.Avx512)
+            {
+                Assert.Equal(before + (small ? 1 : 0), cpu.SmallMapCalls);
+                Assert.Equal(sharedBefore + (small ? 0 : 1), cpu.SharedInputCalls);
+            }
             for (int i = 0; i < want.Length; i++)
                 Assert.True(Math.Abs(want[i] - got[i]) <= 1e-5f * (1 + Math.Abs(want[i])) * MathF.Sqrt(cin * k * k) / 8, $"[{i}] {got[i]} vs {want[i]}");
         }

@@ -3,6 +3,12 @@
 // calling thread (worker 0) and on WorkerCount - 1 background threads. A worker index is used by
 // one thread at a time, so each worker can own scratch memory. Unlike Parallel.For, a steady-state
 // Run allocates nothing (test: CpuBackendAllocationTests).
+// The caller does not wait for helpers that have not started: a helper joins a loop only while it
+// is open, and the caller closes it once it finds no item left, then waits only for the helpers
+// inside it (each finishing the item it holds). On a loaded machine, where a woken helper may get
+// no core for milliseconds, a loop then costs at most what the caller alone needs, instead of the
+// helper's scheduling delay (at a 64x96 input, ~115 loops per forward of 0.05-1 ms each). A helper
+// that wakes after its loop was closed finds it closed (or joins the next one) and waits again.
 using System.Runtime.ExceptionServices;
 
 namespace GhmGen.Backends.Cpu;
@@ -19,8 +25,9 @@ internal sealed class CpuWorkerPool : IDisposable
 {
     private readonly Thread[] threads;
     private readonly SemaphoreSlim startSignal = new(0);
-    private readonly CountdownEvent doneSignal = new(1);
     private IParallelWork? work;
+    private int open;    // 1 while the current loop accepts helpers
+    private int active;  // helpers inside the current loop (joined, not yet left)
     private int itemCount;
     private int nextItem;
     private ExceptionDispatchInfo? failure;
@@ -74,10 +81,13 @@ internal sealed class CpuWorkerPool : IDisposable
         itemCount = items;
         failure = null;
         Volatile.Write(ref nextItem, 0);
-        doneSignal.Reset(helpers);
+        Volatile.Write(ref open, 1); // publishes the fields above to helpers that join
         startSignal.Release(helpers);
         Drain(0);
-        doneSignal.Wait();
+        // No item left: let no helper join any more, then wait for those inside (each on its last item).
+        Interlocked.Exchange(ref open, 0);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref active) != 0) spin.SpinOnce(sleep1Threshold: -1);
         work = null;
         failure?.Throw();
     }
@@ -104,8 +114,11 @@ internal sealed class CpuWorkerPool : IDisposable
         {
             startSignal.Wait();
             if (disposed) return;
-            Drain(worker);
-            doneSignal.Signal();
+            // Join only an open loop; the caller waits for `active` to drop to 0 after closing it, so
+            // the loop's fields stay as they are while this helper is inside.
+            Interlocked.Increment(ref active);
+            if (Volatile.Read(ref open) != 0) Drain(worker);
+            Interlocked.Decrement(ref active);
         }
     }
 
@@ -117,6 +130,5 @@ internal sealed class CpuWorkerPool : IDisposable
         if (threads.Length > 0) startSignal.Release(threads.Length);
         foreach (Thread t in threads) t.Join();
         startSignal.Dispose();
-        doneSignal.Dispose();
     }
 }

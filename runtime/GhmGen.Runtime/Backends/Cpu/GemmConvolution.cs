@@ -104,6 +104,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     }
 
     /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Execute(int item, int worker)
     {
         GemmKernel kernel = conv.Kernel;
@@ -202,6 +203,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     // columns past `columns` (up to paddedColumns) are zero. The columns are first cut into runs
     // that stay in one panel and one output row (the same for every k); each row k then copies
     // or gathers one input-row segment per run.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PackInput(float* dst, float* image, int k0, int kc, int firstColumn, int columns, int paddedColumns)
     {
         ConvSpec s = conv.Spec;

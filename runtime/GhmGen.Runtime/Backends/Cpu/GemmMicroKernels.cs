@@ -5,7 +5,8 @@
 // row stride ldc (NCHW: pixels contiguous). init = bias (mode First) or the partial sums already
 // in c; the epilogue (mode Last) adds the residual (same layout as c) and applies ReLU.
 // Three variants, chosen at run time by CpuBackend: AVX-512 8x48 (24 zmm accumulators; a 4x48
-// one for convolutions with 4 output channels per group, ResNeXt), AVX2+FMA 6x16 (12 ymm),
+// one for convolutions with 4 output channels per group, ResNeXt; 8x16 and 8x32 ones for outputs
+// of few pixels, SharedInputConvolution), AVX2+FMA 6x16 (12 ymm),
 // portable Vector<T> 4x(2 vectors). The rows are written out by hand
 // (one line per row) so that the JIT keeps every accumulator in a register.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (every variant against
@@ -299,4 +300,173 @@ internal static class GemmMicroKernels
         c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 16); c32.Store(c + 3 * ldc + 32);
     }
 
+    /// <summary>8x(16) tile: c[8, 16] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps; b panels 16 wide (SharedInputConvolution).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Avx512Tile16(int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode)
+    {
+        Vector512<float> c00, c10, c20, c30, c40, c50, c60, c70;
+        if ((mode & First) != 0)
+        {
+            c00 = Vector512.Create(bias[0]);
+            c10 = Vector512.Create(bias[1]);
+            c20 = Vector512.Create(bias[2]);
+            c30 = Vector512.Create(bias[3]);
+            c40 = Vector512.Create(bias[4]);
+            c50 = Vector512.Create(bias[5]);
+            c60 = Vector512.Create(bias[6]);
+            c70 = Vector512.Create(bias[7]);
+        }
+        else
+        {
+            c00 = Vector512.Load(c);
+            c10 = Vector512.Load(c + ldc);
+            c20 = Vector512.Load(c + 2 * ldc);
+            c30 = Vector512.Load(c + 3 * ldc);
+            c40 = Vector512.Load(c + 4 * ldc);
+            c50 = Vector512.Load(c + 5 * ldc);
+            c60 = Vector512.Load(c + 6 * ldc);
+            c70 = Vector512.Load(c + 7 * ldc);
+        }
+        for (int k = 0; k < kc; k++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> ar = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(ar, b0, c00);
+            ar = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(ar, b0, c10);
+            ar = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(ar, b0, c20);
+            ar = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(ar, b0, c30);
+            ar = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(ar, b0, c40);
+            ar = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(ar, b0, c50);
+            ar = Vector512.Create(a[6]);
+            c60 = Avx512F.FusedMultiplyAdd(ar, b0, c60);
+            ar = Vector512.Create(a[7]);
+            c70 = Avx512F.FusedMultiplyAdd(ar, b0, c70);
+            a += 8;
+            b += 16;
+        }
+        if ((mode & Last) != 0)
+        {
+            if (residual != null)
+            {
+                c00 += Vector512.Load(residual);
+                c10 += Vector512.Load(residual + ldc);
+                c20 += Vector512.Load(residual + 2 * ldc);
+                c30 += Vector512.Load(residual + 3 * ldc);
+                c40 += Vector512.Load(residual + 4 * ldc);
+                c50 += Vector512.Load(residual + 5 * ldc);
+                c60 += Vector512.Load(residual + 6 * ldc);
+                c70 += Vector512.Load(residual + 7 * ldc);
+            }
+            if ((mode & Relu) != 0)
+            {
+                Vector512<float> zero = Vector512<float>.Zero;
+                c00 = Avx512F.Max(c00, zero);
+                c10 = Avx512F.Max(c10, zero);
+                c20 = Avx512F.Max(c20, zero);
+                c30 = Avx512F.Max(c30, zero);
+                c40 = Avx512F.Max(c40, zero);
+                c50 = Avx512F.Max(c50, zero);
+                c60 = Avx512F.Max(c60, zero);
+                c70 = Avx512F.Max(c70, zero);
+            }
+        }
+        c00.Store(c);
+        c10.Store(c + ldc);
+        c20.Store(c + 2 * ldc);
+        c30.Store(c + 3 * ldc);
+        c40.Store(c + 4 * ldc);
+        c50.Store(c + 5 * ldc);
+        c60.Store(c + 6 * ldc);
+        c70.Store(c + 7 * ldc);
+    }
+
+    /// <summary>8x(32) tile: c[8, 32] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps; b panels 32 wide (SharedInputConvolution).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Avx512Tile32(int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode)
+    {
+        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+        if ((mode & First) != 0)
+        {
+            c00 = Vector512.Create(bias[0]); c01 = c00;
+            c10 = Vector512.Create(bias[1]); c11 = c10;
+            c20 = Vector512.Create(bias[2]); c21 = c20;
+            c30 = Vector512.Create(bias[3]); c31 = c30;
+            c40 = Vector512.Create(bias[4]); c41 = c40;
+            c50 = Vector512.Create(bias[5]); c51 = c50;
+            c60 = Vector512.Create(bias[6]); c61 = c60;
+            c70 = Vector512.Create(bias[7]); c71 = c70;
+        }
+        else
+        {
+            c00 = Vector512.Load(c); c01 = Vector512.Load(c + 16);
+            c10 = Vector512.Load(c + ldc); c11 = Vector512.Load(c + ldc + 16);
+            c20 = Vector512.Load(c + 2 * ldc); c21 = Vector512.Load(c + 2 * ldc + 16);
+            c30 = Vector512.Load(c + 3 * ldc); c31 = Vector512.Load(c + 3 * ldc + 16);
+            c40 = Vector512.Load(c + 4 * ldc); c41 = Vector512.Load(c + 4 * ldc + 16);
+            c50 = Vector512.Load(c + 5 * ldc); c51 = Vector512.Load(c + 5 * ldc + 16);
+            c60 = Vector512.Load(c + 6 * ldc); c61 = Vector512.Load(c + 6 * ldc + 16);
+            c70 = Vector512.Load(c + 7 * ldc); c71 = Vector512.Load(c + 7 * ldc + 16);
+        }
+        for (int k = 0; k < kc; k++)
+        {
+            Vector512<float> b0 = Vector512.Load(b); Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> ar = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(ar, b0, c00); c01 = Avx512F.FusedMultiplyAdd(ar, b1, c01);
+            ar = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(ar, b0, c10); c11 = Avx512F.FusedMultiplyAdd(ar, b1, c11);
+            ar = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(ar, b0, c20); c21 = Avx512F.FusedMultiplyAdd(ar, b1, c21);
+            ar = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(ar, b0, c30); c31 = Avx512F.FusedMultiplyAdd(ar, b1, c31);
+            ar = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(ar, b0, c40); c41 = Avx512F.FusedMultiplyAdd(ar, b1, c41);
+            ar = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(ar, b0, c50); c51 = Avx512F.FusedMultiplyAdd(ar, b1, c51);
+            ar = Vector512.Create(a[6]);
+            c60 = Avx512F.FusedMultiplyAdd(ar, b0, c60); c61 = Avx512F.FusedMultiplyAdd(ar, b1, c61);
+            ar = Vector512.Create(a[7]);
+            c70 = Avx512F.FusedMultiplyAdd(ar, b0, c70); c71 = Avx512F.FusedMultiplyAdd(ar, b1, c71);
+            a += 8;
+            b += 32;
+        }
+        if ((mode & Last) != 0)
+        {
+            if (residual != null)
+            {
+                c00 += Vector512.Load(residual); c01 += Vector512.Load(residual + 16);
+                c10 += Vector512.Load(residual + ldc); c11 += Vector512.Load(residual + ldc + 16);
+                c20 += Vector512.Load(residual + 2 * ldc); c21 += Vector512.Load(residual + 2 * ldc + 16);
+                c30 += Vector512.Load(residual + 3 * ldc); c31 += Vector512.Load(residual + 3 * ldc + 16);
+                c40 += Vector512.Load(residual + 4 * ldc); c41 += Vector512.Load(residual + 4 * ldc + 16);
+                c50 += Vector512.Load(residual + 5 * ldc); c51 += Vector512.Load(residual + 5 * ldc + 16);
+                c60 += Vector512.Load(residual + 6 * ldc); c61 += Vector512.Load(residual + 6 * ldc + 16);
+                c70 += Vector512.Load(residual + 7 * ldc); c71 += Vector512.Load(residual + 7 * ldc + 16);
+            }
+            if ((mode & Relu) != 0)
+            {
+                Vector512<float> zero = Vector512<float>.Zero;
+                c00 = Avx512F.Max(c00, zero); c01 = Avx512F.Max(c01, zero);
+                c10 = Avx512F.Max(c10, zero); c11 = Avx512F.Max(c11, zero);
+                c20 = Avx512F.Max(c20, zero); c21 = Avx512F.Max(c21, zero);
+                c30 = Avx512F.Max(c30, zero); c31 = Avx512F.Max(c31, zero);
+                c40 = Avx512F.Max(c40, zero); c41 = Avx512F.Max(c41, zero);
+                c50 = Avx512F.Max(c50, zero); c51 = Avx512F.Max(c51, zero);
+                c60 = Avx512F.Max(c60, zero); c61 = Avx512F.Max(c61, zero);
+                c70 = Avx512F.Max(c70, zero); c71 = Avx512F.Max(c71, zero);
+            }
+        }
+        c00.Store(c); c01.Store(c + 16);
+        c10.Store(c + ldc); c11.Store(c + ldc + 16);
+        c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 16);
+        c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 16);
+        c40.Store(c + 4 * ldc); c41.Store(c + 4 * ldc + 16);
+        c50.Store(c + 5 * ldc); c51.Store(c + 5 * ldc + 16);
+        c60.Store(c + 6 * ldc); c61.Store(c + 6 * ldc + 16);
+        c70.Store(c + 7 * ldc); c71.Store(c + 7 * ldc + 16);
+    }
 }

@@ -6,10 +6,14 @@
 // head at every input size, C4/C5 and P4/P5 at small inputs: a 3x3 256->256 on a 4x6 map went
 // from ~1.0 ms on the GEMM to ~0.2 ms here). From about 64 pixels on the GEMM is faster again (a
 // 3x3 256->256 on 8x8: 0.57 ms here; on 8x12, 96 pixels, the GEMM takes 0.48 ms), hence 48.
+// With the AVX-512 kernel CpuBackend now runs it only up to 8 pixels (SharedInputConvolution.MinimumColumns):
+// from 9 on, the shared-input GEMM's 8x16 / 8x32 tiles are faster; up to 8, the last partial group
+// runs with 4, 2 or 1 accumulators.
 // Two phases of work items: the implicit im2col columns [depth, stride] (stride = the pixel count
 // rounded up to 8, unused columns zero) in blocks of rows, then one item per weight panel.
 // Shapes: x [N, C, H, W] -> y [N, O, OH, OW], N*OH*OW <= MaxColumns; bias, residual and ReLU fused.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/SmallMapConvolutionTests.cs.
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -96,6 +100,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     }
 
     // im2col rows item * GatherRows .. + GatherRows.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Gather(int item)
     {
         ConvSpec s = conv.Spec;
@@ -116,30 +121,24 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         }
     }
 
-    // Output rows of one weight panel, 8 output pixels at a time.
+    // Output rows of one weight panel, 8 output pixels at a time; a last group of fewer pixels
+    // runs with as many accumulators as it has pixels (4, 2, 1 at a time, the depth split over
+    // 2 or 4 partial sums so that the FMA chains stay independent), not 8 of which most are zero.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Products(int panel)
     {
         float* w = panels + (long)panel * Rows * depth;
         Vector256<float>* acc = stackalloc Vector256<float>[Group];
         int firstRow = panel * Rows, rows = Math.Min(Rows, outChannels - firstRow);
-        for (int c0 = 0; c0 < count; c0 += Group)
+        for (int c0 = 0; c0 < count;)
         {
-            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            int width = count - c0 >= 8 ? 8 : count - c0 >= 4 ? 4 : count - c0 >= 2 ? 2 : 1;
             float* col = columns + c0;
-            for (int d = 0; d < depth; d++, col += stride)
-            {
-                Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
-                a0 = MultiplyAdd(wv, col[0], a0);
-                a1 = MultiplyAdd(wv, col[1], a1);
-                a2 = MultiplyAdd(wv, col[2], a2);
-                a3 = MultiplyAdd(wv, col[3], a3);
-                a4 = MultiplyAdd(wv, col[4], a4);
-                a5 = MultiplyAdd(wv, col[5], a5);
-                a6 = MultiplyAdd(wv, col[6], a6);
-                a7 = MultiplyAdd(wv, col[7], a7);
-            }
-            acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
-            for (int c = c0; c < Math.Min(count, c0 + Group); c++)
+            if (width == 8) Columns8(w, col, acc);
+            else if (width == 4) Columns4(w, col, acc);
+            else if (width == 2) Columns2(w, col, acc);
+            else Columns1(w, col, acc);
+            for (int c = c0; c < c0 + width; c++)
             {
                 int n = c / pixels, p = c % pixels;
                 float* values = (float*)(acc + (c - c0));
@@ -152,7 +151,100 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
                     y[at] = relu ? MathF.Max(v, 0f) : v;
                 }
             }
+            c0 += width;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Columns8(float* w, float* col, Vector256<float>* acc)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int d = 0; d < depth; d++, col += stride)
+        {
+            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            a0 = MultiplyAdd(wv, col[0], a0);
+            a1 = MultiplyAdd(wv, col[1], a1);
+            a2 = MultiplyAdd(wv, col[2], a2);
+            a3 = MultiplyAdd(wv, col[3], a3);
+            a4 = MultiplyAdd(wv, col[4], a4);
+            a5 = MultiplyAdd(wv, col[5], a5);
+            a6 = MultiplyAdd(wv, col[6], a6);
+            a7 = MultiplyAdd(wv, col[7], a7);
+        }
+        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Columns4(float* w, float* col, Vector256<float>* acc)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int d = 0;
+        for (; d + 2 <= depth; d += 2, col += 2 * stride)
+        {
+            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows), wu = Avx.LoadVector256(w + (long)(d + 1) * Rows);
+            a0 = MultiplyAdd(wv, col[0], a0);
+            a1 = MultiplyAdd(wv, col[1], a1);
+            a2 = MultiplyAdd(wv, col[2], a2);
+            a3 = MultiplyAdd(wv, col[3], a3);
+            b0 = MultiplyAdd(wu, col[stride], b0);
+            b1 = MultiplyAdd(wu, col[stride + 1], b1);
+            b2 = MultiplyAdd(wu, col[stride + 2], b2);
+            b3 = MultiplyAdd(wu, col[stride + 3], b3);
+        }
+        if (d < depth)
+        {
+            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            a0 = MultiplyAdd(wv, col[0], a0);
+            a1 = MultiplyAdd(wv, col[1], a1);
+            a2 = MultiplyAdd(wv, col[2], a2);
+            a3 = MultiplyAdd(wv, col[3], a3);
+        }
+        acc[0] = a0 + b0; acc[1] = a1 + b1; acc[2] = a2 + b2; acc[3] = a3 + b3;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Columns2(float* w, float* col, Vector256<float>* acc)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, b0 = a0, b1 = a0, e0 = a0, e1 = a0, f0 = a0, f1 = a0;
+        int d = 0;
+        for (; d + 4 <= depth; d += 4, col += 4 * stride)
+        {
+            float* wd = w + (long)d * Rows;
+            Vector256<float> w0 = Avx.LoadVector256(wd), w1 = Avx.LoadVector256(wd + Rows), w2 = Avx.LoadVector256(wd + 2 * Rows), w3 = Avx.LoadVector256(wd + 3 * Rows);
+            a0 = MultiplyAdd(w0, col[0], a0);
+            a1 = MultiplyAdd(w0, col[1], a1);
+            b0 = MultiplyAdd(w1, col[stride], b0);
+            b1 = MultiplyAdd(w1, col[stride + 1], b1);
+            e0 = MultiplyAdd(w2, col[2 * stride], e0);
+            e1 = MultiplyAdd(w2, col[2 * stride + 1], e1);
+            f0 = MultiplyAdd(w3, col[3 * stride], f0);
+            f1 = MultiplyAdd(w3, col[3 * stride + 1], f1);
+        }
+        for (; d < depth; d++, col += stride)
+        {
+            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            a0 = MultiplyAdd(wv, col[0], a0);
+            a1 = MultiplyAdd(wv, col[1], a1);
+        }
+        acc[0] = (a0 + b0) + (e0 + f0); acc[1] = (a1 + b1) + (e1 + f1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Columns1(float* w, float* col, Vector256<float>* acc)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int d = 0;
+        for (; d + 4 <= depth; d += 4, col += 4 * stride)
+        {
+            float* wd = w + (long)d * Rows;
+            a0 = MultiplyAdd(Avx.LoadVector256(wd), col[0], a0);
+            a1 = MultiplyAdd(Avx.LoadVector256(wd + Rows), col[stride], a1);
+            a2 = MultiplyAdd(Avx.LoadVector256(wd + 2 * Rows), col[2 * stride], a2);
+            a3 = MultiplyAdd(Avx.LoadVector256(wd + 3 * Rows), col[3 * stride], a3);
+        }
+        for (; d < depth; d++, col += stride)
+            a0 = MultiplyAdd(Avx.LoadVector256(w + (long)d * Rows), col[0], a0);
+        acc[0] = (a0 + a1) + (a2 + a3);
     }
 
     private static Vector256<float> MultiplyAdd(Vector256<float> w, float x, Vector256<float> acc) =>

@@ -1,0 +1,271 @@
+// Convolution as a GEMM for outputs of few pixels per image (the P5-P7 levels at every input size,
+// most of the network at small inputs such as 64x96 or 320x320), on the AVX-512 kernel's 8-row
+// weight panels. GemmConvolution packs the input per work item and, when a map has too few
+// 48-pixel column blocks to keep every worker busy, splits the output channels into chunks that
+// each pack the same input block again; its 48-pixel tile is mostly padding on a 4x6 map. Here
+// the implicit im2col matrix of every image is packed once per call into one buffer that all
+// workers read (phase 1: items of PackRows im2col rows), as panels of NR = 16, 32 or 48 pixels,
+// whichever pads the image's pixel count least (24 pixels: one 8x32 tile, not half a 48-wide one);
+// phase 2 has one work item per (image, chunk of output-channel panels), each running the 8xNR
+// micro-kernel (GemmMicroKernels.Avx512Tile16 / Tile32 / Avx512Tile) over all of its image's
+// column panels, with the whole depth in one k block while the image's packed input fits L2
+// (GemmConvolution's 128-deep blocks otherwise).
+// y[n, m, p] = act(bias[m] + sum_k A[m, k] * X_n[k, p] (+ residual[n, m, p])); groups = 1.
+// The residual may be y itself: with one k block each tile reads it before writing; with several,
+// y first gets the bias and every block accumulates onto it (as GemmConvolution).
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/SharedInputConvolutionTests.cs.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>GEMM convolutions of small outputs with the input packed once per call, shared by the workers.</summary>
+[SkipLocalsInit]
+internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
+{
+    /// <summary>Most output pixels per image this path takes.</summary>
+    public const int MaxPixels = 512;
+
+    /// <summary>
+    /// Fewest output pixels (over the batch) for which this path is preferred to SmallMapConvolution: up to 8,
+    /// the GEMV-like path wastes no lanes (one accumulator per pixel) and needs no 16-pixel tile.
+    /// </summary>
+    public const int MinimumColumns = 9;
+
+    /// <summary>Most floats of packed input (all images of the batch) this path allocates.</summary>
+    public const long MaxPackedElements = 4L << 20;
+
+    private const int Rows = 8;                // MR of the AVX-512 kernel
+    private const int PackRows = 64;           // im2col rows per packing item
+    private const long SingleBlockElements = 96 * 1024; // packed floats of one image kept in one k block (384 KB, in L2)
+    private const int MaxTileElements = Rows * 48;
+
+    private float* packed;
+    private long capacity;
+    private PackedConvWeights conv = null!;
+    private float* x, y, residual, panels, bias;
+    private bool relu, packing, inPlace;
+    private int batch, inChannels, height, width, outWidth, pixels, depth, nr, columnPanels, outChannels;
+    private int packItemsPerImage, panelsPerChunk, chunks, depthBlock;
+    private long imageStride;
+    private delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile;
+
+    /// <summary>Whether a convolution of this shape takes this path.</summary>
+    public static bool Applies(PackedConvWeights conv, int batch, int outHeight, int outWidth)
+    {
+        int pixels = outHeight * outWidth;
+        return conv.Spec.Groups == 1 && conv.PanelRows == Rows && conv.Kernel.Kind == GemmKernelKind.Avx512 && Avx512F.IsSupported
+            && pixels <= MaxPixels && (long)batch * conv.Depth * PaddedPixels(pixels, TileWidth(pixels)) <= MaxPackedElements;
+    }
+
+    /// <summary>NR for an image of <paramref name="pixels"/> output pixels: 48, 32 or 16, whichever pads least (ties: the wider).</summary>
+    public static int TileWidth(int pixels)
+    {
+        int best = 48;
+        foreach (int width in (ReadOnlySpan<int>)[32, 16])
+            if (PaddedPixels(pixels, width) < PaddedPixels(pixels, best)) best = width;
+        return best;
+    }
+
+    private static int PaddedPixels(int pixels, int width) => (pixels + width - 1) / width * width;
+
+    /// <summary>Sets up one call; returns the items of the packing phase (then call <see cref="PrepareProducts"/>).</summary>
+    public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu)
+    {
+        ConvSpec s = conv.Spec;
+        this.conv = conv;
+        this.x = x;
+        this.y = y;
+        this.residual = residual;
+        this.panels = panels;
+        this.bias = bias;
+        this.relu = relu;
+        batch = xView.N;
+        inChannels = s.InChannels;
+        height = xView.H;
+        width = xView.W;
+        outWidth = s.OutputSize(width);
+        pixels = s.OutputSize(height) * outWidth;
+        depth = conv.Depth;
+        outChannels = s.OutChannels;
+        nr = TileWidth(pixels);
+        columnPanels = (pixels + nr - 1) / nr;
+        imageStride = (long)depth * columnPanels * nr;
+        tile = nr switch
+        {
+            16 => &GemmMicroKernels.Avx512Tile16,
+            32 => &GemmMicroKernels.Avx512Tile32,
+            _ => &GemmMicroKernels.Avx512Tile,
+        };
+        depthBlock = depth <= GemmConvolution.SingleDepthBlock || imageStride <= SingleBlockElements ? depth : GemmConvolution.DepthBlock;
+        inPlace = residual == y && depthBlock < depth;
+        long needed = imageStride * batch;
+        if (needed > capacity)
+        {
+            NativeMemory.AlignedFree(packed);
+            packed = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
+            capacity = needed;
+        }
+        packItemsPerImage = (depth + PackRows - 1) / PackRows;
+        packing = true;
+        return batch * packItemsPerImage;
+    }
+
+    /// <summary>Switches to the product phase; returns its items (image x chunk of weight panels) for <paramref name="workers"/> threads.</summary>
+    public int PrepareProducts(int workers)
+    {
+        int panelCount = conv.PanelsPerGroup;
+        int wanted = 4 * workers;
+        int chunksPerImage = Math.Clamp((wanted + batch - 1) / batch, 1, panelCount);
+        panelsPerChunk = (panelCount + chunksPerImage - 1) / chunksPerImage;
+        chunks = (panelCount + panelsPerChunk - 1) / panelsPerChunk;
+        packing = false;
+        return batch * chunks;
+    }
+
+    /// <inheritdoc/>
+    public void Execute(int item, int worker)
+    {
+        if (packing) Pack(item / packItemsPerImage, item % packItemsPerImage);
+        else Products(item / chunks, item % chunks);
+    }
+
+    // im2col rows block * PackRows .. + PackRows of image n, as NR-wide panels:
+    // dst[(q / NR) * depth * NR + k * NR + q % NR], columns past the pixel count zero.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Pack(int n, int block)
+    {
+        ConvSpec s = conv.Spec;
+        int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        long plane = (long)height * width, panelStride = (long)depth * nr;
+        float* image = x + (long)n * inChannels * plane;
+        float* dstImage = packed + n * imageStride;
+        int outHeight = pixels / outWidth;
+        int end = Math.Min(depth, (block + 1) * PackRows);
+        for (int k = block * PackRows; k < end; k++)
+        {
+            int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            float* source = image + channel * plane;
+            float* rowDst = dstImage + (long)k * nr;
+            int jp = 0, j = 0;
+            for (int oy = 0; oy < outHeight; oy++)
+            {
+                int iy = oy * stride - pad + ky;
+                float* row = source + (long)iy * width;
+                bool rowInside = (uint)iy < (uint)height;
+                for (int ox = 0; ox < outWidth;)
+                {
+                    // One run: the rest of this output row, cut at the panel's end.
+                    int run = Math.Min(outWidth - ox, nr - j);
+                    float* d = rowDst + jp * panelStride + j;
+                    if (!rowInside)
+                    {
+                        GemmConvolution.Clear(d, run);
+                    }
+                    else
+                    {
+                        int ix0 = ox * stride - pad + kx;
+                        if (stride == 1)
+                        {
+                            int lo = Math.Clamp(-ix0, 0, run), hi = Math.Clamp(width - ix0, lo, run);
+                            GemmConvolution.Clear(d, lo);
+                            GemmConvolution.Copy(row + ix0 + lo, d + lo, hi - lo);
+                            GemmConvolution.Clear(d + hi, run - hi);
+                        }
+                        else
+                        {
+                            for (int t = 0; t < run; t++)
+                            {
+                                int ix = ix0 + t * stride;
+                                d[t] = (uint)ix < (uint)width ? row[ix] : 0f;
+                            }
+                        }
+                    }
+                    ox += run;
+                    j += run;
+                    if (j == nr)
+                    {
+                        j = 0;
+                        jp++;
+                    }
+                }
+            }
+            if (j > 0) GemmConvolution.Clear(rowDst + jp * panelStride + j, nr - j);
+        }
+    }
+
+    // Output channels of panels chunk * panelsPerChunk .. of image n, every column panel.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Products(int n, int chunk)
+    {
+        int m = outChannels;
+        int firstPanel = chunk * panelsPerChunk, endPanel = Math.Min(conv.PanelsPerGroup, firstPanel + panelsPerChunk);
+        long outStart = (long)n * outChannels * pixels;
+        float* yImage = y + outStart;
+        float* rImage = residual == null || inPlace ? null : residual + outStart;
+        float* bImage = packed + n * imageStride;
+        long panelStride = (long)depth * nr;
+        float* edge = stackalloc float[2 * MaxTileElements];
+        if (inPlace)
+        {
+            // y already holds the residual: add the bias now, then accumulate (no First mode).
+            for (int row = firstPanel * Rows; row < Math.Min(m, endPanel * Rows); row++)
+            {
+                float rowBias = bias[row];
+                float* line = yImage + (long)row * pixels;
+                for (int q = 0; q < pixels; q++) line[q] += rowBias;
+            }
+        }
+        for (int k0 = 0; k0 < depth; k0 += depthBlock)
+        {
+            int kc = Math.Min(depthBlock, depth - k0);
+            int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
+                | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
+            for (int ip = firstPanel; ip < endPanel; ip++)
+            {
+                float* a = panels + (long)ip * Rows * depth + (long)k0 * Rows;
+                int tileRows = Math.Min(Rows, m - ip * Rows);
+                for (int jp = 0; jp < columnPanels; jp++)
+                {
+                    float* b = bImage + jp * panelStride + (long)k0 * nr;
+                    int tileColumns = Math.Min(nr, pixels - jp * nr);
+                    long at = (long)ip * Rows * pixels + jp * nr;
+                    float* c = yImage + at;
+                    float* r = rImage == null ? null : rImage + at;
+                    if (tileRows == Rows && tileColumns == nr)
+                        tile(kc, a, b, c, pixels, bias + ip * Rows, r, mode);
+                    else
+                        EdgeTile(kc, a, b, c, bias + ip * Rows, r, mode, tileRows, tileColumns, edge);
+                }
+            }
+        }
+    }
+
+    // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
+    private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode, int rows, int columns, float* edge)
+    {
+        float* tileOut = edge, tileResidual = edge + MaxTileElements;
+        bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;
+        new Span<float>(tileOut, Rows * nr).Clear();
+        if (useResidual) new Span<float>(tileResidual, Rows * nr).Clear();
+        for (int i = 0; i < rows; i++)
+        {
+            if ((mode & GemmMicroKernels.First) == 0)
+                new ReadOnlySpan<float>(c + (long)i * pixels, columns).CopyTo(new Span<float>(tileOut + i * nr, columns));
+            if (useResidual)
+                new ReadOnlySpan<float>(r + (long)i * pixels, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
+        }
+        tile(kc, a, b, tileOut, nr, tileBias, useResidual ? tileResidual : null, mode);
+        for (int i = 0; i < rows; i++)
+            new ReadOnlySpan<float>(tileOut + i * nr, columns).CopyTo(new Span<float>(c + (long)i * pixels, columns));
+    }
+
+    /// <summary>Frees the packed input.</summary>
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(packed);
+        packed = null;
+        capacity = 0;
+    }
+}
