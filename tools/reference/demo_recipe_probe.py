@@ -350,6 +350,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-at", default="", help="comma-separated epochs (1-based) after which to evaluate too")
+    p.add_argument("--loss", choices=["ghm", "focal"], default="ghm", help="focal: sigmoid focal (2, 0.25) + L1, both / num_pos")
+    p.add_argument("--eval-train", type=int, default=0, help="evaluate on the first N train images instead of val (overfit check)")
     p.add_argument("--tag", default="run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -376,6 +378,16 @@ def main():
         b[:, 0], b[:, 2] = w - s["boxes"][:, 2], w - s["boxes"][:, 0]
         s["boxes_f"] = b
     val = [prepare(i, scale) for i in val_infos]
+    if args.eval_train:
+        with open(os.path.join(args.data, "annotations", "instances_train.json")) as f:
+            coco = json.load(f)
+        keep = {i["id"] for i in train_infos[:args.eval_train]}
+        coco["images"] = [i for i in coco["images"] if i["id"] in keep]
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+        val_ann = os.path.join(args.out, f"{args.tag}_train_gt.json")
+        with open(val_ann, "w") as f:
+            json.dump(coco, f)
+        val = [prepare(i, scale) for i in train_infos[:args.eval_train]]
 
     net = Detector(args.width, args.channels, args.convs, classes)
     initialise(net, args.head_init)
@@ -396,6 +408,7 @@ def main():
         set_train(net, args.bn)
         te = time.time()
         loss_sum = [0.0, 0.0]
+        gn_sum = 0.0
         n_in_epoch = 0
         for batch in group_batches(train_infos, args.batch, gen):
             if it >= total:
@@ -417,7 +430,16 @@ def main():
                                         torch.from_numpy(s["labels"]), classes))
             lvl = [list(torch.split(torch.stack([t[j] for t in tg]), counts, dim=1)) for j in range(4)]
             loss_cls, loss_box = 0, 0
+            num_pos = max(float(sum((t[0] < classes).sum() for t in tg)), 1.0)
             for l, (cs, bp) in enumerate(zip(cls_scores, bbox_preds)):
+                if args.loss == "focal":
+                    pred = cs.permute(0, 2, 3, 1).reshape(-1, classes)
+                    lab, lw = lvl[0][l].reshape(-1), lvl[1][l].reshape(-1)
+                    onehot = F.one_hot(lab, classes + 1)[:, :classes].float()
+                    loss_cls = loss_cls + ghm_losses.focal_loss(pred, onehot, lw, num_pos)
+                    bw = lvl[3][l].reshape(-1, 4)
+                    loss_box = loss_box + ((bp.permute(0, 2, 3, 1).reshape(-1, 4) - lvl[2][l].reshape(-1, 4)).abs() * bw).sum() / num_pos
+                    continue
                 lc, _ = ghmc(cs.permute(0, 2, 3, 1).reshape(-1, classes), lvl[0][l].reshape(-1), lvl[1][l].reshape(-1))
                 lb, _ = ghmr(bp.permute(0, 2, 3, 1).reshape(-1, 4), lvl[2][l].reshape(-1, 4), lvl[3][l].reshape(-1, 4))
                 loss_cls = loss_cls + lc
@@ -428,7 +450,8 @@ def main():
                 return 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p_ for p_ in params if p_.grad is not None], args.clip)
+            gn = float(torch.nn.utils.clip_grad_norm_([p_ for p_ in params if p_.grad is not None], args.clip))
+            gn_sum += gn
             opt.step()
             loss_sum[0] += float(loss_cls)
             loss_sum[1] += float(loss_box)
@@ -436,7 +459,7 @@ def main():
             it += 1
         t_train += time.time() - te
         print(f"{args.tag}: epoch {epoch + 1} it {it} lr {lr:.4g} loss_cls {loss_sum[0] / max(n_in_epoch, 1):.4f} "
-              f"loss_bbox {loss_sum[1] / max(n_in_epoch, 1):.4f} train {t_train:.0f}s ({it / t_train:.1f} it/s)", flush=True)
+              f"loss_bbox {loss_sum[1] / max(n_in_epoch, 1):.4f} grad_norm {gn_sum / max(n_in_epoch, 1):.1f} train {t_train:.0f}s ({it / t_train:.1f} it/s)", flush=True)
         if epoch + 1 in eval_at or it >= total:
             tv = time.time()
             res = detect(net, val, classes, args.anchor_scale, cat_ids)
