@@ -207,15 +207,58 @@ def image_targets(anchors, flags, gt, gl, num_classes):
 
 # ------------------------------------------------------------------ model
 
+class ConvBN(torch.nn.Module):
+    """mmcv ConvModule with norm_cfg BN: conv (no bias) -> BN -> optional ReLU."""
+
+    def __init__(self, conv_module):
+        super().__init__()
+        c = conv_module.conv
+        self.conv = torch.nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, bias=False)
+        self.bn = torch.nn.BatchNorm2d(c.out_channels)
+        self.relu = conv_module.relu
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
 class Detector(torch.nn.Module):
-    def __init__(self, width, channels, convs, classes):
+    """head_norm none: demo_model's layout; bn: BN after every FPN conv and, per pyramid level
+    (own statistics and affine per level, convs shared), after every head tower conv."""
+
+    def __init__(self, width, channels, convs, classes, head_norm="none"):
         super().__init__()
         self.backbone = demo_model.ResNet18(width)
         self.neck = reference_model.FPN(in_channels=(2 * width, 4 * width, 8 * width), out_channels=channels)
         self.bbox_head = reference_model.RetinaHead(channels, channels, convs, num_classes=classes)
+        self.head_norm = head_norm
+        if head_norm == "bn":
+            for lst in (self.neck.lateral_convs, self.neck.fpn_convs):
+                for i in range(len(lst)):
+                    lst[i] = ConvBN(lst[i])
+            for lst in (self.bbox_head.cls_convs, self.bbox_head.reg_convs):
+                for m in lst:
+                    m.conv.bias = None
+            self.cls_bns = torch.nn.ModuleList([torch.nn.ModuleList([torch.nn.BatchNorm2d(channels) for _ in range(convs)])
+                                                for _ in range(5)])
+            self.reg_bns = torch.nn.ModuleList([torch.nn.ModuleList([torch.nn.BatchNorm2d(channels) for _ in range(convs)])
+                                                for _ in range(5)])
 
     def forward(self, x):
-        return self.bbox_head(self.neck(self.backbone(x)))
+        feats = self.neck(self.backbone(x))
+        if self.head_norm != "bn":
+            return self.bbox_head(feats)
+        h = self.bbox_head
+        cls_scores, bbox_preds = [], []
+        for l, f in enumerate(feats):
+            c, r = f, f
+            for i, m in enumerate(h.cls_convs):
+                c = F.relu(self.cls_bns[l][i](m.conv(c)))
+            for i, m in enumerate(h.reg_convs):
+                r = F.relu(self.reg_bns[l][i](m.conv(r)))
+            cls_scores.append(h.retina_cls(c))
+            bbox_preds.append(h.retina_reg(r))
+        return cls_scores, bbox_preds
 
 
 def initialise(net, head_init):
@@ -352,6 +395,9 @@ def main():
     p.add_argument("--eval-at", default="", help="comma-separated epochs (1-based) after which to evaluate too")
     p.add_argument("--loss", choices=["ghm", "focal"], default="ghm", help="focal: sigmoid focal (2, 0.25) + L1, both / num_pos")
     p.add_argument("--eval-train", type=int, default=0, help="evaluate on the first N train images instead of val (overfit check)")
+    p.add_argument("--train-eval", type=int, default=0, help="also evaluate on the first N train images (no flip)")
+    p.add_argument("--head-norm", choices=["none", "bn"], default="none",
+                   help="bn: BN after the FPN convs and per-level BN after the head tower convs (follows --bn)")
     p.add_argument("--tag", default="run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -378,18 +424,21 @@ def main():
         b[:, 0], b[:, 2] = w - s["boxes"][:, 2], w - s["boxes"][:, 0]
         s["boxes_f"] = b
     val = [prepare(i, scale) for i in val_infos]
-    if args.eval_train:
+    if args.eval_train or args.train_eval:
         with open(os.path.join(args.data, "annotations", "instances_train.json")) as f:
             coco = json.load(f)
-        keep = {i["id"] for i in train_infos[:args.eval_train]}
+        n_tr = args.eval_train or args.train_eval
+        keep = {i["id"] for i in train_infos[:n_tr]}
         coco["images"] = [i for i in coco["images"] if i["id"] in keep]
         coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
-        val_ann = os.path.join(args.out, f"{args.tag}_train_gt.json")
-        with open(val_ann, "w") as f:
+        tr_ann = os.path.join(args.out, f"{args.tag}_train_gt.json")
+        with open(tr_ann, "w") as f:
             json.dump(coco, f)
-        val = [prepare(i, scale) for i in train_infos[:args.eval_train]]
+        tr_val = [prepare(i, scale) for i in train_infos[:n_tr]]
+        if args.eval_train:
+            val_ann, val = tr_ann, tr_val
 
-    net = Detector(args.width, args.channels, args.convs, classes)
+    net = Detector(args.width, args.channels, args.convs, classes, args.head_norm)
     initialise(net, args.head_init)
     head = net.bbox_head
     ghmc = GHMC(head.loss_cls.edges, head.loss_cls.acc_sum)
@@ -471,6 +520,10 @@ def main():
                    "args": {k: v for k, v in vars(args).items() if k not in ("data", "out")}}
             if "AP" not in ev:
                 rec["eval"] = ev
+            if args.train_eval:
+                et = evaluate(detect(net, tr_val, classes, args.anchor_scale, cat_ids), tr_ann,
+                              os.path.join(args.out, f"{args.tag}_train_e{epoch + 1}.json"))
+                rec["train_AP"], rec["train_AP50"] = et["AP"], et["AP50"]
             print("RESULT " + json.dumps(rec), flush=True)
         if it >= total:
             break
