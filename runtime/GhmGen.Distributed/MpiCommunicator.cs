@@ -7,7 +7,8 @@
 //    MPI_Waitall; the sums are divided by N while unpacked. Overlapped (BeginAverageGradients,
 //    the generated Backward's IGradientReadySink calls, EndAverageGradients): a bucket is packed
 //    and started while backward still runs, as soon as its last gradient is final, and every
-//    report calls MPI_Test to let the started ones progress. The
+//    report calls MPI_Test to let the started ones progress (a bucket found complete is divided
+//    and unpacked then). The
 //    library's reduction gives every rank the same bits (a sum of N terms, combined in the same
 //    order for all ranks by Open MPI's and MPICH's allreduce algorithms for commutative ops:
 //    checked for 2 ranks by the tests, which compare the ranks' weights bitwise).
@@ -197,7 +198,7 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
             for (int i = first; i >= last; i--) Pack(gradients, i);
             StartBucket(b, duringBackward: false); // reduces while the next bucket is packed
         }
-        WaitAndUnpack(gradients);
+        WaitAndUnpack(gradients, 0);
         GradientTime += Stopwatch.GetElapsedTime(started);
     }
 
@@ -230,7 +231,7 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
             throw new InvalidOperationException($"{overlap.Remaining} of {overlap.Gradients.Count} gradients were never reported ready");
         long started = Stopwatch.GetTimestamp();
         _overlap = null;
-        WaitAndUnpack(overlap.Gradients);
+        WaitAndUnpack(overlap.Gradients, overlap.Completed);
         GradientTime += Stopwatch.GetElapsedTime(started);
     }
 
@@ -326,8 +327,9 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
         }
     }
 
-    // MPI_Waitall on every bucket (completed ones are MPI_REQUEST_NULL by now), then each sum / N.
-    private void WaitAndUnpack(IReadOnlyList<float[]> gradients)
+    // MPI_Waitall on every bucket (completed ones are MPI_REQUEST_NULL by now), then each sum / N
+    // of the buckets from firstToUnpack on (the ones before were unpacked when they completed).
+    private void WaitAndUnpack(IReadOnlyList<float[]> gradients, int firstToUnpack)
     {
         long waiting = Stopwatch.GetTimestamp();
         long op = Watch($"MPI_Iallreduce/MPI_Waitall of {_buckets.Length} gradient buckets");
@@ -337,22 +339,26 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
         Unwatch(op);
         Check(rc, "MPI_Waitall");
         GradientWaitTime += Stopwatch.GetElapsedTime(waiting);
-        float ranks = WorldSize; // divided, as PyTorch's DDP divides the bucket by the world size
-        for (int b = 0; b < _buckets.Length; b++)
+        for (int b = firstToUnpack; b < _buckets.Length; b++) Unpack(gradients, b);
+    }
+
+    // The bucket's sums divided by N into its gradient arrays (as PyTorch's DDP divides the bucket by the world size).
+    private void Unpack(IReadOnlyList<float[]> gradients, int bucket)
+    {
+        float ranks = WorldSize;
+        (int first, int last, _) = _buckets[bucket];
+        float[] receive = _receive[bucket];
+        for (int i = first; i >= last; i--)
         {
-            (int first, int last, _) = _buckets[b];
-            float[] receive = _receive[b];
-            for (int i = first; i >= last; i--)
-            {
-                float[] g = gradients[i];
-                ReadOnlySpan<float> sum = receive.AsSpan(_offsetOf[i], g.Length);
-                for (int k = 0; k < g.Length; k++) g[k] = sum[k] / ranks;
-            }
+            float[] g = gradients[i];
+            ReadOnlySpan<float> sum = receive.AsSpan(_offsetOf[i], g.Length);
+            for (int k = 0; k < g.Length; k++) g[k] = sum[k] / ranks;
         }
     }
 
     // One overlapped averaging: which gradients were reported, which buckets were started and
-    // which of those are known complete.
+    // which of those are known complete (and unpacked at once: their arrays were final when
+    // reported, and backward writes no host gradient twice).
     private sealed class OverlappedAverage(MpiCommunicator owner, IReadOnlyList<float[]> gradients) : IGradientReadySink
     {
         private readonly bool[] _ready = new bool[gradients.Count];
@@ -362,6 +368,8 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
         public IReadOnlyList<float[]> Gradients => gradients;
 
         public int Remaining { get; private set; } = gradients.Count;
+
+        public int Completed => _completed;
 
         public void GradientReady(int parameter)
         {
@@ -376,7 +384,9 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
             _missing[owner._bucketOf[parameter]]--;
             // In bucket order only: every rank must start the same collectives in the same order.
             while (_started < _missing.Length && _missing[_started] == 0) owner.StartBucket(_started++, duringBackward: Remaining > 0);
+            int before = _completed;
             owner.Progress(ref _completed, _started);
+            for (int b = before; b < _completed; b++) owner.Unpack(gradients, b);
             owner.GradientTime += Stopwatch.GetElapsedTime(clock);
         }
     }
