@@ -56,13 +56,14 @@ internal static class TrainCommand
         var valImages = new Option<string?>("--val-images") { Description = "Folder of the validation images" };
         Option<int> valInterval = CommonOptions.Int("--val-interval", "Evaluate after every this many epochs", 1, 1, 100_000);
         Option<int> distTimeout = CommonOptions.Int("--dist-timeout", "Under mpirun: seconds any rank waits for the others before the job is aborted (exit code 5)", 1800, 1, 86_400);
+        Option<int> bucketMb = CommonOptions.Int("--dist-bucket-mb", "Under mpirun: MiB of gradients per all-reduce at most (PyTorch DDP's bucket_cap_mb; the first bucket is at most 1 MiB)", 25, 1, 2047);
         var noOverlap = new Option<bool>("--dist-no-overlap") { Description = "Under mpirun: all-reduce the gradients after the backward pass instead of overlapped with it (same weights; for comparison)" };
         var rankCheckpoints = new Option<bool>("--rank-checkpoints") { Description = "Under mpirun: every rank R > 0 also writes its final state as WORK_DIR/rank_R_latest.pth (to compare ranks)" };
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
             model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
             warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
-            threads, workers, device, valAnn, valImages, valInterval, distTimeout, noOverlap, rankCheckpoints,
+            threads, workers, device, valAnn, valImages, valInterval, distTimeout, bucketMb, noOverlap, rankCheckpoints,
         };
         command.SetAction(parse =>
         {
@@ -96,7 +97,7 @@ internal static class TrainCommand
                 parse.GetValue(valAnn), parse.GetValue(valImages), parse.GetValue(rankCheckpoints));
             TextWriter output = parse.InvocationConfiguration.Output, error = parse.InvocationConfiguration.Error;
             if (!MpiCommunicator.LaunchedWithSeveralRanks()) return Run(arguments, output, error, SingleProcessReducer.Instance);
-            return RunDistributed(arguments, output, error, TimeSpan.FromSeconds(parse.GetValue(distTimeout)));
+            return RunDistributed(arguments, output, error, TimeSpan.FromSeconds(parse.GetValue(distTimeout)), parse.GetValue(bucketMb) << 20);
         });
         return command;
     }
@@ -107,12 +108,12 @@ internal static class TrainCommand
     // One rank of `mpirun -n N ghm train` (docs/DISTRIBUTED.md). Any failure on any rank ends the
     // whole job with MPI_Abort and the exit code the one-process run would have had, so no rank is
     // left waiting; only rank 0 writes to standard output and error, except for errors.
-    private static int RunDistributed(TrainArguments a, TextWriter output, TextWriter error, TimeSpan timeout)
+    private static int RunDistributed(TrainArguments a, TextWriter output, TextWriter error, TimeSpan timeout, int bucketBytes)
     {
         MpiCommunicator mpi;
         try
         {
-            mpi = MpiCommunicator.Initialize(timeout);
+            mpi = MpiCommunicator.Initialize(timeout, bucketBytes);
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
         {
