@@ -197,7 +197,8 @@ public class TrainingSessionTests
                 NotWrittenAtFirstSignal.AddRange(gradients.Where(g => g.Data.All(float.IsNaN)).Select(g => g.Key));
             Order.Add(parameter);
             Assert.Null(AtSignal[parameter]);
-            Assert.DoesNotContain(gradients[parameter].Data, float.IsNaN);
+            int unwritten = gradients[parameter].Data.Count(float.IsNaN);
+            Assert.True(unwritten == 0, $"{gradients[parameter].Key}: {unwritten} of {gradients[parameter].Data.Length} values not written when signalled (signal {Order.Count})");
             AtSignal[parameter] = gradients[parameter].Data.ToArray();
         }
     }
