@@ -2,9 +2,13 @@
 //  * Start: MPI_Init_thread(MPI_THREAD_FUNNELED): only the thread that creates the communicator
 //    calls MPI (the data loader's threads never do).
 //  * Gradients: packed in reverse parameter order (the order backward produces them, as
-//    PyTorch's DDP buckets) into buckets of at most BucketBytes; each bucket's MPI_Iallreduce
-//    (sum, float32) is started as soon as it is packed, so the reduction of one bucket runs while
-//    the next is packed, then MPI_Waitall; the sums are divided by N while unpacked. The
+//    PyTorch's DDP buckets) into buckets of at most BucketBytes (the first at most 1 MiB, as DDP);
+//    each bucket's MPI_Iallreduce (sum, float32) is started as soon as it is packed, then
+//    MPI_Waitall; the sums are divided by N while unpacked. Overlapped (BeginAverageGradients,
+//    the generated Backward's IGradientReadySink calls, EndAverageGradients): a bucket is packed
+//    and started while backward still runs, as soon as its last gradient is final, and every
+//    report calls MPI_Test to let the started ones progress (a bucket found complete is divided
+//    and unpacked then). The
 //    library's reduction gives every rank the same bits (a sum of N terms, combined in the same
 //    order for all ranks by Open MPI's and MPICH's allreduce algorithms for commutative ops:
 //    checked for 2 ranks by the tests, which compare the ranks' weights bitwise).
@@ -17,7 +21,7 @@
 //  * Counters: bytes this rank contributed to all-reductions and broadcasts (payload, not the
 //    algorithm's traffic, which for a bandwidth-optimal all-reduce is 2 (N - 1) / N of it per rank).
 using System.Diagnostics;
-using System.Runtime.InteropServices;
+using GhmGen.Layers;
 using GhmGen.Training;
 
 namespace GhmGen.Distributed;
@@ -27,7 +31,7 @@ namespace GhmGen.Distributed;
 /// with <see cref="Initialize"/>, from the thread that will train (MPI_THREAD_FUNNELED: no other
 /// thread may use it); <see cref="Dispose"/> calls MPI_Finalize. Not thread-safe.
 /// </summary>
-public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
+public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDisposable
 {
     /// <summary>The exit code of a job ended because a rank was lost or a collective timed out (<c>ghm</c>'s exit code 5).</summary>
     public const int LostRankExitCode = 5;
@@ -35,21 +39,32 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
     /// <summary>Default bucket size: PyTorch DDP's bucket_cap_mb, 25 MiB.</summary>
     public const int DefaultBucketBytes = 25 << 20;
 
+    /// <summary>Default size of the first bucket (the last parameters): PyTorch DDP's first bucket, 1 MiB, so that the overlapped reduction starts early.</summary>
+    public const int DefaultFirstBucketBytes = 1 << 20;
+
     private readonly MpiLibrary _mpi;
     private readonly Timer _watchdog;
     private readonly Lock _watchLock = new();
     private readonly int _bucketBytes;
+    private readonly int _firstBucketBytes;
+    private int[] _lengths = [];
+    private (int First, int Last, int Length)[] _buckets = [];
+    private int[] _bucketOf = [];
+    private int[] _offsetOf = [];
     private float[][] _send = [];
     private float[][] _receive = [];
+    private nint[] _requests = [];
+    private OverlappedAverage? _overlap;
     private long _operation;
     private string _watched = "";
     private bool _disposed;
 
-    private MpiCommunicator(MpiLibrary mpi, TimeSpan timeout, int bucketBytes)
+    private MpiCommunicator(MpiLibrary mpi, TimeSpan timeout, int bucketBytes, int firstBucketBytes)
     {
         _mpi = mpi;
         Timeout = timeout;
         _bucketBytes = bucketBytes;
+        _firstBucketBytes = firstBucketBytes;
         int rank, size;
         Check(mpi.CommRank(mpi.CommWorld, &rank), "MPI_Comm_rank");
         Check(mpi.CommSize(mpi.CommWorld, &size), "MPI_Comm_size");
@@ -64,12 +79,15 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
     /// <param name="timeout">How long any collective may wait for the other ranks before the job is aborted.</param>
     /// <param name="bucketBytes">Gradient bytes per all-reduce at most (default 25 MiB).</param>
     /// <param name="libraryPath">The MPI library (null: <c>GHM_MPI_LIBRARY</c>, then libmpi.so.40, libmpi.so.12, ...).</param>
+    /// <param name="firstBucketBytes">Gradient bytes of the first bucket at most (default 1 MiB; at most <paramref name="bucketBytes"/> is used).</param>
     /// <exception cref="DllNotFoundException">No MPI library could be loaded.</exception>
     /// <exception cref="InvalidOperationException">MPI could not be initialised, or was already.</exception>
-    public static MpiCommunicator Initialize(TimeSpan timeout, int bucketBytes = DefaultBucketBytes, string? libraryPath = null)
+    public static MpiCommunicator Initialize(TimeSpan timeout, int bucketBytes = DefaultBucketBytes, string? libraryPath = null,
+        int firstBucketBytes = DefaultFirstBucketBytes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
         ArgumentOutOfRangeException.ThrowIfLessThan(bucketBytes, 4);
+        ArgumentOutOfRangeException.ThrowIfLessThan(firstBucketBytes, 4);
         MpiLibrary mpi = MpiLibrary.Load(libraryPath);
         int initialized;
         Check(mpi.Initialized(&initialized), "MPI_Initialized");
@@ -81,7 +99,7 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
             mpi.Finalize();
             throw new InvalidOperationException($"{mpi.Path}: MPI_THREAD_FUNNELED is needed, the library provides level {provided}");
         }
-        return new MpiCommunicator(mpi, timeout, bucketBytes);
+        return new MpiCommunicator(mpi, timeout, bucketBytes, firstBucketBytes);
     }
 
     /// <summary>
@@ -121,8 +139,14 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
     /// <summary>Bytes this rank has passed to broadcasts and scalar sums so far.</summary>
     public long OtherBytes { get; private set; }
 
-    /// <summary>Time spent in <see cref="AverageGradients"/> (packing, waiting, unpacking).</summary>
+    /// <summary>Gradient all-reductions started while the backward pass was still running (overlapped; see <see cref="BeginAverageGradients"/>).</summary>
+    public long OverlappedAllReduces { get; private set; }
+
+    /// <summary>Time the training thread spent averaging gradients: in <see cref="AverageGradients"/>, or in an overlapped averaging's calls (packing, MPI_Test, waiting, unpacking).</summary>
     public TimeSpan GradientTime { get; private set; }
+
+    /// <summary>The part of <see cref="GradientTime"/> spent blocked in MPI_Waitall for the gradient buckets: the reduction time not hidden behind the backward pass.</summary>
+    public TimeSpan GradientWaitTime { get; private set; }
 
     /// <inheritdoc />
     public void Broadcast(Span<byte> data)
@@ -165,55 +189,49 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(gradients);
+        if (_overlap is not null) throw new InvalidOperationException("an overlapped averaging is under way: end it first");
         long started = Stopwatch.GetTimestamp();
-        List<(int First, int Last, int Length)> buckets = Plan(gradients);
-        EnsureBuffers(buckets);
-        var handles = new GCHandle[2 * buckets.Count];
-        nint* requests = stackalloc nint[buckets.Count];
-        long op = Watch($"MPI_Iallreduce/MPI_Waitall of {buckets.Count} gradient buckets");
-        try
+        Prepare(gradients);
+        for (int b = 0; b < _buckets.Length; b++)
         {
-            for (int b = 0; b < buckets.Count; b++)
-            {
-                (int first, int last, int length) = buckets[b];
-                float[] send = _send[b], receive = _receive[b];
-                int at = 0;
-                for (int i = first; i >= last; i--) // reverse parameter order
-                {
-                    gradients[i].CopyTo(send, at);
-                    at += gradients[i].Length;
-                }
-                handles[2 * b] = GCHandle.Alloc(send, GCHandleType.Pinned);
-                handles[2 * b + 1] = GCHandle.Alloc(receive, GCHandleType.Pinned);
-                requests[b] = 0;
-                Check(_mpi.Iallreduce((void*)handles[2 * b].AddrOfPinnedObject(), (void*)handles[2 * b + 1].AddrOfPinnedObject(), length,
-                    _mpi.Float, _mpi.Sum, _mpi.CommWorld, &requests[b]), "MPI_Iallreduce");
-                GradientBytes += (long)length * sizeof(float);
-                GradientAllReduces++;
-            }
-            byte* statuses = stackalloc byte[64 * Math.Max(1, buckets.Count)];
-            Check(_mpi.Waitall(buckets.Count, requests, statuses), "MPI_Waitall");
+            (int first, int last, _) = _buckets[b];
+            for (int i = first; i >= last; i--) Pack(gradients, i);
+            StartBucket(b, duringBackward: false); // reduces while the next bucket is packed
         }
-        finally
-        {
-            Unwatch(op);
-            foreach (GCHandle h in handles)
-                if (h.IsAllocated) h.Free();
-        }
-        float ranks = WorldSize; // divided, as PyTorch's DDP divides the bucket by the world size
-        for (int b = 0; b < buckets.Count; b++)
-        {
-            (int first, int last, _) = buckets[b];
-            float[] receive = _receive[b];
-            int at = 0;
-            for (int i = first; i >= last; i--)
-            {
-                float[] g = gradients[i];
-                ReadOnlySpan<float> sum = receive.AsSpan(at, g.Length);
-                for (int k = 0; k < g.Length; k++) g[k] = sum[k] / ranks;
-                at += g.Length;
-            }
-        }
+        WaitAndUnpack(gradients, 0);
+        GradientTime += Stopwatch.GetElapsedTime(started);
+    }
+
+    /// <summary>
+    /// Starts averaging gradients that the backward pass has yet to write (docs/DISTRIBUTED.md,
+    /// "Overlap with backward"): the buckets are those of <see cref="AverageGradients"/>; a bucket's
+    /// MPI_Iallreduce starts once every gradient in it and in the buckets before it was reported
+    /// ready (the same order of collectives on every rank), and each report drives MPI's progress
+    /// with MPI_Test. <see cref="EndAverageGradients"/> waits and divides; the result is bitwise
+    /// that of <see cref="AverageGradients"/>.
+    /// </summary>
+    public IGradientReadySink BeginAverageGradients(IReadOnlyList<float[]> gradients)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(gradients);
+        if (_overlap is not null) throw new InvalidOperationException("the previous overlapped averaging was not ended");
+        long started = Stopwatch.GetTimestamp();
+        Prepare(gradients);
+        _overlap = new OverlappedAverage(this, gradients);
+        GradientTime += Stopwatch.GetElapsedTime(started);
+        return _overlap;
+    }
+
+    /// <inheritdoc />
+    public void EndAverageGradients()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        OverlappedAverage overlap = _overlap ?? throw new InvalidOperationException("no overlapped averaging was begun");
+        if (overlap.Remaining > 0)
+            throw new InvalidOperationException($"{overlap.Remaining} of {overlap.Gradients.Count} gradients were never reported ready");
+        long started = Stopwatch.GetTimestamp();
+        _overlap = null;
+        WaitAndUnpack(overlap.Gradients, overlap.Completed);
         GradientTime += Stopwatch.GetElapsedTime(started);
     }
 
@@ -239,15 +257,18 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
         if (rc == MpiLibrary.Success && _mpi.Finalized(&finalized) == MpiLibrary.Success && finalized == 0) _mpi.Finalize();
     }
 
-    // Buckets of consecutive parameters, from the last one backwards, each at most _bucketBytes
-    // (a larger parameter has a bucket of its own).
-    private List<(int First, int Last, int Length)> Plan(IReadOnlyList<float[]> gradients)
+    // Buckets of consecutive parameters, from the last one backwards (DDP's order): the first at
+    // most _firstBucketBytes (DDP's first_bucket_bytes, so that the overlapped reduction starts
+    // early), the others at most _bucketBytes (a larger parameter has a bucket of its own). Made
+    // once per list of gradient lengths, with every bucket's pinned buffers.
+    private void Prepare(IReadOnlyList<float[]> gradients)
     {
+        if (_lengths.Length == gradients.Count && gradients.Select((g, i) => g.Length == _lengths[i]).All(x => x)) return;
         var buckets = new List<(int, int, int)>();
-        int limit = Math.Max(1, _bucketBytes / sizeof(float));
         int i = gradients.Count - 1;
         while (i >= 0)
         {
+            int limit = Math.Max(1, (buckets.Count == 0 ? Math.Min(_firstBucketBytes, _bucketBytes) : _bucketBytes) / sizeof(float));
             int first = i;
             long length = 0;
             while (i >= 0 && (length == 0 || length + gradients[i].Length <= limit))
@@ -257,14 +278,117 @@ public sealed unsafe class MpiCommunicator : IGradientReducer, IDisposable
             }
             buckets.Add((first, i + 1, checked((int)length)));
         }
-        return buckets;
+        _lengths = [.. gradients.Select(g => g.Length)];
+        _buckets = [.. buckets];
+        _bucketOf = new int[gradients.Count];
+        _offsetOf = new int[gradients.Count];
+        for (int b = 0; b < _buckets.Length; b++)
+        {
+            int at = 0;
+            for (int p = _buckets[b].First; p >= _buckets[b].Last; p--)
+            {
+                (_bucketOf[p], _offsetOf[p]) = (b, at);
+                at += _lengths[p];
+            }
+        }
+        // On the pinned object heap: MPI reads and writes them until the request completes.
+        _send = [.. _buckets.Select(b => GC.AllocateUninitializedArray<float>(b.Length, pinned: true))];
+        _receive = [.. _buckets.Select(b => GC.AllocateUninitializedArray<float>(b.Length, pinned: true))];
+        _requests = new nint[_buckets.Length];
     }
 
-    private void EnsureBuffers(List<(int First, int Last, int Length)> buckets)
+    private void Pack(IReadOnlyList<float[]> gradients, int parameter) =>
+        gradients[parameter].CopyTo(_send[_bucketOf[parameter]], _offsetOf[parameter]);
+
+    private void StartBucket(int bucket, bool duringBackward)
     {
-        if (_send.Length == buckets.Count && buckets.Select((b, i) => _send[i].Length == b.Length).All(x => x)) return;
-        _send = [.. buckets.Select(b => new float[b.Length])];
-        _receive = [.. buckets.Select(b => new float[b.Length])];
+        int length = _buckets[bucket].Length;
+        _requests[bucket] = 0;
+        fixed (float* send = _send[bucket])
+        fixed (float* receive = _receive[bucket])
+        fixed (nint* request = &_requests[bucket])
+            Check(_mpi.Iallreduce(send, receive, length, _mpi.Float, _mpi.Sum, _mpi.CommWorld, request), "MPI_Iallreduce");
+        GradientBytes += (long)length * sizeof(float);
+        GradientAllReduces++;
+        if (duringBackward) OverlappedAllReduces++;
+    }
+
+    // MPI_Test on the oldest requests still open: Open MPI progresses a non-blocking collective
+    // only inside MPI calls, and only the training thread may call MPI (FUNNELED).
+    private void Progress(ref int completed, int started)
+    {
+        byte* status = stackalloc byte[64];
+        while (completed < started)
+        {
+            int flag;
+            fixed (nint* request = &_requests[completed]) Check(_mpi.Test(request, &flag, status), "MPI_Test");
+            if (flag == 0) return;
+            completed++;
+        }
+    }
+
+    // MPI_Waitall on every bucket (completed ones are MPI_REQUEST_NULL by now), then each sum / N
+    // of the buckets from firstToUnpack on (the ones before were unpacked when they completed).
+    private void WaitAndUnpack(IReadOnlyList<float[]> gradients, int firstToUnpack)
+    {
+        long waiting = Stopwatch.GetTimestamp();
+        long op = Watch($"MPI_Iallreduce/MPI_Waitall of {_buckets.Length} gradient buckets");
+        byte* statuses = stackalloc byte[64 * Math.Max(1, _buckets.Length)];
+        int rc;
+        fixed (nint* requests = _requests) rc = _mpi.Waitall(_buckets.Length, requests, statuses);
+        Unwatch(op);
+        Check(rc, "MPI_Waitall");
+        GradientWaitTime += Stopwatch.GetElapsedTime(waiting);
+        for (int b = firstToUnpack; b < _buckets.Length; b++) Unpack(gradients, b);
+    }
+
+    // The bucket's sums divided by N into its gradient arrays (as PyTorch's DDP divides the bucket by the world size).
+    private void Unpack(IReadOnlyList<float[]> gradients, int bucket)
+    {
+        float ranks = WorldSize;
+        (int first, int last, _) = _buckets[bucket];
+        float[] receive = _receive[bucket];
+        for (int i = first; i >= last; i--)
+        {
+            float[] g = gradients[i];
+            ReadOnlySpan<float> sum = receive.AsSpan(_offsetOf[i], g.Length);
+            for (int k = 0; k < g.Length; k++) g[k] = sum[k] / ranks;
+        }
+    }
+
+    // One overlapped averaging: which gradients were reported, which buckets were started and
+    // which of those are known complete (and unpacked at once: their arrays were final when
+    // reported, and backward writes no host gradient twice).
+    private sealed class OverlappedAverage(MpiCommunicator owner, IReadOnlyList<float[]> gradients) : IGradientReadySink
+    {
+        private readonly bool[] _ready = new bool[gradients.Count];
+        private readonly int[] _missing = [.. owner._buckets.Select(b => b.First - b.Last + 1)];
+        private int _started, _completed;
+
+        public IReadOnlyList<float[]> Gradients => gradients;
+
+        public int Remaining { get; private set; } = gradients.Count;
+
+        public int Completed => _completed;
+
+        public void GradientReady(int parameter)
+        {
+            if (owner._overlap != this) throw new InvalidOperationException("this overlapped averaging has ended");
+            ArgumentOutOfRangeException.ThrowIfNegative(parameter);
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(parameter, gradients.Count);
+            if (_ready[parameter]) throw new InvalidOperationException($"gradient {parameter} was reported ready twice");
+            long clock = Stopwatch.GetTimestamp();
+            _ready[parameter] = true;
+            Remaining--;
+            owner.Pack(gradients, parameter);
+            _missing[owner._bucketOf[parameter]]--;
+            // In bucket order only: every rank must start the same collectives in the same order.
+            while (_started < _missing.Length && _missing[_started] == 0) owner.StartBucket(_started++, duringBackward: Remaining > 0);
+            int before = _completed;
+            owner.Progress(ref _completed, _started);
+            for (int b = before; b < _completed; b++) owner.Unpack(gradients, b);
+            owner.GradientTime += Stopwatch.GetElapsedTime(clock);
+        }
     }
 
     private long Watch(string what)

@@ -44,6 +44,7 @@ internal sealed unsafe class MpiLibrary
     public delegate* unmanaged<void*, void*, int, nint, nint, nint, int> Allreduce;
     public delegate* unmanaged<void*, void*, int, nint, nint, nint, nint*, int> Iallreduce;
     public delegate* unmanaged<int, nint*, void*, int> Waitall;
+    public delegate* unmanaged<nint*, int*, void*, int> Test;
     public delegate* unmanaged<nint, int, int> Abort;
     public delegate* unmanaged<nint, int> Barrier;
     public delegate* unmanaged<byte*, int*, int> GetLibraryVersion;
@@ -63,6 +64,7 @@ internal sealed unsafe class MpiLibrary
         Allreduce = (delegate* unmanaged<void*, void*, int, nint, nint, nint, int>)Export("MPI_Allreduce");
         Iallreduce = (delegate* unmanaged<void*, void*, int, nint, nint, nint, nint*, int>)Export("MPI_Iallreduce");
         Waitall = (delegate* unmanaged<int, nint*, void*, int>)Export("MPI_Waitall");
+        Test = (delegate* unmanaged<nint*, int*, void*, int>)Export("MPI_Test");
         Abort = (delegate* unmanaged<nint, int, int>)Export("MPI_Abort");
         Barrier = (delegate* unmanaged<nint, int>)Export("MPI_Barrier");
         GetLibraryVersion = (delegate* unmanaged<byte*, int*, int>)Export("MPI_Get_library_version");

@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 
@@ -63,6 +64,46 @@ public class GeneratedCodeTests
             Assert.Single(calls, l => l.Contains("accumulate: false", StringComparison.Ordinal));
         }
         Assert.Contains("public const long TrainedParameterCount = 37743348;", code); // 37,968,692 less conv1, bn1 and layer1 (225,344)
+    }
+
+    [Theory]
+    [InlineData("TinyNet")]
+    [InlineData("RetinaNetGhmR50Fpn")]
+    [InlineData("RetinaNetGhmX101x32x4dFpn")]
+    public void Backward_SignalsEveryTrainedParameterOnce_RightAfterItsLastGradientWrite(string typeName)
+    {
+        string code = typeName == "TinyNet"
+            ? GeneratorHarness.Run(TinyNetSource.Text).Files["TinyNet.Training.g.cs"]
+            : ModelRun.Value.Files[typeName + ".Training.g.cs"];
+        // Parameter p's gradient belongs to trained convolution Trained[t] (TrainingWeights.Gradients, in TrainedKeys order).
+        int list = code.IndexOf("Gradients =\n", StringComparison.Ordinal);
+        string[] owners = code[list..code.IndexOf("];", list, StringComparison.Ordinal)].Split('\n')
+            .Select(l => Regex.Match(l, @"Trained\[(\d+)\]\.\w+!, //")).Where(m => m.Success).Select(m => m.Groups[1].Value).ToArray();
+        Assert.True(owners.Length > 0);
+        int start = code.IndexOf("public void Backward(global::GhmGen.Layers.IGradientReadySink? ready)", StringComparison.Ordinal);
+        Assert.True(start >= 0, "no Backward(IGradientReadySink?)");
+        string[] lines = code[start..code.IndexOf("public void UpdateWeights()", start, StringComparison.Ordinal)].Split('\n').Select(l => l.Trim()).ToArray();
+        var signalled = new List<int>();
+        for (int p = 0; p < owners.Length; p++)
+        {
+            string trained = $"_trained[{owners[p]}]";
+            int[] at = [.. Enumerable.Range(0, lines.Length).Where(i => lines[i].StartsWith($"ready.GradientReady({p});", StringComparison.Ordinal))];
+            Assert.True(at.Length == 1, $"{typeName}: parameter {p} is signalled {at.Length} times");
+            // Its last write: the last backend call on the convolution's folded gradients.
+            int lastWrite = Array.FindLastIndex(lines, l => l.StartsWith("b.", StringComparison.Ordinal) &&
+                (l.Contains(trained + ".WeightGradient", StringComparison.Ordinal) || l.Contains(trained + ".BiasGradient", StringComparison.Ordinal)));
+            Assert.True(lastWrite >= 0, $"{typeName}: nothing writes {trained}'s gradients");
+            Assert.True(at[0] > lastWrite, $"{typeName}: parameter {p} is signalled at line {at[0]}, before its last write at line {lastWrite}");
+            // ... right after it: the host gradients are collected in between, and no other backend call runs first.
+            string[] between = lines[(lastWrite + 1)..at[0]];
+            Assert.Contains(between, l => l.StartsWith(trained + ".CollectGradients(b, _scratch);", StringComparison.Ordinal));
+            Assert.DoesNotContain(between, l => l.StartsWith("b.", StringComparison.Ordinal));
+            signalled.Add(at[0]);
+        }
+        Assert.Equal(owners.Length, lines.Count(l => l.StartsWith("ready.GradientReady(", StringComparison.Ordinal)));
+        // The first signal comes long before the pass ends (the head's last level, not the stem).
+        int lastCall = Array.FindLastIndex(lines, l => l.StartsWith("b.", StringComparison.Ordinal));
+        Assert.True(signalled.Min() < lastCall / 2, $"{typeName}: the first signal is at line {signalled.Min()} of {lastCall}");
     }
 
     [Fact]

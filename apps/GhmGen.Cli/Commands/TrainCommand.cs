@@ -56,12 +56,14 @@ internal static class TrainCommand
         var valImages = new Option<string?>("--val-images") { Description = "Folder of the validation images" };
         Option<int> valInterval = CommonOptions.Int("--val-interval", "Evaluate after every this many epochs", 1, 1, 100_000);
         Option<int> distTimeout = CommonOptions.Int("--dist-timeout", "Under mpirun: seconds any rank waits for the others before the job is aborted (exit code 5)", 1800, 1, 86_400);
+        Option<int> bucketMb = CommonOptions.Int("--dist-bucket-mb", "Under mpirun: MiB of gradients per all-reduce at most (PyTorch DDP's bucket_cap_mb; the first bucket is at most 1 MiB)", 25, 1, 2047);
+        var noOverlap = new Option<bool>("--dist-no-overlap") { Description = "Under mpirun: all-reduce the gradients after the backward pass instead of overlapped with it (same weights; for comparison)" };
         var rankCheckpoints = new Option<bool>("--rank-checkpoints") { Description = "Under mpirun: every rank R > 0 also writes its final state as WORK_DIR/rank_R_latest.pth (to compare ranks)" };
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
             model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
             warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
-            threads, workers, device, valAnn, valImages, valInterval, distTimeout, rankCheckpoints,
+            threads, workers, device, valAnn, valImages, valInterval, distTimeout, bucketMb, noOverlap, rankCheckpoints,
         };
         command.SetAction(parse =>
         {
@@ -88,13 +90,14 @@ internal static class TrainCommand
                 Loss = parse.GetValue(loss) == "focal" ? DetectionLossKind.Focal : DetectionLossKind.Ghm,
                 DataWorkers = parse.GetValue(workers),
                 ValidationInterval = parse.GetValue(valInterval),
+                OverlapGradientReduction = !parse.GetValue(noOverlap),
             };
             var arguments = new TrainArguments(parse.GetValue(model)!, parse.GetValue(trainAnn)!, parse.GetValue(trainImages)!, parse.GetValue(workDir)!,
                 parse.GetValue(loadFrom), parse.GetValue(pretrained), parse.GetValue(resume), parse.GetValue(device)!, parse.GetValue(threads), options,
                 parse.GetValue(valAnn), parse.GetValue(valImages), parse.GetValue(rankCheckpoints));
             TextWriter output = parse.InvocationConfiguration.Output, error = parse.InvocationConfiguration.Error;
             if (!MpiCommunicator.LaunchedWithSeveralRanks()) return Run(arguments, output, error, SingleProcessReducer.Instance);
-            return RunDistributed(arguments, output, error, TimeSpan.FromSeconds(parse.GetValue(distTimeout)));
+            return RunDistributed(arguments, output, error, TimeSpan.FromSeconds(parse.GetValue(distTimeout)), parse.GetValue(bucketMb) << 20);
         });
         return command;
     }
@@ -105,12 +108,12 @@ internal static class TrainCommand
     // One rank of `mpirun -n N ghm train` (docs/DISTRIBUTED.md). Any failure on any rank ends the
     // whole job with MPI_Abort and the exit code the one-process run would have had, so no rank is
     // left waiting; only rank 0 writes to standard output and error, except for errors.
-    private static int RunDistributed(TrainArguments a, TextWriter output, TextWriter error, TimeSpan timeout)
+    private static int RunDistributed(TrainArguments a, TextWriter output, TextWriter error, TimeSpan timeout, int bucketBytes)
     {
         MpiCommunicator mpi;
         try
         {
-            mpi = MpiCommunicator.Initialize(timeout);
+            mpi = MpiCommunicator.Initialize(timeout, bucketBytes);
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
         {
@@ -251,7 +254,9 @@ internal static class TrainCommand
         {
             long iterations = Math.Max(1, result.Iterations - startIteration);
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"ghm train: all-reduce: {mpi.GradientBytes / iterations / 1e6:F2} MB of gradients per iteration and rank in {mpi.GradientAllReduces / iterations} buckets, {mpi.GradientTime.TotalMilliseconds / iterations:F1} ms per iteration in AverageGradients"));
+                $"ghm train: all-reduce: {mpi.GradientBytes / iterations / 1e6:F2} MB of gradients per iteration and rank in {mpi.GradientAllReduces / iterations} buckets, " +
+                $"{(double)mpi.OverlappedAllReduces / iterations:F2} of them per iteration started during backward ({(a.Options.OverlapGradientReduction ? "overlapped" : "--dist-no-overlap")}); " +
+                $"per iteration {mpi.GradientTime.TotalMilliseconds / iterations:F1} ms averaging gradients, of which {mpi.GradientWaitTime.TotalMilliseconds / iterations:F1} ms waiting in MPI_Waitall"));
             if (a.RankCheckpoints && mpi.Rank > 0)
             {
                 Directory.CreateDirectory(workDir); // on another machine than rank 0's it may not exist yet

@@ -146,12 +146,12 @@ internal static class TrainingEmitter
         w.Line("/// <summary>");
         w.Line($"/// This network in training on one backend for one input size: {memory.SlotCount} buffers shared by activations and");
         w.Line($"/// their gradients, a <see cref=\"Forward\"/> that keeps what the reverse pass reads, and a straight-line");
-        w.Line($"/// <see cref=\"Backward\"/> that writes the gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>)");
+        w.Line($"/// <see cref=\"Backward()\"/> that writes the gradients of the {parameters.Count} trained parameters (<see cref=\"TrainedKeys\"/>)");
         w.Line("/// and nothing for frozen ones. The prepared weights, weight gradients and <see cref=\"Gradients\"/> are");
         w.Line("/// <see cref=\"Weights\"/>', its own (<see cref=\"CreateTrainingSession\"/>) or shared with sessions of other sizes");
         w.Line("/// (<see cref=\"TrainingWeights.CreateSession\"/>); so are the activation buffers, which the sessions of one");
         w.Line("/// <see cref=\"TrainingWeights\"/> share, grown to the largest shape (a session only holds views of them).");
-        w.Line("/// A step: <see cref=\"Forward\"/>, fill <see cref=\"OutputGradients\"/>, <see cref=\"Backward\"/>, change the");
+        w.Line("/// A step: <see cref=\"Forward\"/>, fill <see cref=\"OutputGradients\"/>, <see cref=\"Backward()\"/>, change the");
         w.Line("/// host weights from <see cref=\"Gradients\"/>, <see cref=\"UpdateWeights\"/>; none of these allocates.");
         w.Line("/// Not thread-safe, and neither are the sessions of one <see cref=\"TrainingWeights\"/>: one of them runs at a time.");
         w.Line("/// </summary>");
@@ -220,18 +220,18 @@ internal static class TrainingEmitter
         {
             w.Line($"/// <summary>Output <c>{o.Name}</c> (<c>{m.Values[o.Value].Name}</c>), valid after <see cref=\"Forward\"/>.</summary>");
             w.Line($"public {B}.TensorView {Pascal(o.Name)} => {A(o.Value)};").Line();
-            w.Line($"/// <summary>d loss / d <c>{o.Name}</c>: write it before <see cref=\"Backward\"/> (which uses it as scratch).</summary>");
+            w.Line($"/// <summary>d loss / d <c>{o.Name}</c>: write it before <see cref=\"Backward()\"/> (which uses it as scratch).</summary>");
             w.Line($"public {B}.TensorView {Pascal(o.Name)}Gradient => {G(o.Value)};").Line();
         }
         w.Line("/// <summary>Every output by name, in declaration order.</summary>");
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> Outputs => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {A(o.Value)})"))}];").Line();
         w.Line("/// <summary>Every output's gradient by output name, in declaration order.</summary>");
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<(string Name, {B}.TensorView Tensor)> OutputGradients => [{string.Join(", ", m.Outputs.Select(o => $"(\"{o.Name}\", {G(o.Value)})"))}];").Line();
-        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter; valid after <see cref=\"Backward\"/>: <see cref=\"Weights\"/>' <see cref=\"TrainingWeights.Gradients\"/>.</summary>");
+        w.Line("/// <summary>The gradient of every trained parameter (<see cref=\"TrainedKeys\"/>, same order), next to the parameter; valid after <see cref=\"Backward()\"/>: <see cref=\"Weights\"/>' <see cref=\"TrainingWeights.Gradients\"/>.</summary>");
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients => _weights.Gradients;").Line();
 
         // Forward.
-        w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major), keeping what <see cref=\"Backward\"/> reads.</summary>");
+        w.Line("/// <summary>Runs the network on <paramref name=\"input\"/> (N x C x H x W, row-major), keeping what <see cref=\"Backward()\"/> reads.</summary>");
         w.Open("public void Forward(global::System.ReadOnlySpan<float> input)");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
@@ -247,11 +247,19 @@ internal static class TrainingEmitter
         w.Line("/// <summary>");
         w.Line("/// The reverse pass of the last <see cref=\"Forward\"/>: from <see cref=\"OutputGradients\"/> to the gradient of");
         w.Line("/// every trained parameter (shared weights summed over their applications), batch norm unfolded,");
-        w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers;");
+        w.Line("/// in <see cref=\"Gradients\"/>. One <see cref=\"Backward()\"/> per <see cref=\"Forward\"/>: it reuses the forward's buffers;");
         w.Line("/// none after an <see cref=\"UpdateWeights\"/> of the weights since that <see cref=\"Forward\"/>, and none after");
         w.Line("/// another session of the same weights ran its <see cref=\"Forward\"/> (the sessions share activation buffers).");
         w.Line("/// </summary>");
-        w.Open("public void Backward()");
+        w.Line("public void Backward() => Backward(null);").Line();
+
+        w.Line("/// <summary>");
+        w.Line("/// <see cref=\"Backward()\"/>, calling <paramref name=\"ready\"/>'s <see cref=\"global::GhmGen.Layers.IGradientReadySink.GradientReady\"/>");
+        w.Line("/// for each trained parameter (its index in <see cref=\"Gradients\"/>) as soon as its gradient is final, in the order");
+        w.Line("/// they become final; the gradients are bitwise those of <see cref=\"Backward()\"/>. Null: no calls, and the");
+        w.Line("/// gradients are collected at the end.");
+        w.Line("/// </summary>");
+        w.Open("public void Backward(global::GhmGen.Layers.IGradientReadySink? ready)");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
         w.Line("if (!_forwardDone) throw new global::System.InvalidOperationException(\"Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)\");");
@@ -260,10 +268,19 @@ internal static class TrainingEmitter
         w.Line("if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException(\"another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward\");");
         w.Line($"{B}.ITrainingBackend b = _backend;");
         int first = plan.Forward.Count + 1; // the timeline: forward steps, output gradients, backward steps
+        int[] lastWrite = LastGradientWrites(plan);
         for (int i = 0; i < plan.Backward.Count; i++)
+        {
             WriteBackwardStep(w, m, plan, plan.Backward[i], memory.InPlace[first + i], A, G);
+            for (int t = 0; t < lastWrite.Length; t++)
+                if (lastWrite[t] == i) WriteGradientsReady(w, m, plan, parameters, t);
+        }
+        for (int t = 0; t < lastWrite.Length; t++)
+            if (lastWrite[t] < 0) WriteGradientsReady(w, m, plan, parameters, t); // written by no step: final now
+        w.Open("if (ready is null)");
         for (int t = 0; t < plan.TrainedConvs.Count; t++)
             w.Line($"_trained[{t}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[t].Conv].Layer].Key}");
+        w.Close();
         w.Close().Line();
 
         // Update.
@@ -378,6 +395,40 @@ internal static class TrainingEmitter
         w.Line("_prepared.Dispose();");
         w.Close();
         w.Close().Line();
+    }
+
+    /// <summary>
+    /// For each trained convolution, the index of the backward step that writes its folded
+    /// gradients for the last time (a shared head convolution: its last level), or -1 if none does.
+    /// After that step its host gradients can be collected and are final.
+    /// </summary>
+    private static int[] LastGradientWrites(NetworkPlan plan)
+    {
+        int[] last = Enumerable.Repeat(-1, plan.TrainedConvs.Count).ToArray();
+        for (int i = 0; i < plan.Backward.Count; i++)
+            if (WrittenTrainedConv(plan.Backward[i]) is { } t) last[t] = i;
+        return last;
+    }
+
+    /// <summary>The trained convolution whose folded gradients <paramref name="step"/> writes, if any.</summary>
+    private static int? WrittenTrainedConv(BackwardStep step) => step switch
+    {
+        ZeroWeightGradientsStep z => z.Trained,
+        ConvWeightsBackwardStep c => c.Trained,
+        _ => null,
+    };
+
+    /// <summary>
+    /// With a sink: collects trained convolution <paramref name="trained"/>'s host gradients now
+    /// (batch norm unfolded) and signals each of its parameters, last in state-dict order first.
+    /// </summary>
+    private static void WriteGradientsReady(CodeWriter w, NetworkModel m, NetworkPlan plan, List<(string Key, int Trained, string Member)> parameters, int trained)
+    {
+        w.Open("if (ready is not null)");
+        w.Line($"_trained[{trained}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[trained].Conv].Layer].Key}: final");
+        for (int p = parameters.Count - 1; p >= 0; p--)
+            if (parameters[p].Trained == trained) w.Line($"ready.GradientReady({p}); // {parameters[p].Key}");
+        w.Close();
     }
 
     private static void WriteBackwardStep(CodeWriter w, NetworkModel m, NetworkPlan plan, BackwardStep step, bool inPlace,

@@ -3,7 +3,7 @@ namespace GhmGen.Layers;
 /// <summary>
 /// A network prepared for training on one backend for one input size (generated per network as
 /// <c>TrainingSession</c>): <see cref="IForwardSession.Forward"/> keeps what the reverse pass needs,
-/// the caller writes <see cref="OutputGradients"/>, <see cref="Backward"/> fills <see cref="Gradients"/>,
+/// the caller writes <see cref="OutputGradients"/>, <see cref="Backward()"/> fills <see cref="Gradients"/>,
 /// and after an optimizer changed the host weights <see cref="UpdateWeights"/> hands them to the backend.
 /// The session holds only views of activation and activation-gradient buffers; those buffers, its
 /// prepared weights, weight gradients and <see cref="Gradients"/> belong to <see cref="Weights"/>,
@@ -11,10 +11,10 @@ namespace GhmGen.Layers;
 /// </summary>
 public interface ITrainingSession : IForwardSession
 {
-    /// <summary>d loss / d output, one tensor per output (same order and shapes as <see cref="IForwardSession.Outputs"/>); write them before <see cref="Backward"/>, which uses them as scratch. Read these views (and <see cref="IForwardSession.Outputs"/>) again after each <see cref="IForwardSession.Forward"/>: a session moves to longer buffers when a session of a larger shape grew the ones they share.</summary>
+    /// <summary>d loss / d output, one tensor per output (same order and shapes as <see cref="IForwardSession.Outputs"/>); write them before <see cref="Backward()"/>, which uses them as scratch. Read these views (and <see cref="IForwardSession.Outputs"/>) again after each <see cref="IForwardSession.Forward"/>: a session moves to longer buffers when a session of a larger shape grew the ones they share.</summary>
     IReadOnlyList<(string Name, Backends.TensorView Tensor)> OutputGradients { get; }
 
-    /// <summary>The gradient of every trained parameter, in state-dict order, valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="ITrainingWeights.Gradients"/>.</summary>
+    /// <summary>The gradient of every trained parameter, in state-dict order, valid after <see cref="Backward()"/>: <see cref="Weights"/>' <see cref="ITrainingWeights.Gradients"/>.</summary>
     IReadOnlyList<ParameterGradient> Gradients { get; }
 
     /// <summary>The prepared weights this session runs with (its own, or shared with other sessions).</summary>
@@ -22,6 +22,14 @@ public interface ITrainingSession : IForwardSession
 
     /// <summary>Runs the reverse pass of the last <see cref="IForwardSession.Forward"/> from <see cref="OutputGradients"/> and writes <see cref="Gradients"/>.</summary>
     void Backward();
+
+    /// <summary>
+    /// <see cref="Backward()"/>, telling <paramref name="ready"/> as soon as each trained
+    /// parameter's gradient is final (once per parameter, in completion order), so that its
+    /// reduction can start while the pass goes on. Null: exactly <see cref="Backward()"/>. The
+    /// gradients are bitwise those of <see cref="Backward()"/> either way.
+    /// </summary>
+    void Backward(IGradientReadySink? ready);
 
     /// <summary>
     /// Folds the trained parameters' current host values again and hands them to the backend:

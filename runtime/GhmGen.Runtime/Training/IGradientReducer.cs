@@ -4,6 +4,8 @@
 // nothing while the others wait hangs them, so an implementation bounds every wait.
 // SingleProcessReducer is the group of one process (every call a no-op); GhmGen.Distributed's
 // MpiCommunicator is the MPI one, in its own assembly so that nothing here loads MPI.
+using GhmGen.Layers;
+
 namespace GhmGen.Training;
 
 /// <summary>
@@ -30,6 +32,31 @@ public interface IGradientReducer
 
     /// <summary>Replaces each value with its sum over the ranks.</summary>
     void Sum(Span<double> values);
+}
+
+/// <summary>
+/// An <see cref="IGradientReducer"/> that can average the gradients while the backward pass still
+/// writes them (PyTorch DDP's overlap): <see cref="BeginAverageGradients"/> before
+/// <see cref="ITrainingSession.Backward(IGradientReadySink?)"/>, whose calls tell it which arrays are
+/// final, then <see cref="EndAverageGradients"/>. The result is bitwise that of
+/// <see cref="IGradientReducer.AverageGradients"/>. Threading as <see cref="IGradientReducer"/>.
+/// </summary>
+public interface IOverlappingGradientReducer : IGradientReducer
+{
+    /// <summary>
+    /// Starts averaging <paramref name="gradients"/>, whose values are not written yet: the returned
+    /// sink is told (with indices into <paramref name="gradients"/>) when each array is final, exactly
+    /// once per array, and may start reducing it then; the arrays must not change after that.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The previous averaging was not ended.</exception>
+    IGradientReadySink BeginAverageGradients(IReadOnlyList<float[]> gradients);
+
+    /// <summary>
+    /// Waits until every array of the last <see cref="BeginAverageGradients"/> is reduced and
+    /// replaces each with the mean over the ranks.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No averaging was begun, or some array was never reported final.</exception>
+    void EndAverageGradients();
 }
 
 /// <summary>The group of one process: rank 0 of 1, every call a no-op. Thread-safe (stateless).</summary>

@@ -110,6 +110,13 @@ public sealed record TrainerOptions
     /// preparation nor a second set of activations.
     /// </summary>
     public int CachedSessions { get; init; } = 3;
+
+    /// <summary>
+    /// Data parallel, with an <see cref="IOverlappingGradientReducer"/>: reduce the gradients in
+    /// buckets while the backward pass still runs (PyTorch DDP's overlap). False: after it, with
+    /// <see cref="IGradientReducer.AverageGradients"/>. The weights are bitwise the same either way.
+    /// </summary>
+    public bool OverlapGradientReduction { get; init; } = true;
 }
 
 /// <summary>What one finished iteration reports (for a progress bar).</summary>
@@ -450,6 +457,10 @@ public sealed class Trainer : IDisposable
                 (finiteOutputs ? "" : "the network's outputs are not finite, ") +
                 $"loss_cls {lossCls}, loss_bbox {lossBox}; stopped, the last checkpoint in {_workDir} is the last good state");
 
+        // Data parallel, overlapped: the reduction of each bucket of gradients starts as soon as
+        // Backward has written them (a rank without images reports its zeros at once).
+        IOverlappingGradientReducer? overlapping = _reducer.WorldSize > 1 && _options.OverlapGradientReduction ? _reducer as IOverlappingGradientReducer : null;
+        IGradientReadySink? ready = overlapping?.BeginAverageGradients(_gradientData);
         if (entry is not null && loss is not null)
         {
             for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
@@ -457,13 +468,16 @@ public sealed class Trainer : IDisposable
                 _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
                 _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
             }
-            entry.Session.Backward();
+            entry.Session.Backward(ready);
         }
         else
         {
             foreach (float[] g in _gradientData) Array.Clear(g);
+            for (int i = _gradientData.Length - 1; i >= 0; i--) ready?.GradientReady(i);
         }
-        if (_reducer.WorldSize > 1) _reducer.AverageGradients(_gradientData); // DDP: mean over the ranks, before clipping
+        // DDP: mean over the ranks, before clipping.
+        if (overlapping is not null) overlapping.EndAverageGradients();
+        else if (_reducer.WorldSize > 1) _reducer.AverageGradients(_gradientData);
 
         float gradNorm = _options.GradientClip > 0
             ? GradientClipping.ClipGradNorm(_gradients, _options.GradientClip)

@@ -720,12 +720,12 @@ partial class RetinaNetGhmR50Fpn
     /// <summary>
     /// This network in training on one backend for one input size: 109 buffers shared by activations and
     /// their gradients, a <see cref="Forward"/> that keeps what the reverse pass reads, and a straight-line
-    /// <see cref="Backward"/> that writes the gradients of the 162 trained parameters (<see cref="TrainedKeys"/>)
+    /// <see cref="Backward()"/> that writes the gradients of the 162 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
     /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
     /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
-    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
+    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward()"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
     /// </summary>
@@ -1010,61 +1010,61 @@ partial class RetinaNetGhmR50Fpn
         /// <summary>Output <c>cls_p3</c> (<c>bbox_head.p3.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP3 => _a[193];
 
-        /// <summary>d loss / d <c>cls_p3</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p3</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP3Gradient => _g[193];
 
         /// <summary>Output <c>reg_p3</c> (<c>bbox_head.p3.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP3 => _a[194];
 
-        /// <summary>d loss / d <c>reg_p3</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p3</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP3Gradient => _g[194];
 
         /// <summary>Output <c>cls_p4</c> (<c>bbox_head.p4.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP4 => _a[203];
 
-        /// <summary>d loss / d <c>cls_p4</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p4</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP4Gradient => _g[203];
 
         /// <summary>Output <c>reg_p4</c> (<c>bbox_head.p4.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP4 => _a[204];
 
-        /// <summary>d loss / d <c>reg_p4</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p4</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP4Gradient => _g[204];
 
         /// <summary>Output <c>cls_p5</c> (<c>bbox_head.p5.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP5 => _a[213];
 
-        /// <summary>d loss / d <c>cls_p5</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p5</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP5Gradient => _g[213];
 
         /// <summary>Output <c>reg_p5</c> (<c>bbox_head.p5.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP5 => _a[214];
 
-        /// <summary>d loss / d <c>reg_p5</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p5</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP5Gradient => _g[214];
 
         /// <summary>Output <c>cls_p6</c> (<c>bbox_head.p6.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP6 => _a[223];
 
-        /// <summary>d loss / d <c>cls_p6</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p6</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP6Gradient => _g[223];
 
         /// <summary>Output <c>reg_p6</c> (<c>bbox_head.p6.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP6 => _a[224];
 
-        /// <summary>d loss / d <c>reg_p6</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p6</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP6Gradient => _g[224];
 
         /// <summary>Output <c>cls_p7</c> (<c>bbox_head.p7.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP7 => _a[233];
 
-        /// <summary>d loss / d <c>cls_p7</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p7</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP7Gradient => _g[233];
 
         /// <summary>Output <c>reg_p7</c> (<c>bbox_head.p7.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP7 => _a[234];
 
-        /// <summary>d loss / d <c>reg_p7</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p7</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP7Gradient => _g[234];
 
         /// <summary>Every output by name, in declaration order.</summary>
@@ -1073,10 +1073,10 @@ partial class RetinaNetGhmR50Fpn
         /// <summary>Every output's gradient by output name, in declaration order.</summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> OutputGradients => [("cls_p3", _g[193]), ("reg_p3", _g[194]), ("cls_p4", _g[203]), ("reg_p4", _g[204]), ("cls_p5", _g[213]), ("reg_p5", _g[214]), ("cls_p6", _g[223]), ("reg_p6", _g[224]), ("cls_p7", _g[233]), ("reg_p7", _g[234])];
 
-        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward()"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
         public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients => _weights.Gradients;
 
-        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward"/> reads.</summary>
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward()"/> reads.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
@@ -1206,11 +1206,19 @@ partial class RetinaNetGhmR50Fpn
         /// <summary>
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
-        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
+        /// in <see cref="Gradients"/>. One <see cref="Backward()"/> per <see cref="Forward"/>: it reuses the forward's buffers;
         /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
         /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
-        public void Backward()
+        public void Backward() => Backward(null);
+
+        /// <summary>
+        /// <see cref="Backward()"/>, calling <paramref name="ready"/>'s <see cref="global::GhmGen.Layers.IGradientReadySink.GradientReady"/>
+        /// for each trained parameter (its index in <see cref="Gradients"/>) as soon as its gradient is final, in the order
+        /// they become final; the gradients are bitwise those of <see cref="Backward()"/>. Null: no calls, and the
+        /// gradients are collected at the end.
+        /// </summary>
+        public void Backward(global::GhmGen.Layers.IGradientReadySink? ready)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
@@ -1332,247 +1340,652 @@ partial class RetinaNetGhmR50Fpn
             b.Conv2dBackwardWeights(_convs[61].Spec, _a[181], _g[195], _trained[50].WeightGradient, _trained[50].BiasGradient, accumulate: true); // d bbox_head.cls_convs.0.conv weights
             b.Conv2dBackwardData(_convs[61], _g[195], _g[181], accumulate: true); // d neck.fpn_convs.1.conv through bbox_head.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[70].Spec, _a[192], _g[194], _trained[59].WeightGradient, _trained[59].BiasGradient, accumulate: true); // d bbox_head.retina_reg weights
+            if (ready is not null)
+            {
+                _trained[59].CollectGradients(b, _scratch); // bbox_head.retina_reg: final
+                ready.GradientReady(161); // bbox_head.retina_reg.bias
+                ready.GradientReady(160); // bbox_head.retina_reg.weight
+            }
             b.Conv2dBackwardData(_convs[70], _g[194], _g[192], accumulate: false); // d bbox_head.p3.reg_convs.3.conv through bbox_head.retina_reg
             b.Conv2dBackwardWeights(_convs[69].Spec, _a[188], _g[193], _trained[58].WeightGradient, _trained[58].BiasGradient, accumulate: true); // d bbox_head.retina_cls weights
+            if (ready is not null)
+            {
+                _trained[58].CollectGradients(b, _scratch); // bbox_head.retina_cls: final
+                ready.GradientReady(159); // bbox_head.retina_cls.bias
+                ready.GradientReady(158); // bbox_head.retina_cls.weight
+            }
             b.Conv2dBackwardData(_convs[69], _g[193], _g[188], accumulate: false); // d bbox_head.p3.cls_convs.3.conv through bbox_head.retina_cls
             b.ReluBackward(_a[192], _g[192], _g[192]); // relu of bbox_head.p3.reg_convs.3.conv
             b.Conv2dBackwardWeights(_convs[68].Spec, _a[191], _g[192], _trained[57].WeightGradient, _trained[57].BiasGradient, accumulate: true); // d bbox_head.reg_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[57].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv: final
+                ready.GradientReady(157); // bbox_head.reg_convs.3.conv.bias
+                ready.GradientReady(156); // bbox_head.reg_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[68], _g[192], _g[191], accumulate: false); // d bbox_head.p3.reg_convs.2.conv through bbox_head.reg_convs.3.conv
             b.ReluBackward(_a[191], _g[191], _g[191]); // relu of bbox_head.p3.reg_convs.2.conv
             b.Conv2dBackwardWeights(_convs[67].Spec, _a[190], _g[191], _trained[56].WeightGradient, _trained[56].BiasGradient, accumulate: true); // d bbox_head.reg_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[56].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv: final
+                ready.GradientReady(155); // bbox_head.reg_convs.2.conv.bias
+                ready.GradientReady(154); // bbox_head.reg_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[67], _g[191], _g[190], accumulate: false); // d bbox_head.p3.reg_convs.1.conv through bbox_head.reg_convs.2.conv
             b.ReluBackward(_a[190], _g[190], _g[190]); // relu of bbox_head.p3.reg_convs.1.conv
             b.Conv2dBackwardWeights(_convs[66].Spec, _a[189], _g[190], _trained[55].WeightGradient, _trained[55].BiasGradient, accumulate: true); // d bbox_head.reg_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[55].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv: final
+                ready.GradientReady(153); // bbox_head.reg_convs.1.conv.bias
+                ready.GradientReady(152); // bbox_head.reg_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[66], _g[190], _g[189], accumulate: false); // d bbox_head.p3.reg_convs.0.conv through bbox_head.reg_convs.1.conv
             b.ReluBackward(_a[189], _g[189], _g[189]); // relu of bbox_head.p3.reg_convs.0.conv
             b.Conv2dBackwardWeights(_convs[65].Spec, _a[180], _g[189], _trained[54].WeightGradient, _trained[54].BiasGradient, accumulate: true); // d bbox_head.reg_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[54].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv: final
+                ready.GradientReady(151); // bbox_head.reg_convs.0.conv.bias
+                ready.GradientReady(150); // bbox_head.reg_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[65], _g[189], _g[180], accumulate: false); // d neck.fpn_convs.0.conv through bbox_head.reg_convs.0.conv
             b.ReluBackward(_a[188], _g[188], _g[188]); // relu of bbox_head.p3.cls_convs.3.conv
             b.Conv2dBackwardWeights(_convs[64].Spec, _a[187], _g[188], _trained[53].WeightGradient, _trained[53].BiasGradient, accumulate: true); // d bbox_head.cls_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[53].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv: final
+                ready.GradientReady(149); // bbox_head.cls_convs.3.conv.bias
+                ready.GradientReady(148); // bbox_head.cls_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[64], _g[188], _g[187], accumulate: false); // d bbox_head.p3.cls_convs.2.conv through bbox_head.cls_convs.3.conv
             b.ReluBackward(_a[187], _g[187], _g[187]); // relu of bbox_head.p3.cls_convs.2.conv
             b.Conv2dBackwardWeights(_convs[63].Spec, _a[186], _g[187], _trained[52].WeightGradient, _trained[52].BiasGradient, accumulate: true); // d bbox_head.cls_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[52].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv: final
+                ready.GradientReady(147); // bbox_head.cls_convs.2.conv.bias
+                ready.GradientReady(146); // bbox_head.cls_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[63], _g[187], _g[186], accumulate: false); // d bbox_head.p3.cls_convs.1.conv through bbox_head.cls_convs.2.conv
             b.ReluBackward(_a[186], _g[186], _g[186]); // relu of bbox_head.p3.cls_convs.1.conv
             b.Conv2dBackwardWeights(_convs[62].Spec, _a[185], _g[186], _trained[51].WeightGradient, _trained[51].BiasGradient, accumulate: true); // d bbox_head.cls_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[51].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv: final
+                ready.GradientReady(145); // bbox_head.cls_convs.1.conv.bias
+                ready.GradientReady(144); // bbox_head.cls_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[62], _g[186], _g[185], accumulate: false); // d bbox_head.p3.cls_convs.0.conv through bbox_head.cls_convs.1.conv
             b.ReluBackward(_a[185], _g[185], _g[185]); // relu of bbox_head.p3.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[61].Spec, _a[180], _g[185], _trained[50].WeightGradient, _trained[50].BiasGradient, accumulate: true); // d bbox_head.cls_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[50].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv: final
+                ready.GradientReady(143); // bbox_head.cls_convs.0.conv.bias
+                ready.GradientReady(142); // bbox_head.cls_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[61], _g[185], _g[180], accumulate: true); // d neck.fpn_convs.0.conv through bbox_head.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[60].Spec, _a[183], _g[184], _trained[49].WeightGradient, _trained[49].BiasGradient, accumulate: false); // d neck.fpn_convs.4.conv weights
+            if (ready is not null)
+            {
+                _trained[49].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv: final
+                ready.GradientReady(141); // neck.fpn_convs.4.conv.bias
+                ready.GradientReady(140); // neck.fpn_convs.4.conv.weight
+            }
             b.Conv2dBackwardData(_convs[60], _g[184], _g[183], accumulate: true); // d neck.fpn_convs.3.conv through neck.fpn_convs.4.conv
             b.Conv2dBackwardWeights(_convs[59].Spec, _a[172], _g[183], _trained[48].WeightGradient, _trained[48].BiasGradient, accumulate: false); // d neck.fpn_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[48].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv: final
+                ready.GradientReady(139); // neck.fpn_convs.3.conv.bias
+                ready.GradientReady(138); // neck.fpn_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[59], _g[183], _g[172], accumulate: false); // d backbone.layer4.2.out through neck.fpn_convs.3.conv
             b.Conv2dBackwardWeights(_convs[58].Spec, _a[175], _g[182], _trained[47].WeightGradient, _trained[47].BiasGradient, accumulate: false); // d neck.fpn_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[47].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv: final
+                ready.GradientReady(137); // neck.fpn_convs.2.conv.bias
+                ready.GradientReady(136); // neck.fpn_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[58], _g[182], _g[175], accumulate: false); // d neck.lateral_convs.2.conv through neck.fpn_convs.2.conv
             b.Conv2dBackwardWeights(_convs[57].Spec, _a[177], _g[181], _trained[46].WeightGradient, _trained[46].BiasGradient, accumulate: false); // d neck.fpn_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[46].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv: final
+                ready.GradientReady(135); // neck.fpn_convs.1.conv.bias
+                ready.GradientReady(134); // neck.fpn_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[57], _g[181], _g[177], accumulate: false); // d neck.merged4 through neck.fpn_convs.1.conv
             b.Conv2dBackwardWeights(_convs[56].Spec, _a[179], _g[180], _trained[45].WeightGradient, _trained[45].BiasGradient, accumulate: false); // d neck.fpn_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[45].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv: final
+                ready.GradientReady(133); // neck.fpn_convs.0.conv.bias
+                ready.GradientReady(132); // neck.fpn_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[56], _g[180], _g[179], accumulate: false); // d neck.merged3 through neck.fpn_convs.0.conv
             b.UpsampleNearestBackward(_g[179], _g[177], accumulate: true); // d neck.merged4 through the upsample of neck.merged3
             // d neck.lateral_convs.0.conv = d neck.merged3 (the same buffer)
             b.UpsampleNearestBackward(_g[177], _g[175], accumulate: true); // d neck.lateral_convs.2.conv through the upsample of neck.merged4
             // d neck.lateral_convs.1.conv = d neck.merged4 (the same buffer)
             b.Conv2dBackwardWeights(_convs[55].Spec, _a[172], _g[175], _trained[44].WeightGradient, _trained[44].BiasGradient, accumulate: false); // d neck.lateral_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[44].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv: final
+                ready.GradientReady(131); // neck.lateral_convs.2.conv.bias
+                ready.GradientReady(130); // neck.lateral_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[55], _g[175], _g[172], accumulate: true); // d backbone.layer4.2.out through neck.lateral_convs.2.conv
             b.Conv2dBackwardWeights(_convs[54].Spec, _a[140], _g[174], _trained[43].WeightGradient, _trained[43].BiasGradient, accumulate: false); // d neck.lateral_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[43].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv: final
+                ready.GradientReady(129); // neck.lateral_convs.1.conv.bias
+                ready.GradientReady(128); // neck.lateral_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[54], _g[174], _g[140], accumulate: false); // d backbone.layer3.5.out through neck.lateral_convs.1.conv
             b.Conv2dBackwardWeights(_convs[53].Spec, _a[78], _g[173], _trained[42].WeightGradient, _trained[42].BiasGradient, accumulate: false); // d neck.lateral_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[42].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv: final
+                ready.GradientReady(127); // neck.lateral_convs.0.conv.bias
+                ready.GradientReady(126); // neck.lateral_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[53], _g[173], _g[78], accumulate: false); // d backbone.layer2.3.out through neck.lateral_convs.0.conv
             b.ReluBackward(_a[172], _g[172], _g[172]); // relu of backbone.layer4.2.out
             b.Conv2dBackwardWeights(_convs[52].Spec, _a[168], _g[172], _trained[41].WeightGradient, _trained[41].BiasGradient, accumulate: false); // d backbone.layer4.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[41].CollectGradients(b, _scratch); // backbone.layer4.2.conv3: final
+                ready.GradientReady(125); // backbone.layer4.2.bn3.bias
+                ready.GradientReady(124); // backbone.layer4.2.bn3.weight
+                ready.GradientReady(123); // backbone.layer4.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[52], _g[172], _g[168], accumulate: false); // d backbone.layer4.2.relu1 through backbone.layer4.2.conv3
             // d backbone.layer4.1.out = d backbone.layer4.2.out (the same buffer)
             b.ReluBackward(_a[168], _g[168], _g[168]); // relu of backbone.layer4.2.relu1
             b.Conv2dBackwardWeights(_convs[51].Spec, _a[165], _g[168], _trained[40].WeightGradient, _trained[40].BiasGradient, accumulate: false); // d backbone.layer4.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[40].CollectGradients(b, _scratch); // backbone.layer4.2.conv2: final
+                ready.GradientReady(122); // backbone.layer4.2.bn2.bias
+                ready.GradientReady(121); // backbone.layer4.2.bn2.weight
+                ready.GradientReady(120); // backbone.layer4.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[51], _g[168], _g[165], accumulate: false); // d backbone.layer4.2.relu0 through backbone.layer4.2.conv2
             b.ReluBackward(_a[165], _g[165], _g[165]); // relu of backbone.layer4.2.relu0
             b.Conv2dBackwardWeights(_convs[50].Spec, _a[162], _g[165], _trained[39].WeightGradient, _trained[39].BiasGradient, accumulate: false); // d backbone.layer4.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[39].CollectGradients(b, _scratch); // backbone.layer4.2.conv1: final
+                ready.GradientReady(119); // backbone.layer4.2.bn1.bias
+                ready.GradientReady(118); // backbone.layer4.2.bn1.weight
+                ready.GradientReady(117); // backbone.layer4.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[50], _g[165], _g[162], accumulate: true); // d backbone.layer4.1.out through backbone.layer4.2.conv1
             b.ReluBackward(_a[162], _g[162], _g[162]); // relu of backbone.layer4.1.out
             b.Conv2dBackwardWeights(_convs[49].Spec, _a[158], _g[162], _trained[38].WeightGradient, _trained[38].BiasGradient, accumulate: false); // d backbone.layer4.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[38].CollectGradients(b, _scratch); // backbone.layer4.1.conv3: final
+                ready.GradientReady(116); // backbone.layer4.1.bn3.bias
+                ready.GradientReady(115); // backbone.layer4.1.bn3.weight
+                ready.GradientReady(114); // backbone.layer4.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[49], _g[162], _g[158], accumulate: false); // d backbone.layer4.1.relu1 through backbone.layer4.1.conv3
             // d backbone.layer4.0.out = d backbone.layer4.1.out (the same buffer)
             b.ReluBackward(_a[158], _g[158], _g[158]); // relu of backbone.layer4.1.relu1
             b.Conv2dBackwardWeights(_convs[48].Spec, _a[155], _g[158], _trained[37].WeightGradient, _trained[37].BiasGradient, accumulate: false); // d backbone.layer4.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[37].CollectGradients(b, _scratch); // backbone.layer4.1.conv2: final
+                ready.GradientReady(113); // backbone.layer4.1.bn2.bias
+                ready.GradientReady(112); // backbone.layer4.1.bn2.weight
+                ready.GradientReady(111); // backbone.layer4.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[48], _g[158], _g[155], accumulate: false); // d backbone.layer4.1.relu0 through backbone.layer4.1.conv2
             b.ReluBackward(_a[155], _g[155], _g[155]); // relu of backbone.layer4.1.relu0
             b.Conv2dBackwardWeights(_convs[47].Spec, _a[152], _g[155], _trained[36].WeightGradient, _trained[36].BiasGradient, accumulate: false); // d backbone.layer4.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[36].CollectGradients(b, _scratch); // backbone.layer4.1.conv1: final
+                ready.GradientReady(110); // backbone.layer4.1.bn1.bias
+                ready.GradientReady(109); // backbone.layer4.1.bn1.weight
+                ready.GradientReady(108); // backbone.layer4.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[47], _g[155], _g[152], accumulate: true); // d backbone.layer4.0.out through backbone.layer4.1.conv1
             b.ReluBackward(_a[152], _g[152], _g[152]); // relu of backbone.layer4.0.out
             b.Conv2dBackwardWeights(_convs[46].Spec, _a[146], _g[152], _trained[35].WeightGradient, _trained[35].BiasGradient, accumulate: false); // d backbone.layer4.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[35].CollectGradients(b, _scratch); // backbone.layer4.0.conv3: final
+                ready.GradientReady(104); // backbone.layer4.0.bn3.bias
+                ready.GradientReady(103); // backbone.layer4.0.bn3.weight
+                ready.GradientReady(102); // backbone.layer4.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[46], _g[152], _g[146], accumulate: false); // d backbone.layer4.0.relu1 through backbone.layer4.0.conv3
             // d backbone.layer4.0.downsample.1 = d backbone.layer4.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[45].Spec, _a[140], _g[150], _trained[34].WeightGradient, _trained[34].BiasGradient, accumulate: false); // d backbone.layer4.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[34].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0: final
+                ready.GradientReady(107); // backbone.layer4.0.downsample.1.bias
+                ready.GradientReady(106); // backbone.layer4.0.downsample.1.weight
+                ready.GradientReady(105); // backbone.layer4.0.downsample.0.weight
+            }
             b.Conv2dBackwardData(_convs[45], _g[150], _g[140], accumulate: true); // d backbone.layer3.5.out through backbone.layer4.0.downsample.0
             b.ReluBackward(_a[146], _g[146], _g[146]); // relu of backbone.layer4.0.relu1
             b.Conv2dBackwardWeights(_convs[44].Spec, _a[143], _g[146], _trained[33].WeightGradient, _trained[33].BiasGradient, accumulate: false); // d backbone.layer4.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[33].CollectGradients(b, _scratch); // backbone.layer4.0.conv2: final
+                ready.GradientReady(101); // backbone.layer4.0.bn2.bias
+                ready.GradientReady(100); // backbone.layer4.0.bn2.weight
+                ready.GradientReady(99); // backbone.layer4.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[44], _g[146], _g[143], accumulate: false); // d backbone.layer4.0.relu0 through backbone.layer4.0.conv2
             b.ReluBackward(_a[143], _g[143], _g[143]); // relu of backbone.layer4.0.relu0
             b.Conv2dBackwardWeights(_convs[43].Spec, _a[140], _g[143], _trained[32].WeightGradient, _trained[32].BiasGradient, accumulate: false); // d backbone.layer4.0.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[32].CollectGradients(b, _scratch); // backbone.layer4.0.conv1: final
+                ready.GradientReady(98); // backbone.layer4.0.bn1.bias
+                ready.GradientReady(97); // backbone.layer4.0.bn1.weight
+                ready.GradientReady(96); // backbone.layer4.0.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[43], _g[143], _g[140], accumulate: true); // d backbone.layer3.5.out through backbone.layer4.0.conv1
             b.ReluBackward(_a[140], _g[140], _g[140]); // relu of backbone.layer3.5.out
             b.Conv2dBackwardWeights(_convs[42].Spec, _a[136], _g[140], _trained[31].WeightGradient, _trained[31].BiasGradient, accumulate: false); // d backbone.layer3.5.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3: final
+                ready.GradientReady(95); // backbone.layer3.5.bn3.bias
+                ready.GradientReady(94); // backbone.layer3.5.bn3.weight
+                ready.GradientReady(93); // backbone.layer3.5.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[42], _g[140], _g[136], accumulate: false); // d backbone.layer3.5.relu1 through backbone.layer3.5.conv3
             // d backbone.layer3.4.out = d backbone.layer3.5.out (the same buffer)
             b.ReluBackward(_a[136], _g[136], _g[136]); // relu of backbone.layer3.5.relu1
             b.Conv2dBackwardWeights(_convs[41].Spec, _a[133], _g[136], _trained[30].WeightGradient, _trained[30].BiasGradient, accumulate: false); // d backbone.layer3.5.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2: final
+                ready.GradientReady(92); // backbone.layer3.5.bn2.bias
+                ready.GradientReady(91); // backbone.layer3.5.bn2.weight
+                ready.GradientReady(90); // backbone.layer3.5.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[41], _g[136], _g[133], accumulate: false); // d backbone.layer3.5.relu0 through backbone.layer3.5.conv2
             b.ReluBackward(_a[133], _g[133], _g[133]); // relu of backbone.layer3.5.relu0
             b.Conv2dBackwardWeights(_convs[40].Spec, _a[130], _g[133], _trained[29].WeightGradient, _trained[29].BiasGradient, accumulate: false); // d backbone.layer3.5.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1: final
+                ready.GradientReady(89); // backbone.layer3.5.bn1.bias
+                ready.GradientReady(88); // backbone.layer3.5.bn1.weight
+                ready.GradientReady(87); // backbone.layer3.5.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[40], _g[133], _g[130], accumulate: true); // d backbone.layer3.4.out through backbone.layer3.5.conv1
             b.ReluBackward(_a[130], _g[130], _g[130]); // relu of backbone.layer3.4.out
             b.Conv2dBackwardWeights(_convs[39].Spec, _a[126], _g[130], _trained[28].WeightGradient, _trained[28].BiasGradient, accumulate: false); // d backbone.layer3.4.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3: final
+                ready.GradientReady(86); // backbone.layer3.4.bn3.bias
+                ready.GradientReady(85); // backbone.layer3.4.bn3.weight
+                ready.GradientReady(84); // backbone.layer3.4.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[39], _g[130], _g[126], accumulate: false); // d backbone.layer3.4.relu1 through backbone.layer3.4.conv3
             // d backbone.layer3.3.out = d backbone.layer3.4.out (the same buffer)
             b.ReluBackward(_a[126], _g[126], _g[126]); // relu of backbone.layer3.4.relu1
             b.Conv2dBackwardWeights(_convs[38].Spec, _a[123], _g[126], _trained[27].WeightGradient, _trained[27].BiasGradient, accumulate: false); // d backbone.layer3.4.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2: final
+                ready.GradientReady(83); // backbone.layer3.4.bn2.bias
+                ready.GradientReady(82); // backbone.layer3.4.bn2.weight
+                ready.GradientReady(81); // backbone.layer3.4.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[38], _g[126], _g[123], accumulate: false); // d backbone.layer3.4.relu0 through backbone.layer3.4.conv2
             b.ReluBackward(_a[123], _g[123], _g[123]); // relu of backbone.layer3.4.relu0
             b.Conv2dBackwardWeights(_convs[37].Spec, _a[120], _g[123], _trained[26].WeightGradient, _trained[26].BiasGradient, accumulate: false); // d backbone.layer3.4.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1: final
+                ready.GradientReady(80); // backbone.layer3.4.bn1.bias
+                ready.GradientReady(79); // backbone.layer3.4.bn1.weight
+                ready.GradientReady(78); // backbone.layer3.4.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[37], _g[123], _g[120], accumulate: true); // d backbone.layer3.3.out through backbone.layer3.4.conv1
             b.ReluBackward(_a[120], _g[120], _g[120]); // relu of backbone.layer3.3.out
             b.Conv2dBackwardWeights(_convs[36].Spec, _a[116], _g[120], _trained[25].WeightGradient, _trained[25].BiasGradient, accumulate: false); // d backbone.layer3.3.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3: final
+                ready.GradientReady(77); // backbone.layer3.3.bn3.bias
+                ready.GradientReady(76); // backbone.layer3.3.bn3.weight
+                ready.GradientReady(75); // backbone.layer3.3.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[36], _g[120], _g[116], accumulate: false); // d backbone.layer3.3.relu1 through backbone.layer3.3.conv3
             // d backbone.layer3.2.out = d backbone.layer3.3.out (the same buffer)
             b.ReluBackward(_a[116], _g[116], _g[116]); // relu of backbone.layer3.3.relu1
             b.Conv2dBackwardWeights(_convs[35].Spec, _a[113], _g[116], _trained[24].WeightGradient, _trained[24].BiasGradient, accumulate: false); // d backbone.layer3.3.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2: final
+                ready.GradientReady(74); // backbone.layer3.3.bn2.bias
+                ready.GradientReady(73); // backbone.layer3.3.bn2.weight
+                ready.GradientReady(72); // backbone.layer3.3.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[35], _g[116], _g[113], accumulate: false); // d backbone.layer3.3.relu0 through backbone.layer3.3.conv2
             b.ReluBackward(_a[113], _g[113], _g[113]); // relu of backbone.layer3.3.relu0
             b.Conv2dBackwardWeights(_convs[34].Spec, _a[110], _g[113], _trained[23].WeightGradient, _trained[23].BiasGradient, accumulate: false); // d backbone.layer3.3.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1: final
+                ready.GradientReady(71); // backbone.layer3.3.bn1.bias
+                ready.GradientReady(70); // backbone.layer3.3.bn1.weight
+                ready.GradientReady(69); // backbone.layer3.3.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[34], _g[113], _g[110], accumulate: true); // d backbone.layer3.2.out through backbone.layer3.3.conv1
             b.ReluBackward(_a[110], _g[110], _g[110]); // relu of backbone.layer3.2.out
             b.Conv2dBackwardWeights(_convs[33].Spec, _a[106], _g[110], _trained[22].WeightGradient, _trained[22].BiasGradient, accumulate: false); // d backbone.layer3.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3: final
+                ready.GradientReady(68); // backbone.layer3.2.bn3.bias
+                ready.GradientReady(67); // backbone.layer3.2.bn3.weight
+                ready.GradientReady(66); // backbone.layer3.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[33], _g[110], _g[106], accumulate: false); // d backbone.layer3.2.relu1 through backbone.layer3.2.conv3
             // d backbone.layer3.1.out = d backbone.layer3.2.out (the same buffer)
             b.ReluBackward(_a[106], _g[106], _g[106]); // relu of backbone.layer3.2.relu1
             b.Conv2dBackwardWeights(_convs[32].Spec, _a[103], _g[106], _trained[21].WeightGradient, _trained[21].BiasGradient, accumulate: false); // d backbone.layer3.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2: final
+                ready.GradientReady(65); // backbone.layer3.2.bn2.bias
+                ready.GradientReady(64); // backbone.layer3.2.bn2.weight
+                ready.GradientReady(63); // backbone.layer3.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[32], _g[106], _g[103], accumulate: false); // d backbone.layer3.2.relu0 through backbone.layer3.2.conv2
             b.ReluBackward(_a[103], _g[103], _g[103]); // relu of backbone.layer3.2.relu0
             b.Conv2dBackwardWeights(_convs[31].Spec, _a[100], _g[103], _trained[20].WeightGradient, _trained[20].BiasGradient, accumulate: false); // d backbone.layer3.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1: final
+                ready.GradientReady(62); // backbone.layer3.2.bn1.bias
+                ready.GradientReady(61); // backbone.layer3.2.bn1.weight
+                ready.GradientReady(60); // backbone.layer3.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[31], _g[103], _g[100], accumulate: true); // d backbone.layer3.1.out through backbone.layer3.2.conv1
             b.ReluBackward(_a[100], _g[100], _g[100]); // relu of backbone.layer3.1.out
             b.Conv2dBackwardWeights(_convs[30].Spec, _a[96], _g[100], _trained[19].WeightGradient, _trained[19].BiasGradient, accumulate: false); // d backbone.layer3.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3: final
+                ready.GradientReady(59); // backbone.layer3.1.bn3.bias
+                ready.GradientReady(58); // backbone.layer3.1.bn3.weight
+                ready.GradientReady(57); // backbone.layer3.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[30], _g[100], _g[96], accumulate: false); // d backbone.layer3.1.relu1 through backbone.layer3.1.conv3
             // d backbone.layer3.0.out = d backbone.layer3.1.out (the same buffer)
             b.ReluBackward(_a[96], _g[96], _g[96]); // relu of backbone.layer3.1.relu1
             b.Conv2dBackwardWeights(_convs[29].Spec, _a[93], _g[96], _trained[18].WeightGradient, _trained[18].BiasGradient, accumulate: false); // d backbone.layer3.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2: final
+                ready.GradientReady(56); // backbone.layer3.1.bn2.bias
+                ready.GradientReady(55); // backbone.layer3.1.bn2.weight
+                ready.GradientReady(54); // backbone.layer3.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[29], _g[96], _g[93], accumulate: false); // d backbone.layer3.1.relu0 through backbone.layer3.1.conv2
             b.ReluBackward(_a[93], _g[93], _g[93]); // relu of backbone.layer3.1.relu0
             b.Conv2dBackwardWeights(_convs[28].Spec, _a[90], _g[93], _trained[17].WeightGradient, _trained[17].BiasGradient, accumulate: false); // d backbone.layer3.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1: final
+                ready.GradientReady(53); // backbone.layer3.1.bn1.bias
+                ready.GradientReady(52); // backbone.layer3.1.bn1.weight
+                ready.GradientReady(51); // backbone.layer3.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[28], _g[93], _g[90], accumulate: true); // d backbone.layer3.0.out through backbone.layer3.1.conv1
             b.ReluBackward(_a[90], _g[90], _g[90]); // relu of backbone.layer3.0.out
             b.Conv2dBackwardWeights(_convs[27].Spec, _a[84], _g[90], _trained[16].WeightGradient, _trained[16].BiasGradient, accumulate: false); // d backbone.layer3.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3: final
+                ready.GradientReady(47); // backbone.layer3.0.bn3.bias
+                ready.GradientReady(46); // backbone.layer3.0.bn3.weight
+                ready.GradientReady(45); // backbone.layer3.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[27], _g[90], _g[84], accumulate: false); // d backbone.layer3.0.relu1 through backbone.layer3.0.conv3
             // d backbone.layer3.0.downsample.1 = d backbone.layer3.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[26].Spec, _a[78], _g[88], _trained[15].WeightGradient, _trained[15].BiasGradient, accumulate: false); // d backbone.layer3.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0: final
+                ready.GradientReady(50); // backbone.layer3.0.downsample.1.bias
+                ready.GradientReady(49); // backbone.layer3.0.downsample.1.weight
+                ready.GradientReady(48); // backbone.layer3.0.downsample.0.weight
+            }
             b.Conv2dBackwardData(_convs[26], _g[88], _g[78], accumulate: true); // d backbone.layer2.3.out through backbone.layer3.0.downsample.0
             b.ReluBackward(_a[84], _g[84], _g[84]); // relu of backbone.layer3.0.relu1
             b.Conv2dBackwardWeights(_convs[25].Spec, _a[81], _g[84], _trained[14].WeightGradient, _trained[14].BiasGradient, accumulate: false); // d backbone.layer3.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2: final
+                ready.GradientReady(44); // backbone.layer3.0.bn2.bias
+                ready.GradientReady(43); // backbone.layer3.0.bn2.weight
+                ready.GradientReady(42); // backbone.layer3.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[25], _g[84], _g[81], accumulate: false); // d backbone.layer3.0.relu0 through backbone.layer3.0.conv2
             b.ReluBackward(_a[81], _g[81], _g[81]); // relu of backbone.layer3.0.relu0
             b.Conv2dBackwardWeights(_convs[24].Spec, _a[78], _g[81], _trained[13].WeightGradient, _trained[13].BiasGradient, accumulate: false); // d backbone.layer3.0.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1: final
+                ready.GradientReady(41); // backbone.layer3.0.bn1.bias
+                ready.GradientReady(40); // backbone.layer3.0.bn1.weight
+                ready.GradientReady(39); // backbone.layer3.0.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[24], _g[81], _g[78], accumulate: true); // d backbone.layer2.3.out through backbone.layer3.0.conv1
             b.ReluBackward(_a[78], _g[78], _g[78]); // relu of backbone.layer2.3.out
             b.Conv2dBackwardWeights(_convs[23].Spec, _a[74], _g[78], _trained[12].WeightGradient, _trained[12].BiasGradient, accumulate: false); // d backbone.layer2.3.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3: final
+                ready.GradientReady(38); // backbone.layer2.3.bn3.bias
+                ready.GradientReady(37); // backbone.layer2.3.bn3.weight
+                ready.GradientReady(36); // backbone.layer2.3.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[23], _g[78], _g[74], accumulate: false); // d backbone.layer2.3.relu1 through backbone.layer2.3.conv3
             // d backbone.layer2.2.out = d backbone.layer2.3.out (the same buffer)
             b.ReluBackward(_a[74], _g[74], _g[74]); // relu of backbone.layer2.3.relu1
             b.Conv2dBackwardWeights(_convs[22].Spec, _a[71], _g[74], _trained[11].WeightGradient, _trained[11].BiasGradient, accumulate: false); // d backbone.layer2.3.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2: final
+                ready.GradientReady(35); // backbone.layer2.3.bn2.bias
+                ready.GradientReady(34); // backbone.layer2.3.bn2.weight
+                ready.GradientReady(33); // backbone.layer2.3.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[22], _g[74], _g[71], accumulate: false); // d backbone.layer2.3.relu0 through backbone.layer2.3.conv2
             b.ReluBackward(_a[71], _g[71], _g[71]); // relu of backbone.layer2.3.relu0
             b.Conv2dBackwardWeights(_convs[21].Spec, _a[68], _g[71], _trained[10].WeightGradient, _trained[10].BiasGradient, accumulate: false); // d backbone.layer2.3.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1: final
+                ready.GradientReady(32); // backbone.layer2.3.bn1.bias
+                ready.GradientReady(31); // backbone.layer2.3.bn1.weight
+                ready.GradientReady(30); // backbone.layer2.3.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[21], _g[71], _g[68], accumulate: true); // d backbone.layer2.2.out through backbone.layer2.3.conv1
             b.ReluBackward(_a[68], _g[68], _g[68]); // relu of backbone.layer2.2.out
             b.Conv2dBackwardWeights(_convs[20].Spec, _a[64], _g[68], _trained[9].WeightGradient, _trained[9].BiasGradient, accumulate: false); // d backbone.layer2.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3: final
+                ready.GradientReady(29); // backbone.layer2.2.bn3.bias
+                ready.GradientReady(28); // backbone.layer2.2.bn3.weight
+                ready.GradientReady(27); // backbone.layer2.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[20], _g[68], _g[64], accumulate: false); // d backbone.layer2.2.relu1 through backbone.layer2.2.conv3
             // d backbone.layer2.1.out = d backbone.layer2.2.out (the same buffer)
             b.ReluBackward(_a[64], _g[64], _g[64]); // relu of backbone.layer2.2.relu1
             b.Conv2dBackwardWeights(_convs[19].Spec, _a[61], _g[64], _trained[8].WeightGradient, _trained[8].BiasGradient, accumulate: false); // d backbone.layer2.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2: final
+                ready.GradientReady(26); // backbone.layer2.2.bn2.bias
+                ready.GradientReady(25); // backbone.layer2.2.bn2.weight
+                ready.GradientReady(24); // backbone.layer2.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[19], _g[64], _g[61], accumulate: false); // d backbone.layer2.2.relu0 through backbone.layer2.2.conv2
             b.ReluBackward(_a[61], _g[61], _g[61]); // relu of backbone.layer2.2.relu0
             b.Conv2dBackwardWeights(_convs[18].Spec, _a[58], _g[61], _trained[7].WeightGradient, _trained[7].BiasGradient, accumulate: false); // d backbone.layer2.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1: final
+                ready.GradientReady(23); // backbone.layer2.2.bn1.bias
+                ready.GradientReady(22); // backbone.layer2.2.bn1.weight
+                ready.GradientReady(21); // backbone.layer2.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[18], _g[61], _g[58], accumulate: true); // d backbone.layer2.1.out through backbone.layer2.2.conv1
             b.ReluBackward(_a[58], _g[58], _g[58]); // relu of backbone.layer2.1.out
             b.Conv2dBackwardWeights(_convs[17].Spec, _a[54], _g[58], _trained[6].WeightGradient, _trained[6].BiasGradient, accumulate: false); // d backbone.layer2.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3: final
+                ready.GradientReady(20); // backbone.layer2.1.bn3.bias
+                ready.GradientReady(19); // backbone.layer2.1.bn3.weight
+                ready.GradientReady(18); // backbone.layer2.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[17], _g[58], _g[54], accumulate: false); // d backbone.layer2.1.relu1 through backbone.layer2.1.conv3
             // d backbone.layer2.0.out = d backbone.layer2.1.out (the same buffer)
             b.ReluBackward(_a[54], _g[54], _g[54]); // relu of backbone.layer2.1.relu1
             b.Conv2dBackwardWeights(_convs[16].Spec, _a[51], _g[54], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: false); // d backbone.layer2.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2: final
+                ready.GradientReady(17); // backbone.layer2.1.bn2.bias
+                ready.GradientReady(16); // backbone.layer2.1.bn2.weight
+                ready.GradientReady(15); // backbone.layer2.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[16], _g[54], _g[51], accumulate: false); // d backbone.layer2.1.relu0 through backbone.layer2.1.conv2
             b.ReluBackward(_a[51], _g[51], _g[51]); // relu of backbone.layer2.1.relu0
             b.Conv2dBackwardWeights(_convs[15].Spec, _a[48], _g[51], _trained[4].WeightGradient, _trained[4].BiasGradient, accumulate: false); // d backbone.layer2.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1: final
+                ready.GradientReady(14); // backbone.layer2.1.bn1.bias
+                ready.GradientReady(13); // backbone.layer2.1.bn1.weight
+                ready.GradientReady(12); // backbone.layer2.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[15], _g[51], _g[48], accumulate: true); // d backbone.layer2.0.out through backbone.layer2.1.conv1
             b.ReluBackward(_a[48], _g[48], _g[48]); // relu of backbone.layer2.0.out
             b.Conv2dBackwardWeights(_convs[14].Spec, _a[42], _g[48], _trained[3].WeightGradient, _trained[3].BiasGradient, accumulate: false); // d backbone.layer2.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3: final
+                ready.GradientReady(8); // backbone.layer2.0.bn3.bias
+                ready.GradientReady(7); // backbone.layer2.0.bn3.weight
+                ready.GradientReady(6); // backbone.layer2.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[14], _g[48], _g[42], accumulate: false); // d backbone.layer2.0.relu1 through backbone.layer2.0.conv3
             // d backbone.layer2.0.downsample.1 = d backbone.layer2.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[13].Spec, _a[36], _g[46], _trained[2].WeightGradient, _trained[2].BiasGradient, accumulate: false); // d backbone.layer2.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0: final
+                ready.GradientReady(11); // backbone.layer2.0.downsample.1.bias
+                ready.GradientReady(10); // backbone.layer2.0.downsample.1.weight
+                ready.GradientReady(9); // backbone.layer2.0.downsample.0.weight
+            }
             b.ReluBackward(_a[42], _g[42], _g[42]); // relu of backbone.layer2.0.relu1
             b.Conv2dBackwardWeights(_convs[12].Spec, _a[39], _g[42], _trained[1].WeightGradient, _trained[1].BiasGradient, accumulate: false); // d backbone.layer2.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2: final
+                ready.GradientReady(5); // backbone.layer2.0.bn2.bias
+                ready.GradientReady(4); // backbone.layer2.0.bn2.weight
+                ready.GradientReady(3); // backbone.layer2.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[12], _g[42], _g[39], accumulate: false); // d backbone.layer2.0.relu0 through backbone.layer2.0.conv2
             b.ReluBackward(_a[39], _g[39], _g[39]); // relu of backbone.layer2.0.relu0
             b.Conv2dBackwardWeights(_convs[11].Spec, _a[36], _g[39], _trained[0].WeightGradient, _trained[0].BiasGradient, accumulate: false); // d backbone.layer2.0.conv1 + bn1 weights
-            _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1
-            _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2
-            _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0
-            _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3
-            _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1
-            _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2
-            _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3
-            _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1
-            _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2
-            _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3
-            _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1
-            _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2
-            _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3
-            _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1
-            _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2
-            _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0
-            _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3
-            _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1
-            _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2
-            _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3
-            _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1
-            _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2
-            _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3
-            _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1
-            _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2
-            _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3
-            _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1
-            _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2
-            _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3
-            _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1
-            _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2
-            _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3
-            _trained[32].CollectGradients(b, _scratch); // backbone.layer4.0.conv1
-            _trained[33].CollectGradients(b, _scratch); // backbone.layer4.0.conv2
-            _trained[34].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0
-            _trained[35].CollectGradients(b, _scratch); // backbone.layer4.0.conv3
-            _trained[36].CollectGradients(b, _scratch); // backbone.layer4.1.conv1
-            _trained[37].CollectGradients(b, _scratch); // backbone.layer4.1.conv2
-            _trained[38].CollectGradients(b, _scratch); // backbone.layer4.1.conv3
-            _trained[39].CollectGradients(b, _scratch); // backbone.layer4.2.conv1
-            _trained[40].CollectGradients(b, _scratch); // backbone.layer4.2.conv2
-            _trained[41].CollectGradients(b, _scratch); // backbone.layer4.2.conv3
-            _trained[42].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv
-            _trained[43].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv
-            _trained[44].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv
-            _trained[45].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv
-            _trained[46].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv
-            _trained[47].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv
-            _trained[48].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv
-            _trained[49].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv
-            _trained[50].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv
-            _trained[51].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv
-            _trained[52].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv
-            _trained[53].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv
-            _trained[54].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv
-            _trained[55].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv
-            _trained[56].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv
-            _trained[57].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv
-            _trained[58].CollectGradients(b, _scratch); // bbox_head.retina_cls
-            _trained[59].CollectGradients(b, _scratch); // bbox_head.retina_reg
+            if (ready is not null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1: final
+                ready.GradientReady(2); // backbone.layer2.0.bn1.bias
+                ready.GradientReady(1); // backbone.layer2.0.bn1.weight
+                ready.GradientReady(0); // backbone.layer2.0.conv1.weight
+            }
+            if (ready is null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1
+                _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2
+                _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0
+                _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3
+                _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1
+                _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2
+                _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3
+                _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1
+                _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2
+                _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3
+                _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1
+                _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2
+                _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3
+                _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1
+                _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2
+                _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0
+                _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3
+                _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1
+                _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2
+                _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3
+                _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1
+                _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2
+                _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3
+                _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1
+                _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2
+                _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3
+                _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1
+                _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2
+                _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3
+                _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1
+                _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2
+                _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3
+                _trained[32].CollectGradients(b, _scratch); // backbone.layer4.0.conv1
+                _trained[33].CollectGradients(b, _scratch); // backbone.layer4.0.conv2
+                _trained[34].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0
+                _trained[35].CollectGradients(b, _scratch); // backbone.layer4.0.conv3
+                _trained[36].CollectGradients(b, _scratch); // backbone.layer4.1.conv1
+                _trained[37].CollectGradients(b, _scratch); // backbone.layer4.1.conv2
+                _trained[38].CollectGradients(b, _scratch); // backbone.layer4.1.conv3
+                _trained[39].CollectGradients(b, _scratch); // backbone.layer4.2.conv1
+                _trained[40].CollectGradients(b, _scratch); // backbone.layer4.2.conv2
+                _trained[41].CollectGradients(b, _scratch); // backbone.layer4.2.conv3
+                _trained[42].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv
+                _trained[43].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv
+                _trained[44].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv
+                _trained[45].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv
+                _trained[46].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv
+                _trained[47].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv
+                _trained[48].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv
+                _trained[49].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv
+                _trained[50].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv
+                _trained[51].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv
+                _trained[52].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv
+                _trained[53].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv
+                _trained[54].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv
+                _trained[55].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv
+                _trained[56].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv
+                _trained[57].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv
+                _trained[58].CollectGradients(b, _scratch); // bbox_head.retina_cls
+                _trained[59].CollectGradients(b, _scratch); // bbox_head.retina_reg
+            }
         }
 
         /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref="Weights"/>' <see cref="TrainingWeights.UpdateWeights"/>, seen by every session that shares them.</summary>

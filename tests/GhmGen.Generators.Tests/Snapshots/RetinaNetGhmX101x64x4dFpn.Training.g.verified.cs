@@ -1128,12 +1128,12 @@ partial class RetinaNetGhmX101x64x4dFpn
     /// <summary>
     /// This network in training on one backend for one input size: 160 buffers shared by activations and
     /// their gradients, a <see cref="Forward"/> that keeps what the reverse pass reads, and a straight-line
-    /// <see cref="Backward"/> that writes the gradients of the 315 trained parameters (<see cref="TrainedKeys"/>)
+    /// <see cref="Backward()"/> that writes the gradients of the 315 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
     /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
     /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
-    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
+    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward()"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
     /// </summary>
@@ -1520,61 +1520,61 @@ partial class RetinaNetGhmX101x64x4dFpn
         /// <summary>Output <c>cls_p3</c> (<c>bbox_head.p3.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP3 => _a[363];
 
-        /// <summary>d loss / d <c>cls_p3</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p3</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP3Gradient => _g[363];
 
         /// <summary>Output <c>reg_p3</c> (<c>bbox_head.p3.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP3 => _a[364];
 
-        /// <summary>d loss / d <c>reg_p3</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p3</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP3Gradient => _g[364];
 
         /// <summary>Output <c>cls_p4</c> (<c>bbox_head.p4.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP4 => _a[373];
 
-        /// <summary>d loss / d <c>cls_p4</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p4</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP4Gradient => _g[373];
 
         /// <summary>Output <c>reg_p4</c> (<c>bbox_head.p4.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP4 => _a[374];
 
-        /// <summary>d loss / d <c>reg_p4</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p4</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP4Gradient => _g[374];
 
         /// <summary>Output <c>cls_p5</c> (<c>bbox_head.p5.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP5 => _a[383];
 
-        /// <summary>d loss / d <c>cls_p5</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p5</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP5Gradient => _g[383];
 
         /// <summary>Output <c>reg_p5</c> (<c>bbox_head.p5.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP5 => _a[384];
 
-        /// <summary>d loss / d <c>reg_p5</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p5</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP5Gradient => _g[384];
 
         /// <summary>Output <c>cls_p6</c> (<c>bbox_head.p6.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP6 => _a[393];
 
-        /// <summary>d loss / d <c>cls_p6</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p6</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP6Gradient => _g[393];
 
         /// <summary>Output <c>reg_p6</c> (<c>bbox_head.p6.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP6 => _a[394];
 
-        /// <summary>d loss / d <c>reg_p6</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p6</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP6Gradient => _g[394];
 
         /// <summary>Output <c>cls_p7</c> (<c>bbox_head.p7.retina_cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsP7 => _a[403];
 
-        /// <summary>d loss / d <c>cls_p7</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_p7</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsP7Gradient => _g[403];
 
         /// <summary>Output <c>reg_p7</c> (<c>bbox_head.p7.retina_reg</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView RegP7 => _a[404];
 
-        /// <summary>d loss / d <c>reg_p7</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>reg_p7</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView RegP7Gradient => _g[404];
 
         /// <summary>Every output by name, in declaration order.</summary>
@@ -1583,10 +1583,10 @@ partial class RetinaNetGhmX101x64x4dFpn
         /// <summary>Every output's gradient by output name, in declaration order.</summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> OutputGradients => [("cls_p3", _g[363]), ("reg_p3", _g[364]), ("cls_p4", _g[373]), ("reg_p4", _g[374]), ("cls_p5", _g[383]), ("reg_p5", _g[384]), ("cls_p6", _g[393]), ("reg_p6", _g[394]), ("cls_p7", _g[403]), ("reg_p7", _g[404])];
 
-        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward()"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
         public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients => _weights.Gradients;
 
-        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward"/> reads.</summary>
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward()"/> reads.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
@@ -1767,11 +1767,19 @@ partial class RetinaNetGhmX101x64x4dFpn
         /// <summary>
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
-        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
+        /// in <see cref="Gradients"/>. One <see cref="Backward()"/> per <see cref="Forward"/>: it reuses the forward's buffers;
         /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
         /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
-        public void Backward()
+        public void Backward() => Backward(null);
+
+        /// <summary>
+        /// <see cref="Backward()"/>, calling <paramref name="ready"/>'s <see cref="global::GhmGen.Layers.IGradientReadySink.GradientReady"/>
+        /// for each trained parameter (its index in <see cref="Gradients"/>) as soon as its gradient is final, in the order
+        /// they become final; the gradients are bitwise those of <see cref="Backward()"/>. Null: no calls, and the
+        /// gradients are collected at the end.
+        /// </summary>
+        public void Backward(global::GhmGen.Layers.IGradientReadySink? ready)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
@@ -1893,468 +1901,1230 @@ partial class RetinaNetGhmX101x64x4dFpn
             b.Conv2dBackwardWeights(_convs[112].Spec, _a[351], _g[365], _trained[101].WeightGradient, _trained[101].BiasGradient, accumulate: true); // d bbox_head.cls_convs.0.conv weights
             b.Conv2dBackwardData(_convs[112], _g[365], _g[351], accumulate: true); // d neck.fpn_convs.1.conv through bbox_head.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[121].Spec, _a[362], _g[364], _trained[110].WeightGradient, _trained[110].BiasGradient, accumulate: true); // d bbox_head.retina_reg weights
+            if (ready is not null)
+            {
+                _trained[110].CollectGradients(b, _scratch); // bbox_head.retina_reg: final
+                ready.GradientReady(314); // bbox_head.retina_reg.bias
+                ready.GradientReady(313); // bbox_head.retina_reg.weight
+            }
             b.Conv2dBackwardData(_convs[121], _g[364], _g[362], accumulate: false); // d bbox_head.p3.reg_convs.3.conv through bbox_head.retina_reg
             b.Conv2dBackwardWeights(_convs[120].Spec, _a[358], _g[363], _trained[109].WeightGradient, _trained[109].BiasGradient, accumulate: true); // d bbox_head.retina_cls weights
+            if (ready is not null)
+            {
+                _trained[109].CollectGradients(b, _scratch); // bbox_head.retina_cls: final
+                ready.GradientReady(312); // bbox_head.retina_cls.bias
+                ready.GradientReady(311); // bbox_head.retina_cls.weight
+            }
             b.Conv2dBackwardData(_convs[120], _g[363], _g[358], accumulate: false); // d bbox_head.p3.cls_convs.3.conv through bbox_head.retina_cls
             b.ReluBackward(_a[362], _g[362], _g[362]); // relu of bbox_head.p3.reg_convs.3.conv
             b.Conv2dBackwardWeights(_convs[119].Spec, _a[361], _g[362], _trained[108].WeightGradient, _trained[108].BiasGradient, accumulate: true); // d bbox_head.reg_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[108].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv: final
+                ready.GradientReady(310); // bbox_head.reg_convs.3.conv.bias
+                ready.GradientReady(309); // bbox_head.reg_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[119], _g[362], _g[361], accumulate: false); // d bbox_head.p3.reg_convs.2.conv through bbox_head.reg_convs.3.conv
             b.ReluBackward(_a[361], _g[361], _g[361]); // relu of bbox_head.p3.reg_convs.2.conv
             b.Conv2dBackwardWeights(_convs[118].Spec, _a[360], _g[361], _trained[107].WeightGradient, _trained[107].BiasGradient, accumulate: true); // d bbox_head.reg_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[107].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv: final
+                ready.GradientReady(308); // bbox_head.reg_convs.2.conv.bias
+                ready.GradientReady(307); // bbox_head.reg_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[118], _g[361], _g[360], accumulate: false); // d bbox_head.p3.reg_convs.1.conv through bbox_head.reg_convs.2.conv
             b.ReluBackward(_a[360], _g[360], _g[360]); // relu of bbox_head.p3.reg_convs.1.conv
             b.Conv2dBackwardWeights(_convs[117].Spec, _a[359], _g[360], _trained[106].WeightGradient, _trained[106].BiasGradient, accumulate: true); // d bbox_head.reg_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[106].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv: final
+                ready.GradientReady(306); // bbox_head.reg_convs.1.conv.bias
+                ready.GradientReady(305); // bbox_head.reg_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[117], _g[360], _g[359], accumulate: false); // d bbox_head.p3.reg_convs.0.conv through bbox_head.reg_convs.1.conv
             b.ReluBackward(_a[359], _g[359], _g[359]); // relu of bbox_head.p3.reg_convs.0.conv
             b.Conv2dBackwardWeights(_convs[116].Spec, _a[350], _g[359], _trained[105].WeightGradient, _trained[105].BiasGradient, accumulate: true); // d bbox_head.reg_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[105].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv: final
+                ready.GradientReady(304); // bbox_head.reg_convs.0.conv.bias
+                ready.GradientReady(303); // bbox_head.reg_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[116], _g[359], _g[350], accumulate: false); // d neck.fpn_convs.0.conv through bbox_head.reg_convs.0.conv
             b.ReluBackward(_a[358], _g[358], _g[358]); // relu of bbox_head.p3.cls_convs.3.conv
             b.Conv2dBackwardWeights(_convs[115].Spec, _a[357], _g[358], _trained[104].WeightGradient, _trained[104].BiasGradient, accumulate: true); // d bbox_head.cls_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[104].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv: final
+                ready.GradientReady(302); // bbox_head.cls_convs.3.conv.bias
+                ready.GradientReady(301); // bbox_head.cls_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[115], _g[358], _g[357], accumulate: false); // d bbox_head.p3.cls_convs.2.conv through bbox_head.cls_convs.3.conv
             b.ReluBackward(_a[357], _g[357], _g[357]); // relu of bbox_head.p3.cls_convs.2.conv
             b.Conv2dBackwardWeights(_convs[114].Spec, _a[356], _g[357], _trained[103].WeightGradient, _trained[103].BiasGradient, accumulate: true); // d bbox_head.cls_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[103].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv: final
+                ready.GradientReady(300); // bbox_head.cls_convs.2.conv.bias
+                ready.GradientReady(299); // bbox_head.cls_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[114], _g[357], _g[356], accumulate: false); // d bbox_head.p3.cls_convs.1.conv through bbox_head.cls_convs.2.conv
             b.ReluBackward(_a[356], _g[356], _g[356]); // relu of bbox_head.p3.cls_convs.1.conv
             b.Conv2dBackwardWeights(_convs[113].Spec, _a[355], _g[356], _trained[102].WeightGradient, _trained[102].BiasGradient, accumulate: true); // d bbox_head.cls_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[102].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv: final
+                ready.GradientReady(298); // bbox_head.cls_convs.1.conv.bias
+                ready.GradientReady(297); // bbox_head.cls_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[113], _g[356], _g[355], accumulate: false); // d bbox_head.p3.cls_convs.0.conv through bbox_head.cls_convs.1.conv
             b.ReluBackward(_a[355], _g[355], _g[355]); // relu of bbox_head.p3.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[112].Spec, _a[350], _g[355], _trained[101].WeightGradient, _trained[101].BiasGradient, accumulate: true); // d bbox_head.cls_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[101].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv: final
+                ready.GradientReady(296); // bbox_head.cls_convs.0.conv.bias
+                ready.GradientReady(295); // bbox_head.cls_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[112], _g[355], _g[350], accumulate: true); // d neck.fpn_convs.0.conv through bbox_head.cls_convs.0.conv
             b.Conv2dBackwardWeights(_convs[111].Spec, _a[353], _g[354], _trained[100].WeightGradient, _trained[100].BiasGradient, accumulate: false); // d neck.fpn_convs.4.conv weights
+            if (ready is not null)
+            {
+                _trained[100].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv: final
+                ready.GradientReady(294); // neck.fpn_convs.4.conv.bias
+                ready.GradientReady(293); // neck.fpn_convs.4.conv.weight
+            }
             b.Conv2dBackwardData(_convs[111], _g[354], _g[353], accumulate: true); // d neck.fpn_convs.3.conv through neck.fpn_convs.4.conv
             b.Conv2dBackwardWeights(_convs[110].Spec, _a[342], _g[353], _trained[99].WeightGradient, _trained[99].BiasGradient, accumulate: false); // d neck.fpn_convs.3.conv weights
+            if (ready is not null)
+            {
+                _trained[99].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv: final
+                ready.GradientReady(292); // neck.fpn_convs.3.conv.bias
+                ready.GradientReady(291); // neck.fpn_convs.3.conv.weight
+            }
             b.Conv2dBackwardData(_convs[110], _g[353], _g[342], accumulate: false); // d backbone.layer4.2.out through neck.fpn_convs.3.conv
             b.Conv2dBackwardWeights(_convs[109].Spec, _a[345], _g[352], _trained[98].WeightGradient, _trained[98].BiasGradient, accumulate: false); // d neck.fpn_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[98].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv: final
+                ready.GradientReady(290); // neck.fpn_convs.2.conv.bias
+                ready.GradientReady(289); // neck.fpn_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[109], _g[352], _g[345], accumulate: false); // d neck.lateral_convs.2.conv through neck.fpn_convs.2.conv
             b.Conv2dBackwardWeights(_convs[108].Spec, _a[347], _g[351], _trained[97].WeightGradient, _trained[97].BiasGradient, accumulate: false); // d neck.fpn_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[97].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv: final
+                ready.GradientReady(288); // neck.fpn_convs.1.conv.bias
+                ready.GradientReady(287); // neck.fpn_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[108], _g[351], _g[347], accumulate: false); // d neck.merged4 through neck.fpn_convs.1.conv
             b.Conv2dBackwardWeights(_convs[107].Spec, _a[349], _g[350], _trained[96].WeightGradient, _trained[96].BiasGradient, accumulate: false); // d neck.fpn_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[96].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv: final
+                ready.GradientReady(286); // neck.fpn_convs.0.conv.bias
+                ready.GradientReady(285); // neck.fpn_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[107], _g[350], _g[349], accumulate: false); // d neck.merged3 through neck.fpn_convs.0.conv
             b.UpsampleNearestBackward(_g[349], _g[347], accumulate: true); // d neck.merged4 through the upsample of neck.merged3
             // d neck.lateral_convs.0.conv = d neck.merged3 (the same buffer)
             b.UpsampleNearestBackward(_g[347], _g[345], accumulate: true); // d neck.lateral_convs.2.conv through the upsample of neck.merged4
             // d neck.lateral_convs.1.conv = d neck.merged4 (the same buffer)
             b.Conv2dBackwardWeights(_convs[106].Spec, _a[342], _g[345], _trained[95].WeightGradient, _trained[95].BiasGradient, accumulate: false); // d neck.lateral_convs.2.conv weights
+            if (ready is not null)
+            {
+                _trained[95].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv: final
+                ready.GradientReady(284); // neck.lateral_convs.2.conv.bias
+                ready.GradientReady(283); // neck.lateral_convs.2.conv.weight
+            }
             b.Conv2dBackwardData(_convs[106], _g[345], _g[342], accumulate: true); // d backbone.layer4.2.out through neck.lateral_convs.2.conv
             b.Conv2dBackwardWeights(_convs[105].Spec, _a[310], _g[344], _trained[94].WeightGradient, _trained[94].BiasGradient, accumulate: false); // d neck.lateral_convs.1.conv weights
+            if (ready is not null)
+            {
+                _trained[94].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv: final
+                ready.GradientReady(282); // neck.lateral_convs.1.conv.bias
+                ready.GradientReady(281); // neck.lateral_convs.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[105], _g[344], _g[310], accumulate: false); // d backbone.layer3.22.out through neck.lateral_convs.1.conv
             b.Conv2dBackwardWeights(_convs[104].Spec, _a[78], _g[343], _trained[93].WeightGradient, _trained[93].BiasGradient, accumulate: false); // d neck.lateral_convs.0.conv weights
+            if (ready is not null)
+            {
+                _trained[93].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv: final
+                ready.GradientReady(280); // neck.lateral_convs.0.conv.bias
+                ready.GradientReady(279); // neck.lateral_convs.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[104], _g[343], _g[78], accumulate: false); // d backbone.layer2.3.out through neck.lateral_convs.0.conv
             b.ReluBackward(_a[342], _g[342], _g[342]); // relu of backbone.layer4.2.out
             b.Conv2dBackwardWeights(_convs[103].Spec, _a[338], _g[342], _trained[92].WeightGradient, _trained[92].BiasGradient, accumulate: false); // d backbone.layer4.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[92].CollectGradients(b, _scratch); // backbone.layer4.2.conv3: final
+                ready.GradientReady(278); // backbone.layer4.2.bn3.bias
+                ready.GradientReady(277); // backbone.layer4.2.bn3.weight
+                ready.GradientReady(276); // backbone.layer4.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[103], _g[342], _g[338], accumulate: false); // d backbone.layer4.2.relu1 through backbone.layer4.2.conv3
             // d backbone.layer4.1.out = d backbone.layer4.2.out (the same buffer)
             b.ReluBackward(_a[338], _g[338], _g[338]); // relu of backbone.layer4.2.relu1
             b.Conv2dBackwardWeights(_convs[102].Spec, _a[335], _g[338], _trained[91].WeightGradient, _trained[91].BiasGradient, accumulate: false); // d backbone.layer4.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[91].CollectGradients(b, _scratch); // backbone.layer4.2.conv2: final
+                ready.GradientReady(275); // backbone.layer4.2.bn2.bias
+                ready.GradientReady(274); // backbone.layer4.2.bn2.weight
+                ready.GradientReady(273); // backbone.layer4.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[102], _g[338], _g[335], accumulate: false); // d backbone.layer4.2.relu0 through backbone.layer4.2.conv2
             b.ReluBackward(_a[335], _g[335], _g[335]); // relu of backbone.layer4.2.relu0
             b.Conv2dBackwardWeights(_convs[101].Spec, _a[332], _g[335], _trained[90].WeightGradient, _trained[90].BiasGradient, accumulate: false); // d backbone.layer4.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[90].CollectGradients(b, _scratch); // backbone.layer4.2.conv1: final
+                ready.GradientReady(272); // backbone.layer4.2.bn1.bias
+                ready.GradientReady(271); // backbone.layer4.2.bn1.weight
+                ready.GradientReady(270); // backbone.layer4.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[101], _g[335], _g[332], accumulate: true); // d backbone.layer4.1.out through backbone.layer4.2.conv1
             b.ReluBackward(_a[332], _g[332], _g[332]); // relu of backbone.layer4.1.out
             b.Conv2dBackwardWeights(_convs[100].Spec, _a[328], _g[332], _trained[89].WeightGradient, _trained[89].BiasGradient, accumulate: false); // d backbone.layer4.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[89].CollectGradients(b, _scratch); // backbone.layer4.1.conv3: final
+                ready.GradientReady(269); // backbone.layer4.1.bn3.bias
+                ready.GradientReady(268); // backbone.layer4.1.bn3.weight
+                ready.GradientReady(267); // backbone.layer4.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[100], _g[332], _g[328], accumulate: false); // d backbone.layer4.1.relu1 through backbone.layer4.1.conv3
             // d backbone.layer4.0.out = d backbone.layer4.1.out (the same buffer)
             b.ReluBackward(_a[328], _g[328], _g[328]); // relu of backbone.layer4.1.relu1
             b.Conv2dBackwardWeights(_convs[99].Spec, _a[325], _g[328], _trained[88].WeightGradient, _trained[88].BiasGradient, accumulate: false); // d backbone.layer4.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[88].CollectGradients(b, _scratch); // backbone.layer4.1.conv2: final
+                ready.GradientReady(266); // backbone.layer4.1.bn2.bias
+                ready.GradientReady(265); // backbone.layer4.1.bn2.weight
+                ready.GradientReady(264); // backbone.layer4.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[99], _g[328], _g[325], accumulate: false); // d backbone.layer4.1.relu0 through backbone.layer4.1.conv2
             b.ReluBackward(_a[325], _g[325], _g[325]); // relu of backbone.layer4.1.relu0
             b.Conv2dBackwardWeights(_convs[98].Spec, _a[322], _g[325], _trained[87].WeightGradient, _trained[87].BiasGradient, accumulate: false); // d backbone.layer4.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[87].CollectGradients(b, _scratch); // backbone.layer4.1.conv1: final
+                ready.GradientReady(263); // backbone.layer4.1.bn1.bias
+                ready.GradientReady(262); // backbone.layer4.1.bn1.weight
+                ready.GradientReady(261); // backbone.layer4.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[98], _g[325], _g[322], accumulate: true); // d backbone.layer4.0.out through backbone.layer4.1.conv1
             b.ReluBackward(_a[322], _g[322], _g[322]); // relu of backbone.layer4.0.out
             b.Conv2dBackwardWeights(_convs[97].Spec, _a[316], _g[322], _trained[86].WeightGradient, _trained[86].BiasGradient, accumulate: false); // d backbone.layer4.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[86].CollectGradients(b, _scratch); // backbone.layer4.0.conv3: final
+                ready.GradientReady(257); // backbone.layer4.0.bn3.bias
+                ready.GradientReady(256); // backbone.layer4.0.bn3.weight
+                ready.GradientReady(255); // backbone.layer4.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[97], _g[322], _g[316], accumulate: false); // d backbone.layer4.0.relu1 through backbone.layer4.0.conv3
             // d backbone.layer4.0.downsample.1 = d backbone.layer4.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[96].Spec, _a[310], _g[320], _trained[85].WeightGradient, _trained[85].BiasGradient, accumulate: false); // d backbone.layer4.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[85].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0: final
+                ready.GradientReady(260); // backbone.layer4.0.downsample.1.bias
+                ready.GradientReady(259); // backbone.layer4.0.downsample.1.weight
+                ready.GradientReady(258); // backbone.layer4.0.downsample.0.weight
+            }
             b.Conv2dBackwardData(_convs[96], _g[320], _g[310], accumulate: true); // d backbone.layer3.22.out through backbone.layer4.0.downsample.0
             b.ReluBackward(_a[316], _g[316], _g[316]); // relu of backbone.layer4.0.relu1
             b.Conv2dBackwardWeights(_convs[95].Spec, _a[313], _g[316], _trained[84].WeightGradient, _trained[84].BiasGradient, accumulate: false); // d backbone.layer4.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[84].CollectGradients(b, _scratch); // backbone.layer4.0.conv2: final
+                ready.GradientReady(254); // backbone.layer4.0.bn2.bias
+                ready.GradientReady(253); // backbone.layer4.0.bn2.weight
+                ready.GradientReady(252); // backbone.layer4.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[95], _g[316], _g[313], accumulate: false); // d backbone.layer4.0.relu0 through backbone.layer4.0.conv2
             b.ReluBackward(_a[313], _g[313], _g[313]); // relu of backbone.layer4.0.relu0
             b.Conv2dBackwardWeights(_convs[94].Spec, _a[310], _g[313], _trained[83].WeightGradient, _trained[83].BiasGradient, accumulate: false); // d backbone.layer4.0.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[83].CollectGradients(b, _scratch); // backbone.layer4.0.conv1: final
+                ready.GradientReady(251); // backbone.layer4.0.bn1.bias
+                ready.GradientReady(250); // backbone.layer4.0.bn1.weight
+                ready.GradientReady(249); // backbone.layer4.0.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[94], _g[313], _g[310], accumulate: true); // d backbone.layer3.22.out through backbone.layer4.0.conv1
             b.ReluBackward(_a[310], _g[310], _g[310]); // relu of backbone.layer3.22.out
             b.Conv2dBackwardWeights(_convs[93].Spec, _a[306], _g[310], _trained[82].WeightGradient, _trained[82].BiasGradient, accumulate: false); // d backbone.layer3.22.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[82].CollectGradients(b, _scratch); // backbone.layer3.22.conv3: final
+                ready.GradientReady(248); // backbone.layer3.22.bn3.bias
+                ready.GradientReady(247); // backbone.layer3.22.bn3.weight
+                ready.GradientReady(246); // backbone.layer3.22.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[93], _g[310], _g[306], accumulate: false); // d backbone.layer3.22.relu1 through backbone.layer3.22.conv3
             // d backbone.layer3.21.out = d backbone.layer3.22.out (the same buffer)
             b.ReluBackward(_a[306], _g[306], _g[306]); // relu of backbone.layer3.22.relu1
             b.Conv2dBackwardWeights(_convs[92].Spec, _a[303], _g[306], _trained[81].WeightGradient, _trained[81].BiasGradient, accumulate: false); // d backbone.layer3.22.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[81].CollectGradients(b, _scratch); // backbone.layer3.22.conv2: final
+                ready.GradientReady(245); // backbone.layer3.22.bn2.bias
+                ready.GradientReady(244); // backbone.layer3.22.bn2.weight
+                ready.GradientReady(243); // backbone.layer3.22.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[92], _g[306], _g[303], accumulate: false); // d backbone.layer3.22.relu0 through backbone.layer3.22.conv2
             b.ReluBackward(_a[303], _g[303], _g[303]); // relu of backbone.layer3.22.relu0
             b.Conv2dBackwardWeights(_convs[91].Spec, _a[300], _g[303], _trained[80].WeightGradient, _trained[80].BiasGradient, accumulate: false); // d backbone.layer3.22.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[80].CollectGradients(b, _scratch); // backbone.layer3.22.conv1: final
+                ready.GradientReady(242); // backbone.layer3.22.bn1.bias
+                ready.GradientReady(241); // backbone.layer3.22.bn1.weight
+                ready.GradientReady(240); // backbone.layer3.22.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[91], _g[303], _g[300], accumulate: true); // d backbone.layer3.21.out through backbone.layer3.22.conv1
             b.ReluBackward(_a[300], _g[300], _g[300]); // relu of backbone.layer3.21.out
             b.Conv2dBackwardWeights(_convs[90].Spec, _a[296], _g[300], _trained[79].WeightGradient, _trained[79].BiasGradient, accumulate: false); // d backbone.layer3.21.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[79].CollectGradients(b, _scratch); // backbone.layer3.21.conv3: final
+                ready.GradientReady(239); // backbone.layer3.21.bn3.bias
+                ready.GradientReady(238); // backbone.layer3.21.bn3.weight
+                ready.GradientReady(237); // backbone.layer3.21.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[90], _g[300], _g[296], accumulate: false); // d backbone.layer3.21.relu1 through backbone.layer3.21.conv3
             // d backbone.layer3.20.out = d backbone.layer3.21.out (the same buffer)
             b.ReluBackward(_a[296], _g[296], _g[296]); // relu of backbone.layer3.21.relu1
             b.Conv2dBackwardWeights(_convs[89].Spec, _a[293], _g[296], _trained[78].WeightGradient, _trained[78].BiasGradient, accumulate: false); // d backbone.layer3.21.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[78].CollectGradients(b, _scratch); // backbone.layer3.21.conv2: final
+                ready.GradientReady(236); // backbone.layer3.21.bn2.bias
+                ready.GradientReady(235); // backbone.layer3.21.bn2.weight
+                ready.GradientReady(234); // backbone.layer3.21.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[89], _g[296], _g[293], accumulate: false); // d backbone.layer3.21.relu0 through backbone.layer3.21.conv2
             b.ReluBackward(_a[293], _g[293], _g[293]); // relu of backbone.layer3.21.relu0
             b.Conv2dBackwardWeights(_convs[88].Spec, _a[290], _g[293], _trained[77].WeightGradient, _trained[77].BiasGradient, accumulate: false); // d backbone.layer3.21.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[77].CollectGradients(b, _scratch); // backbone.layer3.21.conv1: final
+                ready.GradientReady(233); // backbone.layer3.21.bn1.bias
+                ready.GradientReady(232); // backbone.layer3.21.bn1.weight
+                ready.GradientReady(231); // backbone.layer3.21.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[88], _g[293], _g[290], accumulate: true); // d backbone.layer3.20.out through backbone.layer3.21.conv1
             b.ReluBackward(_a[290], _g[290], _g[290]); // relu of backbone.layer3.20.out
             b.Conv2dBackwardWeights(_convs[87].Spec, _a[286], _g[290], _trained[76].WeightGradient, _trained[76].BiasGradient, accumulate: false); // d backbone.layer3.20.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[76].CollectGradients(b, _scratch); // backbone.layer3.20.conv3: final
+                ready.GradientReady(230); // backbone.layer3.20.bn3.bias
+                ready.GradientReady(229); // backbone.layer3.20.bn3.weight
+                ready.GradientReady(228); // backbone.layer3.20.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[87], _g[290], _g[286], accumulate: false); // d backbone.layer3.20.relu1 through backbone.layer3.20.conv3
             // d backbone.layer3.19.out = d backbone.layer3.20.out (the same buffer)
             b.ReluBackward(_a[286], _g[286], _g[286]); // relu of backbone.layer3.20.relu1
             b.Conv2dBackwardWeights(_convs[86].Spec, _a[283], _g[286], _trained[75].WeightGradient, _trained[75].BiasGradient, accumulate: false); // d backbone.layer3.20.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[75].CollectGradients(b, _scratch); // backbone.layer3.20.conv2: final
+                ready.GradientReady(227); // backbone.layer3.20.bn2.bias
+                ready.GradientReady(226); // backbone.layer3.20.bn2.weight
+                ready.GradientReady(225); // backbone.layer3.20.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[86], _g[286], _g[283], accumulate: false); // d backbone.layer3.20.relu0 through backbone.layer3.20.conv2
             b.ReluBackward(_a[283], _g[283], _g[283]); // relu of backbone.layer3.20.relu0
             b.Conv2dBackwardWeights(_convs[85].Spec, _a[280], _g[283], _trained[74].WeightGradient, _trained[74].BiasGradient, accumulate: false); // d backbone.layer3.20.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[74].CollectGradients(b, _scratch); // backbone.layer3.20.conv1: final
+                ready.GradientReady(224); // backbone.layer3.20.bn1.bias
+                ready.GradientReady(223); // backbone.layer3.20.bn1.weight
+                ready.GradientReady(222); // backbone.layer3.20.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[85], _g[283], _g[280], accumulate: true); // d backbone.layer3.19.out through backbone.layer3.20.conv1
             b.ReluBackward(_a[280], _g[280], _g[280]); // relu of backbone.layer3.19.out
             b.Conv2dBackwardWeights(_convs[84].Spec, _a[276], _g[280], _trained[73].WeightGradient, _trained[73].BiasGradient, accumulate: false); // d backbone.layer3.19.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[73].CollectGradients(b, _scratch); // backbone.layer3.19.conv3: final
+                ready.GradientReady(221); // backbone.layer3.19.bn3.bias
+                ready.GradientReady(220); // backbone.layer3.19.bn3.weight
+                ready.GradientReady(219); // backbone.layer3.19.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[84], _g[280], _g[276], accumulate: false); // d backbone.layer3.19.relu1 through backbone.layer3.19.conv3
             // d backbone.layer3.18.out = d backbone.layer3.19.out (the same buffer)
             b.ReluBackward(_a[276], _g[276], _g[276]); // relu of backbone.layer3.19.relu1
             b.Conv2dBackwardWeights(_convs[83].Spec, _a[273], _g[276], _trained[72].WeightGradient, _trained[72].BiasGradient, accumulate: false); // d backbone.layer3.19.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[72].CollectGradients(b, _scratch); // backbone.layer3.19.conv2: final
+                ready.GradientReady(218); // backbone.layer3.19.bn2.bias
+                ready.GradientReady(217); // backbone.layer3.19.bn2.weight
+                ready.GradientReady(216); // backbone.layer3.19.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[83], _g[276], _g[273], accumulate: false); // d backbone.layer3.19.relu0 through backbone.layer3.19.conv2
             b.ReluBackward(_a[273], _g[273], _g[273]); // relu of backbone.layer3.19.relu0
             b.Conv2dBackwardWeights(_convs[82].Spec, _a[270], _g[273], _trained[71].WeightGradient, _trained[71].BiasGradient, accumulate: false); // d backbone.layer3.19.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[71].CollectGradients(b, _scratch); // backbone.layer3.19.conv1: final
+                ready.GradientReady(215); // backbone.layer3.19.bn1.bias
+                ready.GradientReady(214); // backbone.layer3.19.bn1.weight
+                ready.GradientReady(213); // backbone.layer3.19.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[82], _g[273], _g[270], accumulate: true); // d backbone.layer3.18.out through backbone.layer3.19.conv1
             b.ReluBackward(_a[270], _g[270], _g[270]); // relu of backbone.layer3.18.out
             b.Conv2dBackwardWeights(_convs[81].Spec, _a[266], _g[270], _trained[70].WeightGradient, _trained[70].BiasGradient, accumulate: false); // d backbone.layer3.18.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[70].CollectGradients(b, _scratch); // backbone.layer3.18.conv3: final
+                ready.GradientReady(212); // backbone.layer3.18.bn3.bias
+                ready.GradientReady(211); // backbone.layer3.18.bn3.weight
+                ready.GradientReady(210); // backbone.layer3.18.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[81], _g[270], _g[266], accumulate: false); // d backbone.layer3.18.relu1 through backbone.layer3.18.conv3
             // d backbone.layer3.17.out = d backbone.layer3.18.out (the same buffer)
             b.ReluBackward(_a[266], _g[266], _g[266]); // relu of backbone.layer3.18.relu1
             b.Conv2dBackwardWeights(_convs[80].Spec, _a[263], _g[266], _trained[69].WeightGradient, _trained[69].BiasGradient, accumulate: false); // d backbone.layer3.18.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[69].CollectGradients(b, _scratch); // backbone.layer3.18.conv2: final
+                ready.GradientReady(209); // backbone.layer3.18.bn2.bias
+                ready.GradientReady(208); // backbone.layer3.18.bn2.weight
+                ready.GradientReady(207); // backbone.layer3.18.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[80], _g[266], _g[263], accumulate: false); // d backbone.layer3.18.relu0 through backbone.layer3.18.conv2
             b.ReluBackward(_a[263], _g[263], _g[263]); // relu of backbone.layer3.18.relu0
             b.Conv2dBackwardWeights(_convs[79].Spec, _a[260], _g[263], _trained[68].WeightGradient, _trained[68].BiasGradient, accumulate: false); // d backbone.layer3.18.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[68].CollectGradients(b, _scratch); // backbone.layer3.18.conv1: final
+                ready.GradientReady(206); // backbone.layer3.18.bn1.bias
+                ready.GradientReady(205); // backbone.layer3.18.bn1.weight
+                ready.GradientReady(204); // backbone.layer3.18.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[79], _g[263], _g[260], accumulate: true); // d backbone.layer3.17.out through backbone.layer3.18.conv1
             b.ReluBackward(_a[260], _g[260], _g[260]); // relu of backbone.layer3.17.out
             b.Conv2dBackwardWeights(_convs[78].Spec, _a[256], _g[260], _trained[67].WeightGradient, _trained[67].BiasGradient, accumulate: false); // d backbone.layer3.17.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[67].CollectGradients(b, _scratch); // backbone.layer3.17.conv3: final
+                ready.GradientReady(203); // backbone.layer3.17.bn3.bias
+                ready.GradientReady(202); // backbone.layer3.17.bn3.weight
+                ready.GradientReady(201); // backbone.layer3.17.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[78], _g[260], _g[256], accumulate: false); // d backbone.layer3.17.relu1 through backbone.layer3.17.conv3
             // d backbone.layer3.16.out = d backbone.layer3.17.out (the same buffer)
             b.ReluBackward(_a[256], _g[256], _g[256]); // relu of backbone.layer3.17.relu1
             b.Conv2dBackwardWeights(_convs[77].Spec, _a[253], _g[256], _trained[66].WeightGradient, _trained[66].BiasGradient, accumulate: false); // d backbone.layer3.17.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[66].CollectGradients(b, _scratch); // backbone.layer3.17.conv2: final
+                ready.GradientReady(200); // backbone.layer3.17.bn2.bias
+                ready.GradientReady(199); // backbone.layer3.17.bn2.weight
+                ready.GradientReady(198); // backbone.layer3.17.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[77], _g[256], _g[253], accumulate: false); // d backbone.layer3.17.relu0 through backbone.layer3.17.conv2
             b.ReluBackward(_a[253], _g[253], _g[253]); // relu of backbone.layer3.17.relu0
             b.Conv2dBackwardWeights(_convs[76].Spec, _a[250], _g[253], _trained[65].WeightGradient, _trained[65].BiasGradient, accumulate: false); // d backbone.layer3.17.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[65].CollectGradients(b, _scratch); // backbone.layer3.17.conv1: final
+                ready.GradientReady(197); // backbone.layer3.17.bn1.bias
+                ready.GradientReady(196); // backbone.layer3.17.bn1.weight
+                ready.GradientReady(195); // backbone.layer3.17.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[76], _g[253], _g[250], accumulate: true); // d backbone.layer3.16.out through backbone.layer3.17.conv1
             b.ReluBackward(_a[250], _g[250], _g[250]); // relu of backbone.layer3.16.out
             b.Conv2dBackwardWeights(_convs[75].Spec, _a[246], _g[250], _trained[64].WeightGradient, _trained[64].BiasGradient, accumulate: false); // d backbone.layer3.16.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[64].CollectGradients(b, _scratch); // backbone.layer3.16.conv3: final
+                ready.GradientReady(194); // backbone.layer3.16.bn3.bias
+                ready.GradientReady(193); // backbone.layer3.16.bn3.weight
+                ready.GradientReady(192); // backbone.layer3.16.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[75], _g[250], _g[246], accumulate: false); // d backbone.layer3.16.relu1 through backbone.layer3.16.conv3
             // d backbone.layer3.15.out = d backbone.layer3.16.out (the same buffer)
             b.ReluBackward(_a[246], _g[246], _g[246]); // relu of backbone.layer3.16.relu1
             b.Conv2dBackwardWeights(_convs[74].Spec, _a[243], _g[246], _trained[63].WeightGradient, _trained[63].BiasGradient, accumulate: false); // d backbone.layer3.16.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[63].CollectGradients(b, _scratch); // backbone.layer3.16.conv2: final
+                ready.GradientReady(191); // backbone.layer3.16.bn2.bias
+                ready.GradientReady(190); // backbone.layer3.16.bn2.weight
+                ready.GradientReady(189); // backbone.layer3.16.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[74], _g[246], _g[243], accumulate: false); // d backbone.layer3.16.relu0 through backbone.layer3.16.conv2
             b.ReluBackward(_a[243], _g[243], _g[243]); // relu of backbone.layer3.16.relu0
             b.Conv2dBackwardWeights(_convs[73].Spec, _a[240], _g[243], _trained[62].WeightGradient, _trained[62].BiasGradient, accumulate: false); // d backbone.layer3.16.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[62].CollectGradients(b, _scratch); // backbone.layer3.16.conv1: final
+                ready.GradientReady(188); // backbone.layer3.16.bn1.bias
+                ready.GradientReady(187); // backbone.layer3.16.bn1.weight
+                ready.GradientReady(186); // backbone.layer3.16.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[73], _g[243], _g[240], accumulate: true); // d backbone.layer3.15.out through backbone.layer3.16.conv1
             b.ReluBackward(_a[240], _g[240], _g[240]); // relu of backbone.layer3.15.out
             b.Conv2dBackwardWeights(_convs[72].Spec, _a[236], _g[240], _trained[61].WeightGradient, _trained[61].BiasGradient, accumulate: false); // d backbone.layer3.15.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[61].CollectGradients(b, _scratch); // backbone.layer3.15.conv3: final
+                ready.GradientReady(185); // backbone.layer3.15.bn3.bias
+                ready.GradientReady(184); // backbone.layer3.15.bn3.weight
+                ready.GradientReady(183); // backbone.layer3.15.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[72], _g[240], _g[236], accumulate: false); // d backbone.layer3.15.relu1 through backbone.layer3.15.conv3
             // d backbone.layer3.14.out = d backbone.layer3.15.out (the same buffer)
             b.ReluBackward(_a[236], _g[236], _g[236]); // relu of backbone.layer3.15.relu1
             b.Conv2dBackwardWeights(_convs[71].Spec, _a[233], _g[236], _trained[60].WeightGradient, _trained[60].BiasGradient, accumulate: false); // d backbone.layer3.15.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[60].CollectGradients(b, _scratch); // backbone.layer3.15.conv2: final
+                ready.GradientReady(182); // backbone.layer3.15.bn2.bias
+                ready.GradientReady(181); // backbone.layer3.15.bn2.weight
+                ready.GradientReady(180); // backbone.layer3.15.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[71], _g[236], _g[233], accumulate: false); // d backbone.layer3.15.relu0 through backbone.layer3.15.conv2
             b.ReluBackward(_a[233], _g[233], _g[233]); // relu of backbone.layer3.15.relu0
             b.Conv2dBackwardWeights(_convs[70].Spec, _a[230], _g[233], _trained[59].WeightGradient, _trained[59].BiasGradient, accumulate: false); // d backbone.layer3.15.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[59].CollectGradients(b, _scratch); // backbone.layer3.15.conv1: final
+                ready.GradientReady(179); // backbone.layer3.15.bn1.bias
+                ready.GradientReady(178); // backbone.layer3.15.bn1.weight
+                ready.GradientReady(177); // backbone.layer3.15.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[70], _g[233], _g[230], accumulate: true); // d backbone.layer3.14.out through backbone.layer3.15.conv1
             b.ReluBackward(_a[230], _g[230], _g[230]); // relu of backbone.layer3.14.out
             b.Conv2dBackwardWeights(_convs[69].Spec, _a[226], _g[230], _trained[58].WeightGradient, _trained[58].BiasGradient, accumulate: false); // d backbone.layer3.14.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[58].CollectGradients(b, _scratch); // backbone.layer3.14.conv3: final
+                ready.GradientReady(176); // backbone.layer3.14.bn3.bias
+                ready.GradientReady(175); // backbone.layer3.14.bn3.weight
+                ready.GradientReady(174); // backbone.layer3.14.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[69], _g[230], _g[226], accumulate: false); // d backbone.layer3.14.relu1 through backbone.layer3.14.conv3
             // d backbone.layer3.13.out = d backbone.layer3.14.out (the same buffer)
             b.ReluBackward(_a[226], _g[226], _g[226]); // relu of backbone.layer3.14.relu1
             b.Conv2dBackwardWeights(_convs[68].Spec, _a[223], _g[226], _trained[57].WeightGradient, _trained[57].BiasGradient, accumulate: false); // d backbone.layer3.14.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[57].CollectGradients(b, _scratch); // backbone.layer3.14.conv2: final
+                ready.GradientReady(173); // backbone.layer3.14.bn2.bias
+                ready.GradientReady(172); // backbone.layer3.14.bn2.weight
+                ready.GradientReady(171); // backbone.layer3.14.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[68], _g[226], _g[223], accumulate: false); // d backbone.layer3.14.relu0 through backbone.layer3.14.conv2
             b.ReluBackward(_a[223], _g[223], _g[223]); // relu of backbone.layer3.14.relu0
             b.Conv2dBackwardWeights(_convs[67].Spec, _a[220], _g[223], _trained[56].WeightGradient, _trained[56].BiasGradient, accumulate: false); // d backbone.layer3.14.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[56].CollectGradients(b, _scratch); // backbone.layer3.14.conv1: final
+                ready.GradientReady(170); // backbone.layer3.14.bn1.bias
+                ready.GradientReady(169); // backbone.layer3.14.bn1.weight
+                ready.GradientReady(168); // backbone.layer3.14.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[67], _g[223], _g[220], accumulate: true); // d backbone.layer3.13.out through backbone.layer3.14.conv1
             b.ReluBackward(_a[220], _g[220], _g[220]); // relu of backbone.layer3.13.out
             b.Conv2dBackwardWeights(_convs[66].Spec, _a[216], _g[220], _trained[55].WeightGradient, _trained[55].BiasGradient, accumulate: false); // d backbone.layer3.13.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[55].CollectGradients(b, _scratch); // backbone.layer3.13.conv3: final
+                ready.GradientReady(167); // backbone.layer3.13.bn3.bias
+                ready.GradientReady(166); // backbone.layer3.13.bn3.weight
+                ready.GradientReady(165); // backbone.layer3.13.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[66], _g[220], _g[216], accumulate: false); // d backbone.layer3.13.relu1 through backbone.layer3.13.conv3
             // d backbone.layer3.12.out = d backbone.layer3.13.out (the same buffer)
             b.ReluBackward(_a[216], _g[216], _g[216]); // relu of backbone.layer3.13.relu1
             b.Conv2dBackwardWeights(_convs[65].Spec, _a[213], _g[216], _trained[54].WeightGradient, _trained[54].BiasGradient, accumulate: false); // d backbone.layer3.13.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[54].CollectGradients(b, _scratch); // backbone.layer3.13.conv2: final
+                ready.GradientReady(164); // backbone.layer3.13.bn2.bias
+                ready.GradientReady(163); // backbone.layer3.13.bn2.weight
+                ready.GradientReady(162); // backbone.layer3.13.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[65], _g[216], _g[213], accumulate: false); // d backbone.layer3.13.relu0 through backbone.layer3.13.conv2
             b.ReluBackward(_a[213], _g[213], _g[213]); // relu of backbone.layer3.13.relu0
             b.Conv2dBackwardWeights(_convs[64].Spec, _a[210], _g[213], _trained[53].WeightGradient, _trained[53].BiasGradient, accumulate: false); // d backbone.layer3.13.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[53].CollectGradients(b, _scratch); // backbone.layer3.13.conv1: final
+                ready.GradientReady(161); // backbone.layer3.13.bn1.bias
+                ready.GradientReady(160); // backbone.layer3.13.bn1.weight
+                ready.GradientReady(159); // backbone.layer3.13.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[64], _g[213], _g[210], accumulate: true); // d backbone.layer3.12.out through backbone.layer3.13.conv1
             b.ReluBackward(_a[210], _g[210], _g[210]); // relu of backbone.layer3.12.out
             b.Conv2dBackwardWeights(_convs[63].Spec, _a[206], _g[210], _trained[52].WeightGradient, _trained[52].BiasGradient, accumulate: false); // d backbone.layer3.12.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[52].CollectGradients(b, _scratch); // backbone.layer3.12.conv3: final
+                ready.GradientReady(158); // backbone.layer3.12.bn3.bias
+                ready.GradientReady(157); // backbone.layer3.12.bn3.weight
+                ready.GradientReady(156); // backbone.layer3.12.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[63], _g[210], _g[206], accumulate: false); // d backbone.layer3.12.relu1 through backbone.layer3.12.conv3
             // d backbone.layer3.11.out = d backbone.layer3.12.out (the same buffer)
             b.ReluBackward(_a[206], _g[206], _g[206]); // relu of backbone.layer3.12.relu1
             b.Conv2dBackwardWeights(_convs[62].Spec, _a[203], _g[206], _trained[51].WeightGradient, _trained[51].BiasGradient, accumulate: false); // d backbone.layer3.12.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[51].CollectGradients(b, _scratch); // backbone.layer3.12.conv2: final
+                ready.GradientReady(155); // backbone.layer3.12.bn2.bias
+                ready.GradientReady(154); // backbone.layer3.12.bn2.weight
+                ready.GradientReady(153); // backbone.layer3.12.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[62], _g[206], _g[203], accumulate: false); // d backbone.layer3.12.relu0 through backbone.layer3.12.conv2
             b.ReluBackward(_a[203], _g[203], _g[203]); // relu of backbone.layer3.12.relu0
             b.Conv2dBackwardWeights(_convs[61].Spec, _a[200], _g[203], _trained[50].WeightGradient, _trained[50].BiasGradient, accumulate: false); // d backbone.layer3.12.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[50].CollectGradients(b, _scratch); // backbone.layer3.12.conv1: final
+                ready.GradientReady(152); // backbone.layer3.12.bn1.bias
+                ready.GradientReady(151); // backbone.layer3.12.bn1.weight
+                ready.GradientReady(150); // backbone.layer3.12.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[61], _g[203], _g[200], accumulate: true); // d backbone.layer3.11.out through backbone.layer3.12.conv1
             b.ReluBackward(_a[200], _g[200], _g[200]); // relu of backbone.layer3.11.out
             b.Conv2dBackwardWeights(_convs[60].Spec, _a[196], _g[200], _trained[49].WeightGradient, _trained[49].BiasGradient, accumulate: false); // d backbone.layer3.11.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[49].CollectGradients(b, _scratch); // backbone.layer3.11.conv3: final
+                ready.GradientReady(149); // backbone.layer3.11.bn3.bias
+                ready.GradientReady(148); // backbone.layer3.11.bn3.weight
+                ready.GradientReady(147); // backbone.layer3.11.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[60], _g[200], _g[196], accumulate: false); // d backbone.layer3.11.relu1 through backbone.layer3.11.conv3
             // d backbone.layer3.10.out = d backbone.layer3.11.out (the same buffer)
             b.ReluBackward(_a[196], _g[196], _g[196]); // relu of backbone.layer3.11.relu1
             b.Conv2dBackwardWeights(_convs[59].Spec, _a[193], _g[196], _trained[48].WeightGradient, _trained[48].BiasGradient, accumulate: false); // d backbone.layer3.11.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[48].CollectGradients(b, _scratch); // backbone.layer3.11.conv2: final
+                ready.GradientReady(146); // backbone.layer3.11.bn2.bias
+                ready.GradientReady(145); // backbone.layer3.11.bn2.weight
+                ready.GradientReady(144); // backbone.layer3.11.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[59], _g[196], _g[193], accumulate: false); // d backbone.layer3.11.relu0 through backbone.layer3.11.conv2
             b.ReluBackward(_a[193], _g[193], _g[193]); // relu of backbone.layer3.11.relu0
             b.Conv2dBackwardWeights(_convs[58].Spec, _a[190], _g[193], _trained[47].WeightGradient, _trained[47].BiasGradient, accumulate: false); // d backbone.layer3.11.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[47].CollectGradients(b, _scratch); // backbone.layer3.11.conv1: final
+                ready.GradientReady(143); // backbone.layer3.11.bn1.bias
+                ready.GradientReady(142); // backbone.layer3.11.bn1.weight
+                ready.GradientReady(141); // backbone.layer3.11.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[58], _g[193], _g[190], accumulate: true); // d backbone.layer3.10.out through backbone.layer3.11.conv1
             b.ReluBackward(_a[190], _g[190], _g[190]); // relu of backbone.layer3.10.out
             b.Conv2dBackwardWeights(_convs[57].Spec, _a[186], _g[190], _trained[46].WeightGradient, _trained[46].BiasGradient, accumulate: false); // d backbone.layer3.10.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[46].CollectGradients(b, _scratch); // backbone.layer3.10.conv3: final
+                ready.GradientReady(140); // backbone.layer3.10.bn3.bias
+                ready.GradientReady(139); // backbone.layer3.10.bn3.weight
+                ready.GradientReady(138); // backbone.layer3.10.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[57], _g[190], _g[186], accumulate: false); // d backbone.layer3.10.relu1 through backbone.layer3.10.conv3
             // d backbone.layer3.9.out = d backbone.layer3.10.out (the same buffer)
             b.ReluBackward(_a[186], _g[186], _g[186]); // relu of backbone.layer3.10.relu1
             b.Conv2dBackwardWeights(_convs[56].Spec, _a[183], _g[186], _trained[45].WeightGradient, _trained[45].BiasGradient, accumulate: false); // d backbone.layer3.10.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[45].CollectGradients(b, _scratch); // backbone.layer3.10.conv2: final
+                ready.GradientReady(137); // backbone.layer3.10.bn2.bias
+                ready.GradientReady(136); // backbone.layer3.10.bn2.weight
+                ready.GradientReady(135); // backbone.layer3.10.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[56], _g[186], _g[183], accumulate: false); // d backbone.layer3.10.relu0 through backbone.layer3.10.conv2
             b.ReluBackward(_a[183], _g[183], _g[183]); // relu of backbone.layer3.10.relu0
             b.Conv2dBackwardWeights(_convs[55].Spec, _a[180], _g[183], _trained[44].WeightGradient, _trained[44].BiasGradient, accumulate: false); // d backbone.layer3.10.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[44].CollectGradients(b, _scratch); // backbone.layer3.10.conv1: final
+                ready.GradientReady(134); // backbone.layer3.10.bn1.bias
+                ready.GradientReady(133); // backbone.layer3.10.bn1.weight
+                ready.GradientReady(132); // backbone.layer3.10.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[55], _g[183], _g[180], accumulate: true); // d backbone.layer3.9.out through backbone.layer3.10.conv1
             b.ReluBackward(_a[180], _g[180], _g[180]); // relu of backbone.layer3.9.out
             b.Conv2dBackwardWeights(_convs[54].Spec, _a[176], _g[180], _trained[43].WeightGradient, _trained[43].BiasGradient, accumulate: false); // d backbone.layer3.9.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[43].CollectGradients(b, _scratch); // backbone.layer3.9.conv3: final
+                ready.GradientReady(131); // backbone.layer3.9.bn3.bias
+                ready.GradientReady(130); // backbone.layer3.9.bn3.weight
+                ready.GradientReady(129); // backbone.layer3.9.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[54], _g[180], _g[176], accumulate: false); // d backbone.layer3.9.relu1 through backbone.layer3.9.conv3
             // d backbone.layer3.8.out = d backbone.layer3.9.out (the same buffer)
             b.ReluBackward(_a[176], _g[176], _g[176]); // relu of backbone.layer3.9.relu1
             b.Conv2dBackwardWeights(_convs[53].Spec, _a[173], _g[176], _trained[42].WeightGradient, _trained[42].BiasGradient, accumulate: false); // d backbone.layer3.9.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[42].CollectGradients(b, _scratch); // backbone.layer3.9.conv2: final
+                ready.GradientReady(128); // backbone.layer3.9.bn2.bias
+                ready.GradientReady(127); // backbone.layer3.9.bn2.weight
+                ready.GradientReady(126); // backbone.layer3.9.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[53], _g[176], _g[173], accumulate: false); // d backbone.layer3.9.relu0 through backbone.layer3.9.conv2
             b.ReluBackward(_a[173], _g[173], _g[173]); // relu of backbone.layer3.9.relu0
             b.Conv2dBackwardWeights(_convs[52].Spec, _a[170], _g[173], _trained[41].WeightGradient, _trained[41].BiasGradient, accumulate: false); // d backbone.layer3.9.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[41].CollectGradients(b, _scratch); // backbone.layer3.9.conv1: final
+                ready.GradientReady(125); // backbone.layer3.9.bn1.bias
+                ready.GradientReady(124); // backbone.layer3.9.bn1.weight
+                ready.GradientReady(123); // backbone.layer3.9.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[52], _g[173], _g[170], accumulate: true); // d backbone.layer3.8.out through backbone.layer3.9.conv1
             b.ReluBackward(_a[170], _g[170], _g[170]); // relu of backbone.layer3.8.out
             b.Conv2dBackwardWeights(_convs[51].Spec, _a[166], _g[170], _trained[40].WeightGradient, _trained[40].BiasGradient, accumulate: false); // d backbone.layer3.8.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[40].CollectGradients(b, _scratch); // backbone.layer3.8.conv3: final
+                ready.GradientReady(122); // backbone.layer3.8.bn3.bias
+                ready.GradientReady(121); // backbone.layer3.8.bn3.weight
+                ready.GradientReady(120); // backbone.layer3.8.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[51], _g[170], _g[166], accumulate: false); // d backbone.layer3.8.relu1 through backbone.layer3.8.conv3
             // d backbone.layer3.7.out = d backbone.layer3.8.out (the same buffer)
             b.ReluBackward(_a[166], _g[166], _g[166]); // relu of backbone.layer3.8.relu1
             b.Conv2dBackwardWeights(_convs[50].Spec, _a[163], _g[166], _trained[39].WeightGradient, _trained[39].BiasGradient, accumulate: false); // d backbone.layer3.8.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[39].CollectGradients(b, _scratch); // backbone.layer3.8.conv2: final
+                ready.GradientReady(119); // backbone.layer3.8.bn2.bias
+                ready.GradientReady(118); // backbone.layer3.8.bn2.weight
+                ready.GradientReady(117); // backbone.layer3.8.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[50], _g[166], _g[163], accumulate: false); // d backbone.layer3.8.relu0 through backbone.layer3.8.conv2
             b.ReluBackward(_a[163], _g[163], _g[163]); // relu of backbone.layer3.8.relu0
             b.Conv2dBackwardWeights(_convs[49].Spec, _a[160], _g[163], _trained[38].WeightGradient, _trained[38].BiasGradient, accumulate: false); // d backbone.layer3.8.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[38].CollectGradients(b, _scratch); // backbone.layer3.8.conv1: final
+                ready.GradientReady(116); // backbone.layer3.8.bn1.bias
+                ready.GradientReady(115); // backbone.layer3.8.bn1.weight
+                ready.GradientReady(114); // backbone.layer3.8.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[49], _g[163], _g[160], accumulate: true); // d backbone.layer3.7.out through backbone.layer3.8.conv1
             b.ReluBackward(_a[160], _g[160], _g[160]); // relu of backbone.layer3.7.out
             b.Conv2dBackwardWeights(_convs[48].Spec, _a[156], _g[160], _trained[37].WeightGradient, _trained[37].BiasGradient, accumulate: false); // d backbone.layer3.7.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[37].CollectGradients(b, _scratch); // backbone.layer3.7.conv3: final
+                ready.GradientReady(113); // backbone.layer3.7.bn3.bias
+                ready.GradientReady(112); // backbone.layer3.7.bn3.weight
+                ready.GradientReady(111); // backbone.layer3.7.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[48], _g[160], _g[156], accumulate: false); // d backbone.layer3.7.relu1 through backbone.layer3.7.conv3
             // d backbone.layer3.6.out = d backbone.layer3.7.out (the same buffer)
             b.ReluBackward(_a[156], _g[156], _g[156]); // relu of backbone.layer3.7.relu1
             b.Conv2dBackwardWeights(_convs[47].Spec, _a[153], _g[156], _trained[36].WeightGradient, _trained[36].BiasGradient, accumulate: false); // d backbone.layer3.7.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[36].CollectGradients(b, _scratch); // backbone.layer3.7.conv2: final
+                ready.GradientReady(110); // backbone.layer3.7.bn2.bias
+                ready.GradientReady(109); // backbone.layer3.7.bn2.weight
+                ready.GradientReady(108); // backbone.layer3.7.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[47], _g[156], _g[153], accumulate: false); // d backbone.layer3.7.relu0 through backbone.layer3.7.conv2
             b.ReluBackward(_a[153], _g[153], _g[153]); // relu of backbone.layer3.7.relu0
             b.Conv2dBackwardWeights(_convs[46].Spec, _a[150], _g[153], _trained[35].WeightGradient, _trained[35].BiasGradient, accumulate: false); // d backbone.layer3.7.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[35].CollectGradients(b, _scratch); // backbone.layer3.7.conv1: final
+                ready.GradientReady(107); // backbone.layer3.7.bn1.bias
+                ready.GradientReady(106); // backbone.layer3.7.bn1.weight
+                ready.GradientReady(105); // backbone.layer3.7.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[46], _g[153], _g[150], accumulate: true); // d backbone.layer3.6.out through backbone.layer3.7.conv1
             b.ReluBackward(_a[150], _g[150], _g[150]); // relu of backbone.layer3.6.out
             b.Conv2dBackwardWeights(_convs[45].Spec, _a[146], _g[150], _trained[34].WeightGradient, _trained[34].BiasGradient, accumulate: false); // d backbone.layer3.6.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[34].CollectGradients(b, _scratch); // backbone.layer3.6.conv3: final
+                ready.GradientReady(104); // backbone.layer3.6.bn3.bias
+                ready.GradientReady(103); // backbone.layer3.6.bn3.weight
+                ready.GradientReady(102); // backbone.layer3.6.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[45], _g[150], _g[146], accumulate: false); // d backbone.layer3.6.relu1 through backbone.layer3.6.conv3
             // d backbone.layer3.5.out = d backbone.layer3.6.out (the same buffer)
             b.ReluBackward(_a[146], _g[146], _g[146]); // relu of backbone.layer3.6.relu1
             b.Conv2dBackwardWeights(_convs[44].Spec, _a[143], _g[146], _trained[33].WeightGradient, _trained[33].BiasGradient, accumulate: false); // d backbone.layer3.6.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[33].CollectGradients(b, _scratch); // backbone.layer3.6.conv2: final
+                ready.GradientReady(101); // backbone.layer3.6.bn2.bias
+                ready.GradientReady(100); // backbone.layer3.6.bn2.weight
+                ready.GradientReady(99); // backbone.layer3.6.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[44], _g[146], _g[143], accumulate: false); // d backbone.layer3.6.relu0 through backbone.layer3.6.conv2
             b.ReluBackward(_a[143], _g[143], _g[143]); // relu of backbone.layer3.6.relu0
             b.Conv2dBackwardWeights(_convs[43].Spec, _a[140], _g[143], _trained[32].WeightGradient, _trained[32].BiasGradient, accumulate: false); // d backbone.layer3.6.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[32].CollectGradients(b, _scratch); // backbone.layer3.6.conv1: final
+                ready.GradientReady(98); // backbone.layer3.6.bn1.bias
+                ready.GradientReady(97); // backbone.layer3.6.bn1.weight
+                ready.GradientReady(96); // backbone.layer3.6.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[43], _g[143], _g[140], accumulate: true); // d backbone.layer3.5.out through backbone.layer3.6.conv1
             b.ReluBackward(_a[140], _g[140], _g[140]); // relu of backbone.layer3.5.out
             b.Conv2dBackwardWeights(_convs[42].Spec, _a[136], _g[140], _trained[31].WeightGradient, _trained[31].BiasGradient, accumulate: false); // d backbone.layer3.5.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3: final
+                ready.GradientReady(95); // backbone.layer3.5.bn3.bias
+                ready.GradientReady(94); // backbone.layer3.5.bn3.weight
+                ready.GradientReady(93); // backbone.layer3.5.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[42], _g[140], _g[136], accumulate: false); // d backbone.layer3.5.relu1 through backbone.layer3.5.conv3
             // d backbone.layer3.4.out = d backbone.layer3.5.out (the same buffer)
             b.ReluBackward(_a[136], _g[136], _g[136]); // relu of backbone.layer3.5.relu1
             b.Conv2dBackwardWeights(_convs[41].Spec, _a[133], _g[136], _trained[30].WeightGradient, _trained[30].BiasGradient, accumulate: false); // d backbone.layer3.5.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2: final
+                ready.GradientReady(92); // backbone.layer3.5.bn2.bias
+                ready.GradientReady(91); // backbone.layer3.5.bn2.weight
+                ready.GradientReady(90); // backbone.layer3.5.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[41], _g[136], _g[133], accumulate: false); // d backbone.layer3.5.relu0 through backbone.layer3.5.conv2
             b.ReluBackward(_a[133], _g[133], _g[133]); // relu of backbone.layer3.5.relu0
             b.Conv2dBackwardWeights(_convs[40].Spec, _a[130], _g[133], _trained[29].WeightGradient, _trained[29].BiasGradient, accumulate: false); // d backbone.layer3.5.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1: final
+                ready.GradientReady(89); // backbone.layer3.5.bn1.bias
+                ready.GradientReady(88); // backbone.layer3.5.bn1.weight
+                ready.GradientReady(87); // backbone.layer3.5.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[40], _g[133], _g[130], accumulate: true); // d backbone.layer3.4.out through backbone.layer3.5.conv1
             b.ReluBackward(_a[130], _g[130], _g[130]); // relu of backbone.layer3.4.out
             b.Conv2dBackwardWeights(_convs[39].Spec, _a[126], _g[130], _trained[28].WeightGradient, _trained[28].BiasGradient, accumulate: false); // d backbone.layer3.4.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3: final
+                ready.GradientReady(86); // backbone.layer3.4.bn3.bias
+                ready.GradientReady(85); // backbone.layer3.4.bn3.weight
+                ready.GradientReady(84); // backbone.layer3.4.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[39], _g[130], _g[126], accumulate: false); // d backbone.layer3.4.relu1 through backbone.layer3.4.conv3
             // d backbone.layer3.3.out = d backbone.layer3.4.out (the same buffer)
             b.ReluBackward(_a[126], _g[126], _g[126]); // relu of backbone.layer3.4.relu1
             b.Conv2dBackwardWeights(_convs[38].Spec, _a[123], _g[126], _trained[27].WeightGradient, _trained[27].BiasGradient, accumulate: false); // d backbone.layer3.4.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2: final
+                ready.GradientReady(83); // backbone.layer3.4.bn2.bias
+                ready.GradientReady(82); // backbone.layer3.4.bn2.weight
+                ready.GradientReady(81); // backbone.layer3.4.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[38], _g[126], _g[123], accumulate: false); // d backbone.layer3.4.relu0 through backbone.layer3.4.conv2
             b.ReluBackward(_a[123], _g[123], _g[123]); // relu of backbone.layer3.4.relu0
             b.Conv2dBackwardWeights(_convs[37].Spec, _a[120], _g[123], _trained[26].WeightGradient, _trained[26].BiasGradient, accumulate: false); // d backbone.layer3.4.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1: final
+                ready.GradientReady(80); // backbone.layer3.4.bn1.bias
+                ready.GradientReady(79); // backbone.layer3.4.bn1.weight
+                ready.GradientReady(78); // backbone.layer3.4.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[37], _g[123], _g[120], accumulate: true); // d backbone.layer3.3.out through backbone.layer3.4.conv1
             b.ReluBackward(_a[120], _g[120], _g[120]); // relu of backbone.layer3.3.out
             b.Conv2dBackwardWeights(_convs[36].Spec, _a[116], _g[120], _trained[25].WeightGradient, _trained[25].BiasGradient, accumulate: false); // d backbone.layer3.3.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3: final
+                ready.GradientReady(77); // backbone.layer3.3.bn3.bias
+                ready.GradientReady(76); // backbone.layer3.3.bn3.weight
+                ready.GradientReady(75); // backbone.layer3.3.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[36], _g[120], _g[116], accumulate: false); // d backbone.layer3.3.relu1 through backbone.layer3.3.conv3
             // d backbone.layer3.2.out = d backbone.layer3.3.out (the same buffer)
             b.ReluBackward(_a[116], _g[116], _g[116]); // relu of backbone.layer3.3.relu1
             b.Conv2dBackwardWeights(_convs[35].Spec, _a[113], _g[116], _trained[24].WeightGradient, _trained[24].BiasGradient, accumulate: false); // d backbone.layer3.3.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2: final
+                ready.GradientReady(74); // backbone.layer3.3.bn2.bias
+                ready.GradientReady(73); // backbone.layer3.3.bn2.weight
+                ready.GradientReady(72); // backbone.layer3.3.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[35], _g[116], _g[113], accumulate: false); // d backbone.layer3.3.relu0 through backbone.layer3.3.conv2
             b.ReluBackward(_a[113], _g[113], _g[113]); // relu of backbone.layer3.3.relu0
             b.Conv2dBackwardWeights(_convs[34].Spec, _a[110], _g[113], _trained[23].WeightGradient, _trained[23].BiasGradient, accumulate: false); // d backbone.layer3.3.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1: final
+                ready.GradientReady(71); // backbone.layer3.3.bn1.bias
+                ready.GradientReady(70); // backbone.layer3.3.bn1.weight
+                ready.GradientReady(69); // backbone.layer3.3.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[34], _g[113], _g[110], accumulate: true); // d backbone.layer3.2.out through backbone.layer3.3.conv1
             b.ReluBackward(_a[110], _g[110], _g[110]); // relu of backbone.layer3.2.out
             b.Conv2dBackwardWeights(_convs[33].Spec, _a[106], _g[110], _trained[22].WeightGradient, _trained[22].BiasGradient, accumulate: false); // d backbone.layer3.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3: final
+                ready.GradientReady(68); // backbone.layer3.2.bn3.bias
+                ready.GradientReady(67); // backbone.layer3.2.bn3.weight
+                ready.GradientReady(66); // backbone.layer3.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[33], _g[110], _g[106], accumulate: false); // d backbone.layer3.2.relu1 through backbone.layer3.2.conv3
             // d backbone.layer3.1.out = d backbone.layer3.2.out (the same buffer)
             b.ReluBackward(_a[106], _g[106], _g[106]); // relu of backbone.layer3.2.relu1
             b.Conv2dBackwardWeights(_convs[32].Spec, _a[103], _g[106], _trained[21].WeightGradient, _trained[21].BiasGradient, accumulate: false); // d backbone.layer3.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2: final
+                ready.GradientReady(65); // backbone.layer3.2.bn2.bias
+                ready.GradientReady(64); // backbone.layer3.2.bn2.weight
+                ready.GradientReady(63); // backbone.layer3.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[32], _g[106], _g[103], accumulate: false); // d backbone.layer3.2.relu0 through backbone.layer3.2.conv2
             b.ReluBackward(_a[103], _g[103], _g[103]); // relu of backbone.layer3.2.relu0
             b.Conv2dBackwardWeights(_convs[31].Spec, _a[100], _g[103], _trained[20].WeightGradient, _trained[20].BiasGradient, accumulate: false); // d backbone.layer3.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1: final
+                ready.GradientReady(62); // backbone.layer3.2.bn1.bias
+                ready.GradientReady(61); // backbone.layer3.2.bn1.weight
+                ready.GradientReady(60); // backbone.layer3.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[31], _g[103], _g[100], accumulate: true); // d backbone.layer3.1.out through backbone.layer3.2.conv1
             b.ReluBackward(_a[100], _g[100], _g[100]); // relu of backbone.layer3.1.out
             b.Conv2dBackwardWeights(_convs[30].Spec, _a[96], _g[100], _trained[19].WeightGradient, _trained[19].BiasGradient, accumulate: false); // d backbone.layer3.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3: final
+                ready.GradientReady(59); // backbone.layer3.1.bn3.bias
+                ready.GradientReady(58); // backbone.layer3.1.bn3.weight
+                ready.GradientReady(57); // backbone.layer3.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[30], _g[100], _g[96], accumulate: false); // d backbone.layer3.1.relu1 through backbone.layer3.1.conv3
             // d backbone.layer3.0.out = d backbone.layer3.1.out (the same buffer)
             b.ReluBackward(_a[96], _g[96], _g[96]); // relu of backbone.layer3.1.relu1
             b.Conv2dBackwardWeights(_convs[29].Spec, _a[93], _g[96], _trained[18].WeightGradient, _trained[18].BiasGradient, accumulate: false); // d backbone.layer3.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2: final
+                ready.GradientReady(56); // backbone.layer3.1.bn2.bias
+                ready.GradientReady(55); // backbone.layer3.1.bn2.weight
+                ready.GradientReady(54); // backbone.layer3.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[29], _g[96], _g[93], accumulate: false); // d backbone.layer3.1.relu0 through backbone.layer3.1.conv2
             b.ReluBackward(_a[93], _g[93], _g[93]); // relu of backbone.layer3.1.relu0
             b.Conv2dBackwardWeights(_convs[28].Spec, _a[90], _g[93], _trained[17].WeightGradient, _trained[17].BiasGradient, accumulate: false); // d backbone.layer3.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1: final
+                ready.GradientReady(53); // backbone.layer3.1.bn1.bias
+                ready.GradientReady(52); // backbone.layer3.1.bn1.weight
+                ready.GradientReady(51); // backbone.layer3.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[28], _g[93], _g[90], accumulate: true); // d backbone.layer3.0.out through backbone.layer3.1.conv1
             b.ReluBackward(_a[90], _g[90], _g[90]); // relu of backbone.layer3.0.out
             b.Conv2dBackwardWeights(_convs[27].Spec, _a[84], _g[90], _trained[16].WeightGradient, _trained[16].BiasGradient, accumulate: false); // d backbone.layer3.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3: final
+                ready.GradientReady(47); // backbone.layer3.0.bn3.bias
+                ready.GradientReady(46); // backbone.layer3.0.bn3.weight
+                ready.GradientReady(45); // backbone.layer3.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[27], _g[90], _g[84], accumulate: false); // d backbone.layer3.0.relu1 through backbone.layer3.0.conv3
             // d backbone.layer3.0.downsample.1 = d backbone.layer3.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[26].Spec, _a[78], _g[88], _trained[15].WeightGradient, _trained[15].BiasGradient, accumulate: false); // d backbone.layer3.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0: final
+                ready.GradientReady(50); // backbone.layer3.0.downsample.1.bias
+                ready.GradientReady(49); // backbone.layer3.0.downsample.1.weight
+                ready.GradientReady(48); // backbone.layer3.0.downsample.0.weight
+            }
             b.Conv2dBackwardData(_convs[26], _g[88], _g[78], accumulate: true); // d backbone.layer2.3.out through backbone.layer3.0.downsample.0
             b.ReluBackward(_a[84], _g[84], _g[84]); // relu of backbone.layer3.0.relu1
             b.Conv2dBackwardWeights(_convs[25].Spec, _a[81], _g[84], _trained[14].WeightGradient, _trained[14].BiasGradient, accumulate: false); // d backbone.layer3.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2: final
+                ready.GradientReady(44); // backbone.layer3.0.bn2.bias
+                ready.GradientReady(43); // backbone.layer3.0.bn2.weight
+                ready.GradientReady(42); // backbone.layer3.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[25], _g[84], _g[81], accumulate: false); // d backbone.layer3.0.relu0 through backbone.layer3.0.conv2
             b.ReluBackward(_a[81], _g[81], _g[81]); // relu of backbone.layer3.0.relu0
             b.Conv2dBackwardWeights(_convs[24].Spec, _a[78], _g[81], _trained[13].WeightGradient, _trained[13].BiasGradient, accumulate: false); // d backbone.layer3.0.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1: final
+                ready.GradientReady(41); // backbone.layer3.0.bn1.bias
+                ready.GradientReady(40); // backbone.layer3.0.bn1.weight
+                ready.GradientReady(39); // backbone.layer3.0.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[24], _g[81], _g[78], accumulate: true); // d backbone.layer2.3.out through backbone.layer3.0.conv1
             b.ReluBackward(_a[78], _g[78], _g[78]); // relu of backbone.layer2.3.out
             b.Conv2dBackwardWeights(_convs[23].Spec, _a[74], _g[78], _trained[12].WeightGradient, _trained[12].BiasGradient, accumulate: false); // d backbone.layer2.3.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3: final
+                ready.GradientReady(38); // backbone.layer2.3.bn3.bias
+                ready.GradientReady(37); // backbone.layer2.3.bn3.weight
+                ready.GradientReady(36); // backbone.layer2.3.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[23], _g[78], _g[74], accumulate: false); // d backbone.layer2.3.relu1 through backbone.layer2.3.conv3
             // d backbone.layer2.2.out = d backbone.layer2.3.out (the same buffer)
             b.ReluBackward(_a[74], _g[74], _g[74]); // relu of backbone.layer2.3.relu1
             b.Conv2dBackwardWeights(_convs[22].Spec, _a[71], _g[74], _trained[11].WeightGradient, _trained[11].BiasGradient, accumulate: false); // d backbone.layer2.3.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2: final
+                ready.GradientReady(35); // backbone.layer2.3.bn2.bias
+                ready.GradientReady(34); // backbone.layer2.3.bn2.weight
+                ready.GradientReady(33); // backbone.layer2.3.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[22], _g[74], _g[71], accumulate: false); // d backbone.layer2.3.relu0 through backbone.layer2.3.conv2
             b.ReluBackward(_a[71], _g[71], _g[71]); // relu of backbone.layer2.3.relu0
             b.Conv2dBackwardWeights(_convs[21].Spec, _a[68], _g[71], _trained[10].WeightGradient, _trained[10].BiasGradient, accumulate: false); // d backbone.layer2.3.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1: final
+                ready.GradientReady(32); // backbone.layer2.3.bn1.bias
+                ready.GradientReady(31); // backbone.layer2.3.bn1.weight
+                ready.GradientReady(30); // backbone.layer2.3.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[21], _g[71], _g[68], accumulate: true); // d backbone.layer2.2.out through backbone.layer2.3.conv1
             b.ReluBackward(_a[68], _g[68], _g[68]); // relu of backbone.layer2.2.out
             b.Conv2dBackwardWeights(_convs[20].Spec, _a[64], _g[68], _trained[9].WeightGradient, _trained[9].BiasGradient, accumulate: false); // d backbone.layer2.2.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3: final
+                ready.GradientReady(29); // backbone.layer2.2.bn3.bias
+                ready.GradientReady(28); // backbone.layer2.2.bn3.weight
+                ready.GradientReady(27); // backbone.layer2.2.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[20], _g[68], _g[64], accumulate: false); // d backbone.layer2.2.relu1 through backbone.layer2.2.conv3
             // d backbone.layer2.1.out = d backbone.layer2.2.out (the same buffer)
             b.ReluBackward(_a[64], _g[64], _g[64]); // relu of backbone.layer2.2.relu1
             b.Conv2dBackwardWeights(_convs[19].Spec, _a[61], _g[64], _trained[8].WeightGradient, _trained[8].BiasGradient, accumulate: false); // d backbone.layer2.2.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2: final
+                ready.GradientReady(26); // backbone.layer2.2.bn2.bias
+                ready.GradientReady(25); // backbone.layer2.2.bn2.weight
+                ready.GradientReady(24); // backbone.layer2.2.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[19], _g[64], _g[61], accumulate: false); // d backbone.layer2.2.relu0 through backbone.layer2.2.conv2
             b.ReluBackward(_a[61], _g[61], _g[61]); // relu of backbone.layer2.2.relu0
             b.Conv2dBackwardWeights(_convs[18].Spec, _a[58], _g[61], _trained[7].WeightGradient, _trained[7].BiasGradient, accumulate: false); // d backbone.layer2.2.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1: final
+                ready.GradientReady(23); // backbone.layer2.2.bn1.bias
+                ready.GradientReady(22); // backbone.layer2.2.bn1.weight
+                ready.GradientReady(21); // backbone.layer2.2.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[18], _g[61], _g[58], accumulate: true); // d backbone.layer2.1.out through backbone.layer2.2.conv1
             b.ReluBackward(_a[58], _g[58], _g[58]); // relu of backbone.layer2.1.out
             b.Conv2dBackwardWeights(_convs[17].Spec, _a[54], _g[58], _trained[6].WeightGradient, _trained[6].BiasGradient, accumulate: false); // d backbone.layer2.1.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3: final
+                ready.GradientReady(20); // backbone.layer2.1.bn3.bias
+                ready.GradientReady(19); // backbone.layer2.1.bn3.weight
+                ready.GradientReady(18); // backbone.layer2.1.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[17], _g[58], _g[54], accumulate: false); // d backbone.layer2.1.relu1 through backbone.layer2.1.conv3
             // d backbone.layer2.0.out = d backbone.layer2.1.out (the same buffer)
             b.ReluBackward(_a[54], _g[54], _g[54]); // relu of backbone.layer2.1.relu1
             b.Conv2dBackwardWeights(_convs[16].Spec, _a[51], _g[54], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: false); // d backbone.layer2.1.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2: final
+                ready.GradientReady(17); // backbone.layer2.1.bn2.bias
+                ready.GradientReady(16); // backbone.layer2.1.bn2.weight
+                ready.GradientReady(15); // backbone.layer2.1.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[16], _g[54], _g[51], accumulate: false); // d backbone.layer2.1.relu0 through backbone.layer2.1.conv2
             b.ReluBackward(_a[51], _g[51], _g[51]); // relu of backbone.layer2.1.relu0
             b.Conv2dBackwardWeights(_convs[15].Spec, _a[48], _g[51], _trained[4].WeightGradient, _trained[4].BiasGradient, accumulate: false); // d backbone.layer2.1.conv1 + bn1 weights
+            if (ready is not null)
+            {
+                _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1: final
+                ready.GradientReady(14); // backbone.layer2.1.bn1.bias
+                ready.GradientReady(13); // backbone.layer2.1.bn1.weight
+                ready.GradientReady(12); // backbone.layer2.1.conv1.weight
+            }
             b.Conv2dBackwardData(_convs[15], _g[51], _g[48], accumulate: true); // d backbone.layer2.0.out through backbone.layer2.1.conv1
             b.ReluBackward(_a[48], _g[48], _g[48]); // relu of backbone.layer2.0.out
             b.Conv2dBackwardWeights(_convs[14].Spec, _a[42], _g[48], _trained[3].WeightGradient, _trained[3].BiasGradient, accumulate: false); // d backbone.layer2.0.conv3 + bn3 weights
+            if (ready is not null)
+            {
+                _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3: final
+                ready.GradientReady(8); // backbone.layer2.0.bn3.bias
+                ready.GradientReady(7); // backbone.layer2.0.bn3.weight
+                ready.GradientReady(6); // backbone.layer2.0.conv3.weight
+            }
             b.Conv2dBackwardData(_convs[14], _g[48], _g[42], accumulate: false); // d backbone.layer2.0.relu1 through backbone.layer2.0.conv3
             // d backbone.layer2.0.downsample.1 = d backbone.layer2.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[13].Spec, _a[36], _g[46], _trained[2].WeightGradient, _trained[2].BiasGradient, accumulate: false); // d backbone.layer2.0.downsample.0 + 1 weights
+            if (ready is not null)
+            {
+                _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0: final
+                ready.GradientReady(11); // backbone.layer2.0.downsample.1.bias
+                ready.GradientReady(10); // backbone.layer2.0.downsample.1.weight
+                ready.GradientReady(9); // backbone.layer2.0.downsample.0.weight
+            }
             b.ReluBackward(_a[42], _g[42], _g[42]); // relu of backbone.layer2.0.relu1
             b.Conv2dBackwardWeights(_convs[12].Spec, _a[39], _g[42], _trained[1].WeightGradient, _trained[1].BiasGradient, accumulate: false); // d backbone.layer2.0.conv2 + bn2 weights
+            if (ready is not null)
+            {
+                _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2: final
+                ready.GradientReady(5); // backbone.layer2.0.bn2.bias
+                ready.GradientReady(4); // backbone.layer2.0.bn2.weight
+                ready.GradientReady(3); // backbone.layer2.0.conv2.weight
+            }
             b.Conv2dBackwardData(_convs[12], _g[42], _g[39], accumulate: false); // d backbone.layer2.0.relu0 through backbone.layer2.0.conv2
             b.ReluBackward(_a[39], _g[39], _g[39]); // relu of backbone.layer2.0.relu0
             b.Conv2dBackwardWeights(_convs[11].Spec, _a[36], _g[39], _trained[0].WeightGradient, _trained[0].BiasGradient, accumulate: false); // d backbone.layer2.0.conv1 + bn1 weights
-            _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1
-            _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2
-            _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0
-            _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3
-            _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1
-            _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2
-            _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3
-            _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1
-            _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2
-            _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3
-            _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1
-            _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2
-            _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3
-            _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1
-            _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2
-            _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0
-            _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3
-            _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1
-            _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2
-            _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3
-            _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1
-            _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2
-            _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3
-            _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1
-            _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2
-            _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3
-            _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1
-            _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2
-            _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3
-            _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1
-            _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2
-            _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3
-            _trained[32].CollectGradients(b, _scratch); // backbone.layer3.6.conv1
-            _trained[33].CollectGradients(b, _scratch); // backbone.layer3.6.conv2
-            _trained[34].CollectGradients(b, _scratch); // backbone.layer3.6.conv3
-            _trained[35].CollectGradients(b, _scratch); // backbone.layer3.7.conv1
-            _trained[36].CollectGradients(b, _scratch); // backbone.layer3.7.conv2
-            _trained[37].CollectGradients(b, _scratch); // backbone.layer3.7.conv3
-            _trained[38].CollectGradients(b, _scratch); // backbone.layer3.8.conv1
-            _trained[39].CollectGradients(b, _scratch); // backbone.layer3.8.conv2
-            _trained[40].CollectGradients(b, _scratch); // backbone.layer3.8.conv3
-            _trained[41].CollectGradients(b, _scratch); // backbone.layer3.9.conv1
-            _trained[42].CollectGradients(b, _scratch); // backbone.layer3.9.conv2
-            _trained[43].CollectGradients(b, _scratch); // backbone.layer3.9.conv3
-            _trained[44].CollectGradients(b, _scratch); // backbone.layer3.10.conv1
-            _trained[45].CollectGradients(b, _scratch); // backbone.layer3.10.conv2
-            _trained[46].CollectGradients(b, _scratch); // backbone.layer3.10.conv3
-            _trained[47].CollectGradients(b, _scratch); // backbone.layer3.11.conv1
-            _trained[48].CollectGradients(b, _scratch); // backbone.layer3.11.conv2
-            _trained[49].CollectGradients(b, _scratch); // backbone.layer3.11.conv3
-            _trained[50].CollectGradients(b, _scratch); // backbone.layer3.12.conv1
-            _trained[51].CollectGradients(b, _scratch); // backbone.layer3.12.conv2
-            _trained[52].CollectGradients(b, _scratch); // backbone.layer3.12.conv3
-            _trained[53].CollectGradients(b, _scratch); // backbone.layer3.13.conv1
-            _trained[54].CollectGradients(b, _scratch); // backbone.layer3.13.conv2
-            _trained[55].CollectGradients(b, _scratch); // backbone.layer3.13.conv3
-            _trained[56].CollectGradients(b, _scratch); // backbone.layer3.14.conv1
-            _trained[57].CollectGradients(b, _scratch); // backbone.layer3.14.conv2
-            _trained[58].CollectGradients(b, _scratch); // backbone.layer3.14.conv3
-            _trained[59].CollectGradients(b, _scratch); // backbone.layer3.15.conv1
-            _trained[60].CollectGradients(b, _scratch); // backbone.layer3.15.conv2
-            _trained[61].CollectGradients(b, _scratch); // backbone.layer3.15.conv3
-            _trained[62].CollectGradients(b, _scratch); // backbone.layer3.16.conv1
-            _trained[63].CollectGradients(b, _scratch); // backbone.layer3.16.conv2
-            _trained[64].CollectGradients(b, _scratch); // backbone.layer3.16.conv3
-            _trained[65].CollectGradients(b, _scratch); // backbone.layer3.17.conv1
-            _trained[66].CollectGradients(b, _scratch); // backbone.layer3.17.conv2
-            _trained[67].CollectGradients(b, _scratch); // backbone.layer3.17.conv3
-            _trained[68].CollectGradients(b, _scratch); // backbone.layer3.18.conv1
-            _trained[69].CollectGradients(b, _scratch); // backbone.layer3.18.conv2
-            _trained[70].CollectGradients(b, _scratch); // backbone.layer3.18.conv3
-            _trained[71].CollectGradients(b, _scratch); // backbone.layer3.19.conv1
-            _trained[72].CollectGradients(b, _scratch); // backbone.layer3.19.conv2
-            _trained[73].CollectGradients(b, _scratch); // backbone.layer3.19.conv3
-            _trained[74].CollectGradients(b, _scratch); // backbone.layer3.20.conv1
-            _trained[75].CollectGradients(b, _scratch); // backbone.layer3.20.conv2
-            _trained[76].CollectGradients(b, _scratch); // backbone.layer3.20.conv3
-            _trained[77].CollectGradients(b, _scratch); // backbone.layer3.21.conv1
-            _trained[78].CollectGradients(b, _scratch); // backbone.layer3.21.conv2
-            _trained[79].CollectGradients(b, _scratch); // backbone.layer3.21.conv3
-            _trained[80].CollectGradients(b, _scratch); // backbone.layer3.22.conv1
-            _trained[81].CollectGradients(b, _scratch); // backbone.layer3.22.conv2
-            _trained[82].CollectGradients(b, _scratch); // backbone.layer3.22.conv3
-            _trained[83].CollectGradients(b, _scratch); // backbone.layer4.0.conv1
-            _trained[84].CollectGradients(b, _scratch); // backbone.layer4.0.conv2
-            _trained[85].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0
-            _trained[86].CollectGradients(b, _scratch); // backbone.layer4.0.conv3
-            _trained[87].CollectGradients(b, _scratch); // backbone.layer4.1.conv1
-            _trained[88].CollectGradients(b, _scratch); // backbone.layer4.1.conv2
-            _trained[89].CollectGradients(b, _scratch); // backbone.layer4.1.conv3
-            _trained[90].CollectGradients(b, _scratch); // backbone.layer4.2.conv1
-            _trained[91].CollectGradients(b, _scratch); // backbone.layer4.2.conv2
-            _trained[92].CollectGradients(b, _scratch); // backbone.layer4.2.conv3
-            _trained[93].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv
-            _trained[94].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv
-            _trained[95].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv
-            _trained[96].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv
-            _trained[97].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv
-            _trained[98].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv
-            _trained[99].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv
-            _trained[100].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv
-            _trained[101].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv
-            _trained[102].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv
-            _trained[103].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv
-            _trained[104].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv
-            _trained[105].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv
-            _trained[106].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv
-            _trained[107].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv
-            _trained[108].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv
-            _trained[109].CollectGradients(b, _scratch); // bbox_head.retina_cls
-            _trained[110].CollectGradients(b, _scratch); // bbox_head.retina_reg
+            if (ready is not null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1: final
+                ready.GradientReady(2); // backbone.layer2.0.bn1.bias
+                ready.GradientReady(1); // backbone.layer2.0.bn1.weight
+                ready.GradientReady(0); // backbone.layer2.0.conv1.weight
+            }
+            if (ready is null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // backbone.layer2.0.conv1
+                _trained[1].CollectGradients(b, _scratch); // backbone.layer2.0.conv2
+                _trained[2].CollectGradients(b, _scratch); // backbone.layer2.0.downsample.0
+                _trained[3].CollectGradients(b, _scratch); // backbone.layer2.0.conv3
+                _trained[4].CollectGradients(b, _scratch); // backbone.layer2.1.conv1
+                _trained[5].CollectGradients(b, _scratch); // backbone.layer2.1.conv2
+                _trained[6].CollectGradients(b, _scratch); // backbone.layer2.1.conv3
+                _trained[7].CollectGradients(b, _scratch); // backbone.layer2.2.conv1
+                _trained[8].CollectGradients(b, _scratch); // backbone.layer2.2.conv2
+                _trained[9].CollectGradients(b, _scratch); // backbone.layer2.2.conv3
+                _trained[10].CollectGradients(b, _scratch); // backbone.layer2.3.conv1
+                _trained[11].CollectGradients(b, _scratch); // backbone.layer2.3.conv2
+                _trained[12].CollectGradients(b, _scratch); // backbone.layer2.3.conv3
+                _trained[13].CollectGradients(b, _scratch); // backbone.layer3.0.conv1
+                _trained[14].CollectGradients(b, _scratch); // backbone.layer3.0.conv2
+                _trained[15].CollectGradients(b, _scratch); // backbone.layer3.0.downsample.0
+                _trained[16].CollectGradients(b, _scratch); // backbone.layer3.0.conv3
+                _trained[17].CollectGradients(b, _scratch); // backbone.layer3.1.conv1
+                _trained[18].CollectGradients(b, _scratch); // backbone.layer3.1.conv2
+                _trained[19].CollectGradients(b, _scratch); // backbone.layer3.1.conv3
+                _trained[20].CollectGradients(b, _scratch); // backbone.layer3.2.conv1
+                _trained[21].CollectGradients(b, _scratch); // backbone.layer3.2.conv2
+                _trained[22].CollectGradients(b, _scratch); // backbone.layer3.2.conv3
+                _trained[23].CollectGradients(b, _scratch); // backbone.layer3.3.conv1
+                _trained[24].CollectGradients(b, _scratch); // backbone.layer3.3.conv2
+                _trained[25].CollectGradients(b, _scratch); // backbone.layer3.3.conv3
+                _trained[26].CollectGradients(b, _scratch); // backbone.layer3.4.conv1
+                _trained[27].CollectGradients(b, _scratch); // backbone.layer3.4.conv2
+                _trained[28].CollectGradients(b, _scratch); // backbone.layer3.4.conv3
+                _trained[29].CollectGradients(b, _scratch); // backbone.layer3.5.conv1
+                _trained[30].CollectGradients(b, _scratch); // backbone.layer3.5.conv2
+                _trained[31].CollectGradients(b, _scratch); // backbone.layer3.5.conv3
+                _trained[32].CollectGradients(b, _scratch); // backbone.layer3.6.conv1
+                _trained[33].CollectGradients(b, _scratch); // backbone.layer3.6.conv2
+                _trained[34].CollectGradients(b, _scratch); // backbone.layer3.6.conv3
+                _trained[35].CollectGradients(b, _scratch); // backbone.layer3.7.conv1
+                _trained[36].CollectGradients(b, _scratch); // backbone.layer3.7.conv2
+                _trained[37].CollectGradients(b, _scratch); // backbone.layer3.7.conv3
+                _trained[38].CollectGradients(b, _scratch); // backbone.layer3.8.conv1
+                _trained[39].CollectGradients(b, _scratch); // backbone.layer3.8.conv2
+                _trained[40].CollectGradients(b, _scratch); // backbone.layer3.8.conv3
+                _trained[41].CollectGradients(b, _scratch); // backbone.layer3.9.conv1
+                _trained[42].CollectGradients(b, _scratch); // backbone.layer3.9.conv2
+                _trained[43].CollectGradients(b, _scratch); // backbone.layer3.9.conv3
+                _trained[44].CollectGradients(b, _scratch); // backbone.layer3.10.conv1
+                _trained[45].CollectGradients(b, _scratch); // backbone.layer3.10.conv2
+                _trained[46].CollectGradients(b, _scratch); // backbone.layer3.10.conv3
+                _trained[47].CollectGradients(b, _scratch); // backbone.layer3.11.conv1
+                _trained[48].CollectGradients(b, _scratch); // backbone.layer3.11.conv2
+                _trained[49].CollectGradients(b, _scratch); // backbone.layer3.11.conv3
+                _trained[50].CollectGradients(b, _scratch); // backbone.layer3.12.conv1
+                _trained[51].CollectGradients(b, _scratch); // backbone.layer3.12.conv2
+                _trained[52].CollectGradients(b, _scratch); // backbone.layer3.12.conv3
+                _trained[53].CollectGradients(b, _scratch); // backbone.layer3.13.conv1
+                _trained[54].CollectGradients(b, _scratch); // backbone.layer3.13.conv2
+                _trained[55].CollectGradients(b, _scratch); // backbone.layer3.13.conv3
+                _trained[56].CollectGradients(b, _scratch); // backbone.layer3.14.conv1
+                _trained[57].CollectGradients(b, _scratch); // backbone.layer3.14.conv2
+                _trained[58].CollectGradients(b, _scratch); // backbone.layer3.14.conv3
+                _trained[59].CollectGradients(b, _scratch); // backbone.layer3.15.conv1
+                _trained[60].CollectGradients(b, _scratch); // backbone.layer3.15.conv2
+                _trained[61].CollectGradients(b, _scratch); // backbone.layer3.15.conv3
+                _trained[62].CollectGradients(b, _scratch); // backbone.layer3.16.conv1
+                _trained[63].CollectGradients(b, _scratch); // backbone.layer3.16.conv2
+                _trained[64].CollectGradients(b, _scratch); // backbone.layer3.16.conv3
+                _trained[65].CollectGradients(b, _scratch); // backbone.layer3.17.conv1
+                _trained[66].CollectGradients(b, _scratch); // backbone.layer3.17.conv2
+                _trained[67].CollectGradients(b, _scratch); // backbone.layer3.17.conv3
+                _trained[68].CollectGradients(b, _scratch); // backbone.layer3.18.conv1
+                _trained[69].CollectGradients(b, _scratch); // backbone.layer3.18.conv2
+                _trained[70].CollectGradients(b, _scratch); // backbone.layer3.18.conv3
+                _trained[71].CollectGradients(b, _scratch); // backbone.layer3.19.conv1
+                _trained[72].CollectGradients(b, _scratch); // backbone.layer3.19.conv2
+                _trained[73].CollectGradients(b, _scratch); // backbone.layer3.19.conv3
+                _trained[74].CollectGradients(b, _scratch); // backbone.layer3.20.conv1
+                _trained[75].CollectGradients(b, _scratch); // backbone.layer3.20.conv2
+                _trained[76].CollectGradients(b, _scratch); // backbone.layer3.20.conv3
+                _trained[77].CollectGradients(b, _scratch); // backbone.layer3.21.conv1
+                _trained[78].CollectGradients(b, _scratch); // backbone.layer3.21.conv2
+                _trained[79].CollectGradients(b, _scratch); // backbone.layer3.21.conv3
+                _trained[80].CollectGradients(b, _scratch); // backbone.layer3.22.conv1
+                _trained[81].CollectGradients(b, _scratch); // backbone.layer3.22.conv2
+                _trained[82].CollectGradients(b, _scratch); // backbone.layer3.22.conv3
+                _trained[83].CollectGradients(b, _scratch); // backbone.layer4.0.conv1
+                _trained[84].CollectGradients(b, _scratch); // backbone.layer4.0.conv2
+                _trained[85].CollectGradients(b, _scratch); // backbone.layer4.0.downsample.0
+                _trained[86].CollectGradients(b, _scratch); // backbone.layer4.0.conv3
+                _trained[87].CollectGradients(b, _scratch); // backbone.layer4.1.conv1
+                _trained[88].CollectGradients(b, _scratch); // backbone.layer4.1.conv2
+                _trained[89].CollectGradients(b, _scratch); // backbone.layer4.1.conv3
+                _trained[90].CollectGradients(b, _scratch); // backbone.layer4.2.conv1
+                _trained[91].CollectGradients(b, _scratch); // backbone.layer4.2.conv2
+                _trained[92].CollectGradients(b, _scratch); // backbone.layer4.2.conv3
+                _trained[93].CollectGradients(b, _scratch); // neck.lateral_convs.0.conv
+                _trained[94].CollectGradients(b, _scratch); // neck.lateral_convs.1.conv
+                _trained[95].CollectGradients(b, _scratch); // neck.lateral_convs.2.conv
+                _trained[96].CollectGradients(b, _scratch); // neck.fpn_convs.0.conv
+                _trained[97].CollectGradients(b, _scratch); // neck.fpn_convs.1.conv
+                _trained[98].CollectGradients(b, _scratch); // neck.fpn_convs.2.conv
+                _trained[99].CollectGradients(b, _scratch); // neck.fpn_convs.3.conv
+                _trained[100].CollectGradients(b, _scratch); // neck.fpn_convs.4.conv
+                _trained[101].CollectGradients(b, _scratch); // bbox_head.cls_convs.0.conv
+                _trained[102].CollectGradients(b, _scratch); // bbox_head.cls_convs.1.conv
+                _trained[103].CollectGradients(b, _scratch); // bbox_head.cls_convs.2.conv
+                _trained[104].CollectGradients(b, _scratch); // bbox_head.cls_convs.3.conv
+                _trained[105].CollectGradients(b, _scratch); // bbox_head.reg_convs.0.conv
+                _trained[106].CollectGradients(b, _scratch); // bbox_head.reg_convs.1.conv
+                _trained[107].CollectGradients(b, _scratch); // bbox_head.reg_convs.2.conv
+                _trained[108].CollectGradients(b, _scratch); // bbox_head.reg_convs.3.conv
+                _trained[109].CollectGradients(b, _scratch); // bbox_head.retina_cls
+                _trained[110].CollectGradients(b, _scratch); // bbox_head.retina_reg
+            }
         }
 
         /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref="Weights"/>' <see cref="TrainingWeights.UpdateWeights"/>, seen by every session that shares them.</summary>

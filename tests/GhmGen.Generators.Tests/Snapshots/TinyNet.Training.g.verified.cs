@@ -210,12 +210,12 @@ partial class TinyNet
     /// <summary>
     /// This network in training on one backend for one input size: 15 buffers shared by activations and
     /// their gradients, a <see cref="Forward"/> that keeps what the reverse pass reads, and a straight-line
-    /// <see cref="Backward"/> that writes the gradients of the 12 trained parameters (<see cref="TrainedKeys"/>)
+    /// <see cref="Backward()"/> that writes the gradients of the 12 trained parameters (<see cref="TrainedKeys"/>)
     /// and nothing for frozen ones. The prepared weights, weight gradients and <see cref="Gradients"/> are
     /// <see cref="Weights"/>', its own (<see cref="CreateTrainingSession"/>) or shared with sessions of other sizes
     /// (<see cref="TrainingWeights.CreateSession"/>); so are the activation buffers, which the sessions of one
     /// <see cref="TrainingWeights"/> share, grown to the largest shape (a session only holds views of them).
-    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward"/>, change the
+    /// A step: <see cref="Forward"/>, fill <see cref="OutputGradients"/>, <see cref="Backward()"/>, change the
     /// host weights from <see cref="Gradients"/>, <see cref="UpdateWeights"/>; none of these allocates.
     /// Not thread-safe, and neither are the sessions of one <see cref="TrainingWeights"/>: one of them runs at a time.
     /// </summary>
@@ -304,25 +304,25 @@ partial class TinyNet
         /// <summary>Output <c>cls_a</c> (<c>head.merged.cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsA => _a[14];
 
-        /// <summary>d loss / d <c>cls_a</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_a</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsAGradient => _g[14];
 
         /// <summary>Output <c>box_a</c> (<c>head.merged.box</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView BoxA => _a[15];
 
-        /// <summary>d loss / d <c>box_a</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>box_a</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView BoxAGradient => _g[15];
 
         /// <summary>Output <c>cls_b</c> (<c>head.stage.cls</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView ClsB => _a[16];
 
-        /// <summary>d loss / d <c>cls_b</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>cls_b</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView ClsBGradient => _g[16];
 
         /// <summary>Output <c>box_b</c> (<c>head.stage.box</c>), valid after <see cref="Forward"/>.</summary>
         public global::GhmGen.Backends.TensorView BoxB => _a[17];
 
-        /// <summary>d loss / d <c>box_b</c>: write it before <see cref="Backward"/> (which uses it as scratch).</summary>
+        /// <summary>d loss / d <c>box_b</c>: write it before <see cref="Backward()"/> (which uses it as scratch).</summary>
         public global::GhmGen.Backends.TensorView BoxBGradient => _g[17];
 
         /// <summary>Every output by name, in declaration order.</summary>
@@ -331,10 +331,10 @@ partial class TinyNet
         /// <summary>Every output's gradient by output name, in declaration order.</summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Name, global::GhmGen.Backends.TensorView Tensor)> OutputGradients => [("cls_a", _g[14]), ("box_a", _g[15]), ("cls_b", _g[16]), ("box_b", _g[17])];
 
-        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
+        /// <summary>The gradient of every trained parameter (<see cref="TrainedKeys"/>, same order), next to the parameter; valid after <see cref="Backward()"/>: <see cref="Weights"/>' <see cref="TrainingWeights.Gradients"/>.</summary>
         public global::System.Collections.Generic.IReadOnlyList<global::GhmGen.Layers.ParameterGradient> Gradients => _weights.Gradients;
 
-        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward"/> reads.</summary>
+        /// <summary>Runs the network on <paramref name="input"/> (N x C x H x W, row-major), keeping what <see cref="Backward()"/> reads.</summary>
         public void Forward(global::System.ReadOnlySpan<float> input)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
@@ -361,11 +361,19 @@ partial class TinyNet
         /// <summary>
         /// The reverse pass of the last <see cref="Forward"/>: from <see cref="OutputGradients"/> to the gradient of
         /// every trained parameter (shared weights summed over their applications), batch norm unfolded,
-        /// in <see cref="Gradients"/>. One <see cref="Backward"/> per <see cref="Forward"/>: it reuses the forward's buffers;
+        /// in <see cref="Gradients"/>. One <see cref="Backward()"/> per <see cref="Forward"/>: it reuses the forward's buffers;
         /// none after an <see cref="UpdateWeights"/> of the weights since that <see cref="Forward"/>, and none after
         /// another session of the same weights ran its <see cref="Forward"/> (the sessions share activation buffers).
         /// </summary>
-        public void Backward()
+        public void Backward() => Backward(null);
+
+        /// <summary>
+        /// <see cref="Backward()"/>, calling <paramref name="ready"/>'s <see cref="global::GhmGen.Layers.IGradientReadySink.GradientReady"/>
+        /// for each trained parameter (its index in <see cref="Gradients"/>) as soon as its gradient is final, in the order
+        /// they become final; the gradients are bitwise those of <see cref="Backward()"/>. Null: no calls, and the
+        /// gradients are collected at the end.
+        /// </summary>
+        public void Backward(global::GhmGen.Layers.IGradientReadySink? ready)
         {
             global::System.ObjectDisposedException.ThrowIf(_disposed, this);
             global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);
@@ -379,30 +387,69 @@ partial class TinyNet
             b.Conv2dBackwardWeights(_convs[4].Spec, _a[11], _g[16], _trained[4].WeightGradient, _trained[4].BiasGradient, accumulate: false); // d head.cls weights
             b.Conv2dBackwardData(_convs[4], _g[16], _g[11], accumulate: true); // d stage.1.out through head.cls
             b.Conv2dBackwardWeights(_convs[5].Spec, _a[13], _g[15], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: true); // d head.box weights
+            if (ready is not null)
+            {
+                _trained[5].CollectGradients(b, _scratch); // head.box: final
+                ready.GradientReady(11); // head.box.bias
+                ready.GradientReady(10); // head.box.weight
+            }
             b.Conv2dBackwardData(_convs[5], _g[15], _g[13], accumulate: false); // d merged through head.box
             b.Conv2dBackwardWeights(_convs[4].Spec, _a[13], _g[14], _trained[4].WeightGradient, _trained[4].BiasGradient, accumulate: true); // d head.cls weights
+            if (ready is not null)
+            {
+                _trained[4].CollectGradients(b, _scratch); // head.cls: final
+                ready.GradientReady(9); // head.cls.bias
+                ready.GradientReady(8); // head.cls.weight
+            }
             b.Conv2dBackwardData(_convs[4], _g[14], _g[13], accumulate: true); // d merged through head.cls
             b.UpsampleNearestBackward(_g[13], _g[11], accumulate: true); // d stage.1.out through the upsample of merged
             // d pool = d merged (the same buffer)
             b.ReluBackward(_a[11], _g[11], _g[11]); // relu of stage.1.out
             b.Conv2dBackwardWeights(_convs[3].Spec, _a[7], _g[11], _trained[3].WeightGradient, _trained[3].BiasGradient, accumulate: false); // d stage.1.conv + bn weights
+            if (ready is not null)
+            {
+                _trained[3].CollectGradients(b, _scratch); // stage.1.conv: final
+                ready.GradientReady(7); // stage.1.bn.bias
+                ready.GradientReady(6); // stage.1.bn.weight
+                ready.GradientReady(5); // stage.1.conv.weight
+            }
             b.Conv2dBackwardData(_convs[3], _g[11], _g[7], accumulate: false); // d stage.0.out through stage.1.conv
             b.Add(_g[7], _g[11], _g[7], relu: false); // d stage.0.out += d stage.1.out
             b.ReluBackward(_a[7], _g[7], _g[7]); // relu of stage.0.out
             b.Conv2dBackwardWeights(_convs[2].Spec, _a[2], _g[7], _trained[2].WeightGradient, _trained[2].BiasGradient, accumulate: false); // d stage.0.conv + bn weights
+            if (ready is not null)
+            {
+                _trained[2].CollectGradients(b, _scratch); // stage.0.conv: final
+                ready.GradientReady(3); // stage.0.bn.bias
+                ready.GradientReady(2); // stage.0.bn.weight
+                ready.GradientReady(1); // stage.0.conv.weight
+            }
             b.Conv2dBackwardData(_convs[2], _g[7], _g[2], accumulate: true); // d pool through stage.0.conv
             // d stage.0.proj = d stage.0.out (the same buffer)
             b.Conv2dBackwardWeights(_convs[1].Spec, _a[2], _g[5], _trained[1].WeightGradient, null, accumulate: false); // d stage.0.proj weights
+            if (ready is not null)
+            {
+                _trained[1].CollectGradients(b, _scratch); // stage.0.proj: final
+                ready.GradientReady(4); // stage.0.proj.weight
+            }
             b.Conv2dBackwardData(_convs[1], _g[5], _g[2], accumulate: true); // d pool through stage.0.proj
             b.MaxPool2dBackward(_a[1], _g[2], _g[1], 2, 2, 0, accumulate: false); // d stem through pool
             b.ReluBackward(_a[1], _g[1], _g[1]); // relu of stem
             b.Conv2dBackwardWeights(_convs[0].Spec, _a[0], _g[1], _trained[0].WeightGradient, null, accumulate: false); // d stem weights
-            _trained[0].CollectGradients(b, _scratch); // stem
-            _trained[1].CollectGradients(b, _scratch); // stage.0.proj
-            _trained[2].CollectGradients(b, _scratch); // stage.0.conv
-            _trained[3].CollectGradients(b, _scratch); // stage.1.conv
-            _trained[4].CollectGradients(b, _scratch); // head.cls
-            _trained[5].CollectGradients(b, _scratch); // head.box
+            if (ready is not null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // stem: final
+                ready.GradientReady(0); // stem.weight
+            }
+            if (ready is null)
+            {
+                _trained[0].CollectGradients(b, _scratch); // stem
+                _trained[1].CollectGradients(b, _scratch); // stage.0.proj
+                _trained[2].CollectGradients(b, _scratch); // stage.0.conv
+                _trained[3].CollectGradients(b, _scratch); // stage.1.conv
+                _trained[4].CollectGradients(b, _scratch); // head.cls
+                _trained[5].CollectGradients(b, _scratch); // head.box
+            }
         }
 
         /// <summary>Folds the trained parameters' current host values again and hands them to the backend (after an optimizer step): <see cref="Weights"/>' <see cref="TrainingWeights.UpdateWeights"/>, seen by every session that shares them.</summary>

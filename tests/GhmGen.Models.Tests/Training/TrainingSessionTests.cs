@@ -150,6 +150,59 @@ public class TrainingSessionTests
         Assert.Throws<InvalidOperationException>(session.Backward); // the reverse pass reused the forward's buffers
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TrainNet_BackwardWithASink_SignalsEachGradientOnceWhenFinal_AndGivesTheSameBits(bool cpu)
+    {
+        (TrainNet net, float[] image, float[][] seeds) = Setup(seed: 5);
+        using ITrainingBackend backend = cpu ? new Backends.Cpu.CpuBackend(threads: 1) : new ReferenceBackend();
+        using TrainNet.TrainingSession session = net.CreateTrainingSession(backend, Batch, Height, Width);
+        float[][] plain = Step(backend, session, image, seeds).Gradients;
+
+        // The same step with a sink: every host gradient starts as NaN, so a signal that came
+        // before the gradient was written, or one that came too late to be useful, shows.
+        foreach (ParameterGradient g in session.Gradients) Array.Fill(g.Data, float.NaN);
+        var sink = new RecordingSink(session.Gradients);
+        session.Forward(image);
+        for (int o = 0; o < seeds.Length; o++) backend.Upload(seeds[o], session.OutputGradients[o].Tensor);
+        session.Backward(sink);
+
+        Assert.Equal(Enumerable.Range(0, session.Gradients.Count), sink.Order.Order()); // each exactly once
+        for (int p = 0; p < plain.Length; p++)
+        {
+            // Final when signalled: the copy taken then is the value after the pass, which is Backward()'s.
+            Assert.True(sink.AtSignal[p]!.AsSpan().SequenceEqual(session.Gradients[p].Data), $"{session.Gradients[p].Key} changed after its signal");
+            Assert.True(plain[p].AsSpan().SequenceEqual(session.Gradients[p].Data), $"{session.Gradients[p].Key} differs from Backward()'s");
+        }
+        // Signalled as the pass goes: at the first signal (the shared head's, after its last
+        // application) the stem's gradient has not been written yet.
+        Assert.StartsWith("head.", session.Gradients[sink.Order[0]].Key, StringComparison.Ordinal);
+        Assert.True(sink.NotWrittenAtFirstSignal.Contains("c1.weight"), string.Join(", ", sink.NotWrittenAtFirstSignal));
+        Assert.Equal("c1.weight", session.Gradients[sink.Order[^1]].Key);
+    }
+
+    // Copies each gradient when it is signalled; at the first signal, notes which are still NaN.
+    private sealed class RecordingSink(IReadOnlyList<ParameterGradient> gradients) : IGradientReadySink
+    {
+        public List<int> Order { get; } = [];
+
+        public float[]?[] AtSignal { get; } = new float[gradients.Count][];
+
+        public List<string> NotWrittenAtFirstSignal { get; } = [];
+
+        public void GradientReady(int parameter)
+        {
+            if (Order.Count == 0)
+                NotWrittenAtFirstSignal.AddRange(gradients.Where(g => g.Data.All(float.IsNaN)).Select(g => g.Key));
+            Order.Add(parameter);
+            Assert.Null(AtSignal[parameter]);
+            int unwritten = gradients[parameter].Data.Count(float.IsNaN);
+            Assert.True(unwritten == 0, $"{gradients[parameter].Key}: {unwritten} of {gradients[parameter].Data.Length} values not written when signalled (signal {Order.Count})");
+            AtSignal[parameter] = gradients[parameter].Data.ToArray();
+        }
+    }
+
     [Fact]
     public void TrainNet_SessionsOfTwoSizesSharingWeights_EqualOwnedSessions_AndSeeOneUpdateWeights()
     {
