@@ -171,6 +171,18 @@ public sealed class DemoModelBackendTests
         public void ReluBackward(TensorView y, TensorView dy, TensorView dx) =>
             Check("relu-backward", y.ShapeText, [dx], [y, dy], () => cpu.ReluBackward(y, dy, dx), () => reference.ReluBackward(y, dy, dx));
 
+        public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+            TensorView mean, TensorView variance, double epsilon) =>
+            Check("batch-norm", $"{x.ShapeText} relu {relu}", [y, mean, variance], residual is { } r ? [x, weight, bias, r] : [x, weight, bias],
+                () => cpu.BatchNormTraining(x, weight, bias, residual, relu, y, mean, variance, epsilon),
+                () => reference.BatchNormTraining(x, weight, bias, residual, relu, y, mean, variance, epsilon));
+
+        public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+            TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate) =>
+            Check("batch-norm-backward", $"{x.ShapeText} accumulate {accumulate}", dx is { } d ? [d, dWeight, dBias] : [dWeight, dBias], [x, dy, weight, mean, variance],
+                () => cpu.BatchNormTrainingBackward(x, dy, weight, mean, variance, epsilon, dx, dWeight, dBias, accumulate),
+                () => reference.BatchNormTrainingBackward(x, dy, weight, mean, variance, epsilon, dx, dWeight, dBias, accumulate));
+
         public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernel, int stride, int padding, bool accumulate) =>
             Check("max-pool-backward", $"{x.ShapeText} accumulate {accumulate}", [dx], [x, dy],
                 () => cpu.MaxPool2dBackward(x, dy, dx, kernel, stride, padding, accumulate), () => reference.MaxPool2dBackward(x, dy, dx, kernel, stride, padding, accumulate));

@@ -423,6 +423,10 @@ internal sealed class NullTrainingBackend : ITrainingBackend
     public void ReluBackward(TensorView y, TensorView dy, TensorView dx) { }
     public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernel, int stride, int padding, bool accumulate) { }
     public void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate) { }
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon) { }
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate) { }
     public void Zero(TensorView t) { }
     public void Dispose() { }
 
