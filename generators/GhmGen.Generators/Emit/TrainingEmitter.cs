@@ -138,7 +138,9 @@ internal static class TrainingEmitter
         List<(string Key, string Member)> parameters = TrainedParameters(m, plan);
         long statisticsLength = StatisticsLength(m, plan);
 
-        w.Line("/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>");
+        w.Line(plan.Norms.Count > 0
+            ? "/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once; batch norms with batch statistics unfolded): sessions for every batch and input size share them.</summary>"
+            : "/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>");
         w.Line($"public TrainingWeights PrepareTraining({B}.ITrainingBackend backend) => new(this, backend);").Line();
 
         w.Line("/// <summary>Prepares a copy of this network's weights on <paramref name=\"backend\"/> for training and plans the memory of both passes for one input size; the session owns those weights.</summary>");
@@ -321,7 +323,9 @@ internal static class TrainingEmitter
     {
         const string B = Backends;
         w.Line("/// <summary>");
-        w.Line($"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
+        w.Line(plan.Norms.Count > 0
+            ? $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend ({plan.Norms.Count} batch norms with batch statistics unfolded, in <c>Norms</c>),"
+            : $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
         w.Line($"/// the {plan.WeightGradientLength} floats of folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions on the backend,");
         w.Line($"/// and the host <see cref=\"Gradients\"/> of its {parameters.Count} trained parameters: made once and shared by the");
         w.Line("/// <see cref=\"TrainingSession\"/>s of every batch and input size (<see cref=\"CreateSession\"/>), which hold only");
