@@ -107,8 +107,6 @@ public sealed partial class NetworkGenerator
             for (int i = 0; i < _frozen.Count; i++)
                 if (!_frozenUsed[i])
                     throw Error(DiagnosticDescriptors.FrozenPathNamesNothing, _network.Location, networkName, _frozen[i]);
-            if (!_network.NormEval && _layers.OfType<BatchNormLayer>().FirstOrDefault(l => l.Trainable) is { } trainedNorm)
-                throw Error(DiagnosticDescriptors.TrainingBatchNorm, _network.Location, networkName, trainedNorm.Key);
 
             return new NetworkModel(
                 _type.TypeName, _type.Namespace, _type.Accessibility, networkName, _network.MinInputSize,
@@ -269,7 +267,8 @@ public sealed partial class NetworkGenerator
                     int x = inputs[0];
                     int channels = _values[x].Channels;
                     string key = keyPrefix + op.Name;
-                    int layer = AddLayer(new BatchNormLayer(key, part, Trained(key, trainable), channels), d.Location, shared);
+                    bool trained = Trained(key, trainable);
+                    int layer = AddLayer(new BatchNormLayer(key, part, trained, channels, BatchStatistics: trained && !_network.NormEval), d.Location, shared);
                     int y = AddValue(valuePrefix + op.Name, channels, _sizes[x], _values[x].Stride, d.Location);
                     AddNode(d.Location, new BatchNormNode(y, x, layer, shared));
                     local[op.Name] = y;

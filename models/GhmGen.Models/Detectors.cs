@@ -28,10 +28,10 @@ public sealed partial class RetinaNetGhmX101x64x4dFpn;
 
 /// <summary>
 /// A small RetinaNet-GHM for the demo: a half-width ResNet-18 backbone (32..256 channels, basic
-/// blocks, batch norm as norm_eval), FPN and RetinaHead with 64 channels and 2 convs per branch,
+/// blocks, batch norm trained with batch statistics: NormEval = false), FPN and RetinaHead with 64 channels and 2 convs per branch,
 /// P3..P7, 4 classes (the synthetic shapes: circle, square, triangle, star). Nothing is frozen.
 /// </summary>
-[Network("ghm-demo-r18-fpn", NormEval = true)]
+[Network("ghm-demo-r18-fpn", NormEval = false)]
 [Input("image", Channels = 3)]
 [Use("backbone", nameof(ResNet18), Args = "width = 32")]
 [Use("neck", nameof(FpnAnyInput), From = "backbone.c3, backbone.c4, backbone.c5", Args = "channels = 64, in3 = 64, in4 = 128, in5 = 256")]

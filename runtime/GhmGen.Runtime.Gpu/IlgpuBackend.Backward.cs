@@ -1,6 +1,7 @@
 // The ITrainingBackend ops of the ILGPU backend: argument checks (the same as ReferenceBackend's),
 // then one launch of a kernel in Kernels/BackwardKernels.cs, queued under the backend's lock like
-// every forward op. The kernels are compiled on the first backward call.
+// every forward op. The kernels are compiled on the first backward call (or batch-statistics
+// batch norm, Kernels/BatchNormKernels.cs).
 using GhmGen.Backends.Gpu.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
@@ -117,6 +118,38 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc/>
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon)
+    {
+        lock (_gate)
+        {
+            BatchNormChecks.Forward(x, weight, bias, residual, y, mean, variance);
+            if (x.ElementCount == 0) return;
+            var launch = new BatchNormLaunch(x.N, x.C, checked(x.H * x.W), epsilon, residual is not null, relu, inputGradient: false, accumulate: false);
+            Backward.BatchNormForward(ChannelWarps(x.C), View(x), View(weight), View(bias), residual is { } r ? View(r) : _unused.View,
+                View(y), View(mean), View(variance), launch);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate)
+    {
+        lock (_gate)
+        {
+            BatchNormChecks.Backward(x, dy, weight, mean, variance, dx, dWeight, dBias);
+            if (x.C == 0) return;
+            var launch = new BatchNormLaunch(x.N, x.C, checked(x.H * x.W), epsilon, residual: false, relu: false, dx is not null, accumulate);
+            Backward.BatchNormBackward(ChannelWarps(x.C), View(x), View(dy), View(weight), View(mean), View(variance),
+                dx is { } d ? View(d) : _unused.View, View(dWeight), View(dBias), launch);
+        }
+    }
+
+    // One warp per channel, BatchNormKernels.Threads threads per group.
+    private KernelConfig ChannelWarps(int channels) =>
+        new(new Index1D(Blocks(channels, BatchNormKernels.Threads / Accelerator.WarpSize)), new Index1D(BatchNormKernels.Threads));
+
+    /// <inheritdoc/>
     public void Zero(TensorView t)
     {
         lock (_gate) ZeroUnlocked(t);
@@ -155,6 +188,12 @@ public sealed partial class IlgpuBackend
 
         public Action<Index1D, ArrayView<float>, ArrayView<float>, UpsampleLaunch, int> Upsample { get; } =
             accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, UpsampleLaunch, int>(BackwardKernels.UpsampleNearestBackward);
+
+        public Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch> BatchNormForward { get; } =
+            accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch>(BatchNormKernels.BatchNormForward);
+
+        public Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch> BatchNormBackward { get; } =
+            accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch>(BatchNormKernels.BatchNormBackward);
 
         public Action<Index1D, ArrayView<float>> Zero { get; } =
             accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>>(BackwardKernels.Zero);

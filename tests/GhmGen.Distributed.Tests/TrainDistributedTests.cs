@@ -177,9 +177,18 @@ public sealed class TrainDistributedTests(ITestOutputHelper output)
         List<JsonElement> a = ReadTrainLog(single), b = ReadTrainLog(ranks);
         Assert.Equal(2, a.Count);
         // Iteration 1 (lr 1e-5) starts from the same weights: the two forward passes of one image
-        // and the batch of two compute the same per-image values, and 0.5 x (g + g) = mean(g, g).
-        foreach (string name in (string[])["loss_cls", "loss_bbox", "loss", "grad_norm"])
+        // and the batch of two compute the same per-image values (the demo's batch norms, trained with
+        // batch statistics, see the same mean and variance in a batch of two copies as in one), and
+        // 0.5 x (g + g) = mean(g, g): the gradient norm is bitwise equal. The logged GHM-C loss sums
+        // every anchor of the batch, in another order in one process than over two ranks' halves: equal
+        // up to float32 rounding (measured once batch statistics came in: 16.842407 against 16.842405).
+        foreach (string name in (string[])["loss_bbox", "grad_norm"])
             Assert.Equal(a[0].GetProperty(name).GetDouble(), b[0].GetProperty(name).GetDouble());
+        foreach (string name in (string[])["loss_cls", "loss"])
+        {
+            double x = a[0].GetProperty(name).GetDouble(), y = b[0].GetProperty(name).GetDouble();
+            Assert.True(Math.Abs(x - y) <= 1e-6 * Math.Abs(x), $"{name}: one process {x:R}, two ranks {y:R}");
+        }
         Assert.Equal(a.Count, b.Count);
         double worstLoss = 0;
         for (int i = 0; i < a.Count; i++)

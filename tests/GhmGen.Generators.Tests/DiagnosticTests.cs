@@ -295,13 +295,35 @@ public class DiagnosticTests
         """, "GHM015", "Network(\"n\"");
 
     [Fact]
-    public void GHM016_BatchNormTrainedWithBatchStatistics() => Assert.Contains("'bn'", Single("""
-        [Network("n", NormEval = false)]
-        [Input("image", Channels = 3)]
-        [Conv("c", Out = 8)]
-        [BatchNorm("bn")]
-        public sealed partial class Net;
-        """, "GHM016", "Network(\"n\"").GetMessage());
+    public void NormEvalFalse_WithTrainedBatchNorms_IsAccepted_AndTrainsThemWithBatchStatistics()
+    {
+        // Formerly GHM016: batch norms trained with batch statistics, one of them shared by two applications.
+        GeneratorHarness.Result result = GeneratorHarness.Run(Header + """
+            [Block]
+            [Input("x")]
+            [Conv("conv", Out = 8, Kernel = 3, Padding = 1)]
+            [BatchNorm("bn"), Relu("out")]
+            [Output("y", "out")]
+            public sealed class Head;
+
+            [Network("n", NormEval = false)]
+            [Input("image", Channels = 3)]
+            [Conv("c", Out = 8)]
+            [BatchNorm("bn")]
+            [Conv("d", Out = 8, Kernel = 3, Stride = 2, Padding = 1)]
+            [Shared("head", nameof(Head), From = "bn, d")]
+            [Output("a", "head.bn.y"), Output("b", "head.d.y")]
+            public sealed partial class Net;
+            """);
+        Assert.Empty(result.GeneratorDiagnostics);
+        Assert.Empty(result.CompileErrors);
+        string training = result.Files.Single(f => f.Key.EndsWith("Training.g.cs", StringComparison.Ordinal)).Value;
+        // Two batch norms with batch statistics, three applications (the shared one twice).
+        Assert.Equal(3, training.Split("b.BatchNormTraining(").Length - 1);
+        Assert.Equal(3, training.Split("b.BatchNormTrainingBackward(").Length - 1);
+        Assert.Contains("_norms[1].UpdateRunningStatistics(b, _mean[2], _variance[2]", training);
+        Assert.Contains("accumulate: true); // d head.bn.conv through head.bn", training);
+    }
 
     [Fact]
     public void NormEvalFalse_WithOnlyFrozenBatchNorms_IsAccepted()

@@ -15,7 +15,7 @@ namespace GhmGen.Models.Tests.Training;
 /// <para>
 /// Why not compare two whole runs: a ReLU input within float32 rounding of 0 lands on either side
 /// in either backend, and its gradient then flows through one run and not the other. At 96x128 with
-/// seed 4 one such element exists (p3 reg_convs.0, image 1, channel 42, pixel (1, 1): float64
+/// seed 4 (measured while the demo's batch norm was norm_eval) one such element exists (p3 reg_convs.0, image 1, channel 42, pixel (1, 1): float64
 /// pre-activation -1.1e-9 against a rounding scale of 1.8e-8; the reference rounds it to +6e-9,
 /// the CPU and PyTorch float32 to &lt;= 0), and it moves bbox_head.reg_convs.0's gradient by up to
 /// 7% of its rms and everything below by ~1%; against PyTorch autograd in float64 the CPU's
@@ -62,7 +62,7 @@ public sealed class DemoModelBackendTests
         // Every op of the step was compared: 58 convs (20 backbone, 8 neck, 6 head x 5 levels), each with
         // a weight gradient and, but for the stem, an input gradient; a ReLU backward per unfused ReLU
         // (the residual adds are fused into the convs).
-        Assert.Equal("backward-data 57, backward-weights 58, conv 58, max-pool 1, max-pool-backward 1, relu-backward 37, upsample-add 2, upsample-backward 2",
+        Assert.Equal("backward-data 57, backward-weights 58, batch-norm 20, batch-norm-backward 20, conv 58, max-pool 1, max-pool-backward 1, relu-backward 37, upsample-add 2, upsample-backward 2",
             string.Join(", ", checker.Counts.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}")));
         Assert.True(checker.Failures.Count == 0, string.Join("\n", checker.Failures));
     }
@@ -170,6 +170,18 @@ public sealed class DemoModelBackendTests
 
         public void ReluBackward(TensorView y, TensorView dy, TensorView dx) =>
             Check("relu-backward", y.ShapeText, [dx], [y, dy], () => cpu.ReluBackward(y, dy, dx), () => reference.ReluBackward(y, dy, dx));
+
+        public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+            TensorView mean, TensorView variance, double epsilon) =>
+            Check("batch-norm", $"{x.ShapeText} relu {relu}", [y, mean, variance], residual is { } r ? [x, weight, bias, r] : [x, weight, bias],
+                () => cpu.BatchNormTraining(x, weight, bias, residual, relu, y, mean, variance, epsilon),
+                () => reference.BatchNormTraining(x, weight, bias, residual, relu, y, mean, variance, epsilon));
+
+        public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+            TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate) =>
+            Check("batch-norm-backward", $"{x.ShapeText} accumulate {accumulate}", dx is { } d ? [d, dWeight, dBias] : [dWeight, dBias], [x, dy, weight, mean, variance],
+                () => cpu.BatchNormTrainingBackward(x, dy, weight, mean, variance, epsilon, dx, dWeight, dBias, accumulate),
+                () => reference.BatchNormTrainingBackward(x, dy, weight, mean, variance, epsilon, dx, dWeight, dBias, accumulate));
 
         public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernel, int stride, int padding, bool accumulate) =>
             Check("max-pool-backward", $"{x.ShapeText} accumulate {accumulate}", [dx], [x, dy],

@@ -279,6 +279,52 @@ public sealed class BackwardOpTests(CpuAcceleratorFixture fixture)
         return TestTensors.Get(b, dx);
     }
 
+    // N, C, H, W, residual and ReLU (forward), accumulate (backward): batch 1 and 2, channel counts
+    // below and above a warp's lanes, planes with fewer values than lanes, 1x1 planes.
+    public static TheoryData<int, int, int, int, bool, bool> BatchNormCases { get; } = new()
+    {
+        { 1, 3, 5, 7, false, false },
+        { 2, 11, 4, 9, true, true },
+        { 2, 13, 1, 1, false, true },
+        { 2, 70, 3, 2, true, false },  // more channels than one group's warps
+        { 1, 1, 17, 19, false, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(BatchNormCases))]
+    public void BatchNormTrainingMatchesReference(int n, int c, int h, int w, bool residual, bool relu)
+    {
+        var random = new Random(n * 100 + c * 10 + h + w);
+        float[] x = [.. TestTensors.Random(random, (long)n * c * h * w).Select((v, i) => v * (1 + i / (h * w) % c) + 0.5f * (i / (h * w) % c))];
+        float[] weight = TestTensors.Random(random, c), bias = TestTensors.Random(random, c);
+        float[] r = TestTensors.Random(random, x.Length), dyValues = TestTensors.Random(random, x.Length);
+        float[] dwStart = TestTensors.Random(random, c), dbStart = TestTensors.Random(random, c);
+
+        float[][] Run(ITrainingBackend b)
+        {
+            TensorView tx = PutAt(b, 3, n, c, h, w, x), tw = PutAt(b, 1, 1, c, 1, 1, weight), tb = PutAt(b, 2, 1, c, 1, 1, bias);
+            TensorView? tr = residual ? PutAt(b, 5, n, c, h, w, r) : null;
+            TensorView y = PutAt(b, 4, n, c, h, w, new float[x.Length]), mean = PutAt(b, 1, 1, c, 1, 1, new float[c]), variance = PutAt(b, 2, 1, c, 1, 1, new float[c]);
+            b.BatchNormTraining(tx, tw, tb, tr, relu, y, mean, variance, 1e-5);
+            TensorView dy = PutAt(b, 3, n, c, h, w, dyValues), dx = PutAt(b, 2, n, c, h, w, new float[x.Length]);
+            TensorView dw = PutAt(b, 1, 1, c, 1, 1, dwStart), db = PutAt(b, 3, 1, c, 1, 1, dbStart);
+            b.BatchNormTrainingBackward(tx, dy, tw, mean, variance, 1e-5, dx, dw, db, accumulate: residual);
+            float[][] result = [TestTensors.Get(b, y), TestTensors.Get(b, mean), TestTensors.Get(b, variance), TestTensors.Get(b, dx), TestTensors.Get(b, dw), TestTensors.Get(b, db)];
+            // Parameter gradients only: dx left alone.
+            b.BatchNormTrainingBackward(tx, dy, tw, mean, variance, 1e-5, null, dw, db, accumulate: false);
+            Assert.Equal(result[3], TestTensors.Get(b, dx));
+            return result;
+        }
+
+        // Double sums on both sides; the GPU's float normalisation (x * a + b) and input gradient
+        // round a few times: 1e-5 relative (and absolute, for values near 0).
+        float[][] expected = Run(_ref), actual = Run(_gpu);
+        for (int i = 0; i < expected.Length; i++) TestTensors.Close(expected[i], actual[i], 2e-5f, 2e-5f);
+        // The same launch twice gives the same bits (no atomics; a fixed shuffle tree).
+        float[][] again = Run(_gpu);
+        for (int i = 0; i < actual.Length; i++) Assert.Equal(actual[i], again[i]);
+    }
+
     // A tensor that starts `offset` elements into a buffer with room to spare after it.
     private static TensorView PutAt(IBackend backend, int offset, int n, int c, int h, int w, float[] values)
     {

@@ -118,4 +118,30 @@ public sealed class CudaTests
         TestTensors.Close(refPool, cudaPool, 1e-6f, 1e-6f);
         TestTensors.Close(refUpsample, cudaUpsample, 1e-5f, 1e-5f);
     }
+
+    [CudaFact]
+    public void BatchNormWithBatchStatisticsAgreesWithReferenceOnCuda()
+    {
+        using IlgpuBackend cuda = IlgpuBackend.Create(IlgpuDevice.Cuda);
+        var reference = new ReferenceBackend();
+        var random = new Random(7);
+        const int n = 2, c = 40, h = 37, w = 45;
+        float[] x = TestTensors.Random(random, n * c * h * w, 3f), weight = TestTensors.Random(random, c), bias = TestTensors.Random(random, c);
+        float[] residual = TestTensors.Random(random, x.Length), dyValues = TestTensors.Random(random, x.Length), start = TestTensors.Random(random, 2 * c);
+
+        float[] Run(ITrainingBackend b)
+        {
+            TensorView tx = TestTensors.Put(b, n, c, h, w, x), tw = TestTensors.Put(b, 1, c, 1, 1, weight), tb = TestTensors.Put(b, 1, c, 1, 1, bias);
+            TensorView tr = TestTensors.Put(b, n, c, h, w, residual), y = TestTensors.Put(b, n, c, h, w, new float[x.Length]);
+            TensorView mean = TestTensors.Put(b, 1, c, 1, 1, new float[c]), variance = TestTensors.Put(b, 1, c, 1, 1, new float[c]);
+            b.BatchNormTraining(tx, tw, tb, tr, relu: true, y, mean, variance, 1e-5);
+            TensorView dy = TestTensors.Put(b, n, c, h, w, dyValues), dx = TestTensors.Put(b, n, c, h, w, new float[x.Length]);
+            TensorView dw = TestTensors.Put(b, 1, c, 1, 1, start[..c]), db = TestTensors.Put(b, 1, c, 1, 1, start[c..]);
+            b.BatchNormTrainingBackward(tx, dy, tw, mean, variance, 1e-5, dx, dw, db, accumulate: true);
+            return [.. TestTensors.Get(b, y), .. TestTensors.Get(b, mean), .. TestTensors.Get(b, variance), .. TestTensors.Get(b, dx), .. TestTensors.Get(b, dw), .. TestTensors.Get(b, db)];
+        }
+
+        // Double sums on both sides; float normalisation with FMA contraction on the GPU.
+        TestTensors.Close(Run(reference), Run(cuda), 1e-4f, 1e-4f);
+    }
 }

@@ -88,4 +88,22 @@ public sealed class PtxCompileTests
         Assert.DoesNotContain("atom.global", ptx);
         Assert.DoesNotContain("red.global", ptx);
     }
+
+    [Theory]
+    [InlineData(nameof(BatchNormKernels.BatchNormForward))]
+    [InlineData(nameof(BatchNormKernels.BatchNormBackward))]
+    public void BatchNormReducesWithButterflyShufflesInDouble(string kernelName)
+    {
+        KernelEntry kernel = KernelCatalog.All.Single(k => k.Name == kernelName);
+        using Context context = Context.Create(b => b.Cuda().EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_78, nvvmAPI: null);
+
+        string ptx = ((PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), KernelSpecialization.Empty)).PTXAssembly;
+
+        // One warp per channel: double sums combined by shuffle-xor (every lane gets the same total), no atomics.
+        Assert.Contains("shfl.sync.bfly", ptx);
+        Assert.Contains("add.f64", ptx);
+        Assert.DoesNotContain("atom.global", ptx);
+        Assert.DoesNotContain("red.global", ptx);
+    }
 }

@@ -10,7 +10,11 @@ The function differentiated (everything seeded, nothing else needed on the C# si
            mode, so every BN uses its running statistics (norm_eval=True) and updates nothing;
            requires_grad=False on backbone.conv1, backbone.bn1 and backbone.layer1.* (frozen_stages=1).
            The demo (ghm-demo-r18-fpn, demo_model.py: basic blocks, 64-channel FPN and head with 2
-           convs per branch, 4 classes) is built the same way but freezes nothing.
+           convs per branch, 4 classes) freezes nothing and trains its BN with batch statistics
+           (demo_model.NORM_EVAL = False): the model is in train() mode, so every BN normalises with
+           the mean and biased variance over N, H, W of the padded batch (the padding zeros count)
+           and each forward updates running_mean / running_var (momentum 0.1, unbiased variance) and
+           num_batches_tracked. Every forward of such a model starts from the seeded buffers.
   input    a padded batch [2, 3, 64, 96] as mmdetection collates it: image n of size h_n x w_n
            (image 0: 64x96, image 1: 48x80) in the top-left corner, zeros elsewhere. The image region
            of image n holds float32(-2 + 4 * u(key, i)) = SeededWeights.FillUniform(key, span, -2, 2)
@@ -46,7 +50,11 @@ decimal that reads back to the same float32; tolerance terms are rounded up to 3
 
 Checked, and recorded: the frozen keys get no gradient (.grad is None), and every buffer (BN
 running_mean / running_var / num_batches_tracked, GHM edges / acc_sum) is bitwise unchanged after
-forward + backward.
+forward + backward, except in a train-mode-BN model (the demo): there "running_stats" records,
+per BN, running_mean and running_var after the one forward (float64 run, all values; float32
+run's max |diff| to it, and the no-oneDNN float32 run's) and num_batches_tracked (1). The C#
+tolerance on them is RUNNING_K x the float32 run's max |diff| + FLOOR x max |value| per tensor;
+"summary.running_stats_ratio_*" checks the two PyTorch float32 runs against it.
 """
 from __future__ import annotations
 
@@ -83,6 +91,7 @@ RELU_CANDIDATE_Z = 10.0
 ROUNDING_K = 30.0
 FLIP_M = 2.0
 FLOOR = 1e-7
+RUNNING_K = 30.0
 FROZEN_PREFIXES = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")
 OUTPUT_NAMES = [f"cls_p{l}" for l in range(3, 8)] + [f"reg_p{l}" for l in range(3, 8)]
 
@@ -181,24 +190,47 @@ class ReluHook:
         return y
 
 
+def train_bn(name: str) -> bool:
+    """Whether the model's BN trains with batch statistics (train() mode; C# NormEval = false)."""
+    return name == demo_model.NAME and not demo_model.NORM_EVAL
+
+
 def build(name: str, dtype) -> tuple:
     net = demo_model.build() if name == demo_model.NAME else reference_model.build(name)
     seeded.load_seeded(net)
-    net = net.to(dtype).eval()      # eval: BN on running statistics, nothing updated
+    net = net.to(dtype)
+    if train_bn(name):
+        net.train()                 # BN on batch statistics; each forward updates the running ones
+    else:
+        net.eval()                  # eval: BN on running statistics, nothing updated
+    net.seeded_buffers = {k: v.clone() for k, v in net.named_buffers()}
     frozen = freeze(net)
     return net, frozen
 
 
 def forward_backward(net, x: torch.Tensor, grads: list, retain_graph: bool = False) -> tuple:
-    """Forward + backward of L = sum(G * out); returns (outputs, per-output dot(G, out), L, buffers unchanged)."""
-    buffers_before = {k: v.clone() for k, v in net.named_buffers()}
+    """Forward + backward of L = sum(G * out) from the seeded buffers; returns (outputs, per-output
+    dot(G, out), L, buffers unchanged). A train-mode-BN model's buffers are left as the forward updated them."""
+    with torch.no_grad():
+        for k, v in net.named_buffers():
+            v.copy_(net.seeded_buffers[k])
     outs = flat_outputs(net, x)
     dots = [(g * o).sum() for g, o in zip(grads, outs)]
     loss = torch.stack(dots).sum()
     loss.backward(retain_graph=retain_graph)
-    unchanged = all(torch.equal(buffers_before[k], v) for k, v in net.named_buffers())
-    assert unchanged, "a buffer changed during forward/backward"
+    unchanged = all(torch.equal(net.seeded_buffers[k], v) for k, v in net.named_buffers())
+    assert unchanged != train_bn(net.name), "a buffer changed during forward/backward" if unchanged is False else "train-mode BN updated no buffer"
     return [o.detach() for o in outs], [float(d) for d in dots], float(loss), unchanged
+
+
+def running_stats(net) -> dict:
+    """running_mean / running_var (float64 copies) and num_batches_tracked of every BN, by BN key."""
+    out = {}
+    for key, m in net.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            out[key] = (m.running_mean.detach().double().numpy().copy(), m.running_var.detach().double().numpy().copy(),
+                        int(m.num_batches_tracked))
+    return out
 
 
 def trainable_grads(net) -> dict:
@@ -272,8 +304,10 @@ def make(name: str) -> dict:
     # 1. The reference runs: plain PyTorch float32 and float64 (ReLU calls only recorded).
     with ReluHook() as rec32:
         outs32, dots32, loss32, unchanged32 = forward_backward(net32, x32, g32)
+    stats32 = running_stats(net32)
     with ReluHook() as rec64:
         outs64, dots64, loss64, unchanged64 = forward_backward(net64, x64, g64, retain_graph=True)
+    stats64 = running_stats(net64)
     for net in (net32, net64):
         for key, p in net.named_parameters():
             if not p.requires_grad:
@@ -297,6 +331,7 @@ def make(name: str) -> dict:
     with torch.backends.mkldnn.flags(enabled=False), ReluHook() as rec_alt:
         forward_backward(net32, x32, g32)
     alt32 = trainable_grads(net32)
+    stats_alt = running_stats(net32)
 
     # 3. ReLU inputs a float32 implementation may put on the other side of 0: |x64| < Z * rms of
     #    PyTorch's float32 error on that ReLU's input. Flipping element e changes every parameter
@@ -382,6 +417,22 @@ def make(name: str) -> dict:
         self_tests.append({"key": key, "vector_key": SELF_TEST_KEY_PREFIX + key, "low": -1.0, "high": 1.0,
                            "summary": grad_record(vec, probes[key], all_sample_indices(key, vec.size), True)})
 
+    # Running statistics after the one forward of a train-mode-BN model, with their tolerance terms.
+    stats_doc, stats_ratio_torch, stats_ratio_alt = [], 0.0, 0.0
+    if train_bn(name):
+        for key, (mean64, var64, tracked) in stats64.items():
+            entry = {"key": key, "num_batches_tracked": tracked}
+            for field, v64, v32, valt in (("running_mean", mean64, stats32[key][0], stats_alt[key][0]),
+                                          ("running_var", var64, stats32[key][1], stats_alt[key][1])):
+                diff = float(np.abs(v32 - v64).max())
+                tol = RUNNING_K * up3(diff) + FLOOR * float(np.abs(v64).max())
+                stats_ratio_torch = max(stats_ratio_torch, diff / tol)
+                stats_ratio_alt = max(stats_ratio_alt, float(np.abs(valt - v64).max()) / tol)
+                entry[field] = {"f64": [f9(v) for v in v64], "fp32_max_abs_diff": up3(diff),
+                                "no_onednn_fp32_max_abs_diff": f9(float(np.abs(valt - v64).max()))}
+            assert tracked == 1 and stats32[key][2] == 1
+            stats_doc.append(entry)
+
     ratio_torch = max(tolerance_ratio(q, a32[q["key"]], probes[q["key"]]) for q in params)
     ratio_alt = max(tolerance_ratio(q, alt32[q["key"]], probes[q["key"]]) for q in params)
     wm = max(params, key=lambda q: q["fp32_vs_fp64"]["rel_max"])
@@ -392,7 +443,9 @@ def make(name: str) -> dict:
                  "seeded network on a seeded padded batch; made by tools/reference/backward_grads.py "
                  "(its docstring and tools/reference/README.md give every formula).",
         "model": name, "torch_version": torch.__version__,
-        "mode": "whole model eval (BN on running stats, not updated); frozen: " + (", ".join(frozen_prefixes(name)) or "nothing"),
+        "mode": ("whole model train() (BN on batch statistics, running stats updated once)" if train_bn(name)
+                 else "whole model eval (BN on running stats, not updated)") + "; frozen: " + (", ".join(frozen_prefixes(name)) or "nothing"),
+        "batch_norm": "batch statistics" if train_bn(name) else "running statistics",
         "input": {
             "shape": list(BATCH_SHAPE),
             "images": [{"index": n, "key": f"{INPUT_KEY_PREFIX}{n}", "height": h, "width": w,
@@ -413,6 +466,9 @@ def make(name: str) -> dict:
         "summary_self_test": self_tests,
         "frozen_keys": frozen,
         "buffers_unchanged": bool(unchanged32 and unchanged64),
+        "running_stats": stats_doc,
+        "running_stats_tolerance": {"k": RUNNING_K, "floor": FLOOR,
+                                    "rule": "per tensor: max |x - f64| <= k * fp32_max_abs_diff + floor * max |f64|"},
         "trainable_count": len(params),
         "tolerance": {"rounding_k": ROUNDING_K, "flip_m": FLIP_M, "floor": FLOOR,
                       "rule": "|x - f64| <= rounding_k * R + flip_m * F + floor * S; samples: R = "
@@ -436,6 +492,8 @@ def make(name: str) -> dict:
             "no_onednn_fp32_flips": count_flips(rec_alt.calls, rec64.calls),
             "tolerance_ratio_torch_fp32": f3(ratio_torch),
             "tolerance_ratio_no_onednn_fp32": f3(ratio_alt),
+            "running_stats_ratio_torch_fp32": f3(stats_ratio_torch),
+            "running_stats_ratio_no_onednn_fp32": f3(stats_ratio_alt),
             "seconds": round(seconds, 1),
         },
         "params": params,

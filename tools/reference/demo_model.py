@@ -3,7 +3,10 @@
 A half-width ResNet-18 (basic blocks, 32..256 channels, the 7x7/2 stem and 3x3/2 max-pool), the
 FPN of model.py with C3..C5 of 64, 128 and 256 channels and 64 output channels, and model.py's
 RetinaHead with 64 channels, 2 convs per branch and 4 classes; P3..P7. Module names give the C#
-state-dict keys. Nothing is frozen; eval mode (BN on running statistics, as NormEval = true).
+state-dict keys. Nothing is frozen. Its batch norms train with batch statistics (NormEval = false in
+C#, mmdetection norm_eval=False): train() mode while training, so each forward normalises with the
+batch's mean and biased variance and updates the running statistics (momentum 0.1); eval() mode
+(running statistics) for inference, which build() returns.
 
     /usr/bin/python3 tools/reference/demo_model.py       # checks key and parameter counts
 """
@@ -23,6 +26,7 @@ WIDTH = 32
 CHANNELS = 64
 CLASSES = 4
 CONVS = 2
+NORM_EVAL = False           # batch norm trains with batch statistics (C#: NormEval = false)
 
 
 class BasicBlock(nn.Module):

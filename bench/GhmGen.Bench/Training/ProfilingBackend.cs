@@ -120,6 +120,14 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
     public void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate) =>
         Time("upsample backward", dLower, () => inner.UpsampleNearestBackward(dLower, dUpper, accumulate));
 
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon) =>
+        Time("batch norm (batch statistics)", x, () => inner.BatchNormTraining(x, weight, bias, residual, relu, y, mean, variance, epsilon));
+
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate) =>
+        Time("batch norm backward", x, () => inner.BatchNormTrainingBackward(x, dy, weight, mean, variance, epsilon, dx, dWeight, dBias, accumulate));
+
     public void Zero(TensorView t) => Time("zero", t, () => inner.Zero(t));
 
     public void Dispose() => inner.Dispose();

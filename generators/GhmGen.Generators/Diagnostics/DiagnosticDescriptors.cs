@@ -84,11 +84,6 @@ internal static class DiagnosticDescriptors
         "Frozen path names nothing",
         "{0}: frozen path '{1}' names no layer; write the checkpoint key of a layer, or of a block instance or stage (a dotted prefix of its layers' keys)");
 
-    /// <summary>GHM016: "{0}: batch norm '{1}' would be trained with batch statistics (NormEval = false)".</summary>
-    public static readonly DiagnosticDescriptor TrainingBatchNorm = Error("GHM016",
-        "Batch norm with batch statistics is not supported",
-        "{0}: batch norm '{1}' would be trained with batch statistics (NormEval = false), which is not supported; set NormEval = true (running statistics, affine weight and bias trained) or freeze it");
-
     /// <summary>All descriptors by ID (diagnostics travel through the pipeline as IDs).</summary>
     public static readonly IReadOnlyDictionary<string, DiagnosticDescriptor> ById = new Dictionary<string, DiagnosticDescriptor>
     {
@@ -107,7 +102,6 @@ internal static class DiagnosticDescriptors
         [NestedType.Id] = NestedType,
         [NoForward.Id] = NoForward,
         [FrozenPathNamesNothing.Id] = FrozenPathNamesNothing,
-        [TrainingBatchNorm.Id] = TrainingBatchNorm,
     };
 
     private static DiagnosticDescriptor Error(string id, string title, string message) =>

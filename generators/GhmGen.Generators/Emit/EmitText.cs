@@ -9,6 +9,9 @@ namespace GhmGen.Generators.Emit;
 internal static class EmitText
 {
     public const string Layers = "global::GhmGen.Layers";
+
+    /// <summary>The epsilon of every batch norm (PyTorch's default, 1e-5).</summary>
+    public const string BatchNormEpsilon = "global::GhmGen.Layers.BatchNorm2d.Epsilon";
     public const string Backends = "global::GhmGen.Backends";
 
     /// <summary><c>backbone.layer1.0.conv1</c> -> <c>Backbone_Layer1_0_Conv1</c>.</summary>

@@ -249,7 +249,9 @@ internal static class NetworkEmitter
         w.Line("/// </summary>");
         w.Open("public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork");
         w.Line("private bool _disposed;").Line();
-        w.Open($"internal Prepared({m.TypeName} network, {B}.IBackend backend)");
+        bool batchStatistics = plan.Convs.Any(c => c.BatchStatistics);
+        // With batch-statistics batch norms, training prepares their convolutions unfolded.
+        w.Open(batchStatistics ? $"internal Prepared({m.TypeName} network, {B}.IBackend backend, bool training = false)" : $"internal Prepared({m.TypeName} network, {B}.IBackend backend)");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
@@ -259,7 +261,9 @@ internal static class NetworkEmitter
         for (int i = 0; i < plan.Convs.Count; i++)
         {
             PreparedConvModel conv = plan.Convs[i];
-            w.Line($"convs[{i}] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv.Layer]}, {(conv.BatchNorm is { } bn ? "network." + layerProperty[bn] : "null")}, ref scratch);");
+            string norm = conv.BatchNorm is { } bn ? "network." + layerProperty[bn] : "null";
+            if (conv.BatchStatistics) norm = $"training ? null : {norm}";
+            w.Line($"convs[{i}] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv.Layer]}, {norm}, ref scratch);");
         }
         w.Close();
         w.Open("catch");
@@ -370,7 +374,7 @@ internal static class NetworkEmitter
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
         w.Line($"{B}.IBackend b = _backend;");
-        WriteForward(w, m, plan, memory, V);
+        WriteForward(w, m, plan, plan.Forward, training: false, memory, V);
         w.Close().Line();
 
         w.Line("/// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>");
@@ -383,12 +387,15 @@ internal static class NetworkEmitter
         w.Close();
     }
 
-    /// <summary>The straight-line forward calls; <paramref name="memory"/> says which elementwise calls run in place.</summary>
-    internal static void WriteForward(CodeWriter w, NetworkModel m, NetworkPlan plan, MemoryPlan memory, System.Func<int, string> V)
+    /// <summary>
+    /// The straight-line forward calls of <paramref name="steps"/> (<see cref="NetworkPlan.Forward"/>, or in a training
+    /// session <see cref="NetworkPlan.TrainingForward"/>); <paramref name="memory"/> says which elementwise calls run in place.
+    /// </summary>
+    internal static void WriteForward(CodeWriter w, NetworkModel m, NetworkPlan plan, EquatableArray<ForwardStep> steps, bool training, MemoryPlan memory, System.Func<int, string> V)
     {
-        for (int i = 0; i < plan.Forward.Count; i++)
+        for (int i = 0; i < steps.Count; i++)
         {
-            ForwardStep step = plan.Forward[i];
+            ForwardStep step = steps[i];
             string name = m.Values[step.Output].Name;
             switch (step)
             {
@@ -396,8 +403,19 @@ internal static class NetworkEmitter
                     w.Line($"b.Upload(input, {V(step.Output)}); // {name}");
                     break;
                 case ConvStep c:
-                    w.Line($"b.Conv2d(_convs[{c.Conv}], {V(c.Input)}, {V(c.Output)}, {(c.Residual is { } residual ? V(residual) : "null")}, relu: {Bool(c.Relu)}); // {ConvComment(m, plan.Convs[c.Conv], c)}");
+                {
+                    // In training, a convolution whose batch norm uses batch statistics runs unfolded.
+                    PreparedConvModel conv = plan.Convs[c.Conv];
+                    if (training && conv.BatchStatistics) conv = conv with { BatchNorm = null };
+                    w.Line($"b.Conv2d(_convs[{c.Conv}], {V(c.Input)}, {V(c.Output)}, {(c.Residual is { } residual ? V(residual) : "null")}, relu: {Bool(c.Relu)}); // {ConvComment(m, conv, c)}");
                     break;
+                }
+                case BatchNormStep n:
+                {
+                    string residual = n.Residual is { } r ? V(r) : "null";
+                    w.Line($"b.BatchNormTraining({V(n.Input)}, _norms[{n.Norm}].WeightView, _norms[{n.Norm}].BiasView, {residual}, relu: {Bool(n.Relu)}, {V(n.Output)}, _mean[{n.Application}], _variance[{n.Application}], {BatchNormEpsilon}); // {m.Layers[plan.Norms[n.Norm]].Key} (batch statistics){(n.Residual is null ? "" : " + residual")}{(n.Relu ? " + relu" : "")}");
+                    break;
+                }
                 case MaxPoolStep p:
                     w.Line($"b.MaxPool2d({V(p.Input)}, {V(p.Output)}, {p.Kernel}, {p.Stride}, {p.Padding}); // {name}");
                     break;

@@ -26,8 +26,13 @@ internal static class TrainingEmitter
         return w.ToString();
     }
 
-    /// <summary>Trained parameters in state-dict order, each with the trained convolution and the member that holds its gradient.</summary>
-    private static List<(string Key, int Trained, string Member)> TrainedParameters(NetworkModel m, NetworkPlan plan)
+    /// <summary>
+    /// Trained parameters in state-dict order, each with its gradient's owner (trained convolution t as t,
+    /// batch-statistics batch norm n as <c>TrainedConvs.Count + n</c>: the unit whose gradients are
+    /// collected together) and the member of <c>TrainingWeights</c> that holds its gradient: a trained
+    /// convolution's (<c>Trained[t]</c>), or a batch-statistics batch norm's (<c>Norms[n]</c>).
+    /// </summary>
+    private static List<(string Key, int Owner, string Member)> TrainedParameters(NetworkModel m, NetworkPlan plan)
     {
         var ofLayer = new Dictionary<int, int>();
         for (int t = 0; t < plan.TrainedConvs.Count; t++)
@@ -36,24 +41,37 @@ internal static class TrainingEmitter
             if (plan.TrainedConvs[t].Weight) ofLayer[conv.Layer] = t;
             if (plan.TrainedConvs[t].BatchNorm) ofLayer[conv.BatchNorm!.Value] = t;
         }
+        var normOf = new Dictionary<int, int>();
+        for (int n = 0; n < plan.Norms.Count; n++) normOf[plan.Norms[n]] = n;
         var result = new List<(string, int, string)>();
         for (int i = 0; i < m.Layers.Count; i++)
         {
+            if (normOf.TryGetValue(i, out int norm))
+            {
+                int owner = plan.TrainedConvs.Count + norm;
+                result.Add((m.Layers[i].Key + ".weight", owner, $"Norms[{norm}].Weight"));
+                result.Add((m.Layers[i].Key + ".bias", owner, $"Norms[{norm}].Bias"));
+                continue;
+            }
             if (!ofLayer.TryGetValue(i, out int t)) continue;
             switch (m.Layers[i])
             {
                 case ConvLayer c:
-                    result.Add((c.Key + ".weight", t, "Weight"));
-                    if (c.Bias) result.Add((c.Key + ".bias", t, "Bias"));
+                    result.Add((c.Key + ".weight", t, $"Trained[{t}].Weight!"));
+                    if (c.Bias) result.Add((c.Key + ".bias", t, $"Trained[{t}].Bias!"));
                     break;
                 case BatchNormLayer b:
-                    result.Add((b.Key + ".weight", t, "BatchNormWeight"));
-                    result.Add((b.Key + ".bias", t, "BatchNormBias"));
+                    result.Add((b.Key + ".weight", t, $"Trained[{t}].BatchNormWeight!"));
+                    result.Add((b.Key + ".bias", t, $"Trained[{t}].BatchNormBias!"));
                     break;
             }
         }
         return result;
     }
+
+    /// <summary>Floats of the saved batch statistics (mean and variance per channel of each batch norm application).</summary>
+    private static long StatisticsLength(NetworkModel m, NetworkPlan plan) =>
+        plan.NormApplications.Sum(n => 2L * ((BatchNormLayer)m.Layers[plan.Norms[n]]).Channels);
 
     private static void EmitTrainedKeys(CodeWriter w, NetworkModel m)
     {
@@ -105,6 +123,8 @@ internal static class TrainingEmitter
         w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
         w.Line("long bytes = 0;");
         w.Line("foreach (long elements in TrainingSlotSizes(batch, Sizes(height, width))) bytes += 4 * elements;");
+        if (StatisticsLength(m, plan) is var statistics and > 0)
+            w.Line($"bytes += 4 * {statistics}; // the batch statistics of {plan.NormApplications.Count} batch norm applications");
         w.Line("return bytes;");
         w.Close().Line();
     }
@@ -118,9 +138,12 @@ internal static class TrainingEmitter
         var layerProperty = m.Layers.Select(l => PropertyName(l.Key)).ToArray();
         string A(int value) => $"_a[{value}]";
         string G(int value) => $"_g[{value}]";
-        List<(string Key, int Trained, string Member)> parameters = TrainedParameters(m, plan);
+        List<(string Key, int Owner, string Member)> parameters = TrainedParameters(m, plan);
+        long statisticsLength = StatisticsLength(m, plan);
 
-        w.Line("/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>");
+        w.Line(plan.Norms.Count > 0
+            ? "/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once; batch norms with batch statistics unfolded): sessions for every batch and input size share them.</summary>"
+            : "/// <summary>Prepares this network's convolutions on <paramref name=\"backend\"/> for training (once, batch norm folded): sessions for every batch and input size share them.</summary>");
         w.Line($"public TrainingWeights PrepareTraining({B}.ITrainingBackend backend) => new(this, backend);").Line();
 
         w.Line("/// <summary>Prepares a copy of this network's weights on <paramref name=\"backend\"/> for training and plans the memory of both passes for one input size; the session owns those weights.</summary>");
@@ -167,6 +190,13 @@ internal static class TrainingEmitter
         w.Line($"private readonly {B}.TensorView[] _a = new {B}.TensorView[{values}]; // activations");
         w.Line($"private readonly {B}.TensorView[] _g = new {B}.TensorView[{values}]; // their gradients");
         w.Line("private readonly float[] _scratch;");
+        if (plan.Norms.Count > 0)
+        {
+            w.Line($"private readonly {Layers}.TrainedBatchNorm[] _norms;");
+            w.Line($"private readonly {B}.DeviceBuffer _statistics; // the batch mean and variance of each batch norm application");
+            w.Line($"private readonly {B}.TensorView[] _mean = new {B}.TensorView[{plan.NormApplications.Count}];");
+            w.Line($"private readonly {B}.TensorView[] _variance = new {B}.TensorView[{plan.NormApplications.Count}];");
+        }
         w.Line("private bool _forwardDone;");
         w.Line("private long _forwardVersion;");
         w.Line("private bool _disposed;").Line();
@@ -186,7 +216,30 @@ internal static class TrainingEmitter
         w.Line("Width = width;");
         w.Line("_s = s;");
         w.Line("_size = TrainingSlotSizes(batch, s);");
-        w.Line("Bind();");
+        if (plan.Norms.Count > 0)
+        {
+            w.Line("_norms = weights.Norms;");
+            w.Line($"_statistics = _backend.Allocate({statisticsLength});");
+            long at = 0;
+            for (int a = 0; a < plan.NormApplications.Count; a++)
+            {
+                int channels = ((BatchNormLayer)m.Layers[plan.Norms[plan.NormApplications[a]]]).Channels;
+                w.Line($"_mean[{a}] = new(_statistics, {at}, 1, {channels}, 1, 1);");
+                w.Line($"_variance[{a}] = new(_statistics, {at + channels}, 1, {channels}, 1, 1);");
+                at += 2L * channels;
+            }
+            w.Open("try");
+            w.Line("Bind();");
+            w.Close();
+            w.Open("catch");
+            w.Line("_statistics.Dispose();");
+            w.Line("throw;");
+            w.Close();
+        }
+        else
+        {
+            w.Line("Bind();");
+        }
         w.Close().Line();
 
         w.Line($"// Views of the weights' shared activation buffers ({memory.SlotCount}), grown for this shape if they are too short.");
@@ -237,8 +290,11 @@ internal static class TrainingEmitter
         w.Line("global::System.ObjectDisposedException.ThrowIf(_weights.IsDisposed, _weights);");
         w.Line("if (_generation != _weights.Arena.Generation) Bind(); // a session of a larger shape grew the buffers");
         w.Line("_weights.Arena.User = this;");
-        w.Line($"{B}.IBackend b = _backend;");
-        NetworkEmitter.WriteForward(w, m, plan, memory, A);
+        w.Line(plan.Norms.Count > 0 ? $"{B}.ITrainingBackend b = _backend;" : $"{B}.IBackend b = _backend;");
+        NetworkEmitter.WriteForward(w, m, plan, plan.TrainingForward, training: true, memory, A);
+        // The running statistics, in forward order (a shared batch norm once per application, as PyTorch).
+        foreach (BatchNormStep n in plan.TrainingForward.OfType<BatchNormStep>())
+            w.Line($"_norms[{n.Norm}].UpdateRunningStatistics(b, _mean[{n.Application}], _variance[{n.Application}], (long){A(n.Input)}.N * {A(n.Input)}.H * {A(n.Input)}.W, _scratch);");
         w.Line("_forwardDone = true;");
         w.Line("_forwardVersion = _weights.Version;");
         w.Close().Line();
@@ -267,7 +323,7 @@ internal static class TrainingEmitter
         w.Line("if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException(\"the weights were updated since this session's Forward: run Forward again before Backward\");");
         w.Line("if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException(\"another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward\");");
         w.Line($"{B}.ITrainingBackend b = _backend;");
-        int first = plan.Forward.Count + 1; // the timeline: forward steps, output gradients, backward steps
+        int first = plan.TrainingForward.Count + 1; // the timeline: forward steps, output gradients, backward steps
         int[] lastWrite = LastGradientWrites(plan);
         for (int i = 0; i < plan.Backward.Count; i++)
         {
@@ -280,6 +336,8 @@ internal static class TrainingEmitter
         w.Open("if (ready is null)");
         for (int t = 0; t < plan.TrainedConvs.Count; t++)
             w.Line($"_trained[{t}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[t].Conv].Layer].Key}");
+        for (int n = 0; n < plan.Norms.Count; n++)
+            w.Line($"_norms[{n}].CollectGradients(b); // {m.Layers[plan.Norms[n]].Key}");
         w.Close();
         w.Close().Line();
 
@@ -295,16 +353,19 @@ internal static class TrainingEmitter
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
         w.Line("if (ReferenceEquals(_weights.Arena.User, this)) _weights.Arena.User = null;");
+        if (plan.Norms.Count > 0) w.Line("_statistics.Dispose();");
         w.Line("if (_ownsWeights) _weights.Dispose();");
         w.Close();
         w.Close();
     }
 
-    private static void EmitWeights(CodeWriter w, NetworkModel m, NetworkPlan plan, string[] layerProperty, List<(string Key, int Trained, string Member)> parameters)
+    private static void EmitWeights(CodeWriter w, NetworkModel m, NetworkPlan plan, string[] layerProperty, List<(string Key, int Owner, string Member)> parameters)
     {
         const string B = Backends;
         w.Line("/// <summary>");
-        w.Line($"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
+        w.Line(plan.Norms.Count > 0
+            ? $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend ({plan.Norms.Count} batch norms with batch statistics unfolded, in <c>Norms</c>),"
+            : $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
         w.Line($"/// the {plan.WeightGradientLength} floats of folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions on the backend,");
         w.Line($"/// and the host <see cref=\"Gradients\"/> of its {parameters.Count} trained parameters: made once and shared by the");
         w.Line("/// <see cref=\"TrainingSession\"/>s of every batch and input size (<see cref=\"CreateSession\"/>), which hold only");
@@ -323,33 +384,42 @@ internal static class TrainingEmitter
         w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
-        w.Line("_prepared = new Prepared(network, backend);");
+        w.Line(plan.Norms.Count > 0 ? "_prepared = new Prepared(network, backend, training: true);" : "_prepared = new Prepared(network, backend);");
+        if (plan.Norms.Count > 0) w.Line($"Norms = new {Layers}.TrainedBatchNorm[{plan.Norms.Count}];");
         w.Open("try");
         w.Line("Convs = _prepared.Convs;");
         w.Line($"Arena = new global::GhmGen.Layers.ActivationArena(backend, {plan.Training.SlotCount});");
+        for (int n = 0; n < plan.Norms.Count; n++)
+            w.Line($"Norms[{n}] = new(network.{layerProperty[plan.Norms[n]]}, backend); // batch statistics");
         w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
         w.OpenList("Trained =");
         foreach (TrainedConvModel t in plan.TrainedConvs)
         {
             PreparedConvModel conv = plan.Convs[t.Conv];
             var l = (ConvLayer)m.Layers[conv.Layer];
-            string bn = conv.BatchNorm is { } b ? "network." + layerProperty[b] : "null";
+            // A batch norm with batch statistics is not folded: its TrainedBatchNorm trains it.
+            string bn = conv.BatchNorm is { } b && !conv.BatchStatistics ? "network." + layerProperty[b] : "null";
             string weight = $"new(_weightGradients!, {t.WeightOffset}, {l.OutChannels}, {l.InChannels / l.Groups}, {l.Kernel}, {l.Kernel})";
             string bias = t.BiasOffset is { } offset ? $"new {B}.TensorView(_weightGradients!, {offset}, 1, {l.OutChannels}, 1, 1)" : "null";
             w.Line($"new(network.{layerProperty[conv.Layer]}, {bn}, Convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, {weight}, {bias}),");
         }
         w.CloseList();
-        int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null)
+        int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null && !plan.Convs[t.Conv].BatchStatistics)
             .Select(t => (ConvLayer)m.Layers[plan.Convs[t.Conv].Layer]).Select(l => (int)l.WeightCount + l.OutChannels).DefaultIfEmpty(0).Max();
-        w.Line($"Scratch = new float[{scratch}]; // folded gradients and weights of the largest convolution with batch norm");
+        int statistics = plan.Norms.Select(n => 2 * ((BatchNormLayer)m.Layers[n]).Channels).DefaultIfEmpty(0).Max();
+        if (statistics > scratch)
+            w.Line($"Scratch = new float[{statistics}]; // the batch statistics of the widest batch norm");
+        else
+            w.Line($"Scratch = new float[{scratch}]; // folded gradients and weights of the largest convolution with batch norm");
         w.OpenList("Gradients =");
-        foreach ((string key, int t, string member) in parameters)
-            w.Line($"Trained[{t}].{member}!, // {key}");
+        foreach ((string key, _, string member) in parameters)
+            w.Line($"{member}, // {key}");
         w.CloseList();
         w.Close();
         w.Open("catch");
         w.Line("// Nothing of a failed construction (a device out of memory) stays allocated.");
         w.Line("Arena?.Dispose();");
+        if (plan.Norms.Count > 0) w.Line($"foreach ({Layers}.TrainedBatchNorm? norm in Norms) norm?.Dispose();");
         w.Line("_weightGradients?.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Line("throw;");
@@ -362,6 +432,7 @@ internal static class TrainingEmitter
         w.Line($"public global::System.Collections.Generic.IReadOnlyList<{Layers}.ParameterGradient> Gradients {{ get; }}").Line();
         w.Line($"internal {B}.IPreparedConv[] Convs {{ get; }}").Line();
         w.Line($"internal {Layers}.TrainedConv[] Trained {{ get; }}").Line();
+        if (plan.Norms.Count > 0) w.Line($"internal {Layers}.TrainedBatchNorm[] Norms {{ get; }}").Line();
         w.Line("internal float[] Scratch { get; }").Line();
         w.Line("/// <summary>The activation buffers its sessions share, one session at a time.</summary>");
         w.Line("internal global::GhmGen.Layers.ActivationArena Arena { get; }").Line();
@@ -383,6 +454,7 @@ internal static class TrainingEmitter
         w.Open("public void UpdateWeights()");
         w.Line("global::System.ObjectDisposedException.ThrowIf(_disposed, this);");
         w.Line("foreach (global::GhmGen.Layers.TrainedConv conv in Trained) conv.Refold(Backend, Scratch);");
+        if (plan.Norms.Count > 0) w.Line($"foreach ({Layers}.TrainedBatchNorm norm in Norms) norm.UpdateWeights(Backend);");
         w.Line("Version++;");
         w.Close().Line();
 
@@ -391,6 +463,7 @@ internal static class TrainingEmitter
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
         w.Line("Arena.Dispose();");
+        if (plan.Norms.Count > 0) w.Line($"foreach ({Layers}.TrainedBatchNorm norm in Norms) norm.Dispose();");
         w.Line("_weightGradients?.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Close();
@@ -404,30 +477,37 @@ internal static class TrainingEmitter
     /// </summary>
     private static int[] LastGradientWrites(NetworkPlan plan)
     {
-        int[] last = Enumerable.Repeat(-1, plan.TrainedConvs.Count).ToArray();
+        int[] last = Enumerable.Repeat(-1, plan.TrainedConvs.Count + plan.Norms.Count).ToArray();
         for (int i = 0; i < plan.Backward.Count; i++)
-            if (WrittenTrainedConv(plan.Backward[i]) is { } t) last[t] = i;
+            if (WrittenGradientOwner(plan, plan.Backward[i]) is { } owner) last[owner] = i;
         return last;
     }
 
-    /// <summary>The trained convolution whose folded gradients <paramref name="step"/> writes, if any.</summary>
-    private static int? WrittenTrainedConv(BackwardStep step) => step switch
+    /// <summary>
+    /// The gradient owner (see <see cref="TrainedParameters"/>) whose gradients <paramref name="step"/> writes, if
+    /// any: a trained convolution's folded gradients, or a batch-statistics batch norm's weight and bias gradients.
+    /// </summary>
+    private static int? WrittenGradientOwner(NetworkPlan plan, BackwardStep step) => step switch
     {
         ZeroWeightGradientsStep z => z.Trained,
         ConvWeightsBackwardStep c => c.Trained,
+        BatchNormBackwardStep n => plan.TrainedConvs.Count + n.Norm,
         _ => null,
     };
 
     /// <summary>
-    /// With a sink: collects trained convolution <paramref name="trained"/>'s host gradients now
-    /// (batch norm unfolded) and signals each of its parameters, last in state-dict order first.
+    /// With a sink: collects gradient owner <paramref name="owner"/>'s host gradients now (a trained convolution's,
+    /// batch norm unfolded, or a batch-statistics batch norm's) and signals each of its parameters, last in state-dict order first.
     /// </summary>
-    private static void WriteGradientsReady(CodeWriter w, NetworkModel m, NetworkPlan plan, List<(string Key, int Trained, string Member)> parameters, int trained)
+    private static void WriteGradientsReady(CodeWriter w, NetworkModel m, NetworkPlan plan, List<(string Key, int Owner, string Member)> parameters, int owner)
     {
         w.Open("if (ready is not null)");
-        w.Line($"_trained[{trained}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[trained].Conv].Layer].Key}: final");
+        if (owner < plan.TrainedConvs.Count)
+            w.Line($"_trained[{owner}].CollectGradients(b, _scratch); // {m.Layers[plan.Convs[plan.TrainedConvs[owner].Conv].Layer].Key}: final");
+        else
+            w.Line($"_norms[{owner - plan.TrainedConvs.Count}].CollectGradients(b); // {m.Layers[plan.Norms[owner - plan.TrainedConvs.Count]].Key}: final");
         for (int p = parameters.Count - 1; p >= 0; p--)
-            if (parameters[p].Trained == trained) w.Line($"ready.GradientReady({p}); // {parameters[p].Key}");
+            if (parameters[p].Owner == owner) w.Line($"ready.GradientReady({p}); // {parameters[p].Key}");
         w.Close();
     }
 
@@ -442,6 +522,16 @@ internal static class TrainingEmitter
                 w.Line($"b.Zero(_trained[{z.Trained}].WeightGradient); // no gradient reaches {m.Layers[plan.Convs[plan.TrainedConvs[z.Trained].Conv].Layer].Key}");
                 if (plan.TrainedConvs[z.Trained].BiasOffset is not null) w.Line($"b.Zero(_trained[{z.Trained}].BiasGradient!.Value);");
                 break;
+            case ZeroNormGradientsStep z:
+                w.Line($"b.Zero(_norms[{z.Norm}].WeightGradientView); // no gradient reaches {m.Layers[plan.Norms[z.Norm]].Key}");
+                w.Line($"b.Zero(_norms[{z.Norm}].BiasGradientView);");
+                break;
+            case BatchNormBackwardStep n:
+            {
+                string dx = n.WriteInput ? G(n.Input) : "null";
+                w.Line($"b.BatchNormTrainingBackward({A(n.Input)}, {G(n.Output)}, _norms[{n.Norm}].WeightView, _mean[{n.Application}], _variance[{n.Application}], {BatchNormEpsilon}, {dx}, _norms[{n.Norm}].WeightGradientView, _norms[{n.Norm}].BiasGradientView, {Acc(n.AccumulateParameters)}); // d {Name(n.Input)} through {m.Layers[plan.Norms[n.Norm]].Key}");
+                break;
+            }
             case ReluBackwardStep r:
                 w.Line($"b.ReluBackward({A(r.Value)}, {G(r.Value)}, {G(r.Value)}); // relu of {Name(r.Value)}");
                 break;
@@ -449,7 +539,8 @@ internal static class TrainingEmitter
             {
                 TrainedConvModel t = plan.TrainedConvs[c.Trained];
                 string bias = t.BiasOffset is null ? "null" : $"_trained[{c.Trained}].BiasGradient";
-                w.Line($"b.Conv2dBackwardWeights(_convs[{c.Conv}].Spec, {A(c.Input)}, {G(c.Output)}, _trained[{c.Trained}].WeightGradient, {bias}, {Acc(c.Accumulate)}); // d {ConvComment(m, plan.Convs[c.Conv], null)} weights");
+                PreparedConvModel conv = plan.Convs[c.Conv].BatchStatistics ? plan.Convs[c.Conv] with { BatchNorm = null } : plan.Convs[c.Conv];
+                w.Line($"b.Conv2dBackwardWeights(_convs[{c.Conv}].Spec, {A(c.Input)}, {G(c.Output)}, _trained[{c.Trained}].WeightGradient, {bias}, {Acc(c.Accumulate)}); // d {ConvComment(m, conv, null)} weights");
                 break;
             }
             case ConvDataBackwardStep c:

@@ -29,7 +29,7 @@ internal sealed record DiagnosticInfo(string Id, EquatableArray<string> Argument
 /// <param name="Args">Arguments for <paramref name="Block"/>.</param>
 /// <param name="MinInputSize">The smallest input height and width.</param>
 /// <param name="Frozen">Comma-separated key paths whose parameters are not trained, or null.</param>
-/// <param name="NormEval">Whether batch norm trains with running statistics (the only supported mode).</param>
+/// <param name="NormEval">Whether trained batch norms train with running statistics (folded, mmdetection's norm_eval) rather than the batch's.</param>
 /// <param name="Location">Where the attribute is written, for diagnostics.</param>
 internal sealed record NetworkDecl(string Name, string? Block, string? Args, int MinInputSize, string? Frozen, bool NormEval, LocationInfo? Location);
 

@@ -30,7 +30,14 @@ internal sealed record ConvLayer(string Key, string Part, bool Trainable,
 }
 
 /// <summary>A batch norm: affine weight and bias (parameters), running statistics (buffers).</summary>
-internal sealed record BatchNormLayer(string Key, string Part, bool Trainable, int Channels)
+/// <param name="Key">Checkpoint key prefix (full, dotted).</param>
+/// <param name="Part">The network part its parameters count towards ("" for none).</param>
+/// <param name="Trainable">Whether its parameters are trained (false when frozen).</param>
+/// <param name="Channels">Channels.</param>
+/// <param name="BatchStatistics">Whether training normalizes with the batch's statistics and updates the running ones
+/// (a trained batch norm of a network with NormEval = false; PyTorch's train() mode). Otherwise training uses the
+/// running statistics and folds it into the convolution (norm_eval, or frozen). Inference always folds it.</param>
+internal sealed record BatchNormLayer(string Key, string Part, bool Trainable, int Channels, bool BatchStatistics = false)
     : LayerModel(Key, Part, Trainable)
 {
     public override long ParameterCount => 2L * Channels;

@@ -56,11 +56,27 @@ internal sealed record ReluStep(int Output, int Input) : ForwardStep(Output)
     public override EquatableArray<int> InPlaceCandidates => new([Input]);
 }
 
+/// <summary>
+/// y = act(batch norm of x with the batch's statistics [+ residual]): training's forward of a batch
+/// norm with <see cref="BatchNormLayer.BatchStatistics"/>, after its convolution wrote x unfolded.
+/// </summary>
+/// <param name="Output">The value the fused inference step writes (after the add and ReLU).</param>
+/// <param name="Input">The convolution's output, which the batch norm reads (kept for the reverse pass).</param>
+/// <param name="Residual">The value added before the ReLU, if any.</param>
+/// <param name="Relu">Whether a ReLU follows.</param>
+/// <param name="Norm">Index of <see cref="NetworkPlan.Norms"/>.</param>
+/// <param name="Application">Index of <see cref="NetworkPlan.NormApplications"/>: whose saved statistics it writes.</param>
+internal sealed record BatchNormStep(int Output, int Input, int? Residual, bool Relu, int Norm, int Application) : ForwardStep(Output)
+{
+    public override EquatableArray<int> Reads => Residual is { } r ? new([Input, r]) : new([Input]);
+}
+
 /// <summary>One distinct convolution as the backends prepare it: its layer and the batch norm folded into it.</summary>
 /// <param name="Layer">The convolution's index in the network's layers.</param>
 /// <param name="BatchNorm">The index of the batch norm folded into it, or null for none.</param>
 /// <param name="Trained">Whether the convolution or its batch norm has trained parameters.</param>
-internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained);
+/// <param name="BatchStatistics">Whether its batch norm trains with batch statistics: folded for inference, prepared unfolded for training.</param>
+internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained, bool BatchStatistics = false);
 
 /// <summary>
 /// A trained prepared convolution: which host gradients it fills, and where its folded gradients
@@ -119,6 +135,31 @@ internal sealed record ConvWeightsBackwardStep(int Conv, int Trained, int Input,
     public override bool Accumulates => Accumulate;
 }
 
+/// <summary>
+/// The reverse of a <see cref="BatchNormStep"/> from d Output (after the ReLU's backward): dInput
+/// (when <paramref name="WriteInput"/>, overwritten: the convolution's output has no other reader) and
+/// the batch norm's weight and bias gradients (added to when <paramref name="AccumulateParameters"/>:
+/// a later application of a shared batch norm).
+/// </summary>
+internal sealed record BatchNormBackwardStep(int Norm, int Application, int Input, int Output, bool WriteInput, bool AccumulateParameters) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => new([Input, values + Output]);
+
+    public override int? Writes(int values) => WriteInput ? values + Input : null;
+
+    public override bool Accumulates => false;
+}
+
+/// <summary>Zeroes the weight and bias gradients of a batch-statistics batch norm that no gradient reaches.</summary>
+internal sealed record ZeroNormGradientsStep(int Norm) : BackwardStep
+{
+    public override EquatableArray<int> Reads(int values) => EquatableArray<int>.Empty;
+
+    public override int? Writes(int values) => null;
+
+    public override bool Accumulates => false;
+}
+
 /// <summary>dInput (+)= the transposed convolution of dOutput.</summary>
 internal sealed record ConvDataBackwardStep(int Conv, int Output, int Input, bool Accumulate) : BackwardStep
 {
@@ -175,7 +216,11 @@ internal sealed record MemoryPlan(EquatableArray<int> SlotOf, int SlotCount, Equ
 /// <param name="TrainedConvs">The trained prepared convolutions.</param>
 /// <param name="WeightGradientLength">Elements of the weight-gradient buffer.</param>
 /// <param name="Backward">The reverse pass, in order.</param>
-/// <param name="Training">Slots of the training session (timeline: the forward steps, the output gradients, the backward steps).</param>
+/// <param name="Training">Slots of the training session (timeline: the training forward steps, the output gradients, the backward steps).</param>
+/// <param name="TrainingForward">The training session's forward calls: <paramref name="Forward"/>, except that a convolution whose
+/// batch norm trains with batch statistics is its unfolded convolution then a <see cref="BatchNormStep"/>.</param>
+/// <param name="Norms">The batch norms trained with batch statistics (layer indices), in first-use order.</param>
+/// <param name="NormApplications">Per <see cref="BatchNormStep"/> (a shared batch norm has several), its index of <paramref name="Norms"/>.</param>
 internal sealed record NetworkPlan(
     EquatableArray<ForwardStep> Forward,
     EquatableArray<PreparedConvModel> Convs,
@@ -183,7 +228,10 @@ internal sealed record NetworkPlan(
     EquatableArray<TrainedConvModel> TrainedConvs,
     long WeightGradientLength,
     EquatableArray<BackwardStep> Backward,
-    MemoryPlan Training);
+    MemoryPlan Training,
+    EquatableArray<ForwardStep> TrainingForward,
+    EquatableArray<int> Norms,
+    EquatableArray<int> NormApplications);
 
 /// <summary>A network ready to emit: its graph and its plan.</summary>
 internal sealed record PlannedNetwork(NetworkModel Model, NetworkPlan Plan);

@@ -13,9 +13,11 @@ namespace GhmGen.Generators.Planning;
 /// </summary>
 internal static class BackwardPlanner
 {
-    public static List<BackwardStep> Plan(NetworkModel m, IReadOnlyList<ForwardStep> forward, IReadOnlyList<PreparedConvModel> convs,
-        List<TrainedConvModel> trained)
+    public static List<BackwardStep> Plan(NetworkModel m, IReadOnlyList<ForwardStep> forward, List<TrainedConvModel> trained, int norms)
     {
+        var trainedIndex = new Dictionary<int, int>();
+        foreach (TrainedConvModel t in trained) trainedIndex[t.Conv] = trainedIndex.Count;
+
         int values = m.Values.Count;
         var isOutput = new bool[values];
         foreach (OutputModel o in m.Outputs) isOutput[o.Value] = true;
@@ -26,17 +28,16 @@ internal static class BackwardPlanner
             if (reaches[forward[i].Output])
                 foreach (int r in forward[i].Reads) reaches[r] = true;
 
-        // Values whose gradient is needed: they reach an output, and a trained conv makes or feeds them.
+        // Values whose gradient is needed: they reach an output, and a trained conv or batch norm
+        // (batch statistics, always trained) makes or feeds them.
         var need = new bool[values];
         foreach (ForwardStep s in forward)
-            need[s.Output] = reaches[s.Output] && (s is ConvStep c && convs[c.Conv].Trained || s.Reads.Any(r => need[r]));
-
-        var trainedIndex = new Dictionary<int, int>();
-        foreach (TrainedConvModel t in trained) trainedIndex[t.Conv] = trainedIndex.Count;
+            need[s.Output] = reaches[s.Output] && (s is ConvStep c && trainedIndex.ContainsKey(c.Conv) || s is BatchNormStep || s.Reads.Any(r => need[r]));
 
         var steps = new List<BackwardStep>();
         var hasGradient = (bool[])isOutput.Clone(); // the caller writes the output gradients
         var weightsSeen = new bool[trained.Count];
+        var normsSeen = new bool[norms];
         bool First(int v)
         {
             bool first = !hasGradient[v];
@@ -62,6 +63,16 @@ internal static class BackwardPlanner
                     // Last, so that it may take over dy's buffer (dy is read by nothing after it).
                     if (c.Residual is { } residual && need[residual]) steps.Add(new PassGradientStep(y, residual, !First(residual)));
                     break;
+                case BatchNormStep b:
+                    if (b.Relu) steps.Add(new ReluBackwardStep(y));
+                    // The convolution's output has no other reader: its gradient is always a first contribution.
+                    bool writeInput = need[b.Input];
+                    if (writeInput) First(b.Input);
+                    steps.Add(new BatchNormBackwardStep(b.Norm, b.Application, b.Input, y, writeInput, normsSeen[b.Norm]));
+                    normsSeen[b.Norm] = true;
+                    // Last, so that it may take over dy's buffer.
+                    if (b.Residual is { } normResidual && need[normResidual]) steps.Add(new PassGradientStep(y, normResidual, !First(normResidual)));
+                    break;
                 case MaxPoolStep p:
                     if (need[p.Input]) steps.Add(new MaxPoolBackwardStep(y, p.Input, p.Kernel, p.Stride, p.Padding, !First(p.Input)));
                     break;
@@ -85,6 +96,8 @@ internal static class BackwardPlanner
         var zeros = new List<BackwardStep>();
         for (int t = 0; t < trained.Count; t++)
             if (!weightsSeen[t]) zeros.Add(new ZeroWeightGradientsStep(t));
+        for (int n = 0; n < norms; n++)
+            if (!normsSeen[n]) zeros.Add(new ZeroNormGradientsStep(n));
         steps.InsertRange(0, zeros);
         return steps;
     }

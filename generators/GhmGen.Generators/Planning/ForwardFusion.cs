@@ -9,8 +9,8 @@ namespace GhmGen.Generators.Planning;
 /// </summary>
 internal static class ForwardFusion
 {
-    /// <summary>A fused call before convolutions are numbered: the layer and batch norm of a conv step ride along.</summary>
-    internal sealed record Fused(ForwardStep Step, int LastNode, int? ConvLayer, int? BatchNorm);
+    /// <summary>A fused call before convolutions are numbered: the layer and batch norm of a conv step ride along, and the value between them.</summary>
+    internal sealed record Fused(ForwardStep Step, int LastNode, int? ConvLayer, int? BatchNorm, int? BatchNormInput = null);
 
     /// <summary>Fuses <paramref name="m"/>; on an unsupported pattern returns null with the node and the reason.</summary>
     public static List<Fused>? Fuse(NetworkModel m, out int errorNode, out string? error)
@@ -75,7 +75,7 @@ internal static class ForwardFusion
                         chain = r.Output;
                     }
                     // Conv is numbered by the planner once the steps are in order (first use).
-                    steps.Add(new Fused(new ConvStep(chain, n.Input, residual, Conv: 0, relu), last, n.Layer, bn));
+                    steps.Add(new Fused(new ConvStep(chain, n.Input, residual, Conv: 0, relu), last, n.Layer, bn, bn is null ? null : n.Output));
                     break;
                 }
                 case UpsampleNode n:

@@ -30,19 +30,44 @@ internal static class NetworkPlanner
         var convs = new List<PreparedConvModel>();
         var convOfLayer = new Dictionary<int, int>();
         var forward = new List<ForwardStep>();
+        // Training's forward: a convolution whose batch norm trains with batch statistics writes the
+        // value between them unfolded, then a BatchNormStep normalizes it (one application each).
+        var trainingForward = new List<ForwardStep>();
+        var norms = new List<int>();
+        var normOfLayer = new Dictionary<int, int>();
+        var normApplications = new List<int>();
         foreach (ForwardFusion.Fused f in fused)
         {
             if (f.Step is ConvStep c && f.ConvLayer is { } layer)
             {
+                bool batchStatistics = f.BatchNorm is { } b && m.Layers[b] is BatchNormLayer { BatchStatistics: true };
                 if (!convOfLayer.TryGetValue(layer, out int index))
                 {
                     bool trained = m.Layers[layer].Trainable || f.BatchNorm is { } bn && m.Layers[bn].Trainable;
                     index = convOfLayer[layer] = convs.Count;
-                    convs.Add(new PreparedConvModel(layer, f.BatchNorm, trained));
+                    convs.Add(new PreparedConvModel(layer, f.BatchNorm, trained, batchStatistics));
                 }
-                forward.Add(c with { Conv = index });
+                ConvStep step = c with { Conv = index };
+                forward.Add(step);
+                if (batchStatistics)
+                {
+                    int normLayer = f.BatchNorm!.Value, z = f.BatchNormInput!.Value;
+                    if (!normOfLayer.TryGetValue(normLayer, out int norm))
+                    {
+                        norm = normOfLayer[normLayer] = norms.Count;
+                        norms.Add(normLayer);
+                    }
+                    trainingForward.Add(new ConvStep(z, c.Input, null, index, Relu: false));
+                    trainingForward.Add(new BatchNormStep(c.Output, z, c.Residual, c.Relu, norm, normApplications.Count));
+                    normApplications.Add(norm);
+                }
+                else trainingForward.Add(step);
             }
-            else forward.Add(f.Step);
+            else
+            {
+                forward.Add(f.Step);
+                trainingForward.Add(f.Step);
+            }
         }
 
         int values = m.Values.Count;
@@ -67,7 +92,9 @@ internal static class NetworkPlanner
             if (!convs[i].Trained) continue;
             var conv = (ConvLayer)m.Layers[convs[i].Layer];
             bool trainConv = conv.Trainable;
-            bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable;
+            // A batch norm with batch statistics is not folded in training: its own step trains it.
+            bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable && !convs[i].BatchStatistics;
+            if (!trainConv && !trainNorm) continue;
             long weightOffset = offset;
             offset += conv.WeightCount;
             long? biasOffset = null;
@@ -78,9 +105,9 @@ internal static class NetworkPlanner
             }
             trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
         }
-        List<BackwardStep> backward = BackwardPlanner.Plan(m, forward, convs, trainedConvs);
+        List<BackwardStep> backward = BackwardPlanner.Plan(m, trainingForward, trainedConvs, norms.Count);
 
-        var trainingTimeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: false)).ToList();
+        var trainingTimeline = trainingForward.Select(s => ForwardTimelineStep(s, residualInPlace: false)).ToList();
         var outputGradients = new MemoryPlanner.Step();
         foreach (OutputModel o in m.Outputs) outputGradients.Births.Add((values + o.Value, EquatableArray<int>.Empty));
         trainingTimeline.Add(outputGradients);
@@ -98,7 +125,8 @@ internal static class NetworkPlanner
         MemoryPlan training = MemoryPlanner.Allocate(2 * values, density.Concat(density).ToList(), trainingTimeline, pinned);
 
         var plan = new NetworkPlan(forward.ToEquatableArray(), convs.ToEquatableArray(), inference,
-            trainedConvs.ToEquatableArray(), offset, backward.ToEquatableArray(), training);
+            trainedConvs.ToEquatableArray(), offset, backward.ToEquatableArray(), training,
+            trainingForward.ToEquatableArray(), norms.ToEquatableArray(), normApplications.ToEquatableArray());
         return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
     }
 

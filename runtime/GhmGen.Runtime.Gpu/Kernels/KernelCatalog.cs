@@ -27,6 +27,8 @@ internal static class KernelCatalog
         Implicit((Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolLaunch, int>)BackwardKernels.MaxPool2dBackward),
         Implicit<Index1D, ArrayView<float>, ArrayView<float>, UpsampleLaunch, int>(BackwardKernels.UpsampleNearestBackward),
         Implicit((Action<Index1D, ArrayView<float>>)BackwardKernels.Zero),
+        Explicit((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch>)BatchNormKernels.BatchNormForward, sharedMemory: false),
+        Explicit((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormLaunch>)BatchNormKernels.BatchNormBackward, sharedMemory: false),
         Explicit((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, float>)GhmLossKernels.ClassificationHistogram, sharedMemory: true),
         Explicit((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, float>)GhmLossKernels.ClassificationLoss, sharedMemory: false),
         Explicit((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, float, float>)GhmLossKernels.RegressionHistogram, sharedMemory: true),

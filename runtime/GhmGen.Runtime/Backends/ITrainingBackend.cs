@@ -60,6 +60,32 @@ public interface ITrainingBackend : IBackend
     /// </summary>
     void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate);
 
+    /// <summary>
+    /// Batch norm with the batch's statistics (PyTorch's <c>BatchNorm2d</c> in train() mode), then an
+    /// optional residual add and ReLU: per channel c, mean[c] and the biased variance[c] over the N, H
+    /// and W of <paramref name="x"/> [N, C, H, W], then y = act(weight[c] * (x - mean[c]) /
+    /// sqrt(variance[c] + <paramref name="epsilon"/>) + bias[c] [+ residual]). Writes
+    /// <paramref name="mean"/> and <paramref name="variance"/> (C elements each), which
+    /// <see cref="BatchNormTrainingBackward"/> reads and from which the caller updates the running
+    /// statistics. <paramref name="weight"/> and <paramref name="bias"/> hold C elements;
+    /// <paramref name="residual"/> and <paramref name="y"/> have x's shape and do not overlap x.
+    /// Each channel's sums run in a fixed order: the result does not depend on the thread count.
+    /// </summary>
+    void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon);
+
+    /// <summary>
+    /// The gradient of <see cref="BatchNormTraining"/> before its residual add and ReLU (apply their
+    /// gradients to <paramref name="dy"/> first), with the mean and variance terms: with x̂ = (x - mean)
+    /// * invstd, invstd = 1 / sqrt(variance + <paramref name="epsilon"/>) and M = N*H*W per channel,
+    /// dBias (+)= sum dy, dWeight (+)= sum dy * x̂, and dx = weight * invstd * (dy - sum dy / M - x̂ *
+    /// sum(dy * x̂) / M) (overwritten; skipped when <paramref name="dx"/> is null). <paramref name="mean"/>
+    /// and <paramref name="variance"/> are what the forward op wrote for this <paramref name="x"/>.
+    /// <paramref name="dx"/> may be <paramref name="dy"/> itself, but no other overlap.
+    /// </summary>
+    void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate);
+
     /// <summary>Sets every element of <paramref name="t"/> to zero.</summary>
     void Zero(TensorView t);
 }

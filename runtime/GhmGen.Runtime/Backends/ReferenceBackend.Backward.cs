@@ -169,6 +169,74 @@ public sealed partial class ReferenceBackend
     }
 
     /// <inheritdoc/>
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon)
+    {
+        BatchNormChecks.Forward(x, weight, bias, residual, y, mean, variance);
+        ReadOnlySpan<float> xs = Span(x), ws = Span(weight), bs = Span(bias);
+        ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
+        Span<float> ys = Span(y), ms = Span(mean), vs = Span(variance);
+        int plane = x.H * x.W;
+        double count = (double)x.N * plane;
+        for (int c = 0; c < x.C; c++)
+        {
+            double sum = 0, squares = 0;
+            for (int n = 0; n < x.N; n++)
+            for (int i = 0; i < plane; i++) sum += xs[(n * x.C + c) * plane + i];
+            double mu = sum / count;
+            for (int n = 0; n < x.N; n++)
+            for (int i = 0; i < plane; i++)
+            {
+                double d = xs[(n * x.C + c) * plane + i] - mu;
+                squares += d * d;
+            }
+            double var = squares / count, invStd = 1 / Math.Sqrt(var + epsilon);
+            ms[c] = (float)mu;
+            vs[c] = (float)var;
+            for (int n = 0; n < x.N; n++)
+            for (int i = 0; i < plane; i++)
+            {
+                int at = (n * x.C + c) * plane + i;
+                double v = ws[c] * (xs[at] - mu) * invStd + bs[c];
+                if (residual is not null) v += rs[at];
+                ys[at] = (float)(relu ? Math.Max(v, 0) : v);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate)
+    {
+        BatchNormChecks.Backward(x, dy, weight, mean, variance, dx, dWeight, dBias);
+        ReadOnlySpan<float> xs = Span(x), dys = Span(dy), ws = Span(weight), ms = Span(mean), vs = Span(variance);
+        Span<float> dxs = dx is { } d ? Span(d) : default, dws = Span(dWeight), dbs = Span(dBias);
+        int plane = x.H * x.W;
+        double count = (double)x.N * plane;
+        for (int c = 0; c < x.C; c++)
+        {
+            double invStd = 1 / Math.Sqrt(vs[c] + epsilon), sumDy = 0, sumDyXhat = 0;
+            for (int n = 0; n < x.N; n++)
+            for (int i = 0; i < plane; i++)
+            {
+                int at = (n * x.C + c) * plane + i;
+                sumDy += dys[at];
+                sumDyXhat += dys[at] * (xs[at] - ms[c]) * invStd;
+            }
+            dbs[c] = (float)((accumulate ? dbs[c] : 0) + sumDy);
+            dws[c] = (float)((accumulate ? dws[c] : 0) + sumDyXhat);
+            if (dx is null) continue;
+            for (int n = 0; n < x.N; n++)
+            for (int i = 0; i < plane; i++)
+            {
+                int at = (n * x.C + c) * plane + i;
+                double xhat = (xs[at] - ms[c]) * invStd;
+                dxs[at] = (float)(ws[c] * invStd * (dys[at] - sumDy / count - xhat * sumDyXhat / count));
+            }
+        }
+    }
+
+    /// <inheritdoc/>
     public void Zero(TensorView t) => Span(t).Clear();
 
     // x (or dx) is [N, in, H, W] and dy [N, out, OH, OW] of one convolution.

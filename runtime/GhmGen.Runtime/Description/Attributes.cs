@@ -6,8 +6,8 @@
 // From names another value. A layer whose When expression is 0 passes its input through.
 // Training: every parameter is trained unless it is frozen, by a Frozen path on the network or
 // by Trainable = false on a layer or on a use of a block (which freezes everything inside it).
-// Batch norm trains as mmdetection's norm_eval=True: running statistics, never updated; affine
-// weight and bias trained (see NetworkAttribute.NormEval).
+// Batch norm trains as mmdetection's norm_eval=True (running statistics, never updated; affine
+// weight and bias trained), or with NormEval = false with batch statistics (see NetworkAttribute.NormEval).
 namespace GhmGen.Description;
 
 /// <summary>Declares a network: the class receives generated layer properties, counts, shapes and state.</summary>
@@ -38,7 +38,10 @@ public sealed class NetworkAttribute(string name) : Attribute
     /// <summary>
     /// How trained batch norms behave in training: true (the default, mmdetection's
     /// <c>norm_eval=True</c>) uses the running statistics, never updates them, and trains the affine
-    /// weight and bias. It is the only supported mode: false with any trained batch norm is GHM016.
+    /// weight and bias (folded into the convolution). False trains every trained batch norm with the
+    /// batch's statistics as PyTorch's <c>BatchNorm2d</c> in train() mode: mean and biased variance over
+    /// N, H and W of the batch, running statistics updated after each training forward (momentum 0.1,
+    /// unbiased variance). Frozen batch norms and inference always use the running statistics.
     /// </summary>
     public bool NormEval { get; set; } = true;
 }

@@ -446,6 +446,37 @@ public class TrainingSessionTests
 public class TrainingAllocationTests
 {
     [Fact]
+    public void Demo_BatchStatistics_ActivationBytes_AreWhatItsSessionsAllocate_AndAStepAllocatesNothing()
+    {
+        // ghm-demo-r18-fpn trains its 20 batch norms with batch statistics: the session keeps every
+        // unfolded convolution output for the reverse pass and the saved mean and variance, and
+        // TrainingActivationBytes counts both.
+        var net = new GhmDemoR18Fpn();
+        var backend = new NullTrainingBackend();
+        using GhmDemoR18Fpn.TrainingWeights weights = net.PrepareTraining(backend);
+        int before = backend.Allocations.Count;
+        using GhmDemoR18Fpn.TrainingSession session = weights.CreateSession(2, 96, 128);
+        Assert.Equal(GhmDemoR18Fpn.TrainingActivationBytes(2, 96, 128), 4 * backend.Allocations.Skip(before).Sum());
+        // Training keeps activations for the reverse pass and their gradients: more than inference.
+        Assert.True(GhmDemoR18Fpn.TrainingActivationBytes(2, 96, 128) > GhmDemoR18Fpn.InferenceActivationBytes(2, 96, 128));
+
+        float[] input = new float[2 * 3 * 96 * 128];
+        void Step()
+        {
+            session.Forward(input);
+            session.Backward();
+            session.UpdateWeights();
+        }
+        Step();
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        Step();
+        Step();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - allocated);
+        // Each Forward counted one batch per batch norm.
+        Assert.All(net.State.Where(t => t.Role == StateRole.BatchNormBatchesTracked), t => Assert.Equal(3L, t.Int64Data[0]));
+    }
+
+    [Fact]
     public void TrainNet_And_R50_SteadyStateTrainingStep_AllocatesNothing()
     {
         var backend = new NullTrainingBackend();
@@ -534,6 +565,10 @@ internal sealed class NullTrainingBackend : ITrainingBackend
     public void ReluBackward(TensorView y, TensorView dy, TensorView dx) { }
     public void MaxPool2dBackward(TensorView x, TensorView dy, TensorView dx, int kernel, int stride, int padding, bool accumulate) { }
     public void UpsampleNearestBackward(TensorView dLower, TensorView dUpper, bool accumulate) { }
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon) { }
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate) { }
     public void Zero(TensorView t) { }
     public void Dispose() { }
 

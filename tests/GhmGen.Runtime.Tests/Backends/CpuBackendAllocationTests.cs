@@ -6,7 +6,8 @@
 // Covers the GEMM convolution (1x1 with residual + ReLU, grouped stride 2), Winograd, every
 // pointwise op, and every backward op (ITrainingBackend: backward-data through the transposed
 // Winograd, the in-place 1x1 GEMM and columns-then-scatter; weight gradients with and without
-// bias; ReLU, max-pool and upsample backward; Zero; UpdateConv) after its first call, which makes
+// bias; ReLU, max-pool and upsample backward; batch norm with batch statistics and its backward;
+// Zero; UpdateConv) after its first call, which makes
 // the backward-data weights and the backward scratch. (One thread: the weight gradient never
 // splits its pixels there; the finishing pass that adds split partial sums allocates nothing
 // either, but is not measured here.)
@@ -44,6 +45,10 @@ public sealed class CpuBackendAllocationTests
         var dPointwise = new TensorView(cpu.Allocate(pointwiseSpec.WeightCount), 0, 48, 32, 1, 1);
         var dBias = new TensorView(cpu.Allocate(48), 0, 1, 48, 1, 1);
         float[] newWeight = CpuBackendTests.RandomValues(random, (int)spec.WeightCount), newBias = CpuBackendTests.RandomValues(random, 48);
+        var bnParameters = new TensorView(cpu.Allocate(6 * 48), 0, 1, 48, 1, 1);
+        cpu.Upload(CpuBackendTests.RandomValues(random, 6 * 48), new TensorView(bnParameters.Buffer, 0, 1, 6 * 48, 1, 1));
+        TensorView BnSlice(int i) => bnParameters with { Offset = i * 48 };
+        var normalized = new TensorView(cpu.Allocate(y.ElementCount), 0, 2, 48, 29, 31);
 
         void Step()
         {
@@ -64,6 +69,8 @@ public sealed class CpuBackendAllocationTests
             cpu.ReluBackward(y, residual, residual);
             cpu.MaxPool2dBackward(x, pooled, dx, 3, 2, 1, accumulate: true);
             cpu.UpsampleNearestBackward(x, half, accumulate: false);
+            cpu.BatchNormTraining(y, BnSlice(0), BnSlice(1), residual, relu: true, normalized, BnSlice(2), BnSlice(3), 1e-5);
+            cpu.BatchNormTrainingBackward(y, residual, BnSlice(0), BnSlice(2), BnSlice(3), 1e-5, residual, BnSlice(4), BnSlice(5), accumulate: true);
             cpu.Zero(residual);
             cpu.UpdateConv(conv, newWeight, newBias);
         }

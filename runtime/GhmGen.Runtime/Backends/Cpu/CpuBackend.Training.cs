@@ -8,6 +8,7 @@
 //   form in row ranges on all workers (ConvRepack);
 // - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
 // - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
+// - BatchNormTraining and its backward: CpuBatchNorm, one item per channel (thread-count independent).
 // Results depend on the thread count (how the pixel sums are split) but not on scheduling.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
 namespace GhmGen.Backends.Cpu;
@@ -15,6 +16,7 @@ namespace GhmGen.Backends.Cpu;
 public sealed unsafe partial class CpuBackend
 {
     private readonly ConvRepack repack = new();
+    private readonly CpuBatchNorm batchNorm = new();
     private float[] refreshScratch = [];
 
     /// <inheritdoc/>
@@ -216,6 +218,49 @@ public sealed unsafe partial class CpuBackend
             fixed (float* pl = Span(dLower))
             fixed (float* pu = Span(dUpper))
                 pool.Run(pointwise, pointwise.PrepareUpsampleBackward(pl, pu, dLower, dUpper, accumulate));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormTraining(TensorView x, TensorView weight, TensorView bias, TensorView? residual, bool relu, TensorView y,
+        TensorView mean, TensorView variance, double epsilon)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            BatchNormChecks.Forward(x, weight, bias, residual, y, mean, variance);
+            if (x.ElementCount == 0) return;
+            ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
+            fixed (float* px = Span(x))
+            fixed (float* pw = Span(weight))
+            fixed (float* pb = Span(bias))
+            fixed (float* pr = rs)
+            fixed (float* py = Span(y))
+            fixed (float* pm = Span(mean))
+            fixed (float* pv = Span(variance))
+                pool.Run(batchNorm, batchNorm.PrepareForward(px, pw, pb, pr, relu, py, pm, pv, x, epsilon));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormTrainingBackward(TensorView x, TensorView dy, TensorView weight, TensorView mean, TensorView variance, double epsilon,
+        TensorView? dx, TensorView dWeight, TensorView dBias, bool accumulate)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            BatchNormChecks.Backward(x, dy, weight, mean, variance, dx, dWeight, dBias);
+            if (x.C == 0) return;
+            Span<float> dxs = dx is { } d ? Span(d) : default;
+            fixed (float* px = Span(x))
+            fixed (float* pdy = Span(dy))
+            fixed (float* pw = Span(weight))
+            fixed (float* pm = Span(mean))
+            fixed (float* pv = Span(variance))
+            fixed (float* pdx = dxs)
+            fixed (float* pdw = Span(dWeight))
+            fixed (float* pdb = Span(dBias))
+                pool.Run(batchNorm, batchNorm.PrepareBackward(px, pdy, pw, pm, pv, pdx, pdw, pdb, x, epsilon, accumulate));
         }
     }
 
