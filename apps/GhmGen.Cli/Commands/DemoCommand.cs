@@ -62,6 +62,7 @@ internal static class DemoRecipe
         Loss = loss,
         DataWorkers = 1,
         LogInterval = 50,
+        MaxKeptCheckpoints = 1, // epoch_N.pth of the last epoch and latest.pth, not 27 MB per epoch
     };
 
     /// <summary>

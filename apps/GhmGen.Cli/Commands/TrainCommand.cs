@@ -47,6 +47,7 @@ internal static class TrainCommand
         Option<int> seed = CommonOptions.Int("--seed", "Seed of the data order, the flips and the initial weights", 0, 0, int.MaxValue);
         Option<int> logInterval = CommonOptions.Int("--log-interval", "Iterations per log.json line", 50, 1, int.MaxValue);
         Option<int> checkpointInterval = CommonOptions.Int("--checkpoint-interval", "Write iter_N.pth every N iterations (0: at epoch ends only)", 0, 0, int.MaxValue);
+        Option<int> maxKeepCkpts = CommonOptions.Int("--max-keep-ckpts", "Keep only the newest N epoch_N.pth (and iter_N.pth) files, deleting older ones (0: keep all)", 0, 0, int.MaxValue);
         var loss = new Option<string>("--loss") { Description = "ghm (GHM-C + GHM-R) or focal (focal + L1, the RetinaNet baseline)", DefaultValueFactory = _ => "ghm" };
         loss.AcceptOnlyFromAmong("ghm", "focal");
         Option<int> threads = CommonOptions.Threads();
@@ -62,7 +63,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
             model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
-            warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, loss,
+            warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, maxKeepCkpts, loss,
             threads, workers, device, valAnn, valImages, valInterval, distTimeout, bucketMb, noOverlap, rankCheckpoints,
         };
         command.SetAction(parse =>
@@ -87,6 +88,7 @@ internal static class TrainCommand
                 Seed = parse.GetValue(seed),
                 LogInterval = parse.GetValue(logInterval),
                 CheckpointInterval = parse.GetValue(checkpointInterval),
+                MaxKeptCheckpoints = parse.GetValue(maxKeepCkpts),
                 Loss = parse.GetValue(loss) == "focal" ? DetectionLossKind.Focal : DetectionLossKind.Ghm,
                 DataWorkers = parse.GetValue(workers),
                 ValidationInterval = parse.GetValue(valInterval),

@@ -84,6 +84,13 @@ public sealed record TrainerOptions
     /// <summary>Write iter_N.pth every this many iterations (0: only at epoch ends).</summary>
     public int CheckpointInterval { get; init; }
 
+    /// <summary>
+    /// How many of the newest epoch_N.pth files (and, separately, iter_N.pth files) to keep; older
+    /// ones are deleted after each new one is written (mmcv's <c>CheckpointHook(max_keep_ckpts)</c>).
+    /// 0 or less: keep all, as mmdetection's default. latest.pth and best_bbox_mAP.pth are always kept.
+    /// </summary>
+    public int MaxKeptCheckpoints { get; init; }
+
     /// <summary>The head's losses.</summary>
     public DetectionLossKind Loss { get; init; } = DetectionLossKind.Ghm;
 
@@ -379,8 +386,15 @@ public sealed class Trainer : IDisposable
             progress?.Report(new TrainIterationReport(epoch + 1, batchIndex + 1, perEpoch, iteration, total, lr, lossCls, lossBox, gradNorm,
                 images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), stream.SkippedImageCount, newSkips));
             if (_options.CheckpointInterval > 0 && iteration % _options.CheckpointInterval == 0)
+            {
                 lastCheckpoint = Save($"iter_{iteration}.pth");
-            if (epochEnd) lastCheckpoint = Save($"epoch_{epoch + 1}.pth");
+                RemoveOldCheckpoints("iter_", iteration, _options.CheckpointInterval);
+            }
+            if (epochEnd)
+            {
+                lastCheckpoint = Save($"epoch_{epoch + 1}.pth");
+                RemoveOldCheckpoints("epoch_", epoch + 1, 1);
+            }
             if (writer && epochEnd && validate is not null && (epoch + 1) % _options.ValidationInterval == 0)
             {
                 IReadOnlyList<KeyValuePair<string, double>> metrics = validate(epoch + 1, cancellationToken);
@@ -562,6 +576,19 @@ public sealed class Trainer : IDisposable
         ];
         if (_reducer.WorldSize > 1) entries.Add(new(WorldSizeMetaKey, PickleValue.FromInt64(_reducer.WorldSize)));
         return PickleValue.NewDict(entries);
+    }
+
+    // mmcv's CheckpointHook with max_keep_ckpts: after PREFIX{current}.pth, delete PREFIX{current - k*interval}.pth
+    // for k >= MaxKeptCheckpoints, going back until one is missing. Rank 0 only, as it alone writes.
+    private void RemoveOldCheckpoints(string prefix, long current, long interval)
+    {
+        if (_reducer.Rank != 0 || _options.MaxKeptCheckpoints <= 0) return;
+        for (long step = current - _options.MaxKeptCheckpoints * interval; step > 0; step -= interval)
+        {
+            string path = Path.Combine(_workDir, $"{prefix}{step}.pth");
+            if (!File.Exists(path)) break;
+            File.Delete(path);
+        }
     }
 
     // Rank 0 only (others write nothing and return null).

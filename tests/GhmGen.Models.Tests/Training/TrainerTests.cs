@@ -52,6 +52,39 @@ public sealed class TrainerTests : IDisposable
         Assert.All(fresh, r => Assert.True(float.IsFinite(r.LossCls) && float.IsFinite(r.LossBbox) && r.GradNorm > 0));
     }
 
+    [Fact]
+    public void MaxKeptCheckpoints_KeepsTheNewestEpochAndIterationFiles_AsMmcv()
+    {
+        CocoDetectionDataset dataset = CocoDetectionDataset.Load(
+            Path.Combine(_directory, SyntheticShapes.AnnotationPath(SyntheticShapes.TrainSplit)), Path.Combine(_directory, SyntheticShapes.TrainSplit),
+            new CocoDatasetOptions(ClassNames: [.. SyntheticShapeKinds.All.Select(SyntheticShapeKinds.Name)]));
+        ModelInfo model = ModelRegistry.Get("ghm-demo-r18-fpn");
+        string Run(int kept)
+        {
+            INetwork network = model.Create();
+            DetectorInitialization.Initialize(network, seed: 1);
+            using var backend = new CpuBackend(2);
+            using ITrainingWeights weights = model.PrepareTraining(network, backend);
+            string work = Path.Combine(_directory, $"kept-{kept}");
+            var options = new TrainerOptions
+            {
+                BatchSize = 4, Epochs = 4, LongEdge = 128, ShortEdge = 96, WarmupIterations = 0, LogInterval = 1, DataWorkers = 1,
+                CheckpointInterval = 1, MaxKeptCheckpoints = kept, Anchors = model.Head.Anchors,
+            };
+            using var trainer = new Trainer(network, weights, dataset, options, work);
+            TrainResult result = trainer.Run();
+            Assert.Equal(8, result.Iterations); // 8 images, batch 4, 4 epochs
+            return work;
+        }
+        string[] Files(string work) => [.. Directory.GetFiles(work, "*.pth").Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
+
+        // mmcv's CheckpointHook(max_keep_ckpts=2): the two newest of each kind, latest.pth always.
+        Assert.Equal(["epoch_3.pth", "epoch_4.pth", "iter_7.pth", "iter_8.pth", "latest.pth"], Files(Run(2)));
+        Assert.Equal(["epoch_4.pth", "iter_8.pth", "latest.pth"], Files(Run(1)));
+        // 0: mmdetection's default, every one kept.
+        Assert.Equal(13, Files(Run(0)).Length);
+    }
+
     private List<TrainIterationReport> Train(CocoDetectionDataset dataset, TrainerOptions options, string name)
     {
         ModelInfo model = ModelRegistry.Get("retinanet-ghm-r50-fpn");
