@@ -327,15 +327,19 @@ public sealed unsafe class MpiCommunicator : IOverlappingGradientReducer, IDispo
         }
     }
 
-    // MPI_Waitall on every bucket (completed ones are MPI_REQUEST_NULL by now), then each sum / N
+    // MPI_Waitall on each bucket in turn (completed ones are MPI_REQUEST_NULL by now), then each sum / N
     // of the buckets from firstToUnpack on (the ones before were unpacked when they completed).
     private void WaitAndUnpack(IReadOnlyList<float[]> gradients, int firstToUnpack)
     {
         long waiting = Stopwatch.GetTimestamp();
         long op = Watch($"MPI_Iallreduce/MPI_Waitall of {_buckets.Length} gradient buckets");
-        byte* statuses = stackalloc byte[64 * Math.Max(1, _buckets.Length)];
-        int rc;
-        fixed (nint* requests = _requests) rc = _mpi.Waitall(_buckets.Length, requests, statuses);
+        // One request per call: the request slots are 8 bytes (Open MPI's pointers), while MPICH's
+        // MPI_Waitall reads its array as 4-byte ints, so a count above 1 would hand it the upper
+        // halves of the slots as requests ("invalid request", seen with 2 buckets).
+        byte* status = stackalloc byte[64];
+        int rc = 0;
+        for (int b = 0; b < _buckets.Length && rc == 0; b++)
+            fixed (nint* request = &_requests[b]) rc = _mpi.Waitall(1, request, status);
         Unwatch(op);
         Check(rc, "MPI_Waitall");
         GradientWaitTime += Stopwatch.GetElapsedTime(waiting);
