@@ -223,7 +223,7 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
                     if (tileRows == mr && tileColumns == nr)
                         kernel.Tile(kc, a, b, c, depth, zeroBias, null, mode);
                     else
-                        EdgeTile(kc, a, b, c, mode, tileRows, tileColumns, edge);
+                        GemmMicroKernels.EdgeTile(kernel.Tile, mr, nr, kc, a, b, c, depth, zeroBias, null, mode, tileRows, tileColumns, edge, null);
                 }
             }
             first = false;
@@ -274,18 +274,6 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
     }
 
     // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
-    private void EdgeTile(int kc, float* a, float* b, float* c, int mode, int rows, int columns, float* tile)
-    {
-        int mr = kernel.Rows, nr = kernel.Columns;
-        new Span<float>(tile, mr * nr).Clear();
-        if ((mode & GemmMicroKernels.First) == 0)
-            for (int i = 0; i < rows; i++)
-                new ReadOnlySpan<float>(c + (long)i * depth, columns).CopyTo(new Span<float>(tile + i * nr, columns));
-        kernel.Tile(kc, a, b, tile, nr, zeroBias, null, mode);
-        for (int i = 0; i < rows; i++)
-            new ReadOnlySpan<float>(tile + i * nr, columns).CopyTo(new Span<float>(c + (long)i * depth, columns));
-    }
-
     // One im2col row of image channel `plane` for tap (ky, kx): dst[t] = plane[oy*s - pad + ky,
     // ox*s - pad + kx] for the output pixels p .. p+count, zero outside the image.
     private void Im2colRow(float* dst, float* plane, int ky, int kx, int p, int count)

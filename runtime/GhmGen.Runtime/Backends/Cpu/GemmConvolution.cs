@@ -169,33 +169,11 @@ internal sealed unsafe class GemmConvolution : IParallelWork
                         if (tileRows == mr && tileColumns == nr)
                             kernel.Tile(kc, a, b, c, pixels, biasGroup + ip * mr, r, mode);
                         else
-                            EdgeTile(kc, a, b, c, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge);
+                            GemmMicroKernels.EdgeTile(kernel.Tile, mr, nr, kc, a, b, c, pixels, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
                     }
                 }
             }
         }
-    }
-
-    // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
-    private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode,
-        int rows, int columns, float* edge)
-    {
-        GemmKernel kernel = conv.Kernel;
-        int mr = kernel.Rows, nr = kernel.Columns;
-        float* tile = edge, tileResidual = edge + MaxTileElements;
-        bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;
-        new Span<float>(tile, mr * nr).Clear();
-        if (useResidual) new Span<float>(tileResidual, mr * nr).Clear();
-        for (int i = 0; i < rows; i++)
-        {
-            if ((mode & GemmMicroKernels.First) == 0)
-                new ReadOnlySpan<float>(c + (long)i * pixels, columns).CopyTo(new Span<float>(tile + i * nr, columns));
-            if (useResidual)
-                new ReadOnlySpan<float>(r + (long)i * pixels, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
-        }
-        kernel.Tile(kc, a, b, tile, nr, tileBias, useResidual ? tileResidual : null, mode);
-        for (int i = 0; i < rows; i++)
-            new ReadOnlySpan<float>(tile + i * nr, columns).CopyTo(new Span<float>(c + (long)i * pixels, columns));
     }
 
     // Packs rows k0 .. k0+kc of the implicit im2col matrix, output pixels firstColumn ..

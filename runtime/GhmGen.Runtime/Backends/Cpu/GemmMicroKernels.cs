@@ -30,6 +30,31 @@ internal static class GemmMicroKernels
     /// <summary>Apply max(x, 0) in the last block.</summary>
     public const int Relu = 4;
 
+    /// <summary>
+    /// A tile cut by the matrix edge (<paramref name="rows"/> x <paramref name="columns"/> of the full
+    /// mr x nr): runs the full <paramref name="tile"/> on a copy in <paramref name="tileOut"/> (and, when a
+    /// residual is added in this block, <paramref name="tileResidual"/>; mr * nr floats each), zero-padded,
+    /// then writes the valid part back to <paramref name="c"/> (row stride <paramref name="ldc"/>, as the residual).
+    /// </summary>
+    public static unsafe void EdgeTile(delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile, int mr, int nr,
+        int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode, int rows, int columns,
+        float* tileOut, float* tileResidual)
+    {
+        bool useResidual = residual != null && (mode & Last) != 0;
+        new Span<float>(tileOut, mr * nr).Clear();
+        if (useResidual) new Span<float>(tileResidual, mr * nr).Clear();
+        for (int i = 0; i < rows; i++)
+        {
+            if ((mode & First) == 0)
+                new ReadOnlySpan<float>(c + i * ldc, columns).CopyTo(new Span<float>(tileOut + i * nr, columns));
+            if (useResidual)
+                new ReadOnlySpan<float>(residual + i * ldc, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
+        }
+        tile(kc, a, b, tileOut, nr, bias, useResidual ? tileResidual : null, mode);
+        for (int i = 0; i < rows; i++)
+            new ReadOnlySpan<float>(tileOut + i * nr, columns).CopyTo(new Span<float>(c + i * ldc, columns));
+    }
+
     /// <summary>8x(48) tile: c[8, 48] (row stride ldc) = epilogue(init + a-panel x b-panel) over kc steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void Avx512Tile(int kc, float* a, float* b, float* c, nint ldc, float* bias, float* residual, int mode)

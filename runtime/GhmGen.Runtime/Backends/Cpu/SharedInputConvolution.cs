@@ -236,30 +236,12 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
                     if (tileRows == Rows && tileColumns == nr)
                         tile(kc, a, b, c, pixels, bias + ip * Rows, r, mode);
                     else
-                        EdgeTile(kc, a, b, c, bias + ip * Rows, r, mode, tileRows, tileColumns, edge);
+                        GemmMicroKernels.EdgeTile(tile, Rows, nr, kc, a, b, c, pixels, bias + ip * Rows, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
                 }
             }
         }
     }
 
-    // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
-    private void EdgeTile(int kc, float* a, float* b, float* c, float* tileBias, float* r, int mode, int rows, int columns, float* edge)
-    {
-        float* tileOut = edge, tileResidual = edge + MaxTileElements;
-        bool useResidual = r != null && (mode & GemmMicroKernels.Last) != 0;
-        new Span<float>(tileOut, Rows * nr).Clear();
-        if (useResidual) new Span<float>(tileResidual, Rows * nr).Clear();
-        for (int i = 0; i < rows; i++)
-        {
-            if ((mode & GemmMicroKernels.First) == 0)
-                new ReadOnlySpan<float>(c + (long)i * pixels, columns).CopyTo(new Span<float>(tileOut + i * nr, columns));
-            if (useResidual)
-                new ReadOnlySpan<float>(r + (long)i * pixels, columns).CopyTo(new Span<float>(tileResidual + i * nr, columns));
-        }
-        tile(kc, a, b, tileOut, nr, tileBias, useResidual ? tileResidual : null, mode);
-        for (int i = 0; i < rows; i++)
-            new ReadOnlySpan<float>(tileOut + i * nr, columns).CopyTo(new Span<float>(c + (long)i * pixels, columns));
-    }
 
     /// <summary>Frees the packed input.</summary>
     public void Dispose()
