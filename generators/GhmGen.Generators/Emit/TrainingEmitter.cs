@@ -321,7 +321,7 @@ internal static class TrainingEmitter
         w.Line("if (!_forwardDone) throw new global::System.InvalidOperationException(\"Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)\");");
         w.Line("_forwardDone = false;");
         w.Line("if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException(\"the weights were updated since this session's Forward: run Forward again before Backward\");");
-        w.Line("if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException(\"another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward\");");
+        w.Line("if (!ReferenceEquals(_weights.Arena.User, this)) throw new global::System.InvalidOperationException(\"another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward\");");
         w.Line($"{B}.ITrainingBackend b = _backend;");
         int first = plan.TrainingForward.Count + 1; // the timeline: forward steps, output gradients, backward steps
         int[] lastWrite = LastGradientWrites(plan);

@@ -43,7 +43,7 @@ public sealed class ActivationArena : IDisposable
     /// <summary>Changes whenever a buffer is replaced: views made from the buffers of another generation are stale.</summary>
     public long Generation { get; private set; }
 
-    /// <summary>The session whose <c>Forward</c> ran last (its activations are the ones in the buffers), or null.</summary>
+    /// <summary>The session whose <c>Forward</c> ran last (its activations are the ones in the buffers), or null; a growth resets it, as it replaces buffers.</summary>
     public object? User { get; set; }
 
     /// <summary>Elements held by all buffers together.</summary>

@@ -1786,7 +1786,7 @@ partial class RetinaNetGhmR101Fpn
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
             if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
-            if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
+            if (!ReferenceEquals(_weights.Arena.User, this)) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[121].Spec, _a[402], _g[404], _trained[110].WeightGradient, _trained[110].BiasGradient, accumulate: false); // d bbox_head.retina_reg weights
             b.Conv2dBackwardData(_convs[121], _g[404], _g[402], accumulate: false); // d bbox_head.p7.reg_convs.3.conv through bbox_head.retina_reg

@@ -380,7 +380,7 @@ partial class TinyNet
             if (!_forwardDone) throw new global::System.InvalidOperationException("Backward needs a Forward first, one per Backward (the reverse pass reuses the forward's buffers)");
             _forwardDone = false;
             if (_forwardVersion != _weights.Version) throw new global::System.InvalidOperationException("the weights were updated since this session's Forward: run Forward again before Backward");
-            if (!ReferenceEquals(_weights.Arena.User, this) || _generation != _weights.Arena.Generation) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
+            if (!ReferenceEquals(_weights.Arena.User, this)) throw new global::System.InvalidOperationException("another session of these weights ran Forward since this session's Forward (they share activation buffers): run Forward again before Backward");
             global::GhmGen.Backends.ITrainingBackend b = _backend;
             b.Conv2dBackwardWeights(_convs[5].Spec, _a[11], _g[17], _trained[5].WeightGradient, _trained[5].BiasGradient, accumulate: false); // d head.box weights
             b.Conv2dBackwardData(_convs[5], _g[17], _g[11], accumulate: false); // d stage.1.out through head.box
