@@ -62,6 +62,8 @@ import demo_model  # noqa: E402
 import ghm_losses  # noqa: E402
 import imaging  # noqa: E402
 import model as reference_model  # noqa: E402
+import train_reference  # noqa: E402
+from postprocess import delta2bbox  # noqa: E402
 from train_reference import GHMC, GHMR  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -187,29 +189,8 @@ def valid_flags(sizes, pad_shape):
 
 
 def image_targets(anchors, flags, gt, gl, num_classes):
-    n = anchors.size(0)
-    va = anchors[flags]
-    assigned = ghm_losses.max_iou_assign(va, gt)
-    m = va.size(0)
-    labels = torch.full((m,), num_classes, dtype=torch.long)
-    lw = torch.zeros(m)
-    bt = torch.zeros(m, 4)
-    bw = torch.zeros(m, 4)
-    pos = torch.nonzero(assigned > 0, as_tuple=False).squeeze(-1)
-    neg = torch.nonzero(assigned == 0, as_tuple=False).squeeze(-1)
-    if pos.numel() > 0:
-        bt[pos] = ghm_losses.bbox2delta(va[pos], gt[assigned[pos] - 1])
-        bw[pos] = 1.0
-        labels[pos] = gl[assigned[pos] - 1]
-        lw[pos] = 1.0
-    lw[neg] = 1.0
-
-    def unmap(d, fill):
-        out = d.new_full((n,) + tuple(d.shape[1:]), fill)
-        out[flags] = d
-        return out
-
-    return unmap(labels, num_classes), unmap(lw, 0.0), unmap(bt, 0.0), unmap(bw, 0.0)
+    """train_reference.image_targets (mmdetection's targets over the valid anchors) without its counts."""
+    return train_reference.image_targets(anchors, flags, gt, gl, num_classes)[:4]
 
 
 # ------------------------------------------------------------------ model
@@ -301,20 +282,6 @@ def set_train(net, bn_mode):
 
 
 # ------------------------------------------------------------------ test
-
-def delta2bbox(rois, deltas, max_shape):
-    max_ratio = abs(math.log(16 / 1000))
-    px = (rois[:, 0] + rois[:, 2]) * 0.5
-    py = (rois[:, 1] + rois[:, 3]) * 0.5
-    pw = rois[:, 2] - rois[:, 0]
-    ph = rois[:, 3] - rois[:, 1]
-    dw = deltas[:, 2].clamp(-max_ratio, max_ratio)
-    dh = deltas[:, 3].clamp(-max_ratio, max_ratio)
-    gw, gh = pw * dw.exp(), ph * dh.exp()
-    gx, gy = px + pw * deltas[:, 0], py + ph * deltas[:, 1]
-    return torch.stack([(gx - gw * 0.5).clamp(0, max_shape[1]), (gy - gh * 0.5).clamp(0, max_shape[0]),
-                        (gx + gw * 0.5).clamp(0, max_shape[1]), (gy + gh * 0.5).clamp(0, max_shape[0])], dim=-1)
-
 
 @torch.no_grad()
 def detect(net, val, num_classes, octave_base, cat_ids):

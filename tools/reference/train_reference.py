@@ -294,13 +294,13 @@ def valid_flags(sizes, pad_shape) -> torch.Tensor:
     return torch.cat(flags)
 
 
-def image_targets(anchors, flags, gt_bboxes, gt_labels):
+def image_targets(anchors, flags, gt_bboxes, gt_labels, num_classes=NUM_CLASSES):
     """AnchorHead._get_targets_single with allowed_border -1 (inside = valid), PseudoSampler, unmap."""
     n = anchors.size(0)
     valid_anchors = anchors[flags]
     assigned = ghm_losses.max_iou_assign(valid_anchors, gt_bboxes)
     m = valid_anchors.size(0)
-    labels = torch.full((m,), NUM_CLASSES, dtype=torch.long)
+    labels = torch.full((m,), num_classes, dtype=torch.long)
     label_weights = torch.zeros(m)
     bbox_targets = torch.zeros(m, 4)
     bbox_weights = torch.zeros(m, 4)
@@ -318,7 +318,7 @@ def image_targets(anchors, flags, gt_bboxes, gt_labels):
         out[flags] = data
         return out
 
-    return (unmap(labels, NUM_CLASSES), unmap(label_weights, 0.0), unmap(bbox_targets, 0.0),
+    return (unmap(labels, num_classes), unmap(label_weights, 0.0), unmap(bbox_targets, 0.0),
             unmap(bbox_weights, 0.0), int(pos.numel()), int(neg.numel()))
 
 
