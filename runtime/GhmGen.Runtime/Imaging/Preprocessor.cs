@@ -40,6 +40,21 @@ public static class Preprocessor
 
     private static readonly double[] StdAsDouble = [58.395, 57.12, 57.375];
 
+    // (float)((v - mean) * (1 / std)) for each channel and byte value v, channel-major.
+    private static readonly float[] NormalizedValues = CreateNormalizedValues();
+
+    private static float[] CreateNormalizedValues()
+    {
+        var values = new float[3 * 256];
+        for (int c = 0; c < 3; c++)
+        {
+            float mean = Mean[c];
+            double inverseStd = 1.0 / StdAsDouble[c];
+            for (int v = 0; v < 256; v++) values[c * 256 + v] = (float)((v - mean) * inverseStd);
+        }
+        return values;
+    }
+
     /// <summary>Runs resize, normalise and pad with <paramref name="options"/> (default: 1333x800, pad 32).</summary>
     public static PreprocessedImage Run(RgbImage image, PreprocessOptions? options = null)
     {
@@ -125,15 +140,16 @@ public static class Preprocessor
             // float64 scalar, which OpenCV evaluates in double and rounds once to float32. Checked
             // against cv2 on every uint8 value of the three channels (a float32 multiply by
             // (float)(1 / std) differs in the last bit on 298 of the 768).
-            float mean = Mean[c];
-            double inverseStd = 1.0 / StdAsDouble[c];
+            // A byte has 256 values: look each one up in the channel's table of those results.
+            ReadOnlySpan<float> table = NormalizedValues.AsSpan(c * 256, 256);
             long planeStart = c * plane;
             for (int y = 0; y < image.Height; y++)
             {
                 int source = y * image.Width * 3 + c;
                 long target = planeStart + (long)y * paddedWidth;
-                for (int x = 0; x < image.Width; x++, source += 3)
-                    tensor[(int)target + x] = (float)((rgb[source] - mean) * inverseStd);
+                Span<float> row = tensor.Slice((int)target, image.Width);
+                for (int x = 0; x < row.Length; x++, source += 3)
+                    row[x] = table[rgb[source]];
                 tensor.Slice((int)target + image.Width, paddedWidth - image.Width).Clear();
             }
             tensor.Slice((int)(planeStart + (long)image.Height * paddedWidth), (paddedHeight - image.Height) * paddedWidth).Clear();
