@@ -372,6 +372,10 @@ def main():
     p.add_argument("--train-eval", type=int, default=0, help="also evaluate on the first N train images (no flip)")
     p.add_argument("--head-norm", choices=["none", "bn"], default="none",
                    help="bn: BN after the FPN convs and per-level BN after the head tower convs (follows --bn)")
+    p.add_argument("--optim", choices=["sgd", "adamw"], default="sgd", help="adamw: torch.optim.AdamW (betas 0.9/0.999, eps 1e-8), --wd its decoupled weight decay")
+    p.add_argument("--load", default="", help="state dict (.pt, torch.save) whose keys with the --load-prefix prefixes replace the initial weights")
+    p.add_argument("--load-prefix", default="backbone.", help="comma-separated key prefixes --load copies (default: the backbone)")
+    p.add_argument("--save", default="", help="torch.save the trained state dict here at the end")
     p.add_argument("--tag", default="run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -414,11 +418,19 @@ def main():
 
     net = Detector(args.width, args.channels, args.convs, classes, args.head_norm)
     initialise(net, args.head_init)
+    if args.load:
+        prefixes = tuple(args.load_prefix.split(","))
+        loaded = {k: v for k, v in torch.load(args.load).items() if k.startswith(prefixes)}
+        missing = net.load_state_dict(loaded, strict=False)
+        print(f"{args.tag}: loaded {len(loaded)} tensors from {args.load} ({len(missing.missing_keys)} keys keep their initial values)", flush=True)
     head = net.bbox_head
     ghmc = GHMC(head.loss_cls.edges, head.loss_cls.acc_sum)
     ghmr = GHMR(head.loss_bbox.edges, head.loss_bbox.acc_sum)
     params = [p_ for p_ in net.parameters()]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.wd)
+    if args.optim == "adamw":
+        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+    else:
+        opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.wd)
     gen = torch.Generator().manual_seed(args.seed)
     per_epoch = len(group_batches(train_infos, args.batch, torch.Generator().manual_seed(0)))
     total = per_epoch * args.epochs
@@ -501,6 +513,8 @@ def main():
             print("RESULT " + json.dumps(rec), flush=True)
         if it >= total:
             break
+    if args.save:
+        torch.save(net.state_dict(), args.save)
     return 0
 
 

@@ -1,6 +1,8 @@
 // `ghm demo`: the whole system on the user's machine with nothing to download. It writes the
-// synthetic shapes dataset (SyntheticShapes), trains the declared ghm-demo-r18-fpn from scratch on
-// it with GHM-C/GHM-R (or focal + L1, or both) through Trainer, detects the val split with
+// synthetic shapes dataset (SyntheticShapes), trains the declared ghm-demo-r18-fpn on it with
+// GHM-C/GHM-R (or focal + L1, or both) through Trainer, starting from the embedded pretrained
+// backbone (written to WORK/pretrained and loaded as `ghm train --pretrained` loads one; see
+// docs/DEMO.md) or, with --from-scratch, from random weights; it detects the val split with
 // Detector, evaluates the COCO results with CocoEvaluator, draws a few val images as `ghm detect
 // --draw` does, and prints a summary (and with --json one JSON object as the last line).
 // The recipe (dataset, scale, schedule) is DemoRecipe; its figures are measured in README.md.
@@ -47,7 +49,7 @@ internal static class DemoRecipe
         ValImages = valImages,
     };
 
-    /// <summary>The training recipe for batch 2 from scratch on two cores.</summary>
+    /// <summary>The training recipe for batch 2 on two cores.</summary>
     public static TrainerOptions Training(int seed, DetectionLossKind loss, int epochs, long? maxIterations) => new()
     {
         BatchSize = 2,
@@ -101,6 +103,31 @@ internal static class DemoRecipe
 
     // lr x0.1 for the last two epochs, whatever the count.
     private static int[] LrSteps(int epochs) => epochs >= 3 ? [epochs - 2, epochs - 1] : [];
+
+    /// <summary>File name of the pretrained backbone, embedded in this assembly and written to WORK/pretrained.</summary>
+    public const string PretrainedBackboneFile = "ghm-demo-r18-backbone.pth";
+
+    /// <summary>
+    /// Writes the embedded pretrained backbone of <see cref="Model"/> (torchvision's key layout,
+    /// float16; made by tools/reference/pretrain_demo_backbone.py from a demo detector trained on
+    /// 4,000 synthetic images of seed 1000) to <paramref name="path"/> through a temporary file.
+    /// </summary>
+    public static void WritePretrainedBackbone(string path)
+    {
+        using Stream resource = typeof(DemoRecipe).Assembly.GetManifestResourceStream("GhmGen.Cli." + PretrainedBackboneFile)
+            ?? throw new InvalidOperationException($"this build of ghm has no embedded {PretrainedBackboneFile}");
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        string temporary = path + ".tmp";
+        try
+        {
+            using (FileStream file = File.Create(temporary)) resource.CopyTo(file);
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temporary)) File.Delete(temporary);
+        }
+    }
 }
 
 /// <summary><c>ghm demo</c>: generate, train, evaluate and draw in one command.</summary>
@@ -116,6 +143,7 @@ internal static class DemoCommand
         var loss = new Option<string>("--loss") { Description = "ghm (GHM-C + GHM-R) or focal (focal + L1, the RetinaNet baseline)", DefaultValueFactory = _ => "ghm" };
         loss.AcceptOnlyFromAmong("ghm", "focal");
         var compare = new Option<bool>("--compare") { Description = "Train with both losses, one after the other, and print them side by side" };
+        var fromScratch = new Option<bool>("--from-scratch") { Description = "Start the backbone from random weights (mmdetection's initialisation) instead of the embedded pretrained one" };
         // Test-only (hidden from --help, documented in README.md): shrink the run to seconds.
         Option<int> trainImages = Hidden(CommonOptions.Int("--train-images", "Training images", DemoRecipe.TrainImages, 1, 100_000));
         Option<int> valImages = Hidden(CommonOptions.Int("--val-images", "Validation images", DemoRecipe.ValImages, 1, 100_000));
@@ -127,9 +155,9 @@ internal static class DemoCommand
             if (!(value > 0 && value <= 10)) result.AddError(string.Create(CultureInfo.InvariantCulture, $"--lr {value} is out of range: it must be in (0, 10]"));
         });
         Option<int> maxIters = Hidden(CommonOptions.Int("--max-iters", "Stop after this many iterations (0: every epoch)", 0, 0, int.MaxValue));
-        var command = new Command("demo", $"Generate a synthetic shapes dataset, train {DemoRecipe.Model} on it from scratch with GHM-C/GHM-R, evaluate it (COCO AP) and draw its detections")
+        var command = new Command("demo", $"Generate a synthetic shapes dataset, train {DemoRecipe.Model} on it with GHM-C/GHM-R from a pretrained backbone, evaluate it (COCO AP) and draw its detections")
         {
-            workDir, seed, threads, device, json, loss, compare, trainImages, valImages, epochs, maxIters, lr,
+            workDir, seed, threads, device, json, loss, compare, fromScratch, trainImages, valImages, epochs, maxIters, lr,
         };
         command.SetAction(parse =>
         {
@@ -138,7 +166,7 @@ internal static class DemoCommand
             if (parse.GetValue(compare) && parse.GetResult(loss) is { Implicit: false })
                 throw new UsageException("--compare trains with both losses: do not give --loss with it");
             var settings = new Settings(parse.GetValue(workDir)!, parse.GetValue(seed), parse.GetValue(threads), parse.GetValue(device)!,
-                parse.GetValue(json), losses, parse.GetValue(trainImages), parse.GetValue(valImages), parse.GetValue(epochs),
+                parse.GetValue(json), losses, parse.GetValue(fromScratch), parse.GetValue(trainImages), parse.GetValue(valImages), parse.GetValue(epochs),
                 parse.GetValue(maxIters) is > 0 and int m ? m : null, parse.GetValue(lr));
             return Run(settings, parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
         });
@@ -151,7 +179,7 @@ internal static class DemoCommand
         return option;
     }
 
-    private sealed record Settings(string WorkDir, int Seed, int Threads, string Device, bool Json, DetectionLossKind[] Losses,
+    private sealed record Settings(string WorkDir, int Seed, int Threads, string Device, bool Json, DetectionLossKind[] Losses, bool FromScratch,
         int TrainImages, int ValImages, int Epochs, long? MaxIterations, double LearningRate);
 
     /// <summary>What one trained and evaluated detector gave.</summary>
@@ -182,6 +210,21 @@ internal static class DemoCommand
         error.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"ghm demo: dataset in {dataDir}: {Describe(data.Train)}; {Describe(data.Val)} ({clock.Elapsed.TotalSeconds:F1} s)"));
 
+        // 2. The pretrained backbone, as a file a user can pass to `ghm train --pretrained`.
+        string? backbone = null;
+        if (!s.FromScratch)
+        {
+            backbone = Path.Combine(workDir, "pretrained", DemoRecipe.PretrainedBackboneFile);
+            try
+            {
+                DemoRecipe.WritePretrainedBackbone(backbone);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new UsageException($"--work-dir '{s.WorkDir}' cannot be written: {OutputTargets.Reason(e, backbone)}", e);
+            }
+        }
+
         ModelInfo model = ModelRegistry.Get(DemoRecipe.Model);
         CocoDetectionDataset train = CocoDetectionDataset.Load(data.Train.AnnotationFile, data.Train.ImageDirectory,
             new CocoDatasetOptions(ClassNames: [.. data.Train.Categories.Select(c => c.Name)]));
@@ -203,7 +246,7 @@ internal static class DemoCommand
         {
             foreach (DetectionLossKind loss in s.Losses)
             {
-                RunResult? result = TrainAndEvaluate(s, loss, model, train, valTruth, valImages, data.Val, training, workDir, error, cancel.Token);
+                RunResult? result = TrainAndEvaluate(s, loss, model, backbone, train, valTruth, valImages, data.Val, training, workDir, error, cancel.Token);
                 if (result is null)
                 {
                     error.WriteLine("ghm demo: interrupted");
@@ -223,13 +266,13 @@ internal static class DemoCommand
         }
 
         double wall = clock.Elapsed.TotalSeconds;
-        WriteSummary(output, results, data, model, s, wall);
+        WriteSummary(output, results, data, model, backbone, s, wall);
         if (s.Json) output.WriteLine(Json(results, workDir, data.Val.AnnotationFile, wall));
         return ExitCodes.Success;
     }
 
     // Trains one detector into WORK/ghm or WORK/focal, evaluates and draws it; null when cancelled.
-    private static RunResult? TrainAndEvaluate(Settings s, DetectionLossKind loss, ModelInfo model, CocoDetectionDataset train,
+    private static RunResult? TrainAndEvaluate(Settings s, DetectionLossKind loss, ModelInfo model, string? backbone, CocoDetectionDataset train,
         CocoGroundTruth valTruth, AnnotationImages valImages, SyntheticSplitSummary val, ITrainingBackend backend, string workDir,
         TextWriter error, CancellationToken cancellationToken)
     {
@@ -239,12 +282,13 @@ internal static class DemoCommand
         TrainerOptions options = DemoRecipe.Training(s.Seed, loss, s.Epochs, s.MaxIterations) with { LearningRate = s.LearningRate, Anchors = model.Head.Anchors };
         INetwork network = model.Create();
         DemoRecipe.Initialize(network, s.Seed);
+        if (backbone is not null) DetectorInitialization.LoadPretrainedBackbone(network, backbone);
         TrainResult trained;
         IReadOnlyList<string> classNames;
         using (ITrainingWeights weights = model.PrepareTraining(network, backend))
         using (var trainer = new Trainer(network, weights, train, options, runDir))
         {
-            error.WriteLine($"ghm demo: training {model.Name} from scratch with {Title(loss)}: {train.Count} images, batch {options.BatchSize}, " +
+            error.WriteLine($"ghm demo: training {model.Name} {(backbone is null ? "from scratch" : "from the pretrained backbone")} with {Title(loss)}: {train.Count} images, batch {options.BatchSize}, " +
                 $"{trainer.TotalIterations} iterations, scale {options.LongEdge}x{options.ShortEdge}; writing to {runDir}");
             var reporter = new TrainCommand.TrainProgressWriter(error, new ProgressBar("ghm demo", error).Shown, options.LogInterval);
             try
@@ -290,9 +334,9 @@ internal static class DemoCommand
             trained.LastCheckpoint!, resultsPath, drawings);
     }
 
-    private static void WriteSummary(TextWriter output, IReadOnlyList<RunResult> results, SyntheticShapesSummary data, ModelInfo model, Settings s, double wall)
+    private static void WriteSummary(TextWriter output, IReadOnlyList<RunResult> results, SyntheticShapesSummary data, ModelInfo model, string? backbone, Settings s, double wall)
     {
-        output.WriteLine($"ghm demo: {model.Name} ({model.TotalParameters / 1e6:F2} M parameters) trained from scratch on {data.Train.Images} synthetic images, evaluated on {data.Val.Images}");
+        output.WriteLine($"ghm demo: {model.Name} ({model.TotalParameters / 1e6:F2} M parameters) trained {(backbone is null ? "from scratch" : "from a pretrained backbone")} on {data.Train.Images} synthetic images, evaluated on {data.Val.Images}");
         string F(double v) => v < 0 ? "  -  " : v.ToString("F3", CultureInfo.InvariantCulture);
         var rows = new (string Name, Func<RunResult, string> Value)[]
         {
@@ -309,6 +353,7 @@ internal static class DemoCommand
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"  wall time {wall:F1} s ({TimeSpan.FromSeconds(wall):m\\:ss}), {(s.Threads == 0 ? Environment.ProcessorCount : s.Threads)} threads, seed {s.Seed}"));
         output.WriteLine($"  dataset      {data.Train.AnnotationFile}, {data.Val.AnnotationFile} (images in {data.Train.ImageDirectory}, {data.Val.ImageDirectory})");
+        if (backbone is not null) output.WriteLine($"  backbone     {backbone}");
         foreach (RunResult r in results)
         {
             string tag = results.Count > 1 ? $" ({LossName(r.Loss)})" : "";

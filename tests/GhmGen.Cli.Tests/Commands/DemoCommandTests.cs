@@ -1,5 +1,10 @@
 using System.Text.Json;
+using GhmGen.Checkpoints;
+using GhmGen.Cli.Commands;
 using GhmGen.Imaging;
+using GhmGen.Layers;
+using GhmGen.Models;
+using GhmGen.Training;
 
 namespace GhmGen.Cli.Tests.Commands;
 
@@ -111,6 +116,73 @@ public sealed class DemoCommandTests
         finally
         {
             if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void The_embedded_backbone_loads_into_every_backbone_tensor_of_the_demo_model()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"ghm-backbone-{Guid.NewGuid():N}.pth");
+        try
+        {
+            DemoRecipe.WritePretrainedBackbone(path);
+            Assert.False(File.Exists(path + ".tmp"));
+            INetwork network = ModelRegistry.Get(DemoRecipe.Model).Create();
+            DemoRecipe.Initialize(network, 0);
+            LoadReport report = DetectorInitialization.LoadPretrainedBackbone(network, path);
+            StateTensor[] backbone = [.. network.State.Where(t => t.Key.StartsWith("backbone.", StringComparison.Ordinal))];
+            Assert.Equal(backbone.Length, report.Loaded.Count);
+            using TorchCheckpoint file = TorchCheckpoint.Read(path);
+            Assert.All(file.Tensors, t => Assert.True(t.DType is CheckpointDType.Float16 or CheckpointDType.Int64, $"{t.Key} is {t.DType}"));
+            // Values arrive as the file's float16 widened to float32, not as the initialisation.
+            StateTensor conv = backbone.Single(t => t.Key == "backbone.layer4.1.conv2.weight");
+            float[] expected = file.Find("layer4.1.conv2.weight")!.ReadFloat32();
+            Assert.Equal(expected, conv.Data);
+            // A trained backbone: zero_init_residual's zeros are gone.
+            Assert.Contains(backbone.Single(t => t.Key == "backbone.layer1.0.bn2.weight").Data, v => v != 0);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void From_scratch_writes_no_backbone_and_trains_other_weights()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"ghm-demo-{Guid.NewGuid():N}");
+        try
+        {
+            Directory.CreateDirectory(root);
+            string pretrained = Path.Combine(root, "pretrained"), scratch = Path.Combine(root, "scratch");
+            (int code, string output, string error) = Run(Shortened(pretrained));
+            Assert.True(code == 0, error);
+            Assert.Contains("from a pretrained backbone", output);
+            string backbone = Path.Combine(pretrained, "pretrained", DemoRecipe.PretrainedBackboneFile);
+            Assert.True(File.Exists(backbone));
+            (code, output, error) = Run(Shortened(scratch, "--from-scratch"));
+            Assert.True(code == 0, error);
+            Assert.Contains("from scratch", output);
+            Assert.False(Directory.Exists(Path.Combine(scratch, "pretrained")));
+
+            // Two warm-up iterations barely move the weights: the pretrained run's backbone is
+            // still the file's, the from-scratch run's is not.
+            using TorchCheckpoint file = TorchCheckpoint.Read(backbone);
+            float[] start = file.Find("layer3.0.conv1.weight")!.ReadFloat32();
+            double Distance(string work)
+            {
+                using TorchCheckpoint trained = TorchCheckpoint.Read(Path.Combine(work, "ghm", "latest.pth"));
+                float[] w = trained.Find("backbone.layer3.0.conv1.weight")!.ReadFloat32();
+                double d = 0, n = 0;
+                for (int i = 0; i < w.Length; i++) { d += (w[i] - start[i]) * (double)(w[i] - start[i]); n += start[i] * (double)start[i]; }
+                return Math.Sqrt(d / n);
+            }
+            Assert.True(Distance(pretrained) < 0.01, $"pretrained run moved {Distance(pretrained)}");
+            Assert.True(Distance(scratch) > 0.5, $"from-scratch run is {Distance(scratch)} from the file");
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
         }
     }
 
