@@ -43,15 +43,21 @@ internal static class BoxDrawing
     /// its folder is created). Throws <see cref="IOException"/> or <see cref="UnauthorizedAccessException"/>
     /// when it cannot be written, leaving no temporary file.
     /// </summary>
-    public static void Save(string path, RgbImage image, IReadOnlyList<DetectedObject> detections, IReadOnlyList<string> classNames)
+    /// <param name="path">The PNG file to write.</param>
+    /// <param name="image">The image the detections were made on.</param>
+    /// <param name="detections">Boxes in <paramref name="image"/>'s pixels, with labels indexing <paramref name="classNames"/>.</param>
+    /// <param name="classNames">Class names by label.</param>
+    /// <param name="magnification">Each pixel becomes a square of this many pixels (nearest neighbour) before the boxes and tags are drawn, so that small images stay legible.</param>
+    public static void Save(string path, RgbImage image, IReadOnlyList<DetectedObject> detections, IReadOnlyList<string> classNames, int magnification = 1)
     {
-        byte[] pixels = (byte[])image.Rgb.Clone();
-        int w = image.Width, h = image.Height;
+        ArgumentOutOfRangeException.ThrowIfLessThan(magnification, 1);
+        byte[] pixels = Magnify(image, magnification);
+        int w = image.Width * magnification, h = image.Height * magnification;
         foreach (DetectedObject d in detections)
         {
             byte[] color = Palette[d.Label % Palette.Length];
-            int x1 = Clamp((int)MathF.Round(d.X1), w), y1 = Clamp((int)MathF.Round(d.Y1), h);
-            int x2 = Clamp((int)MathF.Round(d.X2), w), y2 = Clamp((int)MathF.Round(d.Y2), h);
+            int x1 = Clamp((int)MathF.Round(d.X1 * magnification), w), y1 = Clamp((int)MathF.Round(d.Y1 * magnification), h);
+            int x2 = Clamp((int)MathF.Round(d.X2 * magnification), w), y2 = Clamp((int)MathF.Round(d.Y2 * magnification), h);
             for (int t = 0; t < 2; t++)
             {
                 Line(pixels, w, h, x1, y1 + t, x2, y1 + t, color);
@@ -87,6 +93,22 @@ internal static class BoxDrawing
             DeleteQuietly(temp);
             throw;
         }
+    }
+
+    private static byte[] Magnify(RgbImage image, int factor)
+    {
+        if (factor == 1) return (byte[])image.Rgb.Clone();
+        int w = image.Width, outWidth = w * factor;
+        var pixels = new byte[checked((long)image.Rgb.Length * factor * factor)];
+        for (int y = 0; y < image.Height; y++)
+        {
+            Span<byte> row = pixels.AsSpan(y * factor * outWidth * 3, outWidth * 3);
+            for (int x = 0; x < w; x++)
+                for (int k = 0; k < factor; k++)
+                    image.Rgb.AsSpan((y * w + x) * 3, 3).CopyTo(row[((x * factor + k) * 3)..]);
+            for (int k = 1; k < factor; k++) row.CopyTo(pixels.AsSpan((y * factor + k) * outWidth * 3, outWidth * 3));
+        }
+        return pixels;
     }
 
     private static void DeleteQuietly(string path)

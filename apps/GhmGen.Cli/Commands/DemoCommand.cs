@@ -38,6 +38,9 @@ internal static class DemoRecipe
     /// <summary>Val images drawn with their detections.</summary>
     public const int DrawnImages = 4;
 
+    /// <summary>The integer magnification that brings an image's shorter side to at least 384 pixels in its drawing (1 for larger images).</summary>
+    public static int DrawMagnification(RgbImage image) => Math.Max(1, (384 + Math.Min(image.Width, image.Height) - 1) / Math.Min(image.Width, image.Height));
+
     /// <summary>Detections at or above this score are drawn (the evaluation uses mmdetection's 0.05).</summary>
     public const float DrawScoreThreshold = 0.3f;
 
@@ -324,7 +327,8 @@ internal static class DemoCommand
         {
             DetectedObject[] confident = [.. outcome.Objects[i]!.Where(o => o.Score >= DemoRecipe.DrawScoreThreshold)];
             string drawing = Path.Combine(drawDir, Path.GetFileNameWithoutExtension(valImages.Images[i].FileName) + ".png");
-            BoxDrawing.Save(drawing, ImageDecoder.Decode(paths[i]), confident, detector.ClassNames);
+            RgbImage image = ImageDecoder.Decode(paths[i]);
+            BoxDrawing.Save(drawing, image, confident, detector.ClassNames, DemoRecipe.DrawMagnification(image));
             drawings.Add(drawing);
         }
         CocoSummary m = evaluation.Summary;

@@ -63,13 +63,22 @@ public sealed class DemoCommandTests
             foreach ((string demoKey, string evalKey) in (ReadOnlySpan<(string, string)>)[("AP", "AP"), ("AP50", "AP50"), ("APs", "APs"), ("APm", "APm"), ("APl", "APl")])
                 Assert.Equal(eval.RootElement.GetProperty(evalKey).GetDouble(), r.GetProperty(demoKey).GetDouble());
 
-            // Both val images are drawn, at their own size; the training run left its checkpoint and log.
+            // Both val images are drawn, magnified to a shorter side of 384 or more; the training run left its checkpoint and log.
             string[] drawings = Directory.GetFiles(Path.Combine(work, "ghm", "drawn"), "*.png").Order(StringComparer.Ordinal).ToArray();
             Assert.Equal(["000001.png", "000002.png"], drawings.Select(Path.GetFileName));
             foreach (string drawing in drawings)
             {
                 RgbImage drawn = ImageDecoder.Decode(drawing), original = ImageDecoder.Decode(Path.Combine(work, "data", "val", Path.GetFileName(drawing)));
-                Assert.Equal((original.Width, original.Height), (drawn.Width, drawn.Height));
+                int k = DemoRecipe.DrawMagnification(original);
+                Assert.True(k * Math.Min(original.Width, original.Height) >= 384 && (k - 1) * Math.Min(original.Width, original.Height) < 384, $"magnification {k}");
+                Assert.Equal((original.Width * k, original.Height * k), (drawn.Width, drawn.Height));
+                // Away from the boxes and tags the drawing is the image, each pixel a k x k square:
+                // most of the magnified pixels equal their source pixel.
+                int same = 0;
+                for (int y = 0; y < drawn.Height; y++)
+                    for (int x = 0; x < drawn.Width; x++)
+                        if (drawn.Rgb.AsSpan((y * drawn.Width + x) * 3, 3).SequenceEqual(original.Rgb.AsSpan(((y / k) * original.Width + x / k) * 3, 3))) same++;
+                Assert.True(same > drawn.Width * drawn.Height / 2, $"{same} of {drawn.Width * drawn.Height} pixels are the source's");
             }
             Assert.True(File.Exists(Path.Combine(work, "ghm", "latest.pth")));
             string[] log = File.ReadAllLines(Path.Combine(work, "ghm", "log.json"));
