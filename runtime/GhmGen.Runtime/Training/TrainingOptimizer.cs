@@ -14,13 +14,13 @@ public enum TrainingOptimizerKind
     /// <summary>torch's <c>SGD</c> with momentum and L2 weight decay (<see cref="SgdOptimizer"/>; mmdetection's recipe).</summary>
     Sgd,
 
-    /// <summary>torch's <c>AdamW</c>, with decoupled weight decay (<c>AdamWOptimizer</c>).</summary>
+    /// <summary>torch's <c>AdamW</c>, with decoupled weight decay (<see cref="AdamWOptimizer"/>).</summary>
     AdamW,
 }
 
 /// <summary>
 /// An optimiser of one param group over a fixed, ordered parameter list: <see cref="SgdOptimizer"/>
-/// or <c>AdamWOptimizer</c>. A parameter that gets no gradient in a step is not touched and
+/// or <see cref="AdamWOptimizer"/>. A parameter that gets no gradient in a step is not touched and
 /// keeps no state until its first gradient, as in torch. Not thread-safe: use an instance from one
 /// thread at a time; <see cref="Step"/> itself spreads its work over up to
 /// <see cref="MaxDegreeOfParallelism"/> threads, and its results do not depend on that number.
