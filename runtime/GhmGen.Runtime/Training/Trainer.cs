@@ -289,7 +289,7 @@ public sealed class Trainer : IDisposable
     /// state (SGD momentum buffers or AdamW moments) and the position in the data (same seed and
     /// batch size), so the run goes on as if it had not stopped.
     /// </summary>
-    /// <exception cref="ArgumentException">The file was written with another optimiser, seed or number of ranks.</exception>
+    /// <exception cref="ArgumentException">The file was written with another optimiser, optimiser settings, seed or number of ranks.</exception>
     public void Resume(string checkpointPath)
     {
         ArgumentNullException.ThrowIfNull(checkpointPath);
@@ -301,7 +301,14 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"{checkpointPath}: the run trained with {file}; resume it with the same optimiser (--optimizer {file.ToLowerInvariant()}, not {run.ToLowerInvariant()})", nameof(checkpointPath));
         }
         StateDictLoader.Load(_network, checkpoint.Weights, strict: true);
-        checkpoint.RestoreOptimizer(_optimizer);
+        try
+        {
+            checkpoint.RestoreOptimizer(_optimizer);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new ArgumentException(e.Message, nameof(checkpointPath), e); // other momentum, betas, eps or weight decay: a setting, not a bug
+        }
         if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
             throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
         if (checkpoint.Weights.Meta?[WorldSizeMetaKey] is { Kind: PickleValueKind.Int } saved && saved.AsInt64 != _reducer.WorldSize)

@@ -297,6 +297,12 @@ public sealed class TrainCommandTests
             Assert.Contains(latest, error);
             Assert.Contains("the run trained with AdamW; resume it with the same optimiser (--optimizer adamw, not sgd)", error);
 
+            string[] otherDecay = Args(split, "adamw", 2, "--resume", latest);
+            otherDecay[Array.IndexOf(otherDecay, "0.05")] = "0.01";
+            (code, output, error) = Run(otherDecay);
+            Assert.Equal(2, code);
+            Assert.Contains("latest.pth' was trained with betas (0.9, 0.999), eps 1E-08 and weight decay 0.05; this optimiser has (0.9, 0.999), 1E-08 and 0.01", error);
+
             (code, output, error) = Run(Args(split, "adamw", 2, "--resume", latest));
             Assert.True(code == 0, error);
             Assert.Contains($"resuming after iteration {perEpoch}", error);
