@@ -19,7 +19,14 @@ OUT_DIR defaults to tests/GhmGen.Runtime.Tests/Fixtures/Training. Writes:
                        parameter (frozen included), as mmdetection writes it (zip format);
   mmdet_all_legacy.pth the same in the pre-1.6 legacy format;
   mmdet_trained.pth    the same with the optimiser built over the trained parameters only;
-  mmdet_checkpoints.json what the three files hold (keys, progress, lr, buffer values).
+  mmdet_checkpoints.json what the three files hold (keys, progress, lr, buffer values);
+  adamw_reference.json three steps of torch.optim.AdamW(betas (0.9, 0.999), eps 1e-8,
+                       weight_decay 0.05, amsgrad off) on the same parameter list, without
+                       clipping, the lr changing between steps: SHA-256 of every parameter,
+                       exp_avg and exp_avg_sq after each step, each parameter's step count, and
+                       the first values as float32 bits. The frozen parameter never has a
+                       gradient; the late one gets its first at step 2 (its own step 1), with
+                       gradients so small there that eps matters in its denominator.
 
 Parameters are plain float32 tensors; the network does not matter to the optimiser.
 """
@@ -110,6 +117,51 @@ def sgd_reference():
     }
 
 
+ADAMW_BETAS = (0.9, 0.999)
+ADAMW_EPS = 1e-8
+ADAMW_WEIGHT_DECAY = 0.05
+# (lr, gradient half-range) per step; the late parameter's first gradient (step 2) is tiny.
+ADAMW_STEPS = [(1e-3, 1e-3), (5.005e-4, 0.5), (2e-3, 1e-6)]
+
+
+def adamw_reference():
+    params = []
+    for key, shape, _ in PARAMETERS:
+        n = int(np.prod(shape))
+        params.append(torch.nn.Parameter(torch.from_numpy(uniform(key, n, -0.5, 0.5).reshape(shape))))
+    opt = torch.optim.AdamW(params, lr=ADAMW_STEPS[0][0], betas=ADAMW_BETAS, eps=ADAMW_EPS,
+                            weight_decay=ADAMW_WEIGHT_DECAY, amsgrad=False)
+    steps = []
+    for s, (lr, half) in enumerate(ADAMW_STEPS):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for (key, shape, role), p in zip(PARAMETERS, params):
+            has = role == "trained" or (role == "late" and s >= 2)
+            p.grad = grad_for(s, key, shape, half) if has else None
+        opt.step()
+        state = {key: opt.state[p] for (key, _, _), p in zip(PARAMETERS, params) if len(opt.state.get(p, {})) > 0}
+        steps.append({
+            "lr": lr,
+            "gradient_half_range": half,
+            "parameters": {key: sha(p) for (key, _, _), p in zip(PARAMETERS, params)},
+            "step": {key: float(st["step"]) for key, st in state.items()},
+            "exp_avg": {key: sha(st["exp_avg"]) for key, st in state.items()},
+            "exp_avg_sq": {key: sha(st["exp_avg_sq"]) for key, st in state.items()},
+            "sample": {key: [f32_bits(x) for x in p.detach().reshape(-1)[:4].tolist()] for (key, _, _), p in zip(PARAMETERS, params)},
+            "exp_avg_sample": {key: [f32_bits(x) for x in st["exp_avg"].reshape(-1)[:4].tolist()] for key, st in state.items()},
+            "exp_avg_sq_sample": {key: [f32_bits(x) for x in st["exp_avg_sq"].reshape(-1)[:4].tolist()] for key, st in state.items()},
+        })
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "betas": list(ADAMW_BETAS), "eps": ADAMW_EPS, "weight_decay": ADAMW_WEIGHT_DECAY,
+        "parameters": [{"key": k, "shape": list(s), "role": r} for k, s, r in PARAMETERS],
+        "init": "seeded_weights.uniform(key, n, -0.5, 0.5)",
+        "gradient": "seeded_weights.uniform(f'grad{step}/{key}', n, -half, half), not clipped",
+        "steps": steps,
+    }
+
+
 # A small detector-like state dict: parameters and buffers interleaved as state_dict() orders them.
 CKPT_STATE = [
     ("backbone.conv1.weight", (2, 3, 1, 1), "frozen"),
@@ -179,6 +231,9 @@ def main():
         json.dump(sgd_reference(), f, indent=1)
         f.write("\n")
     mmdet_checkpoints(out_dir)
+    with open(os.path.join(out_dir, "adamw_reference.json"), "w") as f:
+        json.dump(adamw_reference(), f, indent=1)
+        f.write("\n")
     print("wrote", os.path.normpath(out_dir))
 
 

@@ -30,13 +30,19 @@ internal static class TrainCommand
         var workDir = new Option<string>("--work-dir") { Description = "Where log.json and the checkpoints go (created if missing; its parent must exist)", Required = true };
         var loadFrom = new Option<string?>("--load-from") { Description = "Start from a full checkpoint's weights (mmdetection's load_from)" };
         var pretrained = new Option<string?>("--pretrained") { Description = "A torchvision ResNet/ResNeXt classification checkpoint for the backbone" };
-        var resume = new Option<string?>("--resume") { Description = "Continue a run of ours from its checkpoint (weights, momentum, GHM state, position)" };
+        var resume = new Option<string?>("--resume") { Description = "Continue a run of ours from its checkpoint (weights, optimiser state, GHM state, position)" };
         Option<int> batch = CommonOptions.Int("--batch", "Images per iteration", 2, 1, 256);
         Option<int> epochs = CommonOptions.Int("--epochs", "Epochs", 12, 1, 100_000);
         Option<int> maxIters = CommonOptions.Int("--max-iters", "Stop after this many iterations in total (0: no limit)", 0, 0, int.MaxValue);
         var lr = Double("--lr", "Learning rate as given (mmdetection's 0.01 is for 16 images per iteration)", 0.01, 0, 10);
-        var momentum = Double("--momentum", "SGD momentum", 0.9, 0, 1);
-        var weightDecay = Double("--weight-decay", "L2 weight decay on every trained parameter", 1e-4, 0, 1);
+        var optimizer = new Option<string>("--optimizer")
+        {
+            Description = "sgd (mmdetection's recipe: momentum, L2 weight decay) or adamw (torch's AdamW: betas 0.9/0.999, eps 1e-8, decoupled weight decay)",
+            DefaultValueFactory = _ => "sgd",
+        };
+        optimizer.AcceptOnlyFromAmong("sgd", "adamw");
+        var momentum = Double("--momentum", "SGD momentum (not with --optimizer adamw)", 0.9, 0, 1);
+        var weightDecay = Double("--weight-decay", "Weight decay on every trained parameter: L2 on the gradient for sgd, decoupled for adamw", 1e-4, 0, 1);
         Option<int> warmupIters = CommonOptions.Int("--warmup-iters", "Linear warm-up iterations", 500, 0, int.MaxValue);
         var warmupRatio = Double("--warmup-ratio", "Warm-up start ratio", 0.001, 0, 1);
         var lrSteps = new Option<string>("--lr-steps") { Description = "Epochs after which lr is multiplied by 0.1, e.g. 8,11 (empty: none)", DefaultValueFactory = _ => "8,11" };
@@ -62,15 +68,19 @@ internal static class TrainCommand
         var rankCheckpoints = new Option<bool>("--rank-checkpoints") { Description = "Under mpirun: every rank R > 0 also writes its final state as WORK_DIR/rank_R_latest.pth (to compare ranks)" };
         var command = new Command("train", "Train a GHM detector on a COCO-format dataset (mmdetection's configs/ghm recipe)")
         {
-            model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, momentum, weightDecay,
+            model, trainAnn, trainImages, workDir, loadFrom, pretrained, resume, batch, epochs, maxIters, lr, optimizer, momentum, weightDecay,
             warmupIters, warmupRatio, lrSteps, gradClip, scale, flipProb, noShuffle, seed, logInterval, checkpointInterval, maxKeepCkpts, loss,
             threads, workers, device, valAnn, valImages, valInterval, distTimeout, bucketMb, noOverlap, rankCheckpoints,
         };
         command.SetAction(parse =>
         {
             (int longEdge, int shortEdge) = ParseScale(parse.GetValue(scale)!);
+            TrainingOptimizerKind optimizerKind = parse.GetValue(optimizer) == "adamw" ? TrainingOptimizerKind.AdamW : TrainingOptimizerKind.Sgd;
+            if (optimizerKind == TrainingOptimizerKind.AdamW && parse.GetResult(momentum) is { Implicit: false })
+                throw new UsageException("--momentum cannot be combined with --optimizer adamw: AdamW has no momentum (its betas are torch's 0.9 and 0.999); drop --momentum, or train with --optimizer sgd");
             var options = new TrainerOptions
             {
+                Optimizer = optimizerKind,
                 BatchSize = parse.GetValue(batch),
                 Epochs = parse.GetValue(epochs),
                 MaxIterations = parse.GetValue(maxIters) is > 0 and int m ? m : null,
@@ -186,7 +196,7 @@ internal static class TrainCommand
         }
 
         int perIteration = a.Options.BatchSize * reducer.WorldSize; // images per iteration over all ranks
-        if (perIteration * 4 < 16 || perIteration > 64)
+        if (a.Options.Optimizer == TrainingOptimizerKind.Sgd && (perIteration * 4 < 16 || perIteration > 64))
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * perIteration / 16:G3} for {perIteration} images per iteration (--lr is used as given: {a.Options.LearningRate:G6})"));
 

@@ -14,7 +14,8 @@ namespace GhmGen.Bench.Training;
 /// and per head map NAME with n elements G = <c>SeededWeights.FillUniform("bench.train.G." + NAME, -1/n, 1/n)</c>.
 /// One <see cref="Step"/>: forward; download the ten maps and L = sum over them of sum(G * map); upload G as the
 /// output gradients (dL/dmap = G); backward; torch's SGD (lr 0.01, momentum 0.9, weight decay 1e-4, no clipping)
-/// over the trained parameters; <see cref="ITrainingSession.UpdateWeights"/>. Each phase is timed separately.
+/// over the trained parameters, or with <see cref="TrainingOptimizerKind.AdamW"/> torch's AdamW (lr 0.01, weight
+/// decay 1e-4, default betas and eps); <see cref="ITrainingSession.UpdateWeights"/>. Each phase is timed separately.
 /// </summary>
 internal sealed class GhmGenTrainingStep : IDisposable
 {
@@ -31,12 +32,16 @@ internal sealed class GhmGenTrainingStep : IDisposable
     private readonly TensorView[] _outputGradients; // HeadOutputNames order
     private readonly float[][] _maps;               // host copies of the last forward's maps
     private readonly float[][] _g;                  // G per map
-    private readonly SgdOptimizer _optimizer;
+    private readonly TrainingOptimizer _optimizer;
     private readonly ParameterWithGradient[] _pairs;
 
     /// <summary>Builds and seeds the network, makes the training session and the optimiser.</summary>
-    /// <remarks><paramref name="wrap"/>, when given, wraps the CPU backend the session runs on (train-profile's <see cref="ProfilingBackend"/>).</remarks>
-    public GhmGenTrainingStep(string modelName, int batch, int height, int width, int threads, Func<CpuBackend, ITrainingBackend>? wrap = null)
+    /// <remarks>
+    /// <paramref name="wrap"/>, when given, wraps the CPU backend the session runs on (train-profile's <see cref="ProfilingBackend"/>);
+    /// <paramref name="optimizer"/> picks the update (SGD, as side_by_side_train.py, or AdamW).
+    /// </remarks>
+    public GhmGenTrainingStep(string modelName, int batch, int height, int width, int threads, Func<CpuBackend, ITrainingBackend>? wrap = null,
+        TrainingOptimizerKind optimizer = TrainingOptimizerKind.Sgd)
     {
         ModelInfo info = ModelRegistry.Get(modelName);
         info.OutputShapes(height, width); // validates the size for this model
@@ -69,10 +74,10 @@ internal sealed class GhmGenTrainingStep : IDisposable
         }
 
         _pairs = [.. _session.Gradients.Select(g => new ParameterWithGradient(g.Parameter, g.Data))];
-        _optimizer = new SgdOptimizer(_pairs.Select(p => p.Parameter), LearningRate, Momentum, WeightDecay)
-        {
-            MaxDegreeOfParallelism = threads,
-        };
+        _optimizer = optimizer == TrainingOptimizerKind.AdamW
+            ? new AdamWOptimizer(_pairs.Select(p => p.Parameter), LearningRate, WeightDecay)
+            : new SgdOptimizer(_pairs.Select(p => p.Parameter), LearningRate, Momentum, WeightDecay);
+        _optimizer.MaxDegreeOfParallelism = threads;
         TrainedParameterCount = _pairs.Length;
         ActivationBytes = info.TrainingActivationBytes(batch, height, width);
         TrainedValueCount = _pairs.Sum(p => p.Parameter.ElementCount);

@@ -23,9 +23,11 @@ namespace GhmGen.Training;
 /// torch 1.13's <c>SGD(params, lr, momentum, weight_decay)</c> (dampening 0, no Nesterov) over a
 /// fixed, ordered parameter list, as mmcv builds it from <c>model.parameters()</c>. A parameter
 /// that gets no gradient in a step is not touched, and has no momentum buffer until its first
-/// gradient, as in torch.
+/// gradient, as in torch. Not thread-safe: use an instance from one thread at a time;
+/// <see cref="Step"/> itself runs on up to <see cref="TrainingOptimizer.MaxDegreeOfParallelism"/>
+/// threads, and its results do not depend on that number.
 /// </summary>
-public sealed class SgdOptimizer
+public sealed class SgdOptimizer : TrainingOptimizer
 {
     /// <summary>mmdetection's SGD momentum (docs/TRAINING.md).</summary>
     public const double MmdetectionMomentum = 0.9;
@@ -33,14 +35,9 @@ public sealed class SgdOptimizer
     /// <summary>mmdetection's weight decay, applied to every trained parameter (docs/TRAINING.md).</summary>
     public const double MmdetectionWeightDecay = 1e-4;
 
-    /// <summary>Elements per parallel work item.</summary>
-    private const int Chunk = 1 << 16;
-
-    private readonly StateTensor[] _parameters;
     private readonly float[]?[] _buffers;
-    private readonly Dictionary<StateTensor, int> _index = new(ReferenceEqualityComparer.Instance);
 
-    /// <summary>Creates the optimiser; <see cref="InitialLearningRate"/> starts equal to <paramref name="learningRate"/>.</summary>
+    /// <summary>Creates the optimiser; <see cref="TrainingOptimizer.InitialLearningRate"/> starts equal to <paramref name="learningRate"/>.</summary>
     /// <param name="parameters">
     /// The optimiser's parameters in order (this order is the index order of its state dict). To
     /// index as mmdetection does, pass every parameter of the network, frozen ones included, in
@@ -50,49 +47,15 @@ public sealed class SgdOptimizer
     /// <param name="momentum">Momentum; 0 keeps no buffers.</param>
     /// <param name="weightDecay">L2 weight decay added to every gradient.</param>
     public SgdOptimizer(IEnumerable<StateTensor> parameters, double learningRate, double momentum = MmdetectionMomentum, double weightDecay = MmdetectionWeightDecay)
+        : base(parameters, learningRate, weightDecay)
     {
-        ArgumentNullException.ThrowIfNull(parameters);
-        if (!double.IsFinite(learningRate) || learningRate < 0) throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "learning rate must be finite and >= 0");
         if (!double.IsFinite(momentum) || momentum < 0) throw new ArgumentOutOfRangeException(nameof(momentum), momentum, "momentum must be finite and >= 0");
-        if (!double.IsFinite(weightDecay) || weightDecay < 0) throw new ArgumentOutOfRangeException(nameof(weightDecay), weightDecay, "weight decay must be finite and >= 0");
-        _parameters = [.. parameters];
-        var keys = new HashSet<string>(StringComparer.Ordinal);
-        for (int i = 0; i < _parameters.Length; i++)
-        {
-            StateTensor p = _parameters[i] ?? throw new ArgumentException("a parameter is null", nameof(parameters));
-            if (p.Kind != StateKind.Parameter || p.ElementType != StateElementType.Float32)
-            {
-                throw new ArgumentException($"'{p.Key}' is not a float32 parameter; only parameters are optimised", nameof(parameters));
-            }
-            if (!keys.Add(p.Key)) throw new ArgumentException($"parameter '{p.Key}' appears twice", nameof(parameters));
-            _index.Add(p, i);
-        }
-        _buffers = new float[]?[_parameters.Length];
-        LearningRate = learningRate;
-        InitialLearningRate = learningRate;
+        _buffers = new float[]?[Parameters.Count];
         Momentum = momentum;
-        WeightDecay = weightDecay;
     }
 
-    /// <summary>The parameters in index order.</summary>
-    public IReadOnlyList<StateTensor> Parameters => _parameters;
-
-    /// <summary>
-    /// The param group's <c>lr</c> (a Python float); the step multiplies by
-    /// <see cref="Float32StepScale"/>. The schedule sets it before each iteration.
-    /// </summary>
-    public double LearningRate
-    {
-        get;
-        set => field = double.IsFinite(value) && value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "learning rate must be finite and >= 0");
-    }
-
-    /// <summary>mmcv's <c>initial_lr</c> (the schedule's base lr), saved in the param group so a resumed run finds it.</summary>
-    public double InitialLearningRate
-    {
-        get;
-        set => field = double.IsFinite(value) && value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "learning rate must be finite and >= 0");
-    }
+    /// <inheritdoc/>
+    public override TrainingOptimizerKind Kind => TrainingOptimizerKind.Sgd;
 
     /// <summary>The float32 that torch's <c>param.add_(buf, alpha=-lr)</c> multiplies by: <c>(float)(-lr)</c>.</summary>
     public float Float32StepScale => (float)-LearningRate;
@@ -100,23 +63,11 @@ public sealed class SgdOptimizer
     /// <summary>Momentum factor.</summary>
     public double Momentum { get; }
 
-    /// <summary>Weight decay factor.</summary>
-    public double WeightDecay { get; }
-
     /// <summary>Torch's <c>dampening</c>; always 0 here.</summary>
     public double Dampening => 0;
 
     /// <summary>Torch's <c>nesterov</c>; always false here.</summary>
     public bool Nesterov => false;
-
-    /// <summary>Steps taken (calls of <see cref="Step"/>); not saved by torch, kept for callers.</summary>
-    public long StepCount { get; private set; }
-
-    /// <summary>Maximum threads per step; -1 uses all cores. Results do not depend on it.</summary>
-    public int MaxDegreeOfParallelism { get; set; } = -1;
-
-    /// <summary>The index of a parameter (by reference), or -1 when it is not one of <see cref="Parameters"/>.</summary>
-    public int IndexOf(StateTensor parameter) => _index.TryGetValue(parameter, out int i) ? i : -1;
 
     /// <summary>The momentum buffer of parameter <paramref name="index"/>, or null before its first gradient.</summary>
     public float[]? MomentumBuffer(int index) => _buffers[index];
@@ -127,12 +78,8 @@ public sealed class SgdOptimizer
     /// </summary>
     public void SetMomentumBuffer(int index, float[]? buffer)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(index);
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, _parameters.Length);
-        if (buffer != null && buffer.LongLength != _parameters[index].ElementCount)
-        {
-            throw new ArgumentException($"momentum buffer for '{_parameters[index].Key}' has {buffer.LongLength} values; the parameter has {_parameters[index].ElementCount}", nameof(buffer));
-        }
+        CheckIndex(index);
+        if (buffer != null) CheckStateArray(index, buffer, "momentum buffer", nameof(buffer));
         if (buffer != null && Momentum == 0) throw new InvalidOperationException("an optimiser without momentum keeps no buffers");
         _buffers[index] = buffer;
     }
@@ -143,47 +90,26 @@ public sealed class SgdOptimizer
     /// not changed.
     /// </summary>
     /// <param name="gradients">Parameters of this optimiser with their gradients; each at most once.</param>
-    public void Step(IReadOnlyList<ParameterWithGradient> gradients)
+    public override void Step(IReadOnlyList<ParameterWithGradient> gradients)
     {
-        ArgumentNullException.ThrowIfNull(gradients);
-        var work = new List<(int Index, float[] Gradient, bool First)>(gradients.Count);
-        var seen = new HashSet<int>();
-        foreach (ParameterWithGradient pair in gradients)
-        {
-            ArgumentNullException.ThrowIfNull(pair.Parameter, nameof(gradients));
-            int index = IndexOf(pair.Parameter);
-            if (index < 0) throw new ArgumentException($"'{pair.Parameter.Key}' is not a parameter of this optimiser", nameof(gradients));
-            if (!seen.Add(index)) throw new ArgumentException($"'{pair.Parameter.Key}' is listed twice", nameof(gradients));
-            if (pair.Gradient == null) continue;
-            if (pair.Gradient.LongLength != pair.Parameter.ElementCount)
-            {
-                throw new ArgumentException($"gradient of '{pair.Parameter.Key}' has {pair.Gradient.LongLength} values; the parameter has {pair.Parameter.ElementCount}", nameof(gradients));
-            }
-            work.Add((index, pair.Gradient, _buffers[index] == null));
-        }
+        List<(int Index, float[] Gradient)> withGradients = WithGradients(gradients);
+        var work = new List<(int Index, float[] Gradient, bool First)>(withGradients.Count);
+        foreach ((int index, float[] gradient) in withGradients) work.Add((index, gradient, _buffers[index] == null));
 
         bool useMomentum = Momentum != 0;
         if (useMomentum)
         {
             foreach ((int index, _, bool first) in work)
             {
-                if (first) _buffers[index] = new float[_parameters[index].ElementCount];
+                if (first) _buffers[index] = new float[Parameters[index].ElementCount];
             }
         }
 
-        var chunks = new List<(int Work, int Start, int Length)>();
-        for (int w = 0; w < work.Count; w++)
-        {
-            int n = work[w].Gradient.Length;
-            for (int s = 0; s < n; s += Chunk) chunks.Add((w, s, Math.Min(Chunk, n - s)));
-        }
         var scalars = new StepScalars((float)WeightDecay, (float)Momentum, Float32StepScale, WeightDecay != 0);
-        var options = new ParallelOptions { MaxDegreeOfParallelism = MaxDegreeOfParallelism };
-        Parallel.For(0, chunks.Count, options, c =>
+        ForEachChunk([.. work.Select(w => w.Gradient.Length)], (w, start, length) =>
         {
-            (int w, int start, int length) = chunks[c];
             (int index, float[] gradient, bool first) = work[w];
-            Span<float> p = _parameters[index].Data.AsSpan(start, length);
+            Span<float> p = Parameters[index].Data.AsSpan(start, length);
             ReadOnlySpan<float> g = gradient.AsSpan(start, length);
             if (!useMomentum) UpdateWithoutMomentum(p, g, scalars);
             else if (first) UpdateFirst(p, g, _buffers[index].AsSpan(start, length), scalars);

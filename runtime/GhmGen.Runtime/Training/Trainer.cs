@@ -1,8 +1,8 @@
 // The training loop of mmdetection's GHM recipe (docs/TRAINING.md): batches from a
 // TrainDataLoader -> a generated training session's Forward -> targets over the batch's valid
 // anchors -> GHM-C/GHM-R (or focal + L1) loss and the gradient of the head outputs -> the
-// session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay -> the prepared
-// weights updated once (one ITrainingWeights, shared by the sessions of every padded batch size).
+// session's Backward -> clip_grad_norm_ -> SGD with momentum and weight decay (or AdamW, with
+// TrainerOptions.Optimizer) -> the prepared weights updated once (one ITrainingWeights, shared by the sessions of every padded batch size).
 // Logs (log.json), checkpoints (epoch_N.pth, iter_N.pth, latest.pth) and exact resume.
 // Reference tests: tests/GhmGen.Models.Tests/Training/TrainerTests.cs (shared sessions),
 // TrainerPyTorchTests.cs (two iterations against PyTorch), TrainerResumeTests.cs (resume, cancel).
@@ -45,11 +45,31 @@ public sealed record TrainerOptions
     /// <summary>Base learning rate, as given (mmdetection's 0.01 is for 16 images per iteration).</summary>
     public double LearningRate { get; init; } = 0.01;
 
-    /// <summary>SGD momentum.</summary>
+    /// <summary>
+    /// The optimiser: mmdetection's SGD (default) or AdamW (mmdetection's
+    /// <c>optimizer=dict(type='AdamW', ...)</c>, torch's <c>AdamW</c> with <see cref="AdamWBeta1"/>,
+    /// <see cref="AdamWBeta2"/> and <see cref="AdamWEpsilon"/>). A checkpoint resumes only with the
+    /// optimiser that wrote it.
+    /// </summary>
+    public TrainingOptimizerKind Optimizer { get; init; } = TrainingOptimizerKind.Sgd;
+
+    /// <summary>SGD momentum (not used by AdamW).</summary>
     public double Momentum { get; init; } = SgdOptimizer.MmdetectionMomentum;
 
-    /// <summary>L2 weight decay on every trained parameter.</summary>
+    /// <summary>
+    /// Weight decay on every trained parameter, for either optimiser: SGD adds it times the weight
+    /// to the gradient (L2); AdamW multiplies the weight by <c>1 - lr * WeightDecay</c> each step (decoupled).
+    /// </summary>
     public double WeightDecay { get; init; } = SgdOptimizer.MmdetectionWeightDecay;
+
+    /// <summary>AdamW's <c>betas[0]</c> (torch's default; not used by SGD).</summary>
+    public double AdamWBeta1 { get; init; } = AdamWOptimizer.DefaultBeta1;
+
+    /// <summary>AdamW's <c>betas[1]</c> (torch's default; not used by SGD).</summary>
+    public double AdamWBeta2 { get; init; } = AdamWOptimizer.DefaultBeta2;
+
+    /// <summary>AdamW's <c>eps</c> (torch's default; not used by SGD).</summary>
+    public double AdamWEpsilon { get; init; } = AdamWOptimizer.DefaultEpsilon;
 
     /// <summary>Linear warm-up iterations, counted from 0 over the run.</summary>
     public int WarmupIterations { get; init; } = StepLrSchedule.MmdetectionWarmupIterations;
@@ -168,7 +188,7 @@ public sealed class Trainer : IDisposable
     private readonly TrainerOptions _options;
     private readonly string _workDir;
     private readonly TrainDataLoader _loader;
-    private readonly SgdOptimizer _optimizer;
+    private readonly TrainingOptimizer _optimizer;
     private readonly StepLrSchedule _schedule;
     private readonly IDetectionLoss _loss;
     private readonly IReadOnlyList<string> _classNames;
@@ -230,7 +250,12 @@ public sealed class Trainer : IDisposable
         _classNames = [.. dataset.Categories.Select(c => c.Name)];
         // Every parameter, frozen ones included, so the optimiser state indexes as mmdetection's.
         _parameters = [.. network.State.Where(t => t.Kind == StateKind.Parameter)];
-        _optimizer = new SgdOptimizer(_parameters, options.LearningRate, options.Momentum, options.WeightDecay);
+        _optimizer = options.Optimizer switch
+        {
+            TrainingOptimizerKind.Sgd => new SgdOptimizer(_parameters, options.LearningRate, options.Momentum, options.WeightDecay),
+            TrainingOptimizerKind.AdamW => new AdamWOptimizer(_parameters, options.LearningRate, options.WeightDecay, options.AdamWBeta1, options.AdamWBeta2, options.AdamWEpsilon),
+            _ => throw new ArgumentOutOfRangeException(nameof(options), options.Optimizer, "unknown optimiser"),
+        };
         // The trained parameters and their gradient arrays are the weights' (the same arrays every step).
         IReadOnlyList<ParameterGradient> gradients = weights.Gradients;
         foreach (ParameterGradient g in gradients)
@@ -260,17 +285,30 @@ public sealed class Trainer : IDisposable
     public TrainingProgress Progress => _progress;
 
     /// <summary>
-    /// Continues a run of ours from <paramref name="checkpointPath"/>: weights, GHM state, momentum
-    /// buffers and the position in the data (same seed and batch size), so the run goes on as if it
-    /// had not stopped.
+    /// Continues a run of ours from <paramref name="checkpointPath"/>: weights, GHM state, optimiser
+    /// state (SGD momentum buffers or AdamW moments) and the position in the data (same seed and
+    /// batch size), so the run goes on as if it had not stopped.
     /// </summary>
+    /// <exception cref="ArgumentException">The file was written with another optimiser, optimiser settings, seed or number of ranks.</exception>
     public void Resume(string checkpointPath)
     {
         ArgumentNullException.ThrowIfNull(checkpointPath);
         string[] keys = [.. _parameters.Select(p => p.Key)];
         using TrainingCheckpoint checkpoint = TrainingCheckpoint.Read(checkpointPath, keys, _trainedKeys);
+        if (checkpoint.OptimizerKind != _optimizer.Kind)
+        {
+            string file = TrainingCheckpoint.Name(checkpoint.OptimizerKind), run = TrainingCheckpoint.Name(_optimizer.Kind);
+            throw new ArgumentException($"{checkpointPath}: the run trained with {file}; resume it with the same optimiser (--optimizer {file.ToLowerInvariant()}, not {run.ToLowerInvariant()})", nameof(checkpointPath));
+        }
         StateDictLoader.Load(_network, checkpoint.Weights, strict: true);
-        checkpoint.RestoreOptimizer(_optimizer);
+        try
+        {
+            checkpoint.RestoreOptimizer(_optimizer);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new ArgumentException(e.Message, nameof(checkpointPath), e); // other momentum, betas, eps or weight decay: a setting, not a bug
+        }
         if (checkpoint.Progress.DataSeed is { } seed && seed != _options.Seed)
             throw new ArgumentException($"{checkpointPath}: the run used seed {seed}; resume it with the same --seed (not {_options.Seed})", nameof(checkpointPath));
         if (checkpoint.Weights.Meta?[WorldSizeMetaKey] is { Kind: PickleValueKind.Int } saved && saved.AsInt64 != _reducer.WorldSize)
@@ -283,7 +321,7 @@ public sealed class Trainer : IDisposable
     public const string WorldSizeMetaKey = "ghmgen_world_size";
 
     /// <summary>
-    /// Writes this rank's current state (weights, GHM state, momentum, position) as a resumable
+    /// Writes this rank's current state (weights, GHM state, optimiser state, position) as a resumable
     /// checkpoint at <paramref name="path"/>, on any rank (diagnostics: compare ranks' states).
     /// </summary>
     public void SaveCheckpoint(string path)

@@ -1,6 +1,6 @@
 // A training checkpoint in mmcv's layout (mmcv/runner/checkpoint.py save_checkpoint), written as
-// a PyTorch zip file that torch.load reads and torch.optim.SGD.load_state_dict accepts
-// (tools/reference/verify_train_checkpoint.py):
+// a PyTorch zip file that torch.load reads and torch.optim.SGD.load_state_dict (or
+// torch.optim.AdamW.load_state_dict) accepts (tools/reference/verify_train_checkpoint.py):
 //
 //   {'meta': {...caller's entries, 'epoch': E, 'iter': I,
 //             'ghmgen_resume': {'format': 1, 'iter_in_epoch': n, 'data_seed': s or None,
@@ -11,7 +11,17 @@
 //                                    'maximize', 'foreach', 'differentiable', 'initial_lr',
 //                                    'params': [0, 1, ..., n-1]}]}}
 //
-// The optimiser indices are the SgdOptimizer's parameter order. `ghm train` passes every network
+// or, for AdamW, torch 1.13's AdamW.state_dict() (its key order, as torch writes it):
+//
+//    'optimizer': {'state': {i: {'step': 0-dim float32 tensor, 'exp_avg': tensor,
+//                                'exp_avg_sq': tensor}, ...},        (only parameters with state)
+//                  'param_groups': [{'lr', 'betas': (b1, b2), 'eps', 'weight_decay', 'amsgrad': False,
+//                                    'foreach': None, 'maximize': False, 'capturable': False,
+//                                    'initial_lr', 'params': [0, 1, ..., n-1]}]}}
+//
+// Reading tells the two apart by the param group ('betas': AdamW, 'momentum': SGD); a resume
+// must use the optimiser the file was written with. The optimiser indices are the optimiser's
+// parameter order. `ghm train` passes every network
 // parameter, frozen ones included, so the file indexes as mmdetection's own (all 195 R-50
 // parameters, buffers for the 162 trained). Reading accepts that form and the trained-only form
 // (indices over the trained parameters), told apart by the length of `params`.
@@ -32,7 +42,8 @@ public enum OptimizerIndexing
 }
 
 /// <summary>
-/// A training checkpoint: weights and buffers, SGD momentum buffers and the run's progress,
+/// A training checkpoint: weights and buffers, the optimiser's state (SGD momentum buffers or
+/// AdamW moments) and the run's progress,
 /// written in mmcv's layout and read back for <c>--resume</c>. It owns <see cref="Weights"/>, which
 /// holds the file open: dispose it when done with them. Not thread-safe: one thread at a time.
 /// </summary>
@@ -44,18 +55,27 @@ public sealed class TrainingCheckpoint : IDisposable
     /// <summary>Version of the <see cref="ResumeMetaKey"/> dict.</summary>
     public const int ResumeFormat = 1;
 
-    private TrainingCheckpoint(TorchCheckpoint weights, TrainingProgress progress, OptimizerIndexing indexing,
-        IReadOnlyDictionary<string, float[]> buffers, double learningRate, double? initialLearningRate, double momentum, double weightDecay)
+    private TrainingCheckpoint(TorchCheckpoint weights, TrainingProgress progress, OptimizerIndexing indexing, SavedOptimizer saved)
     {
         Weights = weights;
         Progress = progress;
         Indexing = indexing;
-        MomentumBuffers = buffers;
-        LearningRate = learningRate;
-        InitialLearningRate = initialLearningRate;
-        Momentum = momentum;
-        WeightDecay = weightDecay;
+        OptimizerKind = saved.Kind;
+        MomentumBuffers = saved.Buffers;
+        AdamWStates = saved.AdamWStates;
+        LearningRate = saved.LearningRate;
+        InitialLearningRate = saved.InitialLearningRate;
+        Momentum = saved.Momentum;
+        Beta1 = saved.Beta1;
+        Beta2 = saved.Beta2;
+        Epsilon = saved.Epsilon;
+        WeightDecay = saved.WeightDecay;
     }
+
+    /// <summary>The optimiser part of a file, as parsed.</summary>
+    private sealed record SavedOptimizer(TrainingOptimizerKind Kind, double LearningRate, double? InitialLearningRate, double WeightDecay,
+        double? Momentum, double? Beta1, double? Beta2, double? Epsilon,
+        IReadOnlyDictionary<string, float[]> Buffers, IReadOnlyDictionary<string, AdamWParameterState> AdamWStates);
 
     /// <summary>The file: its state dict (load it with <see cref="StateDictLoader"/>) and meta.</summary>
     public TorchCheckpoint Weights { get; }
@@ -66,8 +86,14 @@ public sealed class TrainingCheckpoint : IDisposable
     /// <summary>How the file's optimiser state was indexed.</summary>
     public OptimizerIndexing Indexing { get; }
 
-    /// <summary>Momentum buffers by parameter key (parameters without one are absent).</summary>
+    /// <summary>Which optimiser wrote the state: SGD (a param group with <c>momentum</c>) or AdamW (one with <c>betas</c>).</summary>
+    public TrainingOptimizerKind OptimizerKind { get; }
+
+    /// <summary>SGD's momentum buffers by parameter key (parameters without one are absent; empty for AdamW).</summary>
     public IReadOnlyDictionary<string, float[]> MomentumBuffers { get; }
+
+    /// <summary>AdamW's per-parameter state by parameter key (parameters without state are absent; empty for SGD).</summary>
+    public IReadOnlyDictionary<string, AdamWParameterState> AdamWStates { get; }
 
     /// <summary>The param group's <c>lr</c> when saved.</summary>
     public double LearningRate { get; }
@@ -75,8 +101,17 @@ public sealed class TrainingCheckpoint : IDisposable
     /// <summary>mmcv's <c>initial_lr</c> (the schedule's base lr), or null when the group has none.</summary>
     public double? InitialLearningRate { get; }
 
-    /// <summary>The param group's momentum.</summary>
-    public double Momentum { get; }
+    /// <summary>The param group's momentum (SGD), or null for AdamW.</summary>
+    public double? Momentum { get; }
+
+    /// <summary>The param group's <c>betas[0]</c> (AdamW), or null for SGD.</summary>
+    public double? Beta1 { get; }
+
+    /// <summary>The param group's <c>betas[1]</c> (AdamW), or null for SGD.</summary>
+    public double? Beta2 { get; }
+
+    /// <summary>The param group's <c>eps</c> (AdamW), or null for SGD.</summary>
+    public double? Epsilon { get; }
 
     /// <summary>The param group's weight decay.</summary>
     public double WeightDecay { get; }
@@ -87,10 +122,10 @@ public sealed class TrainingCheckpoint : IDisposable
     /// </summary>
     /// <param name="path">Destination file.</param>
     /// <param name="state">Every state tensor (parameters and buffers) in state-dict order; must hold all of the optimiser's parameters.</param>
-    /// <param name="optimizer">The optimiser whose parameter order, buffers and param group are saved.</param>
+    /// <param name="optimizer">The optimiser (SGD or AdamW) whose parameter order, state and param group are saved.</param>
     /// <param name="progress">Epoch, iteration and resume fields.</param>
     /// <param name="meta">Further meta entries (a dict, e.g. <c>CLASSES</c>, <c>config</c>); its <c>epoch</c>, <c>iter</c> and <see cref="ResumeMetaKey"/> are replaced.</param>
-    public static void Write(string path, IReadOnlyList<StateTensor> state, SgdOptimizer optimizer, TrainingProgress progress, PickleValue? meta = null)
+    public static void Write(string path, IReadOnlyList<StateTensor> state, TrainingOptimizer optimizer, TrainingProgress progress, PickleValue? meta = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(state);
@@ -113,12 +148,17 @@ public sealed class TrainingCheckpoint : IDisposable
         pickle.String("state_dict");
         pickle.StateDict(state, storages);
         pickle.String("optimizer");
-        WriteOptimizer(pickle, optimizer, storages);
+        switch (optimizer)
+        {
+            case SgdOptimizer sgd: WriteSgd(pickle, sgd, storages); break;
+            case AdamWOptimizer adamW: WriteAdamW(pickle, adamW, storages); break;
+            default: throw new ArgumentException($"optimiser {optimizer.Kind} cannot be saved", nameof(optimizer));
+        }
         pickle.SetItems();
         TorchCheckpoint.WriteArchive(path, pickle.Finish(), storages);
     }
 
-    private static PickleValue BuildMeta(PickleValue? extra, SgdOptimizer optimizer, TrainingProgress progress)
+    private static PickleValue BuildMeta(PickleValue? extra, TrainingOptimizer optimizer, TrainingProgress progress)
     {
         var entries = new List<KeyValuePair<PickleValue, PickleValue>>();
         if (extra != null)
@@ -141,7 +181,7 @@ public sealed class TrainingCheckpoint : IDisposable
     private static KeyValuePair<PickleValue, PickleValue> Entry(string key, PickleValue value) => KeyValuePair.Create(PickleValue.FromString(key), value);
 
     /// <summary><c>torch.optim.SGD.state_dict()</c> of torch 1.13, with mmcv's <c>initial_lr</c>.</summary>
-    private static void WriteOptimizer(PickleWriter pickle, SgdOptimizer optimizer, List<StorageSource> storages)
+    private static void WriteSgd(PickleWriter pickle, SgdOptimizer optimizer, List<StorageSource> storages)
     {
         pickle.EmptyDict();
         pickle.Mark();
@@ -173,7 +213,53 @@ public sealed class TrainingCheckpoint : IDisposable
             KeyValuePair.Create("foreach", PickleValue.None),
             KeyValuePair.Create("differentiable", PickleValue.FromBool(false)),
             KeyValuePair.Create("initial_lr", PickleValue.FromDouble(optimizer.InitialLearningRate)),
-            KeyValuePair.Create("params", PickleValue.NewList(Enumerable.Range(0, optimizer.Parameters.Count).Select(i => PickleValue.FromInt64(i)))),
+            KeyValuePair.Create("params", ParamIndices(optimizer)),
+        ]);
+        pickle.Value(PickleValue.NewList([group]));
+        pickle.SetItems();
+    }
+
+    private static PickleValue ParamIndices(TrainingOptimizer optimizer) =>
+        PickleValue.NewList(Enumerable.Range(0, optimizer.Parameters.Count).Select(i => PickleValue.FromInt64(i)));
+
+    /// <summary><c>torch.optim.AdamW.state_dict()</c> of torch 1.13, with mmcv's <c>initial_lr</c>.</summary>
+    private static void WriteAdamW(PickleWriter pickle, AdamWOptimizer optimizer, List<StorageSource> storages)
+    {
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("state");
+        pickle.EmptyDict();
+        bool any = false;
+        for (int i = 0; i < optimizer.Parameters.Count; i++)
+        {
+            if (optimizer.State(i) is not { } state) continue;
+            if (!any) pickle.Mark();
+            any = true;
+            pickle.Int(i);
+            pickle.EmptyDict();
+            pickle.Mark();
+            pickle.String("step");
+            pickle.Tensor(storages, StorageSource.Of([state.Step]), CheckpointDType.Float32, []); // torch.tensor(float), 0-dim
+            pickle.String("exp_avg");
+            pickle.Tensor(storages, StorageSource.Of(state.ExpAvg), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
+            pickle.String("exp_avg_sq");
+            pickle.Tensor(storages, StorageSource.Of(state.ExpAvgSq), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
+            pickle.SetItems();
+        }
+        if (any) pickle.SetItems();
+        pickle.String("param_groups");
+        PickleValue group = PickleValue.NewDict(
+        [
+            KeyValuePair.Create("lr", PickleValue.FromDouble(optimizer.LearningRate)),
+            KeyValuePair.Create("betas", PickleValue.NewTuple(PickleValue.FromDouble(optimizer.Beta1), PickleValue.FromDouble(optimizer.Beta2))),
+            KeyValuePair.Create("eps", PickleValue.FromDouble(optimizer.Epsilon)),
+            KeyValuePair.Create("weight_decay", PickleValue.FromDouble(optimizer.WeightDecay)),
+            KeyValuePair.Create("amsgrad", PickleValue.FromBool(false)),
+            KeyValuePair.Create("foreach", PickleValue.None),
+            KeyValuePair.Create("maximize", PickleValue.FromBool(false)),
+            KeyValuePair.Create("capturable", PickleValue.FromBool(false)),
+            KeyValuePair.Create("initial_lr", PickleValue.FromDouble(optimizer.InitialLearningRate)),
+            KeyValuePair.Create("params", ParamIndices(optimizer)),
         ]);
         pickle.Value(PickleValue.NewList([group]));
         pickle.SetItems();
@@ -249,10 +335,36 @@ public sealed class TrainingCheckpoint : IDisposable
         PickleValue group = groups.Items[0];
         double lr = RequireFloat(group["lr"], "lr", Fail);
         double? initialLr = group["initial_lr"] is { } initial ? RequireFloat(initial, "initial_lr", Fail) : null;
-        double momentum = RequireFloat(group["momentum"], "momentum", Fail);
-        double weightDecay = group["weight_decay"] is { } wd ? RequireFloat(wd, "weight_decay", Fail) : 0;
-        if (group["dampening"] is { } dampening && RequireFloat(dampening, "dampening", Fail) != 0) throw Fail("dampening is not 0; GhmGen's SGD has none");
-        if (group["nesterov"] is { Kind: PickleValueKind.Bool } nesterov && nesterov.AsBool) throw Fail("nesterov is set; GhmGen's SGD is plain momentum");
+        TrainingOptimizerKind kind;
+        double? momentum = null, beta1 = null, beta2 = null, epsilon = null;
+        double weightDecay;
+        if (group["betas"] is { } betas)
+        {
+            kind = TrainingOptimizerKind.AdamW;
+            if (betas.Kind is not (PickleValueKind.Tuple or PickleValueKind.List) || betas.Items.Count != 2
+                || betas.Items.Any(b => b.Kind is not (PickleValueKind.Float or PickleValueKind.Int)))
+            {
+                throw Fail("param group 'betas' is not a pair of numbers");
+            }
+            beta1 = betas.Items[0].AsDouble;
+            beta2 = betas.Items[1].AsDouble;
+            epsilon = RequireFloat(group["eps"], "eps", Fail);
+            weightDecay = RequireFloat(group["weight_decay"], "weight_decay", Fail);
+            if (group["amsgrad"] is { Kind: PickleValueKind.Bool } amsgrad && amsgrad.AsBool) throw Fail("amsgrad is set; GhmGen's AdamW has no AMSGrad");
+            if (group["maximize"] is { Kind: PickleValueKind.Bool } maximize && maximize.AsBool) throw Fail("maximize is set; GhmGen's AdamW minimises");
+        }
+        else if (group["momentum"] is { } saved)
+        {
+            kind = TrainingOptimizerKind.Sgd;
+            momentum = RequireFloat(saved, "momentum", Fail);
+            weightDecay = group["weight_decay"] is { } wd ? RequireFloat(wd, "weight_decay", Fail) : 0;
+            if (group["dampening"] is { } dampening && RequireFloat(dampening, "dampening", Fail) != 0) throw Fail("dampening is not 0; GhmGen's SGD has none");
+            if (group["nesterov"] is { Kind: PickleValueKind.Bool } nesterov && nesterov.AsBool) throw Fail("nesterov is set; GhmGen's SGD is plain momentum");
+        }
+        else
+        {
+            throw Fail("param group has neither 'momentum' (SGD) nor 'betas' (AdamW); GhmGen trains with SGD or AdamW");
+        }
         if (group["params"] is not { Kind: PickleValueKind.List } indices) throw Fail("param group has no 'params' list");
         for (int i = 0; i < indices.Items.Count; i++)
         {
@@ -283,12 +395,23 @@ public sealed class TrainingCheckpoint : IDisposable
         }
 
         var buffers = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var adamW = new Dictionary<string, AdamWParameterState>(StringComparer.Ordinal);
         if (optimizer["state"] is not { Kind: PickleValueKind.Dict } state) throw Fail("optimizer has no 'state' dict");
         foreach (KeyValuePair<PickleValue, PickleValue> entry in state.Entries)
         {
             if (entry.Key.Kind != PickleValueKind.Int || entry.Key.AsInt64 < 0 || entry.Key.AsInt64 >= count) throw Fail($"optimizer state key {entry.Key} is not a parameter index below {count}");
             string key = keysByIndex[(int)entry.Key.AsInt64];
             if (entry.Value.Kind != PickleValueKind.Dict) throw Fail($"optimizer state of '{key}' is not a dict");
+            if (kind == TrainingOptimizerKind.AdamW)
+            {
+                if (entry.Value.Entries.Count == 0) continue; // torch starts such a parameter afresh
+                float step = ReadStep(entry.Value["step"], key, Fail);
+                float[] expAvg = ReadMoment(checkpoint, entry.Value, "exp_avg", key, Fail);
+                float[] expAvgSq = ReadMoment(checkpoint, entry.Value, "exp_avg_sq", key, Fail);
+                if (!trainedSet.Contains(key)) throw Fail($"frozen parameter '{key}' has AdamW state");
+                adamW.Add(key, new AdamWParameterState(step, expAvg, expAvgSq));
+                continue;
+            }
             PickleValue? buffer = entry.Value["momentum_buffer"];
             if (buffer == null || buffer.Kind == PickleValueKind.None) continue; // torch keeps None with momentum 0
             if (buffer.Kind != PickleValueKind.Tensor) throw Fail($"momentum_buffer of '{key}' is not a tensor");
@@ -298,7 +421,33 @@ public sealed class TrainingCheckpoint : IDisposable
             if (!trainedSet.Contains(key)) throw Fail($"frozen parameter '{key}' has a momentum buffer");
             buffers.Add(key, tensor.ReadFloat32());
         }
-        return new TrainingCheckpoint(checkpoint, progress, indexing, buffers, lr, initialLr, momentum, weightDecay);
+        return new TrainingCheckpoint(checkpoint, progress, indexing,
+            new SavedOptimizer(kind, lr, initialLr, weightDecay, momentum, beta1, beta2, epsilon, buffers, adamW));
+    }
+
+    /// <summary>AdamW's <c>step</c>: a one-element tensor (torch 1.12 and later) or a number (older torch), at least 1.</summary>
+    private static float ReadStep(PickleValue? value, string key, Func<string, CheckpointFormatException> fail)
+    {
+        double step = value switch
+        {
+            null => throw fail($"AdamW state of '{key}' has no 'step'"),
+            { Kind: PickleValueKind.Int or PickleValueKind.Float } number => number.AsDouble,
+            { Kind: PickleValueKind.Tensor } tensor when tensor.AsTensor.ElementCount == 1 => tensor.AsTensor.ReadFloat32()[0],
+            _ => throw fail($"'step' of '{key}' is not a number or a one-element tensor"),
+        };
+        if (!double.IsFinite(step) || step < 1) throw fail(string.Create(CultureInfo.InvariantCulture, $"'step' of '{key}' is {step}; a saved step count is at least 1"));
+        return (float)step;
+    }
+
+    /// <summary>An AdamW moment (<c>exp_avg</c>, <c>exp_avg_sq</c>): a tensor of the parameter's shape.</summary>
+    private static float[] ReadMoment(TorchCheckpoint checkpoint, PickleValue state, string name, string key, Func<string, CheckpointFormatException> fail)
+    {
+        if (state[name] is not { } value) throw fail($"AdamW state of '{key}' has no '{name}'");
+        if (value.Kind != PickleValueKind.Tensor) throw fail($"{name} of '{key}' is not a tensor");
+        CheckpointTensor tensor = value.AsTensor;
+        CheckpointTensor weight = checkpoint.Find(key) ?? throw fail($"optimizer state names '{key}', which is not in the state dict");
+        if (!tensor.Shape.SequenceEqual(weight.Shape)) throw fail($"{name} of '{key}' is {tensor.ShapeText}; the parameter is {weight.ShapeText}");
+        return tensor.ReadFloat32();
     }
 
     private static long RequireInt(PickleValue? value, string what, Func<string, CheckpointFormatException> fail) =>
@@ -308,31 +457,67 @@ public sealed class TrainingCheckpoint : IDisposable
         value is { Kind: PickleValueKind.Float or PickleValueKind.Int } v ? v.AsDouble : throw fail($"param group '{what}' is missing or not a number");
 
     /// <summary>
-    /// Puts the saved optimiser state into <paramref name="optimizer"/>: momentum buffers by key,
-    /// <c>lr</c> and <c>initial_lr</c> (kept when the file has none). Momentum and weight decay
-    /// must match, since torch's <c>load_state_dict</c> would otherwise silently switch to the file's.
+    /// Puts the saved optimiser state into <paramref name="optimizer"/>, which must be of the
+    /// file's <see cref="OptimizerKind"/>: SGD's momentum buffers or AdamW's step counts and
+    /// moments by key, <c>lr</c> and <c>initial_lr</c> (kept when the file has none). The
+    /// hyper-parameters (momentum, or betas and eps; weight decay) must match, since torch's
+    /// <c>load_state_dict</c> would otherwise silently switch to the file's.
     /// </summary>
-    public void RestoreOptimizer(SgdOptimizer optimizer)
+    /// <exception cref="InvalidOperationException">The optimiser is of another kind, its hyper-parameters differ, or it does not train a parameter the file has state for.</exception>
+    public void RestoreOptimizer(TrainingOptimizer optimizer)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
-        if (optimizer.Momentum != Momentum || optimizer.WeightDecay != WeightDecay)
+        if (optimizer.Kind != OptimizerKind)
         {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
-                $"checkpoint '{Weights.FileName}' was trained with momentum {Momentum} and weight decay {WeightDecay}; this optimiser has {optimizer.Momentum} and {optimizer.WeightDecay}"));
+            throw new InvalidOperationException($"checkpoint '{Weights.FileName}' holds {Name(OptimizerKind)} optimiser state; this optimiser is {Name(optimizer.Kind)}");
         }
         var byKey = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < optimizer.Parameters.Count; i++) byKey[optimizer.Parameters[i].Key] = i;
-        foreach (string key in MomentumBuffers.Keys)
+        IEnumerable<string> stateKeys = OptimizerKind == TrainingOptimizerKind.AdamW ? AdamWStates.Keys : MomentumBuffers.Keys;
+        foreach (string key in stateKeys)
         {
-            if (!byKey.ContainsKey(key)) throw new InvalidOperationException($"checkpoint '{Weights.FileName}' has a momentum buffer for '{key}', which this optimiser does not train");
+            if (!byKey.ContainsKey(key)) throw new InvalidOperationException($"checkpoint '{Weights.FileName}' has optimiser state for '{key}', which this optimiser does not train");
         }
-        for (int i = 0; i < optimizer.Parameters.Count; i++)
+        switch (optimizer)
         {
-            optimizer.SetMomentumBuffer(i, MomentumBuffers.TryGetValue(optimizer.Parameters[i].Key, out float[]? buffer) ? (float[])buffer.Clone() : null);
+            case SgdOptimizer sgd:
+                if (sgd.Momentum != Momentum || sgd.WeightDecay != WeightDecay)
+                {
+                    throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                        $"checkpoint '{Weights.FileName}' was trained with momentum {Momentum} and weight decay {WeightDecay}; this optimiser has {sgd.Momentum} and {sgd.WeightDecay}"));
+                }
+                for (int i = 0; i < sgd.Parameters.Count; i++)
+                {
+                    sgd.SetMomentumBuffer(i, MomentumBuffers.TryGetValue(sgd.Parameters[i].Key, out float[]? buffer) ? (float[])buffer.Clone() : null);
+                }
+                break;
+            case AdamWOptimizer adamW:
+                if (adamW.Beta1 != Beta1 || adamW.Beta2 != Beta2 || adamW.Epsilon != Epsilon || adamW.WeightDecay != WeightDecay)
+                {
+                    throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                        $"checkpoint '{Weights.FileName}' was trained with betas ({Beta1}, {Beta2}), eps {Epsilon} and weight decay {WeightDecay}; this optimiser has ({adamW.Beta1}, {adamW.Beta2}), {adamW.Epsilon} and {adamW.WeightDecay}"));
+                }
+                for (int i = 0; i < adamW.Parameters.Count; i++)
+                {
+                    adamW.SetState(i, AdamWStates.TryGetValue(adamW.Parameters[i].Key, out AdamWParameterState? state)
+                        ? new AdamWParameterState(state.Step, (float[])state.ExpAvg.Clone(), (float[])state.ExpAvgSq.Clone())
+                        : null);
+                }
+                break;
+            default:
+                throw new InvalidOperationException($"optimiser {optimizer.Kind} cannot be restored");
         }
         optimizer.LearningRate = LearningRate;
         if (InitialLearningRate is double initial) optimizer.InitialLearningRate = initial;
     }
+
+    /// <summary>An optimiser's name as torch spells its class.</summary>
+    internal static string Name(TrainingOptimizerKind kind) => kind switch
+    {
+        TrainingOptimizerKind.Sgd => "SGD",
+        TrainingOptimizerKind.AdamW => "AdamW",
+        _ => kind.ToString(),
+    };
 
     /// <summary>Releases the file mapping of <see cref="Weights"/>.</summary>
     public void Dispose() => Weights.Dispose();

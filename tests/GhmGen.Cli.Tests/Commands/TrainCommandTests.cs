@@ -267,6 +267,99 @@ public sealed class TrainCommandTests
         }
     }
 
+    [Fact]
+    public void AdamW_trains_resumes_bit_for_bit_and_refuses_a_resume_with_sgd()
+    {
+        string data = Path.Combine(Path.GetTempPath(), $"ghm-train-adamw-{Guid.NewGuid():N}");
+        SyntheticShapes.Write(data, new SyntheticShapesOptions { Seed = 5, TrainImages = 4, ValImages = 1, MinImageSide = 96, MaxImageSide = 128 });
+        string whole = Path.Combine(data, "whole"), split = Path.Combine(data, "split");
+        string[] Args(string work, string optimizer, int epochs, params string[] more) =>
+        [
+            "train", "--model", "ghm-demo-r18-fpn",
+            "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+            "--work-dir", work, "--scale", "128x96", "--epochs", epochs.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--lr", "0.001", "--weight-decay", "0.05", "--warmup-iters", "0", "--optimizer", optimizer, "--device", "cpu", "--threads", "2", .. more,
+        ];
+        try
+        {
+            (int code, string output, string error) = Run(Args(whole, "adamw", 2));
+            Assert.True(code == 0, error);
+            Assert.DoesNotContain("linear scaling rule", error); // SGD's lr note
+            int perEpoch = int.Parse(System.Text.RegularExpressions.Regex.Match(error, @"(\d+) iterations per epoch").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.StartsWith($"done: {2 * perEpoch} iterations", output.Trim());
+            (code, output, error) = Run(Args(split, "adamw", 1));
+            Assert.True(code == 0, error);
+            Assert.StartsWith($"done: {perEpoch} iterations", output.Trim());
+            string latest = Path.Combine(split, "latest.pth");
+
+            (code, output, error) = Run(Args(split, "sgd", 2, "--resume", latest));
+            Assert.Equal(2, code);
+            Assert.Contains(latest, error);
+            Assert.Contains("the run trained with AdamW; resume it with the same optimiser (--optimizer adamw, not sgd)", error);
+
+            string[] otherDecay = Args(split, "adamw", 2, "--resume", latest);
+            otherDecay[Array.IndexOf(otherDecay, "0.05")] = "0.01";
+            (code, output, error) = Run(otherDecay);
+            Assert.Equal(2, code);
+            Assert.Contains("latest.pth' was trained with betas (0.9, 0.999), eps 1E-08 and weight decay 0.05; this optimiser has (0.9, 0.999), 1E-08 and 0.01", error);
+
+            (code, output, error) = Run(Args(split, "adamw", 2, "--resume", latest));
+            Assert.True(code == 0, error);
+            Assert.Contains($"resuming after iteration {perEpoch}", error);
+            Assert.StartsWith($"done: {2 * perEpoch} iterations", output.Trim());
+
+            GhmGen.Models.ModelInfo model = GhmGen.Models.ModelRegistry.Get("ghm-demo-r18-fpn");
+            string[] keys = [.. model.Create().State.Where(t => t.Kind == GhmGen.Layers.StateKind.Parameter).Select(t => t.Key)];
+            using GhmGen.Training.TrainingCheckpoint a = GhmGen.Training.TrainingCheckpoint.Read(Path.Combine(whole, "latest.pth"), keys, model.TrainedKeys);
+            using GhmGen.Training.TrainingCheckpoint b = GhmGen.Training.TrainingCheckpoint.Read(latest, keys, model.TrainedKeys);
+            Assert.Equal(GhmGen.Training.TrainingOptimizerKind.AdamW, b.OptimizerKind);
+            Assert.Equal(0.05, b.WeightDecay);
+            Assert.Equal(model.TrainedKeys.Order(), b.AdamWStates.Keys.Order());
+            Assert.Equal(a.Progress, b.Progress);
+            foreach (GhmGen.Checkpoints.CheckpointTensor t in a.Weights.Tensors)
+            {
+                GhmGen.Checkpoints.CheckpointTensor u = b.Weights.Find(t.Key)!;
+                if (t.DType == GhmGen.Checkpoints.CheckpointDType.Int64) Assert.Equal(t.ReadInt64(), u.ReadInt64());
+                else Assert.True(t.ReadFloat32().AsSpan().SequenceEqual(u.ReadFloat32()), $"{t.Key} differs after the resume");
+            }
+            foreach ((string key, GhmGen.Training.AdamWParameterState s) in a.AdamWStates)
+            {
+                GhmGen.Training.AdamWParameterState r = b.AdamWStates[key];
+                Assert.Equal(2f * perEpoch, s.Step);
+                Assert.Equal(s.Step, r.Step);
+                Assert.True(s.ExpAvg.AsSpan().SequenceEqual(r.ExpAvg) && s.ExpAvgSq.AsSpan().SequenceEqual(r.ExpAvgSq), $"the moments of {key} differ after the resume");
+            }
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(new[] { "--optimizer", "adamw", "--momentum", "0.9" }, "--momentum cannot be combined with --optimizer adamw")]
+    [InlineData(new[] { "--momentum", "0.8", "--optimizer", "adamw" }, "--momentum cannot be combined with --optimizer adamw")]
+    [InlineData(new[] { "--optimizer", "adam" }, "Argument 'adam' not recognized")]
+    public void Optimizer_misuse_is_exit_2_before_any_work(string[] options, string message)
+    {
+        string data = MakeDataset();
+        try
+        {
+            (int code, string output, string error) = Run(["train", "--model", "retinanet-ghm-r50-fpn",
+                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
+                "--work-dir", Path.Combine(data, "work"), .. options]);
+
+            Assert.Equal(2, code);
+            Assert.Equal("", output);
+            Assert.Contains(message, error);
+            Assert.False(Directory.Exists(Path.Combine(data, "work")));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("--scale", "12x8", "--scale '12x8' must be LONGxSHORT")]
     [InlineData("--lr-steps", "11,8", "--lr-steps '11,8' must be increasing")]

@@ -269,6 +269,314 @@ public sealed class TrainingCheckpointTests
         Assert.True(File.Exists(path));
     }
 
+    private const double AdamWDecay = 0.05;
+
+    private static AdamWOptimizer TrainAdamW(Net net, int steps, StepLrSchedule schedule)
+    {
+        var optimizer = new AdamWOptimizer(net.Parameters, schedule.BaseLearningRate, AdamWDecay);
+        for (int step = 0; step < steps; step++) AdamWStep(net, optimizer, schedule, step);
+        return optimizer;
+    }
+
+    private static float AdamWStep(Net net, AdamWOptimizer optimizer, StepLrSchedule schedule, int step)
+    {
+        optimizer.LearningRate = schedule.LearningRate(0, step);
+        List<ParameterWithGradient> gradients = net.Gradients(step);
+        float norm = GradientClipping.ClipGradNorm(gradients);
+        optimizer.Step(gradients);
+        return norm;
+    }
+
+    private static string? StateSha(AdamWParameterState? state) =>
+        state is null ? null : FormattableString.Invariant($"{state.Step} {TrainingFixtures.Sha(state.ExpAvg)} {TrainingFixtures.Sha(state.ExpAvgSq)}");
+
+    [Fact]
+    public void AdamW_round_trip_resumes_bit_for_bit_as_an_uninterrupted_run()
+    {
+        var net = new Net();
+        StepLrSchedule schedule = StepLrSchedule.Ghm1x(0.001);
+        AdamWOptimizer optimizer = TrainAdamW(net, 2, schedule); // the uninterrupted run, continued below
+        string path = TempPath();
+        try
+        {
+            TrainingCheckpoint.Write(path, net.State, optimizer, new TrainingProgress(Epoch: 0, Iteration: 2, IterationInEpoch: 2, DataSeed: 3));
+            using TrainingCheckpoint read = TrainingCheckpoint.Read(path, net.ParameterKeys, net.TrainedKeys);
+            Assert.Equal(TrainingOptimizerKind.AdamW, read.OptimizerKind);
+            Assert.Equal(OptimizerIndexing.AllParameters, read.Indexing);
+            Assert.Equal(optimizer.LearningRate, read.LearningRate);
+            Assert.Equal(0.001, read.InitialLearningRate);
+            Assert.Null(read.Momentum);
+            Assert.Equal(0.9, read.Beta1);
+            Assert.Equal(0.999, read.Beta2);
+            Assert.Equal(1e-8, read.Epsilon);
+            Assert.Equal(AdamWDecay, read.WeightDecay);
+            Assert.Empty(read.MomentumBuffers);
+            Assert.Equal(net.TrainedKeys.Order(), read.AdamWStates.Keys.Order());
+            Assert.Equal(1f, read.AdamWStates["bbox_head.retina_reg.bias"].Step); // its first gradient came at step 1
+            Assert.Equal(2f, read.AdamWStates["bbox_head.retina_cls.weight"].Step);
+
+            var fresh = new Net();
+            foreach (StateTensor t in fresh.State)
+            {
+                if (t.ElementType == StateElementType.Float32) Array.Clear(t.Data);
+            }
+            StateDictLoader.Load(fresh.State, read.Weights.Tensors, read.Weights.FileName, "net");
+            var restored = new AdamWOptimizer(fresh.Parameters, 1, AdamWDecay);
+            read.RestoreOptimizer(restored);
+            Assert.Equal(optimizer.LearningRate, restored.LearningRate);
+            Assert.Equal(0.001, restored.InitialLearningRate);
+            for (int i = 0; i < net.Parameters.Count; i++)
+            {
+                Assert.Equal(StateSha(optimizer.State(i)), StateSha(restored.State(i)));
+                if (restored.State(i) is { } state) Assert.NotSame(read.AdamWStates[net.Parameters[i].Key].ExpAvg, state.ExpAvg); // a copy
+            }
+
+            // Two more steps after the resume equal two more in the uninterrupted run, bit for bit.
+            for (int step = 2; step < 4; step++)
+            {
+                AdamWStep(net, optimizer, schedule, step);
+                AdamWStep(fresh, restored, schedule, step);
+            }
+            for (int i = 0; i < net.Parameters.Count; i++)
+            {
+                Assert.Equal(TrainingFixtures.Sha(net.Parameters[i].Data), TrainingFixtures.Sha(fresh.Parameters[i].Data));
+                Assert.Equal(StateSha(optimizer.State(i)), StateSha(restored.State(i)));
+            }
+            Assert.Equal(4f, restored.State(net.ParameterKeys.ToList().IndexOf("bbox_head.retina_cls.weight"))!.Step);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void A_checkpoint_resumes_only_with_the_optimizer_and_settings_that_wrote_it()
+    {
+        var net = new Net();
+        string sgdPath = TempPath(), adamWPath = TempPath();
+        try
+        {
+            TrainingCheckpoint.Write(sgdPath, net.State, Train(net, 1, StepLrSchedule.Ghm1x(0.01)), new TrainingProgress(0, 1, 1));
+            TrainingCheckpoint.Write(adamWPath, net.State, TrainAdamW(net, 1, StepLrSchedule.Ghm1x(0.001)), new TrainingProgress(0, 1, 1));
+            using (TrainingCheckpoint sgd = TrainingCheckpoint.Read(sgdPath, net.ParameterKeys, net.TrainedKeys))
+            {
+                Assert.Equal(TrainingOptimizerKind.Sgd, sgd.OptimizerKind);
+                Assert.Empty(sgd.AdamWStates);
+                Assert.Null(sgd.Beta1);
+                var e = Assert.Throws<InvalidOperationException>(() => sgd.RestoreOptimizer(new AdamWOptimizer(net.Parameters, 0.001, AdamWDecay)));
+                Assert.Contains(Path.GetFileName(sgdPath), e.Message, StringComparison.Ordinal);
+                Assert.Contains("SGD optimiser state; this optimiser is AdamW", e.Message, StringComparison.Ordinal);
+            }
+            using TrainingCheckpoint adamW = TrainingCheckpoint.Read(adamWPath, net.ParameterKeys, net.TrainedKeys);
+            var wrongKind = Assert.Throws<InvalidOperationException>(() => adamW.RestoreOptimizer(new SgdOptimizer(net.Parameters, 0.01)));
+            Assert.Contains(Path.GetFileName(adamWPath), wrongKind.Message, StringComparison.Ordinal);
+            Assert.Contains("AdamW optimiser state; this optimiser is SGD", wrongKind.Message, StringComparison.Ordinal);
+            var wrongDecay = Assert.Throws<InvalidOperationException>(() => adamW.RestoreOptimizer(new AdamWOptimizer(net.Parameters, 0.001, 1e-4)));
+            Assert.Contains("weight decay 0.05", wrongDecay.Message, StringComparison.Ordinal);
+            Assert.Throws<InvalidOperationException>(() => adamW.RestoreOptimizer(new AdamWOptimizer(net.Parameters, 0.001, AdamWDecay, beta2: 0.99)));
+            Assert.Throws<InvalidOperationException>(() => adamW.RestoreOptimizer(new AdamWOptimizer(net.Trained.Skip(1), 0.001, AdamWDecay)));
+        }
+        finally
+        {
+            File.Delete(sgdPath);
+            File.Delete(adamWPath);
+        }
+    }
+
+    /// <summary>
+    /// Writes an mmcv-layout checkpoint of <paramref name="net"/> whose AdamW state has one entry,
+    /// for parameter <paramref name="index"/>, written by <paramref name="entry"/> (inside its dict).
+    /// </summary>
+    private static void WriteAdamWCheckpoint(string path, Net net, int index, Action<PickleWriter, List<StorageSource>, StateTensor> entry,
+        PickleValue? betas = null, bool amsgrad = false)
+    {
+        var storages = new List<StorageSource>();
+        var pickle = new PickleWriter();
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("meta");
+        pickle.Value(PickleValue.NewDict([KeyValuePair.Create("epoch", PickleValue.FromInt64(0)), KeyValuePair.Create("iter", PickleValue.FromInt64(1))]));
+        pickle.String("state_dict");
+        pickle.StateDict(net.State, storages);
+        pickle.String("optimizer");
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("state");
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.Int(index);
+        pickle.EmptyDict();
+        pickle.Mark();
+        entry(pickle, storages, net.Parameters[index]);
+        pickle.SetItems();
+        pickle.SetItems();
+        pickle.String("param_groups");
+        pickle.Value(PickleValue.NewList([PickleValue.NewDict(
+        [
+            KeyValuePair.Create("lr", PickleValue.FromDouble(0.001)),
+            KeyValuePair.Create("betas", betas ?? PickleValue.NewTuple(PickleValue.FromDouble(0.9), PickleValue.FromDouble(0.999))),
+            KeyValuePair.Create("eps", PickleValue.FromDouble(1e-8)),
+            KeyValuePair.Create("weight_decay", PickleValue.FromDouble(AdamWDecay)),
+            KeyValuePair.Create("amsgrad", PickleValue.FromBool(amsgrad)),
+            KeyValuePair.Create("params", PickleValue.NewList(Enumerable.Range(0, net.Parameters.Count).Select(i => PickleValue.FromInt64(i)))),
+        ])]));
+        pickle.SetItems();
+        pickle.SetItems();
+        TorchCheckpoint.WriteArchive(path, pickle.Finish(), storages);
+    }
+
+    private static void Moment(PickleWriter pickle, List<StorageSource> storages, string name, StateTensor p, IReadOnlyList<int>? shape = null)
+    {
+        pickle.String(name);
+        IReadOnlyList<int> s = shape ?? p.Shape;
+        pickle.Tensor(storages, StorageSource.Of(new float[s.Aggregate(1, (a, b) => a * b)]), CheckpointDType.Float32, s);
+    }
+
+    private static void Step(PickleWriter pickle, List<StorageSource> storages, float value)
+    {
+        pickle.String("step");
+        pickle.Tensor(storages, StorageSource.Of([value]), CheckpointDType.Float32, []);
+    }
+
+    public static TheoryData<string, string> MalformedAdamWStates => new()
+    {
+        { "missing exp_avg", "AdamW state of 'backbone.layer2.0.bn1.weight' has no 'exp_avg'" },
+        { "missing exp_avg_sq", "AdamW state of 'backbone.layer2.0.bn1.weight' has no 'exp_avg_sq'" },
+        { "missing step", "AdamW state of 'backbone.layer2.0.bn1.weight' has no 'step'" },
+        { "exp_avg wrong shape", "exp_avg of 'backbone.layer2.0.bn1.weight' is [63]; the parameter is [64]" },
+        { "exp_avg_sq wrong shape", "exp_avg_sq of 'backbone.layer2.0.bn1.weight' is [8, 8]; the parameter is [64]" },
+        { "exp_avg not a tensor", "exp_avg of 'backbone.layer2.0.bn1.weight' is not a tensor" },
+        { "step a string", "'step' of 'backbone.layer2.0.bn1.weight' is not a number or a one-element tensor" },
+        { "step two values", "'step' of 'backbone.layer2.0.bn1.weight' is not a number or a one-element tensor" },
+        { "step zero", "'step' of 'backbone.layer2.0.bn1.weight' is 0; a saved step count is at least 1" },
+        { "step NaN", "'step' of 'backbone.layer2.0.bn1.weight' is NaN; a saved step count is at least 1" },
+        { "frozen", "frozen parameter 'backbone.bn1.weight' has AdamW state" },
+        { "betas not a pair", "param group 'betas' is not a pair of numbers" },
+        { "amsgrad", "amsgrad is set; GhmGen's AdamW has no AMSGrad" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MalformedAdamWStates))]
+    public void Malformed_AdamW_state_is_a_format_error_naming_the_file_and_the_problem(string variant, string problem)
+    {
+        var net = new Net();
+        int index = net.ParameterKeys.ToList().IndexOf(variant == "frozen" ? "backbone.bn1.weight" : "backbone.layer2.0.bn1.weight");
+        string path = TempPath();
+        try
+        {
+            WriteAdamWCheckpoint(path, net, index, (pickle, storages, p) =>
+            {
+                switch (variant)
+                {
+                    case "missing step": break;
+                    case "step a string": pickle.String("step"); pickle.String("three"); break;
+                    case "step two values": pickle.String("step"); pickle.Tensor(storages, StorageSource.Of([1f, 2f]), CheckpointDType.Float32, [2]); break;
+                    case "step zero": Step(pickle, storages, 0); break;
+                    case "step NaN": Step(pickle, storages, float.NaN); break;
+                    default: Step(pickle, storages, 3); break;
+                }
+                switch (variant)
+                {
+                    case "missing exp_avg": break;
+                    case "exp_avg wrong shape": Moment(pickle, storages, "exp_avg", p, [63]); break;
+                    case "exp_avg not a tensor": pickle.String("exp_avg"); pickle.Value(PickleValue.FromDouble(0)); break;
+                    default: Moment(pickle, storages, "exp_avg", p); break;
+                }
+                switch (variant)
+                {
+                    case "missing exp_avg_sq": break;
+                    case "exp_avg_sq wrong shape": Moment(pickle, storages, "exp_avg_sq", p, [8, 8]); break;
+                    default: Moment(pickle, storages, "exp_avg_sq", p); break;
+                }
+            },
+            betas: variant == "betas not a pair" ? PickleValue.NewTuple(PickleValue.FromDouble(0.9)) : null,
+            amsgrad: variant == "amsgrad");
+            CheckpointFormatException e = Assert.Throws<CheckpointFormatException>(() => TrainingCheckpoint.Read(path, net.ParameterKeys, net.TrainedKeys));
+            Assert.Equal(Path.GetFileName(path), e.FileName);
+            Assert.Equal(problem, e.Problem);
+            Assert.Contains(Path.GetFileName(path), e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void A_well_formed_hand_written_AdamW_state_reads_and_a_python_int_step_is_accepted()
+    {
+        var net = new Net();
+        int index = net.ParameterKeys.ToList().IndexOf("backbone.layer2.0.bn1.weight");
+        string path = TempPath();
+        try
+        {
+            WriteAdamWCheckpoint(path, net, index, (pickle, storages, p) =>
+            {
+                pickle.String("step");
+                pickle.Int(3); // torch before 1.12 kept a Python number
+                Moment(pickle, storages, "exp_avg", p);
+                Moment(pickle, storages, "exp_avg_sq", p);
+            });
+            using TrainingCheckpoint read = TrainingCheckpoint.Read(path, net.ParameterKeys, net.TrainedKeys);
+            Assert.Equal(TrainingOptimizerKind.AdamW, read.OptimizerKind);
+            Assert.Equal(3f, Assert.Single(read.AdamWStates).Value.Step);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>
+    /// Leaves an AdamW checkpoint after two steps, and what a third step must give, for
+    /// tools/reference/verify_train_checkpoint.py (run by hand; CI has no Python).
+    /// </summary>
+    [Fact]
+    public void Writes_an_AdamW_file_for_torch_to_verify()
+    {
+        var net = new Net();
+        StepLrSchedule schedule = StepLrSchedule.Ghm1x(0.001);
+        AdamWOptimizer optimizer = TrainAdamW(net, 2, schedule);
+        Directory.CreateDirectory(VerifyDirectory);
+        string path = Path.Combine(VerifyDirectory, "train_by_ghmgen_adamw.pth");
+        TrainingCheckpoint.Write(path, net.State, optimizer, new TrainingProgress(0, 2, 2, 7));
+        Dictionary<string, string> statesBefore = StateMap(net, optimizer);
+
+        float norm = AdamWStep(net, optimizer, schedule, 2);
+        using (var stream = File.Create(Path.Combine(VerifyDirectory, "train_by_ghmgen_adamw.expected.json")))
+        using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteString("optimizer", "adamw");
+            json.WriteNumber("weight_decay", AdamWDecay);
+            WriteStrings(json, "parameter_keys", net.ParameterKeys);
+            WriteStrings(json, "trained_keys", net.TrainedKeys);
+            json.WriteNumber("epoch", 0);
+            json.WriteNumber("iter", 2);
+            json.WriteNumber("iter_in_epoch", 2);
+            json.WriteNumber("data_seed", 7);
+            json.WriteNumber("lr_saved", schedule.LearningRate(0, 1));
+            json.WriteNumber("initial_lr", 0.001);
+            WriteMap(json, "states_saved", statesBefore);
+            json.WriteStartObject("next_step");
+            json.WriteNumber("lr", optimizer.LearningRate);
+            json.WriteString("gradient", "seeded_weights.uniform(f'grad2/{key}', n, -0.5, 0.5), trained keys only");
+            json.WriteNumber("max_norm", GradientClipping.MmdetectionMaxNorm);
+            json.WriteNumber("grad_norm_f32", BitConverter.SingleToUInt32Bits(norm));
+            WriteMap(json, "parameters", net.Parameters.ToDictionary(p => p.Key, p => TrainingFixtures.Sha(p.Data)));
+            WriteMap(json, "states", StateMap(net, optimizer));
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        Assert.True(File.Exists(path));
+    }
+
+    /// <summary>"step sha(exp_avg) sha(exp_avg_sq)" by key, as verify_train_checkpoint.py prints them.</summary>
+    private static Dictionary<string, string> StateMap(Net net, AdamWOptimizer optimizer) =>
+        Enumerable.Range(0, net.Parameters.Count).Where(i => optimizer.State(i) != null)
+            .ToDictionary(i => net.Parameters[i].Key, i => StateSha(optimizer.State(i))!);
+
     private static void WriteStrings(Utf8JsonWriter json, string name, IEnumerable<string> values)
     {
         json.WriteStartArray(name);
