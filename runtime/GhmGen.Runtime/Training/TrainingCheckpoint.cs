@@ -181,28 +181,9 @@ public sealed class TrainingCheckpoint : IDisposable
     private static KeyValuePair<PickleValue, PickleValue> Entry(string key, PickleValue value) => KeyValuePair.Create(PickleValue.FromString(key), value);
 
     /// <summary><c>torch.optim.SGD.state_dict()</c> of torch 1.13, with mmcv's <c>initial_lr</c>.</summary>
-    private static void WriteSgd(PickleWriter pickle, SgdOptimizer optimizer, List<StorageSource> storages)
-    {
-        pickle.EmptyDict();
-        pickle.Mark();
-        pickle.String("state");
-        pickle.EmptyDict();
-        bool any = false;
-        for (int i = 0; i < optimizer.Parameters.Count; i++)
-        {
-            if (optimizer.MomentumBuffer(i) is not { } buffer) continue;
-            if (!any) pickle.Mark();
-            any = true;
-            pickle.Int(i);
-            pickle.EmptyDict();
-            pickle.Mark();
-            pickle.String("momentum_buffer");
-            pickle.Tensor(storages, StorageSource.Of(buffer), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
-            pickle.SetItems();
-        }
-        if (any) pickle.SetItems();
-        pickle.String("param_groups");
-        PickleValue group = PickleValue.NewDict(
+    private static void WriteSgd(PickleWriter pickle, SgdOptimizer optimizer, List<StorageSource> storages) =>
+        WriteOptimizerState(pickle, optimizer, storages,
+            i => optimizer.MomentumBuffer(i) is { } buffer ? [("momentum_buffer", buffer, optimizer.Parameters[i].Shape)] : null,
         [
             KeyValuePair.Create("lr", PickleValue.FromDouble(optimizer.LearningRate)),
             KeyValuePair.Create("momentum", PickleValue.FromDouble(optimizer.Momentum)),
@@ -213,42 +194,19 @@ public sealed class TrainingCheckpoint : IDisposable
             KeyValuePair.Create("foreach", PickleValue.None),
             KeyValuePair.Create("differentiable", PickleValue.FromBool(false)),
             KeyValuePair.Create("initial_lr", PickleValue.FromDouble(optimizer.InitialLearningRate)),
-            KeyValuePair.Create("params", ParamIndices(optimizer)),
         ]);
-        pickle.Value(PickleValue.NewList([group]));
-        pickle.SetItems();
-    }
-
-    private static PickleValue ParamIndices(TrainingOptimizer optimizer) =>
-        PickleValue.NewList(Enumerable.Range(0, optimizer.Parameters.Count).Select(i => PickleValue.FromInt64(i)));
 
     /// <summary><c>torch.optim.AdamW.state_dict()</c> of torch 1.13, with mmcv's <c>initial_lr</c>.</summary>
-    private static void WriteAdamW(PickleWriter pickle, AdamWOptimizer optimizer, List<StorageSource> storages)
-    {
-        pickle.EmptyDict();
-        pickle.Mark();
-        pickle.String("state");
-        pickle.EmptyDict();
-        bool any = false;
-        for (int i = 0; i < optimizer.Parameters.Count; i++)
-        {
-            if (optimizer.State(i) is not { } state) continue;
-            if (!any) pickle.Mark();
-            any = true;
-            pickle.Int(i);
-            pickle.EmptyDict();
-            pickle.Mark();
-            pickle.String("step");
-            pickle.Tensor(storages, StorageSource.Of([state.Step]), CheckpointDType.Float32, []); // torch.tensor(float), 0-dim
-            pickle.String("exp_avg");
-            pickle.Tensor(storages, StorageSource.Of(state.ExpAvg), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
-            pickle.String("exp_avg_sq");
-            pickle.Tensor(storages, StorageSource.Of(state.ExpAvgSq), CheckpointDType.Float32, optimizer.Parameters[i].Shape);
-            pickle.SetItems();
-        }
-        if (any) pickle.SetItems();
-        pickle.String("param_groups");
-        PickleValue group = PickleValue.NewDict(
+    private static void WriteAdamW(PickleWriter pickle, AdamWOptimizer optimizer, List<StorageSource> storages) =>
+        WriteOptimizerState(pickle, optimizer, storages,
+            i => optimizer.State(i) is { } state
+                ?
+                [
+                    ("step", [state.Step], []), // torch.tensor(float), 0-dim
+                    ("exp_avg", state.ExpAvg, optimizer.Parameters[i].Shape),
+                    ("exp_avg_sq", state.ExpAvgSq, optimizer.Parameters[i].Shape),
+                ]
+                : null,
         [
             KeyValuePair.Create("lr", PickleValue.FromDouble(optimizer.LearningRate)),
             KeyValuePair.Create("betas", PickleValue.NewTuple(PickleValue.FromDouble(optimizer.Beta1), PickleValue.FromDouble(optimizer.Beta2))),
@@ -259,9 +217,36 @@ public sealed class TrainingCheckpoint : IDisposable
             KeyValuePair.Create("maximize", PickleValue.FromBool(false)),
             KeyValuePair.Create("capturable", PickleValue.FromBool(false)),
             KeyValuePair.Create("initial_lr", PickleValue.FromDouble(optimizer.InitialLearningRate)),
-            KeyValuePair.Create("params", ParamIndices(optimizer)),
         ]);
-        pickle.Value(PickleValue.NewList([group]));
+
+    // {'state': {i: {name: float32 tensor, ...} for each parameter with state}, 'param_groups': [group + 'params']}.
+    private static void WriteOptimizerState(PickleWriter pickle, TrainingOptimizer optimizer, List<StorageSource> storages,
+        Func<int, (string Name, float[] Values, IReadOnlyList<int> Shape)[]?> stateOf, List<KeyValuePair<string, PickleValue>> group)
+    {
+        pickle.EmptyDict();
+        pickle.Mark();
+        pickle.String("state");
+        pickle.EmptyDict();
+        bool any = false;
+        for (int i = 0; i < optimizer.Parameters.Count; i++)
+        {
+            if (stateOf(i) is not { } entries) continue;
+            if (!any) pickle.Mark();
+            any = true;
+            pickle.Int(i);
+            pickle.EmptyDict();
+            pickle.Mark();
+            foreach ((string name, float[] values, IReadOnlyList<int> shape) in entries)
+            {
+                pickle.String(name);
+                pickle.Tensor(storages, StorageSource.Of(values), CheckpointDType.Float32, shape);
+            }
+            pickle.SetItems();
+        }
+        if (any) pickle.SetItems();
+        pickle.String("param_groups");
+        group.Add(KeyValuePair.Create("params", PickleValue.NewList(Enumerable.Range(0, optimizer.Parameters.Count).Select(i => PickleValue.FromInt64(i)))));
+        pickle.Value(PickleValue.NewList([PickleValue.NewDict(group)]));
         pickle.SetItems();
     }
 

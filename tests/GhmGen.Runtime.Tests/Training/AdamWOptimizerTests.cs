@@ -7,21 +7,7 @@ namespace GhmGen.Runtime.Tests.Training;
 /// <summary><see cref="AdamWOptimizer"/> against torch 1.13's AdamW (Fixtures/Training/adamw_reference.json).</summary>
 public sealed class AdamWOptimizerTests
 {
-    private sealed record Param(StateTensor Tensor, string Role);
-
-    private static List<Param> FixtureParameters(JsonElement fixture) =>
-        [.. fixture.GetProperty("parameters").EnumerateArray().Select(p =>
-        {
-            var tensor = new StateTensor(p.GetProperty("key").GetString()!, [.. p.GetProperty("shape").EnumerateArray().Select(d => d.GetInt32())], StateKind.Parameter);
-            SeededWeights.FillUniform(tensor.Key, tensor.Data, -0.5, 0.5);
-            return new Param(tensor, p.GetProperty("role").GetString()!);
-        })];
-
-    private static List<ParameterWithGradient> Gradients(List<Param> parameters, int step, double half) =>
-        [.. parameters.Select(p => new ParameterWithGradient(p.Tensor,
-            p.Role == "trained" || (p.Role == "late" && step >= 2) ? TrainingFixtures.Uniform($"grad{step}/{p.Tensor.Key}", p.Tensor.ElementCount, -half, half) : null))];
-
-    private static AdamWOptimizer Create(List<Param> parameters, JsonElement fixture, int threads)
+    private static AdamWOptimizer Create(List<TrainingFixtures.OptimizerParameter> parameters, JsonElement fixture, int threads)
     {
         JsonElement betas = fixture.GetProperty("betas");
         return new AdamWOptimizer(parameters.Select(p => p.Tensor), 0.001, fixture.GetProperty("weight_decay").GetDouble(),
@@ -32,14 +18,14 @@ public sealed class AdamWOptimizerTests
     }
 
     /// <summary>Runs the fixture's three steps (no clipping); returns the optimiser.</summary>
-    private static AdamWOptimizer Replay(List<Param> parameters, JsonElement fixture, int threads, Action<int, JsonElement, AdamWOptimizer>? check = null)
+    private static AdamWOptimizer Replay(List<TrainingFixtures.OptimizerParameter> parameters, JsonElement fixture, int threads, Action<int, JsonElement, AdamWOptimizer>? check = null)
     {
         AdamWOptimizer optimizer = Create(parameters, fixture, threads);
         int step = 0;
         foreach (JsonElement expected in fixture.GetProperty("steps").EnumerateArray())
         {
             optimizer.LearningRate = expected.GetProperty("lr").GetDouble();
-            optimizer.Step(Gradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble()));
+            optimizer.Step(TrainingFixtures.OptimizerGradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble()));
             check?.Invoke(step, expected, optimizer);
             step++;
         }
@@ -50,7 +36,7 @@ public sealed class AdamWOptimizerTests
     public void Three_steps_equal_torch_bit_for_bit()
     {
         JsonElement fixture = TrainingFixtures.Json("adamw_reference.json");
-        List<Param> parameters = FixtureParameters(fixture);
+        List<TrainingFixtures.OptimizerParameter> parameters = TrainingFixtures.OptimizerParameters(fixture);
         Replay(parameters, fixture, threads: -1, (step, expected, optimizer) =>
         {
             for (int i = 0; i < parameters.Count; i++)
@@ -80,7 +66,7 @@ public sealed class AdamWOptimizerTests
     public void Results_do_not_depend_on_the_thread_count()
     {
         JsonElement fixture = TrainingFixtures.Json("adamw_reference.json");
-        List<Param> one = FixtureParameters(fixture), all = FixtureParameters(fixture);
+        List<TrainingFixtures.OptimizerParameter> one = TrainingFixtures.OptimizerParameters(fixture), all = TrainingFixtures.OptimizerParameters(fixture);
         AdamWOptimizer a = Replay(one, fixture, threads: 1), b = Replay(all, fixture, threads: -1);
         for (int i = 0; i < one.Count; i++)
         {

@@ -7,22 +7,8 @@ namespace GhmGen.Runtime.Tests.Training;
 /// <summary><see cref="SgdOptimizer"/> against torch 1.13's SGD (Fixtures/Training/sgd_reference.json).</summary>
 public sealed class SgdOptimizerTests
 {
-    private sealed record Param(StateTensor Tensor, string Role);
-
-    private static List<Param> FixtureParameters(JsonElement fixture) =>
-        [.. fixture.GetProperty("parameters").EnumerateArray().Select(p =>
-        {
-            var tensor = new StateTensor(p.GetProperty("key").GetString()!, [.. p.GetProperty("shape").EnumerateArray().Select(d => d.GetInt32())], StateKind.Parameter);
-            SeededWeights.FillUniform(tensor.Key, tensor.Data, -0.5, 0.5);
-            return new Param(tensor, p.GetProperty("role").GetString()!);
-        })];
-
-    private static List<ParameterWithGradient> Gradients(List<Param> parameters, int step, double half) =>
-        [.. parameters.Select(p => new ParameterWithGradient(p.Tensor,
-            p.Role == "trained" || (p.Role == "late" && step >= 2) ? TrainingFixtures.Uniform($"grad{step}/{p.Tensor.Key}", p.Tensor.ElementCount, -half, half) : null))];
-
     /// <summary>Runs the fixture's three clip + step iterations; returns the optimiser.</summary>
-    private static SgdOptimizer Replay(List<Param> parameters, JsonElement fixture, int threads, Action<int, JsonElement, SgdOptimizer>? check = null)
+    private static SgdOptimizer Replay(List<TrainingFixtures.OptimizerParameter> parameters, JsonElement fixture, int threads, Action<int, JsonElement, SgdOptimizer>? check = null)
     {
         var optimizer = new SgdOptimizer(parameters.Select(p => p.Tensor), 0.01, fixture.GetProperty("momentum").GetDouble(), fixture.GetProperty("weight_decay").GetDouble())
         {
@@ -32,7 +18,7 @@ public sealed class SgdOptimizerTests
         foreach (JsonElement expected in fixture.GetProperty("steps").EnumerateArray())
         {
             optimizer.LearningRate = expected.GetProperty("lr").GetDouble();
-            List<ParameterWithGradient> gradients = Gradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble());
+            List<ParameterWithGradient> gradients = TrainingFixtures.OptimizerGradients(parameters, step, expected.GetProperty("gradient_half_range").GetDouble());
             GradientClipping.ClipGradNorm(gradients, fixture.GetProperty("max_norm").GetDouble(), threads);
             optimizer.Step(gradients);
             check?.Invoke(step, expected, optimizer);
@@ -45,7 +31,7 @@ public sealed class SgdOptimizerTests
     public void Three_clipped_steps_equal_torch_bit_for_bit()
     {
         JsonElement fixture = TrainingFixtures.Json("sgd_reference.json");
-        List<Param> parameters = FixtureParameters(fixture);
+        List<TrainingFixtures.OptimizerParameter> parameters = TrainingFixtures.OptimizerParameters(fixture);
         Replay(parameters, fixture, threads: -1, (step, expected, optimizer) =>
         {
             for (int i = 0; i < parameters.Count; i++)
@@ -71,7 +57,7 @@ public sealed class SgdOptimizerTests
     public void Results_do_not_depend_on_the_thread_count()
     {
         JsonElement fixture = TrainingFixtures.Json("sgd_reference.json");
-        List<Param> one = FixtureParameters(fixture), all = FixtureParameters(fixture);
+        List<TrainingFixtures.OptimizerParameter> one = TrainingFixtures.OptimizerParameters(fixture), all = TrainingFixtures.OptimizerParameters(fixture);
         SgdOptimizer a = Replay(one, fixture, threads: 1), b = Replay(all, fixture, threads: -1);
         for (int i = 0; i < one.Count; i++)
         {
