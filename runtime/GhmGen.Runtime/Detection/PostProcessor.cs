@@ -124,10 +124,9 @@ public static class PostProcessor
             : threshold >= 1f ? float.PositiveInfinity
             : MathF.Log(threshold / (1f - threshold)) - 1e-3f;
 
-        ulong[] candidates = ArrayPool<ulong>.Shared.Rent(1024);
+        var set = new CandidateSet(options.PreNmsTopK, logitThreshold);
         try
         {
-            int candidateCount = 0;
             for (int channel = 0; channel < anchorsPerCell * numClasses; channel++)
             {
                 int anchorInCell = channel / numClasses, cls = channel % numClasses;
@@ -135,28 +134,31 @@ public static class PostProcessor
                 int cell = 0;
                 if (Vector256.IsHardwareAccelerated)
                 {
-                    // Skip eight logits at a time when none is near the threshold (almost all of them).
-                    var limit = Vector256.Create(logitThreshold);
+                    // Skip eight logits at a time when none can enter (almost all of them).
                     ref float planeRef = ref MemoryMarshal.GetReference(plane);
+                    var limit = Vector256.Create(set.SkipLogit);
                     for (; cell + Vector256<float>.Count <= cells; cell += Vector256<float>.Count)
                     {
                         uint mask = Vector256.GreaterThan(Vector256.LoadUnsafe(ref planeRef, (nuint)cell), limit).ExtractMostSignificantBits();
-                        while (mask != 0)
+                        if (mask == 0) continue;
+                        do
                         {
                             int c = cell + BitOperations.TrailingZeroCount(mask);
                             mask &= mask - 1;
-                            AddCandidate(plane[c], c, anchorInCell, cls, numClasses, anchorsPerCell, threshold, ref candidates, ref candidateCount);
+                            set.Add(plane[c], (uint)((c * anchorsPerCell + anchorInCell) * numClasses + cls), threshold);
                         }
+                        while (mask != 0);
+                        limit = Vector256.Create(set.SkipLogit);
                     }
                 }
                 for (; cell < cells; cell++)
                 {
-                    if (plane[cell] > logitThreshold)
-                        AddCandidate(plane[cell], cell, anchorInCell, cls, numClasses, anchorsPerCell, threshold, ref candidates, ref candidateCount);
+                    if (plane[cell] > set.SkipLogit)
+                        set.Add(plane[cell], (uint)((cell * anchorsPerCell + anchorInCell) * numClasses + cls), threshold);
                 }
             }
-
-            Span<ulong> selected = candidates.AsSpan(0, candidateCount);
+            int candidateCount = set.Count;
+            Span<ulong> selected = set.Keys.AsSpan(0, candidateCount);
             if (candidateCount > options.PreNmsTopK)
             {
                 SelectSmallest(selected, options.PreNmsTopK);
@@ -188,31 +190,56 @@ public static class PostProcessor
         }
         finally
         {
-            ArrayPool<ulong>.Shared.Return(candidates);
+            ArrayPool<ulong>.Shared.Return(set.Keys);
         }
-    }
-
-    private static void AddCandidate(float logit, int cell, int anchorInCell, int cls, int numClasses, int anchorsPerCell, float threshold,
-        ref ulong[] candidates, ref int candidateCount)
-    {
-        float score = Sigmoid(logit);
-        if (!(score > threshold)) return;
-        if (candidateCount == candidates.Length)
-            Grow(ref candidates, candidateCount);
-        // Key: inverted order-preserving score bits, then the (anchor, class) pair index: ascending key
-        // order is score descending, ties by anchor*80 + class (mmdetection's nonzero order).
-        uint pair = (uint)((cell * anchorsPerCell + anchorInCell) * numClasses + cls);
-        candidates[candidateCount++] = ((ulong)~BatchedNms.OrderedBits(score) << 32) | pair;
     }
 
     private static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));
 
-    private static void Grow(ref ulong[] buffer, int used)
+    // A level's candidates: keys of (anchor, class) pairs whose score passes the threshold, kept
+    // bounded. Key: inverted order-preserving score bits, then the pair index (anchor * classes +
+    // class): ascending key order is score descending, ties by pair index (mmdetection's nonzero
+    // order). When 4 x topK keys have gathered, the topK smallest are kept and the largest of them
+    // becomes the bound: a later key above it cannot be among the topK. A logit whose score is
+    // strictly below the bound's raises SkipLogit, and since the float32 sigmoid never decreases,
+    // no logit at or below SkipLogit can enter either, so the scan skips them without a sigmoid.
+    // The topK smallest keys are the same as without the bound.
+    private struct CandidateSet(int topK, float logitThreshold)
     {
-        ulong[] larger = ArrayPool<ulong>.Shared.Rent(buffer.Length * 2);
-        buffer.AsSpan(0, used).CopyTo(larger);
-        ArrayPool<ulong>.Shared.Return(buffer);
-        buffer = larger;
+        private readonly int _compactAt = 4L * topK <= Array.MaxLength / 2 ? 4 * topK : int.MaxValue; // never for a huge topK
+        private ulong _bound = ulong.MaxValue;
+
+        public ulong[] Keys = ArrayPool<ulong>.Shared.Rent(1024);
+        public int Count;
+        public float SkipLogit = logitThreshold;
+
+        public void Add(float logit, uint pair, float threshold)
+        {
+            float score = Sigmoid(logit);
+            if (!(score > threshold)) return;
+            ulong key = ((ulong)~BatchedNms.OrderedBits(score) << 32) | pair;
+            if (key > _bound)
+            {
+                if ((key >> 32) > (_bound >> 32) && logit > SkipLogit) SkipLogit = logit; // strictly lower score
+                return;
+            }
+            if (Count == Keys.Length)
+            {
+                ulong[] larger = ArrayPool<ulong>.Shared.Rent(Keys.Length * 2);
+                Keys.AsSpan(0, Count).CopyTo(larger);
+                ArrayPool<ulong>.Shared.Return(Keys);
+                Keys = larger;
+            }
+            Keys[Count++] = key;
+            if (Count >= _compactAt)
+            {
+                SelectSmallest(Keys.AsSpan(0, Count), topK);
+                Count = topK;
+                ulong largest = 0;
+                foreach (ulong k in Keys.AsSpan(0, topK)) largest = Math.Max(largest, k);
+                _bound = largest;
+            }
+        }
     }
 
     // Quickselect: afterwards the k smallest keys occupy keys[0..k) (in no particular order).

@@ -83,6 +83,50 @@ public class PostProcessorTests
         Assert.Equal(new CocoResult(4, 0, 16, 64, d.Score, 19), coco); // label 17 = "horse" = category 19
     }
 
+    [Theory]
+    [InlineData(7, 1)]
+    [InlineData(50, 2)]
+    [InlineData(1000, 3)]
+    public void Run_with_many_candidates_keeps_each_levels_top_k_as_a_full_sort_does(int topK, int seed)
+    {
+        // 256x192 input, logits on a coarse grid of 13 values so that many scores tie: tens of
+        // thousands of (anchor, class) pairs pass 0.05 per level, far more than topK, so the bounded
+        // candidate set compacts many times. The reference keeps, per level, the topK pairs of a
+        // full sort (score descending, then pair index) and sets every other logit to -20: run on
+        // that, PostProcessor has no choice to make, and both runs must agree exactly.
+        var sizes = AnchorGenerator.FeatureSizes(192, 256);
+        var random = new Random(seed);
+        var levels = new HeadLevelOutput[5];
+        var reference = new HeadLevelOutput[5];
+        for (int l = 0; l < 5; l++)
+        {
+            int cells = sizes[l].Height * sizes[l].Width;
+            var cls = new float[720 * cells];
+            for (int i = 0; i < cls.Length; i++) cls[i] = random.Next(-12, 1) * 0.5f; // -6 .. 0: scores 0.0025 .. 0.5
+            var reg = new float[36 * cells];
+            for (int i = 0; i < reg.Length; i++) reg[i] = (float)(random.NextDouble() - 0.5);
+            var ranked = new List<(float Score, int Pair, int Index)>();
+            for (int channel = 0; channel < 720; channel++)
+                for (int cell = 0; cell < cells; cell++)
+                {
+                    float logit = cls[channel * cells + cell], score = 1f / (1f + MathF.Exp(-logit));
+                    if (score > 0.05f) ranked.Add((score, (cell * 9 + channel / 80) * 80 + channel % 80, channel * cells + cell));
+                }
+            ranked.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Pair.CompareTo(b.Pair));
+            var kept = new float[cls.Length];
+            Array.Fill(kept, -20f);
+            foreach (var r in ranked.Take(topK)) kept[r.Index] = cls[r.Index];
+            if (l == 0) Assert.True(ranked.Count > 20 * topK, $"only {ranked.Count} candidates");
+            levels[l] = new HeadLevelOutput(cls, reg, sizes[l].Height, sizes[l].Width);
+            reference[l] = new HeadLevelOutput(kept, reg, sizes[l].Height, sizes[l].Width);
+        }
+        var options = PostProcessOptions.Default with { PreNmsTopK = topK };
+        DetectedObject[] expected = PostProcessor.Run(reference, 192, 256, 1.25f, 0.75f, options);
+        DetectedObject[] actual = PostProcessor.Run(levels, 192, 256, 1.25f, 0.75f, options);
+        Assert.NotEmpty(expected);
+        Assert.Equal(expected, actual);
+    }
+
     [Fact]
     public void Run_RejectsMisshapenLevels()
     {
