@@ -337,10 +337,13 @@ public sealed class TrainCommandTests
     }
 
     [Theory]
+    [InlineData(new[] { "--scale", "12x8" }, "--scale '12x8' must be LONGxSHORT")]
+    [InlineData(new[] { "--lr-steps", "11,8" }, "--lr-steps '11,8' must be increasing")]
+    [InlineData(new[] { "--val-ann", "x.json" }, "--val-ann and --val-images go together")]
     [InlineData(new[] { "--optimizer", "adamw", "--momentum", "0.9" }, "--momentum cannot be combined with --optimizer adamw")]
     [InlineData(new[] { "--momentum", "0.8", "--optimizer", "adamw" }, "--momentum cannot be combined with --optimizer adamw")]
     [InlineData(new[] { "--optimizer", "adam" }, "Argument 'adam' not recognized")]
-    public void Optimizer_misuse_is_exit_2_before_any_work(string[] options, string message)
+    public void Bad_settings_are_exit_2_before_any_work(string[] options, string message)
     {
         string data = MakeDataset();
         try
@@ -348,30 +351,6 @@ public sealed class TrainCommandTests
             (int code, string output, string error) = Run(["train", "--model", "retinanet-ghm-r50-fpn",
                 "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
                 "--work-dir", Path.Combine(data, "work"), .. options]);
-
-            Assert.Equal(2, code);
-            Assert.Equal("", output);
-            Assert.Contains(message, error);
-            Assert.False(Directory.Exists(Path.Combine(data, "work")));
-        }
-        finally
-        {
-            Directory.Delete(data, recursive: true);
-        }
-    }
-
-    [Theory]
-    [InlineData("--scale", "12x8", "--scale '12x8' must be LONGxSHORT")]
-    [InlineData("--lr-steps", "11,8", "--lr-steps '11,8' must be increasing")]
-    [InlineData("--val-ann", "x.json", "--val-ann and --val-images go together")]
-    public void Bad_settings_are_exit_2_before_any_work(string option, string value, string message)
-    {
-        string data = MakeDataset();
-        try
-        {
-            (int code, string output, string error) = Run("train", "--model", "retinanet-ghm-r50-fpn",
-                "--train-ann", Path.Combine(data, "annotations", "instances_train.json"), "--train-images", Path.Combine(data, "train"),
-                "--work-dir", Path.Combine(data, "work"), option, value);
 
             Assert.Equal(2, code);
             Assert.Equal("", output);
