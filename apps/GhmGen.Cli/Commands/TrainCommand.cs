@@ -114,6 +114,9 @@ internal static class TrainCommand
         return command;
     }
 
+    /// <summary>AdamW learning rates above this get a note (mmdetection's AdamW configs stay at or below 1e-3).</summary>
+    internal const double AdamWLearningRateNote = 0.003;
+
     private sealed record TrainArguments(string Model, string TrainAnn, string TrainImages, string WorkDir, string? LoadFrom, string? Pretrained,
         string? Resume, string Device, int Threads, TrainerOptions Options, string? ValAnn, string? ValImages, bool RankCheckpoints);
 
@@ -199,6 +202,9 @@ internal static class TrainCommand
         if (a.Options.Optimizer == TrainingOptimizerKind.Sgd && (perIteration * 4 < 16 || perIteration > 64))
             error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"ghm train: note: mmdetection's lr 0.01 is for 16 images per iteration; the linear scaling rule gives {0.01 * perIteration / 16:G3} for {perIteration} images per iteration (--lr is used as given: {a.Options.LearningRate:G6})"));
+        if (a.Options.Optimizer == TrainingOptimizerKind.AdamW && a.Options.LearningRate > AdamWLearningRateNote)
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"ghm train: note: --lr {a.Options.LearningRate:G6} with --optimizer adamw: AdamW moves each weight by about lr per step whatever the gradient's size, so rates suited to SGD are large for it; mmdetection's AdamW configs use 1e-4 to 1e-3 (ghm demo: 0.001). --lr is used as given"));
 
         using IBackend backend = Devices.Create(a.Device, a.Threads);
         if (backend is not ITrainingBackend training)

@@ -285,12 +285,20 @@ public sealed class TrainCommandTests
             (int code, string output, string error) = Run(Args(whole, "adamw", 2));
             Assert.True(code == 0, error);
             Assert.DoesNotContain("linear scaling rule", error); // SGD's lr note
+            Assert.DoesNotContain("with --optimizer adamw:", error); // 0.001 is an AdamW rate
             int perEpoch = int.Parse(System.Text.RegularExpressions.Regex.Match(error, @"(\d+) iterations per epoch").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             Assert.StartsWith($"done: {2 * perEpoch} iterations", output.Trim());
             (code, output, error) = Run(Args(split, "adamw", 1));
             Assert.True(code == 0, error);
             Assert.StartsWith($"done: {perEpoch} iterations", output.Trim());
             string latest = Path.Combine(split, "latest.pth");
+
+            // An SGD-sized rate with AdamW gets a note (and is used as given).
+            string[] large = Args(Path.Combine(data, "large"), "adamw", 1, "--max-iters", "1");
+            large[Array.IndexOf(large, "--lr") + 1] = "0.01";
+            (code, output, error) = Run(large);
+            Assert.True(code == 0, error);
+            Assert.Contains("note: --lr 0.01 with --optimizer adamw:", error);
 
             (code, output, error) = Run(Args(split, "sgd", 2, "--resume", latest));
             Assert.Equal(2, code);
