@@ -10,6 +10,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 using GhmGen.Backends;
@@ -112,23 +113,26 @@ internal static class DemoRecipe
     // lr x0.1 for the last two epochs, whatever the count.
     private static int[] LrSteps(int epochs) => epochs >= 3 ? [epochs - 2, epochs - 1] : [];
 
-    /// <summary>File name of the pretrained backbone, embedded in this assembly and written to WORK/pretrained.</summary>
+    /// <summary>File name of the pretrained backbone written to WORK/pretrained (embedded in this assembly as NAME.gz).</summary>
     public const string PretrainedBackboneFile = "ghm-demo-r18-backbone.pth";
 
     /// <summary>
     /// Writes the embedded pretrained backbone of <see cref="Model"/> (torchvision's key layout,
     /// float16; made by tools/reference/pretrain_demo_backbone.py from a demo detector trained on
-    /// 4,000 synthetic images of seed 1000) to <paramref name="path"/> through a temporary file.
+    /// 4,000 synthetic images of seed 1000; embedded gzip-compressed) to <paramref name="path"/>
+    /// through a temporary file.
     /// </summary>
     public static void WritePretrainedBackbone(string path)
     {
-        using Stream resource = typeof(DemoRecipe).Assembly.GetManifestResourceStream("GhmGen.Cli." + PretrainedBackboneFile)
-            ?? throw new InvalidOperationException($"this build of ghm has no embedded {PretrainedBackboneFile}");
+        using Stream resource = typeof(DemoRecipe).Assembly.GetManifestResourceStream("GhmGen.Cli." + PretrainedBackboneFile + ".gz")
+            ?? throw new InvalidOperationException($"this build of ghm has no embedded {PretrainedBackboneFile}.gz");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         string temporary = path + ".tmp";
         try
         {
-            using (FileStream file = File.Create(temporary)) resource.CopyTo(file);
+            using (FileStream file = File.Create(temporary))
+            using (var gzip = new GZipStream(resource, CompressionMode.Decompress))
+                gzip.CopyTo(file);
             File.Move(temporary, path, overwrite: true);
         }
         finally
