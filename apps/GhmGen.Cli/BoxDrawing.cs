@@ -78,21 +78,8 @@ internal static class BoxDrawing
                                     for (int sx = 0; sx < 2; sx++)
                                         Put(pixels, w, h, x1 + 3 + c * 8 + gx * 2 + sx, ty + 2 + gy * 2 + sy, [0, 0, 0]);
         }
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
         // Written beside the destination and renamed, so a failure leaves no half-written PNG.
-        string temp = path + ".tmp-" + Guid.NewGuid().ToString("N");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-                new ImageWriter().WritePng(pixels, w, h, ColorComponents.RedGreenBlue, stream);
-            File.Move(temp, path, overwrite: true);
-        }
-        catch
-        {
-            DeleteQuietly(temp);
-            throw;
-        }
+        OutputTargets.WriteReplacing(path, stream => new ImageWriter().WritePng(pixels, w, h, ColorComponents.RedGreenBlue, stream));
     }
 
     private static byte[] Magnify(RgbImage image, int factor)
@@ -109,18 +96,6 @@ internal static class BoxDrawing
             for (int k = 1; k < factor; k++) row.CopyTo(pixels.AsSpan((y * factor + k) * outWidth * 3, outWidth * 3));
         }
         return pixels;
-    }
-
-    private static void DeleteQuietly(string path)
-    {
-        try
-        {
-            File.Delete(path); // no-op when it was never created
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The failure being reported is the one that matters.
-        }
     }
 
     private static int Clamp(int v, int size) => Math.Clamp(v, 0, size - 1);

@@ -50,6 +50,40 @@ internal static class OutputTargets
         _ => e.Message,
     };
 
+    /// <summary>
+    /// Writes <paramref name="path"/> (its folder is created) through a temporary file beside it that
+    /// <paramref name="write"/> fills and that is then renamed into place, so a failure leaves
+    /// neither a half-written file nor the temporary one. Rethrows what failed.
+    /// </summary>
+    public static void WriteReplacing(string path, Action<Stream> write)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        string temp = path + ".tmp-" + Guid.NewGuid().ToString("N");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write)) write(stream);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            DeleteQuietly(temp);
+            throw;
+        }
+    }
+
+    private static void DeleteQuietly(string path)
+    {
+        try
+        {
+            File.Delete(path); // no-op when it was never created
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The failure being reported is the one that matters.
+        }
+    }
+
     private static string FullPath(string option, string path)
     {
         if (string.IsNullOrWhiteSpace(path))

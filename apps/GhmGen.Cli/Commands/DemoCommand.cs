@@ -126,19 +126,11 @@ internal static class DemoRecipe
     {
         using Stream resource = typeof(DemoRecipe).Assembly.GetManifestResourceStream("GhmGen.Cli." + PretrainedBackboneFile + ".gz")
             ?? throw new InvalidOperationException($"this build of ghm has no embedded {PretrainedBackboneFile}.gz");
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        string temporary = path + ".tmp";
-        try
+        OutputTargets.WriteReplacing(path, file =>
         {
-            using (FileStream file = File.Create(temporary))
-            using (var gzip = new GZipStream(resource, CompressionMode.Decompress))
-                gzip.CopyTo(file);
-            File.Move(temporary, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+            using var gzip = new GZipStream(resource, CompressionMode.Decompress);
+            gzip.CopyTo(file);
+        });
     }
 }
 

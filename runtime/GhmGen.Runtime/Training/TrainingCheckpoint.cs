@@ -399,12 +399,9 @@ public sealed class TrainingCheckpoint : IDisposable
             }
             PickleValue? buffer = entry.Value["momentum_buffer"];
             if (buffer == null || buffer.Kind == PickleValueKind.None) continue; // torch keeps None with momentum 0
-            if (buffer.Kind != PickleValueKind.Tensor) throw Fail($"momentum_buffer of '{key}' is not a tensor");
-            CheckpointTensor tensor = buffer.AsTensor;
-            CheckpointTensor weight = checkpoint.Find(key) ?? throw Fail($"optimizer state names '{key}', which is not in the state dict");
-            if (!tensor.Shape.SequenceEqual(weight.Shape)) throw Fail($"momentum_buffer of '{key}' is {tensor.ShapeText}; the parameter is {weight.ShapeText}");
+            float[] momentumBuffer = ReadStateTensor(checkpoint, buffer, "momentum_buffer", key, Fail);
             if (!trainedSet.Contains(key)) throw Fail($"frozen parameter '{key}' has a momentum buffer");
-            buffers.Add(key, tensor.ReadFloat32());
+            buffers.Add(key, momentumBuffer);
         }
         return new TrainingCheckpoint(checkpoint, progress, indexing,
             new SavedOptimizer(kind, lr, initialLr, weightDecay, momentum, beta1, beta2, epsilon, buffers, adamW));
@@ -425,9 +422,12 @@ public sealed class TrainingCheckpoint : IDisposable
     }
 
     /// <summary>An AdamW moment (<c>exp_avg</c>, <c>exp_avg_sq</c>): a tensor of the parameter's shape.</summary>
-    private static float[] ReadMoment(TorchCheckpoint checkpoint, PickleValue state, string name, string key, Func<string, CheckpointFormatException> fail)
+    private static float[] ReadMoment(TorchCheckpoint checkpoint, PickleValue state, string name, string key, Func<string, CheckpointFormatException> fail) =>
+        state[name] is { } value ? ReadStateTensor(checkpoint, value, name, key, fail) : throw fail($"AdamW state of '{key}' has no '{name}'");
+
+    /// <summary>A per-parameter optimiser tensor (SGD's momentum buffer, an AdamW moment): of the parameter's shape, read as float32.</summary>
+    private static float[] ReadStateTensor(TorchCheckpoint checkpoint, PickleValue value, string name, string key, Func<string, CheckpointFormatException> fail)
     {
-        if (state[name] is not { } value) throw fail($"AdamW state of '{key}' has no '{name}'");
         if (value.Kind != PickleValueKind.Tensor) throw fail($"{name} of '{key}' is not a tensor");
         CheckpointTensor tensor = value.AsTensor;
         CheckpointTensor weight = checkpoint.Find(key) ?? throw fail($"optimizer state names '{key}', which is not in the state dict");
