@@ -28,7 +28,10 @@ How it works (one run of this script):
      timed forward, strictly one at a time (the others are blocked reading stdin). The order within
      a round is a seeded shuffle (--seed), so no framework always runs first or always follows the
      same peer (whose threads may still be spinning down; --gap-ms pauses before each forward so
-     that they have stopped).
+     that they have stopped). With --burst N each worker runs N forwards back to back in its turn and
+     only the last N - 1 are timed: the first absorbs the switch (a peer's spinning threads, or the
+     slower first pass after an idle --gap-ms), so the rest measure a steady stream of forwards, as in
+     detection over a folder.
      Each worker times its own forward (wall clock and process CPU time) and answers one line.
   4. Reads each worker's peak RSS (VmHWM of /proc/PID/status; it includes set-up, e.g. generating
      the seeded weights) and its current RSS (VmRSS, the steady state) right after the rounds, before
@@ -258,11 +261,14 @@ def main() -> int:
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="pause before each timed forward, so that the previous worker's spinning threads "
                              "(ONNX Runtime's and OpenMP's spin after a run) have stopped; 0: none")
+    parser.add_argument("--burst", type=int, default=1,
+                        help="forwards per framework per round, back to back; with N > 1 the first of each "
+                             "burst is untimed (default 1: one timed forward)")
     parser.add_argument("--no-build", action="store_true", help="do not run dotnet build first")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads < 1 or args.rounds < 1 or args.batch < 1:
-        parser.error("--threads, --rounds and --batch must be at least 1")
+    if args.threads < 1 or args.rounds < 1 or args.batch < 1 or args.burst < 1:
+        parser.error("--threads, --rounds, --batch and --burst must be at least 1")
     h, w = args.size
     if args.worker:
         return torch_worker(args.worker, args.model, h, w, args.threads, args.batch)
@@ -319,10 +325,13 @@ def main() -> int:
             for f in order:
                 if args.gap_ms > 0:
                     time.sleep(args.gap_ms / 1e3)
-                ms, cpu_ms = workers[f].run()
-                times[f].append(ms)
-                cpu[f].append(cpu_ms)
-                line.append(f"{f} {ms:.0f}")
+                for b in range(args.burst):
+                    ms, cpu_ms = workers[f].run()
+                    if args.burst > 1 and b == 0:
+                        continue
+                    times[f].append(ms)
+                    cpu[f].append(cpu_ms)
+                    line.append(f"{f} {ms:.0f}")
             print(f"# round {r + 1}/{args.rounds} (load {loads[-1]:.2f}): " + ", ".join(line), flush=True)
         loads.append(os.getloadavg()[0])
         peak_rss = {f: workers[f].memory_mb("VmHWM") for f in frameworks}
@@ -371,7 +380,8 @@ def main() -> int:
         })
 
     print()
-    print(f"{args.model} {h}x{w}{f', batch {args.batch}' if args.batch > 1 else ''}, {args.threads} threads, {args.rounds} rounds round-robin (shuffled order) after 1 warm-up each; "
+    burst_text = f", bursts of {args.burst}, the first untimed" if args.burst > 1 else ""
+    print(f"{args.model} {h}x{w}{f', batch {args.batch}' if args.batch > 1 else ''}, {args.threads} threads, {args.rounds} rounds round-robin (shuffled order{burst_text}) after 1 warm-up each; "
           f"{started:%Y-%m-%d %H:%M} UTC; load average (1 min) per round {min(loads):.2f}..{max(loads):.2f}")
     print(f"{'framework':<16}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'med CPU ms':>12}{'peak RSS MB':>13}"
           f"{'RSS after MB':>14}{'GhmGen/peer':>13}")
@@ -390,7 +400,7 @@ def main() -> int:
     except ImportError:
         torch_version = None
     summary = {
-        "model": args.model, "size": f"{h}x{w}", "batch": args.batch, "threads": args.threads, "gap_ms": args.gap_ms, "rounds": args.rounds,
+        "model": args.model, "size": f"{h}x{w}", "batch": args.batch, "threads": args.threads, "gap_ms": args.gap_ms, "burst": args.burst, "rounds": args.rounds,
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_avg_1min": [round(v, 2) for v in loads], "round_orders": orders, "torch": torch_version, "onnxruntime": "1.31.1 (C#)",
         "torchsharp": (f"{TORCHSHARP_VERSION} (libtorch {workers['torchsharp'].ready.get('libtorch')})"

@@ -9,23 +9,26 @@ using GhmGen.Models;
 namespace GhmGen.Bench;
 
 /// <summary>
-/// <c>forward-profile [--model M] [--size HxW] [--batch B] [--threads N] [--runs R] [--top K]</c>: the generated
+/// <c>forward-profile [--model M] [--size HxW] [--batch B] [--threads N] [--runs R] [--top K] [--gap-ms G]</c>: the generated
 /// inference forward pass (seeded weights and input, <c>new CpuBackend(threads) { WinogradWeightsPerCall = true }</c>
 /// as side_by_side.py's ghmgen worker and <c>ghm bench</c>) on a <see cref="ProfilingBackend"/>: two warm-up
 /// forwards unrecorded, then R recorded ones; prints the forward's median time (unrecorded runs, so without the
 /// Stopwatch overhead), then per op kind and per op x shape (the K slowest) the wall and CPU time per forward.
-/// Used to find where the time goes at small inputs (64x96, 320x320) and batches (issue 16 item 4).
+/// Used to find where the time goes at small inputs (64x96, 320x320) and batches (issue 16 item 4). With
+/// <c>--gap-ms</c> every forward follows an idle pause of that length (as side_by_side.py's <c>--gap-ms</c>),
+/// which the times do not include.
 /// </summary>
 internal static class ForwardProfile
 {
     public static int Run(string[] args)
     {
-        int runs = 10, top = 30;
+        int runs = 10, top = 30, gapMs = 0;
         var rest = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--runs" && i + 1 < args.Length) runs = int.Parse(args[++i], CultureInfo.InvariantCulture);
             else if (args[i] == "--top" && i + 1 < args.Length) top = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            else if (args[i] == "--gap-ms" && i + 1 < args.Length) gapMs = int.Parse(args[++i], CultureInfo.InvariantCulture);
             else rest.Add(args[i]);
         }
         if (runs < 1) throw new ArgumentException("forward-profile: --runs must be at least 1");
@@ -55,6 +58,7 @@ internal static class ForwardProfile
         var plain = new List<double>();
         for (int r = 0; r < runs; r++)
         {
+            if (gapMs > 0) Thread.Sleep(gapMs);
             long t = Stopwatch.GetTimestamp();
             Forward();
             plain.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
@@ -62,7 +66,20 @@ internal static class ForwardProfile
         profiler.Recording = true;
         TimeSpan cpu0 = Environment.CpuUsage.TotalTime;
         long wall0 = Stopwatch.GetTimestamp();
-        for (int r = 0; r < runs; r++) Forward();
+        double gapSeconds = 0;
+        for (int r = 0; r < runs; r++)
+        {
+            if (gapMs > 0)
+            {
+                TimeSpan c = Environment.CpuUsage.TotalTime;
+                long g = Stopwatch.GetTimestamp();
+                Thread.Sleep(gapMs);
+                gapSeconds += Stopwatch.GetElapsedTime(g).TotalSeconds;
+                cpu0 += Environment.CpuUsage.TotalTime - c;
+            }
+            Forward();
+        }
+        wall0 += (long)(gapSeconds * Stopwatch.Frequency);
         double wallMs = Stopwatch.GetElapsedTime(wall0).TotalMilliseconds / runs;
         double cpuMs = (Environment.CpuUsage.TotalTime - cpu0).TotalMilliseconds / runs;
         profiler.Recording = false;

@@ -59,10 +59,10 @@ public sealed class DemoModelBackendTests
             foreach (var g in session.Gradients)
                 Assert.True(g.Data.All(float.IsFinite), $"{g.Key}: a non-finite gradient");
         }
-        // Every op of the step was compared: 58 convs (20 backbone, 8 neck, 6 head x 5 levels), each with
-        // a weight gradient and, but for the stem, an input gradient; a ReLU backward per unfused ReLU
-        // (the residual adds are fused into the convs).
-        Assert.Equal("backward-data 57, backward-weights 58, batch-norm 20, batch-norm-backward 20, conv 58, max-pool 1, max-pool-backward 1, relu-backward 37, upsample-add 2, upsample-backward 2",
+        // Every op of the step was compared: 58 convs (20 backbone, 8 neck, 6 head x 5 levels, the head's
+        // as 6 shared calls of 5 inputs each), each with a weight gradient and, but for the stem, an input
+        // gradient; a ReLU backward per unfused ReLU (the residual adds are fused into the convs).
+        Assert.Equal("backward-data 57, backward-weights 58, batch-norm 20, batch-norm-backward 20, conv 28, conv-shared 6, max-pool 1, max-pool-backward 1, relu-backward 37, upsample-add 2, upsample-backward 2",
             string.Join(", ", checker.Counts.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}")));
         Assert.True(checker.Failures.Count == 0, string.Join("\n", checker.Failures));
     }
@@ -141,6 +141,13 @@ public sealed class DemoModelBackendTests
         public void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu) =>
             Check("conv", $"{conv.Spec} x {x.ShapeText}", [y], residual is { } r ? [x, r] : [x],
                 () => cpu.Conv2d(((Pair)conv).Cpu, x, y, residual, relu), () => reference.Conv2d(((Pair)conv).Reference, x, y, residual, relu));
+
+        public void Conv2dShared(IPreparedConv conv, ReadOnlySpan<TensorView> x, ReadOnlySpan<TensorView> y, bool relu)
+        {
+            TensorView[] xs = x.ToArray(), ys = y.ToArray();
+            Check("conv-shared", $"{conv.Spec} x {xs.Length} inputs from {xs[0].ShapeText}", ys, xs,
+                () => cpu.Conv2dShared(((Pair)conv).Cpu, xs, ys, relu), () => ((IBackend)reference).Conv2dShared(((Pair)conv).Reference, xs, ys, relu));
+        }
 
         public void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding) =>
             Check("max-pool", x.ShapeText, [y], [x], () => cpu.MaxPool2d(x, y, kernel, stride, padding), () => reference.MaxPool2d(x, y, kernel, stride, padding));

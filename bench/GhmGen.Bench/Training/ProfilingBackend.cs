@@ -76,6 +76,16 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
         Add("conv forward", ConvText(conv.Spec, x, y), UsesWinograd(conv.Spec, x), t, Macs(conv.Spec, y));
     }
 
+    public void Conv2dShared(IPreparedConv conv, ReadOnlySpan<TensorView> x, ReadOnlySpan<TensorView> y, bool relu)
+    {
+        var t = Start();
+        inner.Conv2dShared(conv, x, y, relu);
+        double macs = 0;
+        foreach (TensorView output in y) macs += Macs(conv.Spec, output);
+        string shapes = x.Length == 0 ? "" : $"{ConvText(conv.Spec, x[0], y[0])} +{x.Length - 1} more";
+        Add("conv forward shared", shapes, x.Length > 0 && UsesWinograd(conv.Spec, x[0]), t, macs);
+    }
+
     public void Conv2dBackwardData(IPreparedConv conv, TensorView dy, TensorView dx, bool accumulate)
     {
         var t = Start();

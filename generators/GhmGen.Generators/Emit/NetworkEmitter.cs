@@ -212,10 +212,10 @@ internal static class NetworkEmitter
         w.Line("/// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref=\"Sizes\"/>.</summary>");
         w.Open("private static long[] InferenceSlotSizes(int batch, int[] s)");
         w.Line($"long[] size = new long[{memory.SlotCount}];");
-        foreach (ForwardStep st in plan.Forward)
+        foreach (int v in plan.Forward.SelectMany(st => st.Writes))
         {
-            int slot = memory.SlotOf[st.Output];
-            w.Line($"size[{slot}] = global::System.Math.Max(size[{slot}], {Elements(m, size, st.Output)});");
+            int slot = memory.SlotOf[v];
+            w.Line($"size[{slot}] = global::System.Math.Max(size[{slot}], {Elements(m, size, v)});");
         }
         w.Line("return size;");
         w.Close().Line();
@@ -345,8 +345,8 @@ internal static class NetworkEmitter
         w.Line("_slots[i] = buffers[i];");
         w.Close();
         w.Close();
-        foreach (ForwardStep st in plan.Forward)
-            w.Line($"_v[{st.Output}] = {View(m, size, st.Output, memory.SlotOf[st.Output])}; // {m.Values[st.Output].Name}");
+        foreach (int v in plan.Forward.SelectMany(st => st.Writes))
+            w.Line($"_v[{v}] = {View(m, size, v, memory.SlotOf[v])}; // {m.Values[v].Name}");
         w.Close().Line();
 
         w.Open("internal static void CheckSize(int batch, int height, int width)");
@@ -408,6 +408,16 @@ internal static class NetworkEmitter
                     PreparedConvModel conv = plan.Convs[c.Conv];
                     if (training && conv.BatchStatistics) conv = conv with { BatchNorm = null };
                     w.Line($"b.Conv2d(_convs[{c.Conv}], {V(c.Input)}, {V(c.Output)}, {(c.Residual is { } residual ? V(residual) : "null")}, relu: {Bool(c.Relu)}); // {ConvComment(m, conv, c)}");
+                    break;
+                }
+                case SharedConvStep g:
+                {
+                    ConvStep c = g.Applications[0];
+                    PreparedConvModel conv = plan.Convs[c.Conv];
+                    if (training && conv.BatchStatistics) conv = conv with { BatchNorm = null };
+                    string inputs = string.Join(", ", g.Applications.Select(a => V(a.Input)));
+                    string outputs = string.Join(", ", g.Applications.Select(a => V(a.Output)));
+                    w.Line($"b.Conv2dShared(_convs[{c.Conv}], [{inputs}], [{outputs}], relu: {Bool(c.Relu)}); // {ConvComment(m, conv, c)}, {g.Applications.Count} applications");
                     break;
                 }
                 case BatchNormStep n:

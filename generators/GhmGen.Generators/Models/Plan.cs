@@ -1,3 +1,5 @@
+using System.Linq;
+
 namespace GhmGen.Generators.Models;
 
 // What the planner decides for one network, as data: the fused forward calls, the reverse pass,
@@ -9,6 +11,9 @@ internal abstract record ForwardStep(int Output)
 {
     /// <summary>The values it reads.</summary>
     public abstract EquatableArray<int> Reads { get; }
+
+    /// <summary>The values it writes: <see cref="Output"/>, or every output of a <see cref="SharedConvStep"/>.</summary>
+    public virtual EquatableArray<int> Writes => new([Output]);
 
     /// <summary>Values whose buffer the output may take over when they die here (elementwise ops).</summary>
     public virtual EquatableArray<int> InPlaceCandidates => EquatableArray<int>.Empty;
@@ -24,6 +29,19 @@ internal sealed record UploadStep(int Output) : ForwardStep(Output)
 internal sealed record ConvStep(int Output, int Input, int? Residual, int Conv, bool Relu) : ForwardStep(Output)
 {
     public override EquatableArray<int> Reads => Residual is { } r ? new([Input, r]) : new([Input]);
+}
+
+/// <summary>
+/// One convolution applied to several inputs in one backend call (<c>IBackend.Conv2dShared</c>):
+/// the applications of a shared layer that do not depend on one another, such as a shared head's
+/// levels. Every member has the same <see cref="ConvStep.Conv"/> and <see cref="ConvStep.Relu"/> and
+/// no residual; all inputs are read before any output is written, so no output takes an input's slot.
+/// </summary>
+internal sealed record SharedConvStep(EquatableArray<ConvStep> Applications) : ForwardStep(Applications[0].Output)
+{
+    public override EquatableArray<int> Reads => Applications.Select(a => a.Input).ToEquatableArray();
+
+    public override EquatableArray<int> Writes => Applications.Select(a => a.Output).ToEquatableArray();
 }
 
 /// <summary>y = max-pool(x).</summary>

@@ -70,6 +70,14 @@ internal static class NetworkPlanner
             }
         }
 
+        // The reverse pass follows the fused order (level by level in a shared head, which keeps
+        // fewer gradients alive); both forward passes run each shared convolution's independent
+        // applications as one call.
+        List<TrainedConvModel> trainedConvs = TrainedConvs(m, convs, out long offset);
+        List<BackwardStep> backward = BackwardPlanner.Plan(m, trainingForward, trainedConvs, norms.Count);
+        forward = SharedConvGrouping.Group(forward);
+        trainingForward = SharedConvGrouping.Group(trainingForward);
+
         int values = m.Values.Count;
         var density = new List<MemoryPlanner.Density>();
         foreach (ValueModel v in m.Values) density.Add(new MemoryPlanner.Density(v.Channels, v.Stride * v.Stride));
@@ -84,29 +92,7 @@ internal static class NetworkPlanner
         List<MemoryPlanner.Step> timeline = forward.Select(s => ForwardTimelineStep(s, residualInPlace: s is ConvStep c && Depth(m, convs[c.Conv]) <= InPlaceResidualDepth)).ToList();
         MemoryPlan inference = MemoryPlanner.Allocate(values, density, timeline, pinned);
 
-        // Training: trained convolutions, the reverse pass, and one timeline for both passes.
-        var trainedConvs = new List<TrainedConvModel>();
-        long offset = 0;
-        for (int i = 0; i < convs.Count; i++)
-        {
-            if (!convs[i].Trained) continue;
-            var conv = (ConvLayer)m.Layers[convs[i].Layer];
-            bool trainConv = conv.Trainable;
-            // A batch norm with batch statistics is not folded in training: its own step trains it.
-            bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable && !convs[i].BatchStatistics;
-            if (!trainConv && !trainNorm) continue;
-            long weightOffset = offset;
-            offset += conv.WeightCount;
-            long? biasOffset = null;
-            if (trainConv && conv.Bias || trainNorm)
-            {
-                biasOffset = offset;
-                offset += conv.OutChannels;
-            }
-            trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
-        }
-        List<BackwardStep> backward = BackwardPlanner.Plan(m, trainingForward, trainedConvs, norms.Count);
-
+        // Training: one timeline for both passes.
         var trainingTimeline = trainingForward.Select(s => ForwardTimelineStep(s, residualInPlace: false)).ToList();
         var outputGradients = new MemoryPlanner.Step();
         foreach (OutputModel o in m.Outputs) outputGradients.Births.Add((values + o.Value, EquatableArray<int>.Empty));
@@ -130,6 +116,32 @@ internal static class NetworkPlanner
         return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
     }
 
+    // The trained prepared convolutions and where their folded gradients sit (offset: the buffer's length).
+    private static List<TrainedConvModel> TrainedConvs(NetworkModel m, List<PreparedConvModel> convs, out long offset)
+    {
+        var trainedConvs = new List<TrainedConvModel>();
+        offset = 0;
+        for (int i = 0; i < convs.Count; i++)
+        {
+            if (!convs[i].Trained) continue;
+            var conv = (ConvLayer)m.Layers[convs[i].Layer];
+            bool trainConv = conv.Trainable;
+            // A batch norm with batch statistics is not folded in training: its own step trains it.
+            bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable && !convs[i].BatchStatistics;
+            if (!trainConv && !trainNorm) continue;
+            long weightOffset = offset;
+            offset += conv.WeightCount;
+            long? biasOffset = null;
+            if (trainConv && conv.Bias || trainNorm)
+            {
+                biasOffset = offset;
+                offset += conv.OutChannels;
+            }
+            trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
+        }
+        return trainedConvs;
+    }
+
     /// <summary>Largest K of a convolution planned to write over its residual (GemmConvolution.SingleDepthBlock).</summary>
     private const int InPlaceResidualDepth = 192;
 
@@ -145,7 +157,7 @@ internal static class NetworkPlanner
         step.Uses.AddRange(s.Reads);
         EquatableArray<int> candidates = residualInPlace && s is ConvStep { Residual: { } residual } c && residual != c.Input
             ? new([residual]) : s.InPlaceCandidates;
-        step.Births.Add((s.Output, candidates));
+        foreach (int output in s.Writes) step.Births.Add((output, candidates));
         return step;
     }
 }

@@ -47,6 +47,22 @@ public interface IBackend : IDisposable
     /// </summary>
     void Conv2d(IPreparedConv conv, TensorView x, TensorView y, TensorView? residual, bool relu);
 
+    /// <summary>
+    /// y[i] = act(conv(x[i]) + bias) for every i: one prepared convolution applied to several inputs
+    /// of any sizes, such as a shared head's pyramid levels; the same as a <see cref="Conv2d"/> call
+    /// per pair without residual, which is what this default does. A backend may run the pairs
+    /// together (the CPU backend packs the small ones into one product, so their weights are read
+    /// once, and transforms a Winograd-sized convolution's weights once for all of its large ones).
+    /// No y may overlap any x or another y.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="x"/> and <paramref name="y"/> differ in length, or a pair is invalid for <see cref="Conv2d"/>.</exception>
+    void Conv2dShared(IPreparedConv conv, ReadOnlySpan<TensorView> x, ReadOnlySpan<TensorView> y, bool relu)
+    {
+        if (x.Length != y.Length)
+            throw new ArgumentException($"{x.Length} inputs but {y.Length} outputs", nameof(y));
+        for (int i = 0; i < x.Length; i++) Conv2d(conv, x[i], y[i], null, relu);
+    }
+
     /// <summary>Max-pool with a square window; padding counts as -infinity (PyTorch).</summary>
     void MaxPool2d(TensorView x, TensorView y, int kernel, int stride, int padding);
 

@@ -1150,7 +1150,7 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
     /// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref="Sizes"/>.</summary>
     private static long[] InferenceSlotSizes(int batch, int[] s)
     {
-        long[] size = new long[11];
+        long[] size = new long[15];
         size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
@@ -1217,54 +1217,54 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
         size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[6] * s[7]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 256 * s[10] * s[11]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 256 * s[14] * s[15]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 256 * s[18] * s[19]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[6] * s[7]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 256 * s[10] * s[11]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 256 * s[14] * s[15]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 256 * s[18] * s[19]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[10] * s[11]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[14] * s[15]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[10] * s[11]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[10] * s[11]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[18] * s[19]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
-        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
-        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
-        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
-        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[20] * s[21]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 720 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 720 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 720 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 720 * s[20] * s[21]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 36 * s[6] * s[7]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 36 * s[10] * s[11]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 36 * s[14] * s[15]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 36 * s[18] * s[19]);
         size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
         return size;
     }
@@ -1444,7 +1444,7 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
-    /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// 15 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
     /// Not thread-safe: one caller at a time (the outputs live in its buffers). Sessions of one
     /// <see cref="Prepared"/> may run on different threads at once when the backend allows it.
     /// </summary>
@@ -1472,11 +1472,11 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
             _ownsSlots = buffers is null;
-            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 15 buffers, or none
             else
             {
-                if (buffers.Count != 11) throw new global::System.ArgumentException($"retinanet-ghm-r50-fpn needs 11 activation buffers, not {buffers.Count}", nameof(buffers));
-                _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+                if (buffers.Count != 15) throw new global::System.ArgumentException($"retinanet-ghm-r50-fpn needs 15 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[15];
                 for (int i = 0; i < _slots.Length; i++)
                 {
                     if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
@@ -1549,54 +1549,54 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             _v[183] = new(_slots[2], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
             _v[184] = new(_slots[4], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
             _v[185] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
-            _v[186] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[195] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _v[205] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _v[215] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _v[225] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _v[186] = new(_slots[10], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[196] = new(_slots[11], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _v[206] = new(_slots[12], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _v[216] = new(_slots[13], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _v[226] = new(_slots[14], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
             _v[187] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
-            _v[188] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[197] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _v[207] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _v[217] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _v[227] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _v[188] = new(_slots[10], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[198] = new(_slots[11], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _v[208] = new(_slots[12], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _v[218] = new(_slots[13], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _v[228] = new(_slots[14], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
             _v[189] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
-            _v[190] = new(_slots[1], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[199] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _v[209] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _v[219] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _v[229] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _v[190] = new(_slots[3], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[200] = new(_slots[4], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _v[210] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _v[220] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _v[230] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
             _v[191] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
-            _v[192] = new(_slots[1], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[201] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _v[211] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _v[221] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _v[231] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _v[192] = new(_slots[3], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[202] = new(_slots[4], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _v[212] = new(_slots[2], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _v[222] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _v[232] = new(_slots[1], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
             _v[193] = new(_slots[5], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
-            _v[194] = new(_slots[6], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
-            _v[195] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
-            _v[196] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
-            _v[197] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
-            _v[198] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
-            _v[199] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _v[200] = new(_slots[3], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
-            _v[201] = new(_slots[1], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _v[202] = new(_slots[3], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
-            _v[203] = new(_slots[1], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
-            _v[204] = new(_slots[7], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _v[205] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
-            _v[206] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _v[207] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
-            _v[208] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _v[209] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _v[210] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _v[211] = new(_slots[3], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _v[212] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _v[213] = new(_slots[3], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
-            _v[214] = new(_slots[8], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _v[215] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
-            _v[216] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _v[217] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
-            _v[218] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _v[219] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
-            _v[220] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _v[221] = new(_slots[0], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
-            _v[222] = new(_slots[2], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _v[223] = new(_slots[0], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
-            _v[224] = new(_slots[9], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
-            _v[225] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
-            _v[226] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
-            _v[227] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
-            _v[228] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
-            _v[229] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
-            _v[230] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
-            _v[231] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
-            _v[232] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
-            _v[233] = new(_slots[2], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[203] = new(_slots[6], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _v[213] = new(_slots[7], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _v[223] = new(_slots[8], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _v[233] = new(_slots[9], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[194] = new(_slots[11], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _v[204] = new(_slots[12], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _v[214] = new(_slots[13], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _v[224] = new(_slots[14], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
             _v[234] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
         }
 
@@ -1722,56 +1722,16 @@ partial class RetinaNetGhmR50Fpn : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[58], _v[175], _v[182], null, relu: false); // neck.fpn_convs.2.conv
             b.Conv2d(_convs[59], _v[172], _v[183], null, relu: false); // neck.fpn_convs.3.conv
             b.Conv2d(_convs[60], _v[183], _v[184], null, relu: false); // neck.fpn_convs.4.conv
-            b.Conv2d(_convs[61], _v[180], _v[185], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _v[185], _v[186], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _v[186], _v[187], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _v[187], _v[188], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _v[180], _v[189], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _v[189], _v[190], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _v[190], _v[191], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _v[191], _v[192], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _v[188], _v[193], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _v[192], _v[194], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _v[181], _v[195], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _v[195], _v[196], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _v[196], _v[197], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _v[197], _v[198], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _v[181], _v[199], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _v[199], _v[200], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _v[200], _v[201], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _v[201], _v[202], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _v[198], _v[203], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _v[202], _v[204], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _v[182], _v[205], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _v[205], _v[206], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _v[206], _v[207], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _v[207], _v[208], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _v[182], _v[209], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _v[209], _v[210], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _v[210], _v[211], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _v[211], _v[212], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _v[208], _v[213], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _v[212], _v[214], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _v[183], _v[215], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _v[215], _v[216], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _v[216], _v[217], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _v[217], _v[218], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _v[183], _v[219], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _v[219], _v[220], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _v[220], _v[221], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _v[221], _v[222], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _v[218], _v[223], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _v[222], _v[224], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _v[184], _v[225], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _v[225], _v[226], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _v[226], _v[227], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _v[227], _v[228], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _v[184], _v[229], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _v[229], _v[230], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _v[230], _v[231], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _v[231], _v[232], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _v[228], _v[233], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _v[232], _v[234], null, relu: false); // bbox_head.retina_reg
+            b.Conv2dShared(_convs[61], [_v[180], _v[181], _v[182], _v[183], _v[184]], [_v[185], _v[195], _v[205], _v[215], _v[225]], relu: true); // bbox_head.cls_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[62], [_v[185], _v[195], _v[205], _v[215], _v[225]], [_v[186], _v[196], _v[206], _v[216], _v[226]], relu: true); // bbox_head.cls_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[63], [_v[186], _v[196], _v[206], _v[216], _v[226]], [_v[187], _v[197], _v[207], _v[217], _v[227]], relu: true); // bbox_head.cls_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[64], [_v[187], _v[197], _v[207], _v[217], _v[227]], [_v[188], _v[198], _v[208], _v[218], _v[228]], relu: true); // bbox_head.cls_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[65], [_v[180], _v[181], _v[182], _v[183], _v[184]], [_v[189], _v[199], _v[209], _v[219], _v[229]], relu: true); // bbox_head.reg_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[66], [_v[189], _v[199], _v[209], _v[219], _v[229]], [_v[190], _v[200], _v[210], _v[220], _v[230]], relu: true); // bbox_head.reg_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[67], [_v[190], _v[200], _v[210], _v[220], _v[230]], [_v[191], _v[201], _v[211], _v[221], _v[231]], relu: true); // bbox_head.reg_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[68], [_v[191], _v[201], _v[211], _v[221], _v[231]], [_v[192], _v[202], _v[212], _v[222], _v[232]], relu: true); // bbox_head.reg_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[69], [_v[188], _v[198], _v[208], _v[218], _v[228]], [_v[193], _v[203], _v[213], _v[223], _v[233]], relu: false); // bbox_head.retina_cls, 5 applications
+            b.Conv2dShared(_convs[70], [_v[192], _v[202], _v[212], _v[222], _v[232]], [_v[194], _v[204], _v[214], _v[224], _v[234]], relu: false); // bbox_head.retina_reg, 5 applications
         }
 
         /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>

@@ -204,54 +204,54 @@ partial class RetinaNetGhmR50Fpn
         size[46] = global::System.Math.Max(size[46], (long)batch * 256 * s[18] * s[19]); // neck.fpn_convs.3.conv
         size[47] = global::System.Math.Max(size[47], (long)batch * 256 * s[20] * s[21]); // neck.fpn_convs.4.conv
         size[48] = global::System.Math.Max(size[48], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.0.conv
-        size[49] = global::System.Math.Max(size[49], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.1.conv
-        size[50] = global::System.Math.Max(size[50], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.2.conv
-        size[51] = global::System.Math.Max(size[51], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.3.conv
-        size[52] = global::System.Math.Max(size[52], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.0.conv
-        size[53] = global::System.Math.Max(size[53], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.1.conv
-        size[54] = global::System.Math.Max(size[54], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.2.conv
-        size[55] = global::System.Math.Max(size[55], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.3.conv
-        size[56] = global::System.Math.Max(size[56], (long)batch * 720 * s[6] * s[7]); // bbox_head.p3.retina_cls
-        size[57] = global::System.Math.Max(size[57], (long)batch * 36 * s[6] * s[7]); // bbox_head.p3.retina_reg
-        size[58] = global::System.Math.Max(size[58], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.0.conv
-        size[59] = global::System.Math.Max(size[59], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.1.conv
-        size[60] = global::System.Math.Max(size[60], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.2.conv
-        size[61] = global::System.Math.Max(size[61], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.3.conv
-        size[62] = global::System.Math.Max(size[62], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.0.conv
-        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.1.conv
-        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.2.conv
-        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.3.conv
-        size[66] = global::System.Math.Max(size[66], (long)batch * 720 * s[10] * s[11]); // bbox_head.p4.retina_cls
-        size[67] = global::System.Math.Max(size[67], (long)batch * 36 * s[10] * s[11]); // bbox_head.p4.retina_reg
-        size[68] = global::System.Math.Max(size[68], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.0.conv
-        size[69] = global::System.Math.Max(size[69], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.1.conv
-        size[70] = global::System.Math.Max(size[70], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.2.conv
-        size[71] = global::System.Math.Max(size[71], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.3.conv
-        size[72] = global::System.Math.Max(size[72], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.0.conv
-        size[73] = global::System.Math.Max(size[73], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.1.conv
-        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.2.conv
-        size[75] = global::System.Math.Max(size[75], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.3.conv
-        size[76] = global::System.Math.Max(size[76], (long)batch * 720 * s[14] * s[15]); // bbox_head.p5.retina_cls
-        size[77] = global::System.Math.Max(size[77], (long)batch * 36 * s[14] * s[15]); // bbox_head.p5.retina_reg
-        size[78] = global::System.Math.Max(size[78], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.0.conv
-        size[79] = global::System.Math.Max(size[79], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.1.conv
-        size[80] = global::System.Math.Max(size[80], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.2.conv
-        size[81] = global::System.Math.Max(size[81], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.3.conv
-        size[82] = global::System.Math.Max(size[82], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.0.conv
-        size[83] = global::System.Math.Max(size[83], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.1.conv
-        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.2.conv
-        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.3.conv
-        size[86] = global::System.Math.Max(size[86], (long)batch * 720 * s[18] * s[19]); // bbox_head.p6.retina_cls
-        size[87] = global::System.Math.Max(size[87], (long)batch * 36 * s[18] * s[19]); // bbox_head.p6.retina_reg
-        size[88] = global::System.Math.Max(size[88], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.0.conv
-        size[89] = global::System.Math.Max(size[89], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.1.conv
-        size[90] = global::System.Math.Max(size[90], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.2.conv
-        size[91] = global::System.Math.Max(size[91], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.3.conv
-        size[92] = global::System.Math.Max(size[92], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.0.conv
-        size[93] = global::System.Math.Max(size[93], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.1.conv
-        size[94] = global::System.Math.Max(size[94], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.2.conv
-        size[95] = global::System.Math.Max(size[95], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.3.conv
-        size[96] = global::System.Math.Max(size[96], (long)batch * 720 * s[20] * s[21]); // bbox_head.p7.retina_cls
+        size[53] = global::System.Math.Max(size[53], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.1.conv
+        size[58] = global::System.Math.Max(size[58], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.2.conv
+        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.cls_convs.3.conv
+        size[68] = global::System.Math.Max(size[68], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.0.conv
+        size[73] = global::System.Math.Max(size[73], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.1.conv
+        size[78] = global::System.Math.Max(size[78], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.2.conv
+        size[83] = global::System.Math.Max(size[83], (long)batch * 256 * s[6] * s[7]); // bbox_head.p3.reg_convs.3.conv
+        size[88] = global::System.Math.Max(size[88], (long)batch * 720 * s[6] * s[7]); // bbox_head.p3.retina_cls
+        size[93] = global::System.Math.Max(size[93], (long)batch * 36 * s[6] * s[7]); // bbox_head.p3.retina_reg
+        size[49] = global::System.Math.Max(size[49], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.0.conv
+        size[54] = global::System.Math.Max(size[54], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.1.conv
+        size[59] = global::System.Math.Max(size[59], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.2.conv
+        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.cls_convs.3.conv
+        size[69] = global::System.Math.Max(size[69], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.0.conv
+        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.1.conv
+        size[79] = global::System.Math.Max(size[79], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.2.conv
+        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[10] * s[11]); // bbox_head.p4.reg_convs.3.conv
+        size[89] = global::System.Math.Max(size[89], (long)batch * 720 * s[10] * s[11]); // bbox_head.p4.retina_cls
+        size[94] = global::System.Math.Max(size[94], (long)batch * 36 * s[10] * s[11]); // bbox_head.p4.retina_reg
+        size[50] = global::System.Math.Max(size[50], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.0.conv
+        size[55] = global::System.Math.Max(size[55], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.1.conv
+        size[60] = global::System.Math.Max(size[60], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.2.conv
+        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.cls_convs.3.conv
+        size[70] = global::System.Math.Max(size[70], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.0.conv
+        size[75] = global::System.Math.Max(size[75], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.1.conv
+        size[80] = global::System.Math.Max(size[80], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.2.conv
+        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[14] * s[15]); // bbox_head.p5.reg_convs.3.conv
+        size[90] = global::System.Math.Max(size[90], (long)batch * 720 * s[14] * s[15]); // bbox_head.p5.retina_cls
+        size[95] = global::System.Math.Max(size[95], (long)batch * 36 * s[14] * s[15]); // bbox_head.p5.retina_reg
+        size[51] = global::System.Math.Max(size[51], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.0.conv
+        size[56] = global::System.Math.Max(size[56], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.1.conv
+        size[61] = global::System.Math.Max(size[61], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.2.conv
+        size[66] = global::System.Math.Max(size[66], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.cls_convs.3.conv
+        size[71] = global::System.Math.Max(size[71], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.0.conv
+        size[76] = global::System.Math.Max(size[76], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.1.conv
+        size[81] = global::System.Math.Max(size[81], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.2.conv
+        size[86] = global::System.Math.Max(size[86], (long)batch * 256 * s[18] * s[19]); // bbox_head.p6.reg_convs.3.conv
+        size[91] = global::System.Math.Max(size[91], (long)batch * 720 * s[18] * s[19]); // bbox_head.p6.retina_cls
+        size[96] = global::System.Math.Max(size[96], (long)batch * 36 * s[18] * s[19]); // bbox_head.p6.retina_reg
+        size[52] = global::System.Math.Max(size[52], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.0.conv
+        size[57] = global::System.Math.Max(size[57], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.1.conv
+        size[62] = global::System.Math.Max(size[62], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.2.conv
+        size[67] = global::System.Math.Max(size[67], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.cls_convs.3.conv
+        size[72] = global::System.Math.Max(size[72], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.0.conv
+        size[77] = global::System.Math.Max(size[77], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.1.conv
+        size[82] = global::System.Math.Max(size[82], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.2.conv
+        size[87] = global::System.Math.Max(size[87], (long)batch * 256 * s[20] * s[21]); // bbox_head.p7.reg_convs.3.conv
+        size[92] = global::System.Math.Max(size[92], (long)batch * 720 * s[20] * s[21]); // bbox_head.p7.retina_cls
         size[97] = global::System.Math.Max(size[97], (long)batch * 36 * s[20] * s[21]); // bbox_head.p7.retina_reg
         size[12] = global::System.Math.Max(size[12], (long)batch * 128 * s[4] * s[5]); // d backbone.layer2.0.relu0
         size[36] = global::System.Math.Max(size[36], (long)batch * 128 * s[6] * s[7]); // d backbone.layer2.0.relu1
@@ -266,92 +266,92 @@ partial class RetinaNetGhmR50Fpn
         size[33] = global::System.Math.Max(size[33], (long)batch * 128 * s[6] * s[7]); // d backbone.layer2.3.relu0
         size[36] = global::System.Math.Max(size[36], (long)batch * 128 * s[6] * s[7]); // d backbone.layer2.3.relu1
         size[98] = global::System.Math.Max(size[98], (long)batch * 512 * s[6] * s[7]); // d backbone.layer2.3.out
-        size[50] = global::System.Math.Max(size[50], (long)batch * 256 * s[6] * s[7]); // d backbone.layer3.0.relu0
-        size[61] = global::System.Math.Max(size[61], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.0.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[12] * s[13]); // d backbone.layer3.0.downsample.1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.0.out
-        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.1.relu0
+        size[58] = global::System.Math.Max(size[58], (long)batch * 256 * s[6] * s[7]); // d backbone.layer3.0.relu0
+        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.0.relu1
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[12] * s[13]); // d backbone.layer3.0.downsample.1
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.0.out
+        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.1.relu0
         size[41] = global::System.Math.Max(size[41], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.1.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.1.out
-        size[62] = global::System.Math.Max(size[62], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.2.relu0
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.1.out
+        size[69] = global::System.Math.Max(size[69], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.2.relu0
         size[44] = global::System.Math.Max(size[44], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.2.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.2.out
-        size[58] = global::System.Math.Max(size[58], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.3.relu0
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.2.out
+        size[49] = global::System.Math.Max(size[49], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.3.relu0
         size[102] = global::System.Math.Max(size[102], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.3.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.3.out
-        size[59] = global::System.Math.Max(size[59], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.4.relu0
-        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.4.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.4.out
-        size[60] = global::System.Math.Max(size[60], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.5.relu0
-        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.5.relu1
-        size[64] = global::System.Math.Max(size[64], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.5.out
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.3.out
+        size[54] = global::System.Math.Max(size[54], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.4.relu0
+        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.4.relu1
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.4.out
+        size[59] = global::System.Math.Max(size[59], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.5.relu0
+        size[80] = global::System.Math.Max(size[80], (long)batch * 256 * s[10] * s[11]); // d backbone.layer3.5.relu1
+        size[79] = global::System.Math.Max(size[79], (long)batch * 1024 * s[10] * s[11]); // d backbone.layer3.5.out
         size[39] = global::System.Math.Max(size[39], (long)batch * 512 * s[10] * s[11]); // d backbone.layer4.0.relu0
         size[35] = global::System.Math.Max(size[35], (long)batch * 512 * s[14] * s[15]); // d backbone.layer4.0.relu1
-        size[54] = global::System.Math.Max(size[54], (long)batch * 2048 * s[16] * s[17]); // d backbone.layer4.0.downsample.1
-        size[54] = global::System.Math.Max(size[54], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.0.out
+        size[78] = global::System.Math.Max(size[78], (long)batch * 2048 * s[16] * s[17]); // d backbone.layer4.0.downsample.1
+        size[78] = global::System.Math.Max(size[78], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.0.out
         size[38] = global::System.Math.Max(size[38], (long)batch * 512 * s[14] * s[15]); // d backbone.layer4.1.relu0
         size[37] = global::System.Math.Max(size[37], (long)batch * 512 * s[14] * s[15]); // d backbone.layer4.1.relu1
-        size[54] = global::System.Math.Max(size[54], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.1.out
+        size[78] = global::System.Math.Max(size[78], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.1.out
         size[38] = global::System.Math.Max(size[38], (long)batch * 512 * s[14] * s[15]); // d backbone.layer4.2.relu0
         size[99] = global::System.Math.Max(size[99], (long)batch * 512 * s[14] * s[15]); // d backbone.layer4.2.relu1
-        size[54] = global::System.Math.Max(size[54], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.2.out
-        size[51] = global::System.Math.Max(size[51], (long)batch * 256 * s[6] * s[7]); // d neck.lateral_convs.0.conv
-        size[61] = global::System.Math.Max(size[61], (long)batch * 256 * s[10] * s[11]); // d neck.lateral_convs.1.conv
-        size[71] = global::System.Math.Max(size[71], (long)batch * 256 * s[14] * s[15]); // d neck.lateral_convs.2.conv
-        size[61] = global::System.Math.Max(size[61], (long)batch * 256 * s[10] * s[11]); // d neck.merged4
-        size[51] = global::System.Math.Max(size[51], (long)batch * 256 * s[6] * s[7]); // d neck.merged3
-        size[55] = global::System.Math.Max(size[55], (long)batch * 256 * s[6] * s[7]); // d neck.fpn_convs.0.conv
-        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[10] * s[11]); // d neck.fpn_convs.1.conv
-        size[75] = global::System.Math.Max(size[75], (long)batch * 256 * s[14] * s[15]); // d neck.fpn_convs.2.conv
-        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[18] * s[19]); // d neck.fpn_convs.3.conv
-        size[95] = global::System.Math.Max(size[95], (long)batch * 256 * s[20] * s[21]); // d neck.fpn_convs.4.conv
-        size[52] = global::System.Math.Max(size[52], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.0.conv
+        size[78] = global::System.Math.Max(size[78], (long)batch * 2048 * s[14] * s[15]); // d backbone.layer4.2.out
+        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[6] * s[7]); // d neck.lateral_convs.0.conv
+        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // d neck.lateral_convs.1.conv
+        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[14] * s[15]); // d neck.lateral_convs.2.conv
+        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // d neck.merged4
+        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[6] * s[7]); // d neck.merged3
+        size[83] = global::System.Math.Max(size[83], (long)batch * 256 * s[6] * s[7]); // d neck.fpn_convs.0.conv
+        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[10] * s[11]); // d neck.fpn_convs.1.conv
+        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[14] * s[15]); // d neck.fpn_convs.2.conv
+        size[86] = global::System.Math.Max(size[86], (long)batch * 256 * s[18] * s[19]); // d neck.fpn_convs.3.conv
+        size[87] = global::System.Math.Max(size[87], (long)batch * 256 * s[20] * s[21]); // d neck.fpn_convs.4.conv
+        size[68] = global::System.Math.Max(size[68], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.0.conv
         size[100] = global::System.Math.Max(size[100], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.1.conv
-        size[53] = global::System.Math.Max(size[53], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.2.conv
-        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.3.conv
-        size[54] = global::System.Math.Max(size[54], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.0.conv
+        size[73] = global::System.Math.Max(size[73], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.2.conv
+        size[79] = global::System.Math.Max(size[79], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.cls_convs.3.conv
+        size[78] = global::System.Math.Max(size[78], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.0.conv
         size[100] = global::System.Math.Max(size[100], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.1.conv
-        size[55] = global::System.Math.Max(size[55], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.2.conv
+        size[83] = global::System.Math.Max(size[83], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.2.conv
         size[100] = global::System.Math.Max(size[100], (long)batch * 256 * s[6] * s[7]); // d bbox_head.p3.reg_convs.3.conv
         size[98] = global::System.Math.Max(size[98], (long)batch * 720 * s[6] * s[7]); // d bbox_head.p3.retina_cls
         size[99] = global::System.Math.Max(size[99], (long)batch * 36 * s[6] * s[7]); // d bbox_head.p3.retina_reg
-        size[62] = global::System.Math.Max(size[62], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.0.conv
+        size[69] = global::System.Math.Max(size[69], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.0.conv
         size[102] = global::System.Math.Max(size[102], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.1.conv
-        size[63] = global::System.Math.Max(size[63], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.2.conv
-        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.3.conv
-        size[64] = global::System.Math.Max(size[64], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.0.conv
+        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.2.conv
+        size[80] = global::System.Math.Max(size[80], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.cls_convs.3.conv
+        size[79] = global::System.Math.Max(size[79], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.0.conv
         size[102] = global::System.Math.Max(size[102], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.1.conv
-        size[65] = global::System.Math.Max(size[65], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.2.conv
+        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.2.conv
         size[102] = global::System.Math.Max(size[102], (long)batch * 256 * s[10] * s[11]); // d bbox_head.p4.reg_convs.3.conv
         size[100] = global::System.Math.Max(size[100], (long)batch * 720 * s[10] * s[11]); // d bbox_head.p4.retina_cls
         size[101] = global::System.Math.Max(size[101], (long)batch * 36 * s[10] * s[11]); // d bbox_head.p4.retina_reg
-        size[72] = global::System.Math.Max(size[72], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.0.conv
+        size[70] = global::System.Math.Max(size[70], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.0.conv
         size[104] = global::System.Math.Max(size[104], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.1.conv
-        size[73] = global::System.Math.Max(size[73], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.2.conv
-        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.3.conv
-        size[74] = global::System.Math.Max(size[74], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.0.conv
+        size[75] = global::System.Math.Max(size[75], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.2.conv
+        size[81] = global::System.Math.Max(size[81], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.cls_convs.3.conv
+        size[80] = global::System.Math.Max(size[80], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.0.conv
         size[104] = global::System.Math.Max(size[104], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.1.conv
-        size[75] = global::System.Math.Max(size[75], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.2.conv
+        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.2.conv
         size[104] = global::System.Math.Max(size[104], (long)batch * 256 * s[14] * s[15]); // d bbox_head.p5.reg_convs.3.conv
         size[102] = global::System.Math.Max(size[102], (long)batch * 720 * s[14] * s[15]); // d bbox_head.p5.retina_cls
         size[103] = global::System.Math.Max(size[103], (long)batch * 36 * s[14] * s[15]); // d bbox_head.p5.retina_reg
-        size[82] = global::System.Math.Max(size[82], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.0.conv
+        size[71] = global::System.Math.Max(size[71], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.0.conv
         size[106] = global::System.Math.Max(size[106], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.1.conv
-        size[83] = global::System.Math.Max(size[83], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.2.conv
-        size[94] = global::System.Math.Max(size[94], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.3.conv
-        size[84] = global::System.Math.Max(size[84], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.0.conv
+        size[76] = global::System.Math.Max(size[76], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.2.conv
+        size[82] = global::System.Math.Max(size[82], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.cls_convs.3.conv
+        size[81] = global::System.Math.Max(size[81], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.0.conv
         size[106] = global::System.Math.Max(size[106], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.1.conv
-        size[85] = global::System.Math.Max(size[85], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.2.conv
+        size[86] = global::System.Math.Max(size[86], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.2.conv
         size[106] = global::System.Math.Max(size[106], (long)batch * 256 * s[18] * s[19]); // d bbox_head.p6.reg_convs.3.conv
         size[104] = global::System.Math.Max(size[104], (long)batch * 720 * s[18] * s[19]); // d bbox_head.p6.retina_cls
         size[105] = global::System.Math.Max(size[105], (long)batch * 36 * s[18] * s[19]); // d bbox_head.p6.retina_reg
-        size[92] = global::System.Math.Max(size[92], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.0.conv
+        size[72] = global::System.Math.Max(size[72], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.0.conv
         size[108] = global::System.Math.Max(size[108], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.1.conv
-        size[93] = global::System.Math.Max(size[93], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.2.conv
+        size[77] = global::System.Math.Max(size[77], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.2.conv
         size[107] = global::System.Math.Max(size[107], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.cls_convs.3.conv
-        size[94] = global::System.Math.Max(size[94], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.0.conv
+        size[82] = global::System.Math.Max(size[82], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.0.conv
         size[108] = global::System.Math.Max(size[108], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.1.conv
-        size[95] = global::System.Math.Max(size[95], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.2.conv
+        size[87] = global::System.Math.Max(size[87], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.2.conv
         size[108] = global::System.Math.Max(size[108], (long)batch * 256 * s[20] * s[21]); // d bbox_head.p7.reg_convs.3.conv
         size[106] = global::System.Math.Max(size[106], (long)batch * 720 * s[20] * s[21]); // d bbox_head.p7.retina_cls
         size[107] = global::System.Math.Max(size[107], (long)batch * 36 * s[20] * s[21]); // d bbox_head.p7.retina_reg
@@ -836,54 +836,54 @@ partial class RetinaNetGhmR50Fpn
             _a[183] = new(slots[46], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
             _a[184] = new(slots[47], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
             _a[185] = new(slots[48], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
-            _a[186] = new(slots[49], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
-            _a[187] = new(slots[50], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
-            _a[188] = new(slots[51], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
-            _a[189] = new(slots[52], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
-            _a[190] = new(slots[53], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
-            _a[191] = new(slots[54], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
-            _a[192] = new(slots[55], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
-            _a[193] = new(slots[56], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
-            _a[194] = new(slots[57], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
-            _a[195] = new(slots[58], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
-            _a[196] = new(slots[59], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
-            _a[197] = new(slots[60], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
-            _a[198] = new(slots[61], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
-            _a[199] = new(slots[62], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _a[200] = new(slots[63], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
-            _a[201] = new(slots[64], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _a[202] = new(slots[65], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
-            _a[203] = new(slots[66], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
-            _a[204] = new(slots[67], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _a[205] = new(slots[68], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
-            _a[206] = new(slots[69], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _a[207] = new(slots[70], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
-            _a[208] = new(slots[71], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _a[209] = new(slots[72], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _a[210] = new(slots[73], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _a[211] = new(slots[74], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _a[212] = new(slots[75], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _a[213] = new(slots[76], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
-            _a[214] = new(slots[77], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _a[215] = new(slots[78], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
-            _a[216] = new(slots[79], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _a[217] = new(slots[80], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
-            _a[218] = new(slots[81], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _a[219] = new(slots[82], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
-            _a[220] = new(slots[83], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _a[221] = new(slots[84], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
-            _a[222] = new(slots[85], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _a[223] = new(slots[86], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
-            _a[224] = new(slots[87], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
-            _a[225] = new(slots[88], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
-            _a[226] = new(slots[89], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
-            _a[227] = new(slots[90], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
-            _a[228] = new(slots[91], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
-            _a[229] = new(slots[92], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
-            _a[230] = new(slots[93], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
-            _a[231] = new(slots[94], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
-            _a[232] = new(slots[95], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
-            _a[233] = new(slots[96], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _a[186] = new(slots[53], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _a[187] = new(slots[58], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
+            _a[188] = new(slots[63], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _a[189] = new(slots[68], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
+            _a[190] = new(slots[73], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _a[191] = new(slots[78], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
+            _a[192] = new(slots[83], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _a[193] = new(slots[88], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
+            _a[194] = new(slots[93], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _a[195] = new(slots[49], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _a[196] = new(slots[54], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _a[197] = new(slots[59], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _a[198] = new(slots[64], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _a[199] = new(slots[69], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _a[200] = new(slots[74], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _a[201] = new(slots[79], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _a[202] = new(slots[84], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _a[203] = new(slots[89], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _a[204] = new(slots[94], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _a[205] = new(slots[50], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _a[206] = new(slots[55], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _a[207] = new(slots[60], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _a[208] = new(slots[65], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _a[209] = new(slots[70], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _a[210] = new(slots[75], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _a[211] = new(slots[80], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _a[212] = new(slots[85], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _a[213] = new(slots[90], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _a[214] = new(slots[95], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _a[215] = new(slots[51], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _a[216] = new(slots[56], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _a[217] = new(slots[61], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _a[218] = new(slots[66], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _a[219] = new(slots[71], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _a[220] = new(slots[76], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _a[221] = new(slots[81], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _a[222] = new(slots[86], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _a[223] = new(slots[91], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _a[224] = new(slots[96], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
+            _a[225] = new(slots[52], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _a[226] = new(slots[57], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
+            _a[227] = new(slots[62], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _a[228] = new(slots[67], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
+            _a[229] = new(slots[72], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _a[230] = new(slots[77], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
+            _a[231] = new(slots[82], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _a[232] = new(slots[87], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
+            _a[233] = new(slots[92], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
             _a[234] = new(slots[97], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
             _g[39] = new(slots[12], 0, batch, 128, s[4], s[5]); // d backbone.layer2.0.relu0
             _g[42] = new(slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.0.relu1
@@ -898,92 +898,92 @@ partial class RetinaNetGhmR50Fpn
             _g[71] = new(slots[33], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu0
             _g[74] = new(slots[36], 0, batch, 128, s[6], s[7]); // d backbone.layer2.3.relu1
             _g[78] = new(slots[98], 0, batch, 512, s[6], s[7]); // d backbone.layer2.3.out
-            _g[81] = new(slots[50], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
-            _g[84] = new(slots[61], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
-            _g[88] = new(slots[64], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
-            _g[90] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
-            _g[93] = new(slots[65], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
+            _g[81] = new(slots[58], 0, batch, 256, s[6], s[7]); // d backbone.layer3.0.relu0
+            _g[84] = new(slots[64], 0, batch, 256, s[10], s[11]); // d backbone.layer3.0.relu1
+            _g[88] = new(slots[79], 0, batch, 1024, s[12], s[13]); // d backbone.layer3.0.downsample.1
+            _g[90] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.0.out
+            _g[93] = new(slots[84], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu0
             _g[96] = new(slots[41], 0, batch, 256, s[10], s[11]); // d backbone.layer3.1.relu1
-            _g[100] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
-            _g[103] = new(slots[62], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
+            _g[100] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.1.out
+            _g[103] = new(slots[69], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu0
             _g[106] = new(slots[44], 0, batch, 256, s[10], s[11]); // d backbone.layer3.2.relu1
-            _g[110] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
-            _g[113] = new(slots[58], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
+            _g[110] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.2.out
+            _g[113] = new(slots[49], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu0
             _g[116] = new(slots[102], 0, batch, 256, s[10], s[11]); // d backbone.layer3.3.relu1
-            _g[120] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
-            _g[123] = new(slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
-            _g[126] = new(slots[63], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
-            _g[130] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
-            _g[133] = new(slots[60], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
-            _g[136] = new(slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
-            _g[140] = new(slots[64], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
+            _g[120] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.3.out
+            _g[123] = new(slots[54], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu0
+            _g[126] = new(slots[74], 0, batch, 256, s[10], s[11]); // d backbone.layer3.4.relu1
+            _g[130] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.4.out
+            _g[133] = new(slots[59], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu0
+            _g[136] = new(slots[80], 0, batch, 256, s[10], s[11]); // d backbone.layer3.5.relu1
+            _g[140] = new(slots[79], 0, batch, 1024, s[10], s[11]); // d backbone.layer3.5.out
             _g[143] = new(slots[39], 0, batch, 512, s[10], s[11]); // d backbone.layer4.0.relu0
             _g[146] = new(slots[35], 0, batch, 512, s[14], s[15]); // d backbone.layer4.0.relu1
-            _g[150] = new(slots[54], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
-            _g[152] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
+            _g[150] = new(slots[78], 0, batch, 2048, s[16], s[17]); // d backbone.layer4.0.downsample.1
+            _g[152] = new(slots[78], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.0.out
             _g[155] = new(slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu0
             _g[158] = new(slots[37], 0, batch, 512, s[14], s[15]); // d backbone.layer4.1.relu1
-            _g[162] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
+            _g[162] = new(slots[78], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.1.out
             _g[165] = new(slots[38], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu0
             _g[168] = new(slots[99], 0, batch, 512, s[14], s[15]); // d backbone.layer4.2.relu1
-            _g[172] = new(slots[54], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
-            _g[173] = new(slots[51], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
-            _g[174] = new(slots[61], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
-            _g[175] = new(slots[71], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
-            _g[177] = new(slots[61], 0, batch, 256, s[10], s[11]); // d neck.merged4
-            _g[179] = new(slots[51], 0, batch, 256, s[6], s[7]); // d neck.merged3
-            _g[180] = new(slots[55], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
-            _g[181] = new(slots[65], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
-            _g[182] = new(slots[75], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
-            _g[183] = new(slots[85], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
-            _g[184] = new(slots[95], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
-            _g[185] = new(slots[52], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
+            _g[172] = new(slots[78], 0, batch, 2048, s[14], s[15]); // d backbone.layer4.2.out
+            _g[173] = new(slots[63], 0, batch, 256, s[6], s[7]); // d neck.lateral_convs.0.conv
+            _g[174] = new(slots[64], 0, batch, 256, s[10], s[11]); // d neck.lateral_convs.1.conv
+            _g[175] = new(slots[65], 0, batch, 256, s[14], s[15]); // d neck.lateral_convs.2.conv
+            _g[177] = new(slots[64], 0, batch, 256, s[10], s[11]); // d neck.merged4
+            _g[179] = new(slots[63], 0, batch, 256, s[6], s[7]); // d neck.merged3
+            _g[180] = new(slots[83], 0, batch, 256, s[6], s[7]); // d neck.fpn_convs.0.conv
+            _g[181] = new(slots[84], 0, batch, 256, s[10], s[11]); // d neck.fpn_convs.1.conv
+            _g[182] = new(slots[85], 0, batch, 256, s[14], s[15]); // d neck.fpn_convs.2.conv
+            _g[183] = new(slots[86], 0, batch, 256, s[18], s[19]); // d neck.fpn_convs.3.conv
+            _g[184] = new(slots[87], 0, batch, 256, s[20], s[21]); // d neck.fpn_convs.4.conv
+            _g[185] = new(slots[68], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.0.conv
             _g[186] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.1.conv
-            _g[187] = new(slots[53], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
-            _g[188] = new(slots[64], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
-            _g[189] = new(slots[54], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
+            _g[187] = new(slots[73], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.2.conv
+            _g[188] = new(slots[79], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.cls_convs.3.conv
+            _g[189] = new(slots[78], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.0.conv
             _g[190] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.1.conv
-            _g[191] = new(slots[55], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
+            _g[191] = new(slots[83], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.2.conv
             _g[192] = new(slots[100], 0, batch, 256, s[6], s[7]); // d bbox_head.p3.reg_convs.3.conv
             _g[193] = new(slots[98], 0, batch, 720, s[6], s[7]); // d bbox_head.p3.retina_cls
             _g[194] = new(slots[99], 0, batch, 36, s[6], s[7]); // d bbox_head.p3.retina_reg
-            _g[195] = new(slots[62], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
+            _g[195] = new(slots[69], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.0.conv
             _g[196] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.1.conv
-            _g[197] = new(slots[63], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
-            _g[198] = new(slots[74], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
-            _g[199] = new(slots[64], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
+            _g[197] = new(slots[74], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.2.conv
+            _g[198] = new(slots[80], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.cls_convs.3.conv
+            _g[199] = new(slots[79], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.0.conv
             _g[200] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.1.conv
-            _g[201] = new(slots[65], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
+            _g[201] = new(slots[84], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.2.conv
             _g[202] = new(slots[102], 0, batch, 256, s[10], s[11]); // d bbox_head.p4.reg_convs.3.conv
             _g[203] = new(slots[100], 0, batch, 720, s[10], s[11]); // d bbox_head.p4.retina_cls
             _g[204] = new(slots[101], 0, batch, 36, s[10], s[11]); // d bbox_head.p4.retina_reg
-            _g[205] = new(slots[72], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
+            _g[205] = new(slots[70], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.0.conv
             _g[206] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.1.conv
-            _g[207] = new(slots[73], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
-            _g[208] = new(slots[84], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
-            _g[209] = new(slots[74], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
+            _g[207] = new(slots[75], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.2.conv
+            _g[208] = new(slots[81], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.cls_convs.3.conv
+            _g[209] = new(slots[80], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.0.conv
             _g[210] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.1.conv
-            _g[211] = new(slots[75], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
+            _g[211] = new(slots[85], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.2.conv
             _g[212] = new(slots[104], 0, batch, 256, s[14], s[15]); // d bbox_head.p5.reg_convs.3.conv
             _g[213] = new(slots[102], 0, batch, 720, s[14], s[15]); // d bbox_head.p5.retina_cls
             _g[214] = new(slots[103], 0, batch, 36, s[14], s[15]); // d bbox_head.p5.retina_reg
-            _g[215] = new(slots[82], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
+            _g[215] = new(slots[71], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.0.conv
             _g[216] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.1.conv
-            _g[217] = new(slots[83], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
-            _g[218] = new(slots[94], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
-            _g[219] = new(slots[84], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
+            _g[217] = new(slots[76], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.2.conv
+            _g[218] = new(slots[82], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.cls_convs.3.conv
+            _g[219] = new(slots[81], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.0.conv
             _g[220] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.1.conv
-            _g[221] = new(slots[85], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
+            _g[221] = new(slots[86], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.2.conv
             _g[222] = new(slots[106], 0, batch, 256, s[18], s[19]); // d bbox_head.p6.reg_convs.3.conv
             _g[223] = new(slots[104], 0, batch, 720, s[18], s[19]); // d bbox_head.p6.retina_cls
             _g[224] = new(slots[105], 0, batch, 36, s[18], s[19]); // d bbox_head.p6.retina_reg
-            _g[225] = new(slots[92], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
+            _g[225] = new(slots[72], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.0.conv
             _g[226] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.1.conv
-            _g[227] = new(slots[93], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
+            _g[227] = new(slots[77], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.2.conv
             _g[228] = new(slots[107], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.cls_convs.3.conv
-            _g[229] = new(slots[94], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
+            _g[229] = new(slots[82], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.0.conv
             _g[230] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.1.conv
-            _g[231] = new(slots[95], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
+            _g[231] = new(slots[87], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.2.conv
             _g[232] = new(slots[108], 0, batch, 256, s[20], s[21]); // d bbox_head.p7.reg_convs.3.conv
             _g[233] = new(slots[106], 0, batch, 720, s[20], s[21]); // d bbox_head.p7.retina_cls
             _g[234] = new(slots[107], 0, batch, 36, s[20], s[21]); // d bbox_head.p7.retina_reg
@@ -1149,56 +1149,16 @@ partial class RetinaNetGhmR50Fpn
             b.Conv2d(_convs[58], _a[175], _a[182], null, relu: false); // neck.fpn_convs.2.conv
             b.Conv2d(_convs[59], _a[172], _a[183], null, relu: false); // neck.fpn_convs.3.conv
             b.Conv2d(_convs[60], _a[183], _a[184], null, relu: false); // neck.fpn_convs.4.conv
-            b.Conv2d(_convs[61], _a[180], _a[185], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _a[185], _a[186], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _a[186], _a[187], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _a[187], _a[188], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _a[180], _a[189], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _a[189], _a[190], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _a[190], _a[191], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _a[191], _a[192], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _a[188], _a[193], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _a[192], _a[194], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _a[181], _a[195], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _a[195], _a[196], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _a[196], _a[197], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _a[197], _a[198], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _a[181], _a[199], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _a[199], _a[200], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _a[200], _a[201], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _a[201], _a[202], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _a[198], _a[203], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _a[202], _a[204], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _a[182], _a[205], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _a[205], _a[206], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _a[206], _a[207], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _a[207], _a[208], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _a[182], _a[209], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _a[209], _a[210], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _a[210], _a[211], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _a[211], _a[212], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _a[208], _a[213], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _a[212], _a[214], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _a[183], _a[215], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _a[215], _a[216], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _a[216], _a[217], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _a[217], _a[218], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _a[183], _a[219], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _a[219], _a[220], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _a[220], _a[221], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _a[221], _a[222], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _a[218], _a[223], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _a[222], _a[224], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[61], _a[184], _a[225], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[62], _a[225], _a[226], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[63], _a[226], _a[227], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[64], _a[227], _a[228], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[65], _a[184], _a[229], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[66], _a[229], _a[230], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[67], _a[230], _a[231], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[68], _a[231], _a[232], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[69], _a[228], _a[233], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[70], _a[232], _a[234], null, relu: false); // bbox_head.retina_reg
+            b.Conv2dShared(_convs[61], [_a[180], _a[181], _a[182], _a[183], _a[184]], [_a[185], _a[195], _a[205], _a[215], _a[225]], relu: true); // bbox_head.cls_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[62], [_a[185], _a[195], _a[205], _a[215], _a[225]], [_a[186], _a[196], _a[206], _a[216], _a[226]], relu: true); // bbox_head.cls_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[63], [_a[186], _a[196], _a[206], _a[216], _a[226]], [_a[187], _a[197], _a[207], _a[217], _a[227]], relu: true); // bbox_head.cls_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[64], [_a[187], _a[197], _a[207], _a[217], _a[227]], [_a[188], _a[198], _a[208], _a[218], _a[228]], relu: true); // bbox_head.cls_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[65], [_a[180], _a[181], _a[182], _a[183], _a[184]], [_a[189], _a[199], _a[209], _a[219], _a[229]], relu: true); // bbox_head.reg_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[66], [_a[189], _a[199], _a[209], _a[219], _a[229]], [_a[190], _a[200], _a[210], _a[220], _a[230]], relu: true); // bbox_head.reg_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[67], [_a[190], _a[200], _a[210], _a[220], _a[230]], [_a[191], _a[201], _a[211], _a[221], _a[231]], relu: true); // bbox_head.reg_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[68], [_a[191], _a[201], _a[211], _a[221], _a[231]], [_a[192], _a[202], _a[212], _a[222], _a[232]], relu: true); // bbox_head.reg_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[69], [_a[188], _a[198], _a[208], _a[218], _a[228]], [_a[193], _a[203], _a[213], _a[223], _a[233]], relu: false); // bbox_head.retina_cls, 5 applications
+            b.Conv2dShared(_convs[70], [_a[192], _a[202], _a[212], _a[222], _a[232]], [_a[194], _a[204], _a[214], _a[224], _a[234]], relu: false); // bbox_head.retina_reg, 5 applications
             _forwardDone = true;
             _forwardVersion = _weights.Version;
         }

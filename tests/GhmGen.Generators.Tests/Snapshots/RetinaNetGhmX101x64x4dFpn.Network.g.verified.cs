@@ -1898,7 +1898,7 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
     /// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref="Sizes"/>.</summary>
     private static long[] InferenceSlotSizes(int batch, int[] s)
     {
-        long[] size = new long[11];
+        long[] size = new long[15];
         size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 64 * s[2] * s[3]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 64 * s[4] * s[5]);
@@ -2016,54 +2016,54 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
         size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
         size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[6] * s[7]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 256 * s[10] * s[11]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 256 * s[14] * s[15]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 256 * s[18] * s[19]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[6] * s[7]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 256 * s[10] * s[11]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 256 * s[14] * s[15]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 256 * s[18] * s[19]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 256 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[6] * s[7]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 256 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[20] * s[21]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[10] * s[11]);
+        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
+        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
+        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[20] * s[21]);
         size[5] = global::System.Math.Max(size[5], (long)batch * 720 * s[6] * s[7]);
-        size[6] = global::System.Math.Max(size[6], (long)batch * 36 * s[6] * s[7]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 256 * s[10] * s[11]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 256 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[10] * s[11]);
-        size[2] = global::System.Math.Max(size[2], (long)batch * 720 * s[10] * s[11]);
-        size[7] = global::System.Math.Max(size[7], (long)batch * 36 * s[10] * s[11]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 256 * s[14] * s[15]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[14] * s[15]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 720 * s[14] * s[15]);
-        size[8] = global::System.Math.Max(size[8], (long)batch * 36 * s[14] * s[15]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 256 * s[18] * s[19]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 256 * s[18] * s[19]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[18] * s[19]);
-        size[1] = global::System.Math.Max(size[1], (long)batch * 720 * s[18] * s[19]);
-        size[9] = global::System.Math.Max(size[9], (long)batch * 36 * s[18] * s[19]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-        size[10] = global::System.Math.Max(size[10], (long)batch * 256 * s[20] * s[21]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 256 * s[20] * s[21]);
-        size[4] = global::System.Math.Max(size[4], (long)batch * 256 * s[20] * s[21]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 720 * s[20] * s[21]);
+        size[6] = global::System.Math.Max(size[6], (long)batch * 720 * s[10] * s[11]);
+        size[7] = global::System.Math.Max(size[7], (long)batch * 720 * s[14] * s[15]);
+        size[8] = global::System.Math.Max(size[8], (long)batch * 720 * s[18] * s[19]);
+        size[9] = global::System.Math.Max(size[9], (long)batch * 720 * s[20] * s[21]);
+        size[11] = global::System.Math.Max(size[11], (long)batch * 36 * s[6] * s[7]);
+        size[12] = global::System.Math.Max(size[12], (long)batch * 36 * s[10] * s[11]);
+        size[13] = global::System.Math.Max(size[13], (long)batch * 36 * s[14] * s[15]);
+        size[14] = global::System.Math.Max(size[14], (long)batch * 36 * s[18] * s[19]);
         size[10] = global::System.Math.Max(size[10], (long)batch * 36 * s[20] * s[21]);
         return size;
     }
@@ -2294,7 +2294,7 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
-    /// 11 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// 15 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
     /// Not thread-safe: one caller at a time (the outputs live in its buffers). Sessions of one
     /// <see cref="Prepared"/> may run on different threads at once when the backend allows it.
     /// </summary>
@@ -2322,11 +2322,11 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
             _ownsSlots = buffers is null;
-            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 11 buffers, or none
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 15 buffers, or none
             else
             {
-                if (buffers.Count != 11) throw new global::System.ArgumentException($"retinanet-ghm-x101-64x4d-fpn needs 11 activation buffers, not {buffers.Count}", nameof(buffers));
-                _slots = new global::GhmGen.Backends.DeviceBuffer[11];
+                if (buffers.Count != 15) throw new global::System.ArgumentException($"retinanet-ghm-x101-64x4d-fpn needs 15 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[15];
                 for (int i = 0; i < _slots.Length; i++)
                 {
                     if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
@@ -2450,54 +2450,54 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             _v[353] = new(_slots[3], 0, batch, 256, s[18], s[19]); // neck.fpn_convs.3.conv
             _v[354] = new(_slots[4], 0, batch, 256, s[20], s[21]); // neck.fpn_convs.4.conv
             _v[355] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.0.conv
-            _v[356] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[365] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
+            _v[375] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
+            _v[385] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
+            _v[395] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
+            _v[356] = new(_slots[10], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.1.conv
+            _v[366] = new(_slots[11], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
+            _v[376] = new(_slots[12], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
+            _v[386] = new(_slots[13], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
+            _v[396] = new(_slots[14], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
             _v[357] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.2.conv
-            _v[358] = new(_slots[6], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[367] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
+            _v[377] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
+            _v[387] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
+            _v[397] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
+            _v[358] = new(_slots[10], 0, batch, 256, s[6], s[7]); // bbox_head.p3.cls_convs.3.conv
+            _v[368] = new(_slots[11], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
+            _v[378] = new(_slots[12], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
+            _v[388] = new(_slots[13], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
+            _v[398] = new(_slots[14], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
             _v[359] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.0.conv
-            _v[360] = new(_slots[2], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[369] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
+            _v[379] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
+            _v[389] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
+            _v[399] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
+            _v[360] = new(_slots[3], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.1.conv
+            _v[370] = new(_slots[4], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
+            _v[380] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
+            _v[390] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
+            _v[400] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
             _v[361] = new(_slots[5], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.2.conv
-            _v[362] = new(_slots[2], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[371] = new(_slots[6], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
+            _v[381] = new(_slots[7], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
+            _v[391] = new(_slots[8], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
+            _v[401] = new(_slots[9], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
+            _v[362] = new(_slots[3], 0, batch, 256, s[6], s[7]); // bbox_head.p3.reg_convs.3.conv
+            _v[372] = new(_slots[4], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
+            _v[382] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
+            _v[392] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
+            _v[402] = new(_slots[2], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
             _v[363] = new(_slots[5], 0, batch, 720, s[6], s[7]); // bbox_head.p3.retina_cls
-            _v[364] = new(_slots[6], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
-            _v[365] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.0.conv
-            _v[366] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.1.conv
-            _v[367] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.2.conv
-            _v[368] = new(_slots[7], 0, batch, 256, s[10], s[11]); // bbox_head.p4.cls_convs.3.conv
-            _v[369] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.0.conv
-            _v[370] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.1.conv
-            _v[371] = new(_slots[2], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.2.conv
-            _v[372] = new(_slots[0], 0, batch, 256, s[10], s[11]); // bbox_head.p4.reg_convs.3.conv
-            _v[373] = new(_slots[2], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
-            _v[374] = new(_slots[7], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
-            _v[375] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.0.conv
-            _v[376] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.1.conv
-            _v[377] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.2.conv
-            _v[378] = new(_slots[8], 0, batch, 256, s[14], s[15]); // bbox_head.p5.cls_convs.3.conv
-            _v[379] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.0.conv
-            _v[380] = new(_slots[1], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.1.conv
-            _v[381] = new(_slots[0], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.2.conv
-            _v[382] = new(_slots[1], 0, batch, 256, s[14], s[15]); // bbox_head.p5.reg_convs.3.conv
-            _v[383] = new(_slots[0], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
-            _v[384] = new(_slots[8], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
-            _v[385] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.0.conv
-            _v[386] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.1.conv
-            _v[387] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.2.conv
-            _v[388] = new(_slots[9], 0, batch, 256, s[18], s[19]); // bbox_head.p6.cls_convs.3.conv
-            _v[389] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.0.conv
-            _v[390] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.1.conv
-            _v[391] = new(_slots[1], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.2.conv
-            _v[392] = new(_slots[3], 0, batch, 256, s[18], s[19]); // bbox_head.p6.reg_convs.3.conv
-            _v[393] = new(_slots[1], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
-            _v[394] = new(_slots[9], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
-            _v[395] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.0.conv
-            _v[396] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.1.conv
-            _v[397] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.2.conv
-            _v[398] = new(_slots[10], 0, batch, 256, s[20], s[21]); // bbox_head.p7.cls_convs.3.conv
-            _v[399] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.0.conv
-            _v[400] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.1.conv
-            _v[401] = new(_slots[3], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.2.conv
-            _v[402] = new(_slots[4], 0, batch, 256, s[20], s[21]); // bbox_head.p7.reg_convs.3.conv
-            _v[403] = new(_slots[3], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[373] = new(_slots[6], 0, batch, 720, s[10], s[11]); // bbox_head.p4.retina_cls
+            _v[383] = new(_slots[7], 0, batch, 720, s[14], s[15]); // bbox_head.p5.retina_cls
+            _v[393] = new(_slots[8], 0, batch, 720, s[18], s[19]); // bbox_head.p6.retina_cls
+            _v[403] = new(_slots[9], 0, batch, 720, s[20], s[21]); // bbox_head.p7.retina_cls
+            _v[364] = new(_slots[11], 0, batch, 36, s[6], s[7]); // bbox_head.p3.retina_reg
+            _v[374] = new(_slots[12], 0, batch, 36, s[10], s[11]); // bbox_head.p4.retina_reg
+            _v[384] = new(_slots[13], 0, batch, 36, s[14], s[15]); // bbox_head.p5.retina_reg
+            _v[394] = new(_slots[14], 0, batch, 36, s[18], s[19]); // bbox_head.p6.retina_reg
             _v[404] = new(_slots[10], 0, batch, 36, s[20], s[21]); // bbox_head.p7.retina_reg
         }
 
@@ -2674,56 +2674,16 @@ partial class RetinaNetGhmX101x64x4dFpn : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[109], _v[345], _v[352], null, relu: false); // neck.fpn_convs.2.conv
             b.Conv2d(_convs[110], _v[342], _v[353], null, relu: false); // neck.fpn_convs.3.conv
             b.Conv2d(_convs[111], _v[353], _v[354], null, relu: false); // neck.fpn_convs.4.conv
-            b.Conv2d(_convs[112], _v[350], _v[355], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[113], _v[355], _v[356], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[114], _v[356], _v[357], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[115], _v[357], _v[358], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[116], _v[350], _v[359], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[117], _v[359], _v[360], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[118], _v[360], _v[361], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[119], _v[361], _v[362], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[120], _v[358], _v[363], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[121], _v[362], _v[364], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[112], _v[351], _v[365], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[113], _v[365], _v[366], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[114], _v[366], _v[367], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[115], _v[367], _v[368], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[116], _v[351], _v[369], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[117], _v[369], _v[370], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[118], _v[370], _v[371], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[119], _v[371], _v[372], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[120], _v[368], _v[373], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[121], _v[372], _v[374], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[112], _v[352], _v[375], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[113], _v[375], _v[376], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[114], _v[376], _v[377], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[115], _v[377], _v[378], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[116], _v[352], _v[379], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[117], _v[379], _v[380], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[118], _v[380], _v[381], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[119], _v[381], _v[382], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[120], _v[378], _v[383], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[121], _v[382], _v[384], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[112], _v[353], _v[385], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[113], _v[385], _v[386], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[114], _v[386], _v[387], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[115], _v[387], _v[388], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[116], _v[353], _v[389], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[117], _v[389], _v[390], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[118], _v[390], _v[391], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[119], _v[391], _v[392], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[120], _v[388], _v[393], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[121], _v[392], _v[394], null, relu: false); // bbox_head.retina_reg
-            b.Conv2d(_convs[112], _v[354], _v[395], null, relu: true); // bbox_head.cls_convs.0.conv + relu
-            b.Conv2d(_convs[113], _v[395], _v[396], null, relu: true); // bbox_head.cls_convs.1.conv + relu
-            b.Conv2d(_convs[114], _v[396], _v[397], null, relu: true); // bbox_head.cls_convs.2.conv + relu
-            b.Conv2d(_convs[115], _v[397], _v[398], null, relu: true); // bbox_head.cls_convs.3.conv + relu
-            b.Conv2d(_convs[116], _v[354], _v[399], null, relu: true); // bbox_head.reg_convs.0.conv + relu
-            b.Conv2d(_convs[117], _v[399], _v[400], null, relu: true); // bbox_head.reg_convs.1.conv + relu
-            b.Conv2d(_convs[118], _v[400], _v[401], null, relu: true); // bbox_head.reg_convs.2.conv + relu
-            b.Conv2d(_convs[119], _v[401], _v[402], null, relu: true); // bbox_head.reg_convs.3.conv + relu
-            b.Conv2d(_convs[120], _v[398], _v[403], null, relu: false); // bbox_head.retina_cls
-            b.Conv2d(_convs[121], _v[402], _v[404], null, relu: false); // bbox_head.retina_reg
+            b.Conv2dShared(_convs[112], [_v[350], _v[351], _v[352], _v[353], _v[354]], [_v[355], _v[365], _v[375], _v[385], _v[395]], relu: true); // bbox_head.cls_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[113], [_v[355], _v[365], _v[375], _v[385], _v[395]], [_v[356], _v[366], _v[376], _v[386], _v[396]], relu: true); // bbox_head.cls_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[114], [_v[356], _v[366], _v[376], _v[386], _v[396]], [_v[357], _v[367], _v[377], _v[387], _v[397]], relu: true); // bbox_head.cls_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[115], [_v[357], _v[367], _v[377], _v[387], _v[397]], [_v[358], _v[368], _v[378], _v[388], _v[398]], relu: true); // bbox_head.cls_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[116], [_v[350], _v[351], _v[352], _v[353], _v[354]], [_v[359], _v[369], _v[379], _v[389], _v[399]], relu: true); // bbox_head.reg_convs.0.conv + relu, 5 applications
+            b.Conv2dShared(_convs[117], [_v[359], _v[369], _v[379], _v[389], _v[399]], [_v[360], _v[370], _v[380], _v[390], _v[400]], relu: true); // bbox_head.reg_convs.1.conv + relu, 5 applications
+            b.Conv2dShared(_convs[118], [_v[360], _v[370], _v[380], _v[390], _v[400]], [_v[361], _v[371], _v[381], _v[391], _v[401]], relu: true); // bbox_head.reg_convs.2.conv + relu, 5 applications
+            b.Conv2dShared(_convs[119], [_v[361], _v[371], _v[381], _v[391], _v[401]], [_v[362], _v[372], _v[382], _v[392], _v[402]], relu: true); // bbox_head.reg_convs.3.conv + relu, 5 applications
+            b.Conv2dShared(_convs[120], [_v[358], _v[368], _v[378], _v[388], _v[398]], [_v[363], _v[373], _v[383], _v[393], _v[403]], relu: false); // bbox_head.retina_cls, 5 applications
+            b.Conv2dShared(_convs[121], [_v[362], _v[372], _v[382], _v[392], _v[402]], [_v[364], _v[374], _v[384], _v[394], _v[404]], relu: false); // bbox_head.retina_reg, 5 applications
         }
 
         /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>

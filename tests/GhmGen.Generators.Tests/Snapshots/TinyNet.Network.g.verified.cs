@@ -196,7 +196,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
     /// <summary>Element counts of the inference session's activation buffers for a batch and the sizes of <see cref="Sizes"/>.</summary>
     private static long[] InferenceSlotSizes(int batch, int[] s)
     {
-        long[] size = new long[5];
+        long[] size = new long[6];
         size[0] = global::System.Math.Max(size[0], (long)batch * 3 * s[0] * s[1]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 8 * s[2] * s[3]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
@@ -205,9 +205,9 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
         size[2] = global::System.Math.Max(size[2], (long)batch * 8 * s[6] * s[7]);
         size[0] = global::System.Math.Max(size[0], (long)batch * 8 * s[4] * s[5]);
         size[1] = global::System.Math.Max(size[1], (long)batch * 6 * s[4] * s[5]);
-        size[3] = global::System.Math.Max(size[3], (long)batch * 4 * s[4] * s[5]);
-        size[0] = global::System.Math.Max(size[0], (long)batch * 6 * s[6] * s[7]);
-        size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[6] * s[7]);
+        size[3] = global::System.Math.Max(size[3], (long)batch * 6 * s[6] * s[7]);
+        size[4] = global::System.Math.Max(size[4], (long)batch * 4 * s[4] * s[5]);
+        size[5] = global::System.Math.Max(size[5], (long)batch * 4 * s[6] * s[7]);
         return size;
     }
 
@@ -321,7 +321,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
 
     /// <summary>
     /// This network on one backend for one input size: prepared convolutions (batch norm folded),
-    /// 5 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
+    /// 6 activation buffers reused as values die, and a straight-line <see cref="Forward"/>.
     /// Not thread-safe: one caller at a time (the outputs live in its buffers). Sessions of one
     /// <see cref="Prepared"/> may run on different threads at once when the backend allows it.
     /// </summary>
@@ -349,11 +349,11 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             Width = width;
             long[] size = InferenceSlotSizes(batch, s);
             _ownsSlots = buffers is null;
-            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 5 buffers, or none
+            if (buffers is null) _slots = global::GhmGen.Backends.DeviceBuffers.AllocateAll(_backend, size); // 6 buffers, or none
             else
             {
-                if (buffers.Count != 5) throw new global::System.ArgumentException($"tiny-net needs 5 activation buffers, not {buffers.Count}", nameof(buffers));
-                _slots = new global::GhmGen.Backends.DeviceBuffer[5];
+                if (buffers.Count != 6) throw new global::System.ArgumentException($"tiny-net needs 6 activation buffers, not {buffers.Count}", nameof(buffers));
+                _slots = new global::GhmGen.Backends.DeviceBuffer[6];
                 for (int i = 0; i < _slots.Length; i++)
                 {
                     if (buffers[i] is null || buffers[i].Length < size[i]) throw new global::System.ArgumentException($"activation buffer {i} holds {buffers[i]?.Length ?? 0} elements; batch {batch} at {height}x{width} needs {size[i]}", nameof(buffers));
@@ -368,9 +368,9 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             _v[11] = new(_slots[2], 0, batch, 8, s[6], s[7]); // stage.1.out
             _v[13] = new(_slots[0], 0, batch, 8, s[4], s[5]); // merged
             _v[14] = new(_slots[1], 0, batch, 6, s[4], s[5]); // head.merged.cls
-            _v[15] = new(_slots[3], 0, batch, 4, s[4], s[5]); // head.merged.box
-            _v[16] = new(_slots[0], 0, batch, 6, s[6], s[7]); // head.stage.cls
-            _v[17] = new(_slots[4], 0, batch, 4, s[6], s[7]); // head.stage.box
+            _v[16] = new(_slots[3], 0, batch, 6, s[6], s[7]); // head.stage.cls
+            _v[15] = new(_slots[4], 0, batch, 4, s[4], s[5]); // head.merged.box
+            _v[17] = new(_slots[5], 0, batch, 4, s[6], s[7]); // head.stage.box
         }
 
         internal static void CheckSize(int batch, int height, int width)
@@ -419,10 +419,8 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             b.Conv2d(_convs[2], _v[2], _v[7], _v[5], relu: true); // stage.0.conv + bn + residual + relu
             b.Conv2d(_convs[3], _v[7], _v[11], _v[7], relu: true); // stage.1.conv + bn + residual + relu
             b.UpsampleNearestAdd(_v[11], _v[13]); // merged
-            b.Conv2d(_convs[4], _v[13], _v[14], null, relu: false); // head.cls
-            b.Conv2d(_convs[5], _v[13], _v[15], null, relu: false); // head.box
-            b.Conv2d(_convs[4], _v[11], _v[16], null, relu: false); // head.cls
-            b.Conv2d(_convs[5], _v[11], _v[17], null, relu: false); // head.box
+            b.Conv2dShared(_convs[4], [_v[13], _v[11]], [_v[14], _v[16]], relu: false); // head.cls, 2 applications
+            b.Conv2dShared(_convs[5], [_v[13], _v[11]], [_v[15], _v[17]], relu: false); // head.box, 2 applications
         }
 
         /// <summary>Releases the activation buffers it allocated (not a caller's), and the prepared weights when this session made them.</summary>

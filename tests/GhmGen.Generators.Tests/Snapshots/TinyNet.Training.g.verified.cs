@@ -36,8 +36,8 @@ partial class TinyNet
         size[3] = global::System.Math.Max(size[3], (long)batch * 8 * s[6] * s[7]); // stage.1.out
         size[5] = global::System.Math.Max(size[5], (long)batch * 8 * s[4] * s[5]); // merged
         size[6] = global::System.Math.Max(size[6], (long)batch * 6 * s[4] * s[5]); // head.merged.cls
-        size[7] = global::System.Math.Max(size[7], (long)batch * 4 * s[4] * s[5]); // head.merged.box
-        size[8] = global::System.Math.Max(size[8], (long)batch * 6 * s[6] * s[7]); // head.stage.cls
+        size[8] = global::System.Math.Max(size[8], (long)batch * 4 * s[4] * s[5]); // head.merged.box
+        size[7] = global::System.Math.Max(size[7], (long)batch * 6 * s[6] * s[7]); // head.stage.cls
         size[9] = global::System.Math.Max(size[9], (long)batch * 4 * s[6] * s[7]); // head.stage.box
         size[5] = global::System.Math.Max(size[5], (long)batch * 8 * s[2] * s[3]); // d stem
         size[12] = global::System.Math.Max(size[12], (long)batch * 8 * s[4] * s[5]); // d pool
@@ -268,8 +268,8 @@ partial class TinyNet
             _a[11] = new(slots[3], 0, batch, 8, s[6], s[7]); // stage.1.out
             _a[13] = new(slots[5], 0, batch, 8, s[4], s[5]); // merged
             _a[14] = new(slots[6], 0, batch, 6, s[4], s[5]); // head.merged.cls
-            _a[15] = new(slots[7], 0, batch, 4, s[4], s[5]); // head.merged.box
-            _a[16] = new(slots[8], 0, batch, 6, s[6], s[7]); // head.stage.cls
+            _a[15] = new(slots[8], 0, batch, 4, s[4], s[5]); // head.merged.box
+            _a[16] = new(slots[7], 0, batch, 6, s[6], s[7]); // head.stage.cls
             _a[17] = new(slots[9], 0, batch, 4, s[6], s[7]); // head.stage.box
             _g[1] = new(slots[5], 0, batch, 8, s[2], s[3]); // d stem
             _g[2] = new(slots[12], 0, batch, 8, s[4], s[5]); // d pool
@@ -350,10 +350,8 @@ partial class TinyNet
             b.Conv2d(_convs[3], _a[7], _a[11], _a[7], relu: true); // stage.1.conv + bn + residual + relu
             b.Copy(_a[2], _a[13]);
             b.UpsampleNearestAdd(_a[11], _a[13]); // merged
-            b.Conv2d(_convs[4], _a[13], _a[14], null, relu: false); // head.cls
-            b.Conv2d(_convs[5], _a[13], _a[15], null, relu: false); // head.box
-            b.Conv2d(_convs[4], _a[11], _a[16], null, relu: false); // head.cls
-            b.Conv2d(_convs[5], _a[11], _a[17], null, relu: false); // head.box
+            b.Conv2dShared(_convs[4], [_a[13], _a[11]], [_a[14], _a[16]], relu: false); // head.cls, 2 applications
+            b.Conv2dShared(_convs[5], [_a[13], _a[11]], [_a[15], _a[17]], relu: false); // head.box, 2 applications
             _forwardDone = true;
             _forwardVersion = _weights.Version;
         }

@@ -35,6 +35,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private long winogradWeightElements;
     private readonly SmallMapConvolution smallMapConvolution = new();
     private readonly SharedInputConvolution sharedInputConvolution = new();
+    private readonly ConcatenatedConvolution concatenatedConvolution = new();
     private readonly ConvWeightGradient weightGradient;
     private readonly ConvInputGradient inputGradient;
     private readonly float* zeroBias;
@@ -174,20 +175,40 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         lock (gate)
         {
             ThrowIfDisposed();
-            if (conv is not PackedConvWeights packed || (packed.Kernel != kernel && packed.Kernel != kernel.Narrow))
-                throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
-            ConvSpec s = packed.Spec;
-            int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
-            if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
-                throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
-            if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
-                throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
-            if (Overlaps(x, y))
-                throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
-            if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
-                throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
+            PackedConvWeights packed = Own(conv);
+            CheckConv(packed, x, y, residual);
             RunConv(packed, x, y, residual, relu);
         }
+    }
+
+    // The convolution as this backend prepared it.
+    private PackedConvWeights Own(IPreparedConv conv) =>
+        conv is PackedConvWeights packed && (packed.Kernel == kernel || packed.Kernel == kernel.Narrow)
+            ? packed : throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
+
+    private static void CheckConv(PackedConvWeights packed, TensorView x, TensorView y, TensorView? residual)
+    {
+        ConvSpec s = packed.Spec;
+        int oh = s.OutputSize(x.H), ow = s.OutputSize(x.W);
+        if (x.C != s.InChannels || y.C != s.OutChannels || y.H != oh || y.W != ow || y.N != x.N || oh <= 0 || ow <= 0)
+            throw new ArgumentException($"conv {s}: input {x.ShapeText} does not give output {y.ShapeText}");
+        if (residual is { } rv && (rv.N != y.N || rv.C != y.C || rv.H != y.H || rv.W != y.W))
+            throw new ArgumentException($"conv {s}: residual {rv.ShapeText} differs from output {y.ShapeText}", nameof(residual));
+        if (Overlaps(x, y))
+            throw new ArgumentException($"conv {s}: output {y.ShapeText} overlaps the input {x.ShapeText}", nameof(y));
+        if (residual is { } rAlias && Overlaps(rAlias, y) && rAlias.Offset != y.Offset)
+            throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
+    }
+
+    // Whether Winograd has enough 4x4 tiles on x to pay (see WinogradMinimumTiles).
+    private bool EnoughWinogradTiles(TensorView x)
+    {
+        // Default: at least one full block of NR tiles per image (tile blocks do not span images, so a
+        // batch of 8 maps of 16 tiles would compute 2/3 padding: R-50 at 8 x 512x512 ran its 16x16
+        // 3x3s at ~40 GFLOP/s direct-equivalent), and a block for every worker over the batch.
+        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
+        long imageTiles = WinogradConvolution.TileCount(x.H, x.W), winogradTiles = x.N * imageTiles;
+        return winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || imageTiles >= kernel.Columns);
     }
 
     // The checked convolution, under the lock: Winograd, small-map or GEMM path.
@@ -199,16 +220,19 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         Span<float> ys = Span(y);
         ReadOnlySpan<float> xs = Span(x);
         ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
-        // Default: at least one full block of NR tiles per image (tile blocks do not span images, so a
-        // batch of 8 maps of 16 tiles would compute 2/3 padding: R-50 at 8 x 512x512 ran its 16x16
-        // 3x3s at ~40 GFLOP/s direct-equivalent), and a block for every worker over the batch.
-        long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
-        long imageTiles = WinogradConvolution.TileCount(x.H, x.W), winogradTiles = x.N * imageTiles;
-        bool enoughTiles = winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || imageTiles >= kernel.Columns);
+        bool enoughTiles = EnoughWinogradTiles(x);
         if (enoughTiles && !packed.WinogradApplies && TransformsPerCall(packed))
         {
             FreshPanels(packed); // a backward-data form's panels, stale after an UpdateConv
-            RunWinogradPerCall(packed, x, xs, ys, rs, residual is not null, relu);
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            {
+                nint xp = (nint)px, yp = (nint)py, rp = residual is null ? 0 : (nint)pr;
+                int only = 0;
+                RunWinogradPerCall(packed, new ReadOnlySpan<TensorView>(in x), new ReadOnlySpan<nint>(in xp), new ReadOnlySpan<nint>(in yp),
+                    new ReadOnlySpan<nint>(in rp), new ReadOnlySpan<int>(in only), relu);
+            }
             return;
         }
         if (packed.WinogradApplies && enoughTiles)
@@ -266,16 +290,15 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     }
 
     // Winograd from the GEMM panels: per pass of output-channel panels, the weight transform into
-    // the shared scratch, then the convolution of those panels' output rows.
-    private void RunWinogradPerCall(PackedConvWeights packed, TensorView x, ReadOnlySpan<float> xs, Span<float> ys, ReadOnlySpan<float> rs,
-        bool hasResidual, bool relu)
+    // the shared scratch, then the convolution of those panels' output rows for each input
+    // x[which[i]] (pointers px, py and pr, 0 for no residual, already pinned): several inputs of one
+    // convolution (Conv2dShared) share each transform.
+    private void RunWinogradPerCall(PackedConvWeights packed, ReadOnlySpan<TensorView> x, ReadOnlySpan<nint> px, ReadOnlySpan<nint> py,
+        ReadOnlySpan<nint> pr, ReadOnlySpan<int> which, bool relu)
     {
         ConvSpec s = packed.Spec;
         int mr = packed.PanelRows, panels = packed.PanelsPerGroup, chunk = WinogradConvolution.PanelsPerChunk;
         int passPanels = WinogradWeightTransform.PassPanels(panels, mr, s.InChannels, chunk);
-        fixed (float* px = xs)
-        fixed (float* py = ys)
-        fixed (float* pr = rs)
         fixed (float* pa = packed.Panels)
         fixed (float* pb = packed.Bias)
         {
@@ -284,9 +307,12 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
                 int count = Math.Min(passPanels, panels - first);
                 pool.Run(winogradWeightTransform, winogradWeightTransform.Prepare(pa, mr, s.InChannels, first, count, winogradWeightScratch));
                 WinogradWeightPasses++;
-                int items = winogradConvolution.Prepare(s.InChannels, s.OutChannels, first, count, x, px, py, hasResidual ? pr : null,
-                    winogradWeightScratch, pb, relu, pool.WorkerCount);
-                pool.Run(winogradConvolution, items);
+                foreach (int i in which)
+                {
+                    int items = winogradConvolution.Prepare(s.InChannels, s.OutChannels, first, count, x[i], (float*)px[i], (float*)py[i],
+                        (float*)pr[i], winogradWeightScratch, pb, relu, pool.WorkerCount);
+                    pool.Run(winogradConvolution, items);
+                }
             }
         }
     }
@@ -410,6 +436,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         winogradWeightScratch = null;
         smallMapConvolution.Dispose();
         sharedInputConvolution.Dispose();
+        concatenatedConvolution.Dispose();
         weightGradient.Dispose();
         inputGradient.Dispose();
     }

@@ -133,22 +133,33 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
 
     // im2col rows block * PackRows .. + PackRows of image n, as NR-wide panels:
     // dst[(q / NR) * depth * NR + k * NR + q % NR], columns past the pixel count zero.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Pack(int n, int block)
     {
-        ConvSpec s = conv.Spec;
+        int outHeight = pixels / outWidth;
+        PackColumns(conv.Spec, x + (long)n * inChannels * height * width, height, width, outHeight, outWidth,
+            packed + n * imageStride, depth, nr, block * PackRows, Math.Min(depth, (block + 1) * PackRows), 0, columnPanels * nr);
+    }
+
+    /// <summary>
+    /// Packs im2col rows <paramref name="kBegin"/> .. <paramref name="kEnd"/> of one image (C x
+    /// <paramref name="height"/> x <paramref name="width"/> at <paramref name="image"/>) as columns
+    /// <paramref name="firstColumn"/> .. + OH*OW of a sequence of <paramref name="nr"/>-wide panels:
+    /// column q of row k at <c>dst[(q / nr) * depth * nr + k * nr + q % nr]</c>; columns from the
+    /// image's last up to <paramref name="clearEnd"/> are zeroed (the padding of the last panel).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void PackColumns(ConvSpec s, float* image, int height, int width, int outHeight, int outWidth,
+        float* dst, int depth, int nr, int kBegin, int kEnd, int firstColumn, int clearEnd)
+    {
         int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
         long plane = (long)height * width, panelStride = (long)depth * nr;
-        float* image = x + (long)n * inChannels * plane;
-        float* dstImage = packed + n * imageStride;
-        int outHeight = pixels / outWidth;
-        int end = Math.Min(depth, (block + 1) * PackRows);
-        for (int k = block * PackRows; k < end; k++)
+        int endColumn = firstColumn + outHeight * outWidth;
+        for (int k = kBegin; k < kEnd; k++)
         {
             int channel = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
             float* source = image + channel * plane;
-            float* rowDst = dstImage + (long)k * nr;
-            int jp = 0, j = 0;
+            float* rowDst = dst + (long)k * nr;
+            int jp = firstColumn / nr, j = firstColumn % nr;
             for (int oy = 0; oy < outHeight; oy++)
             {
                 int iy = oy * stride - pad + ky;
@@ -191,7 +202,12 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
                     }
                 }
             }
-            if (j > 0) GemmConvolution.Clear(rowDst + jp * panelStride + j, nr - j);
+            for (int q = endColumn; q < clearEnd;)
+            {
+                int run = Math.Min(nr - q % nr, clearEnd - q);
+                GemmConvolution.Clear(rowDst + q / nr * panelStride + q % nr, run);
+                q += run;
+            }
         }
     }
 

@@ -1,0 +1,196 @@
+// One convolution applied to several small inputs at once (IBackend.Conv2dShared: a shared head's
+// pyramid levels, each image of each level a "part"), as one GEMM whose columns are the parts'
+// im2col columns side by side. Run level by level, each part is a GEMM of its own: the weights
+// (2.4 MB for a 3x3 256-256) come from memory once per part, and a map of 1, 2 or 6 pixels fills 1,
+// 2 or 6 of a 16-wide tile's columns; at 64x96 the RetinaNet head's P5-P7 ran at 20-66 GFLOP/s
+// that way. Here phase 1 packs every part's columns into one sequence of NR-wide panels (NR = 16,
+// 32 or 48, whichever pads the total least; items of PackRows im2col rows of one part), and phase
+// 2 has one item per chunk of output-channel panels that runs the 8xNR micro-kernel over every
+// column panel into a products matrix (M x padded columns), then copies its rows out to the parts.
+// The depth runs in one k block while the packed input fits L2 (as SharedInputConvolution), else
+// in GemmConvolution's 128-deep blocks. y_p = act(bias + A * X_p); groups = 1, no residual.
+// Reference test: tests/GhmGen.Runtime.Tests/Backends/ConcatenatedConvolutionTests.cs.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace GhmGen.Backends.Cpu;
+
+/// <summary>One convolution over several small inputs as one GEMM of their concatenated im2col columns.</summary>
+[SkipLocalsInit]
+internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposable
+{
+    private const int Rows = 8;                // MR of the AVX-512 kernel
+    private const int PackRows = 64;           // im2col rows per packing item
+    private const long SingleBlockElements = 96 * 1024; // packed floats kept in one k block (384 KB, in L2)
+    private const int MaxTileElements = Rows * 48;
+
+    private struct Part
+    {
+        public float* X, Y;
+        public int Height, Width, OutHeight, OutWidth, Column;
+    }
+
+    private Part[] parts = new Part[16];
+    private int partCount, columns;
+    private float* packed, products;
+    private long packedCapacity, productsCapacity;
+    private PackedConvWeights conv = null!;
+    private float* panels, bias;
+    private bool relu, packing;
+    private int depth, nr, paddedColumns, columnPanels, outChannels, packItemsPerPart, panelsPerChunk, chunks, depthBlock;
+    private delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile;
+
+    /// <summary>Whether a convolution of this kind can take this path (per part: see <see cref="Fits"/>).</summary>
+    public static bool Applies(PackedConvWeights conv) =>
+        conv.Spec.Groups == 1 && conv.PanelRows == Rows && conv.Kernel.Kind == GemmKernelKind.Avx512 && Avx512F.IsSupported;
+
+    /// <summary>Whether an output map of <paramref name="outHeight"/> x <paramref name="outWidth"/> is small enough to be a part.</summary>
+    public static bool Fits(int outHeight, int outWidth) => (long)outHeight * outWidth <= SharedInputConvolution.MaxPixels;
+
+    /// <summary>Parts added since <see cref="Begin"/>.</summary>
+    public int PartCount => partCount;
+
+    /// <summary>Starts collecting the parts of one call of <paramref name="conv"/>.</summary>
+    public void Begin(PackedConvWeights conv)
+    {
+        this.conv = conv;
+        depth = conv.Depth;
+        outChannels = conv.Spec.OutChannels;
+        partCount = 0;
+        columns = 0;
+    }
+
+    /// <summary>
+    /// Adds the <paramref name="batch"/> images of one input (C x <paramref name="height"/> x
+    /// <paramref name="width"/> each, at <paramref name="x"/>; outputs at <paramref name="y"/>) as parts,
+    /// all or none: false when their columns would take the packed input past
+    /// <see cref="SharedInputConvolution.MaxPackedElements"/>.
+    /// </summary>
+    public bool TryAdd(float* x, float* y, int batch, int height, int width)
+    {
+        ConvSpec s = conv.Spec;
+        int oh = s.OutputSize(height), ow = s.OutputSize(width), pixels = oh * ow;
+        long total = columns + (long)batch * pixels;
+        if ((long)depth * (total + 47) > SharedInputConvolution.MaxPackedElements) return false;
+        if (partCount + batch > parts.Length) Array.Resize(ref parts, Math.Max(2 * parts.Length, partCount + batch));
+        long inImage = (long)s.InChannels * height * width, outImage = (long)outChannels * pixels;
+        for (int n = 0; n < batch; n++)
+        {
+            parts[partCount++] = new Part
+            {
+                X = x + n * inImage, Y = y + n * outImage,
+                Height = height, Width = width, OutHeight = oh, OutWidth = ow, Column = columns,
+            };
+            columns += pixels;
+        }
+        return true;
+    }
+
+    /// <summary>Sets up the call of the parts added; returns the items of the packing phase (then call <see cref="PrepareProducts"/>).</summary>
+    public int Prepare(float* panels, float* bias, bool relu)
+    {
+        this.panels = panels;
+        this.bias = bias;
+        this.relu = relu;
+        nr = SharedInputConvolution.TileWidth(columns);
+        columnPanels = (columns + nr - 1) / nr;
+        paddedColumns = columnPanels * nr;
+        tile = nr switch
+        {
+            16 => &GemmMicroKernels.Avx512Tile16,
+            32 => &GemmMicroKernels.Avx512Tile32,
+            _ => &GemmMicroKernels.Avx512Tile,
+        };
+        long packedElements = (long)depth * paddedColumns;
+        depthBlock = depth <= GemmConvolution.SingleDepthBlock || packedElements <= SingleBlockElements ? depth : GemmConvolution.DepthBlock;
+        Reserve(ref packed, ref packedCapacity, packedElements);
+        Reserve(ref products, ref productsCapacity, (long)conv.PanelsPerGroup * Rows * paddedColumns);
+        packItemsPerPart = (depth + PackRows - 1) / PackRows;
+        packing = true;
+        return partCount * packItemsPerPart;
+    }
+
+    /// <summary>Switches to the product phase; returns its items (chunks of weight panels) for <paramref name="workers"/> threads.</summary>
+    public int PrepareProducts(int workers)
+    {
+        int panelCount = conv.PanelsPerGroup;
+        int wanted = Math.Clamp(4 * workers, 1, panelCount);
+        panelsPerChunk = (panelCount + wanted - 1) / wanted;
+        chunks = (panelCount + panelsPerChunk - 1) / panelsPerChunk;
+        packing = false;
+        return chunks;
+    }
+
+    /// <inheritdoc/>
+    public void Execute(int item, int worker)
+    {
+        if (packing)
+        {
+            int p = item / packItemsPerPart, block = item % packItemsPerPart;
+            ref Part part = ref parts[p];
+            // The last part also zeroes the padding columns of the last panel.
+            int clearEnd = p == partCount - 1 ? paddedColumns : 0;
+            SharedInputConvolution.PackColumns(conv.Spec, part.X, part.Height, part.Width, part.OutHeight, part.OutWidth, packed, depth, nr,
+                block * PackRows, Math.Min(depth, (block + 1) * PackRows), part.Column, clearEnd);
+        }
+        else Products(item);
+    }
+
+    // Output channels of panels chunk * panelsPerChunk .., every column panel, then their rows out to the parts.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Products(int chunk)
+    {
+        int m = outChannels, ldc = paddedColumns;
+        int firstPanel = chunk * panelsPerChunk, endPanel = Math.Min(conv.PanelsPerGroup, firstPanel + panelsPerChunk);
+        long panelStride = (long)depth * nr;
+        float* edge = stackalloc float[2 * MaxTileElements];
+        for (int k0 = 0; k0 < depth; k0 += depthBlock)
+        {
+            int kc = Math.Min(depthBlock, depth - k0);
+            int mode = (k0 == 0 ? GemmMicroKernels.First : 0) | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
+            for (int ip = firstPanel; ip < endPanel; ip++)
+            {
+                float* a = panels + (long)ip * Rows * depth + (long)k0 * Rows;
+                int tileRows = Math.Min(Rows, m - ip * Rows);
+                GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
+                for (int jp = 0; jp < columnPanels; jp++)
+                {
+                    float* b = packed + jp * panelStride + (long)k0 * nr;
+                    float* c = products + (long)ip * Rows * ldc + jp * nr;
+                    if (tileRows == Rows)
+                        tile(kc, a, b, c, ldc, bias + ip * Rows, null, mode);
+                    else
+                        GemmMicroKernels.EdgeTile(tile, Rows, nr, kc, a, b, c, ldc, bias + ip * Rows, null, mode, tileRows, nr, edge, edge + MaxTileElements);
+                }
+            }
+        }
+        int rowEnd = Math.Min(m, endPanel * Rows);
+        for (int p = 0; p < partCount; p++)
+        {
+            ref Part part = ref parts[p];
+            int pixels = part.OutHeight * part.OutWidth;
+            for (int row = firstPanel * Rows; row < rowEnd; row++)
+                GemmConvolution.Copy(products + (long)row * ldc + part.Column, part.Y + (long)row * pixels, pixels);
+        }
+    }
+
+    private static void Reserve(ref float* buffer, ref long capacity, long needed)
+    {
+        if (needed <= capacity) return;
+        NativeMemory.AlignedFree(buffer);
+        buffer = null;
+        capacity = 0;
+        buffer = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
+        capacity = needed;
+    }
+
+    /// <summary>Frees the packed input and the products.</summary>
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(packed);
+        NativeMemory.AlignedFree(products);
+        packed = products = null;
+        packedCapacity = productsCapacity = 0;
+    }
+}
