@@ -12,7 +12,7 @@ using GhmGen.Models;
 namespace GhmGen.Bench;
 
 /// <summary>
-/// <c>detect-folder DIR --checkpoint FILE [--model M] [--threads 2] [--rounds 1] [--scale LONGxSHORT]</c>:
+/// <c>detect-folder DIR --checkpoint FILE [--model M] [--threads 2] [--rounds 1] [--scale LONGxSHORT] [--segment N]</c>:
 /// whole-folder detection against the forward passes alone, in one process on one backend
 /// (what <c>ghm detect</c> does, without writing results). Per round, in this order:
 /// <list type="bullet">
@@ -21,13 +21,19 @@ namespace GhmGen.Bench;
 /// <item><c>overlapped</c>: a thread decodes up to two images ahead while this one runs Detect (ghm detect now).</item>
 /// </list>
 /// Prints images/s of each and their ratio to <c>forward</c>, wall and process CPU time, the load average.
+/// With <c>--segment N</c> it compares only <c>forward</c> and <c>overlapped</c>, on slices of N images in
+/// the order forward, overlapped, overlapped, forward (ABBA): the machine's speed drifts by up to 20% over the
+/// minutes a whole-folder mode takes, which a whole-folder comparison cannot tell from the effect; within a
+/// slice of ~10 s the drift is small and, being about linear, cancels in ABBA. The ratio is the sum of the
+/// forward times over the sum of the overlapped ones (per slice and over all); each overlapped slice also
+/// pays once for its first decode, which a whole folder pays once.
 /// </summary>
 internal static class DetectFolder
 {
     public static int Run(string[] args)
     {
         string? folder = null, checkpoint = null, model = "retinanet-ghm-r50-fpn";
-        int threads = 2, rounds = 1;
+        int threads = 2, rounds = 1, segment = 0;
         PreprocessOptions scale = PreprocessOptions.Default;
         for (int i = 0; i < args.Length; i++)
         {
@@ -37,6 +43,7 @@ internal static class DetectFolder
                 case "--model": model = args[++i]; break;
                 case "--threads": threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--segment": segment = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--scale":
                     string[] parts = args[++i].Split('x');
                     scale = new PreprocessOptions(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture));
@@ -46,7 +53,7 @@ internal static class DetectFolder
         }
         if (folder is null || checkpoint is null)
         {
-            Console.Error.WriteLine("usage: detect-folder DIR --checkpoint FILE [--model M] [--threads N] [--rounds R] [--scale LONGxSHORT]");
+            Console.Error.WriteLine("usage: detect-folder DIR --checkpoint FILE [--model M] [--threads N] [--rounds R] [--scale LONGxSHORT] [--segment N]");
             return 2;
         }
         string[] paths = [.. Directory.EnumerateFiles(folder).Where(p => p.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase) || p.EndsWith(".png", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal)];
@@ -66,6 +73,36 @@ internal static class DetectFolder
         Console.WriteLine(FormattableString.Invariant(
             $"{model}, {paths.Length} images in {folder}, {sessions.Count} padded sizes ({string.Join(", ", sessions.Keys.Select(k => $"{k.Item1}x{k.Item2}"))}), {threads} threads, scale {scale.LongEdge}x{scale.ShortEdge}"));
         detector.Detect(ImageDecoder.Decode(paths[0])); // warm-up
+
+        if (segment > 0)
+        {
+            double forwardSum = 0, overlappedSum = 0;
+            var ratios = new List<double>();
+            for (int r = 0; r < rounds; r++)
+                for (int first = 0; first < paths.Length; first += segment)
+                {
+                    string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+                    int count = Math.Min(segment, paths.Length - first);
+                    PreprocessedImage[] sliceTensors = tensors[first..(first + count)];
+                    string[] slicePaths = paths[first..(first + count)];
+                    void Forwards()
+                    {
+                        foreach (PreprocessedImage t in sliceTensors) sessions[(t.PaddedHeight, t.PaddedWidth)].Forward(t.Tensor);
+                    }
+                    double f = Time(Forwards).Wall, o = Time(() => Overlapped(detector, slicePaths)).Wall;
+                    o += Time(() => Overlapped(detector, slicePaths)).Wall;
+                    f += Time(Forwards).Wall;
+                    forwardSum += f;
+                    overlappedSum += o;
+                    ratios.Add(f / o);
+                    Console.WriteLine(FormattableString.Invariant(
+                        $"round {r + 1} images {first + 1}-{first + count} (load {load}): forward {f / 2:F2} s, overlapped {o / 2:F2} s, ratio {f / o:F3}"));
+                }
+            Console.WriteLine(FormattableString.Invariant(
+                $"overlapped images/s = {forwardSum / overlappedSum:F3} x the forward passes' over all slices (forward {forwardSum / 2:F1} s, overlapped {overlappedSum / 2:F1} s per pass); slice ratios median {Median(ratios):F3}, min {ratios.Min():F3}, max {ratios.Max():F3}"));
+            foreach (IForwardSession s in sessions.Values) s.Dispose();
+            return 0;
+        }
 
         var results = new Dictionary<string, List<(double Wall, double Cpu)>> { ["forward"] = [], ["sequential"] = [], ["overlapped"] = [] };
         for (int r = 0; r < rounds; r++)

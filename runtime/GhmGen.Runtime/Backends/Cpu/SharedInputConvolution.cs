@@ -242,6 +242,7 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
             {
                 float* a = panels + (long)ip * Rows * depth + (long)k0 * Rows;
                 int tileRows = Math.Min(Rows, m - ip * Rows);
+                GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
                 for (int jp = 0; jp < columnPanels; jp++)
                 {
                     float* b = bImage + jp * panelStride + (long)k0 * nr;
