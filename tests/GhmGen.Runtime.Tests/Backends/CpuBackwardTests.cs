@@ -204,7 +204,7 @@ public sealed class CpuBackwardTests
         // panels are rebuilt on their next use, and the backward-data Winograd form is made on the first call
         // whose map selects Winograd. Two updates, then small maps (GEMM) and large maps (Winograd) in both
         // orders: every result equals that of a freshly prepared convolution.
-        var s = new ConvSpec(24, 40, 3, 1, 1, 1);
+        var s = new ConvSpec(64, 72, 3, 1, 1, 1); // 64+ channels either way: Winograd by map size (CpuBackend.WinogradMinimumChannels)
         var random = new Random(77);
         float[] w1 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b1 = CpuBackendTests.RandomValues(random, s.OutChannels);
         float[] w2 = CpuBackendTests.RandomValues(random, (int)s.WeightCount), b2 = CpuBackendTests.RandomValues(random, s.OutChannels);

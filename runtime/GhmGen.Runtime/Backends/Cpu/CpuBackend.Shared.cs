@@ -78,7 +78,7 @@ public sealed unsafe partial class CpuBackend
         if (!packed.WinogradApplies && TransformsPerCall(packed))
         {
             for (int i = 0; i < n; i++)
-                if (x[i].ElementCount > 0 && EnoughWinogradTiles(x[i])) which[count++] = i;
+                if (x[i].ElementCount > 0 && EnoughWinogradTiles(packed, x[i])) which[count++] = i;
             if (count > 0)
             {
                 FreshPanels(packed);
@@ -95,7 +95,7 @@ public sealed unsafe partial class CpuBackend
             count = 0;
             for (int i = 0; i < n; i++)
             {
-                if (done[i] || x[i].ElementCount == 0 || packed.WinogradApplies && EnoughWinogradTiles(x[i])) continue;
+                if (done[i] || x[i].ElementCount == 0 || packed.WinogradApplies && EnoughWinogradTiles(packed, x[i])) continue;
                 if (!ConcatenatedConvolution.Fits(s.OutputSize(x[i].H), s.OutputSize(x[i].W))) continue;
                 if (concatenatedConvolution.TryAdd((float*)px[i], (float*)py[i], x[i].N, x[i].H, x[i].W)) which[count++] = i;
             }

@@ -95,6 +95,15 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     internal long WinogradMinimumTiles { get; set; } = -1;
 
     /// <summary>
+    /// Fewest input channels for which a Winograd-capable convolution uses Winograd (unless
+    /// <see cref="WinogradMinimumTiles"/> forces it): with fewer, the input and output transforms
+    /// outweigh the 4x fewer multiply-adds (the demo detector's 3x3 32-32 on 40x48 ran at 24 GFLOP per
+    /// CPU-second through Winograd; as a GEMM its training step took 65-78 ms instead of 87-93 at
+    /// 160x192); R-50's and ResNeXt's 3x3s all have 64 or more.
+    /// </summary>
+    internal const int WinogradMinimumChannels = 64;
+
+    /// <summary>
     /// When true, a Winograd-capable convolution keeps only its GEMM panels, and each call that
     /// runs it through Winograd first transforms them into one scratch shared by every
     /// convolution (in passes of output channels for the largest): the stored transformed form is
@@ -200,9 +209,10 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             throw new ArgumentException($"conv {s}: residual overlaps the output without being the same tensor", nameof(residual));
     }
 
-    // Whether Winograd has enough 4x4 tiles on x to pay (see WinogradMinimumTiles).
-    private bool EnoughWinogradTiles(TensorView x)
+    // Whether Winograd has enough 4x4 tiles on x, and the convolution enough input channels, to pay (see WinogradMinimumTiles).
+    private bool EnoughWinogradTiles(PackedConvWeights packed, TensorView x)
     {
+        if (WinogradMinimumTiles < 0 && packed.Spec.InChannels < WinogradMinimumChannels) return false;
         // Default: at least one full block of NR tiles per image (tile blocks do not span images, so a
         // batch of 8 maps of 16 tiles would compute 2/3 padding: R-50 at 8 x 512x512 ran its 16x16
         // 3x3s at ~40 GFLOP/s direct-equivalent), and a block for every worker over the batch.
@@ -220,7 +230,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         Span<float> ys = Span(y);
         ReadOnlySpan<float> xs = Span(x);
         ReadOnlySpan<float> rs = residual is { } r ? Span(r) : default;
-        bool enoughTiles = EnoughWinogradTiles(x);
+        bool enoughTiles = EnoughWinogradTiles(packed, x);
         if (enoughTiles && !packed.WinogradApplies && TransformsPerCall(packed))
         {
             FreshPanels(packed); // a backward-data form's panels, stale after an UpdateConv

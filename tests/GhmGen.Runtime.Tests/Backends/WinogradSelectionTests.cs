@@ -1,0 +1,65 @@
+using GhmGen.Backends;
+using GhmGen.Backends.Cpu;
+
+namespace GhmGen.Runtime.Tests.Backends;
+
+/// <summary>
+/// Which 3x3 stride-1 convolutions CpuBackend runs through Winograd by default: enough 4x4 tiles and at least
+/// <c>CpuBackend.WinogradMinimumChannels</c> input channels (fewer: the direct GEMM, whose result is then
+/// exact to float32 rounding of the direct sum); the test override of the tile count still forces it.
+/// </summary>
+public class WinogradSelectionTests
+{
+    [Theory]
+    [InlineData(32, 40, 48, false)]  // the demo detector's layer1: too few channels
+    [InlineData(64, 40, 48, true)]   // R-50's layer1 width
+    [InlineData(64, 8, 8, false)]    // too few tiles (4 of 4x4)
+    public void Default_Selection(int channels, int h, int w, bool winograd)
+    {
+        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true };
+        long passes = Run(cpu, channels, h, w);
+        Assert.Equal(winograd ? 1 : 0, passes);
+    }
+
+    [Fact]
+    public void TileOverride_ForcesWinograd_OnFewChannels()
+    {
+        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true, WinogradMinimumTiles = 0 };
+        Assert.Equal(1, Run(cpu, 32, 40, 48));
+    }
+
+    // One convolution; returns the per-call Winograd weight transforms it ran, after checking its result
+    // against the direct sum (tolerance: Winograd's rounding, a few times the direct GEMM's).
+    private static long Run(CpuBackend cpu, int channels, int h, int w)
+    {
+        var spec = new ConvSpec(channels, channels, 3, 1, 1, 1);
+        var random = new Random(channels + h);
+        float[] weight = CpuBackendTests.RandomValues(random, (int)spec.WeightCount), bias = CpuBackendTests.RandomValues(random, channels);
+        float[] x = CpuBackendTests.RandomValues(random, channels * h * w);
+        using IPreparedConv conv = cpu.PrepareConv(spec, weight, bias);
+        TensorView xv = CpuBackendTests.Tensor(cpu, x, 1, channels, h, w);
+        var yv = new TensorView(cpu.Allocate(channels * h * w), 0, 1, channels, h, w);
+        long before = cpu.WinogradWeightPasses;
+        cpu.Conv2d(conv, xv, yv, null, relu: false);
+        long passes = cpu.WinogradWeightPasses - before;
+        float[] y = CpuBackendTests.Read(cpu, yv);
+        for (int o = 0; o < channels; o += 7)
+            for (int p = 0; p < h * w; p += 5)
+            {
+                int oy = p / w, ox = p % w;
+                double sum = bias[o], magnitude = Math.Abs(bias[o]);
+                for (int c = 0; c < channels; c++)
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++)
+                        {
+                            int iy = oy + ky - 1, ix = ox + kx - 1;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                            double term = (double)weight[((o * channels + c) * 3 + ky) * 3 + kx] * x[(c * h + iy) * w + ix];
+                            sum += term;
+                            magnitude += Math.Abs(term);
+                        }
+                Assert.True(Math.Abs(sum - y[o * h * w + p]) <= 1e-4 * magnitude + 1e-6, $"[{o}, {p}] {y[o * h * w + p]} vs {sum}");
+            }
+        return passes;
+    }
+}
