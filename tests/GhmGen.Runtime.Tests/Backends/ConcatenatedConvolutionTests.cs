@@ -101,7 +101,7 @@ public class ConcatenatedConvolutionTests
         [.. text.Split(' ').Select(s => s.Split('x')).Select(p => (int.Parse(p[0]), int.Parse(p[1])))];
 
     // Conv2dShared over inputs of the given sizes (each level its own buffers, every output first NaN),
-    // and per level the naive result with its magnitudes.
+    // and per level the naive float64 result with its magnitudes (SharedInputConvolutionTests.Naive).
     private static (double[] Want, double[] Magnitude, float[] Got)[] Run(IBackend b, ConvSpec spec, int n, (int H, int W)[] levels, bool relu, int seed)
     {
         var random = new Random(seed);
@@ -125,41 +125,12 @@ public class ConcatenatedConvolutionTests
         var results = new (double[], double[], float[])[levels.Length];
         for (int i = 0; i < levels.Length; i++)
         {
-            (double[] want, double[] magnitude) = Naive(spec, n, levels[i].H, levels[i].W, inputs[i], weight, bias, relu);
+            (double[] want, double[] magnitude) = SharedInputConvolutionTests.Naive(spec, n, levels[i].H, levels[i].W, inputs[i], weight, bias, null, relu);
             float[] got = new float[ys[i].ElementCount];
             b.Download(ys[i], got);
             results[i] = (want, magnitude, got);
         }
         return results;
-    }
-
-    // The convolution in float64, and per output the sum of |terms| (for the float32 rounding bound).
-    private static (double[] Values, double[] Magnitude) Naive(ConvSpec s, int n, int h, int w, float[] x, float[] weight, float[] bias, bool relu)
-    {
-        int oh = s.OutputSize(h), ow = s.OutputSize(w), cin = s.InChannels, k = s.Kernel;
-        var values = new double[n * s.OutChannels * oh * ow];
-        var magnitude = new double[values.Length];
-        for (int b = 0; b < n; b++)
-        for (int o = 0; o < s.OutChannels; o++)
-        for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++)
-        {
-            double sum = bias[o], mag = Math.Abs(bias[o]);
-            for (int c = 0; c < cin; c++)
-            for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++)
-            {
-                int iy = oy * s.Stride - s.Padding + ky, ix = ox * s.Stride - s.Padding + kx;
-                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-                double term = (double)weight[((o * cin + c) * k + ky) * k + kx] * x[((b * cin + c) * h + iy) * w + ix];
-                sum += term;
-                mag += Math.Abs(term);
-            }
-            int at = ((b * s.OutChannels + o) * oh + oy) * ow + ox;
-            values[at] = relu ? Math.Max(sum, 0) : sum;
-            magnitude[at] = mag;
-        }
-        return (values, magnitude);
     }
 
     private static void AssertClose(double[] want, double[] magnitude, float[] got, double relative)

@@ -105,7 +105,7 @@ public class SharedInputConvolutionTests
     }
 
     // The convolution in float64, and per output the sum of |terms| (for the float32 rounding bound).
-    private static (double[] Values, double[] Magnitude) Naive(ConvSpec s, int n, int h, int w, float[] x, float[] weight, float[] bias, float[]? r, bool relu)
+    internal static (double[] Values, double[] Magnitude) Naive(ConvSpec s, int n, int h, int w, float[] x, float[] weight, float[] bias, float[]? r, bool relu)
     {
         int oh = s.OutputSize(h), ow = s.OutputSize(w), cinG = s.InChannels / s.Groups, coutG = s.OutChannels / s.Groups, k = s.Kernel;
         var values = new double[n * s.OutChannels * oh * ow];
