@@ -6,7 +6,8 @@ namespace GhmGen.Runtime.Tests.Backends;
 /// <summary>
 /// Which 3x3 stride-1 convolutions CpuBackend runs through Winograd by default: enough 4x4 tiles and at least
 /// <c>CpuBackend.WinogradMinimumChannels</c> input channels (fewer: the direct GEMM, whose result is then
-/// exact to float32 rounding of the direct sum); the test override of the tile count still forces it.
+/// exact to float32 rounding of the direct sum); the test override of the tile count still forces it. Winograd's
+/// GEMMs run 16, 32 or 48 tiles wide, whichever pads an image's tiles least: each width against the direct sum.
 /// </summary>
 public class WinogradSelectionTests
 {
@@ -26,6 +27,17 @@ public class WinogradSelectionTests
     {
         using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true, WinogradMinimumTiles = 0 };
         Assert.Equal(1, Run(cpu, 32, 40, 48));
+    }
+
+    [Theory]
+    [InlineData(40, 40)]  // 100 tiles: 7 panels of 16 (3 of 48 would pad 44)
+    [InlineData(32, 32)]  // 64 tiles: 2 of 32
+    [InlineData(48, 32)]  // 96 tiles: 2 of 48
+    [InlineData(20, 60)]  // 75 tiles: 5 of 16
+    public void Winograd_EveryTileWidth_MatchesTheDirectSum(int h, int w)
+    {
+        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true, WinogradMinimumTiles = 0 };
+        Assert.Equal(1, Run(cpu, 64, h, w));
     }
 
     // One convolution; returns the per-call Winograd weight transforms it ran, after checking its result

@@ -290,8 +290,9 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
 
     private float* x, y, residual, panels, bias;
     private int inChannels, outChannels, firstPanel, endPanel, passPanels;
-    private int height, width, tilesX, tiles, tileBlocks, blockPanels;
+    private int height, width, tilesX, tiles, tileBlocks, blockPanels, nr;
     private bool relu;
+    private delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile;
 
     /// <summary>Uses <paramref name="kernel"/> and per-worker scratch (sizes: <see cref="InputScratchElements"/>, <see cref="ProductScratchElements"/>).</summary>
     public WinogradConvolution(GemmKernel kernel, float*[] inputScratch, float*[] productScratch, float* zeroBias)
@@ -341,10 +342,15 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         width = xView.W;
         tilesX = (width + 3) / 4;
         tiles = TileCount(height, width);
+        // NR: on the AVX-512 kernel 48, 32 or 16 tiles, whichever pads an image's tiles least (blocks
+        // do not span images: 100 tiles, a 40x40 map, fill 3 blocks of 48 = 144 but 7 of 16 = 112).
+        nr = kernel.Kind == GemmKernelKind.Avx512 && kernel.Rows == 8 ? SharedInputConvolution.TileWidth(tiles) : kernel.Columns;
+        tile = nr == kernel.Columns ? kernel.Tile : nr == 32 ? &GemmMicroKernels.Avx512Tile32 : &GemmMicroKernels.Avx512Tile16;
         // Two panels of NR tiles per block (each transformed-weight panel, streamed from L3, then
-        // serves 2 NR tiles) when that still leaves two blocks per worker; else one.
-        int nr = kernel.Columns;
-        blockPanels = (long)xView.N * ((tiles + MaxBlockPanels * nr - 1) / (MaxBlockPanels * nr)) >= 2 * workers ? MaxBlockPanels : 1;
+        // serves 2 NR tiles) when that still leaves two blocks per worker and, on small maps (under 8
+        // panels), adds no padded panel; else one.
+        int single = (tiles + nr - 1) / nr, pairs = (tiles + MaxBlockPanels * nr - 1) / (MaxBlockPanels * nr);
+        blockPanels = (long)xView.N * pairs >= 2 * workers && (single % MaxBlockPanels == 0 || single >= 8) ? MaxBlockPanels : 1;
         tileBlocks = (tiles + blockPanels * nr - 1) / (blockPanels * nr);
         return checked(xView.N * tileBlocks);
     }
@@ -352,7 +358,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
     /// <inheritdoc/>
     public void Execute(int item, int worker)
     {
-        int nr = kernel.Columns, mr = kernel.Rows, lanes = Vector<float>.Count;
+        int nr = this.nr, mr = kernel.Rows, lanes = Vector<float>.Count;
         int blockTiles = blockPanels * nr;
         int n = item / tileBlocks, firstTile = item % tileBlocks * blockTiles;
         int c = inChannels, o = outChannels;
@@ -401,7 +407,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
                         float* a = aPosition + ((long)ip * c + k0) * mr;
                         float* product = products + xi * productPosition + (long)(ip - p0) * mr * blockTiles;
                         for (int jp = 0; jp < blockPanels; jp++)
-                            kernel.Tile(kc, a, v + xi * vPosition + ((long)jp * c + k0) * nr, product + jp * nr, blockTiles, zeroBias, null, mode);
+                            tile(kc, a, v + xi * vPosition + ((long)jp * c + k0) * nr, product + jp * nr, blockTiles, zeroBias, null, mode);
                     }
                 }
             }
