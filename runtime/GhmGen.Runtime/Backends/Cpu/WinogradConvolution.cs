@@ -427,6 +427,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         }
     }
 
+
     // AVX2 paths for 8 tiles in one tile row away from the image border: gathered input patches,
     // and output tiles written as 4 rows of 32 contiguous floats.
     private static bool FastTiles => Avx2.IsSupported && Vector<float>.Count == 8;
@@ -444,6 +445,10 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
             : ty * 4 + 4 <= height && (tx + 7) * 4 + 4 <= width;
     }
 
+    // Indices of the stride-4 elements j, j + 4, .., j + 28 of two concatenated 16-float vectors (lanes 0..7).
+    private static readonly Vector512<int>[] Stride4 =
+        [.. Enumerable.Range(0, 4).Select(j => Vector512.Create(j, j + 4, j + 8, j + 12, j + 16, j + 20, j + 24, j + 28, 0, 0, 0, 0, 0, 0, 0, 0))];
+
     // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k].
     private void GatherInputTransform(float* channel, int firstTile, float* output, long positionStride)
     {
@@ -454,6 +459,17 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         for (int i = 0; i < 6; i++)
         {
             float* row = origin + (long)i * width;
+            if (Avx512F.IsSupported)
+            {
+                // row[k + 4l] for l = 0..7 by deinterleaving contiguous loads (no gathers): k = 0..3 from
+                // row[0..31], k = 4, 5 from row[2..33] (the interior check keeps row[33] inside the image).
+                Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
+                Vector512<float> lo2 = Vector512.Load(row + 2), hi2 = Vector512.Load(row + 18);
+                BtRow(Avx512F.PermuteVar16x32x2(lo, Stride4[0], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, Stride4[1], hi).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo, Stride4[2], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, Stride4[3], hi).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo2, Stride4[2], hi2).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo2, Stride4[3], hi2).GetLower().AsVector(), t + i * 6, 1);
+                continue;
+            }
             BtRow(Avx2.GatherVector256(row, index, 4).AsVector(), Avx2.GatherVector256(row + 1, index, 4).AsVector(),
                 Avx2.GatherVector256(row + 2, index, 4).AsVector(), Avx2.GatherVector256(row + 3, index, 4).AsVector(),
                 Avx2.GatherVector256(row + 4, index, 4).AsVector(), Avx2.GatherVector256(row + 5, index, 4).AsVector(), t + i * 6, 1);
