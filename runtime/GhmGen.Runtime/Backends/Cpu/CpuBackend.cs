@@ -447,6 +447,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         smallMapConvolution.Dispose();
         sharedInputConvolution.Dispose();
         concatenatedConvolution.Dispose();
+        winogradConvolution.Dispose();
         weightGradient.Dispose();
         inputGradient.Dispose();
     }

@@ -10,11 +10,15 @@
 // worker: each transformed-weight panel, streamed from L3, then serves 2 NR tiles, ~10% faster
 // at 100x152). Per item: the input transform of all channels into V (already in the
 // micro-kernel's NR-panel layout: V_xi[(panel * C + c) * NR + j]), then, per chunk of 64 output
-// channels, the 36 GEMMs into M and the output transform.
+// channels, the 36 GEMMs into M and the output transform. On AVX-512 the input transform first
+// copies the block's input rows of a channel into a zero-framed buffer, so that every group of 8
+// tiles (interior, at a border, or across two tile rows) reads its 6x6 patches by deinterleaving
+// contiguous loads (vpermt2ps, one blended run per tile row) instead of gathering or staging them.
 // Shapes: x [N, C, H, W], y and residual [N, O, H, W].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (Winograd cases).
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -301,6 +305,8 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         this.inputScratch = inputScratch;
         this.productScratch = productScratch;
         this.zeroBias = zeroBias;
+        padScratch = new float*[inputScratch.Length];
+        padCapacity = new long[inputScratch.Length];
     }
 
     /// <summary>Floats of transformed input per worker for <paramref name="inChannels"/> channels.</summary>
@@ -371,6 +377,34 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         float* result = stackalloc float[16 * Vector<float>.Count];
 
         // Input transform: V_xi[(jp * C + ch) * NR + j] for every channel and tile jp * NR + j of the block.
+        if (PaddedRows)
+        {
+            // Per channel, the block's input rows copied once into a zero-framed buffer, so that every
+            // group of 8 tiles (across a tile row, at a border) loads its patches by deinterleaving.
+            int lastTile = Math.Min(tiles, firstTile + blockTiles) - 1;
+            int ty0 = firstTile / tilesX, ty1 = lastTile / tilesX;
+            int rowBase = 4 * ty0 - 1, padRows = 4 * (ty1 - ty0) + 6;
+            int pitch = (PadLead + 4 * tilesX + 34 + 15) & ~15;
+            // (+ 64: the lanes past a run at the last row's end read up to 7 tiles beyond it, then are discarded.)
+            float* pad = PadScratch(worker, (long)padRows * pitch + 64);
+            for (int ch = 0; ch < c; ch++)
+            {
+                float* channel = image + ch * plane;
+                for (int pr = 0; pr < padRows; pr++)
+                {
+                    float* line = pad + (long)pr * pitch;
+                    new Span<float>(line, pitch).Clear();
+                    int r = rowBase + pr;
+                    if ((uint)r < (uint)height) new ReadOnlySpan<float>(channel + (long)r * width, width).CopyTo(new Span<float>(line + PadLead + 1, width));
+                }
+                for (int t0 = 0; t0 < blockTiles; t0 += lanes)
+                {
+                    float* dst = v + ((long)(t0 / nr) * c + ch) * nr + t0 % nr;
+                    PaddedInputTransform(pad, pitch, rowBase, firstTile + t0, dst, vPosition);
+                }
+            }
+        }
+        else
         for (int ch = 0; ch < c; ch++)
         {
             float* channel = image + ch * plane;
@@ -445,11 +479,12 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
             : ty * 4 + 4 <= height && (tx + 7) * 4 + 4 <= width;
     }
 
-    // Indices of the stride-4 elements j, j + 4, .., j + 28 of two concatenated 16-float vectors (lanes 0..7).
+    // Indices of the stride-4 elements j, j + 4, .., j + 28 of two concatenated 16-float vectors (lanes 0..7):
+    // a run's row[k + 4l] for k = 0..3 from row[0..31] and, offset by 2, k = 4, 5 from row[2..33].
     private static readonly Vector512<int>[] Stride4 =
         [.. Enumerable.Range(0, 4).Select(j => Vector512.Create(j, j + 4, j + 8, j + 12, j + 16, j + 20, j + 24, j + 28, 0, 0, 0, 0, 0, 0, 0, 0))];
 
-    // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k].
+    // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k] (AVX2 without AVX-512).
     private void GatherInputTransform(float* channel, int firstTile, float* output, long positionStride)
     {
         int ty = firstTile / tilesX, tx = firstTile % tilesX;
@@ -459,25 +494,107 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         for (int i = 0; i < 6; i++)
         {
             float* row = origin + (long)i * width;
-            if (Avx512F.IsSupported)
-            {
-                // row[k + 4l] for l = 0..7 by deinterleaving contiguous loads (no gathers): k = 0..3 from
-                // row[0..31], k = 4, 5 from row[2..33] (the interior check keeps row[33] inside the image).
-                Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
-                Vector512<float> lo2 = Vector512.Load(row + 2), hi2 = Vector512.Load(row + 18);
-                BtRow(Avx512F.PermuteVar16x32x2(lo, Stride4[0], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, Stride4[1], hi).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo, Stride4[2], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, Stride4[3], hi).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo2, Stride4[2], hi2).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo2, Stride4[3], hi2).GetLower().AsVector(), t + i * 6, 1);
-                continue;
-            }
             BtRow(Avx2.GatherVector256(row, index, 4).AsVector(), Avx2.GatherVector256(row + 1, index, 4).AsVector(),
                 Avx2.GatherVector256(row + 2, index, 4).AsVector(), Avx2.GatherVector256(row + 3, index, 4).AsVector(),
                 Avx2.GatherVector256(row + 4, index, 4).AsVector(), Avx2.GatherVector256(row + 5, index, 4).AsVector(), t + i * 6, 1);
         }
+        ColumnTransform(t, output, positionStride);
+    }
+
+    // The second half of V = B^T d B for 8 tiles whose rows t[i * 6 + k] are transformed: the columns, stored to output + xi * positionStride.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ColumnTransform(Vector<float>* t, float* output, long positionStride)
+    {
         Vector<float>* v = stackalloc Vector<float>[36];
         for (int b = 0; b < 6; b++)
             BtRow(t[b], t[6 + b], t[12 + b], t[18 + b], t[24 + b], t[30 + b], v + b, 6);
         for (int xi = 0; xi < 36; xi++) v[xi].Store(output + xi * positionStride);
+    }
+
+    // The padded-row input transform (AVX-512 with 8-float Vector<T>, as FastTiles).
+    private static bool PaddedRows => FastTiles && Avx512F.IsSupported;
+
+    // Floats before column -1 in a padded row: a group's loads start up to 7 tiles (28 floats) early.
+    private const int PadLead = 32;
+
+    private readonly float*[] padScratch;
+    private readonly long[] padCapacity;
+
+    // Worker `worker`'s padded-row buffer of at least `elements` floats (grown on first need; each
+    // worker touches only its own).
+    private float* PadScratch(int worker, long elements)
+    {
+        if (elements > padCapacity[worker])
+        {
+            NativeMemory.AlignedFree(padScratch[worker]);
+            padScratch[worker] = (float*)NativeMemory.AlignedAlloc((nuint)(elements * sizeof(float)), 64);
+            padCapacity[worker] = elements;
+        }
+        return padScratch[worker];
+    }
+
+    /// <summary>Frees the padded-row buffers.</summary>
+    public void Dispose()
+    {
+        for (int i = 0; i < padScratch.Length; i++)
+        {
+            NativeMemory.AlignedFree(padScratch[i]);
+            padScratch[i] = null;
+            padCapacity[i] = 0;
+        }
+    }
+
+    // InputTransform of tiles firstTile .. firstTile + 7 from padded rows (pad row pr = input row
+    // rowBase + pr; index PadLead + 1 + x = column x, zeros around): each run of lanes in one tile row
+    // deinterleaves contiguous loads, shifted back so that lane L reads tile tx0 + L - laneStart, and
+    // the runs are blended by lane; lanes past the last tile stay zero.
+    private void PaddedInputTransform(float* pad, int pitch, int rowBase, int firstTile, float* output, long positionStride)
+    {
+        Span<int> runTy = stackalloc int[8], runTx = stackalloc int[8], runLane = stackalloc int[8], runCount = stackalloc int[8];
+        int runs = 0;
+        for (int lane = 0; lane < 8;)
+        {
+            int t = firstTile + lane;
+            if (t >= tiles) break;
+            int ty = t / tilesX, tx = t % tilesX, count = Math.Min(8 - lane, Math.Min(tilesX - tx, tiles - t));
+            runTy[runs] = ty;
+            runTx[runs] = tx;
+            runLane[runs] = lane;
+            runCount[runs] = count;
+            runs++;
+            lane += count;
+        }
+        Vector256<int> laneIndex = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        Vector<float>* t6 = stackalloc Vector<float>[36];
+        for (int i = 0; i < 6; i++)
+        {
+            Vector256<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
+            for (int r = 0; r < runs; r++)
+            {
+                float* row = pad + (long)(4 * runTy[r] - 1 + i - rowBase) * pitch + PadLead + 4 * (runTx[r] - runLane[r]);
+                Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
+                Vector512<float> lo2 = Vector512.Load(row + 2), hi2 = Vector512.Load(row + 18);
+                Vector256<float> p0 = Avx512F.PermuteVar16x32x2(lo, Stride4[0], hi).GetLower(), p1 = Avx512F.PermuteVar16x32x2(lo, Stride4[1], hi).GetLower();
+                Vector256<float> p2 = Avx512F.PermuteVar16x32x2(lo, Stride4[2], hi).GetLower(), p3 = Avx512F.PermuteVar16x32x2(lo, Stride4[3], hi).GetLower();
+                Vector256<float> p4 = Avx512F.PermuteVar16x32x2(lo2, Stride4[2], hi2).GetLower(), p5 = Avx512F.PermuteVar16x32x2(lo2, Stride4[3], hi2).GetLower();
+                if (runs == 1 && runCount[0] == 8)
+                {
+                    (d0, d1, d2, d3, d4, d5) = (p0, p1, p2, p3, p4, p5);
+                    break;
+                }
+                Vector256<float> mask = Vector256.BitwiseAnd(
+                    Vector256.GreaterThanOrEqual(laneIndex, Vector256.Create(runLane[r])),
+                    Vector256.LessThan(laneIndex, Vector256.Create(runLane[r] + runCount[r]))).AsSingle();
+                d0 = Vector256.ConditionalSelect(mask, p0, d0);
+                d1 = Vector256.ConditionalSelect(mask, p1, d1);
+                d2 = Vector256.ConditionalSelect(mask, p2, d2);
+                d3 = Vector256.ConditionalSelect(mask, p3, d3);
+                d4 = Vector256.ConditionalSelect(mask, p4, d4);
+                d5 = Vector256.ConditionalSelect(mask, p5, d5);
+            }
+            BtRow(d0.AsVector(), d1.AsVector(), d2.AsVector(), d3.AsVector(), d4.AsVector(), d5.AsVector(), t6 + i * 6, 1);
+        }
+        ColumnTransform(t6, output, positionStride);
     }
 
     // WriteTiles for 8 interior tiles of one tile row: transposes result[(i*4 + j)][l] into output
