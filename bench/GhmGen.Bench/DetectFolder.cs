@@ -74,44 +74,51 @@ internal static class DetectFolder
             $"{model}, {paths.Length} images in {folder}, {sessions.Count} padded sizes ({string.Join(", ", sessions.Keys.Select(k => $"{k.Item1}x{k.Item2}"))}), {threads} threads, scale {scale.LongEdge}x{scale.ShortEdge}"));
         detector.Detect(ImageDecoder.Decode(paths[0])); // warm-up
 
-        if (segment > 0)
+        try
         {
-            double forwardSum = 0, overlappedSum = 0;
-            var ratios = new List<double>();
-            for (int r = 0; r < rounds; r++)
-                for (int first = 0; first < paths.Length; first += segment)
-                {
-                    string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
-                    int count = Math.Min(segment, paths.Length - first);
-                    PreprocessedImage[] sliceTensors = tensors[first..(first + count)];
-                    string[] slicePaths = paths[first..(first + count)];
-                    void Forwards()
-                    {
-                        foreach (PreprocessedImage t in sliceTensors) sessions[(t.PaddedHeight, t.PaddedWidth)].Forward(t.Tensor);
-                    }
-                    double f = Time(Forwards).Wall, o = Time(() => Overlapped(detector, slicePaths)).Wall;
-                    o += Time(() => Overlapped(detector, slicePaths)).Wall;
-                    f += Time(Forwards).Wall;
-                    forwardSum += f;
-                    overlappedSum += o;
-                    ratios.Add(f / o);
-                    Console.WriteLine(FormattableString.Invariant(
-                        $"round {r + 1} images {first + 1}-{first + count} (load {load}): forward {f / 2:F2} s, overlapped {o / 2:F2} s, ratio {f / o:F3}"));
-                }
-            Console.WriteLine(FormattableString.Invariant(
-                $"overlapped images/s = {forwardSum / overlappedSum:F3} x the forward passes' over all slices (forward {forwardSum / 2:F1} s, overlapped {overlappedSum / 2:F1} s per pass); slice ratios median {Median(ratios):F3}, min {ratios.Min():F3}, max {ratios.Max():F3}"));
-            foreach (IForwardSession s in sessions.Values) s.Dispose();
-            return 0;
+            if (segment > 0) Segments(detector, paths, tensors, sessions, rounds, segment);
+            else Rounds(detector, paths, tensors, sessions, rounds);
         }
+        finally
+        {
+            foreach (IForwardSession s in sessions.Values) s.Dispose();
+        }
+        return 0;
+    }
 
+    // --segment N: forward passes against overlapped detection on slices of N images, ABBA.
+    private static void Segments(Detector detector, string[] paths, PreprocessedImage[] tensors, Dictionary<(int, int), IForwardSession> sessions, int rounds, int segment)
+    {
+        double forwardSum = 0, overlappedSum = 0;
+        var ratios = new List<double>();
+        for (int r = 0; r < rounds; r++)
+            for (int first = 0; first < paths.Length; first += segment)
+            {
+                string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+                int count = Math.Min(segment, paths.Length - first);
+                PreprocessedImage[] sliceTensors = tensors[first..(first + count)];
+                string[] slicePaths = paths[first..(first + count)];
+                double f = Time(() => Forwards(sessions, sliceTensors)).Wall, o = Time(() => Overlapped(detector, slicePaths)).Wall;
+                o += Time(() => Overlapped(detector, slicePaths)).Wall;
+                f += Time(() => Forwards(sessions, sliceTensors)).Wall;
+                forwardSum += f;
+                overlappedSum += o;
+                ratios.Add(f / o);
+                Console.WriteLine(FormattableString.Invariant(
+                    $"round {r + 1} images {first + 1}-{first + count} (load {load}): forward {f / 2:F2} s, overlapped {o / 2:F2} s, ratio {f / o:F3}"));
+            }
+        Console.WriteLine(FormattableString.Invariant(
+            $"overlapped images/s = {forwardSum / overlappedSum:F3} x the forward passes' over all slices (forward {forwardSum / 2:F1} s, overlapped {overlappedSum / 2:F1} s per pass); slice ratios median {Median(ratios):F3}, min {ratios.Min():F3}, max {ratios.Max():F3}"));
+    }
+
+    // The three modes per round over the whole folder.
+    private static void Rounds(Detector detector, string[] paths, PreprocessedImage[] tensors, Dictionary<(int, int), IForwardSession> sessions, int rounds)
+    {
         var results = new Dictionary<string, List<(double Wall, double Cpu)>> { ["forward"] = [], ["sequential"] = [], ["overlapped"] = [] };
         for (int r = 0; r < rounds; r++)
         {
             string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
-            results["forward"].Add(Time(() =>
-            {
-                foreach (PreprocessedImage t in tensors) sessions[(t.PaddedHeight, t.PaddedWidth)].Forward(t.Tensor);
-            }));
+            results["forward"].Add(Time(() => Forwards(sessions, tensors)));
             results["sequential"].Add(Time(() =>
             {
                 foreach (string p in paths) detector.Detect(ImageDecoder.Decode(p));
@@ -127,8 +134,12 @@ internal static class DetectFolder
             Console.WriteLine(FormattableString.Invariant(
                 $"{name,-11} {wall,8:F2} s wall {cpu,8:F2} s CPU {paths.Length / wall,7:F3} images/s  {forward / wall,6:F3} x the forward passes' images/s"));
         }
-        foreach (IForwardSession s in sessions.Values) s.Dispose();
-        return 0;
+    }
+
+    // The forward passes alone, each image on the session of its padded size.
+    private static void Forwards(Dictionary<(int, int), IForwardSession> sessions, PreprocessedImage[] tensors)
+    {
+        foreach (PreprocessedImage t in tensors) sessions[(t.PaddedHeight, t.PaddedWidth)].Forward(t.Tensor);
     }
 
     private static void Overlapped(Detector detector, string[] paths)

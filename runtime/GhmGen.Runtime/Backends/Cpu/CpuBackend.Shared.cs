@@ -82,9 +82,7 @@ public sealed unsafe partial class CpuBackend
             if (count > 0)
             {
                 FreshPanels(packed);
-                Span<nint> none = n <= 256 ? stackalloc nint[n] : new nint[n];
-                none.Clear();
-                RunWinogradPerCall(packed, x, px, py, none, which[..count], relu);
+                RunWinogradPerCall(packed, x, px, py, default, which[..count], relu);
                 foreach (int i in which[..count]) done[i] = true;
             }
         }

@@ -301,7 +301,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     // Winograd from the GEMM panels: per pass of output-channel panels, the weight transform into
     // the shared scratch, then the convolution of those panels' output rows for each input
-    // x[which[i]] (pointers px, py and pr, 0 for no residual, already pinned): several inputs of one
+    // x[which[i]] (pointers px, py and pr, already pinned; pr empty or 0: no residual): several inputs of one
     // convolution (Conv2dShared) share each transform.
     private void RunWinogradPerCall(PackedConvWeights packed, ReadOnlySpan<TensorView> x, ReadOnlySpan<nint> px, ReadOnlySpan<nint> py,
         ReadOnlySpan<nint> pr, ReadOnlySpan<int> which, bool relu)
@@ -320,7 +320,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
                 foreach (int i in which)
                 {
                     int items = winogradConvolution.Prepare(s.InChannels, s.OutChannels, first, count, x[i], (float*)px[i], (float*)py[i],
-                        (float*)pr[i], winogradWeightScratch, pb, relu, pool.WorkerCount);
+                        pr.IsEmpty ? null : (float*)pr[i], winogradWeightScratch, pb, relu, pool.WorkerCount);
                     pool.Run(winogradConvolution, items);
                 }
             }

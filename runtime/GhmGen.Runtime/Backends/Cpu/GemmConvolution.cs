@@ -291,7 +291,8 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     /// Prefetches into L2 the weight block that follows panel <paramref name="ip"/>'s block at depth
     /// <paramref name="k0"/> (<paramref name="kc"/> deep) in a loop over the panels
     /// <paramref name="firstPanel"/> .. <paramref name="endPanel"/> inside each k block: the next panel's
-    /// block, or after the last panel the first panel's next k block. Each block is MR x kc floats
+    /// block, or after the last panel the first panel's next k block (panels of the AVX-512 kernel's
+    /// 8 rows, the only ones its callers use). Each block is MR x kc floats
     /// cut from a panel of MR x <paramref name="depth"/>, a run of at most 4 KB (kc = 128), so the
     /// hardware prefetcher restarts at every block; on small maps (the weights read once per call from
     /// memory, little arithmetic per weight) this hides part of the wait (RetinaNet head at 64x96: the

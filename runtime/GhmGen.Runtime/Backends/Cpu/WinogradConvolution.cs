@@ -378,45 +378,22 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
 
         // Input transform: V_xi[(jp * C + ch) * NR + j] for every channel and tile jp * NR + j of the block.
         if (PaddedRows)
+            PaddedInputTransforms(worker, image, v, firstTile, blockTiles, vPosition);
+        else
         {
-            // Per channel, the block's input rows copied once into a zero-framed buffer, so that every
-            // group of 8 tiles (across a tile row, at a border) loads its patches by deinterleaving.
-            int lastTile = Math.Min(tiles, firstTile + blockTiles) - 1;
-            int ty0 = firstTile / tilesX, ty1 = lastTile / tilesX;
-            int rowBase = 4 * ty0 - 1, padRows = 4 * (ty1 - ty0) + 6;
-            int pitch = (PadLead + 4 * tilesX + 34 + 15) & ~15;
-            // (+ 64: the lanes past a run at the last row's end read up to 7 tiles beyond it, then are discarded.)
-            float* pad = PadScratch(worker, (long)padRows * pitch + 64);
             for (int ch = 0; ch < c; ch++)
             {
                 float* channel = image + ch * plane;
-                for (int pr = 0; pr < padRows; pr++)
-                {
-                    float* line = pad + (long)pr * pitch;
-                    new Span<float>(line, pitch).Clear();
-                    int r = rowBase + pr;
-                    if ((uint)r < (uint)height) new ReadOnlySpan<float>(channel + (long)r * width, width).CopyTo(new Span<float>(line + PadLead + 1, width));
-                }
                 for (int t0 = 0; t0 < blockTiles; t0 += lanes)
                 {
                     float* dst = v + ((long)(t0 / nr) * c + ch) * nr + t0 % nr;
-                    PaddedInputTransform(pad, pitch, rowBase, firstTile + t0, dst, vPosition);
-                }
-            }
-        }
-        else
-        for (int ch = 0; ch < c; ch++)
-        {
-            float* channel = image + ch * plane;
-            for (int t0 = 0; t0 < blockTiles; t0 += lanes)
-            {
-                float* dst = v + ((long)(t0 / nr) * c + ch) * nr + t0 % nr;
-                if (FastTiles && InteriorRun(firstTile + t0, 0))
-                    GatherInputTransform(channel, firstTile + t0, dst, vPosition);
-                else
-                {
-                    StagePatches(channel, firstTile + t0, lanes, stage);
-                    InputTransform(stage, dst, vPosition);
+                    if (FastTiles && InteriorRun(firstTile + t0, 0))
+                        GatherInputTransform(channel, firstTile + t0, dst, vPosition);
+                    else
+                    {
+                        StagePatches(channel, firstTile + t0, lanes, stage);
+                        InputTransform(stage, dst, vPosition);
+                    }
                 }
             }
         }
@@ -541,6 +518,44 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
             NativeMemory.AlignedFree(padScratch[i]);
             padScratch[i] = null;
             padCapacity[i] = 0;
+        }
+    }
+
+    // The input transform of one tile block on AVX-512: per channel, the block's input rows copied once
+    // into a zero-framed buffer, so that every group of 8 tiles (across a tile row, at a border) loads its
+    // patches by deinterleaving.
+    private void PaddedInputTransforms(int worker, float* image, float* v, int firstTile, int blockTiles, long vPosition)
+    {
+        int c = inChannels, lanes = Vector<float>.Count;
+        long plane = (long)height * width;
+        int lastTile = Math.Min(tiles, firstTile + blockTiles) - 1;
+        int ty0 = firstTile / tilesX, ty1 = lastTile / tilesX;
+        int rowBase = 4 * ty0 - 1, padRows = 4 * (ty1 - ty0) + 6;
+        int pitch = (PadLead + 4 * tilesX + 34 + 15) & ~15;
+        // (+ 64: the lanes past a run at the last row's end read up to 7 tiles beyond it, then are discarded.)
+        float* pad = PadScratch(worker, (long)padRows * pitch + 64);
+        for (int ch = 0; ch < c; ch++)
+        {
+            float* channel = image + ch * plane;
+            for (int pr = 0; pr < padRows; pr++)
+            {
+                float* line = pad + (long)pr * pitch;
+                int r = rowBase + pr;
+                if ((uint)r >= (uint)height)
+                {
+                    new Span<float>(line, pitch).Clear();
+                    continue;
+                }
+                // The frame around the copied row: the lead and column -1, and everything past column width - 1.
+                new Span<float>(line, PadLead + 1).Clear();
+                new ReadOnlySpan<float>(channel + (long)r * width, width).CopyTo(new Span<float>(line + PadLead + 1, width));
+                new Span<float>(line + PadLead + 1 + width, pitch - PadLead - 1 - width).Clear();
+            }
+            for (int t0 = 0; t0 < blockTiles; t0 += lanes)
+            {
+                float* dst = v + ((long)(t0 / nr) * c + ch) * nr + t0 % nr;
+                PaddedInputTransform(pad, pitch, rowBase, firstTile + t0, dst, vPosition);
+            }
         }
     }
 
