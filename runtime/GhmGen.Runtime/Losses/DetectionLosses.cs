@@ -7,9 +7,15 @@ using GhmGen.Detection;
 
 namespace GhmGen.Losses;
 
-/// <summary>Loss values per level and in total, with gradients in the head-output layout.</summary>
+/// <summary>
+/// Loss values per level and in total, with gradients in the head-output layout: in arrays of its own
+/// (<see cref="DetectionLossResult(RetinaTargets)"/>) or in memory the caller keeps, e.g. a backend's host
+/// buffers (<see cref="DetectionLossResult(IReadOnlyList{Memory{float}}, IReadOnlyList{Memory{float}})"/>).
+/// </summary>
 public sealed class DetectionLossResult
 {
+    private readonly Memory<float>[] _classificationGradients, _boxGradients;
+
     /// <summary>Allocates gradient buffers shaped like the head outputs of <paramref name="targets"/>.</summary>
     public DetectionLossResult(RetinaTargets targets)
     {
@@ -17,13 +23,30 @@ public sealed class DetectionLossResult
         int levels = targets.Levels.Count;
         ClassificationLossPerLevel = new float[levels];
         BoxLossPerLevel = new float[levels];
-        ClassificationGradients = new float[levels][];
-        BoxGradients = new float[levels][];
+        _classificationGradients = new Memory<float>[levels];
+        _boxGradients = new Memory<float>[levels];
         for (int l = 0; l < levels; l++)
         {
-            ClassificationGradients[l] = new float[targets.Levels[l].ClassOutputLength];
-            BoxGradients[l] = new float[targets.Levels[l].BoxOutputLength];
+            _classificationGradients[l] = new float[targets.Levels[l].ClassOutputLength];
+            _boxGradients[l] = new float[targets.Levels[l].BoxOutputLength];
         }
+    }
+
+    /// <summary>
+    /// Writes the gradients into <paramref name="classificationGradients"/> and <paramref name="boxGradients"/>
+    /// (per level, P3 first, [N, A*C, H, W] and [N, A*4, H, W]), which the caller keeps; no gradient buffer is
+    /// allocated. Their lengths are checked against the targets on each <c>Compute</c>.
+    /// </summary>
+    public DetectionLossResult(IReadOnlyList<Memory<float>> classificationGradients, IReadOnlyList<Memory<float>> boxGradients)
+    {
+        ArgumentNullException.ThrowIfNull(classificationGradients);
+        ArgumentNullException.ThrowIfNull(boxGradients);
+        if (classificationGradients.Count != boxGradients.Count)
+            throw new ArgumentException($"{classificationGradients.Count} class and {boxGradients.Count} box gradient buffers: one of each per level", nameof(boxGradients));
+        ClassificationLossPerLevel = new float[classificationGradients.Count];
+        BoxLossPerLevel = new float[classificationGradients.Count];
+        _classificationGradients = [.. classificationGradients];
+        _boxGradients = [.. boxGradients];
     }
 
     /// <summary>Classification loss of each level, P3 first.</summary>
@@ -42,12 +65,12 @@ public sealed class DetectionLossResult
     public float TotalLoss => ClassificationLoss + BoxLoss;
 
     /// <summary>Per level, d loss / d class output, [N, A*C, H, W].</summary>
-    public float[][] ClassificationGradients { get; }
+    public IReadOnlyList<Memory<float>> ClassificationGradients => _classificationGradients;
 
     /// <summary>Per level, d loss / d box output, [N, A*4, H, W].</summary>
-    public float[][] BoxGradients { get; }
+    public IReadOnlyList<Memory<float>> BoxGradients => _boxGradients;
 
-    internal void CheckShapes(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets)
+    internal void CheckShapes(IReadOnlyList<ReadOnlyMemory<float>> classOutputs, IReadOnlyList<ReadOnlyMemory<float>> boxOutputs, RetinaTargets targets)
     {
         ArgumentNullException.ThrowIfNull(classOutputs);
         ArgumentNullException.ThrowIfNull(boxOutputs);
@@ -55,18 +78,36 @@ public sealed class DetectionLossResult
         int levels = targets.Levels.Count;
         if (classOutputs.Count != levels || boxOutputs.Count != levels)
             throw new ArgumentException($"Expected {levels} class and box outputs (one per level); got {classOutputs.Count} and {boxOutputs.Count}.", nameof(classOutputs));
-        if (ClassificationGradients.Length != levels)
-            throw new ArgumentException($"The result holds {ClassificationGradients.Length} levels but the targets have {levels}.", "result");
+        if (_classificationGradients.Length != levels)
+            throw new ArgumentException($"The result holds {_classificationGradients.Length} levels but the targets have {levels}.", "result");
         for (int l = 0; l < levels; l++)
         {
             LevelTargets level = targets.Levels[l];
-            if (classOutputs[l] is null || classOutputs[l].Length != level.ClassOutputLength)
-                throw new ArgumentException($"classOutputs[{l}] has {classOutputs[l]?.Length ?? 0} values; level {l} needs N*A*C*H*W = {level.ClassOutputLength}.", nameof(classOutputs));
-            if (boxOutputs[l] is null || boxOutputs[l].Length != level.BoxOutputLength)
-                throw new ArgumentException($"boxOutputs[{l}] has {boxOutputs[l]?.Length ?? 0} values; level {l} needs N*A*4*H*W = {level.BoxOutputLength}.", nameof(boxOutputs));
-            if (ClassificationGradients[l].Length != level.ClassOutputLength || BoxGradients[l].Length != level.BoxOutputLength)
+            if (classOutputs[l].Length != level.ClassOutputLength)
+                throw new ArgumentException($"classOutputs[{l}] has {classOutputs[l].Length} values; level {l} needs N*A*C*H*W = {level.ClassOutputLength}.", nameof(classOutputs));
+            if (boxOutputs[l].Length != level.BoxOutputLength)
+                throw new ArgumentException($"boxOutputs[{l}] has {boxOutputs[l].Length} values; level {l} needs N*A*4*H*W = {level.BoxOutputLength}.", nameof(boxOutputs));
+            if (_classificationGradients[l].Length != level.ClassOutputLength || _boxGradients[l].Length != level.BoxOutputLength)
                 throw new ArgumentException($"The result's gradient buffers of level {l} do not match the targets' shapes.", "result");
         }
+        // A gradient written over an output that a later level still reads would change that level's loss.
+        for (int l = 0; l < levels; l++)
+        for (int g = 0; g < levels; g++)
+        {
+            ReadOnlySpan<float> cls = classOutputs[l].Span, box = boxOutputs[l].Span;
+            ReadOnlySpan<float> dcls = _classificationGradients[g].Span, dbox = _boxGradients[g].Span;
+            if (cls.Overlaps(dcls) || cls.Overlaps(dbox) || box.Overlaps(dcls) || box.Overlaps(dbox))
+                throw new ArgumentException($"The outputs of level {l} overlap the result's gradient buffers of level {g}.", "result");
+        }
+    }
+
+    // The arrays as read-only memory (a null array is an empty one, which CheckShapes reports).
+    internal static ReadOnlyMemory<float>[] AsMemory(IReadOnlyList<float[]> arrays)
+    {
+        ArgumentNullException.ThrowIfNull(arrays);
+        var memory = new ReadOnlyMemory<float>[arrays.Count];
+        for (int i = 0; i < memory.Length; i++) memory[i] = arrays[i];
+        return memory;
     }
 }
 
@@ -81,6 +122,13 @@ public interface IDetectionLoss
 
     /// <summary>As <see cref="Compute(IReadOnlyList{float[]}, IReadOnlyList{float[]}, RetinaTargets)"/>, reusing <paramref name="result"/>'s buffers.</summary>
     void Compute(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets, DetectionLossResult result);
+
+    /// <summary>
+    /// As <see cref="Compute(IReadOnlyList{float[]}, IReadOnlyList{float[]}, RetinaTargets, DetectionLossResult)"/>,
+    /// reading the outputs where the caller keeps them (e.g. a backend's host buffers, with no copy). The
+    /// outputs must not overlap the result's gradient buffers.
+    /// </summary>
+    void Compute(IReadOnlyList<ReadOnlyMemory<float>> classOutputs, IReadOnlyList<ReadOnlyMemory<float>> boxOutputs, RetinaTargets targets, DetectionLossResult result);
 }
 
 /// <summary>GHM-C plus GHM-R, one call of each per FPN level over the batch (mmdetection's retinanet_ghm head).</summary>
@@ -116,7 +164,11 @@ public sealed class GhmLosses : IDetectionLoss
     }
 
     /// <inheritdoc/>
-    public void Compute(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets, DetectionLossResult result)
+    public void Compute(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets, DetectionLossResult result) =>
+        Compute(DetectionLossResult.AsMemory(classOutputs), DetectionLossResult.AsMemory(boxOutputs), targets, result);
+
+    /// <inheritdoc/>
+    public void Compute(IReadOnlyList<ReadOnlyMemory<float>> classOutputs, IReadOnlyList<ReadOnlyMemory<float>> boxOutputs, RetinaTargets targets, DetectionLossResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
         result.CheckShapes(classOutputs, boxOutputs, targets);
@@ -124,8 +176,8 @@ public sealed class GhmLosses : IDetectionLoss
         for (int l = 0; l < targets.Levels.Count; l++)
         {
             LevelTargets level = targets.Levels[l];
-            result.ClassificationLossPerLevel[l] = Classification.ComputeLevel(classOutputs[l], level, result.ClassificationGradients[l]);
-            result.BoxLossPerLevel[l] = Box.ComputeLevel(boxOutputs[l], level, result.BoxGradients[l]);
+            result.ClassificationLossPerLevel[l] = Classification.ComputeLevel(classOutputs[l].Span, level, result.ClassificationGradients[l].Span);
+            result.BoxLossPerLevel[l] = Box.ComputeLevel(boxOutputs[l].Span, level, result.BoxGradients[l].Span);
             cls += result.ClassificationLossPerLevel[l];
             box += result.BoxLossPerLevel[l];
         }
@@ -159,7 +211,11 @@ public sealed class RetinaBaselineLosses : IDetectionLoss
     }
 
     /// <inheritdoc/>
-    public void Compute(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets, DetectionLossResult result)
+    public void Compute(IReadOnlyList<float[]> classOutputs, IReadOnlyList<float[]> boxOutputs, RetinaTargets targets, DetectionLossResult result) =>
+        Compute(DetectionLossResult.AsMemory(classOutputs), DetectionLossResult.AsMemory(boxOutputs), targets, result);
+
+    /// <inheritdoc/>
+    public void Compute(IReadOnlyList<ReadOnlyMemory<float>> classOutputs, IReadOnlyList<ReadOnlyMemory<float>> boxOutputs, RetinaTargets targets, DetectionLossResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
         result.CheckShapes(classOutputs, boxOutputs, targets);
@@ -167,8 +223,8 @@ public sealed class RetinaBaselineLosses : IDetectionLoss
         for (int l = 0; l < targets.Levels.Count; l++)
         {
             LevelTargets level = targets.Levels[l];
-            result.ClassificationLossPerLevel[l] = Classification.ComputeLevel(classOutputs[l], level, targets.AverageFactor, result.ClassificationGradients[l]);
-            result.BoxLossPerLevel[l] = Box.ComputeLevel(boxOutputs[l], level, targets.AverageFactor, result.BoxGradients[l]);
+            result.ClassificationLossPerLevel[l] = Classification.ComputeLevel(classOutputs[l].Span, level, targets.AverageFactor, result.ClassificationGradients[l].Span);
+            result.BoxLossPerLevel[l] = Box.ComputeLevel(boxOutputs[l].Span, level, targets.AverageFactor, result.BoxGradients[l].Span);
             cls += result.ClassificationLossPerLevel[l];
             box += result.BoxLossPerLevel[l];
         }

@@ -132,11 +132,17 @@ public sealed record TrainerOptions
 
     /// <summary>
     /// Training sessions (one per batch shape) kept for reuse. They share the prepared weights and
-    /// one set of activation buffers (grown to the largest shape), and each holds host copies of
-    /// its outputs, their gradients and its anchors, so a new shape costs neither weight
-    /// preparation nor a second set of activations.
+    /// one set of activation buffers (grown to the largest shape), and each holds its anchors (and,
+    /// on a backend whose tensors are not in host memory, host copies of its outputs and their
+    /// gradients), so a new shape costs neither weight preparation nor a second set of activations.
     /// </summary>
     public int CachedSessions { get; init; } = 3;
+
+    /// <summary>
+    /// Tests only: the losses read host copies of the outputs and write host arrays of gradients even when
+    /// the backend's tensors are in host memory (the path a GPU backend takes).
+    /// </summary>
+    internal bool HostCopiesOfOutputs { get; init; }
 
     /// <summary>
     /// Data parallel, with an <see cref="IOverlappingGradientReducer"/>: reduce the gradients in
@@ -515,11 +521,7 @@ public sealed class Trainer : IDisposable
         IGradientReadySink? ready = overlapping?.BeginAverageGradients(_gradientData);
         if (entry is not null && loss is not null)
         {
-            for (int l = 0; l < entry.ClassGradientTensors.Length; l++)
-            {
-                _backend.Upload(loss.ClassificationGradients[l], entry.ClassGradientTensors[l]);
-                _backend.Upload(loss.BoxGradients[l], entry.BoxGradientTensors[l]);
-            }
+            entry.UploadGradients(_backend);
             entry.Session.Backward(ready);
         }
         else
@@ -548,12 +550,7 @@ public sealed class Trainer : IDisposable
         CachedSession entry = Session(batch.Count, batch.Height, batch.Width);
         entry.Session.Forward(batch.Tensor);
         entry.RefreshViews();
-
-        for (int l = 0; l < entry.ClassOutputs.Length; l++)
-        {
-            _backend.Download(entry.ClassTensors[l], entry.ClassOutputs[l]);
-            _backend.Download(entry.BoxTensors[l], entry.BoxOutputs[l]);
-        }
+        entry.DownloadOutputs(_backend);
         int classes = entry.ClassTensors[0].C / AnchorGenerator.AnchorsPerCell;
         // mmdetection's labels: the index, in json order, of the categories whose names are class
         // names; a network with more classes than the dataset has categories trains the first ones.
@@ -563,7 +560,7 @@ public sealed class Trainer : IDisposable
         entry.SetLevels(batch.FeatureSizes, _options.Anchors);
         RetinaTargets targets = RetinaTargets.Build(entry.Anchors, entry.LevelCounts, batch.GtBoxes, batch.GtLabels, classes,
             AnchorGenerator.AnchorsPerCell, validFlagsPerImage: batch.ValidFlags);
-        DetectionLossResult loss = entry.Loss ??= new DetectionLossResult(targets);
+        DetectionLossResult loss = entry.Loss;
         _loss.Compute(entry.ClassOutputs, entry.BoxOutputs, targets, loss);
         // GHM gives elements whose gradient norm is NaN no bin and so no weight: a NaN output can
         // leave the loss finite, so the outputs are checked too (mmdetection's loss would be NaN).
@@ -571,9 +568,9 @@ public sealed class Trainer : IDisposable
         return (entry, loss, finiteOutputs);
     }
 
-    private static bool AllFinite(float[] values)
+    private static bool AllFinite(ReadOnlyMemory<float> values)
     {
-        foreach (float v in values)
+        foreach (float v in values.Span)
             if (!float.IsFinite(v)) return false;
         return true;
     }
@@ -599,7 +596,7 @@ public sealed class Trainer : IDisposable
             _sessions.Last!.Value.Session.Dispose();
             _sessions.RemoveLast();
         }
-        var created = new CachedSession(_weights.CreateSession(batch, height, width));
+        var created = new CachedSession(_weights.CreateSession(batch, height, width), _options.HostCopiesOfOutputs);
         _sessions.AddFirst(created);
         return created;
     }
@@ -654,16 +651,26 @@ public sealed class Trainer : IDisposable
         _sessions.Clear();
     }
 
-    // A session of one batch shape with the host buffers of its steps: the downloaded outputs, the
-    // loss's gradients, and the anchors of its feature sizes, reused while the session is cached.
+    // A session of one batch shape with the host memory of its steps: the outputs the loss reads, the
+    // gradients it writes, and the anchors of its feature sizes. When the backend keeps tensors in host
+    // memory (the CPU backend's HostBuffer) and no output gradient overlaps an output, the loss reads the
+    // outputs and writes the gradients in the session's own buffers: no copies, and nothing per session
+    // beyond the activation buffers that all sessions share. Otherwise (a GPU) they are copied to and
+    // from host arrays of this session's, reused while it is cached.
     private sealed class CachedSession
     {
         private FeatureSize[] _levels = [];
+        private readonly int[] _cls, _box;
+        private readonly Memory<float>[] _classGradients, _boxGradients;
+        private float[][]? _classCopies, _boxCopies, _classGradientCopies, _boxGradientCopies;
 
-        public CachedSession(ITrainingSession session)
+        private readonly bool _copies;
+
+        public CachedSession(ITrainingSession session, bool copies)
         {
             Session = session;
-            IReadOnlyList<(string Name, TensorView Tensor)> outputs = session.Outputs, gradients = session.OutputGradients;
+            _copies = copies;
+            IReadOnlyList<(string Name, TensorView Tensor)> outputs = session.Outputs;
             var cls = new List<int>();
             var box = new List<int>();
             for (int i = 0; i < outputs.Count; i++) (outputs[i].Name.StartsWith("cls", StringComparison.Ordinal) ? cls : box).Add(i);
@@ -675,12 +682,12 @@ public sealed class Trainer : IDisposable
             BoxTensors = new TensorView[_box.Length];
             ClassGradientTensors = new TensorView[_cls.Length];
             BoxGradientTensors = new TensorView[_box.Length];
+            ClassOutputs = new ReadOnlyMemory<float>[_cls.Length];
+            BoxOutputs = new ReadOnlyMemory<float>[_box.Length];
+            _classGradients = new Memory<float>[_cls.Length];
+            _boxGradients = new Memory<float>[_box.Length];
             RefreshViews();
-            ClassOutputs = [.. ClassTensors.Select(t => new float[t.ElementCount])];
-            BoxOutputs = [.. BoxTensors.Select(t => new float[t.ElementCount])];
         }
-
-        private readonly int[] _cls, _box;
 
         public ITrainingSession Session { get; }
 
@@ -694,7 +701,17 @@ public sealed class Trainer : IDisposable
 
         public TensorView[] BoxGradientTensors { get; }
 
-        // Reads the views again: call after each Forward.
+        // Whether the loss works in the session's buffers (see the class comment).
+        public bool InPlace { get; private set; }
+
+        // What the loss reads (the outputs) and writes (Loss's gradients), per level.
+        public ReadOnlyMemory<float>[] ClassOutputs { get; }
+
+        public ReadOnlyMemory<float>[] BoxOutputs { get; }
+
+        public DetectionLossResult Loss { get; private set; } = null!;
+
+        // Reads the views again and binds the loss's memory to them: call after each Forward.
         public void RefreshViews()
         {
             IReadOnlyList<(string Name, TensorView Tensor)> outputs = Session.Outputs, gradients = Session.OutputGradients;
@@ -705,17 +722,64 @@ public sealed class Trainer : IDisposable
                 ClassGradientTensors[l] = gradients[_cls[l]].Tensor;
                 BoxGradientTensors[l] = gradients[_box[l]].Tensor;
             }
+            TensorView[] read = [.. ClassTensors, .. BoxTensors], written = [.. ClassGradientTensors, .. BoxGradientTensors];
+            InPlace = !_copies && read.Concat(written).All(t => t.Buffer is HostBuffer) && !read.Any(r => written.Any(w => Overlap(r, w)));
+            bool changed = Loss is null;
+            for (int l = 0; l < _cls.Length; l++)
+            {
+                ClassOutputs[l] = InPlace ? Host(ClassTensors[l]) : Copy(ref _classCopies, ClassTensors, l);
+                BoxOutputs[l] = InPlace ? Host(BoxTensors[l]) : Copy(ref _boxCopies, BoxTensors, l);
+                changed |= Rebind(ref _classGradients[l], InPlace ? Host(ClassGradientTensors[l]) : Copy(ref _classGradientCopies, ClassGradientTensors, l));
+                changed |= Rebind(ref _boxGradients[l], InPlace ? Host(BoxGradientTensors[l]) : Copy(ref _boxGradientCopies, BoxGradientTensors, l));
+            }
+            if (changed) Loss = new DetectionLossResult(_classGradients, _boxGradients);
         }
 
-        public float[][] ClassOutputs { get; }
+        // Host copies of the outputs (unless the loss reads them in place).
+        public void DownloadOutputs(IBackend backend)
+        {
+            if (InPlace) return;
+            for (int l = 0; l < _cls.Length; l++)
+            {
+                backend.Download(ClassTensors[l], _classCopies![l]);
+                backend.Download(BoxTensors[l], _boxCopies![l]);
+            }
+        }
 
-        public float[][] BoxOutputs { get; }
+        // The loss's gradients into the session's output gradients (unless it wrote them there).
+        public void UploadGradients(IBackend backend)
+        {
+            if (InPlace) return;
+            for (int l = 0; l < _cls.Length; l++)
+            {
+                backend.Upload(_classGradientCopies![l], ClassGradientTensors[l]);
+                backend.Upload(_boxGradientCopies![l], BoxGradientTensors[l]);
+            }
+        }
+
+        private static Memory<float> Host(TensorView t) =>
+            ((HostBuffer)t.Buffer).Array.AsMemory(checked((int)t.Offset), checked((int)t.ElementCount));
+
+        // This session's host array for views[l], made on first use (the views' shapes are fixed per session).
+        private static float[] Copy(ref float[][]? copies, TensorView[] views, int l)
+        {
+            copies ??= [.. views.Select(t => new float[t.ElementCount])];
+            return copies[l];
+        }
+
+        private static bool Rebind(ref Memory<float> slot, Memory<float> memory)
+        {
+            if (slot.Equals(memory)) return false;
+            slot = memory;
+            return true;
+        }
+
+        private static bool Overlap(TensorView a, TensorView b) =>
+            ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
 
         public float[] Anchors { get; private set; } = [];
 
         public int[] LevelCounts { get; private set; } = [];
-
-        public DetectionLossResult? Loss { get; set; }
 
         // The anchors of the batch's feature sizes (the same for every batch of this shape).
         public void SetLevels(IReadOnlyList<FeatureSize> levels, RetinaAnchors? anchors)
@@ -726,7 +790,6 @@ public sealed class Trainer : IDisposable
             _levels = [.. levels];
             Anchors = AnchorGenerator.AllAnchors(_levels, anchors);
             LevelCounts = [.. _levels.Select(l => l.Height * l.Width * AnchorGenerator.AnchorsPerCell)];
-            Loss = null;
         }
     }
 

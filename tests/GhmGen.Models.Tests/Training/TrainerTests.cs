@@ -47,8 +47,11 @@ public sealed class TrainerTests : IDisposable
         // One cached session (every change of size makes a new one on the shared weights) against three.
         List<TrainIterationReport> fresh = Train(dataset, options with { CachedSessions = 1 }, "one");
         List<TrainIterationReport> cached = Train(dataset, options with { CachedSessions = 3 }, "three");
+        // And the losses on host copies of the outputs (a GPU backend's path) against in place in the CPU backend's buffers.
+        List<TrainIterationReport> copies = Train(dataset, options with { CachedSessions = 3, HostCopiesOfOutputs = true }, "copies");
         Assert.Equal(shapes.Length, fresh.Count);
         Assert.Equal(fresh.Select(r => (r.LossCls, r.LossBbox, r.GradNorm)), cached.Select(r => (r.LossCls, r.LossBbox, r.GradNorm)));
+        Assert.Equal(fresh.Select(r => (r.LossCls, r.LossBbox, r.GradNorm)), copies.Select(r => (r.LossCls, r.LossBbox, r.GradNorm)));
         Assert.All(fresh, r => Assert.True(float.IsFinite(r.LossCls) && float.IsFinite(r.LossBbox) && r.GradNorm > 0));
     }
 

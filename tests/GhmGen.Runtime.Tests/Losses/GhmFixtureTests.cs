@@ -135,8 +135,8 @@ public class GhmFixtureTests
             string where = $"P{l + 3}";
             AssertRelative(rec.GetProperty("focal_loss").GetDouble(), result.ClassificationLossPerLevel[l], 1e-5, where + " focal loss");
             AssertRelative(rec.GetProperty("l1_loss").GetDouble(), result.BoxLossPerLevel[l], 1e-5, where + " L1 loss");
-            AssertGradient(f, rec.GetProperty("focal_grad"), $"focal_grad_it1_p{l + 3}", $"cls_index_p{l + 3}", result.ClassificationGradients[l], where + " focal");
-            AssertGradient(f, rec.GetProperty("l1_grad"), $"l1_grad_it1_p{l + 3}", $"reg_index_p{l + 3}", result.BoxGradients[l], where + " L1");
+            AssertGradient(f, rec.GetProperty("focal_grad"), $"focal_grad_it1_p{l + 3}", $"cls_index_p{l + 3}", result.ClassificationGradients[l].ToArray(), where + " focal");
+            AssertGradient(f, rec.GetProperty("l1_grad"), $"l1_grad_it1_p{l + 3}", $"reg_index_p{l + 3}", result.BoxGradients[l].ToArray(), where + " L1");
         }
     }
 }
