@@ -114,7 +114,8 @@ internal static class TrainProfile
             ("activations + activation gradients (static plan)", step.ActivationBytes),
             ("prepared: forward GEMM panels", panels),
             ("prepared: forward Winograd form", winograd),
-            ("prepared: backward-data panels (transposed conv or scatter)", backwardPanels),
+            ("prepared: backward-data panels of the shared head's convolutions", backwardPanels),
+            ("  the other convolutions' (transient), in one shared scratch", profiler.Inner.TransientPanelBytes),
             ("prepared: backward-data Winograd form", backwardWinograd),
         ];
         double rss = RssMb("VmRSS"), peak = RssMb("VmHWM"), listed = items.Sum(i => i.Bytes) / Mb;

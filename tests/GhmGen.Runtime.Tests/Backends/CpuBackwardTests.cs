@@ -242,6 +242,59 @@ public sealed class CpuBackwardTests
         Same(Run(third, large), Run(updated, large));    // both Winograd forms stale
     }
 
+    [Fact]
+    public void TransientBackwardDataPanels_SharedByConvolutions_EqualFreshlyPreparedOnes()
+    {
+        // Three convolutions take turns in the one scratch of transient backward-data panels (a 3x3 and a
+        // 1x1 through the transposed convolution, a 3x3 stride 2 through columns-then-scatter), with
+        // UpdateConvs in between; a fourth, applied at two inputs in one Conv2dShared call, keeps its own.
+        // Every input gradient equals that of a freshly prepared convolution with the same weights.
+        ConvSpec[] specs = [new(24, 40, 3, 1, 1, 1), new(40, 16, 1, 1, 0, 1), new(16, 24, 3, 2, 1, 1), new(24, 24, 3, 1, 1, 1)];
+        var random = new Random(2026);
+        using var cpu = new CpuBackend(2);
+        float[][] weights = [.. specs.Select(s => CpuBackendTests.RandomValues(random, (int)s.WeightCount))];
+        IPreparedConv[] convs = [.. specs.Select((s, i) => cpu.PrepareConv(s, weights[i], []))];
+        const int H = 9, W = 11;
+        float[] Input(ConvSpec s, int seed) => CpuBackendTests.RandomValues(new Random(seed), 2 * s.InChannels * H * W);
+        float[] BackwardData(IPreparedConv conv, ConvSpec s, int seed)
+        {
+            int oh = s.OutputSize(H), ow = s.OutputSize(W);
+            TensorView dy = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(new Random(seed), 2 * s.OutChannels * oh * ow), 2, s.OutChannels, oh, ow);
+            var dx = new TensorView(cpu.Allocate(2L * s.InChannels * H * W), 0, 2, s.InChannels, H, W);
+            cpu.Conv2dBackwardData(conv, dy, dx, accumulate: false);
+            return CpuBackendTests.Read(cpu, dx);
+        }
+        float[] Fresh(int i, int seed)
+        {
+            using IPreparedConv fresh = cpu.PrepareConv(specs[i], weights[i], []);
+            return BackwardData(fresh, specs[i], seed);
+        }
+        // The shared one's forward: two inputs in one call.
+        TensorView[] xs = [CpuBackendTests.Tensor(cpu, Input(specs[3], 1), 2, 24, H, W), CpuBackendTests.Tensor(cpu, Input(specs[3], 2), 2, 24, H, W)];
+        TensorView[] ys = [.. xs.Select(_ => new TensorView(cpu.Allocate(2L * 24 * H * W), 0, 2, 24, H, W))];
+        cpu.Conv2dShared(convs[3], xs, ys, relu: false);
+
+        int[] order = [0, 1, 0, 2, 3, 2, 1, 3, 0];
+        for (int round = 0; round < 2; round++)
+        {
+            foreach (int i in order)
+            {
+                int seed = 100 * round + i;
+                Assert.Equal(Fresh(i, seed), BackwardData(convs[i], specs[i], seed));
+            }
+            for (int i = 0; i < specs.Length; i++)
+            {
+                weights[i] = CpuBackendTests.RandomValues(random, (int)specs[i].WeightCount);
+                cpu.UpdateConv(convs[i], weights[i], []);
+            }
+        }
+        // Of their own only the (zero) padded bias of a backward-data convolution: a few hundred bytes.
+        for (int i = 0; i < 3; i++) Assert.True(cpu.PreparedBytes(convs[i]).BackwardPanels < 4 * specs[i].WeightCount / 8);
+        Assert.True(cpu.PreparedBytes(convs[3]).BackwardPanels >= 4 * specs[3].WeightCount);
+        Assert.True(cpu.TransientPanelBytes >= 4 * specs.Take(3).Max(s => s.WeightCount));
+        foreach (IPreparedConv c in convs) c.Dispose();
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(17)]

@@ -2,7 +2,7 @@
 // Winograd form, the backward-data convolution's panels and Winograd form) is cut into ranges of
 // whole panels of output rows, one work item each, so that all workers transform at once (the
 // transposed panels of the columns-then-scatter input gradient are one item). UpdateConv rewrites
-// the forward and transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
+// the forward and (unless transient) transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
 // writes only its own rows with the same arithmetic as PackedConvWeights.Repack, so the result is
 // bitwise that of the single-threaded repack, whatever the thread count or scheduling.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (UpdateConv cases).
@@ -30,7 +30,7 @@ internal sealed unsafe class ConvRepack : IParallelWork
     {
         Set(weight, weightLength, bias, biasLength);
         AddRows(packed, Part.Panels, packed.PanelRows);
-        if (packed.TransposedPanels is not null) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
+        if (packed.TransposedPanels is not null && !packed.TransientTransposedPanels) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
         return segments.Count;
     }
 

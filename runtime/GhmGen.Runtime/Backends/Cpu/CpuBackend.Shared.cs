@@ -38,6 +38,7 @@ public sealed unsafe partial class CpuBackend
                 }
             }
             if (x.Length == 0) return;
+            if (x.Length > 1) packed.AppliedShared = true; // its backward-data form will run once per input (EnsureBackwardData)
             if (2 * x.Length > sharedPins.Length) sharedPins = new GCHandle[2 * x.Length];
             int pinned = 0;
             try

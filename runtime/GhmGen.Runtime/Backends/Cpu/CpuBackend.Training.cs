@@ -4,8 +4,10 @@
 //   (GEMM, Winograd, small-map) on dy with transposed, flipped weights (dx += when accumulating,
 //   as an in-place residual); other specs run columns-then-scatter (ConvInputGradient). The
 //   backward-data weights are made from the forward panels on a convolution's first
-//   backward-data call (that call allocates them), and UpdateConv repacks them with the rest, every
-//   form in row ranges on all workers (ConvRepack);
+//   backward-data call and rebuilt, in row ranges on all workers (ConvRepack), when a call finds them
+//   stale after an UpdateConv. Those of a convolution applied at several levels (Conv2dShared) have
+//   arrays of their own; every other convolution's live in one shared scratch (transient panels,
+//   PackedConvWeights), rebuilt when a call finds another convolution's there;
 // - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
 // - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
 // - BatchNormTraining and its backward: CpuBatchNorm, one item per channel (thread-count independent).
@@ -18,6 +20,10 @@ public sealed unsafe partial class CpuBackend
     private readonly ConvRepack repack = new();
     private readonly CpuBatchNorm batchNorm = new();
     private float[] refreshScratch = [];
+    // The transient backward-data panels of every convolution that has them (PackedConvWeights.TransientPanels),
+    // and whose they hold now (Transposed: the columns-then-scatter panels of Form, else Form's own panels).
+    private float[] transientPanels = [];
+    private (PackedConvWeights? Form, bool Transposed) transientHolder;
 
     /// <inheritdoc/>
     public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
@@ -43,6 +49,7 @@ public sealed unsafe partial class CpuBackend
                 backward.PanelsStale = true;
                 backward.WinogradStale = backward.Winograd is not null;
             }
+            if (packed.TransientTransposedPanels) packed.TransposedStale = true;
         }
     }
 
@@ -64,12 +71,57 @@ public sealed unsafe partial class CpuBackend
         return form.Winograd!;
     }
 
-    // The GEMM panels of `form` with its current weights (only a backward-data form's can be stale). Under the lock.
+    // The GEMM panels of `form` with its current weights (only a backward-data form's can be stale, or be
+    // transient and not in the shared scratch now). Under the lock.
     private void FreshPanels(PackedConvWeights form)
     {
-        if (!form.PanelsStale) return;
+        if (form.TransientPanels)
+        {
+            if (transientHolder == (form, false) && !form.PanelsStale) return;
+            BindTransient(form, transposed: false);
+        }
+        else if (!form.PanelsStale) return;
         Refresh(form, winograd: false);
         form.PanelsStale = false;
+    }
+
+    // The columns-then-scatter panels of `packed` with its current weights, in the shared scratch when transient. Under the lock.
+    private void FreshTransposedPanels(PackedConvWeights packed)
+    {
+        if (!packed.TransientTransposedPanels || transientHolder == (packed, true) && !packed.TransposedStale) return;
+        BindTransient(packed, transposed: true);
+        int n = checked((int)packed.Spec.WeightCount);
+        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
+        packed.UnpackWeight(refreshScratch.AsSpan(0, n));
+        packed.RepackTransposedPanels(refreshScratch.AsSpan(0, n));
+        packed.TransposedStale = false;
+    }
+
+    // Moves the shared scratch from its holder (left with no panels, so that only one form refers to it) to `form`.
+    private void BindTransient(PackedConvWeights form, bool transposed)
+    {
+        if (transientHolder.Form is { } previous)
+        {
+            previous.BindPanels(null, transientHolder.Transposed);
+            if (transientHolder.Transposed) previous.TransposedStale = true;
+            else previous.PanelsStale = true;
+        }
+        long length = transposed ? form.TransposedLength : form.PanelsLength;
+        if (transientPanels.LongLength < length) transientPanels = GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
+        form.BindPanels(transientPanels, transposed);
+        transientHolder = (form, transposed);
+    }
+
+    /// <summary>
+    /// Bytes of the scratch that the transient backward-data panels share (convolutions not applied at several
+    /// levels: see <see cref="PreparedBytes"/>, which counts them as 0). For memory accounting.
+    /// </summary>
+    public long TransientPanelBytes
+    {
+        get
+        {
+            lock (gate) return 4L * transientPanels.LongLength;
+        }
     }
 
     // Rebuilds one form from the forward panels (unpacked into the backend's refresh scratch), on all workers.
@@ -95,9 +147,9 @@ public sealed unsafe partial class CpuBackend
     public (long Panels, long Winograd, long BackwardPanels, long BackwardWinograd) PreparedBytes(IPreparedConv conv)
     {
         PackedConvWeights packed = Prepared(conv);
-        static long Form(PackedConvWeights p) => 4L * (p.Panels.LongLength + p.Bias.LongLength);
+        static long Form(PackedConvWeights p) => 4L * ((p.TransientPanels ? 0 : p.Panels.LongLength) + p.Bias.LongLength);
         static long Wino(PackedConvWeights p) => p.Winograd is { } w ? 4L * (w.Panels.LongLength + w.Bias.LongLength) : 0;
-        long backwardPanels = packed.BackwardData is { } b ? Form(b) : 4L * (packed.TransposedPanels?.LongLength ?? 0);
+        long backwardPanels = packed.BackwardData is { } b ? Form(b) : packed.TransientTransposedPanels ? 0 : 4L * (packed.TransposedPanels?.LongLength ?? 0);
         return (Form(packed), Wino(packed), backwardPanels, packed.BackwardData is { } bw ? Wino(bw) : 0);
     }
 
@@ -125,6 +177,7 @@ public sealed unsafe partial class CpuBackend
                 if (!accumulate) ZeroUnlocked(dx);
                 return;
             }
+            FreshTransposedPanels(packed);
             fixed (float* pdy = Span(dy))
             fixed (float* pdx = Span(dx))
             fixed (float* pa = packed.TransposedPanels)
@@ -300,7 +353,9 @@ public sealed unsafe partial class CpuBackend
         packed.UnpackWeight(weight);
         // With WinogradWeightsPerCall the backward-data form keeps only its panels too, and each Winograd call
         // transforms them into the shared scratch, as the forward form does.
-        packed.EnsureBackwardData(weight, kernel, useWinograd && !WinogradWeightsPerCall);
+        // A convolution applied at several levels (the shared head) runs backward-data once per level between two
+        // UpdateConvs, so it keeps panels of its own; any other gets transient ones in the shared scratch.
+        packed.EnsureBackwardData(weight, kernel, useWinograd && !WinogradWeightsPerCall, transient: !packed.AppliedShared);
         if (packed.BackwardData is { } form && (form.WinogradApplies || TransformsPerCall(form)))
         {
             EnsureWinogradScratch(form.Spec.InChannels);

@@ -8,6 +8,11 @@
 //   k-1-kx] at padding k - 1 - p (in and out swapped, same groups), packed like any convolution
 //   (a second PackedConvWeights, made with transposedFrom; its Winograd form on its first Winograd call);
 // - otherwise W_g^T[K, M] in MR-row panels for the columns-then-scatter path (TransposedPanels).
+// A convolution that is not applied at several levels (no Conv2dShared call before its first backward-data
+// call) gets transient backward-data panels: they live in one scratch of the backend's, shared by every such
+// convolution, and are rebuilt when a call needs them and another convolution's panels are there (in a
+// training step each is used once between two UpdateConvs, so this costs what rebuilding stale panels
+// costs, and R-50 keeps ~30 MB of backward-data panels instead of ~144 MB).
 // Repack rewrites every form in place, without allocating. After an optimizer step CpuBackend.UpdateConv
 // rewrites the forward panels (the source of every other form) and the transposed panels at once, and marks
 // the Winograd forms and the backward-data panels stale; the backend rebuilds a stale form from the forward
@@ -29,7 +34,8 @@ internal sealed class PackedConvWeights : IPreparedConv
         Repack(weight, bias);
     }
 
-    private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom, bool lazyWinograd = false)
+    private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom, bool lazyWinograd = false,
+        bool transientPanels = false)
     {
         int panelRows = kernel.Rows;
         this.transposedFrom = transposedFrom;
@@ -42,7 +48,9 @@ internal sealed class PackedConvWeights : IPreparedConv
         PanelsPerGroup = (OutPerGroup + panelRows - 1) / panelRows;
         int paddedRows = PanelsPerGroup * panelRows;
         GroupStride = (long)paddedRows * Depth;
-        Panels = GC.AllocateArray<float>(checked((int)(GroupStride * spec.Groups)), pinned: true);
+        TransientPanels = transientPanels;
+        PanelsStale = transientPanels;
+        Panels = transientPanels ? [] : GC.AllocateArray<float>(checked((int)(GroupStride * spec.Groups)), pinned: true);
         Bias = GC.AllocateArray<float>(paddedRows * spec.Groups, pinned: true);
         WinogradApplies = winograd && WinogradWeights.Applies(spec);
         if (WinogradApplies && !lazyWinograd) Winograd = new WinogradWeights(spec, panelRows);
@@ -72,8 +80,31 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>Elements of <see cref="Panels"/> per group.</summary>
     public long GroupStride { get; }
 
-    /// <summary>The packed panels (pinned).</summary>
-    public float[] Panels { get; }
+    /// <summary>
+    /// The packed panels (pinned): <see cref="PanelsLength"/> values; for transient panels the backend's shared
+    /// scratch while they are there (<see cref="BindPanels"/>), else empty.
+    /// </summary>
+    public float[] Panels { get; private set; }
+
+    /// <summary>Values of the packed panels (all groups).</summary>
+    public long PanelsLength => GroupStride * Spec.Groups;
+
+    /// <summary>
+    /// Backward-data forms only: whether the panels (or the <see cref="TransposedPanels"/>) live in the backend's
+    /// shared scratch and are rebuilt when needed, rather than in an array of their own.
+    /// </summary>
+    public bool TransientPanels { get; }
+
+    /// <summary>Points transient <see cref="Panels"/> (or <see cref="TransposedPanels"/>) at <paramref name="scratch"/> (or nothing, when null); the caller then rebuilds them.</summary>
+    public void BindPanels(float[]? scratch, bool transposed = false)
+    {
+        if (transposed ? !transientTransposed : !TransientPanels) throw new InvalidOperationException($"{Spec}: its backward-data panels are its own");
+        long length = transposed ? TransposedLength : PanelsLength;
+        if (scratch is not null && scratch.LongLength < length)
+            throw new ArgumentException($"{Spec}: the scratch holds {scratch.LongLength} values; the panels need {length}", nameof(scratch));
+        if (transposed) TransposedPanels = scratch ?? [];
+        else Panels = scratch ?? [];
+    }
 
     /// <summary>Bias per group, padded to whole panels (pinned).</summary>
     public float[] Bias { get; }
@@ -96,6 +127,15 @@ internal sealed class PackedConvWeights : IPreparedConv
 
     /// <summary>Backward-data form only: whether <see cref="Panels"/> still hold the weights from before the last UpdateConv (repacked on next use).</summary>
     public bool PanelsStale { get; set; }
+
+    /// <summary>Whether transient <see cref="TransposedPanels"/> still hold the weights from before the last UpdateConv (or were never packed).</summary>
+    public bool TransposedStale { get; set; }
+
+    /// <summary>
+    /// Whether the backend has run this convolution on several inputs in one call (Conv2dShared: the shared
+    /// head): its backward-data form then keeps panels of its own, as it runs once per input.
+    /// </summary>
+    public bool AppliedShared { get; set; }
 
     /// <summary>The forward form whose input gradient this backward-data form computes; null for a forward form.</summary>
     public PackedConvWeights? Owner { get; private set; }
@@ -120,6 +160,9 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// </summary>
     public float[]? TransposedPanels { get; private set; }
 
+    /// <summary>Values of <see cref="TransposedPanels"/> (groups x ceil(K/MR) x M x MR); 0 before <see cref="EnsureBackwardData"/> or for the convolution path.</summary>
+    public long TransposedLength { get; private set; }
+
     /// <summary>The transposed panels' MR (the backend's full kernel).</summary>
     public GemmKernel? TransposedKernel { get; private set; }
 
@@ -129,8 +172,10 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>
     /// Makes the backward-data form from <paramref name="weight"/> (the same weights as the
     /// forward form) unless it exists. <paramref name="kernel"/> is the backend's full kernel.
+    /// With <paramref name="transient"/> its panels get no array of their own and are not packed here:
+    /// the backend binds them to its shared scratch and packs them when a call needs them.
     /// </summary>
-    public void EnsureBackwardData(ReadOnlySpan<float> weight, GemmKernel kernel, bool winograd)
+    public void EnsureBackwardData(ReadOnlySpan<float> weight, GemmKernel kernel, bool winograd, bool transient = false)
     {
         ConvSpec s = Spec;
         if (BackwardData is not null || TransposedPanels is not null) return;
@@ -139,8 +184,8 @@ internal sealed class PackedConvWeights : IPreparedConv
             var spec = new ConvSpec(s.OutChannels, s.InChannels, s.Kernel, 1, s.Kernel - 1 - s.Padding, s.Groups);
             GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
             // Its Winograd form is made on its first Winograd call (the map sizes may never select it).
-            var packed = new PackedConvWeights(spec, convKernel, winograd, hasBias: false, transposedFrom: s, lazyWinograd: true);
-            packed.Repack(weight, []);
+            var packed = new PackedConvWeights(spec, convKernel, winograd, hasBias: false, transposedFrom: s, lazyWinograd: true, transientPanels: transient);
+            if (!transient) packed.Repack(weight, []);
             packed.Owner = this;
             BackwardData = packed;
         }
@@ -148,10 +193,25 @@ internal sealed class PackedConvWeights : IPreparedConv
         {
             TransposedKernel = kernel;
             int mr = kernel.Rows, rowPanels = (Depth + mr - 1) / mr;
-            TransposedPanels = GC.AllocateArray<float>(checked(s.Groups * rowPanels * mr * OutPerGroup), pinned: true);
+            TransposedLength = checked((long)s.Groups * rowPanels * mr * OutPerGroup);
+            if (transient)
+            {
+                transientTransposed = true;
+                TransposedPanels = [];
+                TransposedStale = true;
+                return;
+            }
+            TransposedPanels = GC.AllocateArray<float>(checked((int)TransposedLength), pinned: true);
             PackTransposed(weight);
         }
     }
+
+    // Whether the TransposedPanels live in the backend's shared scratch (a forward form's flag: TransientPanels
+    // belongs to the backward-data form).
+    private bool transientTransposed;
+
+    /// <summary>Whether <see cref="TransposedPanels"/> live in the backend's shared scratch (see <see cref="TransientPanels"/>).</summary>
+    public bool TransientTransposedPanels => transientTransposed;
 
     /// <summary>
     /// Writes the weights [out, in/groups, k, k] back out of the panels (forward form only; the
@@ -172,10 +232,18 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>Rewrites every form from new weights (same shapes), in place (CpuBackend.UpdateConv does the same on all workers, ConvRepack).</summary>
     public void Repack(ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
+        if (TransientPanels)
+        {
+            // Whatever is bound may be another convolution's: rebuilt when next used.
+            PanelsStale = true;
+            WinogradStale = Winograd is not null;
+            return;
+        }
         RepackPanelRows(weight, bias, 0, Spec.OutChannels);
         Winograd?.Repack(weight, bias, transposed: IsTransposedForm);
         BackwardData?.Repack(weight, []);
-        if (TransposedPanels is not null) PackTransposed(weight);
+        if (transientTransposed) TransposedStale = true;
+        else if (TransposedPanels is not null) PackTransposed(weight);
     }
 
     /// <summary>Whether this is the backward-data form (transposed, flipped weights of the forward convolution).</summary>
@@ -216,7 +284,7 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>Rewrites <see cref="TransposedPanels"/> (when this form has them) from <paramref name="weight"/>.</summary>
     public void RepackTransposedPanels(ReadOnlySpan<float> weight)
     {
-        if (TransposedPanels is not null) PackTransposed(weight);
+        if (TransposedPanels is not null && TransposedPanels.LongLength >= TransposedLength) PackTransposed(weight);
     }
 
     private void PackTransposed(ReadOnlySpan<float> weight)
