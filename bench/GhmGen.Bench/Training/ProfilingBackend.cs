@@ -45,6 +45,8 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
 
     public DeviceBuffer Allocate(long elements) => inner.Allocate(elements);
 
+    public DeviceBuffer? WrapHost(float[] values) => inner.WrapHost(values);
+
     public void Upload(ReadOnlySpan<float> source, TensorView destination)
     {
         var t = Start();

@@ -110,7 +110,7 @@ internal static class TrainProfile
             ("network state tensors (host weights, all)", 4.0 * step.NetworkStateValues),
             ("host gradients of the trained parameters", trained),
             ("SGD momentum buffers", trained),
-            ("folded weight gradients on the backend (~ trained values)", trained),
+            ("folded weight gradients on the backend (the host gradients' own arrays on the CPU)", 0),
             ("activations + activation gradients (static plan)", step.ActivationBytes),
             ("prepared: forward GEMM panels", panels),
             ("prepared: forward Winograd form", winograd),

@@ -117,7 +117,7 @@ internal static class TrainingEmitter
         w.Line("/// Bytes of the activation and activation-gradient buffers of a <see cref=\"TrainingSession\"/> for");
         w.Line("/// <paramref name=\"batch\"/> x C x <paramref name=\"height\"/> x <paramref name=\"width\"/> inputs: the static plan keeps each");
         w.Line("/// activation only while the forward or backward pass still reads it and reuses dead buffers.");
-        w.Line($"/// Not included: the prepared weights and the {plan.WeightGradientLength} floats of folded weight gradients (<see cref=\"TrainingWeights\"/>, shared by the sessions of every size).");
+        w.Line($"/// Not included: the prepared weights and the folded weight gradients (<see cref=\"TrainingWeights\"/>, shared by the sessions of every size).");
         w.Line("/// </summary>");
         w.Open("public static long TrainingActivationBytes(int batch, int height, int width)");
         w.Line("if (batch < 1) throw new global::System.ArgumentOutOfRangeException(nameof(batch), $\"batch {batch} must be positive\");");
@@ -366,7 +366,8 @@ internal static class TrainingEmitter
         w.Line(plan.Norms.Count > 0
             ? $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend ({plan.Norms.Count} batch norms with batch statistics unfolded, in <c>Norms</c>),"
             : $"/// This network's {plan.Convs.Count} convolutions prepared for training on one backend (batch norm folded: norm_eval),");
-        w.Line($"/// the {plan.WeightGradientLength} floats of folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions on the backend,");
+        w.Line($"/// the folded weight gradients of its {plan.TrainedConvs.Count} trained convolutions ({plan.WeightGradientLength} floats, which are the host");
+        w.Line("/// gradients' own arrays on a backend whose tensors live in host memory, <see cref=\"global::GhmGen.Layers.TrainedConv\"/>),");
         w.Line($"/// and the host <see cref=\"Gradients\"/> of its {parameters.Count} trained parameters: made once and shared by the");
         w.Line("/// <see cref=\"TrainingSession\"/>s of every batch and input size (<see cref=\"CreateSession\"/>), which hold only");
         w.Line("/// views of one set of activation buffers, grown for the largest shape (<see cref=\"ActivationBytes\"/>);");
@@ -377,7 +378,6 @@ internal static class TrainingEmitter
         w.Line("/// </summary>");
         w.Open("public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights");
         w.Line("private readonly Prepared _prepared;");
-        w.Line($"private readonly {B}.DeviceBuffer? _weightGradients;");
         w.Line("private bool _disposed;").Line();
 
         w.Open($"internal TrainingWeights({m.TypeName} network, {B}.ITrainingBackend backend)");
@@ -386,24 +386,21 @@ internal static class TrainingEmitter
         w.Line("Backend = backend;");
         w.Line(plan.Norms.Count > 0 ? "_prepared = new Prepared(network, backend, training: true);" : "_prepared = new Prepared(network, backend);");
         if (plan.Norms.Count > 0) w.Line($"Norms = new {Layers}.TrainedBatchNorm[{plan.Norms.Count}];");
+        w.Line($"Trained = new {Layers}.TrainedConv[{plan.TrainedConvs.Count}];");
         w.Open("try");
         w.Line("Convs = _prepared.Convs;");
         w.Line($"Arena = new global::GhmGen.Layers.ActivationArena(backend, {plan.Training.SlotCount});");
         for (int n = 0; n < plan.Norms.Count; n++)
             w.Line($"Norms[{n}] = new(network.{layerProperty[plan.Norms[n]]}, backend); // batch statistics");
-        w.Line(plan.WeightGradientLength > 0 ? $"_weightGradients = backend.Allocate({plan.WeightGradientLength});" : "_weightGradients = null;");
-        w.OpenList("Trained =");
-        foreach (TrainedConvModel t in plan.TrainedConvs)
+        w.Line("// The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.");
+        for (int i = 0; i < plan.TrainedConvs.Count; i++)
         {
+            TrainedConvModel t = plan.TrainedConvs[i];
             PreparedConvModel conv = plan.Convs[t.Conv];
-            var l = (ConvLayer)m.Layers[conv.Layer];
             // A batch norm with batch statistics is not folded: its TrainedBatchNorm trains it.
             string bn = conv.BatchNorm is { } b && !conv.BatchStatistics ? "network." + layerProperty[b] : "null";
-            string weight = $"new(_weightGradients!, {t.WeightOffset}, {l.OutChannels}, {l.InChannels / l.Groups}, {l.Kernel}, {l.Kernel})";
-            string bias = t.BiasOffset is { } offset ? $"new {B}.TensorView(_weightGradients!, {offset}, 1, {l.OutChannels}, 1, 1)" : "null";
-            w.Line($"new(network.{layerProperty[conv.Layer]}, {bn}, Convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, {weight}, {bias}),");
+            w.Line($"Trained[{i}] = new(network.{layerProperty[conv.Layer]}, {bn}, Convs[{t.Conv}], trainConv: {Bool(t.Weight)}, trainBatchNorm: {Bool(t.BatchNorm)}, backend);");
         }
-        w.CloseList();
         int scratch = plan.TrainedConvs.Where(t => plan.Convs[t.Conv].BatchNorm is not null && !plan.Convs[t.Conv].BatchStatistics)
             .Select(t => (ConvLayer)m.Layers[plan.Convs[t.Conv].Layer]).Select(l => (int)l.WeightCount + l.OutChannels).DefaultIfEmpty(0).Max();
         int statistics = plan.Norms.Select(n => 2 * ((BatchNormLayer)m.Layers[n]).Channels).DefaultIfEmpty(0).Max();
@@ -420,7 +417,7 @@ internal static class TrainingEmitter
         w.Line("// Nothing of a failed construction (a device out of memory) stays allocated.");
         w.Line("Arena?.Dispose();");
         if (plan.Norms.Count > 0) w.Line($"foreach ({Layers}.TrainedBatchNorm? norm in Norms) norm?.Dispose();");
-        w.Line("_weightGradients?.Dispose();");
+        w.Line($"foreach ({Layers}.TrainedConv? trained in Trained) trained?.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Line("throw;");
         w.Close();
@@ -458,13 +455,13 @@ internal static class TrainingEmitter
         w.Line("Version++;");
         w.Close().Line();
 
-        w.Line("/// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>");
+        w.Line("/// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>");
         w.Open("public void Dispose()");
         w.Line("if (_disposed) return;");
         w.Line("_disposed = true;");
         w.Line("Arena.Dispose();");
         if (plan.Norms.Count > 0) w.Line($"foreach ({Layers}.TrainedBatchNorm norm in Norms) norm.Dispose();");
-        w.Line("_weightGradients?.Dispose();");
+        w.Line($"foreach ({Layers}.TrainedConv trained in Trained) trained.Dispose();");
         w.Line("_prepared.Dispose();");
         w.Close();
         w.Close().Line();

@@ -12,6 +12,14 @@ namespace GhmGen.Backends;
 public interface ITrainingBackend : IBackend
 {
     /// <summary>
+    /// A buffer of this backend's over <paramref name="values"/> itself, when its tensors live in host
+    /// memory (the CPU and reference backends): what an op writes there is in the array, with no copy, and
+    /// the caller keeps owning the array (disposing the buffer frees nothing). Null (the default) when the
+    /// backend cannot work in host arrays (a GPU).
+    /// </summary>
+    DeviceBuffer? WrapHost(float[] values) => null;
+
+    /// <summary>
     /// Replaces the weights of a convolution this backend prepared (after an optimizer step), in
     /// place and without allocating. <paramref name="weight"/> is [out, in/groups, k, k];
     /// <paramref name="bias"/> is [out], or empty when the convolution was prepared without one.

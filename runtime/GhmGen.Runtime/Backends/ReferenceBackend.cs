@@ -17,6 +17,9 @@ public sealed partial class ReferenceBackend : ITrainingBackend
     public DeviceBuffer Allocate(long elements) => new HostBuffer(elements);
 
     /// <inheritdoc/>
+    public DeviceBuffer? WrapHost(float[] values) => new HostBuffer(values);
+
+    /// <inheritdoc/>
     public void Upload(ReadOnlySpan<float> source, TensorView destination)
     {
         CheckLength(source.Length, destination);
@@ -182,10 +185,16 @@ public sealed partial class ReferenceBackend : ITrainingBackend
 }
 
 /// <summary>A managed float array as backend memory (reference and CPU backends).</summary>
-public sealed class HostBuffer(long elements) : DeviceBuffer
+public sealed class HostBuffer : DeviceBuffer
 {
+    /// <summary>A zeroed buffer of <paramref name="elements"/> floats.</summary>
+    public HostBuffer(long elements) => Array = new float[checked((int)elements)];
+
+    /// <summary>A buffer over <paramref name="values"/> itself (no copy): what a backend writes there is in the array.</summary>
+    public HostBuffer(float[] values) => Array = values ?? throw new ArgumentNullException(nameof(values));
+
     /// <summary>The values.</summary>
-    public float[] Array { get; } = new float[checked((int)elements)];
+    public float[] Array { get; }
 
     /// <inheritdoc/>
     public override long Length => Array.Length;

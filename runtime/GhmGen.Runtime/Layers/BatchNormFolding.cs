@@ -41,7 +41,9 @@ public static class BatchNormFolding
     /// <paramref name="bias"/> is [out], or empty for a convolution without bias (b = 0).
     /// Each gradient span may be empty when that gradient is not wanted (a frozen parameter);
     /// <paramref name="foldedBiasGradient"/> may be empty when neither db, dGamma nor dBeta is wanted.
-    /// Computed in double, rounded once to float.
+    /// Computed in double, rounded once to float. <paramref name="foldedWeightGradient"/> may be
+    /// <paramref name="weightGradient"/> itself and <paramref name="foldedBiasGradient"/>
+    /// <paramref name="betaGradient"/> itself (unfolding in place); no other spans may overlap.
     /// </summary>
     public static void UnfoldGradients(
         ReadOnlySpan<float> foldedWeightGradient, ReadOnlySpan<float> foldedBiasGradient,
@@ -73,15 +75,10 @@ public static class BatchNormFolding
         for (int o = 0; o < outChannels; o++)
         {
             double s = Math.Sqrt(runningVar[o] + eps), a = gamma[o] / s;
+            // Everything of channel o is read before any of it is written: the folded gradients may be the
+            // weight and beta gradients' own memory (unfolded in place, TrainedConv).
             ReadOnlySpan<float> dw = foldedWeightGradient.Slice(o * perOut, perOut), w = weight.Slice(o * perOut, perOut);
-            if (weightGradient.Length > 0)
-            {
-                Span<float> g = weightGradient.Slice(o * perOut, perOut);
-                for (int i = 0; i < perOut; i++) g[i] = (float)(dw[i] * a);
-            }
             double db = needBias ? foldedBiasGradient[o] : 0;
-            if (biasGradient.Length > 0) biasGradient[o] = (float)(db * a);
-            if (betaGradient.Length > 0) betaGradient[o] = (float)db;
             if (gammaGradient.Length > 0)
             {
                 double sum = 0;
@@ -89,6 +86,13 @@ public static class BatchNormFolding
                 double b = bias.Length > 0 ? bias[o] : 0;
                 gammaGradient[o] = (float)((sum + db * (b - runningMean[o])) / s);
             }
+            if (weightGradient.Length > 0)
+            {
+                Span<float> g = weightGradient.Slice(o * perOut, perOut);
+                for (int i = 0; i < perOut; i++) g[i] = (float)(dw[i] * a);
+            }
+            if (biasGradient.Length > 0) biasGradient[o] = (float)(db * a);
+            if (betaGradient.Length > 0) betaGradient[o] = (float)db;
         }
     }
 }

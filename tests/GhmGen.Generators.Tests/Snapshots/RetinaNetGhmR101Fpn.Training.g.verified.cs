@@ -566,7 +566,7 @@ partial class RetinaNetGhmR101Fpn
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 56684276 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
+    /// Not included: the prepared weights and the folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -603,7 +603,8 @@ partial class RetinaNetGhmR101Fpn
 
     /// <summary>
     /// This network's 122 convolutions prepared for training on one backend (batch norm folded: norm_eval),
-    /// the 56684276 floats of folded weight gradients of its 111 trained convolutions on the backend,
+    /// the folded weight gradients of its 111 trained convolutions (56684276 floats, which are the host
+    /// gradients' own arrays on a backend whose tensors live in host memory, <see cref="global::GhmGen.Layers.TrainedConv"/>),
     /// and the host <see cref="Gradients"/> of its 315 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
     /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
@@ -615,7 +616,6 @@ partial class RetinaNetGhmR101Fpn
     public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
     {
         private readonly Prepared _prepared;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private bool _disposed;
 
         internal TrainingWeights(RetinaNetGhmR101Fpn network, global::GhmGen.Backends.ITrainingBackend backend)
@@ -624,125 +624,123 @@ partial class RetinaNetGhmR101Fpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
+            Trained = new global::GhmGen.Layers.TrainedConv[111];
             try
             {
                 Convs = _prepared.Convs;
                 Arena = new global::GhmGen.Layers.ActivationArena(backend, 160);
-                _weightGradients = backend.Allocate(56684276);
-                Trained =
-                [
-                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8566272, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8566528, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 9156352, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9156608, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 9418752, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9419776, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 9681920, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9682176, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 10272000, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10272256, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10534400, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10535424, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10797568, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10797824, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11387648, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11387904, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11650048, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11651072, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11913216, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11913472, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 12503296, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12503552, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12765696, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12766720, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13028864, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13029120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 13618944, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13619200, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13881344, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13882368, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14144512, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14144768, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 14734592, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14734848, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14996992, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14998016, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15260160, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15260416, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 15850240, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15850496, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16112640, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16113664, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16375808, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16376064, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 16965888, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16966144, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17228288, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17229312, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17491456, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17491712, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 18081536, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18081792, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18343936, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18344960, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18607104, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18607360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 19197184, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19197440, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19459584, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19460608, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19722752, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19723008, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 20312832, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20313088, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20575232, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20576256, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20838400, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20838656, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 21428480, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21428736, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21690880, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21691904, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21954048, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21954304, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22544128, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22544384, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22806528, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22807552, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23069696, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23069952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 23659776, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23660032, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23922176, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23923200, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24185344, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24185600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24775424, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24775680, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25037824, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25038848, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25300992, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25301248, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25891072, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25891328, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26153472, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26154496, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26416640, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26416896, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 27006720, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 27006976, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 27269120, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 27270144, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 27794432, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 27794944, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30154240, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30154752, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32251904, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32253952, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 33302528, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 33304576, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 34353152, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34353664, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 36712960, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 36713472, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 37762048, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37764096, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 38812672, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 38813184, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 41172480, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41172992, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42221568, 1, 2048, 1, 1)),
-                    new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 42223616, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42354688, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 42354944, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42617088, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 42617344, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 43141632, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 43141888, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43731712, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 43731968, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 44321792, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 44322048, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 44911872, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 44912128, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 49630720, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 49630976, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50220800, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 50221056, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50810880, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 50811136, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 51400960, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 51401216, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 51991040, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 51991296, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52581120, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 52581376, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 53171200, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 53171456, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 53761280, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 53761536, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 54351360, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 54351616, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 54941440, 1, 256, 1, 1)),
-                    new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 54941696, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56600576, 1, 720, 1, 1)),
-                    new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 56601296, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56684240, 1, 36, 1, 1)),
-                ];
+                // The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.
+                Trained[0] = new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, backend);
+                Trained[1] = new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, backend);
+                Trained[2] = new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, backend);
+                Trained[3] = new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, backend);
+                Trained[4] = new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, backend);
+                Trained[5] = new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, backend);
+                Trained[6] = new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, backend);
+                Trained[7] = new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, backend);
+                Trained[8] = new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, backend);
+                Trained[9] = new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, backend);
+                Trained[10] = new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, backend);
+                Trained[11] = new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, backend);
+                Trained[12] = new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, backend);
+                Trained[13] = new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, backend);
+                Trained[14] = new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, backend);
+                Trained[15] = new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, backend);
+                Trained[16] = new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, backend);
+                Trained[17] = new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, backend);
+                Trained[18] = new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, backend);
+                Trained[19] = new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, backend);
+                Trained[20] = new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, backend);
+                Trained[21] = new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, backend);
+                Trained[22] = new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, backend);
+                Trained[23] = new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, backend);
+                Trained[24] = new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, backend);
+                Trained[25] = new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, backend);
+                Trained[26] = new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, backend);
+                Trained[27] = new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, backend);
+                Trained[28] = new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, backend);
+                Trained[29] = new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, backend);
+                Trained[30] = new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, backend);
+                Trained[31] = new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, backend);
+                Trained[32] = new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, backend);
+                Trained[33] = new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, backend);
+                Trained[34] = new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, backend);
+                Trained[35] = new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, backend);
+                Trained[36] = new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, backend);
+                Trained[37] = new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, backend);
+                Trained[38] = new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, backend);
+                Trained[39] = new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, backend);
+                Trained[40] = new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, backend);
+                Trained[41] = new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, backend);
+                Trained[42] = new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, backend);
+                Trained[43] = new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, backend);
+                Trained[44] = new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, backend);
+                Trained[45] = new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, backend);
+                Trained[46] = new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, backend);
+                Trained[47] = new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, backend);
+                Trained[48] = new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, backend);
+                Trained[49] = new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, backend);
+                Trained[50] = new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, backend);
+                Trained[51] = new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, backend);
+                Trained[52] = new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, backend);
+                Trained[53] = new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, backend);
+                Trained[54] = new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, backend);
+                Trained[55] = new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, backend);
+                Trained[56] = new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, backend);
+                Trained[57] = new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, backend);
+                Trained[58] = new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, backend);
+                Trained[59] = new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, backend);
+                Trained[60] = new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, backend);
+                Trained[61] = new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, backend);
+                Trained[62] = new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, backend);
+                Trained[63] = new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, backend);
+                Trained[64] = new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, backend);
+                Trained[65] = new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, backend);
+                Trained[66] = new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, backend);
+                Trained[67] = new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, backend);
+                Trained[68] = new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, backend);
+                Trained[69] = new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, backend);
+                Trained[70] = new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, backend);
+                Trained[71] = new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, backend);
+                Trained[72] = new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, backend);
+                Trained[73] = new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, backend);
+                Trained[74] = new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, backend);
+                Trained[75] = new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, backend);
+                Trained[76] = new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, backend);
+                Trained[77] = new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, backend);
+                Trained[78] = new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, backend);
+                Trained[79] = new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, backend);
+                Trained[80] = new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, backend);
+                Trained[81] = new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, backend);
+                Trained[82] = new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, backend);
+                Trained[83] = new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, backend);
+                Trained[84] = new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, backend);
+                Trained[85] = new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, backend);
+                Trained[86] = new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, backend);
+                Trained[87] = new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, backend);
+                Trained[88] = new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, backend);
+                Trained[89] = new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, backend);
+                Trained[90] = new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, backend);
+                Trained[91] = new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, backend);
+                Trained[92] = new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, backend);
+                Trained[93] = new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, backend);
+                Trained[94] = new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, backend);
+                Trained[95] = new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, backend);
+                Trained[96] = new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, backend);
+                Trained[97] = new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, backend);
+                Trained[98] = new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, backend);
+                Trained[99] = new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, backend);
+                Trained[100] = new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, backend);
+                Trained[101] = new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, backend);
+                Trained[102] = new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, backend);
+                Trained[103] = new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, backend);
+                Trained[104] = new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, backend);
+                Trained[105] = new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, backend);
+                Trained[106] = new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, backend);
+                Trained[107] = new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, backend);
+                Trained[108] = new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, backend);
+                Trained[109] = new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, backend);
+                Trained[110] = new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, backend);
                 Scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
                 Gradients =
                 [
@@ -1067,7 +1065,7 @@ partial class RetinaNetGhmR101Fpn
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
                 Arena?.Dispose();
-                _weightGradients?.Dispose();
+                foreach (global::GhmGen.Layers.TrainedConv? trained in Trained) trained?.Dispose();
                 _prepared.Dispose();
                 throw;
             }
@@ -1114,13 +1112,13 @@ partial class RetinaNetGhmR101Fpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
+        /// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             Arena.Dispose();
-            _weightGradients?.Dispose();
+            foreach (global::GhmGen.Layers.TrainedConv trained in Trained) trained.Dispose();
             _prepared.Dispose();
         }
     }

@@ -362,7 +362,7 @@ partial class RetinaNetGhmR50Fpn
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 37718260 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
+    /// Not included: the prepared weights and the folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -399,7 +399,8 @@ partial class RetinaNetGhmR50Fpn
 
     /// <summary>
     /// This network's 71 convolutions prepared for training on one backend (batch norm folded: norm_eval),
-    /// the 37718260 floats of folded weight gradients of its 60 trained convolutions on the backend,
+    /// the folded weight gradients of its 60 trained convolutions (37718260 floats, which are the host
+    /// gradients' own arrays on a backend whose tensors live in host memory, <see cref="global::GhmGen.Layers.TrainedConv"/>),
     /// and the host <see cref="Gradients"/> of its 162 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
     /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
@@ -411,7 +412,6 @@ partial class RetinaNetGhmR50Fpn
     public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
     {
         private readonly Prepared _prepared;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private bool _disposed;
 
         internal TrainingWeights(RetinaNetGhmR50Fpn network, global::GhmGen.Backends.ITrainingBackend backend)
@@ -420,74 +420,72 @@ partial class RetinaNetGhmR50Fpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
+            Trained = new global::GhmGen.Layers.TrainedConv[60];
             try
             {
                 Convs = _prepared.Convs;
                 Arena = new global::GhmGen.Layers.ActivationArena(backend, 109);
-                _weightGradients = backend.Allocate(37718260);
-                Trained =
-                [
-                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 128, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32768, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32896, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 180352, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 180480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 311552, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 312064, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 377600, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 378112, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 443648, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 443776, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 591232, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 591360, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 656896, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 657408, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 722944, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 723072, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 870528, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 870656, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 936192, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 936704, 128, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1002240, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1002368, 128, 128, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1149824, 1, 128, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1149952, 512, 128, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1215488, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1216000, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1347072, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1347328, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1937152, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1937408, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2461696, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2462720, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2724864, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2725888, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2988032, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2988288, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3578112, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3578368, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3840512, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3841536, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4103680, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4103936, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4693760, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4694016, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4956160, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4957184, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5219328, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5219584, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5809408, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5809664, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6071808, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6072832, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6334976, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6335232, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6925056, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6925312, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7187456, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7188480, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7450624, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7450880, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8040704, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8040960, 1024, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8303104, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8304128, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8828416, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8828928, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11188224, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11188736, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13285888, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13287936, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14336512, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14338560, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15387136, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15387648, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17746944, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17747456, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18796032, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18798080, 512, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19846656, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19847168, 512, 512, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22206464, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22206976, 2048, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23255552, 1, 2048, 1, 1)),
-                    new(network.Neck_LateralConvs_0_Conv, null, Convs[53], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23257600, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23388672, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_1_Conv, null, Convs[54], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23388928, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23651072, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_2_Conv, null, Convs[55], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 23651328, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24175616, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_0_Conv, null, Convs[56], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24175872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24765696, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_1_Conv, null, Convs[57], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 24765952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25355776, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_2_Conv, null, Convs[58], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25356032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25945856, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_3_Conv, null, Convs[59], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 25946112, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30664704, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_4_Conv, null, Convs[60], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 30664960, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31254784, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[61], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31255040, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 31844864, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[62], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 31845120, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32434944, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[63], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 32435200, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33025024, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[64], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33025280, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 33615104, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[65], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 33615360, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34205184, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[66], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34205440, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34795264, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[67], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 34795520, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35385344, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[68], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35385600, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35975424, 1, 256, 1, 1)),
-                    new(network.BboxHead_RetinaCls, null, Convs[69], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 35975680, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37634560, 1, 720, 1, 1)),
-                    new(network.BboxHead_RetinaReg, null, Convs[70], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 37635280, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37718224, 1, 36, 1, 1)),
-                ];
+                // The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.
+                Trained[0] = new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, backend);
+                Trained[1] = new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, backend);
+                Trained[2] = new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, backend);
+                Trained[3] = new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, backend);
+                Trained[4] = new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, backend);
+                Trained[5] = new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, backend);
+                Trained[6] = new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, backend);
+                Trained[7] = new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, backend);
+                Trained[8] = new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, backend);
+                Trained[9] = new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, backend);
+                Trained[10] = new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, backend);
+                Trained[11] = new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, backend);
+                Trained[12] = new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, backend);
+                Trained[13] = new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, backend);
+                Trained[14] = new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, backend);
+                Trained[15] = new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, backend);
+                Trained[16] = new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, backend);
+                Trained[17] = new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, backend);
+                Trained[18] = new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, backend);
+                Trained[19] = new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, backend);
+                Trained[20] = new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, backend);
+                Trained[21] = new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, backend);
+                Trained[22] = new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, backend);
+                Trained[23] = new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, backend);
+                Trained[24] = new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, backend);
+                Trained[25] = new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, backend);
+                Trained[26] = new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, backend);
+                Trained[27] = new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, backend);
+                Trained[28] = new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, backend);
+                Trained[29] = new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, backend);
+                Trained[30] = new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, backend);
+                Trained[31] = new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, backend);
+                Trained[32] = new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, backend);
+                Trained[33] = new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, backend);
+                Trained[34] = new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[45], trainConv: true, trainBatchNorm: true, backend);
+                Trained[35] = new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[46], trainConv: true, trainBatchNorm: true, backend);
+                Trained[36] = new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[47], trainConv: true, trainBatchNorm: true, backend);
+                Trained[37] = new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[48], trainConv: true, trainBatchNorm: true, backend);
+                Trained[38] = new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[49], trainConv: true, trainBatchNorm: true, backend);
+                Trained[39] = new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[50], trainConv: true, trainBatchNorm: true, backend);
+                Trained[40] = new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[51], trainConv: true, trainBatchNorm: true, backend);
+                Trained[41] = new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[52], trainConv: true, trainBatchNorm: true, backend);
+                Trained[42] = new(network.Neck_LateralConvs_0_Conv, null, Convs[53], trainConv: true, trainBatchNorm: false, backend);
+                Trained[43] = new(network.Neck_LateralConvs_1_Conv, null, Convs[54], trainConv: true, trainBatchNorm: false, backend);
+                Trained[44] = new(network.Neck_LateralConvs_2_Conv, null, Convs[55], trainConv: true, trainBatchNorm: false, backend);
+                Trained[45] = new(network.Neck_FpnConvs_0_Conv, null, Convs[56], trainConv: true, trainBatchNorm: false, backend);
+                Trained[46] = new(network.Neck_FpnConvs_1_Conv, null, Convs[57], trainConv: true, trainBatchNorm: false, backend);
+                Trained[47] = new(network.Neck_FpnConvs_2_Conv, null, Convs[58], trainConv: true, trainBatchNorm: false, backend);
+                Trained[48] = new(network.Neck_FpnConvs_3_Conv, null, Convs[59], trainConv: true, trainBatchNorm: false, backend);
+                Trained[49] = new(network.Neck_FpnConvs_4_Conv, null, Convs[60], trainConv: true, trainBatchNorm: false, backend);
+                Trained[50] = new(network.BboxHead_ClsConvs_0_Conv, null, Convs[61], trainConv: true, trainBatchNorm: false, backend);
+                Trained[51] = new(network.BboxHead_ClsConvs_1_Conv, null, Convs[62], trainConv: true, trainBatchNorm: false, backend);
+                Trained[52] = new(network.BboxHead_ClsConvs_2_Conv, null, Convs[63], trainConv: true, trainBatchNorm: false, backend);
+                Trained[53] = new(network.BboxHead_ClsConvs_3_Conv, null, Convs[64], trainConv: true, trainBatchNorm: false, backend);
+                Trained[54] = new(network.BboxHead_RegConvs_0_Conv, null, Convs[65], trainConv: true, trainBatchNorm: false, backend);
+                Trained[55] = new(network.BboxHead_RegConvs_1_Conv, null, Convs[66], trainConv: true, trainBatchNorm: false, backend);
+                Trained[56] = new(network.BboxHead_RegConvs_2_Conv, null, Convs[67], trainConv: true, trainBatchNorm: false, backend);
+                Trained[57] = new(network.BboxHead_RegConvs_3_Conv, null, Convs[68], trainConv: true, trainBatchNorm: false, backend);
+                Trained[58] = new(network.BboxHead_RetinaCls, null, Convs[69], trainConv: true, trainBatchNorm: false, backend);
+                Trained[59] = new(network.BboxHead_RetinaReg, null, Convs[70], trainConv: true, trainBatchNorm: false, backend);
                 Scratch = new float[2359808]; // folded gradients and weights of the largest convolution with batch norm
                 Gradients =
                 [
@@ -659,7 +657,7 @@ partial class RetinaNetGhmR50Fpn
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
                 Arena?.Dispose();
-                _weightGradients?.Dispose();
+                foreach (global::GhmGen.Layers.TrainedConv? trained in Trained) trained?.Dispose();
                 _prepared.Dispose();
                 throw;
             }
@@ -706,13 +704,13 @@ partial class RetinaNetGhmR50Fpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
+        /// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             Arena.Dispose();
-            _weightGradients?.Dispose();
+            foreach (global::GhmGen.Layers.TrainedConv trained in Trained) trained.Dispose();
             _prepared.Dispose();
         }
     }

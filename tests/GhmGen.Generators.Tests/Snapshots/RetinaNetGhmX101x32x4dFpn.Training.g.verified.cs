@@ -566,7 +566,7 @@ partial class RetinaNetGhmX101x32x4dFpn
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 56306932 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
+    /// Not included: the prepared weights and the folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -603,7 +603,8 @@ partial class RetinaNetGhmX101x32x4dFpn
 
     /// <summary>
     /// This network's 122 convolutions prepared for training on one backend (batch norm folded: norm_eval),
-    /// the 56306932 floats of folded weight gradients of its 111 trained convolutions on the backend,
+    /// the folded weight gradients of its 111 trained convolutions (56306932 floats, which are the host
+    /// gradients' own arrays on a backend whose tensors live in host memory, <see cref="global::GhmGen.Layers.TrainedConv"/>),
     /// and the host <see cref="Gradients"/> of its 315 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
     /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
@@ -615,7 +616,6 @@ partial class RetinaNetGhmX101x32x4dFpn
     public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
     {
         private readonly Prepared _prepared;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private bool _disposed;
 
         internal TrainingWeights(RetinaNetGhmX101x32x4dFpn network, global::GhmGen.Backends.ITrainingBackend backend)
@@ -624,125 +624,123 @@ partial class RetinaNetGhmX101x32x4dFpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
+            Trained = new global::GhmGen.Layers.TrainedConv[111];
             try
             {
                 Convs = _prepared.Convs;
                 Arena = new global::GhmGen.Layers.ActivationArena(backend, 160);
-                _weightGradients = backend.Allocate(56306932);
-                Trained =
-                [
-                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 256, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 65536, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 65792, 256, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 84224, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 84480, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 215552, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 216064, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 347136, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 347648, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 478720, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 478976, 256, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 497408, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 497664, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 628736, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 629248, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 760320, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 760576, 256, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 779008, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 779264, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 910336, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 910848, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1041920, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1042176, 256, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1060608, 1, 256, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1060864, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1191936, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1192448, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1454592, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1455104, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1528832, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1529344, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2053632, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2054656, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2578944, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2579968, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3104256, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3104768, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 3178496, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3179008, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3703296, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3704320, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4228608, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4229120, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 4302848, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4303360, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4827648, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4828672, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5352960, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5353472, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5427200, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5427712, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5952000, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5953024, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6477312, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6477824, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 6551552, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6552064, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7076352, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7077376, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7601664, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7602176, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 7675904, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7676416, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8200704, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8201728, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8726016, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8726528, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 8800256, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8800768, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 9325056, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9326080, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 9850368, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9850880, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 9924608, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 9925120, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10449408, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10450432, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10974720, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10975232, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 11048960, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11049472, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11573760, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11574784, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12099072, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12099584, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 12173312, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12173824, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12698112, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12699136, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13223424, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13223936, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 13297664, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13298176, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13822464, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13823488, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14347776, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14348288, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 14422016, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14422528, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14946816, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14947840, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15472128, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15472640, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 15546368, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15546880, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16071168, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16072192, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16596480, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16596992, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 16670720, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16671232, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17195520, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17196544, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17720832, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17721344, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 17795072, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17795584, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18319872, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18320896, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 18845184, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18845696, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 18919424, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 18919936, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19444224, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19445248, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19969536, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19970048, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 20043776, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20044288, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20568576, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20569600, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21093888, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21094400, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 21168128, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21168640, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21692928, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21693952, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22218240, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22218752, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 22292480, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22292992, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22817280, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22818304, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23342592, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23343104, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 23416832, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23417344, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23941632, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23942656, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24466944, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24467456, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 24541184, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24541696, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25065984, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25067008, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25591296, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25591808, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25665536, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25666048, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26190336, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26191360, 512, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26715648, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26716160, 512, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 26789888, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26790400, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 27314688, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 27315712, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 28364288, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28365312, 1024, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 28660224, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28661248, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 30758400, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30760448, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32857600, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32859648, 1024, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 34956800, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34957824, 1024, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 35252736, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 35253760, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 37350912, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37352960, 1024, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 39450112, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39451136, 1024, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 39746048, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39747072, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 41844224, 1, 2048, 1, 1)),
-                    new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 41846272, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 41977344, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 41977600, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42239744, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 42240000, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42764288, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 42764544, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43354368, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 43354624, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43944448, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 43944704, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 44534528, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 44534784, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 49253376, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 49253632, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 49843456, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 49843712, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50433536, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 50433792, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 51023616, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 51023872, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 51613696, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 51613952, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52203776, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 52204032, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52793856, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 52794112, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 53383936, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 53384192, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 53974016, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 53974272, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 54564096, 1, 256, 1, 1)),
-                    new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 54564352, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56223232, 1, 720, 1, 1)),
-                    new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 56223952, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56306896, 1, 36, 1, 1)),
-                ];
+                // The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.
+                Trained[0] = new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, backend);
+                Trained[1] = new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, backend);
+                Trained[2] = new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, backend);
+                Trained[3] = new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, backend);
+                Trained[4] = new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, backend);
+                Trained[5] = new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, backend);
+                Trained[6] = new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, backend);
+                Trained[7] = new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, backend);
+                Trained[8] = new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, backend);
+                Trained[9] = new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, backend);
+                Trained[10] = new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, backend);
+                Trained[11] = new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, backend);
+                Trained[12] = new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, backend);
+                Trained[13] = new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, backend);
+                Trained[14] = new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, backend);
+                Trained[15] = new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, backend);
+                Trained[16] = new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, backend);
+                Trained[17] = new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, backend);
+                Trained[18] = new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, backend);
+                Trained[19] = new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, backend);
+                Trained[20] = new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, backend);
+                Trained[21] = new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, backend);
+                Trained[22] = new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, backend);
+                Trained[23] = new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, backend);
+                Trained[24] = new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, backend);
+                Trained[25] = new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, backend);
+                Trained[26] = new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, backend);
+                Trained[27] = new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, backend);
+                Trained[28] = new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, backend);
+                Trained[29] = new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, backend);
+                Trained[30] = new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, backend);
+                Trained[31] = new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, backend);
+                Trained[32] = new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, backend);
+                Trained[33] = new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, backend);
+                Trained[34] = new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, backend);
+                Trained[35] = new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, backend);
+                Trained[36] = new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, backend);
+                Trained[37] = new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, backend);
+                Trained[38] = new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, backend);
+                Trained[39] = new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, backend);
+                Trained[40] = new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, backend);
+                Trained[41] = new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, backend);
+                Trained[42] = new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, backend);
+                Trained[43] = new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, backend);
+                Trained[44] = new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, backend);
+                Trained[45] = new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, backend);
+                Trained[46] = new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, backend);
+                Trained[47] = new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, backend);
+                Trained[48] = new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, backend);
+                Trained[49] = new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, backend);
+                Trained[50] = new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, backend);
+                Trained[51] = new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, backend);
+                Trained[52] = new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, backend);
+                Trained[53] = new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, backend);
+                Trained[54] = new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, backend);
+                Trained[55] = new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, backend);
+                Trained[56] = new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, backend);
+                Trained[57] = new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, backend);
+                Trained[58] = new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, backend);
+                Trained[59] = new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, backend);
+                Trained[60] = new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, backend);
+                Trained[61] = new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, backend);
+                Trained[62] = new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, backend);
+                Trained[63] = new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, backend);
+                Trained[64] = new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, backend);
+                Trained[65] = new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, backend);
+                Trained[66] = new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, backend);
+                Trained[67] = new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, backend);
+                Trained[68] = new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, backend);
+                Trained[69] = new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, backend);
+                Trained[70] = new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, backend);
+                Trained[71] = new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, backend);
+                Trained[72] = new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, backend);
+                Trained[73] = new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, backend);
+                Trained[74] = new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, backend);
+                Trained[75] = new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, backend);
+                Trained[76] = new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, backend);
+                Trained[77] = new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, backend);
+                Trained[78] = new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, backend);
+                Trained[79] = new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, backend);
+                Trained[80] = new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, backend);
+                Trained[81] = new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, backend);
+                Trained[82] = new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, backend);
+                Trained[83] = new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, backend);
+                Trained[84] = new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, backend);
+                Trained[85] = new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, backend);
+                Trained[86] = new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, backend);
+                Trained[87] = new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, backend);
+                Trained[88] = new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, backend);
+                Trained[89] = new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, backend);
+                Trained[90] = new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, backend);
+                Trained[91] = new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, backend);
+                Trained[92] = new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, backend);
+                Trained[93] = new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, backend);
+                Trained[94] = new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, backend);
+                Trained[95] = new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, backend);
+                Trained[96] = new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, backend);
+                Trained[97] = new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, backend);
+                Trained[98] = new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, backend);
+                Trained[99] = new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, backend);
+                Trained[100] = new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, backend);
+                Trained[101] = new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, backend);
+                Trained[102] = new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, backend);
+                Trained[103] = new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, backend);
+                Trained[104] = new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, backend);
+                Trained[105] = new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, backend);
+                Trained[106] = new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, backend);
+                Trained[107] = new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, backend);
+                Trained[108] = new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, backend);
+                Trained[109] = new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, backend);
+                Trained[110] = new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, backend);
                 Scratch = new float[2099200]; // folded gradients and weights of the largest convolution with batch norm
                 Gradients =
                 [
@@ -1067,7 +1065,7 @@ partial class RetinaNetGhmX101x32x4dFpn
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
                 Arena?.Dispose();
-                _weightGradients?.Dispose();
+                foreach (global::GhmGen.Layers.TrainedConv? trained in Trained) trained?.Dispose();
                 _prepared.Dispose();
                 throw;
             }
@@ -1114,13 +1112,13 @@ partial class RetinaNetGhmX101x32x4dFpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
+        /// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             Arena.Dispose();
-            _weightGradients?.Dispose();
+            foreach (global::GhmGen.Layers.TrainedConv trained in Trained) trained.Dispose();
             _prepared.Dispose();
         }
     }

@@ -566,7 +566,7 @@ partial class RetinaNetGhmX101x64x4dFpn
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 95365364 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
+    /// Not included: the prepared weights and the folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -603,7 +603,8 @@ partial class RetinaNetGhmX101x64x4dFpn
 
     /// <summary>
     /// This network's 122 convolutions prepared for training on one backend (batch norm folded: norm_eval),
-    /// the 95365364 floats of folded weight gradients of its 111 trained convolutions on the backend,
+    /// the folded weight gradients of its 111 trained convolutions (95365364 floats, which are the host
+    /// gradients' own arrays on a backend whose tensors live in host memory, <see cref="global::GhmGen.Layers.TrainedConv"/>),
     /// and the host <see cref="Gradients"/> of its 315 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
     /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
@@ -615,7 +616,6 @@ partial class RetinaNetGhmX101x64x4dFpn
     public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
     {
         private readonly Prepared _prepared;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private bool _disposed;
 
         internal TrainingWeights(RetinaNetGhmX101x64x4dFpn network, global::GhmGen.Backends.ITrainingBackend backend)
@@ -624,125 +624,123 @@ partial class RetinaNetGhmX101x64x4dFpn
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
+            Trained = new global::GhmGen.Layers.TrainedConv[111];
             try
             {
                 Convs = _prepared.Convs;
                 Arena = new global::GhmGen.Layers.ActivationArena(backend, 160);
-                _weightGradients = backend.Allocate(95365364);
-                Trained =
-                [
-                    new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 0, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 131072, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 131584, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 168448, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 168960, 512, 256, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 300032, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 300544, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 562688, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 563200, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 825344, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 825856, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 862720, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 863232, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1125376, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1125888, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1388032, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1388544, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1425408, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1425920, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1688064, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1688576, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1950720, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1951232, 512, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1988096, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 1988608, 512, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2250752, 1, 512, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2251264, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 2775552, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2776576, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 2924032, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 2925056, 1024, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 3449344, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 3450368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 4498944, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 4499968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 5548544, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5549568, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 5697024, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 5698048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 6746624, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 6747648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 7796224, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7797248, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 7944704, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 7945728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 8994304, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 8995328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 10043904, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10044928, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 10192384, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 10193408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 11241984, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 11243008, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 12291584, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12292608, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 12440064, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 12441088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 13489664, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 13490688, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 14539264, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14540288, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 14687744, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 14688768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 15737344, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 15738368, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 16786944, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16787968, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 16935424, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 16936448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 17985024, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 17986048, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 19034624, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19035648, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 19183104, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 19184128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 20232704, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 20233728, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 21282304, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21283328, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 21430784, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 21431808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 22480384, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 22481408, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 23529984, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23531008, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 23678464, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 23679488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 24728064, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 24729088, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 25777664, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25778688, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 25926144, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 25927168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 26975744, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 26976768, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 28025344, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28026368, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 28173824, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 28174848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 29223424, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 29224448, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 30273024, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30274048, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 30421504, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 30422528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 31471104, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 31472128, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 32520704, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32521728, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 32669184, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 32670208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 33718784, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 33719808, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 34768384, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34769408, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 34916864, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 34917888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 35966464, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 35967488, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 37016064, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37017088, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 37164544, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 37165568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 38214144, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 38215168, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 39263744, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39264768, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 39412224, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 39413248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 40461824, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 40462848, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 41511424, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41512448, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 41659904, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 41660928, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 42709504, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 42710528, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 43759104, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43760128, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 43907584, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 43908608, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 44957184, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 44958208, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 46006784, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46007808, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 46155264, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 46156288, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 47204864, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 47205888, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 48254464, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48255488, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 48402944, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 48403968, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 49452544, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 49453568, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 50502144, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50503168, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 50650624, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 50651648, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 51700224, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 51701248, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 52749824, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52750848, 1024, 16, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 52898304, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 52899328, 1024, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 53947904, 1, 1024, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 53948928, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 56046080, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56048128, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 56637952, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 56640000, 2048, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 58737152, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 58739200, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 62933504, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 62935552, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 67129856, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67131904, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 67721728, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 67723776, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 71918080, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 71920128, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 76114432, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76116480, 2048, 32, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 76706304, 1, 2048, 1, 1)),
-                    new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 76708352, 2048, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 80902656, 1, 2048, 1, 1)),
-                    new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 80904704, 256, 512, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81035776, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81036032, 256, 1024, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81298176, 1, 256, 1, 1)),
-                    new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81298432, 256, 2048, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 81822720, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 81822976, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 82412800, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 82413056, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83002880, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83003136, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 83592960, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 83593216, 256, 2048, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88311808, 1, 256, 1, 1)),
-                    new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88312064, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 88901888, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 88902144, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 89491968, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 89492224, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90082048, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90082304, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 90672128, 1, 256, 1, 1)),
-                    new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 90672384, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91262208, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91262464, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 91852288, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 91852544, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 92442368, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 92442624, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93032448, 1, 256, 1, 1)),
-                    new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93032704, 256, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 93622528, 1, 256, 1, 1)),
-                    new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 93622784, 720, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95281664, 1, 720, 1, 1)),
-                    new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 95282384, 36, 256, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 95365328, 1, 36, 1, 1)),
-                ];
+                // The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.
+                Trained[0] = new(network.Backbone_Layer2_0_Conv1, network.Backbone_Layer2_0_Bn1, Convs[11], trainConv: true, trainBatchNorm: true, backend);
+                Trained[1] = new(network.Backbone_Layer2_0_Conv2, network.Backbone_Layer2_0_Bn2, Convs[12], trainConv: true, trainBatchNorm: true, backend);
+                Trained[2] = new(network.Backbone_Layer2_0_Downsample_0, network.Backbone_Layer2_0_Downsample_1, Convs[13], trainConv: true, trainBatchNorm: true, backend);
+                Trained[3] = new(network.Backbone_Layer2_0_Conv3, network.Backbone_Layer2_0_Bn3, Convs[14], trainConv: true, trainBatchNorm: true, backend);
+                Trained[4] = new(network.Backbone_Layer2_1_Conv1, network.Backbone_Layer2_1_Bn1, Convs[15], trainConv: true, trainBatchNorm: true, backend);
+                Trained[5] = new(network.Backbone_Layer2_1_Conv2, network.Backbone_Layer2_1_Bn2, Convs[16], trainConv: true, trainBatchNorm: true, backend);
+                Trained[6] = new(network.Backbone_Layer2_1_Conv3, network.Backbone_Layer2_1_Bn3, Convs[17], trainConv: true, trainBatchNorm: true, backend);
+                Trained[7] = new(network.Backbone_Layer2_2_Conv1, network.Backbone_Layer2_2_Bn1, Convs[18], trainConv: true, trainBatchNorm: true, backend);
+                Trained[8] = new(network.Backbone_Layer2_2_Conv2, network.Backbone_Layer2_2_Bn2, Convs[19], trainConv: true, trainBatchNorm: true, backend);
+                Trained[9] = new(network.Backbone_Layer2_2_Conv3, network.Backbone_Layer2_2_Bn3, Convs[20], trainConv: true, trainBatchNorm: true, backend);
+                Trained[10] = new(network.Backbone_Layer2_3_Conv1, network.Backbone_Layer2_3_Bn1, Convs[21], trainConv: true, trainBatchNorm: true, backend);
+                Trained[11] = new(network.Backbone_Layer2_3_Conv2, network.Backbone_Layer2_3_Bn2, Convs[22], trainConv: true, trainBatchNorm: true, backend);
+                Trained[12] = new(network.Backbone_Layer2_3_Conv3, network.Backbone_Layer2_3_Bn3, Convs[23], trainConv: true, trainBatchNorm: true, backend);
+                Trained[13] = new(network.Backbone_Layer3_0_Conv1, network.Backbone_Layer3_0_Bn1, Convs[24], trainConv: true, trainBatchNorm: true, backend);
+                Trained[14] = new(network.Backbone_Layer3_0_Conv2, network.Backbone_Layer3_0_Bn2, Convs[25], trainConv: true, trainBatchNorm: true, backend);
+                Trained[15] = new(network.Backbone_Layer3_0_Downsample_0, network.Backbone_Layer3_0_Downsample_1, Convs[26], trainConv: true, trainBatchNorm: true, backend);
+                Trained[16] = new(network.Backbone_Layer3_0_Conv3, network.Backbone_Layer3_0_Bn3, Convs[27], trainConv: true, trainBatchNorm: true, backend);
+                Trained[17] = new(network.Backbone_Layer3_1_Conv1, network.Backbone_Layer3_1_Bn1, Convs[28], trainConv: true, trainBatchNorm: true, backend);
+                Trained[18] = new(network.Backbone_Layer3_1_Conv2, network.Backbone_Layer3_1_Bn2, Convs[29], trainConv: true, trainBatchNorm: true, backend);
+                Trained[19] = new(network.Backbone_Layer3_1_Conv3, network.Backbone_Layer3_1_Bn3, Convs[30], trainConv: true, trainBatchNorm: true, backend);
+                Trained[20] = new(network.Backbone_Layer3_2_Conv1, network.Backbone_Layer3_2_Bn1, Convs[31], trainConv: true, trainBatchNorm: true, backend);
+                Trained[21] = new(network.Backbone_Layer3_2_Conv2, network.Backbone_Layer3_2_Bn2, Convs[32], trainConv: true, trainBatchNorm: true, backend);
+                Trained[22] = new(network.Backbone_Layer3_2_Conv3, network.Backbone_Layer3_2_Bn3, Convs[33], trainConv: true, trainBatchNorm: true, backend);
+                Trained[23] = new(network.Backbone_Layer3_3_Conv1, network.Backbone_Layer3_3_Bn1, Convs[34], trainConv: true, trainBatchNorm: true, backend);
+                Trained[24] = new(network.Backbone_Layer3_3_Conv2, network.Backbone_Layer3_3_Bn2, Convs[35], trainConv: true, trainBatchNorm: true, backend);
+                Trained[25] = new(network.Backbone_Layer3_3_Conv3, network.Backbone_Layer3_3_Bn3, Convs[36], trainConv: true, trainBatchNorm: true, backend);
+                Trained[26] = new(network.Backbone_Layer3_4_Conv1, network.Backbone_Layer3_4_Bn1, Convs[37], trainConv: true, trainBatchNorm: true, backend);
+                Trained[27] = new(network.Backbone_Layer3_4_Conv2, network.Backbone_Layer3_4_Bn2, Convs[38], trainConv: true, trainBatchNorm: true, backend);
+                Trained[28] = new(network.Backbone_Layer3_4_Conv3, network.Backbone_Layer3_4_Bn3, Convs[39], trainConv: true, trainBatchNorm: true, backend);
+                Trained[29] = new(network.Backbone_Layer3_5_Conv1, network.Backbone_Layer3_5_Bn1, Convs[40], trainConv: true, trainBatchNorm: true, backend);
+                Trained[30] = new(network.Backbone_Layer3_5_Conv2, network.Backbone_Layer3_5_Bn2, Convs[41], trainConv: true, trainBatchNorm: true, backend);
+                Trained[31] = new(network.Backbone_Layer3_5_Conv3, network.Backbone_Layer3_5_Bn3, Convs[42], trainConv: true, trainBatchNorm: true, backend);
+                Trained[32] = new(network.Backbone_Layer3_6_Conv1, network.Backbone_Layer3_6_Bn1, Convs[43], trainConv: true, trainBatchNorm: true, backend);
+                Trained[33] = new(network.Backbone_Layer3_6_Conv2, network.Backbone_Layer3_6_Bn2, Convs[44], trainConv: true, trainBatchNorm: true, backend);
+                Trained[34] = new(network.Backbone_Layer3_6_Conv3, network.Backbone_Layer3_6_Bn3, Convs[45], trainConv: true, trainBatchNorm: true, backend);
+                Trained[35] = new(network.Backbone_Layer3_7_Conv1, network.Backbone_Layer3_7_Bn1, Convs[46], trainConv: true, trainBatchNorm: true, backend);
+                Trained[36] = new(network.Backbone_Layer3_7_Conv2, network.Backbone_Layer3_7_Bn2, Convs[47], trainConv: true, trainBatchNorm: true, backend);
+                Trained[37] = new(network.Backbone_Layer3_7_Conv3, network.Backbone_Layer3_7_Bn3, Convs[48], trainConv: true, trainBatchNorm: true, backend);
+                Trained[38] = new(network.Backbone_Layer3_8_Conv1, network.Backbone_Layer3_8_Bn1, Convs[49], trainConv: true, trainBatchNorm: true, backend);
+                Trained[39] = new(network.Backbone_Layer3_8_Conv2, network.Backbone_Layer3_8_Bn2, Convs[50], trainConv: true, trainBatchNorm: true, backend);
+                Trained[40] = new(network.Backbone_Layer3_8_Conv3, network.Backbone_Layer3_8_Bn3, Convs[51], trainConv: true, trainBatchNorm: true, backend);
+                Trained[41] = new(network.Backbone_Layer3_9_Conv1, network.Backbone_Layer3_9_Bn1, Convs[52], trainConv: true, trainBatchNorm: true, backend);
+                Trained[42] = new(network.Backbone_Layer3_9_Conv2, network.Backbone_Layer3_9_Bn2, Convs[53], trainConv: true, trainBatchNorm: true, backend);
+                Trained[43] = new(network.Backbone_Layer3_9_Conv3, network.Backbone_Layer3_9_Bn3, Convs[54], trainConv: true, trainBatchNorm: true, backend);
+                Trained[44] = new(network.Backbone_Layer3_10_Conv1, network.Backbone_Layer3_10_Bn1, Convs[55], trainConv: true, trainBatchNorm: true, backend);
+                Trained[45] = new(network.Backbone_Layer3_10_Conv2, network.Backbone_Layer3_10_Bn2, Convs[56], trainConv: true, trainBatchNorm: true, backend);
+                Trained[46] = new(network.Backbone_Layer3_10_Conv3, network.Backbone_Layer3_10_Bn3, Convs[57], trainConv: true, trainBatchNorm: true, backend);
+                Trained[47] = new(network.Backbone_Layer3_11_Conv1, network.Backbone_Layer3_11_Bn1, Convs[58], trainConv: true, trainBatchNorm: true, backend);
+                Trained[48] = new(network.Backbone_Layer3_11_Conv2, network.Backbone_Layer3_11_Bn2, Convs[59], trainConv: true, trainBatchNorm: true, backend);
+                Trained[49] = new(network.Backbone_Layer3_11_Conv3, network.Backbone_Layer3_11_Bn3, Convs[60], trainConv: true, trainBatchNorm: true, backend);
+                Trained[50] = new(network.Backbone_Layer3_12_Conv1, network.Backbone_Layer3_12_Bn1, Convs[61], trainConv: true, trainBatchNorm: true, backend);
+                Trained[51] = new(network.Backbone_Layer3_12_Conv2, network.Backbone_Layer3_12_Bn2, Convs[62], trainConv: true, trainBatchNorm: true, backend);
+                Trained[52] = new(network.Backbone_Layer3_12_Conv3, network.Backbone_Layer3_12_Bn3, Convs[63], trainConv: true, trainBatchNorm: true, backend);
+                Trained[53] = new(network.Backbone_Layer3_13_Conv1, network.Backbone_Layer3_13_Bn1, Convs[64], trainConv: true, trainBatchNorm: true, backend);
+                Trained[54] = new(network.Backbone_Layer3_13_Conv2, network.Backbone_Layer3_13_Bn2, Convs[65], trainConv: true, trainBatchNorm: true, backend);
+                Trained[55] = new(network.Backbone_Layer3_13_Conv3, network.Backbone_Layer3_13_Bn3, Convs[66], trainConv: true, trainBatchNorm: true, backend);
+                Trained[56] = new(network.Backbone_Layer3_14_Conv1, network.Backbone_Layer3_14_Bn1, Convs[67], trainConv: true, trainBatchNorm: true, backend);
+                Trained[57] = new(network.Backbone_Layer3_14_Conv2, network.Backbone_Layer3_14_Bn2, Convs[68], trainConv: true, trainBatchNorm: true, backend);
+                Trained[58] = new(network.Backbone_Layer3_14_Conv3, network.Backbone_Layer3_14_Bn3, Convs[69], trainConv: true, trainBatchNorm: true, backend);
+                Trained[59] = new(network.Backbone_Layer3_15_Conv1, network.Backbone_Layer3_15_Bn1, Convs[70], trainConv: true, trainBatchNorm: true, backend);
+                Trained[60] = new(network.Backbone_Layer3_15_Conv2, network.Backbone_Layer3_15_Bn2, Convs[71], trainConv: true, trainBatchNorm: true, backend);
+                Trained[61] = new(network.Backbone_Layer3_15_Conv3, network.Backbone_Layer3_15_Bn3, Convs[72], trainConv: true, trainBatchNorm: true, backend);
+                Trained[62] = new(network.Backbone_Layer3_16_Conv1, network.Backbone_Layer3_16_Bn1, Convs[73], trainConv: true, trainBatchNorm: true, backend);
+                Trained[63] = new(network.Backbone_Layer3_16_Conv2, network.Backbone_Layer3_16_Bn2, Convs[74], trainConv: true, trainBatchNorm: true, backend);
+                Trained[64] = new(network.Backbone_Layer3_16_Conv3, network.Backbone_Layer3_16_Bn3, Convs[75], trainConv: true, trainBatchNorm: true, backend);
+                Trained[65] = new(network.Backbone_Layer3_17_Conv1, network.Backbone_Layer3_17_Bn1, Convs[76], trainConv: true, trainBatchNorm: true, backend);
+                Trained[66] = new(network.Backbone_Layer3_17_Conv2, network.Backbone_Layer3_17_Bn2, Convs[77], trainConv: true, trainBatchNorm: true, backend);
+                Trained[67] = new(network.Backbone_Layer3_17_Conv3, network.Backbone_Layer3_17_Bn3, Convs[78], trainConv: true, trainBatchNorm: true, backend);
+                Trained[68] = new(network.Backbone_Layer3_18_Conv1, network.Backbone_Layer3_18_Bn1, Convs[79], trainConv: true, trainBatchNorm: true, backend);
+                Trained[69] = new(network.Backbone_Layer3_18_Conv2, network.Backbone_Layer3_18_Bn2, Convs[80], trainConv: true, trainBatchNorm: true, backend);
+                Trained[70] = new(network.Backbone_Layer3_18_Conv3, network.Backbone_Layer3_18_Bn3, Convs[81], trainConv: true, trainBatchNorm: true, backend);
+                Trained[71] = new(network.Backbone_Layer3_19_Conv1, network.Backbone_Layer3_19_Bn1, Convs[82], trainConv: true, trainBatchNorm: true, backend);
+                Trained[72] = new(network.Backbone_Layer3_19_Conv2, network.Backbone_Layer3_19_Bn2, Convs[83], trainConv: true, trainBatchNorm: true, backend);
+                Trained[73] = new(network.Backbone_Layer3_19_Conv3, network.Backbone_Layer3_19_Bn3, Convs[84], trainConv: true, trainBatchNorm: true, backend);
+                Trained[74] = new(network.Backbone_Layer3_20_Conv1, network.Backbone_Layer3_20_Bn1, Convs[85], trainConv: true, trainBatchNorm: true, backend);
+                Trained[75] = new(network.Backbone_Layer3_20_Conv2, network.Backbone_Layer3_20_Bn2, Convs[86], trainConv: true, trainBatchNorm: true, backend);
+                Trained[76] = new(network.Backbone_Layer3_20_Conv3, network.Backbone_Layer3_20_Bn3, Convs[87], trainConv: true, trainBatchNorm: true, backend);
+                Trained[77] = new(network.Backbone_Layer3_21_Conv1, network.Backbone_Layer3_21_Bn1, Convs[88], trainConv: true, trainBatchNorm: true, backend);
+                Trained[78] = new(network.Backbone_Layer3_21_Conv2, network.Backbone_Layer3_21_Bn2, Convs[89], trainConv: true, trainBatchNorm: true, backend);
+                Trained[79] = new(network.Backbone_Layer3_21_Conv3, network.Backbone_Layer3_21_Bn3, Convs[90], trainConv: true, trainBatchNorm: true, backend);
+                Trained[80] = new(network.Backbone_Layer3_22_Conv1, network.Backbone_Layer3_22_Bn1, Convs[91], trainConv: true, trainBatchNorm: true, backend);
+                Trained[81] = new(network.Backbone_Layer3_22_Conv2, network.Backbone_Layer3_22_Bn2, Convs[92], trainConv: true, trainBatchNorm: true, backend);
+                Trained[82] = new(network.Backbone_Layer3_22_Conv3, network.Backbone_Layer3_22_Bn3, Convs[93], trainConv: true, trainBatchNorm: true, backend);
+                Trained[83] = new(network.Backbone_Layer4_0_Conv1, network.Backbone_Layer4_0_Bn1, Convs[94], trainConv: true, trainBatchNorm: true, backend);
+                Trained[84] = new(network.Backbone_Layer4_0_Conv2, network.Backbone_Layer4_0_Bn2, Convs[95], trainConv: true, trainBatchNorm: true, backend);
+                Trained[85] = new(network.Backbone_Layer4_0_Downsample_0, network.Backbone_Layer4_0_Downsample_1, Convs[96], trainConv: true, trainBatchNorm: true, backend);
+                Trained[86] = new(network.Backbone_Layer4_0_Conv3, network.Backbone_Layer4_0_Bn3, Convs[97], trainConv: true, trainBatchNorm: true, backend);
+                Trained[87] = new(network.Backbone_Layer4_1_Conv1, network.Backbone_Layer4_1_Bn1, Convs[98], trainConv: true, trainBatchNorm: true, backend);
+                Trained[88] = new(network.Backbone_Layer4_1_Conv2, network.Backbone_Layer4_1_Bn2, Convs[99], trainConv: true, trainBatchNorm: true, backend);
+                Trained[89] = new(network.Backbone_Layer4_1_Conv3, network.Backbone_Layer4_1_Bn3, Convs[100], trainConv: true, trainBatchNorm: true, backend);
+                Trained[90] = new(network.Backbone_Layer4_2_Conv1, network.Backbone_Layer4_2_Bn1, Convs[101], trainConv: true, trainBatchNorm: true, backend);
+                Trained[91] = new(network.Backbone_Layer4_2_Conv2, network.Backbone_Layer4_2_Bn2, Convs[102], trainConv: true, trainBatchNorm: true, backend);
+                Trained[92] = new(network.Backbone_Layer4_2_Conv3, network.Backbone_Layer4_2_Bn3, Convs[103], trainConv: true, trainBatchNorm: true, backend);
+                Trained[93] = new(network.Neck_LateralConvs_0_Conv, null, Convs[104], trainConv: true, trainBatchNorm: false, backend);
+                Trained[94] = new(network.Neck_LateralConvs_1_Conv, null, Convs[105], trainConv: true, trainBatchNorm: false, backend);
+                Trained[95] = new(network.Neck_LateralConvs_2_Conv, null, Convs[106], trainConv: true, trainBatchNorm: false, backend);
+                Trained[96] = new(network.Neck_FpnConvs_0_Conv, null, Convs[107], trainConv: true, trainBatchNorm: false, backend);
+                Trained[97] = new(network.Neck_FpnConvs_1_Conv, null, Convs[108], trainConv: true, trainBatchNorm: false, backend);
+                Trained[98] = new(network.Neck_FpnConvs_2_Conv, null, Convs[109], trainConv: true, trainBatchNorm: false, backend);
+                Trained[99] = new(network.Neck_FpnConvs_3_Conv, null, Convs[110], trainConv: true, trainBatchNorm: false, backend);
+                Trained[100] = new(network.Neck_FpnConvs_4_Conv, null, Convs[111], trainConv: true, trainBatchNorm: false, backend);
+                Trained[101] = new(network.BboxHead_ClsConvs_0_Conv, null, Convs[112], trainConv: true, trainBatchNorm: false, backend);
+                Trained[102] = new(network.BboxHead_ClsConvs_1_Conv, null, Convs[113], trainConv: true, trainBatchNorm: false, backend);
+                Trained[103] = new(network.BboxHead_ClsConvs_2_Conv, null, Convs[114], trainConv: true, trainBatchNorm: false, backend);
+                Trained[104] = new(network.BboxHead_ClsConvs_3_Conv, null, Convs[115], trainConv: true, trainBatchNorm: false, backend);
+                Trained[105] = new(network.BboxHead_RegConvs_0_Conv, null, Convs[116], trainConv: true, trainBatchNorm: false, backend);
+                Trained[106] = new(network.BboxHead_RegConvs_1_Conv, null, Convs[117], trainConv: true, trainBatchNorm: false, backend);
+                Trained[107] = new(network.BboxHead_RegConvs_2_Conv, null, Convs[118], trainConv: true, trainBatchNorm: false, backend);
+                Trained[108] = new(network.BboxHead_RegConvs_3_Conv, null, Convs[119], trainConv: true, trainBatchNorm: false, backend);
+                Trained[109] = new(network.BboxHead_RetinaCls, null, Convs[120], trainConv: true, trainBatchNorm: false, backend);
+                Trained[110] = new(network.BboxHead_RetinaReg, null, Convs[121], trainConv: true, trainBatchNorm: false, backend);
                 Scratch = new float[4196352]; // folded gradients and weights of the largest convolution with batch norm
                 Gradients =
                 [
@@ -1067,7 +1065,7 @@ partial class RetinaNetGhmX101x64x4dFpn
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
                 Arena?.Dispose();
-                _weightGradients?.Dispose();
+                foreach (global::GhmGen.Layers.TrainedConv? trained in Trained) trained?.Dispose();
                 _prepared.Dispose();
                 throw;
             }
@@ -1114,13 +1112,13 @@ partial class RetinaNetGhmX101x64x4dFpn
             Version++;
         }
 
-        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
+        /// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             Arena.Dispose();
-            _weightGradients?.Dispose();
+            foreach (global::GhmGen.Layers.TrainedConv trained in Trained) trained.Dispose();
             _prepared.Dispose();
         }
     }

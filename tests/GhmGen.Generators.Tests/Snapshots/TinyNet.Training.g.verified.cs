@@ -56,7 +56,7 @@ partial class TinyNet
     /// Bytes of the activation and activation-gradient buffers of a <see cref="TrainingSession"/> for
     /// <paramref name="batch"/> x C x <paramref name="height"/> x <paramref name="width"/> inputs: the static plan keeps each
     /// activation only while the forward or backward pass still reads it and reuses dead buffers.
-    /// Not included: the prepared weights and the 1922 floats of folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
+    /// Not included: the prepared weights and the folded weight gradients (<see cref="TrainingWeights"/>, shared by the sessions of every size).
     /// </summary>
     public static long TrainingActivationBytes(int batch, int height, int width)
     {
@@ -93,7 +93,8 @@ partial class TinyNet
 
     /// <summary>
     /// This network's 6 convolutions prepared for training on one backend (batch norm folded: norm_eval),
-    /// the 1922 floats of folded weight gradients of its 6 trained convolutions on the backend,
+    /// the folded weight gradients of its 6 trained convolutions (1922 floats, which are the host
+    /// gradients' own arrays on a backend whose tensors live in host memory, <see cref="global::GhmGen.Layers.TrainedConv"/>),
     /// and the host <see cref="Gradients"/> of its 12 trained parameters: made once and shared by the
     /// <see cref="TrainingSession"/>s of every batch and input size (<see cref="CreateSession"/>), which hold only
     /// views of one set of activation buffers, grown for the largest shape (<see cref="ActivationBytes"/>);
@@ -105,7 +106,6 @@ partial class TinyNet
     public sealed class TrainingWeights : global::GhmGen.Layers.ITrainingWeights
     {
         private readonly Prepared _prepared;
-        private readonly global::GhmGen.Backends.DeviceBuffer? _weightGradients;
         private bool _disposed;
 
         internal TrainingWeights(TinyNet network, global::GhmGen.Backends.ITrainingBackend backend)
@@ -114,20 +114,18 @@ partial class TinyNet
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
             _prepared = new Prepared(network, backend);
+            Trained = new global::GhmGen.Layers.TrainedConv[6];
             try
             {
                 Convs = _prepared.Convs;
                 Arena = new global::GhmGen.Layers.ActivationArena(backend, 15);
-                _weightGradients = backend.Allocate(1922);
-                Trained =
-                [
-                    new(network.Stem, null, Convs[0], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 0, 8, 3, 3, 3), null),
-                    new(network.Stage_0_Proj, null, Convs[1], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 216, 8, 8, 1, 1), null),
-                    new(network.Stage_0_Conv, network.Stage_0_Bn, Convs[2], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 280, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 856, 1, 8, 1, 1)),
-                    new(network.Stage_1_Conv, network.Stage_1_Bn, Convs[3], trainConv: true, trainBatchNorm: true, new(_weightGradients!, 864, 8, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1440, 1, 8, 1, 1)),
-                    new(network.Head_Cls, null, Convs[4], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1448, 6, 8, 3, 3), new global::GhmGen.Backends.TensorView(_weightGradients!, 1880, 1, 6, 1, 1)),
-                    new(network.Head_Box, null, Convs[5], trainConv: true, trainBatchNorm: false, new(_weightGradients!, 1886, 4, 8, 1, 1), new global::GhmGen.Backends.TensorView(_weightGradients!, 1918, 1, 4, 1, 1)),
-                ];
+                // The folded weight gradients: the host gradients' arrays where the backend can work in them, else its buffers.
+                Trained[0] = new(network.Stem, null, Convs[0], trainConv: true, trainBatchNorm: false, backend);
+                Trained[1] = new(network.Stage_0_Proj, null, Convs[1], trainConv: true, trainBatchNorm: false, backend);
+                Trained[2] = new(network.Stage_0_Conv, network.Stage_0_Bn, Convs[2], trainConv: true, trainBatchNorm: true, backend);
+                Trained[3] = new(network.Stage_1_Conv, network.Stage_1_Bn, Convs[3], trainConv: true, trainBatchNorm: true, backend);
+                Trained[4] = new(network.Head_Cls, null, Convs[4], trainConv: true, trainBatchNorm: false, backend);
+                Trained[5] = new(network.Head_Box, null, Convs[5], trainConv: true, trainBatchNorm: false, backend);
                 Scratch = new float[584]; // folded gradients and weights of the largest convolution with batch norm
                 Gradients =
                 [
@@ -149,7 +147,7 @@ partial class TinyNet
             {
                 // Nothing of a failed construction (a device out of memory) stays allocated.
                 Arena?.Dispose();
-                _weightGradients?.Dispose();
+                foreach (global::GhmGen.Layers.TrainedConv? trained in Trained) trained?.Dispose();
                 _prepared.Dispose();
                 throw;
             }
@@ -196,13 +194,13 @@ partial class TinyNet
             Version++;
         }
 
-        /// <summary>Releases the prepared weights, the weight-gradient buffer and the sessions' shared activation buffers.</summary>
+        /// <summary>Releases the prepared weights, the folded weight gradients' backend buffers and the sessions' shared activation buffers.</summary>
         public void Dispose()
         {
             if (_disposed) return;
             _disposed = true;
             Arena.Dispose();
-            _weightGradients?.Dispose();
+            foreach (global::GhmGen.Layers.TrainedConv trained in Trained) trained.Dispose();
             _prepared.Dispose();
         }
     }

@@ -128,4 +128,49 @@ public sealed class BatchNormFoldingTests
         backend.Download(y1, bFresh);
         Assert.Equal(bFresh, a);
     }
+
+    [Theory]
+    [InlineData(true, true, true)]   // conv with bias + BN, both trained: weight and beta arrays in place, dgamma and conv bias from them
+    [InlineData(true, false, true)]  // no bias, both trained (ResNet's convolutions)
+    [InlineData(false, false, true)] // frozen conv under a trained BN: the folded weight gradient needs a buffer of its own
+    [InlineData(true, true, false)]  // no batch norm: the folded gradients are the gradients
+    public void TrainedConv_OnHostArrays_UnfoldsInPlace_AsOutOfPlace(bool trainConv, bool convBias, bool withNorm)
+    {
+        var conv = new Conv2d("c", new ConvSpec(2, 3, 3, 1, 1, 1), bias: convBias); // 2 in, 3 out, 3x3
+        BatchNorm2d? bn = withNorm ? new BatchNorm2d("bn", 3) : null;
+        var random = new Random(11);
+        IEnumerable<StateTensor> tensors = new[] { conv.Weight, conv.Bias }.Concat(bn is null ? [] : [bn.Weight, bn.Bias, bn.RunningMean]).OfType<StateTensor>();
+        foreach (StateTensor t in tensors)
+            for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() - 0.5);
+        if (bn is not null) bn.RunningVar.Data.AsSpan().Fill(0.9f);
+        using var backend = new ReferenceBackend();
+        IPreparedConv prepared = ConvPreparation.Prepare(backend, conv, bn);
+        using var trained = new TrainedConv(conv, bn, prepared, trainConv, trainBatchNorm: withNorm, backend);
+        // Where the backend has the folded gradients: the host arrays themselves when it can.
+        if (trainConv) Assert.Same(trained.Weight!.Data, ((HostBuffer)trained.WeightGradient.Buffer).Array);
+        else Assert.Equal(0, trained.WeightGradient.Offset);
+        float[] folded = [.. Enumerable.Range(0, 54 + 3).Select(i => (float)Math.Sin(i + 1))];
+        backend.Upload(folded.AsSpan(0, 54), trained.WeightGradient);
+        if (trained.BiasGradient is { } bg) backend.Upload(folded.AsSpan(54, 3), bg);
+        trained.CollectGradients(backend, new float[trained.ScratchLength]);
+
+        var dw = new float[trainConv ? 54 : 0];
+        var db = new float[trainConv && convBias ? 3 : 0];
+        if (bn is null)
+        {
+            folded.AsSpan(0, 54).CopyTo(dw);
+            folded.AsSpan(54, db.Length).CopyTo(db);
+        }
+        else
+        {
+            var dgamma = new float[3];
+            var dbeta = new float[3];
+            BatchNormFolding.UnfoldGradients(folded.AsSpan(0, 54), folded.AsSpan(54, 3), conv.Weight.Data, convBias ? conv.Bias!.Data : default,
+                bn.Weight.Data, bn.RunningMean.Data, bn.RunningVar.Data, dw, db, dgamma, dbeta);
+            Assert.Equal(dgamma, trained.BatchNormWeight!.Data);
+            Assert.Equal(dbeta, trained.BatchNormBias!.Data);
+        }
+        if (trainConv) Assert.Equal(dw, trained.Weight!.Data);
+        if (trainConv && convBias) Assert.Equal(db, trained.Bias!.Data);
+    }
 }

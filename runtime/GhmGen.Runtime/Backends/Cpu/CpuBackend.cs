@@ -128,6 +128,13 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     public long WinogradWeightPasses { get; private set; }
 
     /// <inheritdoc/>
+    public DeviceBuffer? WrapHost(float[] values)
+    {
+        ThrowIfDisposed();
+        return new HostBuffer(values);
+    }
+
+    /// <inheritdoc/>
     public DeviceBuffer Allocate(long elements)
     {
         ThrowIfDisposed();
