@@ -30,7 +30,6 @@ internal sealed class GhmGenTrainingStep : IDisposable
     private readonly float[] _input;
     private readonly TensorView[] _outputs;        // HeadOutputNames order
     private readonly TensorView[] _outputGradients; // HeadOutputNames order
-    private readonly float[][] _maps;               // host copies of the last forward's maps
     private readonly float[][] _g;                  // G per map
     private readonly TrainingOptimizer _optimizer;
     private readonly ParameterWithGradient[] _pairs;
@@ -58,7 +57,6 @@ internal sealed class GhmGenTrainingStep : IDisposable
         var gradients = _session.OutputGradients.ToDictionary(o => o.Name, o => o.Tensor, StringComparer.Ordinal);
         _outputs = new TensorView[HeadOutputNames.Length];
         _outputGradients = new TensorView[HeadOutputNames.Length];
-        _maps = new float[HeadOutputNames.Length][];
         _g = new float[HeadOutputNames.Length][];
         for (int i = 0; i < HeadOutputNames.Length; i++)
         {
@@ -68,7 +66,6 @@ internal sealed class GhmGenTrainingStep : IDisposable
             _outputs[i] = output;
             _outputGradients[i] = gradient;
             long n = output.ElementCount;
-            _maps[i] = new float[n];
             _g[i] = new float[n];
             SeededWeights.FillUniform($"bench.train.G.{name}", _g[i], -1.0 / n, 1.0 / n);
         }
@@ -109,7 +106,7 @@ internal sealed class GhmGenTrainingStep : IDisposable
         long t0 = Stopwatch.GetTimestamp();
         _session.Forward(_input);
         long t1 = Stopwatch.GetTimestamp();
-        double loss = DownloadOutputsAndLoss();
+        double loss = LossOfOutputs();
         long t2 = Stopwatch.GetTimestamp();
         UploadOutputGradients();
         long t3 = Stopwatch.GetTimestamp();
@@ -137,24 +134,29 @@ internal sealed class GhmGenTrainingStep : IDisposable
     public double LossAbs()
     {
         double total = 0;
-        for (int i = 0; i < _maps.Length; i++)
+        for (int i = 0; i < _outputs.Length; i++)
         {
-            float[] m = _maps[i], g = _g[i];
+            ReadOnlySpan<float> m = Map(i);
+            float[] g = _g[i];
             for (int j = 0; j < m.Length; j++) total += Math.Abs((double)g[j] * m[j]);
         }
         return total;
     }
 
-    /// <summary>The last step's ten maps, concatenated in <see cref="HeadOutputNames"/> order.</summary>
-    public float[] LastMaps() => [.. _maps.SelectMany(m => m)];
+    /// <summary>The last forward's ten maps, concatenated in <see cref="HeadOutputNames"/> order.</summary>
+    public float[] LastMaps() => [.. Enumerable.Range(0, _outputs.Length).SelectMany(i => Map(i).ToArray())];
 
-    private double DownloadOutputsAndLoss()
+    // The loss reads the maps where the CPU backend keeps them (as ghm train's Trainer does): no host copy.
+    private ReadOnlySpan<float> Map(int i) =>
+        ((HostBuffer)_outputs[i].Buffer).Array.AsSpan(checked((int)_outputs[i].Offset), checked((int)_outputs[i].ElementCount));
+
+    private double LossOfOutputs()
     {
         double total = 0;
         for (int i = 0; i < _outputs.Length; i++)
         {
-            _backend.Download(_outputs[i], _maps[i]);
-            float[] m = _maps[i], g = _g[i];
+            ReadOnlySpan<float> m = Map(i);
+            float[] g = _g[i];
             double sum = 0;
             for (int j = 0; j < m.Length; j++) sum += (double)g[j] * m[j];
             total += sum;
