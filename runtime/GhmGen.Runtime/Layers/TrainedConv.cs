@@ -27,22 +27,15 @@ public sealed class TrainedConv : IDisposable
     /// </summary>
     public TrainedConv(Conv2d conv, BatchNorm2d? batchNorm, IPreparedConv prepared, bool trainConv, bool trainBatchNorm,
         TensorView weightGradient, TensorView? biasGradient)
+        : this(conv, batchNorm, prepared, trainConv, trainBatchNorm)
     {
-        Check(conv, batchNorm, prepared, trainConv, trainBatchNorm);
         if (weightGradient.ElementCount != conv.Spec.WeightCount)
             throw new ArgumentException($"weight gradient {weightGradient.ShapeText} of '{conv.Key}' does not hold {conv.Spec.WeightCount} elements", nameof(weightGradient));
         bool needBias = NeedsBias(conv, trainConv, trainBatchNorm);
         if (needBias != biasGradient.HasValue || biasGradient is { } bg && bg.ElementCount != conv.Spec.OutChannels)
             throw new ArgumentException($"'{conv.Key}' needs {(needBias ? $"a bias gradient of {conv.Spec.OutChannels} elements" : "no bias gradient")}", nameof(biasGradient));
-        Conv = conv;
-        BatchNorm = batchNorm;
-        Prepared = prepared;
         WeightGradient = weightGradient;
         BiasGradient = biasGradient;
-        Weight = trainConv ? new ParameterGradient(conv.Weight) : null;
-        Bias = trainConv && conv.Bias is { } b ? new ParameterGradient(b) : null;
-        BatchNormWeight = trainBatchNorm ? new ParameterGradient(batchNorm!.Weight) : null;
-        BatchNormBias = trainBatchNorm ? new ParameterGradient(batchNorm!.Bias) : null;
     }
 
     /// <summary>
@@ -55,16 +48,9 @@ public sealed class TrainedConv : IDisposable
     /// <paramref name="backend"/>'s, which this object owns.
     /// </summary>
     public TrainedConv(Conv2d conv, BatchNorm2d? batchNorm, IPreparedConv prepared, bool trainConv, bool trainBatchNorm, ITrainingBackend backend)
+        : this(conv, batchNorm, prepared, trainConv, trainBatchNorm)
     {
-        Check(conv, batchNorm, prepared, trainConv, trainBatchNorm);
         ArgumentNullException.ThrowIfNull(backend);
-        Conv = conv;
-        BatchNorm = batchNorm;
-        Prepared = prepared;
-        Weight = trainConv ? new ParameterGradient(conv.Weight) : null;
-        Bias = trainConv && conv.Bias is { } b ? new ParameterGradient(b) : null;
-        BatchNormWeight = trainBatchNorm ? new ParameterGradient(batchNorm!.Weight) : null;
-        BatchNormBias = trainBatchNorm ? new ParameterGradient(batchNorm!.Bias) : null;
         ConvSpec spec = conv.Spec;
         int outChannels = spec.OutChannels;
         DeviceBuffer? weightHost = Weight is { } w ? backend.WrapHost(w.Data) : null;
@@ -80,7 +66,8 @@ public sealed class TrainedConv : IDisposable
             BiasGradient = new TensorView(biasBuffer ?? _owned!, biasBuffer is not null || weightHost is not null ? 0 : spec.WeightCount, 1, outChannels, 1, 1);
     }
 
-    private static void Check(Conv2d conv, BatchNorm2d? batchNorm, IPreparedConv prepared, bool trainConv, bool trainBatchNorm)
+    // The checks and the host gradients, common to both constructors.
+    private TrainedConv(Conv2d conv, BatchNorm2d? batchNorm, IPreparedConv prepared, bool trainConv, bool trainBatchNorm)
     {
         ArgumentNullException.ThrowIfNull(conv);
         ArgumentNullException.ThrowIfNull(prepared);
@@ -90,6 +77,13 @@ public sealed class TrainedConv : IDisposable
             throw new ArgumentException($"convolution '{conv.Key}' has no batch norm to train", nameof(batchNorm));
         if (batchNorm is not null && batchNorm.Channels != conv.Spec.OutChannels)
             throw new ArgumentException($"batch norm '{batchNorm.Key}' has {batchNorm.Channels} channels; convolution '{conv.Key}' has {conv.Spec.OutChannels}", nameof(batchNorm));
+        Conv = conv;
+        BatchNorm = batchNorm;
+        Prepared = prepared;
+        Weight = trainConv ? new ParameterGradient(conv.Weight) : null;
+        Bias = trainConv && conv.Bias is { } b ? new ParameterGradient(b) : null;
+        BatchNormWeight = trainBatchNorm ? new ParameterGradient(batchNorm!.Weight) : null;
+        BatchNormBias = trainBatchNorm ? new ParameterGradient(batchNorm!.Bias) : null;
     }
 
     private static bool NeedsBias(Conv2d conv, bool trainConv, bool trainBatchNorm) => trainConv && conv.Bias is not null || trainBatchNorm;
@@ -104,10 +98,10 @@ public sealed class TrainedConv : IDisposable
     public IPreparedConv Prepared { get; }
 
     /// <summary>d loss / d folded weight, on the backend (written by <c>Conv2dBackwardWeights</c>).</summary>
-    public TensorView WeightGradient { get; }
+    public TensorView WeightGradient { get; private set; }
 
     /// <summary>d loss / d folded bias, on the backend, or null when no trained parameter needs it.</summary>
-    public TensorView? BiasGradient { get; }
+    public TensorView? BiasGradient { get; private set; }
 
     /// <summary>The convolution weight's gradient, or null when the convolution is frozen.</summary>
     public ParameterGradient? Weight { get; }
