@@ -268,7 +268,7 @@ public sealed partial class Detector : IDisposable
                 names[i] = outputs[i].Name;
                 shapes[i] = (t.C, t.H, t.W);
                 if (host)
-                    values[i] = ((HostBuffer)t.Buffer).Array.AsMemory(checked((int)t.Offset), checked((int)t.ElementCount));
+                    values[i] = HostBuffer.MemoryOf(t);
                 else
                 {
                     _backend.Download(t, buffers.OutputSpan(i));

@@ -147,8 +147,7 @@ internal sealed class GhmGenTrainingStep : IDisposable
     public float[] LastMaps() => [.. Enumerable.Range(0, _outputs.Length).SelectMany(i => Map(i).ToArray())];
 
     // The loss reads the maps where the CPU backend keeps them (as ghm train's Trainer does): no host copy.
-    private ReadOnlySpan<float> Map(int i) =>
-        ((HostBuffer)_outputs[i].Buffer).Array.AsSpan(checked((int)_outputs[i].Offset), checked((int)_outputs[i].ElementCount));
+    private ReadOnlySpan<float> Map(int i) => HostBuffer.MemoryOf(_outputs[i]).Span;
 
     private double LossOfOutputs()
     {

@@ -199,6 +199,13 @@ public sealed class HostBuffer : DeviceBuffer
     /// <inheritdoc/>
     public override long Length => Array.Length;
 
+    /// <summary>The values of <paramref name="t"/>, which must live in a <see cref="HostBuffer"/> and fit inside it: a backend's tensor read or written in place.</summary>
+    public static Memory<float> MemoryOf(TensorView t)
+    {
+        SpanOf(t, "host memory");
+        return ((HostBuffer)t.Buffer).Array.AsMemory((int)t.Offset, (int)t.ElementCount);
+    }
+
     /// <summary>The values of <paramref name="t"/>, which must live in a HostBuffer of <paramref name="owner"/>'s and fit inside it.</summary>
     internal static Span<float> SpanOf(TensorView t, string owner)
     {

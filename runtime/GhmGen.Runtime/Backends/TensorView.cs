@@ -26,6 +26,10 @@ public readonly record struct TensorView(DeviceBuffer Buffer, long Offset, int N
     /// <summary>N*C*H*W.</summary>
     public long ElementCount => (long)N * C * H * W;
 
+    // Whether the two views share an element range of one buffer.
+    internal bool Overlaps(TensorView other) =>
+        ReferenceEquals(Buffer, other.Buffer) && Offset < other.Offset + other.ElementCount && other.Offset < Offset + ElementCount;
+
     /// <summary>The shape as text, e.g. <c>1x256x100x152</c>.</summary>
     public string ShapeText => $"{N}x{C}x{H}x{W}";
 }

@@ -723,7 +723,7 @@ public sealed class Trainer : IDisposable
                 BoxGradientTensors[l] = gradients[_box[l]].Tensor;
             }
             TensorView[] read = [.. ClassTensors, .. BoxTensors], written = [.. ClassGradientTensors, .. BoxGradientTensors];
-            InPlace = !_copies && read.Concat(written).All(t => t.Buffer is HostBuffer) && !read.Any(r => written.Any(w => Overlap(r, w)));
+            InPlace = !_copies && read.Concat(written).All(t => t.Buffer is HostBuffer) && !read.Any(r => written.Any(w => r.Overlaps(w)));
             bool changed = Loss is null;
             for (int l = 0; l < _cls.Length; l++)
             {
@@ -757,8 +757,7 @@ public sealed class Trainer : IDisposable
             }
         }
 
-        private static Memory<float> Host(TensorView t) =>
-            ((HostBuffer)t.Buffer).Array.AsMemory(checked((int)t.Offset), checked((int)t.ElementCount));
+        private static Memory<float> Host(TensorView t) => HostBuffer.MemoryOf(t);
 
         // This session's host array for views[l], made on first use (the views' shapes are fixed per session).
         private static float[] Copy(ref float[][]? copies, TensorView[] views, int l)
@@ -773,9 +772,6 @@ public sealed class Trainer : IDisposable
             slot = memory;
             return true;
         }
-
-        private static bool Overlap(TensorView a, TensorView b) =>
-            ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
 
         public float[] Anchors { get; private set; } = [];
 

@@ -489,8 +489,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     private static Span<float> Span(TensorView t) => HostBuffer.SpanOf(t, "the CPU backend");
 
-    private static bool Overlaps(TensorView a, TensorView b) =>
-        ReferenceEquals(a.Buffer, b.Buffer) && a.Offset < b.Offset + b.ElementCount && b.Offset < a.Offset + a.ElementCount;
+    private static bool Overlaps(TensorView a, TensorView b) => a.Overlaps(b);
 
     private static void CheckLength(int length, TensorView t) => HostBuffer.CheckLength(length, t);
 }
