@@ -68,6 +68,15 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
         return conv;
     }
 
+    public IPreparedConv PrepareConv(ConvSpec spec, IConvWeightSource source, bool hasBias)
+    {
+        IPreparedConv conv = inner.PrepareConv(spec, source, hasBias);
+        _prepared.Add(conv);
+        return conv;
+    }
+
+    public bool MarkWeightsChanged(IPreparedConv conv) => inner.MarkWeightsChanged(conv);
+
     /// <summary>Every convolution prepared through this backend.</summary>
     public IReadOnlyList<IPreparedConv> PreparedConvs => _prepared;
 

@@ -112,10 +112,10 @@ internal static class TrainProfile
             ("SGD momentum buffers", trained),
             ("folded weight gradients on the backend (the host gradients' own arrays on the CPU)", 0),
             ("activations + activation gradients (static plan)", step.ActivationBytes),
-            ("prepared: forward GEMM panels", panels),
+            ("prepared: forward GEMM panels (frozen convolutions; the trained ones' biases)", panels),
             ("prepared: forward Winograd form", winograd),
             ("prepared: backward-data panels of the shared head's convolutions", backwardPanels),
-            ("  the other convolutions' (transient), in one shared scratch", profiler.Inner.TransientPanelBytes),
+            ("  transient panels, one shared scratch (trained convolutions' forward and unshared ones' backward-data)", profiler.Inner.TransientPanelBytes),
             ("prepared: backward-data Winograd form", backwardWinograd),
         ];
         double rss = RssMb("VmRSS"), peak = RssMb("VmHWM"), listed = items.Sum(i => i.Bytes) / Mb;

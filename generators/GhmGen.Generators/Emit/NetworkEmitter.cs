@@ -249,9 +249,10 @@ internal static class NetworkEmitter
         w.Line("/// </summary>");
         w.Open("public sealed class Prepared : global::GhmGen.Layers.IPreparedNetwork");
         w.Line("private bool _disposed;").Line();
-        bool batchStatistics = plan.Convs.Any(c => c.BatchStatistics);
-        // With batch-statistics batch norms, training prepares their convolutions unfolded.
-        w.Open(batchStatistics ? $"internal Prepared({m.TypeName} network, {B}.IBackend backend, bool training = false)" : $"internal Prepared({m.TypeName} network, {B}.IBackend backend)");
+        // For training (TrainingWeights), trained convolutions are prepared to read their weights from the layers
+        // where the backend can (no packed copy kept), and those of batch-statistics batch norms unfolded.
+        var trainedConvs = new HashSet<int>(plan.TrainedConvs.Select(t => t.Conv));
+        w.Open($"internal Prepared({m.TypeName} network, {B}.IBackend backend, bool training = false)");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
@@ -263,7 +264,10 @@ internal static class NetworkEmitter
             PreparedConvModel conv = plan.Convs[i];
             string norm = conv.BatchNorm is { } bn ? "network." + layerProperty[bn] : "null";
             if (conv.BatchStatistics) norm = $"training ? null : {norm}";
-            w.Line($"convs[{i}] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.{layerProperty[conv.Layer]}, {norm}, ref scratch);");
+            string layer = "network." + layerProperty[conv.Layer];
+            w.Line(trainedConvs.Contains(i)
+                ? $"convs[{i}] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, {layer}, {norm}, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, {layer}, {norm}, ref scratch);"
+                : $"convs[{i}] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, {layer}, {norm}, ref scratch);");
         }
         w.Close();
         w.Open("catch");

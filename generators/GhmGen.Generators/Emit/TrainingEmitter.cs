@@ -384,7 +384,7 @@ internal static class TrainingEmitter
         w.Line("global::System.ArgumentNullException.ThrowIfNull(network);");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(backend);");
         w.Line("Backend = backend;");
-        w.Line(plan.Norms.Count > 0 ? "_prepared = new Prepared(network, backend, training: true);" : "_prepared = new Prepared(network, backend);");
+        w.Line("_prepared = new Prepared(network, backend, training: true);");
         if (plan.Norms.Count > 0) w.Line($"Norms = new {Layers}.TrainedBatchNorm[{plan.Norms.Count}];");
         w.Line($"Trained = new {Layers}.TrainedConv[{plan.TrainedConvs.Count}];");
         w.Open("try");

@@ -27,6 +27,29 @@ public interface ITrainingBackend : IBackend
     void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias);
 
     /// <summary>
+    /// Prepares a trained convolution that keeps no copy of its weights between uses: the backend reads them
+    /// from <paramref name="source"/> whenever it packs them (its first use, and the first use after each
+    /// <see cref="MarkWeightsChanged"/>), into scratch that its convolutions share. Null (the default) when
+    /// the backend keeps a copy of its own: then prepare it with <see cref="IBackend.PrepareConv"/> and
+    /// replace its weights with <see cref="UpdateConv(IPreparedConv, ReadOnlySpan{float}, ReadOnlySpan{float})"/>.
+    /// The CPU backend does this, at the cost of packing each such convolution once per use (about what
+    /// an optimizer step's repacking costs when each is used once per step) for the memory of one packed
+    /// copy of the network.
+    /// </summary>
+    /// <param name="spec">The convolution's arguments.</param>
+    /// <param name="source">Reads the current weights (and the bias, with <paramref name="hasBias"/>).</param>
+    /// <param name="hasBias">Whether the convolution has a bias ([out] values from the source).</param>
+    IPreparedConv? PrepareConv(ConvSpec spec, IConvWeightSource source, bool hasBias) => null;
+
+    /// <summary>
+    /// Tells the backend that the weights of <paramref name="conv"/> changed in its source (after an optimizer
+    /// step): true when <paramref name="conv"/> was prepared from an <see cref="IConvWeightSource"/> and will be
+    /// read again on its next use; false (the default, and for a convolution prepared with its weights) when
+    /// the caller must hand over the new weights with <see cref="UpdateConv(IPreparedConv, ReadOnlySpan{float}, ReadOnlySpan{float})"/>.
+    /// </summary>
+    bool MarkWeightsChanged(IPreparedConv conv) => false;
+
+    /// <summary>
     /// The gradient of <see cref="IBackend.Conv2d"/> with respect to its input: dx (+)= the
     /// transposed convolution of <paramref name="dy"/> with the prepared weights.
     /// <paramref name="dy"/> is [N, out, OH, OW], the gradient of the convolution's output before

@@ -31,6 +31,24 @@ public static class ConvPreparation
     }
 
     /// <summary>
+    /// As <see cref="Prepare(IBackend, Conv2d, BatchNorm2d?, ref float[])"/>, for a convolution that training
+    /// changes: where the backend can read the weights on demand
+    /// (<see cref="ITrainingBackend.PrepareConv(ConvSpec, IConvWeightSource, bool)"/>: the CPU backend), it keeps
+    /// no copy of them and folds the layers' current host values each time it packs them, so the host weights
+    /// are the network's only copy; elsewhere it is <see cref="Prepare(IBackend, Conv2d, BatchNorm2d?, ref float[])"/>.
+    /// <see cref="Update"/> then only tells the backend that they changed. The layers must outlive the result.
+    /// </summary>
+    public static IPreparedConv PrepareTrained(IBackend backend, Conv2d conv, BatchNorm2d? batchNorm, ref float[]? scratch)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(conv);
+        if (backend is ITrainingBackend training
+            && training.PrepareConv(conv.Spec, new FoldedWeights(conv, batchNorm), conv.Bias is not null || batchNorm is not null) is { } prepared)
+            return prepared;
+        return Prepare(backend, conv, batchNorm, ref scratch);
+    }
+
+    /// <summary>
     /// Replaces the weights of <paramref name="prepared"/> (made by <see cref="Prepare(IBackend, Conv2d, BatchNorm2d?, ref float[])"/>
     /// from the same layers) with the layers' current host values, folded again: after an optimizer
     /// changed them. Allocates nothing once <paramref name="scratch"/> is large enough.
@@ -40,6 +58,7 @@ public static class ConvPreparation
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(prepared);
         ArgumentNullException.ThrowIfNull(conv);
+        if (backend.MarkWeightsChanged(prepared)) return; // read from the layers when next packed (PrepareTrained)
         if (batchNorm is null)
         {
             backend.UpdateConv(prepared, conv.Weight.Data, conv.Bias is { } b ? b.Data : ReadOnlySpan<float>.Empty);
@@ -52,15 +71,50 @@ public static class ConvPreparation
     /// <summary>Writes the folded weight, then the folded bias [out], at the start of <paramref name="scratch"/>; returns the weight's length.</summary>
     private static int FoldInto(Conv2d conv, BatchNorm2d batchNorm, [System.Diagnostics.CodeAnalysis.NotNull] ref float[]? scratch)
     {
-        if (batchNorm.Channels != conv.Spec.OutChannels)
-            throw new ArgumentException($"batch norm '{batchNorm.Key}' has {batchNorm.Channels} channels; convolution '{conv.Key}' has {conv.Spec.OutChannels}");
+        CheckChannels(conv, batchNorm);
         int weights = conv.Weight.Data.Length, outChannels = conv.Spec.OutChannels;
         if (scratch is null || scratch.Length < weights + outChannels) scratch = new float[weights + outChannels];
-        Span<float> weight = scratch.AsSpan(0, weights), bias = scratch.AsSpan(weights, outChannels);
+        Fold(conv, batchNorm, scratch.AsSpan(0, weights), scratch.AsSpan(weights, outChannels));
+        return weights;
+    }
+
+    private static void CheckChannels(Conv2d conv, BatchNorm2d batchNorm)
+    {
+        if (batchNorm.Channels != conv.Spec.OutChannels)
+            throw new ArgumentException($"batch norm '{batchNorm.Key}' has {batchNorm.Channels} channels; convolution '{conv.Key}' has {conv.Spec.OutChannels}");
+    }
+
+    // The convolution's weight and bias (zeros without one) with the batch norm folded in.
+    private static void Fold(Conv2d conv, BatchNorm2d batchNorm, Span<float> weight, Span<float> bias)
+    {
         conv.Weight.Data.CopyTo(weight);
         if (conv.Bias is { } cb) cb.Data.CopyTo(bias);
         else bias.Clear();
         BatchNormFolding.Fold(weight, bias, batchNorm.Weight.Data, batchNorm.Bias.Data, batchNorm.RunningMean.Data, batchNorm.RunningVar.Data, BatchNorm2d.Epsilon);
-        return weights;
+    }
+
+    // The layers' current values, folded as FoldInto folds them (so bitwise the weights Prepare hands over).
+    private sealed class FoldedWeights : IConvWeightSource
+    {
+        private readonly Conv2d conv;
+        private readonly BatchNorm2d? batchNorm;
+
+        public FoldedWeights(Conv2d conv, BatchNorm2d? batchNorm)
+        {
+            if (batchNorm is not null) CheckChannels(conv, batchNorm);
+            this.conv = conv;
+            this.batchNorm = batchNorm;
+        }
+
+        public void ReadWeights(Span<float> weight, Span<float> bias)
+        {
+            if (batchNorm is not null)
+            {
+                Fold(conv, batchNorm, weight, bias);
+                return;
+            }
+            conv.Weight.Data.CopyTo(weight);
+            if (conv.Bias is { } b) b.Data.CopyTo(bias);
+        }
     }
 }

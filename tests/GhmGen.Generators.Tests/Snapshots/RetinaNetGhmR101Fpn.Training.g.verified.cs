@@ -623,7 +623,7 @@ partial class RetinaNetGhmR101Fpn
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
-            _prepared = new Prepared(network, backend);
+            _prepared = new Prepared(network, backend, training: true);
             Trained = new global::GhmGen.Layers.TrainedConv[111];
             try
             {

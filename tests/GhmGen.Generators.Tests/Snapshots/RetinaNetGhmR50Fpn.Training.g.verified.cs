@@ -419,7 +419,7 @@ partial class RetinaNetGhmR50Fpn
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
-            _prepared = new Prepared(network, backend);
+            _prepared = new Prepared(network, backend, training: true);
             Trained = new global::GhmGen.Layers.TrainedConv[60];
             try
             {

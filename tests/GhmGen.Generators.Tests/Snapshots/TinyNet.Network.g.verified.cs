@@ -247,7 +247,7 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
     {
         private bool _disposed;
 
-        internal Prepared(TinyNet network, global::GhmGen.Backends.IBackend backend)
+        internal Prepared(TinyNet network, global::GhmGen.Backends.IBackend backend, bool training = false)
         {
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
@@ -256,12 +256,12 @@ partial class TinyNet : global::GhmGen.Layers.INetwork
             try
             {
                 float[]? scratch = null; // one folding buffer for every convolution
-                convs[0] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null, ref scratch);
-                convs[1] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null, ref scratch);
-                convs[2] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch);
-                convs[3] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch);
-                convs[4] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null, ref scratch);
-                convs[5] = global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null, ref scratch);
+                convs[0] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Stem, null, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stem, null, ref scratch);
+                convs[1] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Stage_0_Proj, null, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Proj, null, ref scratch);
+                convs[2] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_0_Conv, network.Stage_0_Bn, ref scratch);
+                convs[3] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Stage_1_Conv, network.Stage_1_Bn, ref scratch);
+                convs[4] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Head_Cls, null, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Cls, null, ref scratch);
+                convs[5] = training ? global::GhmGen.Layers.ConvPreparation.PrepareTrained(backend, network.Head_Box, null, ref scratch) : global::GhmGen.Layers.ConvPreparation.Prepare(backend, network.Head_Box, null, ref scratch);
             }
             catch
             {

@@ -113,7 +113,7 @@ partial class TinyNet
             global::System.ArgumentNullException.ThrowIfNull(network);
             global::System.ArgumentNullException.ThrowIfNull(backend);
             Backend = backend;
-            _prepared = new Prepared(network, backend);
+            _prepared = new Prepared(network, backend, training: true);
             Trained = new global::GhmGen.Layers.TrainedConv[6];
             try
             {

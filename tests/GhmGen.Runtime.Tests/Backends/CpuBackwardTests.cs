@@ -295,6 +295,113 @@ public sealed class CpuBackwardTests
         foreach (IPreparedConv c in convs) c.Dispose();
     }
 
+    // Weights that a test changes between steps, read by the backend on demand.
+    private sealed class ArraySource(float[] weight, float[] bias) : IConvWeightSource
+    {
+        public float[] Weight = weight, Bias = bias;
+        public int Reads;
+
+        public void ReadWeights(Span<float> weight, Span<float> bias)
+        {
+            Reads++;
+            Weight.CopyTo(weight);
+            Bias.AsSpan(0, bias.Length).CopyTo(bias);
+        }
+    }
+
+    [Theory]
+    [InlineData(false, false)] // stored Winograd forms, default Winograd rule (small-map, shared-input and GEMM paths)
+    [InlineData(false, true)]  // stored Winograd forms, Winograd forced on every 3x3 stride-1 map
+    [InlineData(true, true)]   // Winograd weights transformed per call from the (transient) GEMM panels
+    public void WeightSourceConvolutions_EqualConvolutionsPreparedWithTheirWeights(bool winogradPerCall, bool forceWinograd)
+    {
+        // Five convolutions prepared from weight sources (3x3 with bias, 1x1, 3x3 stride 2 through
+        // columns-then-scatter, grouped 3x3, and one applied to two inputs in one Conv2dShared call) and the
+        // same five prepared with their weights, all on one backend, take turns in the shared scratch over
+        // two maps (99 and 1020 output pixels) and three optimizer steps: forward outputs and input gradients
+        // are bitwise equal. A source is read only when a call needs it after a change or after another
+        // convolution's panels took the scratch.
+        ConvSpec[] specs = [new(24, 40, 3, 1, 1, 1), new(40, 16, 1, 1, 0, 1), new(16, 24, 3, 2, 1, 1), new(24, 32, 3, 1, 1, 4), new(24, 24, 3, 1, 1, 1)];
+        bool[] withBias = [true, false, true, false, true];
+        var random = new Random(77);
+        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = winogradPerCall };
+        if (forceWinograd) cpu.WinogradMinimumTiles = 0;
+        ArraySource[] sources = [.. specs.Select((s, i) => new ArraySource(CpuBackendTests.RandomValues(random, (int)s.WeightCount),
+            withBias[i] ? CpuBackendTests.RandomValues(random, s.OutChannels) : []))];
+        IPreparedConv[] sourced = [.. specs.Select((s, i) => cpu.PrepareConv(s, sources[i], withBias[i]))];
+        IPreparedConv[] plain = [.. specs.Select((s, i) => cpu.PrepareConv(s, sources[i].Weight, sources[i].Bias))];
+        Assert.Throws<ArgumentException>(() => cpu.UpdateConv(sourced[0], sources[0].Weight, sources[0].Bias));
+        Assert.False(cpu.MarkWeightsChanged(plain[0]));
+        Assert.All(sources, source => Assert.Equal(0, source.Reads)); // nothing packed before a call needs it
+
+        float[] Forward(IPreparedConv conv, ConvSpec s, int h, int w, int seed)
+        {
+            TensorView x = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(new Random(seed), 2 * s.InChannels * h * w), 2, s.InChannels, h, w);
+            var y = new TensorView(cpu.Allocate(2L * s.OutChannels * s.OutputSize(h) * s.OutputSize(w)), 0, 2, s.OutChannels, s.OutputSize(h), s.OutputSize(w));
+            cpu.Conv2d(conv, x, y, residual: null, relu: seed % 2 == 0);
+            return CpuBackendTests.Read(cpu, y);
+        }
+        float[] BackwardData(IPreparedConv conv, ConvSpec s, int h, int w, int seed)
+        {
+            int oh = s.OutputSize(h), ow = s.OutputSize(w);
+            TensorView dy = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(new Random(seed), 2 * s.OutChannels * oh * ow), 2, s.OutChannels, oh, ow);
+            var dx = new TensorView(cpu.Allocate(2L * s.InChannels * h * w), 0, 2, s.InChannels, h, w);
+            cpu.Conv2dBackwardData(conv, dy, dx, accumulate: false);
+            return CpuBackendTests.Read(cpu, dx);
+        }
+        float[][] Shared(IPreparedConv conv, int seed)
+        {
+            TensorView[] xs = [CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(new Random(seed), 2 * 24 * 9 * 11), 2, 24, 9, 11),
+                CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(new Random(seed + 1), 2 * 24 * 3 * 2), 2, 24, 3, 2)];
+            TensorView[] ys = [.. xs.Select(x => new TensorView(cpu.Allocate(x.ElementCount), 0, 2, 24, x.H, x.W))];
+            cpu.Conv2dShared(conv, xs, ys, relu: true);
+            return [.. ys.Select(y => CpuBackendTests.Read(cpu, y))];
+        }
+
+        (int H, int W)[] maps = [(9, 11), (30, 34)];
+        for (int step = 0; step < 3; step++)
+        {
+            // Packed once after the change (its panels still in the scratch: see the end of the loop), then reused
+            // while still there.
+            int reads = sources[0].Reads;
+            float[] first = Forward(sourced[0], specs[0], 9, 11, step);
+            Assert.Equal(reads + 1, sources[0].Reads);
+            Assert.Equal(Forward(plain[0], specs[0], 9, 11, step), first);
+            Assert.Equal(first, Forward(sourced[0], specs[0], 9, 11, step));
+            Assert.Equal(reads + 1, sources[0].Reads);
+            for (int i = 0; i < 4; i++)
+            foreach ((int h, int w) in maps)
+            {
+                int seed = 1000 * step + 10 * i + h;
+                Assert.Equal(Forward(plain[i], specs[i], h, w, seed), Forward(sourced[i], specs[i], h, w, seed));
+                Assert.Equal(BackwardData(plain[i], specs[i], h, w, seed), BackwardData(sourced[i], specs[i], h, w, seed));
+            }
+            float[][] expected = Shared(plain[4], 50 + step), actual = Shared(sourced[4], 50 + step);
+            for (int j = 0; j < 2; j++) Assert.Equal(expected[j], actual[j]);
+            Assert.Equal(BackwardData(plain[4], specs[4], 9, 11, 60 + step), BackwardData(sourced[4], specs[4], 9, 11, 60 + step));
+
+            Forward(sourced[0], specs[0], 9, 11, step); // its panels hold the scratch across the change
+
+            // The optimizer step: new weights, told to the sourced ones, handed to the others.
+            for (int i = 0; i < specs.Length; i++)
+            {
+                sources[i].Weight = CpuBackendTests.RandomValues(random, (int)specs[i].WeightCount);
+                if (withBias[i]) sources[i].Bias = CpuBackendTests.RandomValues(random, specs[i].OutChannels);
+                Assert.True(cpu.MarkWeightsChanged(sourced[i]));
+                cpu.UpdateConv(plain[i], sources[i].Weight, sources[i].Bias);
+            }
+        }
+        // Of their own only the padded bias: no forward panels, no stored Winograd form beyond the one made at preparing.
+        for (int i = 0; i < specs.Length; i++)
+        {
+            Assert.True(cpu.PreparedBytes(sourced[i]).Panels < 4 * specs[i].WeightCount / 8);
+            Assert.True(cpu.PreparedBytes(plain[i]).Panels >= 4 * specs[i].WeightCount);
+        }
+        // The shared one keeps its backward-data panels (it runs backward-data once per input between two steps).
+        Assert.True(cpu.PreparedBytes(sourced[4]).BackwardPanels >= 4 * specs[4].WeightCount);
+        foreach (IPreparedConv c in sourced.Concat(plain)) c.Dispose();
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(17)]

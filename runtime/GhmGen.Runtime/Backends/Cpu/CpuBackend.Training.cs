@@ -3,7 +3,7 @@
 // - Conv2dBackwardData: stride 1 with padding <= k - 1 runs the forward convolution machinery
 //   (GEMM, Winograd, small-map) on dy with transposed, flipped weights (dx += when accumulating,
 //   as an in-place residual); other specs run columns-then-scatter (ConvInputGradient). The
-//   backward-data weights are made from the forward panels on a convolution's first
+//   backward-data weights are made from the forward panels (or the weight source) on a convolution's first
 //   backward-data call and rebuilt, in row ranges on all workers (ConvRepack), when a call finds them
 //   stale after an UpdateConv. Those of a convolution applied at several levels (Conv2dShared) have
 //   arrays of their own; every other convolution's live in one shared scratch (transient panels,
@@ -33,6 +33,8 @@ public sealed unsafe partial class CpuBackend
             ThrowIfDisposed();
             PackedConvWeights packed = Prepared(conv);
             ConvSpec s = packed.Spec;
+            if (packed.WeightSource is not null)
+                throw new ArgumentException($"conv {s} reads its weights from its source: call MarkWeightsChanged after changing them", nameof(conv));
             if (weight.Length != s.WeightCount)
                 throw new ArgumentException($"conv {s}: new weight has {weight.Length} elements; it needs {s.WeightCount}", nameof(weight));
             if (bias.Length != (packed.HasBias ? s.OutChannels : 0))
@@ -51,6 +53,46 @@ public sealed unsafe partial class CpuBackend
             }
             if (packed.TransientTransposedPanels) packed.TransposedStale = true;
         }
+    }
+
+    /// <inheritdoc/>
+    public bool MarkWeightsChanged(IPreparedConv conv)
+    {
+        lock (gate)
+        {
+            ThrowIfDisposed();
+            PackedConvWeights packed = Prepared(conv);
+            if (packed.WeightSource is null) return false;
+            // Every form is packed from the source again on its next use.
+            packed.PanelsStale = true;
+            packed.WinogradStale = packed.Winograd is not null;
+            if (packed.BackwardData is { } backward)
+            {
+                backward.PanelsStale = true;
+                backward.WinogradStale = backward.Winograd is not null;
+            }
+            if (packed.TransposedPanels is not null) packed.TransposedStale = true;
+            return true;
+        }
+    }
+
+    // The current weights of the forward form `forward` and (when it has one) its bias, in the refresh scratch:
+    // read from its source, or unpacked from its panels (the bias then empty: the panels' padded one is used).
+    // Under the lock.
+    private Span<float> CurrentWeights(PackedConvWeights forward, out Span<float> bias)
+    {
+        int n = checked((int)forward.Spec.WeightCount), outChannels = forward.Spec.OutChannels;
+        if (refreshScratch.Length < n + outChannels) refreshScratch = GC.AllocateUninitializedArray<float>(n + outChannels, pinned: true);
+        Span<float> weight = refreshScratch.AsSpan(0, n);
+        if (forward.WeightSource is not { } source)
+        {
+            forward.UnpackWeight(weight);
+            bias = default;
+            return weight;
+        }
+        bias = forward.HasBias ? refreshScratch.AsSpan(n, outChannels) : default;
+        source.ReadWeights(weight, bias);
+        return weight;
     }
 
     // The Winograd form of `form` with its current weights: made on first use (backward-data form), transformed
@@ -88,12 +130,13 @@ public sealed unsafe partial class CpuBackend
     // The columns-then-scatter panels of `packed` with its current weights, in the shared scratch when transient. Under the lock.
     private void FreshTransposedPanels(PackedConvWeights packed)
     {
-        if (!packed.TransientTransposedPanels || transientHolder == (packed, true) && !packed.TransposedStale) return;
-        BindTransient(packed, transposed: true);
-        int n = checked((int)packed.Spec.WeightCount);
-        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
-        packed.UnpackWeight(refreshScratch.AsSpan(0, n));
-        packed.RepackTransposedPanels(refreshScratch.AsSpan(0, n));
+        if (packed.TransientTransposedPanels)
+        {
+            if (transientHolder == (packed, true) && !packed.TransposedStale) return;
+            BindTransient(packed, transposed: true);
+        }
+        else if (!packed.TransposedStale) return; // own panels: UpdateConv rewrote them (stale only when read from a source)
+        packed.RepackTransposedPanels(CurrentWeights(packed, out _));
         packed.TransposedStale = false;
     }
 
@@ -128,14 +171,14 @@ public sealed unsafe partial class CpuBackend
     private void Refresh(PackedConvWeights form, bool winograd)
     {
         PackedConvWeights source = form.Owner ?? form;
-        int n = checked((int)source.Spec.WeightCount);
-        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
-        source.UnpackWeight(refreshScratch.AsSpan(0, n));
-        // Winograd is dense (groups 1), so the forward panels' padded bias starts with the bias itself.
-        ReadOnlySpan<float> bias = form.IsTransposedForm || !source.HasBias ? default : source.Bias.AsSpan(0, source.Spec.OutChannels);
-        fixed (float* pw = refreshScratch)
+        Span<float> weight = CurrentWeights(source, out Span<float> sourceBias);
+        // Unpacked from panels (only a Winograd form then: dense, groups 1), the forward panels' padded bias starts
+        // with the bias itself; a backward-data form has none.
+        ReadOnlySpan<float> bias = form.IsTransposedForm || !source.HasBias ? default
+            : source.WeightSource is not null ? sourceBias : source.Bias.AsSpan(0, source.Spec.OutChannels);
+        fixed (float* pw = weight)
         fixed (float* pb = bias)
-            pool.Run(repack, repack.PrepareRefresh(form, winograd, pw, n, pb, bias.Length));
+            pool.Run(repack, repack.PrepareRefresh(form, winograd, pw, weight.Length, pb, bias.Length));
     }
 
     /// <summary>
@@ -339,7 +382,7 @@ public sealed unsafe partial class CpuBackend
             ? packed
             : throw new ArgumentException("the convolution was not prepared by this CPU backend", nameof(conv));
 
-    // The backward-data weights of `packed`, made from its forward panels on first use (the only
+    // The backward-data weights of `packed`, made from its current weights on first use (the only
     // allocation of the backward ops after their first call, besides the backward-data Winograd form
     // and its scratch on the first Winograd call, FreshWinograd).
     private void EnsureBackwardData(PackedConvWeights packed)
@@ -347,10 +390,7 @@ public sealed unsafe partial class CpuBackend
         if (packed.BackwardData is not null || packed.TransposedPanels is not null) return;
         // The forward weights, unpacked into the reused refresh scratch: no weight-sized garbage per convolution
         // (60 of them in R-50's first step would otherwise sit in the large-object heap until a full collection).
-        int n = checked((int)packed.Spec.WeightCount);
-        if (refreshScratch.Length < n) refreshScratch = GC.AllocateUninitializedArray<float>(n, pinned: true);
-        Span<float> weight = refreshScratch.AsSpan(0, n);
-        packed.UnpackWeight(weight);
+        Span<float> weight = CurrentWeights(packed, out _);
         // With WinogradWeightsPerCall the backward-data form keeps only its panels too, and each Winograd call
         // transforms them into the shared scratch, as the forward form does.
         // A convolution applied at several levels (the shared head) runs backward-data once per level between two

@@ -112,7 +112,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// (the transposed convolution's panels): in a training step each form is used about once
     /// between two <c>UpdateConv</c>s, so transforming per call costs about what rebuilding a stored
     /// form costs, except for convolutions applied at several levels (the shared head). False
-    /// (default): the transformed forms are stored, made at <see cref="PrepareConv"/> (forward) or on
+    /// (default): the transformed forms are stored, made at <see cref="PrepareConv(ConvSpec, ReadOnlySpan{float}, ReadOnlySpan{float})"/> (forward) or on
     /// first use (backward-data) and rebuilt after an <c>UpdateConv</c> (bitwise the double-rounded
     /// transform; the per-call one rounds in float). Set it before preparing any convolution.
     /// </summary>
@@ -163,22 +163,50 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     public IPreparedConv PrepareConv(ConvSpec spec, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
     {
         ThrowIfDisposed();
-        if (spec.InChannels <= 0 || spec.OutChannels <= 0 || spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0 || spec.Groups <= 0
-            || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
-            throw new ArgumentException($"invalid convolution {spec}", nameof(spec));
+        CheckSpec(spec);
         if (weight.Length != spec.WeightCount)
             throw new ArgumentException($"weight has {weight.Length} elements; {spec} needs {spec.WeightCount}", nameof(weight));
         if (bias.Length != 0 && bias.Length != spec.OutChannels)
             throw new ArgumentException($"bias has {bias.Length} elements; expected 0 or {spec.OutChannels}", nameof(bias));
         // Packing touches only the new object; the shared Winograd scratch grows under the lock.
-        GemmKernel convKernel = spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
-        var packed = new PackedConvWeights(spec, weight, bias, convKernel, useWinograd && !WinogradWeightsPerCall);
+        var packed = new PackedConvWeights(spec, weight, bias, KernelFor(spec), useWinograd && !WinogradWeightsPerCall);
+        return WithScratch(packed);
+    }
+
+    /// <summary>
+    /// Prepares a convolution whose forward panels, like its backward-data ones, live in the scratch shared by
+    /// every such convolution and are packed from <paramref name="source"/> when a call needs them (after
+    /// <see cref="MarkWeightsChanged"/>, or when another convolution's are there). Results are bitwise those of
+    /// <see cref="PrepareConv(ConvSpec, ReadOnlySpan{float}, ReadOnlySpan{float})"/> with the same weights.
+    /// </summary>
+    /// <inheritdoc/>
+    public IPreparedConv PrepareConv(ConvSpec spec, IConvWeightSource source, bool hasBias)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(source);
+        CheckSpec(spec);
+        return WithScratch(new PackedConvWeights(spec, source, hasBias, KernelFor(spec), useWinograd && !WinogradWeightsPerCall));
+    }
+
+    private static void CheckSpec(ConvSpec spec)
+    {
+        if (spec.InChannels <= 0 || spec.OutChannels <= 0 || spec.Kernel <= 0 || spec.Stride <= 0 || spec.Padding < 0 || spec.Groups <= 0
+            || spec.InChannels % spec.Groups != 0 || spec.OutChannels % spec.Groups != 0)
+            throw new ArgumentException($"invalid convolution {spec}", nameof(spec));
+    }
+
+    // The narrow kernel for convolutions of at most 4 outputs per group, else the full one.
+    private GemmKernel KernelFor(ConvSpec spec) => spec.OutChannels / spec.Groups <= 4 ? kernel.Narrow : kernel;
+
+    // Grows the shared Winograd scratch (under the lock) for a newly prepared convolution that may use it.
+    private PackedConvWeights WithScratch(PackedConvWeights packed)
+    {
         if (packed.Winograd is not null || TransformsPerCall(packed))
         {
             lock (gate)
             {
                 ThrowIfDisposed();
-                EnsureWinogradScratch(spec.InChannels);
+                EnsureWinogradScratch(packed.Spec.InChannels);
                 if (TransformsPerCall(packed)) EnsureWinogradWeightScratch(packed);
             }
         }

@@ -8,6 +8,9 @@
 //   k-1-kx] at padding k - 1 - p (in and out swapped, same groups), packed like any convolution
 //   (a second PackedConvWeights, made with transposedFrom; its Winograd form on its first Winograd call);
 // - otherwise W_g^T[K, M] in MR-row panels for the columns-then-scatter path (TransposedPanels).
+// A trained convolution prepared from a weight source (IConvWeightSource) keeps no forward panels either:
+// they are packed from the source into the same shared scratch when a call needs them, and every other
+// form is made from the source too (in training the host weights, folded, are then the only copy).
 // A convolution that is not applied at several levels (no Conv2dShared call before its first backward-data
 // call) gets transient backward-data panels: they live in one scratch of the backend's, shared by every such
 // convolution, and are rebuilt when a call needs them and another convolution's panels are there (in a
@@ -32,6 +35,18 @@ internal sealed class PackedConvWeights : IPreparedConv
         : this(spec, kernel, winograd, bias.Length > 0, null)
     {
         Repack(weight, bias);
+    }
+
+    /// <summary>
+    /// A forward form that keeps no panels of its own (transient, like the backward-data forms): the backend packs
+    /// them from <paramref name="source"/> into its shared scratch when a call needs them (ITrainingBackend.PrepareConv
+    /// with a weight source). Its Winograd form, when stored, is made here and transformed on first use.
+    /// </summary>
+    public PackedConvWeights(ConvSpec spec, IConvWeightSource source, bool hasBias, GemmKernel kernel, bool winograd)
+        : this(spec, kernel, winograd, hasBias, null, transientPanels: true)
+    {
+        WeightSource = source;
+        WinogradStale = Winograd is not null;
     }
 
     private PackedConvWeights(ConvSpec spec, GemmKernel kernel, bool winograd, bool hasBias, ConvSpec? transposedFrom, bool lazyWinograd = false,
@@ -90,10 +105,17 @@ internal sealed class PackedConvWeights : IPreparedConv
     public long PanelsLength => GroupStride * Spec.Groups;
 
     /// <summary>
-    /// Backward-data forms only: whether the panels (or the <see cref="TransposedPanels"/>) live in the backend's
-    /// shared scratch and are rebuilt when needed, rather than in an array of their own.
+    /// Whether the panels live in the backend's shared scratch and are rebuilt when needed, rather than in an
+    /// array of their own: backward-data forms not applied at several levels, and forward forms read from a
+    /// <see cref="WeightSource"/>.
     /// </summary>
     public bool TransientPanels { get; }
+
+    /// <summary>
+    /// Forward form only: where the backend reads this convolution's current weights (and bias) when it packs
+    /// any of its forms; null when the forward panels are its own and every other form is made from them.
+    /// </summary>
+    public IConvWeightSource? WeightSource { get; }
 
     /// <summary>Points transient <see cref="Panels"/> (or <see cref="TransposedPanels"/>) at <paramref name="scratch"/> (or nothing, when null); the caller then rebuilds them.</summary>
     public void BindPanels(float[]? scratch, bool transposed = false)
@@ -220,6 +242,7 @@ internal sealed class PackedConvWeights : IPreparedConv
     public void UnpackWeight(Span<float> weight)
     {
         if (transposedFrom is not null) throw new InvalidOperationException("only the forward form unpacks");
+        if (WeightSource is not null) throw new InvalidOperationException($"{Spec}: its weights are read from its source, not kept in panels");
         for (int g = 0; g < Spec.Groups; g++)
         for (int m = 0; m < OutPerGroup; m++)
         {
