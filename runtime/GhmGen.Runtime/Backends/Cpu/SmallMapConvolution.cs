@@ -1,5 +1,7 @@
 // Convolution over small maps: at most MaxColumns (48) output pixels over the whole batch, one group,
-// 8-row weight panels (the AVX-512 kernel's layout). A GEMV-like pass reads each packed weight
+// 8-row weight panels (the AVX-512 kernel's layout) or 6-row ones (the AVX2 kernel's: each 256-bit load
+// then also reads the next depth step's first two rows, whose lanes are dropped, and a panel's last step
+// is a masked load). A GEMV-like pass reads each packed weight
 // panel once per 8 output pixels (from L2 after the first: a panel is 8 x K floats, 74 KB for a
 // 3x3 over 256 channels) and keeps one 8-row accumulator per output pixel, where the GEMM's
 // 48-column tile would compute mostly padding and repack the input per row chunk (P6/P7 of the
@@ -27,7 +29,6 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     /// <summary>Most output pixels (over the batch) this path takes.</summary>
     public const int MaxColumns = 48;
 
-    private const int Rows = 8;
     private const int Group = 8;          // output pixels per accumulator set
     private const int GatherRows = 512;   // im2col rows per gather item
     private float* columns;     // im2col: [depth, stride], unused columns zero
@@ -36,11 +37,15 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     private float* x, panels, bias, y, residual;
     private bool relu, gathering;
     private int count, stride, pixels, depth, outChannels, inHeight, inWidth;
+    // The panels' MR (8: AVX-512, 6: AVX2), and the depth up to which a 256-bit load of one depth step's rows
+    // stays inside the panels (MR 6: the load also reads the next step's first two rows, so the last step of
+    // a panel is loaded with a mask).
+    private int rows, fullLoads;
     private int* columnImage, columnY, columnX; // per output pixel: image, first input row and column of its window
 
     /// <summary>Whether a convolution of this shape takes this path.</summary>
     public static bool Applies(PackedConvWeights conv, int batch, int outHeight, int outWidth) =>
-        conv.Spec.Groups == 1 && conv.PanelRows == Rows && (long)batch * outHeight * outWidth <= MaxColumns && Avx.IsSupported;
+        conv.Spec.Groups == 1 && conv.PanelRows is 8 or 6 && (long)batch * outHeight * outWidth <= MaxColumns && Avx.IsSupported;
 
     /// <summary>Sets up one call; returns the items of the gather phase (then call <see cref="PrepareProducts"/>).</summary>
     public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu)
@@ -58,6 +63,8 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         count = xView.N * pixels;
         stride = (count + Group - 1) / Group * Group;
         depth = conv.Depth;
+        rows = conv.PanelRows;
+        fullLoads = rows == Group ? depth : depth - 1;
         outChannels = s.OutChannels;
         inHeight = xView.H;
         inWidth = xView.W;
@@ -127,9 +134,9 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Products(int panel)
     {
-        float* w = panels + (long)panel * Rows * depth;
+        float* w = panels + (long)panel * this.rows * depth;
         Vector256<float>* acc = stackalloc Vector256<float>[Group];
-        int firstRow = panel * Rows, rows = Math.Min(Rows, outChannels - firstRow);
+        int firstRow = panel * this.rows, rows = Math.Min(this.rows, outChannels - firstRow);
         for (int c0 = 0; c0 < count;)
         {
             int width = count - c0 >= 8 ? 8 : count - c0 >= 4 ? 4 : count - c0 >= 2 ? 2 : 1;
@@ -155,13 +162,21 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         }
     }
 
+    // The rows of depth step d of the panel at w: a plain 256-bit load up to fullLoads, masked after it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector256<float> Load(float* w, int d) =>
+        d < fullLoads ? Avx.LoadVector256(w + (long)d * rows) : Avx.MaskLoad(w + (long)d * rows, LastRows());
+
+    private Vector256<float> LastRows() => Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)).AsSingle();
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Columns8(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        int step = rows;
         for (int d = 0; d < depth; d++, col += stride)
         {
-            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            Vector256<float> wv = d < fullLoads ? Avx.LoadVector256(w + (long)d * step) : Load(w, d);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
             a2 = MultiplyAdd(wv, col[2], a2);
@@ -178,10 +193,10 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     private void Columns4(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        int d = 0;
-        for (; d + 2 <= depth; d += 2, col += 2 * stride)
+        int d = 0, step = rows;
+        for (; d + 2 <= fullLoads; d += 2, col += 2 * stride)
         {
-            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows), wu = Avx.LoadVector256(w + (long)(d + 1) * Rows);
+            Vector256<float> wv = Avx.LoadVector256(w + (long)d * step), wu = Avx.LoadVector256(w + (long)(d + 1) * step);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
             a2 = MultiplyAdd(wv, col[2], a2);
@@ -191,9 +206,9 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
             b2 = MultiplyAdd(wu, col[stride + 2], b2);
             b3 = MultiplyAdd(wu, col[stride + 3], b3);
         }
-        if (d < depth)
+        for (; d < depth; d++, col += stride)
         {
-            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            Vector256<float> wv = Load(w, d);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
             a2 = MultiplyAdd(wv, col[2], a2);
@@ -206,11 +221,11 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     private void Columns2(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, b0 = a0, b1 = a0, e0 = a0, e1 = a0, f0 = a0, f1 = a0;
-        int d = 0;
-        for (; d + 4 <= depth; d += 4, col += 4 * stride)
+        int d = 0, step = rows;
+        for (; d + 4 <= fullLoads; d += 4, col += 4 * stride)
         {
-            float* wd = w + (long)d * Rows;
-            Vector256<float> w0 = Avx.LoadVector256(wd), w1 = Avx.LoadVector256(wd + Rows), w2 = Avx.LoadVector256(wd + 2 * Rows), w3 = Avx.LoadVector256(wd + 3 * Rows);
+            float* wd = w + (long)d * step;
+            Vector256<float> w0 = Avx.LoadVector256(wd), w1 = Avx.LoadVector256(wd + step), w2 = Avx.LoadVector256(wd + 2 * step), w3 = Avx.LoadVector256(wd + 3 * step);
             a0 = MultiplyAdd(w0, col[0], a0);
             a1 = MultiplyAdd(w0, col[1], a1);
             b0 = MultiplyAdd(w1, col[stride], b0);
@@ -222,7 +237,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         }
         for (; d < depth; d++, col += stride)
         {
-            Vector256<float> wv = Avx.LoadVector256(w + (long)d * Rows);
+            Vector256<float> wv = Load(w, d);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
         }
@@ -233,17 +248,17 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     private void Columns1(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
-        int d = 0;
-        for (; d + 4 <= depth; d += 4, col += 4 * stride)
+        int d = 0, step = rows;
+        for (; d + 4 <= fullLoads; d += 4, col += 4 * stride)
         {
-            float* wd = w + (long)d * Rows;
+            float* wd = w + (long)d * step;
             a0 = MultiplyAdd(Avx.LoadVector256(wd), col[0], a0);
-            a1 = MultiplyAdd(Avx.LoadVector256(wd + Rows), col[stride], a1);
-            a2 = MultiplyAdd(Avx.LoadVector256(wd + 2 * Rows), col[2 * stride], a2);
-            a3 = MultiplyAdd(Avx.LoadVector256(wd + 3 * Rows), col[3 * stride], a3);
+            a1 = MultiplyAdd(Avx.LoadVector256(wd + step), col[stride], a1);
+            a2 = MultiplyAdd(Avx.LoadVector256(wd + 2 * step), col[2 * stride], a2);
+            a3 = MultiplyAdd(Avx.LoadVector256(wd + 3 * step), col[3 * stride], a3);
         }
         for (; d < depth; d++, col += stride)
-            a0 = MultiplyAdd(Avx.LoadVector256(w + (long)d * Rows), col[0], a0);
+            a0 = MultiplyAdd(Load(w, d), col[0], a0);
         acc[0] = (a0 + a1) + (a2 + a3);
     }
 
