@@ -24,11 +24,15 @@ public class ConcatenatedConvolutionTests
     {
         (int H, int W)[] levels = Sizes(sizes);
         var spec = new ConvSpec(cin, cout, k, stride, pad, 1);
-        using var cpu = new CpuBackend(2);
-        long before = cpu.ConcatenatedCalls;
-        (double[] Want, double[] Magnitude, float[] Got)[] results = Run(cpu, spec, n, levels, relu, seed: cin * 31 + cout);
-        if (cpu.KernelKind == GemmKernelKind.Avx512) Assert.Equal(before + 1, cpu.ConcatenatedCalls);
-        foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
+        foreach (GemmKernelKind kind in SharedInputConvolutionTests.Kernels())
+        {
+            // No Winograd: with the AVX2 kernel's 16-tile blocks it would take the 3x3s on 22x22.
+            using var cpu = new CpuBackend(2, kind, winograd: false);
+            long before = cpu.ConcatenatedCalls;
+            (double[] Want, double[] Magnitude, float[] Got)[] results = Run(cpu, spec, n, levels, relu, seed: cin * 31 + cout);
+            if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2) Assert.Equal(before + 1, cpu.ConcatenatedCalls);
+            foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
+        }
     }
 
     [Fact]
@@ -40,7 +44,7 @@ public class ConcatenatedConvolutionTests
         long passes = cpu.WinogradWeightPasses, concatenated = cpu.ConcatenatedCalls;
         var results = Run(cpu, spec, 1, Sizes("64x80 32x40 16x20 8x10 4x5"), relu: true, seed: 3);
         Assert.Equal(passes + 1, cpu.WinogradWeightPasses);
-        if (cpu.KernelKind == GemmKernelKind.Avx512) Assert.Equal(concatenated + 1, cpu.ConcatenatedCalls);
+        if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2) Assert.Equal(concatenated + 1, cpu.ConcatenatedCalls);
         // Winograd F(4x4, 3x3) rounds a few times more than the direct sum (WinogradConvolutionTests).
         for (int i = 0; i < results.Length; i++) AssertClose(results[i].Want, results[i].Magnitude, results[i].Got, i < 2 ? 1e-4 : 1e-5);
     }
@@ -50,10 +54,10 @@ public class ConcatenatedConvolutionTests
     {
         // K = 2304: 4 Mi floats hold 1820 columns, so of four 22x22 maps (484 columns each) three concatenate.
         var spec = new ConvSpec(256, 32, 3, 1, 1, 1);
-        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true };
+        using var cpu = new CpuBackend(2, winograd: false); // on AVX2, Winograd would take 22x22 (36 tiles)
         long concatenated = cpu.ConcatenatedCalls, shared = cpu.SharedInputCalls;
         var results = Run(cpu, spec, 1, Sizes("22x22 22x22 22x22 22x22"), relu: false, seed: 4);
-        if (cpu.KernelKind == GemmKernelKind.Avx512)
+        if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2)
         {
             Assert.Equal(concatenated + 1, cpu.ConcatenatedCalls);
             Assert.Equal(shared + 1, cpu.SharedInputCalls);

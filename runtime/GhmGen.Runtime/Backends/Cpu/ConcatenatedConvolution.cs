@@ -4,7 +4,7 @@
 // (2.4 MB for a 3x3 256-256) come from memory once per part, and a map of 1, 2 or 6 pixels fills 1,
 // 2 or 6 of a 16-wide tile's columns; at 64x96 the RetinaNet head's P5-P7 ran at 20-66 GFLOP/s
 // that way. Here phase 1 packs every part's columns into one sequence of NR-wide panels (NR = 16,
-// 32 or 48, whichever pads the total least; items of PackRows im2col rows of one part), and phase
+// 32 or 48, whichever pads the total least (AVX2's 6-row panels: its 6x16 tile); items of PackRows im2col rows of one part), and phase
 // 2 has one item per chunk of output-channel panels that runs the 8xNR micro-kernel over every
 // column panel into a products matrix (M x padded columns), then copies its rows out to the parts.
 // The depth runs in one k block while the packed input fits L2 (as SharedInputConvolution), else
@@ -20,10 +20,10 @@ namespace GhmGen.Backends.Cpu;
 [SkipLocalsInit]
 internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposable
 {
-    private const int Rows = 8;                // MR of the AVX-512 kernel
     private const int PackRows = 64;           // im2col rows per packing item
     private const long SingleBlockElements = 96 * 1024; // packed floats kept in one k block (384 KB, in L2)
-    private const int MaxTileElements = Rows * 48;
+    private const int MaxTileElements = 8 * 48;
+    private int rows; // MR: 8 (AVX-512) or 6 (AVX2)
 
     private struct Part
     {
@@ -43,7 +43,7 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
 
     /// <summary>Whether a convolution of this kind can take this path (per part: see <see cref="Fits"/>).</summary>
     public static bool Applies(PackedConvWeights conv) =>
-        conv.Spec.Groups == 1 && conv.PanelRows == Rows && conv.Kernel.Kind == GemmKernelKind.Avx512 && Avx512F.IsSupported;
+        conv.Spec.Groups == 1 && SharedInputConvolution.Supported(conv);
 
     /// <summary>Whether an output map of <paramref name="outHeight"/> x <paramref name="outWidth"/> is small enough to be a part.</summary>
     public static bool Fits(int outHeight, int outWidth) => (long)outHeight * outWidth <= SharedInputConvolution.MaxPixels;
@@ -93,19 +93,15 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
         this.panels = panels;
         this.bias = bias;
         this.relu = relu;
-        nr = SharedInputConvolution.TileWidth(columns);
+        rows = conv.PanelRows;
+        nr = SharedInputConvolution.TileWidth(columns, conv.Kernel.Kind);
         columnPanels = (columns + nr - 1) / nr;
         paddedColumns = columnPanels * nr;
-        tile = nr switch
-        {
-            16 => &GemmMicroKernels.Avx512Tile16,
-            32 => &GemmMicroKernels.Avx512Tile32,
-            _ => &GemmMicroKernels.Avx512Tile,
-        };
+        tile = SharedInputConvolution.TileFor(conv, nr);
         long packedElements = (long)depth * paddedColumns;
         depthBlock = depth <= GemmConvolution.SingleDepthBlock || packedElements <= SingleBlockElements ? depth : GemmConvolution.DepthBlock;
         Reserve(ref packed, ref packedCapacity, packedElements);
-        Reserve(ref products, ref productsCapacity, (long)conv.PanelsPerGroup * Rows * paddedColumns);
+        Reserve(ref products, ref productsCapacity, (long)conv.PanelsPerGroup * rows * paddedColumns);
         packItemsPerPart = (depth + PackRows - 1) / PackRows;
         packing = true;
         return partCount * packItemsPerPart;
@@ -151,26 +147,26 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
             int mode = (k0 == 0 ? GemmMicroKernels.First : 0) | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
             for (int ip = firstPanel; ip < endPanel; ip++)
             {
-                float* a = panels + (long)ip * Rows * depth + (long)k0 * Rows;
-                int tileRows = Math.Min(Rows, m - ip * Rows);
-                GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
+                float* a = panels + (long)ip * rows * depth + (long)k0 * rows;
+                int tileRows = Math.Min(rows, m - ip * rows);
+                if (rows == 8) GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
                 for (int jp = 0; jp < columnPanels; jp++)
                 {
                     float* b = packed + jp * panelStride + (long)k0 * nr;
-                    float* c = products + (long)ip * Rows * ldc + jp * nr;
-                    if (tileRows == Rows)
-                        tile(kc, a, b, c, ldc, bias + ip * Rows, null, mode);
+                    float* c = products + (long)ip * rows * ldc + jp * nr;
+                    if (tileRows == rows)
+                        tile(kc, a, b, c, ldc, bias + ip * rows, null, mode);
                     else
-                        GemmMicroKernels.EdgeTile(tile, Rows, nr, kc, a, b, c, ldc, bias + ip * Rows, null, mode, tileRows, nr, edge, edge + MaxTileElements);
+                        GemmMicroKernels.EdgeTile(tile, rows, nr, kc, a, b, c, ldc, bias + ip * rows, null, mode, tileRows, nr, edge, edge + MaxTileElements);
                 }
             }
         }
-        int rowEnd = Math.Min(m, endPanel * Rows);
+        int rowEnd = Math.Min(m, endPanel * rows);
         for (int p = 0; p < partCount; p++)
         {
             ref Part part = ref parts[p];
             int pixels = part.OutHeight * part.OutWidth;
-            for (int row = firstPanel * Rows; row < rowEnd; row++)
+            for (int row = firstPanel * rows; row < rowEnd; row++)
                 GemmConvolution.Copy(products + (long)row * ldc + part.Column, part.Y + (long)row * pixels, pixels);
         }
     }

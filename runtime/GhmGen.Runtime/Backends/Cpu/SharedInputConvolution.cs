@@ -1,6 +1,6 @@
 // Convolution as a GEMM for outputs of few pixels per image (the P5-P7 levels at every input size,
 // most of the network at small inputs such as 64x96 or 320x320), on the AVX-512 kernel's 8-row
-// weight panels. GemmConvolution packs the input per work item and, when a map has too few
+// weight panels or the AVX2 kernel's 6-row ones (then always its 6x16 tile). GemmConvolution packs the input per work item and, when a map has too few
 // 48-pixel column blocks to keep every worker busy, splits the output channels into chunks that
 // each pack the same input block again; its 48-pixel tile is mostly padding on a 4x6 map. Here
 // the implicit im2col matrix of every image is packed once per call into one buffer that all
@@ -36,16 +36,16 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     /// <summary>Most floats of packed input (all images of the batch) this path allocates.</summary>
     public const long MaxPackedElements = 4L << 20;
 
-    private const int Rows = 8;                // MR of the AVX-512 kernel
     private const int PackRows = 64;           // im2col rows per packing item
     private const long SingleBlockElements = 96 * 1024; // packed floats of one image kept in one k block (384 KB, in L2)
-    private const int MaxTileElements = Rows * 48;
+    private const int MaxTileElements = 8 * 48;
 
     private float* packed;
     private long capacity;
     private PackedConvWeights conv = null!;
     private float* x, y, residual, panels, bias;
     private bool relu, packing, inPlace;
+    private int rows; // MR: 8 (AVX-512) or 6 (AVX2)
     private int batch, inChannels, height, width, outWidth, pixels, depth, nr, columnPanels, outChannels;
     private int packItemsPerImage, panelsPerChunk, chunks, depthBlock;
     private long imageStride;
@@ -55,8 +55,31 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     public static bool Applies(PackedConvWeights conv, int batch, int outHeight, int outWidth)
     {
         int pixels = outHeight * outWidth;
-        return conv.Spec.Groups == 1 && conv.PanelRows == Rows && conv.Kernel.Kind == GemmKernelKind.Avx512 && Avx512F.IsSupported
-            && pixels <= MaxPixels && (long)batch * conv.Depth * PaddedPixels(pixels, TileWidth(pixels)) <= MaxPackedElements;
+        return conv.Spec.Groups == 1 && Supported(conv)
+            && pixels <= MaxPixels && (long)batch * conv.Depth * PaddedPixels(pixels, TileWidth(pixels, conv.Kernel.Kind)) <= MaxPackedElements;
+    }
+
+    /// <summary>
+    /// Whether the convolution's panels are those of a kernel this path runs: the AVX-512 one (8 rows; 8x16, 8x32
+    /// and 8x48 tiles) or the AVX2 one (6 rows; its 6x16 tile).
+    /// </summary>
+    internal static bool Supported(PackedConvWeights conv) =>
+        conv.Kernel.Kind == GemmKernelKind.Avx512 && conv.PanelRows == 8 && Avx512F.IsSupported
+        || conv.Kernel.Kind == GemmKernelKind.Avx2 && conv.PanelRows == 6 && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>The tile width for <paramref name="pixels"/> columns on the kernel <paramref name="kind"/>: 16 on AVX2, else <see cref="TileWidth(int)"/>.</summary>
+    internal static int TileWidth(int pixels, GemmKernelKind kind) => kind == GemmKernelKind.Avx2 ? 16 : TileWidth(pixels);
+
+    // The micro-kernel of panels `conv` for tiles nr wide.
+    internal static delegate*<int, float*, float*, float*, nint, float*, float*, int, void> TileFor(PackedConvWeights conv, int nr)
+    {
+        if (conv.Kernel.Kind == GemmKernelKind.Avx2) return conv.Kernel.Tile;
+        return nr switch
+        {
+            16 => &GemmMicroKernels.Avx512Tile16,
+            32 => &GemmMicroKernels.Avx512Tile32,
+            _ => &GemmMicroKernels.Avx512Tile,
+        };
     }
 
     /// <summary>NR for an image of <paramref name="pixels"/> output pixels: 48, 32 or 16, whichever pads least (ties: the wider).</summary>
@@ -89,15 +112,11 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
         pixels = s.OutputSize(height) * outWidth;
         depth = conv.Depth;
         outChannels = s.OutChannels;
-        nr = TileWidth(pixels);
+        rows = conv.PanelRows;
+        nr = TileWidth(pixels, conv.Kernel.Kind);
         columnPanels = (pixels + nr - 1) / nr;
         imageStride = (long)depth * columnPanels * nr;
-        tile = nr switch
-        {
-            16 => &GemmMicroKernels.Avx512Tile16,
-            32 => &GemmMicroKernels.Avx512Tile32,
-            _ => &GemmMicroKernels.Avx512Tile,
-        };
+        tile = TileFor(conv, nr);
         depthBlock = depth <= GemmConvolution.SingleDepthBlock || imageStride <= SingleBlockElements ? depth : GemmConvolution.DepthBlock;
         inPlace = residual == y && depthBlock < depth;
         long needed = imageStride * batch;
@@ -226,7 +245,7 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
         if (inPlace)
         {
             // y already holds the residual: add the bias now, then accumulate (no First mode).
-            for (int row = firstPanel * Rows; row < Math.Min(m, endPanel * Rows); row++)
+            for (int row = firstPanel * rows; row < Math.Min(m, endPanel * rows); row++)
             {
                 float rowBias = bias[row];
                 float* line = yImage + (long)row * pixels;
@@ -240,20 +259,20 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
                 | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
             for (int ip = firstPanel; ip < endPanel; ip++)
             {
-                float* a = panels + (long)ip * Rows * depth + (long)k0 * Rows;
-                int tileRows = Math.Min(Rows, m - ip * Rows);
-                GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
+                float* a = panels + (long)ip * rows * depth + (long)k0 * rows;
+                int tileRows = Math.Min(rows, m - ip * rows);
+                if (rows == 8) GemmConvolution.PrefetchNextWeights(panels, depth, firstPanel, endPanel, ip, k0, kc);
                 for (int jp = 0; jp < columnPanels; jp++)
                 {
                     float* b = bImage + jp * panelStride + (long)k0 * nr;
                     int tileColumns = Math.Min(nr, pixels - jp * nr);
-                    long at = (long)ip * Rows * pixels + jp * nr;
+                    long at = (long)ip * rows * pixels + jp * nr;
                     float* c = yImage + at;
                     float* r = rImage == null ? null : rImage + at;
-                    if (tileRows == Rows && tileColumns == nr)
-                        tile(kc, a, b, c, pixels, bias + ip * Rows, r, mode);
+                    if (tileRows == rows && tileColumns == nr)
+                        tile(kc, a, b, c, pixels, bias + ip * rows, r, mode);
                     else
-                        GemmMicroKernels.EdgeTile(tile, Rows, nr, kc, a, b, c, pixels, bias + ip * Rows, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
+                        GemmMicroKernels.EdgeTile(tile, rows, nr, kc, a, b, c, pixels, bias + ip * rows, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
                 }
             }
         }
