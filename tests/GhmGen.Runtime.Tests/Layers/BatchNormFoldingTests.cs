@@ -81,6 +81,61 @@ public sealed class BatchNormFoldingTests
         Assert.Throws<ArgumentException>(() => BatchNormFolding.UnfoldGradients(cw, [], w, [], gamma, mean, variance, [], [], dgamma, [], Eps));
     }
 
+    [Theory]
+    [InlineData(true, true)]   // conv bias + BN
+    [InlineData(false, true)]  // ResNet's: no bias, BN
+    [InlineData(true, false)]  // the head's: bias, no BN
+    public void PrepareTrained_ReadsTheLayersOnDemand_AsPrepareFolds(bool convBias, bool withBatchNorm)
+    {
+        // On the CPU backend PrepareTrained keeps no copy: after the host weights change, Update only marks them
+        // changed, and the next call folds the layers again. Its outputs equal those of a convolution prepared
+        // afresh from the same layers with Prepare, bitwise, before and after the change; the reference backend
+        // has no weight sources, so there PrepareTrained is Prepare.
+        var conv = new Conv2d("c", new ConvSpec(16, 24, 3, 1, 1, 1), bias: convBias);
+        BatchNorm2d? bn = withBatchNorm ? new BatchNorm2d("bn", 24) : null;
+        var random = new Random(11);
+        void Randomize()
+        {
+            var tensors = new List<StateTensor> { conv.Weight };
+            if (conv.Bias is { } b) tensors.Add(b);
+            if (bn is not null) tensors.AddRange([bn.Weight, bn.Bias, bn.RunningMean]);
+            foreach (StateTensor t in tensors)
+                for (int i = 0; i < t.Data.Length; i++) t.Data[i] = (float)(random.NextDouble() - 0.5);
+            if (bn is not null)
+                for (int i = 0; i < bn.RunningVar.Data.Length; i++) bn.RunningVar.Data[i] = 0.5f + (float)random.NextDouble();
+        }
+        Randomize();
+        using var cpu = new GhmGen.Backends.Cpu.CpuBackend(2);
+        float[]? scratch = null;
+        IPreparedConv trained = ConvPreparation.PrepareTrained(cpu, conv, bn, ref scratch);
+        Assert.True(cpu.PreparedBytes(trained).Panels < 4 * conv.Spec.WeightCount / 8); // no packed copy of the weights
+        float[] input = Enumerable.Range(0, 2 * 16 * 7 * 9).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        float[] Forward(IBackend backend, IPreparedConv prepared)
+        {
+            var x = new TensorView(backend.Allocate(input.Length), 0, 2, 16, 7, 9);
+            var y = new TensorView(backend.Allocate(2 * 24 * 7 * 9), 0, 2, 24, 7, 9);
+            backend.Upload(input, x);
+            backend.Conv2d(prepared, x, y, null, relu: false);
+            float[] result = new float[y.ElementCount];
+            backend.Download(y, result);
+            return result;
+        }
+        for (int step = 0; step < 2; step++)
+        {
+            using (IPreparedConv fresh = ConvPreparation.Prepare(cpu, conv, bn))
+                Assert.Equal(Forward(cpu, fresh), Forward(cpu, trained));
+            Randomize(); // an optimizer step
+            ConvPreparation.Update(cpu, trained, conv, bn, ref scratch);
+        }
+        trained.Dispose();
+
+        using var reference = new ReferenceBackend();
+        float[]? referenceScratch = null;
+        using IPreparedConv onReference = ConvPreparation.PrepareTrained(reference, conv, bn, ref referenceScratch);
+        using IPreparedConv prepared = ConvPreparation.Prepare(reference, conv, bn);
+        Assert.Equal(Forward(reference, prepared), Forward(reference, onReference));
+    }
+
     [Fact]
     public void TrainedConv_CollectsUnfoldedGradients_AndRefoldsUpdatedWeights()
     {
