@@ -47,10 +47,10 @@ internal static class TrainWorker
             else if (line.StartsWith("dump ", StringComparison.Ordinal))
             {
                 if (!stepped) throw new InvalidOperationException("train-worker: dump before any run");
-                float[] values = step.LastMaps();
+                long floats;
                 using (var file = File.Create(line[5..]))
-                    file.Write(MemoryMarshal.AsBytes(values.AsSpan()));
-                Reply(FormattableString.Invariant($"ok floats={values.Length}"));
+                    floats = step.WriteLastMaps(file);
+                Reply(FormattableString.Invariant($"ok floats={floats}"));
             }
             else if (line == "quit")
             {

@@ -50,11 +50,8 @@ public class SmallMapConvolutionTests
         }
 
         float[] want = Run(new ReferenceBackend(), inPlace: false);
-        // The best kernel here, and the AVX2 one (6-row panels: the small-map path's masked last step, the shared-input
-        // path's 6x16 tile) where it runs.
-        var kernels = new List<GemmKernelKind> { GemmKernelKind.Auto };
-        if (GemmKernel.IsSupported(GemmKernelKind.Avx2) && GemmKernel.Create(GemmKernelKind.Auto).Kind != GemmKernelKind.Avx2) kernels.Add(GemmKernelKind.Avx2);
-        foreach (GemmKernelKind kind in kernels)
+        // The best kernel here, and the AVX2 one (6-row panels: the small-map path's masked last step) where it is not.
+        foreach (GemmKernelKind kind in SharedInputConvolutionTests.Kernels())
         {
             using var cpu = new CpuBackend(2, kind);
             foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
