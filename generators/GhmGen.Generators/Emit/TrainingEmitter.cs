@@ -517,7 +517,7 @@ internal static class TrainingEmitter
         {
             case ZeroWeightGradientsStep z:
                 w.Line($"b.Zero(_trained[{z.Trained}].WeightGradient); // no gradient reaches {m.Layers[plan.Convs[plan.TrainedConvs[z.Trained].Conv].Layer].Key}");
-                if (plan.TrainedConvs[z.Trained].BiasOffset is not null) w.Line($"b.Zero(_trained[{z.Trained}].BiasGradient!.Value);");
+                if (plan.TrainedConvs[z.Trained].FoldedBias) w.Line($"b.Zero(_trained[{z.Trained}].BiasGradient!.Value);");
                 break;
             case ZeroNormGradientsStep z:
                 w.Line($"b.Zero(_norms[{z.Norm}].WeightGradientView); // no gradient reaches {m.Layers[plan.Norms[z.Norm]].Key}");
@@ -535,7 +535,7 @@ internal static class TrainingEmitter
             case ConvWeightsBackwardStep c:
             {
                 TrainedConvModel t = plan.TrainedConvs[c.Trained];
-                string bias = t.BiasOffset is null ? "null" : $"_trained[{c.Trained}].BiasGradient";
+                string bias = !t.FoldedBias ? "null" : $"_trained[{c.Trained}].BiasGradient";
                 PreparedConvModel conv = plan.Convs[c.Conv].BatchStatistics ? plan.Convs[c.Conv] with { BatchNorm = null } : plan.Convs[c.Conv];
                 w.Line($"b.Conv2dBackwardWeights(_convs[{c.Conv}].Spec, {A(c.Input)}, {G(c.Output)}, _trained[{c.Trained}].WeightGradient, {bias}, {Acc(c.Accumulate)}); // d {ConvComment(m, conv, null)} weights");
                 break;

@@ -97,15 +97,14 @@ internal sealed record BatchNormStep(int Output, int Input, int? Residual, bool 
 internal sealed record PreparedConvModel(int Layer, int? BatchNorm, bool Trained, bool BatchStatistics = false);
 
 /// <summary>
-/// A trained prepared convolution: which host gradients it fills, and where its folded gradients
-/// sit in the session's one weight-gradient buffer (offsets in elements).
+/// A trained prepared convolution: which host gradients it fills (its folded gradients' memory is made by
+/// the runtime's TrainedConv).
 /// </summary>
 /// <param name="Conv">Index of <see cref="NetworkPlan.Convs"/>.</param>
 /// <param name="Weight">The convolution's weight (and bias, if any) are trained.</param>
 /// <param name="BatchNorm">The folded batch norm's weight and bias are trained.</param>
-/// <param name="WeightOffset">The folded weight gradient's offset.</param>
-/// <param name="BiasOffset">The folded bias gradient's offset, when a trained parameter needs it.</param>
-internal sealed record TrainedConvModel(int Conv, bool Weight, bool BatchNorm, long WeightOffset, long? BiasOffset);
+/// <param name="FoldedBias">A trained parameter needs the folded bias's gradient.</param>
+internal sealed record TrainedConvModel(int Conv, bool Weight, bool BatchNorm, bool FoldedBias);
 
 /// <summary>One backend call of the generated reverse pass.</summary>
 internal abstract record BackwardStep
@@ -232,7 +231,7 @@ internal sealed record MemoryPlan(EquatableArray<int> SlotOf, int SlotCount, Equ
 /// <param name="Convs">Distinct prepared convolutions, in first-use order.</param>
 /// <param name="Inference">Slots of the inference session (timeline: the forward steps).</param>
 /// <param name="TrainedConvs">The trained prepared convolutions.</param>
-/// <param name="WeightGradientLength">Elements of the weight-gradient buffer.</param>
+/// <param name="WeightGradientLength">Elements of the folded weight and bias gradients of every trained convolution.</param>
 /// <param name="Backward">The reverse pass, in order.</param>
 /// <param name="Training">Slots of the training session (timeline: the training forward steps, the output gradients, the backward steps).</param>
 /// <param name="TrainingForward">The training session's forward calls: <paramref name="Forward"/>, except that a convolution whose

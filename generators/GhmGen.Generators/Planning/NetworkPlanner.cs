@@ -73,7 +73,7 @@ internal static class NetworkPlanner
         // The reverse pass follows the fused order (level by level in a shared head, which keeps
         // fewer gradients alive); both forward passes run each shared convolution's independent
         // applications as one call.
-        List<TrainedConvModel> trainedConvs = TrainedConvs(m, convs, out long offset);
+        List<TrainedConvModel> trainedConvs = TrainedConvs(m, convs, out long weightGradientLength);
         List<BackwardStep> backward = BackwardPlanner.Plan(m, trainingForward, trainedConvs, norms.Count);
         forward = SharedConvGrouping.Group(forward);
         trainingForward = SharedConvGrouping.Group(trainingForward);
@@ -111,16 +111,16 @@ internal static class NetworkPlanner
         MemoryPlan training = MemoryPlanner.Allocate(2 * values, density.Concat(density).ToList(), trainingTimeline, pinned);
 
         var plan = new NetworkPlan(forward.ToEquatableArray(), convs.ToEquatableArray(), inference,
-            trainedConvs.ToEquatableArray(), offset, backward.ToEquatableArray(), training,
+            trainedConvs.ToEquatableArray(), weightGradientLength, backward.ToEquatableArray(), training,
             trainingForward.ToEquatableArray(), norms.ToEquatableArray(), normApplications.ToEquatableArray());
         return new PlanResult(new PlannedNetwork(m, plan), expansion.Diagnostics);
     }
 
-    // The trained prepared convolutions and where their folded gradients sit (offset: the buffer's length).
-    private static List<TrainedConvModel> TrainedConvs(NetworkModel m, List<PreparedConvModel> convs, out long offset)
+    // The trained prepared convolutions, and the elements of their folded gradients (length).
+    private static List<TrainedConvModel> TrainedConvs(NetworkModel m, List<PreparedConvModel> convs, out long length)
     {
         var trainedConvs = new List<TrainedConvModel>();
-        offset = 0;
+        length = 0;
         for (int i = 0; i < convs.Count; i++)
         {
             if (!convs[i].Trained) continue;
@@ -129,15 +129,9 @@ internal static class NetworkPlanner
             // A batch norm with batch statistics is not folded in training: its own step trains it.
             bool trainNorm = convs[i].BatchNorm is { } bn && m.Layers[bn].Trainable && !convs[i].BatchStatistics;
             if (!trainConv && !trainNorm) continue;
-            long weightOffset = offset;
-            offset += conv.WeightCount;
-            long? biasOffset = null;
-            if (trainConv && conv.Bias || trainNorm)
-            {
-                biasOffset = offset;
-                offset += conv.OutChannels;
-            }
-            trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, weightOffset, biasOffset));
+            bool foldedBias = trainConv && conv.Bias || trainNorm;
+            length += conv.WeightCount + (foldedBias ? conv.OutChannels : 0);
+            trainedConvs.Add(new TrainedConvModel(i, trainConv, trainNorm, foldedBias));
         }
         return trainedConvs;
     }

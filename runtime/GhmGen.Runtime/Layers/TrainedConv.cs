@@ -98,10 +98,10 @@ public sealed class TrainedConv : IDisposable
     public IPreparedConv Prepared { get; }
 
     /// <summary>d loss / d folded weight, on the backend (written by <c>Conv2dBackwardWeights</c>).</summary>
-    public TensorView WeightGradient { get; private set; }
+    public TensorView WeightGradient { get; }
 
     /// <summary>d loss / d folded bias, on the backend, or null when no trained parameter needs it.</summary>
-    public TensorView? BiasGradient { get; private set; }
+    public TensorView? BiasGradient { get; }
 
     /// <summary>The convolution weight's gradient, or null when the convolution is frozen.</summary>
     public ParameterGradient? Weight { get; }

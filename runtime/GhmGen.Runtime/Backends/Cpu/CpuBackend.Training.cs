@@ -388,14 +388,17 @@ public sealed unsafe partial class CpuBackend
     private void EnsureBackwardData(PackedConvWeights packed)
     {
         if (packed.BackwardData is not null || packed.TransposedPanels is not null) return;
-        // The forward weights, unpacked into the reused refresh scratch: no weight-sized garbage per convolution
-        // (60 of them in R-50's first step would otherwise sit in the large-object heap until a full collection).
-        Span<float> weight = CurrentWeights(packed, out _);
+        // A convolution applied at several levels (the shared head) runs backward-data once per level between two
+        // UpdateConvs, so it keeps panels of its own; any other gets transient ones in the shared scratch, packed
+        // when a call first needs them.
+        bool transient = !packed.AppliedShared;
+        // Panels of its own are packed now from the forward weights, in the reused refresh scratch: no weight-sized
+        // garbage per convolution (60 of them in R-50's first step would otherwise sit in the large-object heap
+        // until a full collection).
+        Span<float> weight = transient ? default : CurrentWeights(packed, out _);
         // With WinogradWeightsPerCall the backward-data form keeps only its panels too, and each Winograd call
         // transforms them into the shared scratch, as the forward form does.
-        // A convolution applied at several levels (the shared head) runs backward-data once per level between two
-        // UpdateConvs, so it keeps panels of its own; any other gets transient ones in the shared scratch.
-        packed.EnsureBackwardData(weight, kernel, useWinograd && !WinogradWeightsPerCall, transient: !packed.AppliedShared);
+        packed.EnsureBackwardData(weight, kernel, useWinograd && !WinogradWeightsPerCall, transient);
         if (packed.BackwardData is { } form && (form.WinogradApplies || TransformsPerCall(form)))
         {
             EnsureWinogradScratch(form.Spec.InChannels);

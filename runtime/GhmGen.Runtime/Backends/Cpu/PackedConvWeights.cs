@@ -194,8 +194,8 @@ internal sealed class PackedConvWeights : IPreparedConv
     /// <summary>
     /// Makes the backward-data form from <paramref name="weight"/> (the same weights as the
     /// forward form) unless it exists. <paramref name="kernel"/> is the backend's full kernel.
-    /// With <paramref name="transient"/> its panels get no array of their own and are not packed here:
-    /// the backend binds them to its shared scratch and packs them when a call needs them.
+    /// With <paramref name="transient"/> its panels get no array of their own and are not packed here
+    /// (<paramref name="weight"/> is not read and may be empty): the backend binds them to its shared scratch and packs them when a call needs them.
     /// </summary>
     public void EnsureBackwardData(ReadOnlySpan<float> weight, GemmKernel kernel, bool winograd, bool transient = false)
     {

@@ -173,10 +173,9 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
     private void Columns8(float* w, float* col, Vector256<float>* acc)
     {
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        int step = rows;
         for (int d = 0; d < depth; d++, col += stride)
         {
-            Vector256<float> wv = d < fullLoads ? Avx.LoadVector256(w + (long)d * step) : Load(w, d);
+            Vector256<float> wv = Load(w, d);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
             a2 = MultiplyAdd(wv, col[2], a2);
