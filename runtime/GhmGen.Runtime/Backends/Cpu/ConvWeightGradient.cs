@@ -256,21 +256,28 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
             }
         }
         if (db != null)
+            db[o] = BiasSum(dy, totalPixels / Math.Max(1, pixels), spec.OutChannels, pixels, o, db[o], accumulate);
+    }
+
+    /// <summary>
+    /// The bias gradient of output channel <paramref name="o"/>: the sum of its dY rows over <paramref name="images"/>
+    /// images of <paramref name="channels"/> x <paramref name="pixels"/> (float vector sums per image, added in double),
+    /// plus <paramref name="start"/> when <paramref name="accumulate"/>.
+    /// </summary>
+    internal static float BiasSum(float* dy, long images, int channels, int pixels, int o, float start, bool accumulate)
+    {
+        double total = 0;
+        for (long n = 0; n < images; n++)
         {
-            double total = 0;
-            long images = totalPixels / Math.Max(1, pixels);
-            for (long n = 0; n < images; n++)
-            {
-                float* line = dy + (n * spec.OutChannels + o) * pixels;
-                Vector<float> sum = Vector<float>.Zero;
-                int p = 0;
-                for (; p <= pixels - Vector<float>.Count; p += Vector<float>.Count) sum += Vector.Load(line + p);
-                float tail = 0f;
-                for (; p < pixels; p++) tail += line[p];
-                total += Vector.Sum(sum) + tail;
-            }
-            db[o] = accumulate ? (float)(db[o] + total) : (float)total;
+            float* line = dy + (n * channels + o) * pixels;
+            Vector<float> sum = Vector<float>.Zero;
+            int p = 0;
+            for (; p <= pixels - Vector<float>.Count; p += Vector<float>.Count) sum += Vector.Load(line + p);
+            float tail = 0f;
+            for (; p < pixels; p++) tail += line[p];
+            total += Vector.Sum(sum) + tail;
         }
+        return accumulate ? (float)(start + total) : (float)total;
     }
 
     // A tile cut by the matrix edge: run the full tile on a copy, write back the valid part.
@@ -321,7 +328,7 @@ internal sealed unsafe class ConvWeightGradient : IParallelWork, IDisposable
 
     // dst[t*R + r] = rows[r][t] for t < count (a null row reads as zeros): R rows of `count`
     // contiguous values into a reduction-major panel. 8x8 AVX transposes when R is a multiple of 8.
-    private static void TransposeRows(float** rows, int r, int count, float* dst)
+    internal static void TransposeRows(float** rows, int r, int count, float* dst)
     {
         int t = 0;
         if (Avx.IsSupported && r % 8 == 0)

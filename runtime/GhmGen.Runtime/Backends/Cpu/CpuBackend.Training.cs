@@ -8,7 +8,8 @@
 //   stale after an UpdateConv. Those of a convolution applied at several levels (Conv2dShared) have
 //   arrays of their own; every other convolution's live in one shared scratch (transient panels,
 //   PackedConvWeights), rebuilt when a call finds another convolution's there;
-// - Conv2dBackwardWeights: the pixel-reduction GEMM of ConvWeightGradient, then its finishing pass;
+// - Conv2dBackwardWeights: dense 3x3 stride 1 over enough tiles as Winograd F(4x4, 3x3) (WinogradWeightGradient),
+//   everything else as the pixel-reduction GEMM of ConvWeightGradient; then the finishing pass;
 // - ReluBackward, MaxPool2dBackward, UpsampleNearestBackward, Zero: CpuPointwiseOps work items.
 // - BatchNormTraining and its backward: CpuBatchNorm, one item per channel (thread-count independent).
 // Results depend on the thread count (how the pixel sums are split) but not on scheduling.
@@ -255,12 +256,27 @@ public sealed unsafe partial class CpuBackend
             fixed (float* pdw = Span(dWeight))
             fixed (float* pdb = bs)
             {
+                if (WinogradWeightGradientApplies(spec, x, dy))
+                {
+                    int winogradItems = winogradWeightGradient.Prepare(spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate, pool.WorkerCount);
+                    pool.Run(winogradWeightGradient, winogradItems);
+                    if (winogradWeightGradient.NeedsFinish) pool.Run(winogradWeightGradient, winogradWeightGradient.PrepareFinish());
+                    WinogradWeightGradientCalls++;
+                    return;
+                }
                 int items = weightGradient.Prepare(spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate, pool.WorkerCount);
                 pool.Run(weightGradient, items);
                 if (weightGradient.NeedsFinish) pool.Run(weightGradient, weightGradient.PrepareFinish());
             }
         }
     }
+
+    // Whether the weight gradient runs as Winograd F(4x4, 3x3) (WinogradWeightGradient): with Winograd on, a dense
+    // 3x3 stride-1 convolution over at least WinogradWeightGradient.MinimumTiles 4x4 tiles (WinogradMinimumTiles,
+    // when set, instead).
+    private bool WinogradWeightGradientApplies(ConvSpec spec, TensorView x, TensorView dy) =>
+        useWinograd && WinogradWeightGradient.Applies(spec, x, dy.ElementCount, kernel)
+        && WinogradWeightGradient.TileCount(x) >= (WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : WinogradWeightGradient.MinimumTiles);
 
     /// <inheritdoc/>
     public void ReluBackward(TensorView y, TensorView dy, TensorView dx)

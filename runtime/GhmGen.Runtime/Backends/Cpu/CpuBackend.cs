@@ -37,6 +37,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private readonly SharedInputConvolution sharedInputConvolution = new();
     private readonly ConcatenatedConvolution concatenatedConvolution = new();
     private readonly ConvWeightGradient weightGradient;
+    private readonly WinogradWeightGradient winogradWeightGradient;
     private readonly ConvInputGradient inputGradient;
     private readonly float* zeroBias;
     private readonly Lock gate = new();
@@ -74,6 +75,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         new Span<float>(zeroBias, kernel.Rows).Clear();
         winogradConvolution = new WinogradConvolution(kernel, winogradInput, winogradProducts, zeroBias);
         weightGradient = new ConvWeightGradient(kernel, zeroBias, pool.WorkerCount);
+        winogradWeightGradient = new WinogradWeightGradient(kernel, zeroBias, pool.WorkerCount);
         inputGradient = new ConvInputGradient(kernel, zeroBias, pool.WorkerCount);
     }
 
@@ -123,6 +125,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     /// <summary>Convolution calls that took the shared-input path (SharedInputConvolution) so far.</summary>
     internal long SharedInputCalls { get; private set; }
+
+    /// <summary>Weight gradients computed by Winograd F(4x4, 3x3) (WinogradWeightGradient) so far (tests).</summary>
+    internal long WinogradWeightGradientCalls { get; private set; }
 
     /// <summary>Passes of per-call Winograd weight transforms run so far (one or more per such convolution call).</summary>
     public long WinogradWeightPasses { get; private set; }
@@ -484,6 +489,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         concatenatedConvolution.Dispose();
         winogradConvolution.Dispose();
         weightGradient.Dispose();
+        winogradWeightGradient.Dispose();
         inputGradient.Dispose();
     }
 

@@ -709,7 +709,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
 
     // r = B^T d for one 6-vector d; r[j] goes to dst[j * stride].
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void BtRow(Vector<float> d0, Vector<float> d1, Vector<float> d2, Vector<float> d3, Vector<float> d4, Vector<float> d5,
+    internal static void BtRow(Vector<float> d0, Vector<float> d1, Vector<float> d2, Vector<float> d3, Vector<float> d4, Vector<float> d5,
         Vector<float>* dst, int stride)
     {
         var four = new Vector<float>(4f);
