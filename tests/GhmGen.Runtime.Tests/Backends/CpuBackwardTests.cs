@@ -54,6 +54,8 @@ public sealed class CpuBackwardTests
         new("demo reg P7", 64, 36, 3, 1, 1, 1, 2, 1, 1),
         new("demo P7 conv", 64, 64, 3, 2, 1, 1, 2, 2, 2),
         new("demo P6 conv", 256, 64, 3, 2, 1, 1, 2, 3, 4),
+        new("3x3 220 tiles", 16, 24, 3, 1, 1, 1, 2, 37, 41),   // Winograd weight gradient: 2 tile chunks, the last partial
+        new("3x3 300->260", 300, 260, 3, 1, 1, 1, 1, 9, 11),   // Winograd weight gradient: 2 x 2 channel passes, partial panels
     ];
 
     public static TheoryData<int> ConvCaseIndices()

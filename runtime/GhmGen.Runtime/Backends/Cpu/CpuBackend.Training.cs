@@ -258,9 +258,7 @@ public sealed unsafe partial class CpuBackend
             {
                 if (WinogradWeightGradientApplies(spec, x, dy))
                 {
-                    int winogradItems = winogradWeightGradient.Prepare(spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate, pool.WorkerCount);
-                    pool.Run(winogradWeightGradient, winogradItems);
-                    if (winogradWeightGradient.NeedsFinish) pool.Run(winogradWeightGradient, winogradWeightGradient.PrepareFinish());
+                    winogradWeightGradient.Run(pool, spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate);
                     WinogradWeightGradientCalls++;
                     return;
                 }

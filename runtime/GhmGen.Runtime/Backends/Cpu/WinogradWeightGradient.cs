@@ -8,13 +8,15 @@
 // with the tiles as the reduction: 36 multiplies per tile and (m, c) instead of the 144 of the
 // pixel-reduction GEMM (ConvWeightGradient), at the price of the transforms and a larger float32
 // rounding (the transform matrices have entries up to 8; see the tolerance in CpuBackwardTests).
-// Work items are (block of <= 128 output channels, block of <= 2 NR input channels). Each runs the
-// whole reduction in chunks of 64 tiles, in a fixed order, so the result does not depend on
-// scheduling or on the thread count: per chunk it transforms the tiles of its channels, 8 at a time
-// (the patches read by masked AVX2 gathers, zero outside the map), transposes them into micro-kernel
-// panels (a tile per reduction step: MR output channels of E, NR input channels of V) and runs the
-// 36 GEMMs into its dU block; at the end dW = G^T dU G (+ the existing dW when accumulating). A
-// second pass sums the bias gradient (as ConvWeightGradient's).
+// The work runs in passes over blocks of <= 256 output and <= 288 input channels (dU of a pass:
+// at most 36 x 256 x 288 floats, 10.6 MB), each over the batch's tiles in chunks of 128, in a fixed
+// order, so the result depends neither on scheduling nor on the thread count. Per chunk two parallel
+// phases: (1) the transforms, each E and V row of the pass made once (items: one NR panel of input
+// channels, or six MR panels of output channels), 8 tiles at a time from patches read by masked AVX2
+// gathers (zero outside the map), transposed by 8x8 blocks into shared micro-kernel panels (a tile
+// per reduction step); (2) the 36 GEMMs into the pass's dU (items: 128 output x 2 NR input channels).
+// After the last chunk of a pass, dW = G^T dU G (+ the existing dW when accumulating), one item per
+// output channel; a last pass sums the bias gradient (as ConvWeightGradient's).
 // Shapes: x [N, C, H, W], dy [N, M, H, W], dW [M, C, 3, 3], dBias [M].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
 using System.Numerics;
@@ -25,43 +27,62 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GhmGen.Backends.Cpu;
 
-/// <summary>The per-call state of one Winograd weight gradient, run as parallel work items.</summary>
+/// <summary>One Winograd weight gradient, run as parallel phases on the CPU backend's workers.</summary>
 [SkipLocalsInit]
 internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
 {
-    /// <summary>Tiles per reduction chunk (micro-kernel depth).</summary>
-    public const int TileChunk = 64;
+    /// <summary>
+    /// Tiles per reduction chunk (micro-kernel depth): 128, as the forward GEMM's k blocks; each chunk reads and
+    /// writes the pass's dU (up to 10.6 MB, from L3) once, so longer chunks halve that traffic against 64.
+    /// </summary>
+    public const int TileChunk = 128;
 
-    /// <summary>Fewest tiles (over the batch) for which this path is chosen by default.</summary>
-    public const int MinimumTiles = TileChunk;
+    /// <summary>Fewest tiles (over the batch) for which this path is chosen by default (R-50 at 512x640, batch 2: P3, P4, layer2-3).</summary>
+    public const int MinimumTiles = 64;
 
     private const int Positions = 36;
-    private const int RowBlock = 128;      // output channels per item (16 panels of 8)
-    private const int ColumnPanels = 2;    // NR-wide input-channel panels per item
-    private const int Lanes = 8;           // tiles per transform (Vector256)
+    private const int PassRows = 256;          // output channels per pass
+    private const int PassColumnPanels = 6;    // NR-wide input-channel panels per pass
+    private const int GemmRows = 128;          // output channels per GEMM item
+    private const int GemmColumnPanels = 2;    // NR panels per GEMM item
+    private const int TransformPanels = 6;     // MR panels of output channels per transform item
+    private const int Lanes = 8;               // tiles per transform (Vector256)
+    private const int Groups = TileChunk / Lanes;
+
+    private enum Phase { Transform, Gemm, Finish, Bias }
 
     private readonly GemmKernel kernel;
     private readonly float* zeroBias;
-    private readonly float*[] scratch;
+    private readonly float*[] natural; // per worker: one item's transforms in natural order [36][48][TileChunk]
+    private Vector256<int>* offsets; // the chunk's gather offsets and validity (TileOffsets)
+    private float* shared;              // dU, then the E panels, then the V panels of a pass
+    private long sharedCapacity;
 
     private float* x, dy, dw, db;
-    private int inChannels, outChannels, height, width, tilesX, imageTiles, mr, nr;
-    private int rowBlocks, columnBlocks, columnsPerBlock;
+    private int inChannels, outChannels, height, width, tilesX, imageTiles, mr, nr, naturalRows;
     private long tiles;
-    private bool accumulate, finishing;
+    private bool accumulate;
+    private Phase phase;
+    // The pass and chunk being run.
+    private int m0, rows, rowPanels, c0, columns, columnPanels, ldc, tc, gemmColumnBlocks;
+    private bool firstChunk;
+    private float* du, aPack, bPack;
+    private long aPosition, bPosition, duPosition;
 
-    /// <summary>Uses <paramref name="kernel"/> (8-row panels) and <paramref name="zeroBias"/> (at least MR zeros).</summary>
+    /// <summary>Uses <paramref name="kernel"/> and <paramref name="zeroBias"/> (at least MR zeros).</summary>
     public WinogradWeightGradient(GemmKernel kernel, float* zeroBias, int workers)
     {
         this.kernel = kernel;
         this.zeroBias = zeroBias;
-        scratch = new float*[workers];
+        natural = new float*[workers];
+        offsets = (Vector256<int>*)NativeMemory.AlignedAlloc((nuint)(Groups * 40 * sizeof(Vector256<int>)), 64);
     }
 
     /// <summary>
     /// Whether this path can take the weight gradient of <paramref name="spec"/> over <paramref name="x"/>
     /// on <paramref name="kernel"/>: dense 3x3 stride 1 pad 1, a kernel whose panels the 8x8 transposes fill
-    /// (MR and NR multiples of 8), AVX2 gathers, and tensors whose element offsets fit the gathers' 32-bit indices.
+    /// (MR and NR multiples of 8), AVX2 gathers on 8-float vectors, and tensors whose element offsets fit the
+    /// gathers' 32-bit indices.
     /// </summary>
     public static bool Applies(ConvSpec spec, TensorView x, long dyElements, GemmKernel kernel) =>
         WinogradWeights.Applies(spec) && Avx2.IsSupported && Vector<float>.Count == 8 && kernel.Rows % 8 == 0 && kernel.Columns % 8 == 0
@@ -70,22 +91,19 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     /// <summary>Tiles of the reduction for a batch <paramref name="x"/>.</summary>
     public static long TileCount(TensorView x) => (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
 
-    // Per worker: dU [36][RowBlock][2 NR], the E panels [36][RowBlock / MR][TileChunk][MR], the V panels
-    // [36][2][TileChunk][NR] and one panel's transforms in natural order [36][max(MR, NR)][TileChunk].
-    private long ScratchElements => (long)Positions * (RowBlock * ColumnPanels * kernel.Columns
-        + (RowBlock + ColumnPanels * kernel.Columns + Math.Max(kernel.Rows, kernel.Columns)) * TileChunk);
-
-    /// <summary>Sets up one call (growing the per-worker scratch on first use) and returns the items of the GEMM pass.</summary>
-    public int Prepare(ConvSpec spec, TensorView xView, float* x, float* dy, float* dw, float* db, bool accumulate, int workers)
+    /// <summary>Computes dW (and dBias when <paramref name="db"/> is not null), (+)= when <paramref name="accumulate"/>.</summary>
+    public void Run(CpuWorkerPool pool, ConvSpec spec, TensorView xView, float* x, float* dy, float* dw, float* db, bool accumulate)
     {
-        for (int i = 0; i < scratch.Length; i++)
-            if (scratch[i] == null) scratch[i] = (float*)NativeMemory.AlignedAlloc((nuint)(ScratchElements * sizeof(float)), 64);
+        mr = kernel.Rows;
+        nr = kernel.Columns;
+        naturalRows = Math.Max(TransformPanels * mr, nr);
+        for (int i = 0; i < natural.Length; i++)
+            if (natural[i] == null) natural[i] = (float*)NativeMemory.AlignedAlloc((nuint)((long)Positions * naturalRows * TileChunk * sizeof(float)), 64);
         this.x = x;
         this.dy = dy;
         this.dw = dw;
         this.db = db;
         this.accumulate = accumulate;
-        finishing = false;
         inChannels = spec.InChannels;
         outChannels = spec.OutChannels;
         height = xView.H;
@@ -93,173 +111,196 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         tilesX = (width + 3) / 4;
         imageTiles = WinogradConvolution.TileCount(height, width);
         tiles = (long)xView.N * imageTiles;
-        mr = kernel.Rows;
-        nr = kernel.Columns;
-        rowBlocks = (outChannels + RowBlock - 1) / RowBlock;
-        // Two NR panels per item, or one when that leaves fewer than 4 items per worker.
-        int panels = (inChannels + nr - 1) / nr;
-        int perBlock = (long)rowBlocks * ((panels + ColumnPanels - 1) / ColumnPanels) >= 4L * workers ? ColumnPanels : 1;
-        columnsPerBlock = perBlock * nr;
-        columnBlocks = (panels + perBlock - 1) / perBlock;
-        return rowBlocks * columnBlocks;
-    }
 
-    /// <summary>Whether the finishing pass (the bias gradient) must run.</summary>
-    public bool NeedsFinish => db != null;
-
-    /// <summary>Switches to the finishing pass; returns its work items (one per output channel).</summary>
-    public int PrepareFinish()
-    {
-        finishing = true;
-        return outChannels;
+        int passColumns = PassColumnPanels * nr;
+        for (int pm = 0; pm < outChannels; pm += PassRows)
+        {
+            for (int pc = 0; pc < inChannels; pc += passColumns)
+            {
+                m0 = pm;
+                rows = Math.Min(PassRows, outChannels - pm);
+                rowPanels = (rows + mr - 1) / mr;
+                c0 = pc;
+                columns = Math.Min(passColumns, inChannels - pc);
+                columnPanels = (columns + nr - 1) / nr;
+                ldc = columnPanels * nr;
+                gemmColumnBlocks = (columnPanels + GemmColumnPanels - 1) / GemmColumnPanels;
+                duPosition = (long)rowPanels * mr * ldc;
+                aPosition = (long)rowPanels * TileChunk * mr;
+                bPosition = (long)columnPanels * TileChunk * nr;
+                long needed = Positions * (duPosition + aPosition + bPosition);
+                if (needed > sharedCapacity)
+                {
+                    NativeMemory.AlignedFree(shared);
+                    shared = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
+                    sharedCapacity = needed;
+                }
+                du = shared;
+                aPack = du + Positions * duPosition;
+                bPack = aPack + Positions * aPosition;
+                for (long t0 = 0; t0 < tiles; t0 += TileChunk)
+                {
+                    tc = (int)Math.Min(TileChunk, tiles - t0);
+                    firstChunk = t0 == 0;
+                    TileOffsets(t0);
+                    phase = Phase.Transform;
+                    pool.Run(this, columnPanels + (rowPanels + TransformPanels - 1) / TransformPanels);
+                    phase = Phase.Gemm;
+                    pool.Run(this, (rowPanels * mr + GemmRows - 1) / GemmRows * gemmColumnBlocks);
+                }
+                phase = Phase.Finish;
+                pool.Run(this, rows);
+            }
+        }
+        if (db != null)
+        {
+            phase = Phase.Bias;
+            pool.Run(this, outChannels);
+        }
     }
 
     /// <inheritdoc/>
     public void Execute(int item, int worker)
     {
-        if (finishing)
+        switch (phase)
         {
-            db[item] = ConvWeightGradient.BiasSum(dy, tiles / imageTiles, outChannels, height * width, item, accumulate ? db[item] : 0f, accumulate);
-            return;
+            case Phase.Transform:
+                if (item < columnPanels)
+                    TransformInputs(item, natural[worker]);
+                else
+                    TransformGradients(item - columnPanels, natural[worker]);
+                break;
+            case Phase.Gemm:
+                Gemm(item);
+                break;
+            case Phase.Finish:
+                Finish(m0 + item);
+                break;
+            default:
+                db[item] = ConvWeightGradient.BiasSum(dy, tiles / imageTiles, outChannels, height * width, item, db[item], accumulate);
+                break;
         }
-        int rb = item / columnBlocks, cb = item % columnBlocks;
-        int m0 = rb * RowBlock, m1 = Math.Min(outChannels, m0 + RowBlock);
-        int c0 = cb * columnsPerBlock, c1 = Math.Min(inChannels, c0 + columnsPerBlock);
-        int rowPanels = (m1 - m0 + mr - 1) / mr, columnPanels = (c1 - c0 + nr - 1) / nr;
-        int ldc = columnPanels * nr, rows = rowPanels * mr;
+    }
 
-        float* du = scratch[worker];
-        float* aPack = du + (long)Positions * RowBlock * ColumnPanels * nr;
-        float* bPack = aPack + (long)Positions * RowBlock * TileChunk;
-        float* natural = bPack + (long)Positions * ColumnPanels * nr * TileChunk;
-        long aPosition = (long)rowPanels * TileChunk * mr, bPosition = (long)columnPanels * TileChunk * nr;
-        int naturalRows = Math.Max(mr, nr);
-        float** rowPointers = stackalloc float*[naturalRows];
-        // Per 8-tile group of a chunk: the gathers' element offsets (image, row, column) and validity, for
-        // the 6x6 input patches (V) and the 4x4 output-gradient tiles (E).
-        const int Groups = TileChunk / Lanes;
-        Vector256<int>* xRow = stackalloc Vector256<int>[Groups * 6], xColumn = stackalloc Vector256<int>[Groups * 6];
-        Vector256<int>* xRowOk = stackalloc Vector256<int>[Groups * 6], xColumnOk = stackalloc Vector256<int>[Groups * 6];
-        Vector256<int>* eRow = stackalloc Vector256<int>[Groups * 4], eColumn = stackalloc Vector256<int>[Groups * 4];
-        Vector256<int>* eRowOk = stackalloc Vector256<int>[Groups * 4], eColumnOk = stackalloc Vector256<int>[Groups * 4];
-        int* laneTile = stackalloc int[Lanes];
-
-        bool first = true;
-        for (long t0 = 0; t0 < tiles; t0 += TileChunk)
+    // V panel jp of the pass: input channels c0 + jp * NR + j, the chunk's tiles as reduction steps.
+    private void TransformInputs(int jp, float* scratch)
+    {
+        long stride = (long)naturalRows * TileChunk;
+        int count = Math.Min(nr, columns - jp * nr);
+        for (int j = 0; j < count; j++)
         {
-            int tc = (int)Math.Min(TileChunk, tiles - t0);
-            TileOffsets(t0, tc, xRow, xColumn, xRowOk, xColumnOk, eRow, eColumn, eRowOk, eColumnOk, laneTile);
+            float* plane = x + (long)(c0 + jp * nr + j) * height * width;
+            for (int g = 0; g * Lanes < tc; g++)
+                InputTransform(plane, g, scratch + (long)j * TileChunk + g * Lanes, stride);
+        }
+        float** rowPointers = stackalloc float*[nr];
+        for (int xi = 0; xi < Positions; xi++)
+        {
+            for (int j = 0; j < nr; j++) rowPointers[j] = j < count ? scratch + ((long)xi * naturalRows + j) * TileChunk : null;
+            ConvWeightGradient.TransposeRows(rowPointers, nr, tc, bPack + xi * bPosition + (long)jp * TileChunk * nr);
+        }
+    }
 
-            // V panels: input channels c0 + jp * NR + j, tiles as reduction steps.
-            for (int jp = 0; jp < columnPanels; jp++)
-            {
-                for (int j = 0; j < nr; j++)
-                {
-                    int c = c0 + jp * nr + j;
-                    if (c < c1)
-                        for (int g = 0; g * Lanes < tc; g++)
-                            InputTransform(x + (long)c * height * width, g, xRow, xColumn, xRowOk, xColumnOk, natural + (long)j * TileChunk + g * Lanes, (long)naturalRows * TileChunk);
-                }
-                for (int xi = 0; xi < Positions; xi++)
-                {
-                    for (int j = 0; j < nr; j++)
-                        rowPointers[j] = c0 + jp * nr + j < c1 ? natural + ((long)xi * naturalRows + j) * TileChunk : null;
-                    ConvWeightGradient.TransposeRows(rowPointers, nr, tc, bPack + xi * bPosition + (long)jp * TileChunk * nr);
-                }
-            }
-            // E panels: output channels m0 + ip * MR + r.
-            for (int ip = 0; ip < rowPanels; ip++)
+    // E panels TransformPanels * group .. of the pass: output channels m0 + ip * MR + r.
+    private void TransformGradients(int group, float* scratch)
+    {
+        long stride = (long)naturalRows * TileChunk;
+        int first = group * TransformPanels * mr, count = Math.Min(TransformPanels * mr, rows - first);
+        for (int r = 0; r < count; r++)
+        {
+            float* plane = dy + (long)(m0 + first + r) * height * width;
+            for (int g = 0; g * Lanes < tc; g++)
+                GradientTransform(plane, g, scratch + (long)r * TileChunk + g * Lanes, stride);
+        }
+        int panels = (count + mr - 1) / mr;
+        float** rowPointers = stackalloc float*[mr];
+        for (int xi = 0; xi < Positions; xi++)
+            for (int p = 0; p < panels; p++)
             {
                 for (int r = 0; r < mr; r++)
-                {
-                    int m = m0 + ip * mr + r;
-                    if (m < m1)
-                        for (int g = 0; g * Lanes < tc; g++)
-                            GradientTransform(dy + (long)m * height * width, g, eRow, eColumn, eRowOk, eColumnOk, natural + (long)r * TileChunk + g * Lanes, (long)naturalRows * TileChunk);
-                }
-                for (int xi = 0; xi < Positions; xi++)
-                {
-                    for (int r = 0; r < mr; r++)
-                        rowPointers[r] = m0 + ip * mr + r < m1 ? natural + ((long)xi * naturalRows + r) * TileChunk : null;
-                    ConvWeightGradient.TransposeRows(rowPointers, mr, tc, aPack + xi * aPosition + (long)ip * TileChunk * mr);
-                }
+                    rowPointers[r] = p * mr + r < count ? scratch + ((long)xi * naturalRows + p * mr + r) * TileChunk : null;
+                ConvWeightGradient.TransposeRows(rowPointers, mr, tc, aPack + xi * aPosition + (long)(first / mr + p) * TileChunk * mr);
             }
-            // 36 GEMMs: dU_xi[m, c] (+)= sum over the chunk's tiles of E_xi[m, t] V_xi[c, t].
-            int mode = first ? GemmMicroKernels.First : 0;
-            for (int xi = 0; xi < Positions; xi++)
-            {
-                float* duXi = du + (long)xi * rows * ldc;
-                for (int jp = 0; jp < columnPanels; jp++)
-                {
-                    float* b = bPack + xi * bPosition + (long)jp * TileChunk * nr;
-                    for (int ip = 0; ip < rowPanels; ip++)
-                        kernel.Tile(tc, aPack + xi * aPosition + (long)ip * TileChunk * mr, b, duXi + (long)ip * mr * ldc + jp * nr, ldc, zeroBias, null, mode);
-                }
-            }
-            first = false;
-        }
+    }
 
-        // dW[m, c] (+)= G^T dU[m, c] G, 8 input channels at a time.
-        long position = (long)rows * ldc;
-        Vector256<float>* u = stackalloc Vector256<float>[Positions];
-        Vector256<float>* half = stackalloc Vector256<float>[18];
-        float* result = stackalloc float[9 * Lanes];
-        Vector256<float>* three = stackalloc Vector256<float>[3];
-        for (int m = m0; m < m1; m++)
+    // GEMM item: dU_xi[m, c] (+)= sum over the chunk's tiles of E_xi[m, t] V_xi[c, t] for GemmRows output channels x
+    // GemmColumnPanels NR panels of the pass.
+    private void Gemm(int item)
+    {
+        int rowBlock = item / gemmColumnBlocks, columnBlock = item % gemmColumnBlocks;
+        int ip0 = rowBlock * GemmRows / mr, ip1 = Math.Min(rowPanels, ip0 + GemmRows / mr);
+        int jp0 = columnBlock * GemmColumnPanels, jp1 = Math.Min(columnPanels, jp0 + GemmColumnPanels);
+        int mode = firstChunk ? GemmMicroKernels.First : 0;
+        for (int xi = 0; xi < Positions; xi++)
         {
-            for (int c = c0; c < c1; c += Lanes)
+            float* duXi = du + xi * duPosition;
+            for (int jp = jp0; jp < jp1; jp++)
             {
-                float* at = du + (long)(m - m0) * ldc + (c - c0);
-                for (int xi = 0; xi < Positions; xi++) u[xi] = Vector256.Load(at + xi * position);
-                for (int b = 0; b < 6; b++) GtColumn(u[b], u[6 + b], u[12 + b], u[18 + b], u[24 + b], u[30 + b], half + b, 6);
-                for (int i = 0; i < 3; i++)
-                {
-                    Vector256<float>* row = half + i * 6;
-                    GtColumn(row[0], row[1], row[2], row[3], row[4], row[5], three, 1);
-                    for (int j = 0; j < 3; j++) three[j].Store(result + (i * 3 + j) * Lanes);
-                }
-                int count = Math.Min(Lanes, c1 - c);
-                for (int l = 0; l < count; l++)
-                {
-                    float* target = dw + ((long)m * inChannels + c + l) * 9;
-                    for (int k = 0; k < 9; k++) target[k] = accumulate ? target[k] + result[k * Lanes + l] : result[k * Lanes + l];
-                }
+                float* b = bPack + xi * bPosition + (long)jp * TileChunk * nr;
+                for (int ip = ip0; ip < ip1; ip++)
+                    kernel.Tile(tc, aPack + xi * aPosition + (long)ip * TileChunk * mr, b, duXi + (long)ip * mr * ldc + jp * nr, ldc, zeroBias, null, mode);
             }
         }
     }
 
-    // The gathers' offsets for tiles t0 .. t0 + tc - 1 (global over the batch): per 8-tile group g, for patch row i
-    // of V (input rows 4ty - 1 + i) and of E (output rows 4ty + i): the image and row offset and whether the row
-    // lies in the map (and the tile exists); the same for the columns.
-    private void TileOffsets(long t0, int tc, Vector256<int>* xRow, Vector256<int>* xColumn, Vector256<int>* xRowOk, Vector256<int>* xColumnOk,
-        Vector256<int>* eRow, Vector256<int>* eColumn, Vector256<int>* eRowOk, Vector256<int>* eColumnOk, int* laneTile)
+    // dW[m, c] (+)= G^T dU[m, c] G for the pass's input channels, 8 at a time.
+    private void Finish(int m)
+    {
+        Vector256<float>* u = stackalloc Vector256<float>[Positions];
+        Vector256<float>* half = stackalloc Vector256<float>[18];
+        Vector256<float>* three = stackalloc Vector256<float>[3];
+        float* result = stackalloc float[9 * Lanes];
+        for (int c = 0; c < columns; c += Lanes)
+        {
+            float* at = du + (long)(m - m0) * ldc + c;
+            for (int xi = 0; xi < Positions; xi++) u[xi] = Vector256.Load(at + xi * duPosition);
+            for (int b = 0; b < 6; b++) GtColumn(u[b], u[6 + b], u[12 + b], u[18 + b], u[24 + b], u[30 + b], half + b, 6);
+            for (int i = 0; i < 3; i++)
+            {
+                Vector256<float>* row = half + i * 6;
+                GtColumn(row[0], row[1], row[2], row[3], row[4], row[5], three, 1);
+                for (int j = 0; j < 3; j++) three[j].Store(result + (i * 3 + j) * Lanes);
+            }
+            int count = Math.Min(Lanes, columns - c);
+            for (int l = 0; l < count; l++)
+            {
+                float* target = dw + ((long)m * inChannels + c0 + c + l) * 9;
+                for (int k = 0; k < 9; k++) target[k] = accumulate ? target[k] + result[k * Lanes + l] : result[k * Lanes + l];
+            }
+        }
+    }
+
+    // The gathers' offsets for the chunk's tiles t0 .. t0 + tc - 1 (global over the batch), per 8-tile group g:
+    // for patch row/column i of V (input rows and columns 4ty - 1 + i, 4tx - 1 + i) and of E (output rows and
+    // columns 4ty + i, 4tx + i) the image-and-row offset, the column, and whether each lies in the map (rows:
+    // and the tile exists). Layout per group: V rows, V row flags, V columns, V column flags (6 each), then E's (4 each).
+    private void TileOffsets(long t0)
     {
         int* values = stackalloc int[Lanes];
         int* ok = stackalloc int[Lanes];
         for (int g = 0; g * Lanes < tc; g++)
         {
+            Vector256<int>* o = offsets + g * 40;
             for (int i = 0; i < 6; i++)
             {
                 for (int l = 0; l < Lanes; l++)
                 {
                     long t = t0 + g * Lanes + l;
                     bool exists = g * Lanes + l < tc;
-                    int n = (int)(t / imageTiles), ty = (int)(t % imageTiles) / tilesX;
-                    int y = 4 * ty - 1 + i;
+                    int n = (int)(t / imageTiles), ty = (int)(t % imageTiles) / tilesX, y = 4 * ty - 1 + i;
                     values[l] = exists ? n * inChannels * height * width + y * width : 0;
                     ok[l] = exists && (uint)y < (uint)height ? -1 : 0;
                 }
-                xRow[g * 6 + i] = Vector256.Load(values);
-                xRowOk[g * 6 + i] = Vector256.Load(ok);
+                o[i] = Vector256.Load(values);
+                o[6 + i] = Vector256.Load(ok);
                 for (int l = 0; l < Lanes; l++)
                 {
-                    long t = t0 + g * Lanes + l;
-                    int tx = (int)(t % imageTiles) % tilesX, column = 4 * tx - 1 + i;
+                    int tx = (int)((t0 + g * Lanes + l) % imageTiles) % tilesX, column = 4 * tx - 1 + i;
                     values[l] = column;
                     ok[l] = (uint)column < (uint)width ? -1 : 0;
                 }
-                xColumn[g * 6 + i] = Vector256.Load(values);
-                xColumnOk[g * 6 + i] = Vector256.Load(ok);
+                o[12 + i] = Vector256.Load(values);
+                o[18 + i] = Vector256.Load(ok);
             }
             for (int i = 0; i < 4; i++)
             {
@@ -267,39 +308,37 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
                 {
                     long t = t0 + g * Lanes + l;
                     bool exists = g * Lanes + l < tc;
-                    int n = (int)(t / imageTiles), ty = (int)(t % imageTiles) / tilesX;
-                    int y = 4 * ty + i;
+                    int n = (int)(t / imageTiles), ty = (int)(t % imageTiles) / tilesX, y = 4 * ty + i;
                     values[l] = exists ? n * outChannels * height * width + y * width : 0;
                     ok[l] = exists && y < height ? -1 : 0;
                 }
-                eRow[g * 4 + i] = Vector256.Load(values);
-                eRowOk[g * 4 + i] = Vector256.Load(ok);
+                o[24 + i] = Vector256.Load(values);
+                o[28 + i] = Vector256.Load(ok);
                 for (int l = 0; l < Lanes; l++)
                 {
-                    long t = t0 + g * Lanes + l;
-                    int tx = (int)(t % imageTiles) % tilesX, column = 4 * tx + i;
+                    int tx = (int)((t0 + g * Lanes + l) % imageTiles) % tilesX, column = 4 * tx + i;
                     values[l] = column;
                     ok[l] = column < width ? -1 : 0;
                 }
-                eColumn[g * 4 + i] = Vector256.Load(values);
-                eColumnOk[g * 4 + i] = Vector256.Load(ok);
+                o[32 + i] = Vector256.Load(values);
+                o[36 + i] = Vector256.Load(ok);
             }
         }
     }
 
-    // V = B^T d B for the 8 tiles of group g of channel plane `channel` (image 0's plane; the offsets add the image):
+    // V = B^T d B for the 8 tiles of group g of input plane `plane` (image 0's; the offsets add the image):
     // output[xi * positionStride + l].
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void InputTransform(float* channel, int g, Vector256<int>* row, Vector256<int>* column, Vector256<int>* rowOk, Vector256<int>* columnOk,
-        float* output, long positionStride)
+    private void InputTransform(float* plane, int g, float* output, long positionStride)
     {
+        Vector256<int>* o = offsets + g * 40;
         Vector<float>* t = stackalloc Vector<float>[36];
         for (int i = 0; i < 6; i++)
         {
-            Vector256<int> r = row[g * 6 + i], ok = rowOk[g * 6 + i];
-            WinogradConvolution.BtRow(Gather(channel, r, ok, column, columnOk, g * 6), Gather(channel, r, ok, column, columnOk, g * 6 + 1),
-                Gather(channel, r, ok, column, columnOk, g * 6 + 2), Gather(channel, r, ok, column, columnOk, g * 6 + 3),
-                Gather(channel, r, ok, column, columnOk, g * 6 + 4), Gather(channel, r, ok, column, columnOk, g * 6 + 5), t + i * 6, 1);
+            Vector256<int> row = o[i], rowOk = o[6 + i];
+            WinogradConvolution.BtRow(Gather(plane, row, rowOk, o[12], o[18]), Gather(plane, row, rowOk, o[13], o[19]),
+                Gather(plane, row, rowOk, o[14], o[20]), Gather(plane, row, rowOk, o[15], o[21]),
+                Gather(plane, row, rowOk, o[16], o[22]), Gather(plane, row, rowOk, o[17], o[23]), t + i * 6, 1);
         }
         Vector<float>* v = stackalloc Vector<float>[36];
         for (int b = 0; b < 6; b++)
@@ -309,15 +348,15 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
 
     // E = A e A^T for the 8 output-gradient tiles of group g of plane `plane`: output[xi * positionStride + l].
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientTransform(float* plane, int g, Vector256<int>* row, Vector256<int>* column, Vector256<int>* rowOk, Vector256<int>* columnOk,
-        float* output, long positionStride)
+    private void GradientTransform(float* plane, int g, float* output, long positionStride)
     {
+        Vector256<int>* o = offsets + g * 40;
         Vector<float>* t = stackalloc Vector<float>[24];
         for (int i = 0; i < 4; i++)
         {
-            Vector256<int> r = row[g * 4 + i], ok = rowOk[g * 4 + i];
-            ARow(Gather(plane, r, ok, column, columnOk, g * 4), Gather(plane, r, ok, column, columnOk, g * 4 + 1),
-                Gather(plane, r, ok, column, columnOk, g * 4 + 2), Gather(plane, r, ok, column, columnOk, g * 4 + 3), t + i * 6, 1);
+            Vector256<int> row = o[24 + i], rowOk = o[28 + i];
+            ARow(Gather(plane, row, rowOk, o[32], o[36]), Gather(plane, row, rowOk, o[33], o[37]),
+                Gather(plane, row, rowOk, o[34], o[38]), Gather(plane, row, rowOk, o[35], o[39]), t + i * 6, 1);
         }
         Vector<float>* e = stackalloc Vector<float>[36];
         for (int b = 0; b < 6; b++)
@@ -325,13 +364,10 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         for (int xi = 0; xi < 36; xi++) e[xi].Store(output + xi * positionStride);
     }
 
-    // plane[row + column[k]] for the lanes whose row and column both lie in the map, else 0.
+    // plane[row + column] for the lanes whose row and column both lie in the map, else 0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<float> Gather(float* plane, Vector256<int> row, Vector256<int> rowOk, Vector256<int>* column, Vector256<int>* columnOk, int k)
-    {
-        Vector256<float> mask = (rowOk & columnOk[k]).AsSingle();
-        return Avx2.GatherMaskVector256(Vector256<float>.Zero, plane, row + column[k], mask, 4).AsVector();
-    }
+    private static Vector<float> Gather(float* plane, Vector256<int> row, Vector256<int> rowOk, Vector256<int> column, Vector256<int> columnOk) =>
+        Avx2.GatherMaskVector256(Vector256<float>.Zero, plane, row + column, (rowOk & columnOk).AsSingle(), 4).AsVector();
 
     // r = A e for one 4-vector e (A: 6x4, the transpose of the forward's A^T): r[a] goes to dst[a * stride].
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -361,10 +397,15 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     /// <summary>Frees the scratch.</summary>
     public void Dispose()
     {
-        for (int i = 0; i < scratch.Length; i++)
+        for (int i = 0; i < natural.Length; i++)
         {
-            NativeMemory.AlignedFree(scratch[i]);
-            scratch[i] = null;
+            NativeMemory.AlignedFree(natural[i]);
+            natural[i] = null;
         }
+        NativeMemory.AlignedFree(shared);
+        shared = null;
+        sharedCapacity = 0;
+        NativeMemory.AlignedFree(offsets);
+        offsets = null;
     }
 }
