@@ -111,7 +111,7 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
     {
         var t = Start();
         inner.Conv2dBackwardWeights(spec, x, dy, dWeight, dBias, accumulate);
-        Add("conv weight gradient", ConvText(spec, x, dy), false, t, Macs(spec, dy));
+        Add("conv weight gradient", ConvText(spec, x, dy), UsesWinogradWeights(spec, x), t, Macs(spec, dy));
     }
 
     public void UpdateConv(IPreparedConv conv, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias)
@@ -166,6 +166,12 @@ internal sealed class ProfilingBackend(CpuBackend inner) : ITrainingBackend
         const int nr = 48;
         return x.N * imageTiles >= (long)nr * (inner.ThreadCount - 1) + 1 && imageTiles >= nr;
     }
+
+    // CpuBackend's rule for weight gradients (WinogradWeightGradient): dense 3x3 stride 1 pad 1 over at least 64 4x4 tiles
+    // of the batch, on the AVX-512 kernel.
+    private static bool UsesWinogradWeights(ConvSpec s, TensorView x) =>
+        s is { Kernel: 3, Stride: 1, Padding: 1, Groups: 1 } && System.Runtime.Intrinsics.X86.Avx512F.IsSupported
+        && x.N * (long)((x.H + 3) / 4) * ((x.W + 3) / 4) >= 64;
 
     private static bool PackedBackwardIsConvolution(ConvSpec s) => s.Stride == 1 && s.Padding <= s.Kernel - 1;
 
