@@ -458,7 +458,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
 
     // Indices of the stride-4 elements j, j + 4, .., j + 28 of two concatenated 16-float vectors (lanes 0..7):
     // a run's row[k + 4l] for k = 0..3 from row[0..31] and, offset by 2, k = 4, 5 from row[2..33].
-    private static readonly Vector512<int>[] Stride4 =
+    internal static readonly Vector512<int>[] Stride4 =
         [.. Enumerable.Range(0, 4).Select(j => Vector512.Create(j, j + 4, j + 8, j + 12, j + 16, j + 20, j + 24, j + 28, 0, 0, 0, 0, 0, 0, 0, 0))];
 
     // InputTransform of 8 interior tiles, gathering d[i][k] = x[4ty - 1 + i, 4(tx + l) - 1 + k] (AVX2 without AVX-512).

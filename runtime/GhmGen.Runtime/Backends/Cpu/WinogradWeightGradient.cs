@@ -12,8 +12,9 @@
 // at most 36 x 256 x 288 floats, 10.6 MB), each over the batch's tiles in chunks of 128, in a fixed
 // order, so the result depends neither on scheduling nor on the thread count. Per chunk two parallel
 // phases: (1) the transforms, each E and V row of the pass made once (items: one NR panel of input
-// channels, or six MR panels of output channels), 8 tiles at a time from patches read by masked AVX2
-// gathers (zero outside the map), transposed by 8x8 blocks into shared micro-kernel panels (a tile
+// channels, or six MR panels of output channels), 8 tiles at a time, their patches read by stride-4
+// deinterleaves of contiguous rows where the 8 tiles lie in one tile row inside the map (AVX-512), else
+// by masked AVX2 gathers (zero outside the map), transposed by 8x8 blocks into shared micro-kernel panels (a tile
 // per reduction step); (2) the 36 GEMMs into the pass's dU (items: 128 output x 2 NR input channels).
 // After the last chunk of a pass, dW = G^T dU G (+ the existing dW when accumulating), one item per
 // output channel; a last pass sums the bias gradient (as ConvWeightGradient's).
@@ -55,6 +56,7 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     private readonly float* zeroBias;
     private readonly float*[] natural; // per worker: one item's transforms in natural order [36][48][TileChunk]
     private Vector256<int>* offsets; // the chunk's gather offsets and validity (TileOffsets)
+    private int* interior;           // per group of the chunk: the V and E patch origins of an interior run, or -1
     private float* shared;              // dU, then the E panels, then the V panels of a pass
     private long sharedCapacity;
 
@@ -76,6 +78,7 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         this.zeroBias = zeroBias;
         natural = new float*[workers];
         offsets = (Vector256<int>*)NativeMemory.AlignedAlloc((nuint)(Groups * 40 * sizeof(Vector256<int>)), 64);
+        interior = (int*)NativeMemory.AlignedAlloc((nuint)(Groups * 2 * sizeof(int)), 64);
     }
 
     /// <summary>
@@ -280,6 +283,14 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         int* ok = stackalloc int[Lanes];
         for (int g = 0; g * Lanes < tc; g++)
         {
+            // An interior run: 8 tiles of one tile row whose patches lie inside the map, read by contiguous loads.
+            long first = t0 + g * Lanes;
+            int n0 = (int)(first / imageTiles), ty0 = (int)(first % imageTiles) / tilesX, tx0 = (int)(first % imageTiles) % tilesX;
+            bool run = g * Lanes + Lanes <= tc && tx0 + Lanes <= tilesX;
+            interior[2 * g] = run && tx0 >= 1 && 4 * tx0 + 32 < width && ty0 >= 1 && 4 * ty0 + 4 < height
+                ? n0 * inChannels * height * width + (4 * ty0 - 1) * width + 4 * tx0 - 1 : -1;
+            interior[2 * g + 1] = run && 4 * tx0 + 31 < width && 4 * ty0 + 3 < height
+                ? n0 * outChannels * height * width + 4 * ty0 * width + 4 * tx0 : -1;
             Vector256<int>* o = offsets + g * 40;
             for (int i = 0; i < 6; i++)
             {
@@ -333,12 +344,32 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     {
         Vector256<int>* o = offsets + g * 40;
         Vector<float>* t = stackalloc Vector<float>[36];
-        for (int i = 0; i < 6; i++)
+        int origin = interior[2 * g];
+        if (origin >= 0 && Avx512F.IsSupported)
         {
-            Vector256<int> row = o[i], rowOk = o[6 + i];
-            WinogradConvolution.BtRow(Gather(plane, row, rowOk, o[12], o[18]), Gather(plane, row, rowOk, o[13], o[19]),
-                Gather(plane, row, rowOk, o[14], o[20]), Gather(plane, row, rowOk, o[15], o[21]),
-                Gather(plane, row, rowOk, o[16], o[22]), Gather(plane, row, rowOk, o[17], o[23]), t + i * 6, 1);
+            // Lane l, column k = row[4l + k] of the run's row (from column 4 tx0 - 1): stride-4 deinterleaves of
+            // row[0..31] (k < 4) and row[2..33] (k = 4, 5), as the forward's padded-row transform.
+            Vector512<int>[] stride4 = WinogradConvolution.Stride4;
+            for (int i = 0; i < 6; i++)
+            {
+                float* row = plane + origin + (long)i * width;
+                Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
+                Vector512<float> lo2 = Vector512.Load(row + 2), hi2 = Vector512.Load(row + 18);
+                WinogradConvolution.BtRow(Avx512F.PermuteVar16x32x2(lo, stride4[0], hi).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo, stride4[1], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[2], hi).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo, stride4[3], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo2, stride4[2], hi2).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo2, stride4[3], hi2).GetLower().AsVector(), t + i * 6, 1);
+            }
+        }
+        else
+        {
+            for (int i = 0; i < 6; i++)
+            {
+                Vector256<int> row = o[i], rowOk = o[6 + i];
+                WinogradConvolution.BtRow(Gather(plane, row, rowOk, o[12], o[18]), Gather(plane, row, rowOk, o[13], o[19]),
+                    Gather(plane, row, rowOk, o[14], o[20]), Gather(plane, row, rowOk, o[15], o[21]),
+                    Gather(plane, row, rowOk, o[16], o[22]), Gather(plane, row, rowOk, o[17], o[23]), t + i * 6, 1);
+            }
         }
         Vector<float>* v = stackalloc Vector<float>[36];
         for (int b = 0; b < 6; b++)
@@ -352,11 +383,27 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     {
         Vector256<int>* o = offsets + g * 40;
         Vector<float>* t = stackalloc Vector<float>[24];
-        for (int i = 0; i < 4; i++)
+        int origin = interior[2 * g + 1];
+        if (origin >= 0 && Avx512F.IsSupported)
         {
-            Vector256<int> row = o[24 + i], rowOk = o[28 + i];
-            ARow(Gather(plane, row, rowOk, o[32], o[36]), Gather(plane, row, rowOk, o[33], o[37]),
-                Gather(plane, row, rowOk, o[34], o[38]), Gather(plane, row, rowOk, o[35], o[39]), t + i * 6, 1);
+            // Lane l, column k = row[4l + k] of the run's row (from column 4 tx0): stride-4 deinterleaves of row[0..31].
+            Vector512<int>[] stride4 = WinogradConvolution.Stride4;
+            for (int i = 0; i < 4; i++)
+            {
+                float* row = plane + origin + (long)i * width;
+                Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
+                ARow(Avx512F.PermuteVar16x32x2(lo, stride4[0], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[1], hi).GetLower().AsVector(),
+                    Avx512F.PermuteVar16x32x2(lo, stride4[2], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[3], hi).GetLower().AsVector(), t + i * 6, 1);
+            }
+        }
+        else
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                Vector256<int> row = o[24 + i], rowOk = o[28 + i];
+                ARow(Gather(plane, row, rowOk, o[32], o[36]), Gather(plane, row, rowOk, o[33], o[37]),
+                    Gather(plane, row, rowOk, o[34], o[38]), Gather(plane, row, rowOk, o[35], o[39]), t + i * 6, 1);
+            }
         }
         Vector<float>* e = stackalloc Vector<float>[36];
         for (int b = 0; b < 6; b++)
@@ -407,5 +454,7 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         sharedCapacity = 0;
         NativeMemory.AlignedFree(offsets);
         offsets = null;
+        NativeMemory.AlignedFree(interior);
+        interior = null;
     }
 }
