@@ -307,6 +307,40 @@ public sealed class CpuBackwardTests
         foreach (IPreparedConv c in convs) c.Dispose();
     }
 
+    [Fact]
+    public void WinogradWeightGradient_InTheTransientScratch_LeavesItsHolderToRebuild()
+    {
+        // A's backward-data panels (stride 2: columns-then-scatter) fill the transient scratch; B's Winograd weight gradient then borrows it
+        // (dU and panels), so A's next input gradient must rebuild its panels, and B's weight gradient must
+        // equal, bitwise, that of a backend whose scratch holds nothing to lend.
+        ConvSpec a = new(128, 64, 3, 2, 1, 1), b = new(8, 8, 3, 1, 1, 1);
+        var random = new Random(77);
+        float[] wa = CpuBackendTests.RandomValues(random, (int)a.WeightCount);
+        float[] xb = CpuBackendTests.RandomValues(random, 2 * 8 * 9 * 11), dyb = CpuBackendTests.RandomValues(random, 2 * 8 * 9 * 11);
+        float[] dya = CpuBackendTests.RandomValues(random, 2 * 64 * 5 * 6);
+        float[] DataGradient(CpuBackend cpu, IPreparedConv conv)
+        {
+            var dx = new TensorView(cpu.Allocate(2L * 128 * 9 * 11), 0, 2, 128, 9, 11);
+            cpu.Conv2dBackwardData(conv, CpuBackendTests.Tensor(cpu, dya, 2, 64, 5, 6), dx, accumulate: false);
+            return CpuBackendTests.Read(cpu, dx);
+        }
+        float[] WeightGradient(CpuBackend cpu)
+        {
+            var dw = new TensorView(cpu.Allocate(b.WeightCount), 0, 8, 8, 3, 3);
+            cpu.Conv2dBackwardWeights(b, CpuBackendTests.Tensor(cpu, xb, 2, 8, 9, 11), CpuBackendTests.Tensor(cpu, dyb, 2, 8, 9, 11), dw, null, accumulate: false);
+            return CpuBackendTests.Read(cpu, dw);
+        }
+        using var plain = new CpuBackend(2) { WinogradMinimumTiles = 0 };
+        float[] expectedWeights = WeightGradient(plain);
+        Assert.Equal(0, plain.WinogradWeightGradientLentPasses);
+        using var cpu = new CpuBackend(2) { WinogradMinimumTiles = 0 };
+        using IPreparedConv convA = cpu.PrepareConv(a, wa, []);
+        float[] expectedData = DataGradient(cpu, convA);
+        Assert.Equal(expectedWeights, WeightGradient(cpu));
+        if (plain.WinogradWeightGradientCalls > 0) Assert.Equal(1, cpu.WinogradWeightGradientLentPasses); // the path runs here (AVX-512)
+        Assert.Equal(expectedData, DataGradient(cpu, convA));
+    }
+
     // Weights that a test changes between steps, read by the backend on demand.
     private sealed class ArraySource(float[] weight, float[] bias) : IConvWeightSource
     {

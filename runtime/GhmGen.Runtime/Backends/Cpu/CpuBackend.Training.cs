@@ -144,16 +144,23 @@ public sealed unsafe partial class CpuBackend
     // Moves the shared scratch from its holder (left with no panels, so that only one form refers to it) to `form`.
     private void BindTransient(PackedConvWeights form, bool transposed)
     {
+        ReleaseTransient();
+        long length = transposed ? form.TransposedLength : form.PanelsLength;
+        if (transientPanels.LongLength < length) transientPanels = GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
+        form.BindPanels(transientPanels, transposed);
+        transientHolder = (form, transposed);
+    }
+
+    // Leaves the shared scratch with no holder (the holder's panels are stale, rebuilt on its next use).
+    private void ReleaseTransient()
+    {
         if (transientHolder.Form is { } previous)
         {
             previous.BindPanels(null, transientHolder.Transposed);
             if (transientHolder.Transposed) previous.TransposedStale = true;
             else previous.PanelsStale = true;
         }
-        long length = transposed ? form.TransposedLength : form.PanelsLength;
-        if (transientPanels.LongLength < length) transientPanels = GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
-        form.BindPanels(transientPanels, transposed);
-        transientHolder = (form, transposed);
+        transientHolder = default;
     }
 
     /// <summary>
@@ -258,7 +265,11 @@ public sealed unsafe partial class CpuBackend
             {
                 if (WinogradWeightGradientApplies(spec, x, dy))
                 {
-                    winogradWeightGradient.Run(pool, spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate);
+                    // The transient panels' scratch is free during a weight gradient (which reads no weights): it lends
+                    // its memory to the pass's dU and output-gradient panels, holding no convolution's panels after.
+                    ReleaseTransient();
+                    fixed (float* lent = transientPanels)
+                        winogradWeightGradient.Run(pool, spec, x, px, pdy, pdw, dBias is null ? null : pdb, accumulate, lent, transientPanels.LongLength);
                     WinogradWeightGradientCalls++;
                     return;
                 }

@@ -129,6 +129,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// <summary>Weight gradients computed by Winograd F(4x4, 3x3) (WinogradWeightGradient) so far (tests).</summary>
     internal long WinogradWeightGradientCalls { get; private set; }
 
+    /// <summary>Winograd weight-gradient passes that ran in the transient panels' scratch (tests).</summary>
+    internal long WinogradWeightGradientLentPasses => winogradWeightGradient.LentPasses;
+
     /// <summary>Passes of per-call Winograd weight transforms run so far (one or more per such convolution call).</summary>
     public long WinogradWeightPasses { get; private set; }
 

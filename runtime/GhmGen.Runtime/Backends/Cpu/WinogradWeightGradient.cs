@@ -57,7 +57,7 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     private readonly float*[] natural; // per worker: one item's transforms in natural order [36][48][TileChunk]
     private Vector256<int>* offsets; // the chunk's gather offsets and validity (TileOffsets)
     private int* interior;           // per group of the chunk: the V and E patch origins of an interior run, or -1
-    private float* shared;              // dU, then the E panels, then the V panels of a pass
+    private float* shared;              // the V panels of a pass, then (unless lent memory holds them) dU and the E panels
     private long sharedCapacity;
 
     private float* x, dy, dw, db;
@@ -91,11 +91,19 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         WinogradWeights.Applies(spec) && Avx2.IsSupported && Vector<float>.Count == 8 && kernel.Rows % 8 == 0 && kernel.Columns % 8 == 0
         && x.ElementCount <= int.MaxValue && dyElements <= int.MaxValue;
 
+    /// <summary>Passes run so far whose dU and output-gradient panels were in the caller's lent memory (tests).</summary>
+    internal long LentPasses { get; private set; }
+
     /// <summary>Tiles of the reduction for a batch <paramref name="x"/>.</summary>
     public static long TileCount(TensorView x) => (long)x.N * WinogradConvolution.TileCount(x.H, x.W);
 
-    /// <summary>Computes dW (and dBias when <paramref name="db"/> is not null), (+)= when <paramref name="accumulate"/>.</summary>
-    public void Run(CpuWorkerPool pool, ConvSpec spec, TensorView xView, float* x, float* dy, float* dw, float* db, bool accumulate)
+    /// <summary>
+    /// Computes dW (and dBias when <paramref name="db"/> is not null), (+)= when <paramref name="accumulate"/>. A pass's
+    /// dU and output-gradient panels use <paramref name="lent"/> (<paramref name="lentLength"/> floats of the caller's
+    /// free scratch) when they fit there, else this object's own scratch, as do the input panels.
+    /// </summary>
+    public void Run(CpuWorkerPool pool, ConvSpec spec, TensorView xView, float* x, float* dy, float* dw, float* db, bool accumulate,
+        float* lent, long lentLength)
     {
         mr = kernel.Rows;
         nr = kernel.Columns;
@@ -131,16 +139,18 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
                 duPosition = (long)rowPanels * mr * ldc;
                 aPosition = (long)rowPanels * TileChunk * mr;
                 bPosition = (long)columnPanels * TileChunk * nr;
-                long needed = Positions * (duPosition + aPosition + bPosition);
+                bool useLent = lent != null && Positions * (duPosition + aPosition) <= lentLength;
+                long needed = Positions * (bPosition + (useLent ? 0 : duPosition + aPosition));
                 if (needed > sharedCapacity)
                 {
                     NativeMemory.AlignedFree(shared);
                     shared = (float*)NativeMemory.AlignedAlloc((nuint)(needed * sizeof(float)), 64);
                     sharedCapacity = needed;
                 }
-                du = shared;
+                bPack = shared;
+                du = useLent ? lent : shared + Positions * bPosition;
+                if (useLent) LentPasses++;
                 aPack = du + Positions * duPosition;
-                bPack = aPack + Positions * aPosition;
                 for (long t0 = 0; t0 < tiles; t0 += TileChunk)
                 {
                     tc = (int)Math.Min(TileChunk, tiles - t0);
