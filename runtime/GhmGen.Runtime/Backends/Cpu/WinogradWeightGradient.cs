@@ -17,7 +17,9 @@
 // by masked AVX2 gathers (zero outside the map), transposed by 8x8 blocks into shared micro-kernel panels (a tile
 // per reduction step); (2) the 36 GEMMs into the pass's dU (items: 128 output x 2 NR input channels).
 // After the last chunk of a pass, dW = G^T dU G (+ the existing dW when accumulating), one item per
-// output channel; a last pass sums the bias gradient (as ConvWeightGradient's).
+// output channel; a last pass sums the bias gradient (as ConvWeightGradient's). A pass's dU and E
+// panels live in memory the caller lends (CpuBackend: the transient panels' scratch) when they fit
+// there, the V panels and anything that does not fit in this object's own scratch.
 // Shapes: x [N, C, H, W], dy [N, M, H, W], dW [M, C, 3, 3], dBias [M].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
 using System.Numerics;
