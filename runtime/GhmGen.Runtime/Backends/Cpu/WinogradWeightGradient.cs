@@ -361,16 +361,15 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         {
             // Lane l, column k = row[4l + k] of the run's row (from column 4 tx0 - 1): stride-4 deinterleaves of
             // row[0..31] (k < 4) and row[2..33] (k = 4, 5), as the forward's padded-row transform.
-            Vector512<int>[] stride4 = WinogradConvolution.Stride4;
             for (int i = 0; i < 6; i++)
             {
                 float* row = plane + origin + (long)i * width;
                 Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
                 Vector512<float> lo2 = Vector512.Load(row + 2), hi2 = Vector512.Load(row + 18);
-                WinogradConvolution.BtRow(Avx512F.PermuteVar16x32x2(lo, stride4[0], hi).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo, stride4[1], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[2], hi).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo, stride4[3], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo2, stride4[2], hi2).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo2, stride4[3], hi2).GetLower().AsVector(), t + i * 6, 1);
+                WinogradConvolution.BtRow(Every4th(lo, hi, 0),
+                    Every4th(lo, hi, 1), Every4th(lo, hi, 2),
+                    Every4th(lo, hi, 3), Every4th(lo2, hi2, 2),
+                    Every4th(lo2, hi2, 3), t + i * 6, 1);
             }
         }
         else
@@ -399,13 +398,12 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
         if (origin >= 0 && Avx512F.IsSupported)
         {
             // Lane l, column k = row[4l + k] of the run's row (from column 4 tx0): stride-4 deinterleaves of row[0..31].
-            Vector512<int>[] stride4 = WinogradConvolution.Stride4;
             for (int i = 0; i < 4; i++)
             {
                 float* row = plane + origin + (long)i * width;
                 Vector512<float> lo = Vector512.Load(row), hi = Vector512.Load(row + 16);
-                ARow(Avx512F.PermuteVar16x32x2(lo, stride4[0], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[1], hi).GetLower().AsVector(),
-                    Avx512F.PermuteVar16x32x2(lo, stride4[2], hi).GetLower().AsVector(), Avx512F.PermuteVar16x32x2(lo, stride4[3], hi).GetLower().AsVector(), t + i * 6, 1);
+                ARow(Every4th(lo, hi, 0), Every4th(lo, hi, 1),
+                    Every4th(lo, hi, 2), Every4th(lo, hi, 3), t + i * 6, 1);
             }
         }
         else
@@ -422,6 +420,11 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
             ARow(t[b], t[6 + b], t[12 + b], t[18 + b], e + b, 6);
         for (int xi = 0; xi < 36; xi++) e[xi].Store(output + xi * positionStride);
     }
+
+    // Lane l = element k + 4l of the 32 floats lo:hi (the forward's stride-4 deinterleave).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<float> Every4th(Vector512<float> lo, Vector512<float> hi, int k) =>
+        Avx512F.PermuteVar16x32x2(lo, WinogradConvolution.Stride4[k], hi).GetLower().AsVector();
 
     // plane[row + column] for the lanes whose row and column both lie in the map, else 0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
