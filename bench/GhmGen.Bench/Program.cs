@@ -12,6 +12,7 @@ namespace GhmGen.Bench;
 /// <c>repack-table [repeats]</c> times UpdateConv per shape on 1 and 2 threads;
 /// <c>train-profile [...] [--top K]</c> times every backend op of the step and counts its multiply-adds (the compute bound);
 /// <c>forward-profile [--size HxW] [--batch B] [--threads N] [--runs R] [--top K]</c> times every backend op of the inference forward;
+/// <c>shared-table [repeats] [threads] [HxW]</c> times the head's convolutions over its five levels, shared and separate, hot and cold;
 /// <c>detect-folder DIR --checkpoint FILE ...</c> times whole-folder detection against the forward passes alone;
 /// anything else goes to BenchmarkDotNet's switcher
 /// (e.g. <c>--filter *Ghm* --job short</c>).
@@ -46,6 +47,8 @@ public static class Program
             return Training.RepackTable.Run(args[1..]);
         if (args.Length > 0 && args[0] == "forward-profile")
             return ForwardProfile.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "shared-table")
+            return SharedTable.Run(args[1..]);
         if (args.Length > 0 && args[0] == "train-profile")
             return Training.TrainProfile.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
