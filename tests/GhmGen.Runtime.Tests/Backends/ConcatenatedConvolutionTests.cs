@@ -20,18 +20,29 @@ public class ConcatenatedConvolutionTests
     [InlineData(1, 20, 24, 1, 1, 0, "9x11 3x4", false)]               // 1x1, 111 columns, one k block
     [InlineData(3, 16, 24, 3, 2, 1, "7x9 4x5 2x2", true)]             // stride 2, batch 3
     [InlineData(1, 64, 16, 3, 1, 1, "22x22 22x22 21x21 3x3", true)]   // 484 + 484 + 441 + 9 columns
+    [InlineData(16, 4, 8, 3, 1, 1, "20x25 10x13", true)]             // 32 parts whose framed planes (12384 floats) are too many to gather
     public void Shared_MatchesFloat64ConvolutionPerInput(int n, int cin, int cout, int k, int stride, int pad, string sizes, bool relu)
     {
         (int H, int W)[] levels = Sizes(sizes);
         var spec = new ConvSpec(cin, cout, k, stride, pad, 1);
         foreach (GemmKernelKind kind in SharedInputConvolutionTests.Kernels())
         {
-            // No Winograd: with the AVX2 kernel's 16-tile blocks it would take the 3x3s on 22x22.
-            using var cpu = new CpuBackend(2, kind, winograd: false);
-            long before = cpu.ConcatenatedCalls;
-            (double[] Want, double[] Magnitude, float[] Got)[] results = Run(cpu, spec, n, levels, relu, seed: cin * 31 + cout);
-            if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2) Assert.Equal(before + 1, cpu.ConcatenatedCalls);
-            foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
+            // Packed by gathers over every part (GatheredColumns) and part by part (PackColumns).
+            foreach (bool gathers in new[] { true, false })
+            {
+                // No Winograd: with the AVX2 kernel's 16-tile blocks it would take the 3x3s on 22x22.
+                using var cpu = new CpuBackend(2, kind, winograd: false) { GatheredPacking = gathers };
+                long before = cpu.ConcatenatedCalls, gathered = cpu.GatheredPackingCalls;
+                (double[] Want, double[] Magnitude, float[] Got)[] results = Run(cpu, spec, n, levels, relu, seed: cin * 31 + cout);
+                if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2)
+                {
+                    Assert.Equal(before + 1, cpu.ConcatenatedCalls);
+                    // Gathers (except 1x1 stride 1) while every part's zero-framed plane (and one zero) fits GatheredColumns' stack budget.
+                    long framed = n * levels.Sum(l => (long)(l.H + 2 * pad) * (l.W + 2 * pad)) + 1;
+                    Assert.Equal(gathered + (gathers && GatheredColumns.Applies(spec) && framed <= GatheredColumns.MaxFramed ? 1 : 0), cpu.GatheredPackingCalls);
+                }
+                foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
+            }
         }
     }
 

@@ -9,7 +9,8 @@ namespace GhmGen.Runtime.Tests.Backends;
 /// size and stride use densely (1x1, 1x1/2, 3x3, 3x3/2, the 7x7/2 stem), odd channel counts and
 /// map sizes, partial weight panels and partial pixel tiles of each width, batches, residual (also in place)
 /// and ReLU, one k block and several (with the in-place residual that then starts from bias + residual).
-/// Each case asserts which path it took; grouped convolutions and larger maps must not take it.
+/// Each case runs with the input packed by gathers (GatheredColumns) and by runs (PackColumns) and asserts which
+/// path and packing it took; grouped convolutions and larger maps must not take it.
 /// </summary>
 public class SharedInputConvolutionTests
 {
@@ -43,14 +44,22 @@ public class SharedInputConvolutionTests
 
         foreach (GemmKernelKind kind in Kernels())
         {
-            // No Winograd: with the AVX2 kernel's 16-tile blocks it would take the 3x3s on 16x24 and larger.
-            using var cpu = new CpuBackend(2, kind, winograd: false);
-            foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
+            // Packed by gathers (GatheredColumns) and by runs (PackColumns, which larger planes take).
+            foreach (bool gathers in new[] { true, false })
             {
-                long before = cpu.SharedInputCalls;
-                float[] got = Run(cpu, spec, n, h, w, x, weight, bias, residual ? r : null, inPlace, relu);
-                if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2) Assert.Equal(before + (expectShared ? 1 : 0), cpu.SharedInputCalls);
-                AssertClose(want, magnitude, got, inPlace);
+                // No Winograd: with the AVX2 kernel's 16-tile blocks it would take the 3x3s on 16x24 and larger.
+                using var cpu = new CpuBackend(2, kind, winograd: false) { GatheredPacking = gathers };
+                foreach (bool inPlace in residual ? new[] { false, true } : new[] { false })
+                {
+                    long before = cpu.SharedInputCalls, gathered = cpu.GatheredPackingCalls;
+                    float[] got = Run(cpu, spec, n, h, w, x, weight, bias, residual ? r : null, inPlace, relu);
+                    if (cpu.KernelKind is GemmKernelKind.Avx512 or GemmKernelKind.Avx2)
+                    {
+                        Assert.Equal(before + (expectShared ? 1 : 0), cpu.SharedInputCalls);
+                        Assert.Equal(gathered + (expectShared && gathers && GatheredColumns.Applies(spec) ? 1 : 0), cpu.GatheredPackingCalls);
+                    }
+                    AssertClose(want, magnitude, got, inPlace);
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 // (2.4 MB for a 3x3 256-256) come from memory once per part, and a map of 1, 2 or 6 pixels fills 1,
 // 2 or 6 of a 16-wide tile's columns; at 64x96 the RetinaNet head's P5-P7 ran at 20-66 GFLOP/s
 // that way. Here phase 1 packs every part's columns into one sequence of NR-wide panels (NR = 16,
-// 32 or 48, whichever pads the total least (AVX2's 6-row panels: its 6x16 tile); items of PackRows im2col rows of one part), and phase
+// 32 or 48, whichever pads the total least (AVX2's 6-row panels: its 6x16 tile); items of PackRows
+// im2col rows of every part by GatheredColumns, or of one part when the parts' planes are too large for it), and phase
 // 2 has one item per chunk of output-channel panels that runs the 8xNR micro-kernel over every
 // column panel into a products matrix (M x padded columns), then copies its rows out to the parts.
 // The depth runs in one k block while the packed input fits L2 (as SharedInputConvolution), else
@@ -39,6 +40,15 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
     private float* panels, bias;
     private bool relu, packing;
     private int depth, nr, paddedColumns, columnPanels, outChannels, packItemsPerPart, panelsPerChunk, chunks, depthBlock;
+    private readonly GatheredColumns gathered = new();
+    private bool gathering; // packing by GatheredColumns (items of PackRows rows over every part), else per part
+
+    /// <summary>Whether calls may pack by <see cref="GatheredColumns"/> (tests turn it off to check the other packing).</summary>
+    public bool Gathers { get; set; } = true;
+
+    /// <summary>Whether the call prepared last packs by <see cref="GatheredColumns"/>.</summary>
+    public bool Gathering => gathering;
+    private nint[] sources = new nint[16];
     private delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile;
 
     /// <summary>Whether a convolution of this kind can take this path (per part: see <see cref="Fits"/>).</summary>
@@ -104,6 +114,20 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
         Reserve(ref products, ref productsCapacity, (long)conv.PanelsPerGroup * rows * paddedColumns);
         packItemsPerPart = (depth + PackRows - 1) / PackRows;
         packing = true;
+        gathering = false;
+        if (Gathers && GatheredColumns.Applies(conv.Spec))
+        {
+            gathered.Begin(conv.Spec, depth, nr);
+            gathering = true;
+            for (int p = 0; p < partCount && gathering; p++) gathering = gathered.TryAdd(parts[p].Height, parts[p].Width);
+            gathering = gathering && gathered.Build(paddedColumns);
+        }
+        if (gathering)
+        {
+            if (sources.Length < partCount) sources = new nint[parts.Length];
+            for (int p = 0; p < partCount; p++) sources[p] = (nint)parts[p].X;
+            return packItemsPerPart;
+        }
         return partCount * packItemsPerPart;
     }
 
@@ -121,7 +145,9 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
     /// <inheritdoc/>
     public void Execute(int item, int worker)
     {
-        if (packing)
+        if (packing && gathering)
+            gathered.Pack(sources.AsSpan(0, partCount), item * PackRows, Math.Min(depth, (item + 1) * PackRows), packed);
+        else if (packing)
         {
             int p = item / packItemsPerPart, block = item % packItemsPerPart;
             ref Part part = ref parts[p];
@@ -184,6 +210,7 @@ internal sealed unsafe class ConcatenatedConvolution : IParallelWork, IDisposabl
     /// <summary>Frees the packed input and the products.</summary>
     public void Dispose()
     {
+        gathered.Dispose();
         NativeMemory.AlignedFree(packed);
         NativeMemory.AlignedFree(products);
         packed = products = null;

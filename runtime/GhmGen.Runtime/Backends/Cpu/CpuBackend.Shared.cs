@@ -105,6 +105,7 @@ public sealed unsafe partial class CpuBackend
                 fixed (float* pb = packed.Bias)
                 {
                     pool.Run(concatenatedConvolution, concatenatedConvolution.Prepare(pa, pb, relu));
+                    if (concatenatedConvolution.Gathering) GatheredPackingCalls++;
                     pool.Run(concatenatedConvolution, concatenatedConvolution.PrepareProducts(pool.WorkerCount));
                 }
                 ConcatenatedCalls++;

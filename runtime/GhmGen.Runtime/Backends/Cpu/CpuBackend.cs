@@ -123,6 +123,19 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// <summary>Convolution calls that took the small-map path so far (tests check that the path ran).</summary>
     internal long SmallMapCalls { get; private set; }
 
+    /// <summary>
+    /// Whether the shared-input and concatenated GEMM paths pack their input by gathers (GatheredColumns) where
+    /// those apply; tests turn it off to check the packing by runs that remains for larger planes.
+    /// </summary>
+    internal bool GatheredPacking
+    {
+        get => sharedInputConvolution.Gathers;
+        set => sharedInputConvolution.Gathers = concatenatedConvolution.Gathers = value;
+    }
+
+    /// <summary>Shared-input and concatenated convolution calls whose input GatheredColumns packed so far.</summary>
+    internal long GatheredPackingCalls { get; private set; }
+
     /// <summary>Convolution calls that took the shared-input path (SharedInputConvolution) so far.</summary>
     internal long SharedInputCalls { get; private set; }
 
@@ -312,6 +325,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             fixed (float* pb = packed.Bias)
             {
                 pool.Run(sharedInputConvolution, sharedInputConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu));
+                if (sharedInputConvolution.Gathering) GatheredPackingCalls++;
                 pool.Run(sharedInputConvolution, sharedInputConvolution.PrepareProducts(pool.WorkerCount));
                 SharedInputCalls++;
             }

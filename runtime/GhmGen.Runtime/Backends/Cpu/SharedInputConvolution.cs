@@ -4,7 +4,9 @@
 // 48-pixel column blocks to keep every worker busy, splits the output channels into chunks that
 // each pack the same input block again; its 48-pixel tile is mostly padding on a 4x6 map. Here
 // the implicit im2col matrix of every image is packed once per call into one buffer that all
-// workers read (phase 1: items of PackRows im2col rows), as panels of NR = 16, 32 or 48 pixels,
+// workers read (phase 1: items of PackRows im2col rows, by GatheredColumns' gathers from a
+// zero-framed copy of each channel where the AVX2 gathers are available and the plane is small enough,
+// else by PackColumns' runs), as panels of NR = 16, 32 or 48 pixels,
 // whichever pads the image's pixel count least (24 pixels: one 8x32 tile, not half a 48-wide one);
 // phase 2 has one work item per (image, chunk of output-channel panels), each running the 8xNR
 // micro-kernel (GemmMicroKernels.Avx512Tile16 / Tile32 / Avx512Tile) over all of its image's
@@ -49,6 +51,14 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     private int batch, inChannels, height, width, outWidth, pixels, depth, nr, columnPanels, outChannels;
     private int packItemsPerImage, panelsPerChunk, chunks, depthBlock;
     private long imageStride;
+    private readonly GatheredColumns gathered = new();
+    private bool gathering; // packing by GatheredColumns, else by PackColumns
+
+    /// <summary>Whether calls may pack by <see cref="GatheredColumns"/> (tests turn it off to check the other packing).</summary>
+    public bool Gathers { get; set; } = true;
+
+    /// <summary>Whether the call prepared last packs by <see cref="GatheredColumns"/>.</summary>
+    public bool Gathering => gathering;
     private delegate*<int, float*, float*, float*, nint, float*, float*, int, void> tile;
 
     /// <summary>Whether a convolution of this shape takes this path.</summary>
@@ -128,6 +138,12 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
         }
         packItemsPerImage = (depth + PackRows - 1) / PackRows;
         packing = true;
+        gathering = false;
+        if (Gathers && GatheredColumns.Applies(s))
+        {
+            gathered.Begin(s, depth, nr);
+            gathering = gathered.TryAdd(height, width) && gathered.Build(columnPanels * nr);
+        }
         return batch * packItemsPerImage;
     }
 
@@ -154,6 +170,13 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     // dst[(q / NR) * depth * NR + k * NR + q % NR], columns past the pixel count zero.
     private void Pack(int n, int block)
     {
+        float* image = x + (long)n * inChannels * height * width;
+        if (gathering)
+        {
+            nint source = (nint)image;
+            gathered.Pack(new ReadOnlySpan<nint>(in source), block * PackRows, Math.Min(depth, (block + 1) * PackRows), packed + n * imageStride);
+            return;
+        }
         int outHeight = pixels / outWidth;
         PackColumns(conv.Spec, x + (long)n * inChannels * height * width, height, width, outHeight, outWidth,
             packed + n * imageStride, depth, nr, block * PackRows, Math.Min(depth, (block + 1) * PackRows), 0, columnPanels * nr);
@@ -171,6 +194,12 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
         float* dst, int depth, int nr, int kBegin, int kEnd, int firstColumn, int clearEnd)
     {
         int kernelSize = s.Kernel, taps = kernelSize * kernelSize, stride = s.Stride, pad = s.Padding;
+        if (kernelSize == 1 && stride == 1 && pad == 0)
+        {
+            // Row k is channel k's plane as it is: one output row of every pixel, cut only at the panels' ends.
+            width = outWidth = outHeight * outWidth;
+            height = outHeight = 1;
+        }
         long plane = (long)height * width, panelStride = (long)depth * nr;
         int endColumn = firstColumn + outHeight * outWidth;
         for (int k = kBegin; k < kEnd; k++)
@@ -282,6 +311,7 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
     /// <summary>Frees the packed input.</summary>
     public void Dispose()
     {
+        gathered.Dispose();
         NativeMemory.AlignedFree(packed);
         packed = null;
         capacity = 0;
