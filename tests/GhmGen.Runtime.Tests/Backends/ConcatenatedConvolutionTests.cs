@@ -76,6 +76,27 @@ public class ConcatenatedConvolutionTests
         foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
     }
 
+    [Theory]
+    [InlineData(1, "8x12 4x6 2x3 1x2 1x1", 1)] // 64x96's head: 128 columns fill 32-wide tiles exactly, 129 would pad to 144
+    [InlineData(1, "6x8 4x4 1x1", 1)]          // 48 + 16 + 1: 65 columns pad to 80 (16-wide tiles), 64 fill 32-wide ones
+    [InlineData(2, "5x7 3x3 1x1", 0)]          // 70 + 18 + 2: 88 columns pad to 96 as 90 do: nothing gained
+    [InlineData(1, "4x4 3x3", 0)]              // two inputs are always concatenated
+    public void SmallestInput_LeftOut_OnlyWhenItAlonePadsATile(int n, string sizes, int leftOut)
+    {
+        var spec = new ConvSpec(40, 24, 3, 1, 1, 1);
+        foreach (GemmKernelKind kind in SharedInputConvolutionTests.Kernels())
+        {
+            using var cpu = new CpuBackend(2, kind, winograd: false);
+            if (cpu.KernelKind != GemmKernelKind.Avx512) continue; // the AVX2 kernel's tiles are all 16 wide
+            long before = cpu.SmallInputsLeftOut, small = cpu.SmallMapCalls, concatenated = cpu.ConcatenatedCalls;
+            var results = Run(cpu, spec, n, Sizes(sizes), relu: true, seed: 7);
+            Assert.Equal(before + leftOut, cpu.SmallInputsLeftOut);
+            Assert.Equal(small + leftOut, cpu.SmallMapCalls);
+            Assert.Equal(concatenated + 1, cpu.ConcatenatedCalls);
+            foreach (var (want, magnitude, got) in results) AssertClose(want, magnitude, got, 1e-5);
+        }
+    }
+
     [Fact]
     public void OneSmallInput_RunsAsAPlainConvolution()
     {

@@ -2,7 +2,9 @@
 // five pyramid levels). Inputs that run Winograd with per-call weight transforms share each
 // transform; the small ones (at most SharedInputConvolution.MaxPixels output pixels per image) run
 // as one GEMM of their concatenated columns (ConcatenatedConvolution), so the weights are read once
-// and the tiny levels no longer pad a tile each; the rest run as separate Conv2d calls.
+// and the tiny levels no longer pad a tile each, except for a smallest input of at most 8 pixels that
+// alone would pad a tile (P7 at 64x96: 128 columns fill 32-wide tiles, 129 pad to 144), which runs
+// on its own through the GEMV-like small-map path; the rest run as separate Conv2d calls.
 // Reference tests: tests/GhmGen.Runtime.Tests/Backends/ConcatenatedConvolutionTests.cs.
 using System.Runtime.InteropServices;
 
@@ -11,6 +13,9 @@ namespace GhmGen.Backends.Cpu;
 public sealed unsafe partial class CpuBackend
 {
     private GCHandle[] sharedPins = new GCHandle[32];
+
+    /// <summary>Inputs of <see cref="Conv2dShared"/> left out of a concatenated GEMM because they alone would have padded a tile.</summary>
+    internal long SmallInputsLeftOut { get; private set; }
 
     /// <summary>Calls of <see cref="Conv2dShared"/> that ran a concatenated GEMM (tests check that the path ran).</summary>
     internal long ConcatenatedCalls { get; private set; }
@@ -59,6 +64,9 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    // Output pixels of convolution s over the whole batch of x.
+    private static long Pixels(ConvSpec s, TensorView x) => (long)x.N * s.OutputSize(x.H) * s.OutputSize(x.W);
+
     private nint Pin(TensorView t, int slot)
     {
         sharedPins[slot] = GCHandle.Alloc(((HostBuffer)t.Buffer).Array, GCHandleType.Pinned);
@@ -92,12 +100,35 @@ public sealed unsafe partial class CpuBackend
         {
             concatenatedConvolution.Begin(packed);
             count = 0;
+            int candidates = 0;
+            long columns = 0;
+            Span<int> candidate = n <= 256 ? stackalloc int[n] : new int[n];
             for (int i = 0; i < n; i++)
             {
                 if (done[i] || x[i].ElementCount == 0 || packed.WinogradApplies && EnoughWinogradTiles(packed, x[i])) continue;
                 if (!ConcatenatedConvolution.Fits(s.OutputSize(x[i].H), s.OutputSize(x[i].W))) continue;
-                if (concatenatedConvolution.TryAdd((float*)px[i], (float*)py[i], x[i].N, x[i].H, x[i].W)) which[count++] = i;
+                candidate[candidates++] = i;
+                columns += Pixels(s, x[i]);
             }
+            // Leave out the smallest input when it alone pads a tile (64x96: P7's 1 pixel takes the head's
+            // 128 columns to 144): it runs on its own through the GEMV-like small-map path instead.
+            while (candidates > 2)
+            {
+                int smallest = 0;
+                for (int c = 1; c < candidates; c++)
+                    if (Pixels(s, x[candidate[c]]) < Pixels(s, x[candidate[smallest]])) smallest = c;
+                TensorView t = x[candidate[smallest]];
+                long pixels = Pixels(s, t);
+                if (pixels >= SharedInputConvolution.MinimumColumns || !SmallMapConvolution.Applies(packed, t.N, s.OutputSize(t.H), s.OutputSize(t.W))
+                    || SharedInputConvolution.PaddedColumns(columns - pixels, packed.Kernel.Kind) + 16 > SharedInputConvolution.PaddedColumns(columns, packed.Kernel.Kind))
+                    break;
+                candidate[smallest] = candidate[--candidates];
+                columns -= pixels;
+                SmallInputsLeftOut++;
+            }
+            candidate[..candidates].Sort();
+            foreach (int i in candidate[..candidates])
+                if (concatenatedConvolution.TryAdd((float*)px[i], (float*)py[i], x[i].N, x[i].H, x[i].W)) which[count++] = i;
             if (count >= 2)
             {
                 FreshPanels(packed);

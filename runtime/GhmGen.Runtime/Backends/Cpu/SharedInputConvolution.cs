@@ -103,6 +103,13 @@ internal sealed unsafe class SharedInputConvolution : IParallelWork, IDisposable
 
     private static int PaddedPixels(int pixels, int width) => (pixels + width - 1) / width * width;
 
+    /// <summary><paramref name="columns"/> rounded up to whole tiles of the width <see cref="TileWidth(int, GemmKernelKind)"/> gives them.</summary>
+    internal static long PaddedColumns(long columns, GemmKernelKind kind)
+    {
+        int width = TileWidth((int)Math.Min(columns, int.MaxValue / 2), kind);
+        return (columns + width - 1) / width * width;
+    }
+
     /// <summary>Sets up one call; returns the items of the packing phase (then call <see cref="PrepareProducts"/>).</summary>
     public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual, float* panels, float* bias, bool relu)
     {
