@@ -64,8 +64,13 @@ public static class ConvTable
     /// Measures every shape (or those whose name contains <paramref name="filter"/>); with <paramref name="size"/>
     /// (HxW), R-50's shapes at that input size (<see cref="ConvShape.RetinaNetR50At"/>) instead of 800x1216.
     /// </summary>
-    public static void Print(int repeats, int threads, string? filter, string? size = null)
+    public static void Print(int repeats, int threads, string? filter, string? size = null, bool cold = false)
     {
+        // Cold: a 64 MB buffer read (not written: dirty lines would be written back during the call) before each timed call pushes the weights out of the caches, as
+        // the rest of a forward pass does at small inputs (where layer3/4 stream ~80 MB of weights from memory).
+        float[]? evict = cold ? new float[16 << 20] : null;
+        if (evict is not null) Array.Fill(evict, 1f);
+        float evictSum = 0;
         ConvShape[] shapes = ConvShape.RetinaNetR50.Concat(ConvShape.ResNeXtGrouped).ToArray();
         if (size is not null)
         {
@@ -76,7 +81,7 @@ public static class ConvTable
         // Inference's backend: the Winograd weights made per call (their transform is in the times).
         using var backend = new CpuBackend(threads) { WinogradWeightsPerCall = true };
         Console.WriteLine($"machine: {Machine()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
-        Console.WriteLine($"kernel {backend.KernelKind}, {backend.ThreadCount} threads, Winograd weights per call");
+        Console.WriteLine($"kernel {backend.KernelKind}, {backend.ThreadCount} threads, Winograd weights per call{(cold ? ", weights evicted before each call" : "")}");
         // The machine is shared: besides wall-clock GFLOP/s, print GFLOP per second of CPU time that
         // this process actually got (all threads summed, so a per-core rate), which contention
         // distorts much less.
@@ -96,6 +101,8 @@ public static class ConvTable
             double best = double.MaxValue, bestCpu = double.MaxValue;
             for (int i = 0; i < repeats; i++)
             {
+                if (evict is not null)
+                    for (int e = 0; e < evict.Length; e += 16) evictSum += evict[e];
                 TimeSpan cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
                 long start = Stopwatch.GetTimestamp();
                 run.Run();
@@ -110,6 +117,7 @@ public static class ConvTable
                 totalFlops += shape.Flops * shape.Count;
             }
         }
+        if (evictSum < 0) Console.WriteLine(evictSum); // keeps the reads
         if (size is null) PrintPointwise(backend, repeats);
         Console.WriteLine($"R-50 RetinaNet convolutions{(size is null ? "" : $" at {size}")}, one forward: {total * 1e3:F0} ms wall ({totalFlops / total / 1e9:F1} GFLOP/s average), "
             + $"{totalCpu * 1e3:F0} ms CPU time = {totalCpu / backend.ThreadCount * 1e3:F0} ms on {backend.ThreadCount} uncontended cores");

@@ -4,7 +4,7 @@ using BenchmarkDotNet.Running;
 namespace GhmGen.Bench;
 
 /// <summary>
-/// Entry point. <c>conv-table [repeats] [threads] [filter|-] [HxW]</c> prints a quick Stopwatch table of GFLOP/s per
+/// Entry point. <c>conv-table [repeats] [threads] [filter|-] [HxW|-] [cold]</c> prints a quick Stopwatch table of GFLOP/s per
 /// R-50 convolution shape (at 800x1216, or at input HxW); <c>coco-eval-table [repeats]</c> times the COCO evaluation at val2017 size;
 /// <c>side-by-side-worker ...</c> serves one framework to bench/side_by_side.py;
 /// <c>train-worker ...</c> serves GhmGen's training step to bench/side_by_side_train.py;
@@ -27,7 +27,7 @@ public static class Program
             int repeats = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 3;
             int threads = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 0;
             string? filter = args.Length > 3 && args[3] != "-" ? args[3] : null;
-            ConvTable.Print(repeats, threads, filter, args.Length > 4 ? args[4] : null);
+            ConvTable.Print(repeats, threads, filter, args.Length > 4 && args[4] != "-" ? args[4] : null, args.Length > 5 && args[5] == "cold");
             return 0;
         }
         if (args.Length > 0 && args[0] == "coco-eval-table")
