@@ -38,6 +38,7 @@ internal sealed unsafe class GatheredColumns : IDisposable
     private int* index;
     private long indexCapacity;
     private int[] planeOffsets = new int[16], heights = new int[16], widths = new int[16];
+    private ConvSpec spec;
     private int partCount, framedSize, taps, kernelSize, stride, pad, depth, nr, paddedColumns, columns;
 
     /// <summary>
@@ -50,6 +51,7 @@ internal sealed unsafe class GatheredColumns : IDisposable
     public void Begin(ConvSpec s, int depth, int nr)
     {
         if (nr % 8 != 0) throw new ArgumentOutOfRangeException(nameof(nr), nr, "panels must be a multiple of 8 columns wide");
+        spec = s;
         kernelSize = s.Kernel;
         taps = kernelSize * kernelSize;
         stride = s.Stride;
@@ -81,7 +83,7 @@ internal sealed unsafe class GatheredColumns : IDisposable
         widths[partCount] = width;
         partCount++;
         framedSize += (int)framed;
-        columns += OutputSize(height) * OutputSize(width);
+        columns += spec.OutputSize(height) * spec.OutputSize(width);
         return true;
     }
 
@@ -112,7 +114,7 @@ internal sealed unsafe class GatheredColumns : IDisposable
             int q = 0;
             for (int p = 0; p < partCount; p++)
             {
-                int framedWidth = widths[p] + 2 * pad, oh = OutputSize(heights[p]), ow = OutputSize(widths[p]);
+                int framedWidth = widths[p] + 2 * pad, oh = spec.OutputSize(heights[p]), ow = spec.OutputSize(widths[p]);
                 int at = planeOffsets[p] + ky * framedWidth + kx;
                 for (int oy = 0; oy < oh; oy++)
                     for (int ox = 0; ox < ow; ox++) row[q++] = at + oy * stride * framedWidth + ox * stride;
@@ -166,8 +168,6 @@ internal sealed unsafe class GatheredColumns : IDisposable
             }
         }
     }
-
-    private int OutputSize(int size) => (size + 2 * pad - kernelSize) / stride + 1;
 
     // Copies one height x width channel into the middle of a zero frame `pad` wide.
     private void Frame(float* source, int height, int width, float* framed)
