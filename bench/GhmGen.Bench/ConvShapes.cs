@@ -91,12 +91,16 @@ public sealed record ConvShape(string Name, int In, int Out, int Kernel, int Str
         return [.. shapes];
     }
 
-    /// <summary>ResNeXt grouped 3x3 shapes (32x4d at 800x1216), for comparison with the dense ones.</summary>
+    /// <summary>ResNeXt grouped 3x3 shapes (32x4d and 64x4d at 800x1216), for comparison with the dense ones.</summary>
     public static readonly ConvShape[] ResNeXtGrouped =
     [
         new("X32x4d L1 3x3 g32 128-128 @200x304", 128, 128, 3, 1, 1, 32, 200, 304, 3),
         new("X32x4d L2 3x3 g32 256-256 @100x152", 256, 256, 3, 1, 1, 32, 100, 152, 3),
         new("X32x4d L3 3x3 g32 512-512 @50x76", 512, 512, 3, 1, 1, 32, 50, 76, 22),
         new("X32x4d L4 3x3 g32 1024-1024 @25x38", 1024, 1024, 3, 1, 1, 32, 25, 38, 2),
+        new("X64x4d L1 3x3 g64 256-256 @200x304", 256, 256, 3, 1, 1, 64, 200, 304, 3),
+        new("X64x4d L2 3x3 g64 512-512 @100x152", 512, 512, 3, 1, 1, 64, 100, 152, 3),
+        new("X64x4d L3 3x3 g64 1024-1024 @50x76", 1024, 1024, 3, 1, 1, 64, 50, 76, 22),
+        new("X64x4d L4 3x3 g64 2048-2048 @25x38", 2048, 2048, 3, 1, 1, 64, 25, 38, 2),
     ];
 }

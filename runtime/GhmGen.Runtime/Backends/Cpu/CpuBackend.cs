@@ -1,6 +1,7 @@
 // The fast CPU implementation of IBackend: convolution through the packed GEMM
 // (GemmConvolution + GemmMicroKernels; SharedInputConvolution for outputs of 9..512 pixels per
-// image, SmallMapConvolution up to 8, WinogradConvolution for large 3x3 stride-1 ones), and SIMD, multi-threaded max-pool, nearest
+// image, SmallMapConvolution up to 8, WinogradConvolution for large 3x3 stride-1 ones,
+// GroupedDirectConvolution for grouped stride-1 ones), and SIMD, multi-threaded max-pool, nearest
 // upsample-add, add(+ReLU), ReLU and sigmoid (CpuPointwiseOps). Tensors live in HostBuffer
 // (managed float arrays, pinned for the duration of each call). Work runs on a CpuWorkerPool, so
 // a steady-state call allocates nothing. Ops that use the workers or their scratch hold one lock
@@ -36,6 +37,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private readonly SmallMapConvolution smallMapConvolution = new();
     private readonly SharedInputConvolution sharedInputConvolution = new();
     private readonly ConcatenatedConvolution concatenatedConvolution = new();
+    private readonly GroupedDirectConvolution groupedDirectConvolution;
     private readonly ConvWeightGradient weightGradient;
     private readonly WinogradWeightGradient winogradWeightGradient;
     private readonly ConvInputGradient inputGradient;
@@ -67,6 +69,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         nuint bytes = (nuint)(GemmConvolution.ScratchElements(kernel) * sizeof(float));
         for (int i = 0; i < scratch.Length; i++) scratch[i] = (float*)NativeMemory.AlignedAlloc(bytes, 64);
         convolution = new GemmConvolution(kernel, scratch);
+        groupedDirectConvolution = new GroupedDirectConvolution(scratch, GemmConvolution.ScratchElements(kernel));
         pointwise = new CpuPointwiseOps();
         useWinograd = winograd;
         winogradInput = new float*[pool.WorkerCount];
@@ -135,6 +138,15 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     /// <summary>Shared-input and concatenated convolution calls whose input GatheredColumns packed so far.</summary>
     internal long GatheredPackingCalls { get; private set; }
+
+    /// <summary>
+    /// Whether grouped stride-1 convolutions run GroupedDirectConvolution (no im2col packing) where it applies;
+    /// tests turn it off to compare with the GEMM path.
+    /// </summary>
+    internal bool GroupedDirect { get; set; } = true;
+
+    /// <summary>Convolution calls that took the grouped direct path so far (tests check that the path ran).</summary>
+    internal long GroupedDirectCalls { get; private set; }
 
     /// <summary>Convolution calls that took the shared-input path (SharedInputConvolution) so far.</summary>
     internal long SharedInputCalls { get; private set; }
@@ -343,6 +355,17 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
                 pool.Run(smallMapConvolution, smallMapConvolution.PrepareProducts());
                 SmallMapCalls++;
             }
+            return;
+        }
+        if (GroupedDirect && groupedDirectConvolution.Applies(packed, x.W))
+        {
+            fixed (float* px = xs)
+            fixed (float* py = ys)
+            fixed (float* pr = rs)
+            fixed (float* pa = packed.Panels)
+            fixed (float* pb = packed.Bias)
+                pool.Run(groupedDirectConvolution, groupedDirectConvolution.Prepare(packed, x, px, py, residual is null ? null : pr, pa, pb, relu));
+            GroupedDirectCalls++;
             return;
         }
         fixed (float* px = xs)
