@@ -175,6 +175,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int d = 0; d < depth; d++, col += stride)
         {
+            Ahead(w, d);
             Vector256<float> wv = Load(w, d);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
@@ -195,6 +196,7 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         int d = 0, step = rows;
         for (; d + 2 <= fullLoads; d += 2, col += 2 * stride)
         {
+            Ahead(w, d);
             Vector256<float> wv = Avx.LoadVector256(w + (long)d * step), wu = Avx.LoadVector256(w + (long)(d + 1) * step);
             a0 = MultiplyAdd(wv, col[0], a0);
             a1 = MultiplyAdd(wv, col[1], a1);
@@ -224,6 +226,8 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         for (; d + 4 <= fullLoads; d += 4, col += 4 * stride)
         {
             float* wd = w + (long)d * step;
+            Ahead(w, d);
+            Ahead(w, d + 2);
             Vector256<float> w0 = Avx.LoadVector256(wd), w1 = Avx.LoadVector256(wd + step), w2 = Avx.LoadVector256(wd + 2 * step), w3 = Avx.LoadVector256(wd + 3 * step);
             a0 = MultiplyAdd(w0, col[0], a0);
             a1 = MultiplyAdd(w0, col[1], a1);
@@ -251,6 +255,8 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         for (; d + 4 <= fullLoads; d += 4, col += 4 * stride)
         {
             float* wd = w + (long)d * step;
+            Ahead(w, d);
+            Ahead(w, d + 2);
             a0 = MultiplyAdd(Avx.LoadVector256(wd), col[0], a0);
             a1 = MultiplyAdd(Avx.LoadVector256(wd + step), col[stride], a1);
             a2 = MultiplyAdd(Avx.LoadVector256(wd + 2 * step), col[2 * stride], a2);
@@ -259,6 +265,19 @@ internal sealed unsafe class SmallMapConvolution : IParallelWork, IDisposable
         for (; d < depth; d++, col += stride)
             a0 = MultiplyAdd(Load(w, d), col[0], a0);
         acc[0] = (a0 + a1) + (a2 + a3);
+    }
+
+    // Depth steps ahead that the products prefetch a panel (8 rows: 2 KB). Each panel is read once per
+    // call from memory, and the hardware prefetcher alone kept these loops at ~15 GB/s on a Zen 4 that
+    // reads 26-30 GB/s: R-50's layer4/P6/P7 at 64x96 (forward-profile, alternated 3 times) took
+    // 5.26-6.11 ms per forward with it against 5.73-8.08 ms without; 32 and 128 steps were no better.
+    private const int AheadSteps = 64;
+
+    // Prefetches the panel AheadSteps depth steps past step d (past its end: harmless, prefetches never fault).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Ahead(float* w, int d)
+    {
+        if (Sse.IsSupported) Sse.Prefetch0(w + (long)(d + AheadSteps) * rows);
     }
 
     private static Vector256<float> MultiplyAdd(Vector256<float> w, float x, Vector256<float> acc) =>
