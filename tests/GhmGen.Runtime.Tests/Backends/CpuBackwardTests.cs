@@ -56,6 +56,9 @@ public sealed class CpuBackwardTests
         new("demo P6 conv", 256, 64, 3, 2, 1, 1, 2, 3, 4),
         new("3x3 220 tiles", 16, 24, 3, 1, 1, 1, 2, 37, 41),   // Winograd weight gradient: 2 tile chunks, the last partial
         new("3x3 300->260", 300, 260, 3, 1, 1, 1, 1, 9, 11),   // Winograd weight gradient: 2 x 2 channel passes, partial panels
+        new("3x3/2 channel chunks", 60, 24, 3, 2, 1, 1, 1, 3, 4),   // small map: input channels in 2 chunks (32 + 28)
+        new("3x3/2 chunks g2", 120, 16, 3, 2, 1, 2, 1, 3, 4),       // the chunks of each of 2 groups
+        new("1x1/2 channel chunks", 600, 16, 1, 2, 0, 1, 1, 3, 4),  // one pass (k <= s): chunks of 304 + 296 channels
     ];
 
     public static TheoryData<int> ConvCaseIndices()
@@ -129,6 +132,32 @@ public sealed class CpuBackwardTests
                 AssertClose(got.db, expected.db, magnitude.db, accumulate ? db0 : null, Factor(weightTerms), $"{what} dBias");
             }
         }
+    }
+
+    [Theory]
+    [InlineData(60, 24, 3, 2, 1, 1, 1, 3, 4, 1, true)]      // the "3x3/2 channel chunks" case, on 1 and 2 threads
+    [InlineData(60, 24, 3, 2, 1, 1, 1, 3, 4, 2, true)]
+    [InlineData(120, 16, 3, 2, 1, 2, 1, 3, 4, 2, true)]     // "3x3/2 chunks g2"
+    [InlineData(600, 16, 1, 2, 0, 1, 1, 3, 4, 2, true)]     // "1x1/2 channel chunks"
+    [InlineData(2048, 256, 3, 2, 1, 1, 2, 5, 7, 2, true)]   // "P6 3x3/2"
+    [InlineData(128, 16, 3, 2, 1, 1, 2, 80, 100, 2, false)] // 40x50 outputs: bands enough for both workers
+    [InlineData(20, 16, 3, 2, 1, 1, 1, 3, 4, 2, false)]     // 180 column rows: too shallow to split
+    public void SmallMapInputGradients_SplitInputChannels_WhereBandsAreTooFew(int inChannels, int outChannels, int kernel, int stride,
+        int padding, int groups, int n, int h, int w, int threads, bool chunked)
+    {
+        // On a small map a pass has fewer bands than workers; the columns-then-scatter input gradient then splits
+        // each group's input channels into chunks (ConvInputGradient.Prepare). ConvBackwardMatchesReference checks
+        // the results of the first five cases; this checks which calls take that path.
+        var spec = new ConvSpec(inChannels, outChannels, kernel, stride, padding, groups);
+        var random = new Random(7);
+        int oh = spec.OutputSize(h), ow = spec.OutputSize(w);
+        float[] weight = CpuBackendTests.RandomValues(random, (int)spec.WeightCount);
+        float[] dy = CpuBackendTests.RandomValues(random, n * outChannels * oh * ow);
+        using var cpu = new CpuBackend(threads);
+        using IPreparedConv conv = cpu.PrepareConv(spec, weight, []);
+        var dx = new TensorView(cpu.Allocate((long)n * inChannels * h * w), 0, n, inChannels, h, w);
+        cpu.Conv2dBackwardData(conv, CpuBackendTests.Tensor(cpu, dy, n, outChannels, oh, ow), dx, accumulate: false);
+        Assert.Equal(chunked ? 1 : 0, cpu.ChunkedInputGradientCalls);
     }
 
     [Fact]

@@ -5,16 +5,19 @@
 // (col2im; taps outside the image are dropped). Stride-1 convolutions with padding <= k - 1 do
 // not come here: their input gradient is a forward convolution with transposed, flipped weights
 // (PackedConvWeights.BackwardData), which runs on the forward GEMM or Winograd paths.
-// Work items are (image, group, band of R output rows). A band's columns land in input rows
+// Work items are (image, group, band of R output rows, chunk of the group's input channels: more
+// than one only on small maps, see Prepare). A band's columns land in input rows
 // [oy0*s - pad, (oy1 - 1)*s - pad + k); bands two apart never overlap (R*s >= k - s), so the even
 // bands run as one parallel pass and the odd bands as a second (one pass when k <= s: no band
-// overlaps another). Every dx element therefore gets its contributions in one fixed order
-// whatever the scheduling. Per band: column blocks of <= 10 NR pixels, row blocks of 256
-// column rows, the reduction over M in blocks of 128 (dY rows copied into NR-pixel panels,
-// the weights pre-packed as MR-row panels of W_g^T, PackedConvWeights.TransposedPanels), the
-// micro-kernel into a per-worker column tile, then the scatter-add of that tile.
-// Not accumulating, each band first zeroes the dx rows it is the first to write: band b owns
-// input rows [b*R*s - pad, (b+1)*R*s - pad) (band 0 from row 0, the last to row H) and spills
+// overlaps another); chunks write disjoint channels. Every dx element therefore gets its
+// contributions in one fixed order whatever the scheduling. Per band and chunk: column blocks of
+// <= 10 NR pixels, row blocks of 256 column rows, the reduction over M in blocks of 128 (dY rows
+// copied into NR-pixel panels, the weights pre-packed as MR-row panels of W_g^T,
+// PackedConvWeights.TransposedPanels, repacked on all workers when stale), the micro-kernel into
+// a per-worker column tile, then the scatter-add of that tile.
+// Not accumulating, each band first zeroes the dx rows it is the first to write (in its chunk's
+// channels): band b owns input rows [b*R*s - pad, (b+1)*R*s - pad) (band 0 from row 0, the last
+// to row H) and spills
 // k - s rows into the next band's; an even band zeroes its rows and its spill, an odd band its
 // rows past the previous band's spill (no separate pass over dx; when pad > R*s the rows do not
 // line up like that and dx is zeroed in a pass of its own first).
@@ -37,6 +40,9 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     /// <summary>Reduction steps (output channels) per packed dY block.</summary>
     public const int DepthBlock = 128;
 
+    /// <summary>Fewest column rows per channel chunk (see <see cref="Prepare"/>).</summary>
+    public const int MinimumChunkRows = 256;
+
     private readonly GemmKernel kernel;
     private readonly float* zeroBias;
     private readonly float*[] scratch;
@@ -45,7 +51,7 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     private PackedConvWeights conv = null!;
     private float* dy, dx, panels;
     private int height, width, outHeight, outWidth, pixels, inPerGroup, outPerGroup, depth, rowPanelsPerGroup;
-    private int bandRows, bands, phases, phase, images;
+    private int bandRows, bands, phases, phase, images, chunks, chunkChannels;
     private bool zeroInBands;
 
     /// <summary>Uses <paramref name="kernel"/> (the backend's full kernel) and <paramref name="zeroBias"/> (at least MR zeros).</summary>
@@ -85,17 +91,32 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         depth = conv.Depth;
         rowPanelsPerGroup = (depth + kernel.Rows - 1) / kernel.Rows;
 
-        // Bands: as tall as one column tile of pixels, lower (not below the overlap limit) while
-        // a pass would have fewer than two items per worker.
+        // Bands: as tall as one column tile of pixels. While a pass would have fewer than two items per
+        // worker, first split the group's input channels into chunks (each of whole MR panels of column rows and
+        // at least MinimumChunkRows of them): chunks write disjoint dx channels, so they never overlap, and cost
+        // nothing extra (each row block packs its dY block anyway). Only then lower the bands (not below the
+        // overlap limit): a band of one short output row fills a fraction of a column tile (P6's 8x10 map ran
+        // its 3x3/2 2048-256 input gradient in bands of 10 pixels, 48 wide, at ~22 GFLOP/s).
         phases = s.Kernel > s.Stride ? 2 : 1;
         int minimumRows = phases == 1 ? 1 : (s.Kernel - s.Stride + s.Stride - 1) / s.Stride;
         bandRows = Math.Max(minimumRows, Math.Min(outHeight, (ColumnTile + outWidth - 1) / outWidth));
-        while (bandRows > minimumRows && (long)images * s.Groups * ((outHeight + bandRows - 1) / bandRows / phases) < 2 * workers)
+        int kk = s.Kernel * s.Kernel, unitChannels = kernel.Rows / Gcd(kk, kernel.Rows);
+        long wanted = 2L * workers, perPhase = (long)images * s.Groups * ((outHeight + bandRows - 1) / bandRows / phases);
+        int maxChunks = Math.Max(1, Math.Min((inPerGroup + unitChannels - 1) / unitChannels, depth / MinimumChunkRows));
+        chunks = perPhase >= wanted ? 1 : (int)Math.Min(maxChunks, (wanted + Math.Max(1, perPhase) - 1) / Math.Max(1, perPhase));
+        chunkChannels = ((inPerGroup + chunks - 1) / chunks + unitChannels - 1) / unitChannels * unitChannels;
+        chunks = (inPerGroup + chunkChannels - 1) / chunkChannels;
+        while (bandRows > minimumRows && (long)images * s.Groups * chunks * ((outHeight + bandRows - 1) / bandRows / phases) < wanted)
             bandRows--;
         bands = (outHeight + bandRows - 1) / bandRows;
         zeroInBands = !accumulate && s.Padding <= bandRows * s.Stride;
         return phases;
     }
+
+    private static int Gcd(int a, int b) => b == 0 ? a : Gcd(b, a % b);
+
+    /// <summary>Chunks each group's input channels are split into (set by <see cref="Prepare"/>).</summary>
+    public int Chunks => chunks;
 
     /// <summary>Whether the passes zero dx themselves (set by <see cref="Prepare"/>).</summary>
     public bool ZeroesInBands => zeroInBands;
@@ -105,7 +126,7 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     {
         this.phase = phase;
         int bandsInPhase = phases == 1 ? bands : (bands - phase + 1) / 2;
-        return checked(images * conv.Spec.Groups * bandsInPhase);
+        return checked(images * conv.Spec.Groups * bandsInPhase * chunks);
     }
 
     /// <inheritdoc/>
@@ -113,6 +134,8 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
     {
         ConvSpec s = conv.Spec;
         int bandsInPhase = phases == 1 ? bands : (bands - phase + 1) / 2;
+        int chunk = item % chunks;
+        item /= chunks;
         int band = item % bandsInPhase;
         if (phases == 2) band = 2 * band + phase;
         item /= bandsInPhase;
@@ -125,14 +148,16 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         float* dyGroup = dy + ((long)n * s.OutChannels + (long)g * outPerGroup) * pixels;
         float* dxGroup = dx + ((long)n * s.InChannels + (long)g * inPerGroup) * height * width;
         float* aGroup = panels + (long)g * rowPanelsPerGroup * outPerGroup * mr;
-        if (zeroInBands) ZeroOwnedRows(dxGroup, band);
+        int c0 = chunk * chunkChannels, c1 = Math.Min(inPerGroup, c0 + chunkChannels);
+        int kk = s.Kernel * s.Kernel, rowStart = c0 * kk, rowEnd = c1 * kk; // rowStart: whole MR panels (Prepare)
+        if (zeroInBands) ZeroOwnedRows(dxGroup, band, c0, c1);
 
         for (int q0 = 0; q0 < bandPixels; q0 += ldc)
         {
             int columns = Math.Min(ldc, bandPixels - q0), columnPanels = (columns + nr - 1) / nr;
-            for (int k0 = 0; k0 < depth; k0 += rowBlock)
+            for (int k0 = rowStart; k0 < rowEnd; k0 += rowBlock)
             {
-                int rows = Math.Min(rowBlock, depth - k0), rowPanels = (rows + mr - 1) / mr;
+                int rows = Math.Min(rowBlock, rowEnd - k0), rowPanels = (rows + mr - 1) / mr;
                 for (int m0 = 0; m0 < outPerGroup; m0 += DepthBlock)
                 {
                     int mc = Math.Min(DepthBlock, outPerGroup - m0);
@@ -153,8 +178,8 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         }
     }
 
-    // The rows of dx that band `band` writes first (see the header), in every channel of the group.
-    private void ZeroOwnedRows(float* dxGroup, int band)
+    // The rows of dx that band `band` writes first (see the header), in channels c0 .. c1 - 1 of the group.
+    private void ZeroOwnedRows(float* dxGroup, int band, int c0, int c1)
     {
         ConvSpec s = conv.Spec;
         int spill = Math.Max(0, s.Kernel - s.Stride);
@@ -163,7 +188,7 @@ internal sealed unsafe class ConvInputGradient : IParallelWork, IDisposable
         else if (phases == 2) start = Math.Min(end, start + spill);
         if (end <= start) return;
         long plane = (long)height * width;
-        for (int c = 0; c < inPerGroup; c++)
+        for (int c = c0; c < c1; c++)
             new Span<float>(dxGroup + c * plane + (long)start * width, (end - start) * width).Clear();
     }
 

@@ -1,7 +1,7 @@
 // Repacking as parallel work: a form of a prepared convolution (the forward GEMM panels, its
 // Winograd form, the backward-data convolution's panels and Winograd form) is cut into ranges of
 // whole panels of output rows, one work item each, so that all workers transform at once (the
-// transposed panels of the columns-then-scatter input gradient are one item). UpdateConv rewrites
+// transposed panels of the columns-then-scatter input gradient in ranges of whole panels too). UpdateConv rewrites
 // the forward and (unless transient) transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
 // writes only its own rows with the same arithmetic as PackedConvWeights.Repack, so the result is
 // bitwise that of the single-threaded repack, whatever the thread count or scheduling.
@@ -13,6 +13,9 @@ internal sealed unsafe class ConvRepack : IParallelWork
 {
     // Rows per item: a multiple of every kernel's MR (8, 4, 6) near 48, so a 256-channel form is ~6 items.
     private const int RowsPerItem = 48;
+
+    // Transposed panels per item (MR x out-per-group floats each: 8 KB for 256 outputs).
+    private const int TransposedPanelsPerItem = 64;
 
     private enum Part { Panels, Winograd, Transposed }
 
@@ -30,7 +33,15 @@ internal sealed unsafe class ConvRepack : IParallelWork
     {
         Set(weight, weightLength, bias, biasLength);
         AddRows(packed, Part.Panels, packed.PanelRows);
-        if (packed.TransposedPanels is not null && !packed.TransientTransposedPanels) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
+        if (packed.TransposedPanels is not null && !packed.TransientTransposedPanels) AddTransposed(packed);
+        return segments.Count;
+    }
+
+    /// <summary>The transposed panels of <paramref name="packed"/> (columns-then-scatter input gradient) from <paramref name="weight"/>.</summary>
+    public int PrepareTransposed(PackedConvWeights packed, float* weight, int weightLength)
+    {
+        Set(weight, weightLength, null, 0);
+        AddTransposed(packed);
         return segments.Count;
     }
 
@@ -52,7 +63,7 @@ internal sealed unsafe class ConvRepack : IParallelWork
         Set(weight, weightLength, bias, biasLength);
         AddForm(packed);
         if (packed.BackwardData is { } backward) AddForm(backward);
-        if (packed.TransposedPanels is not null) segments.Add(new Segment(packed, Part.Transposed, 0, 0));
+        if (packed.TransposedPanels is not null) AddTransposed(packed);
         return segments.Count;
     }
 
@@ -69,6 +80,13 @@ internal sealed unsafe class ConvRepack : IParallelWork
     {
         AddRows(form, Part.Panels, form.PanelRows);
         if (form.Winograd is { } wino) AddRows(form, Part.Winograd, wino.PanelRows);
+    }
+
+    private void AddTransposed(PackedConvWeights packed)
+    {
+        int count = packed.TransposedPanelCount;
+        for (int first = 0; first < count; first += TransposedPanelsPerItem)
+            segments.Add(new Segment(packed, Part.Transposed, first, Math.Min(count, first + TransposedPanelsPerItem)));
     }
 
     private void AddRows(PackedConvWeights form, Part part, int panelRows)
@@ -94,7 +112,7 @@ internal sealed unsafe class ConvRepack : IParallelWork
                 s.Form.Winograd!.RepackRows(w, b, s.Form.IsTransposedForm, s.First, s.End);
                 break;
             default:
-                s.Form.RepackTransposedPanels(w);
+                s.Form.RepackTransposedPanels(w, s.First, s.End);
                 break;
         }
     }

@@ -137,7 +137,9 @@ public sealed unsafe partial class CpuBackend
             BindTransient(packed, transposed: true);
         }
         else if (!packed.TransposedStale) return; // own panels: UpdateConv rewrote them (stale only when read from a source)
-        packed.RepackTransposedPanels(CurrentWeights(packed, out _));
+        Span<float> weight = CurrentWeights(packed, out _);
+        fixed (float* pw = weight)
+            pool.Run(repack, repack.PrepareTransposed(packed, pw, weight.Length));
         packed.TransposedStale = false;
     }
 
@@ -234,6 +236,7 @@ public sealed unsafe partial class CpuBackend
             fixed (float* pa = packed.TransposedPanels)
             {
                 int phases = inputGradient.Prepare(packed, dy, dx, pdy, pdx, pa, accumulate, pool.WorkerCount);
+                if (inputGradient.Chunks > 1) ChunkedInputGradientCalls++;
                 if (!accumulate && !inputGradient.ZeroesInBands) ZeroUnlocked(dx);
                 for (int phase = 0; phase < phases; phase++)
                     pool.Run(inputGradient, inputGradient.PreparePhase(phase));

@@ -148,6 +148,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// <summary>Convolution calls that took the grouped direct path so far (tests check that the path ran).</summary>
     internal long GroupedDirectCalls { get; private set; }
 
+    /// <summary>Columns-then-scatter input gradients that split each group's input channels into chunks (small maps; tests).</summary>
+    internal long ChunkedInputGradientCalls { get; private set; }
+
     /// <summary>Convolution calls that took the shared-input path (SharedInputConvolution) so far.</summary>
     internal long SharedInputCalls { get; private set; }
 

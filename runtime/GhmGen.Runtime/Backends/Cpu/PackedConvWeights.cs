@@ -305,24 +305,53 @@ internal sealed class PackedConvWeights : IPreparedConv
     }
 
     /// <summary>Rewrites <see cref="TransposedPanels"/> (when this form has them) from <paramref name="weight"/>.</summary>
-    public void RepackTransposedPanels(ReadOnlySpan<float> weight)
+    public void RepackTransposedPanels(ReadOnlySpan<float> weight) => RepackTransposedPanels(weight, 0, TransposedPanelCount);
+
+    /// <summary>
+    /// <see cref="RepackTransposedPanels(ReadOnlySpan{float})"/> for transposed panels <paramref name="first"/> ..
+    /// <paramref name="end"/> - 1 only (over the groups: panel g * row panels + kp), so that disjoint ranges can be
+    /// packed on several threads at once (ConvRepack); the values are the same copies as the whole repack's.
+    /// </summary>
+    public void RepackTransposedPanels(ReadOnlySpan<float> weight, int first, int end)
     {
-        if (TransposedPanels is not null && TransposedPanels.LongLength >= TransposedLength) PackTransposed(weight);
+        if (TransposedPanels is null || TransposedPanels.LongLength < TransposedLength) return;
+        if (first < 0 || end > TransposedPanelCount || first > end)
+            throw new ArgumentOutOfRangeException(nameof(first), $"transposed panels {first} .. {end} are not within 0 .. {TransposedPanelCount}");
+        if (weight.Length < Spec.WeightCount)
+            throw new ArgumentException($"{Spec}: weight has {weight.Length} elements; it needs {Spec.WeightCount}", nameof(weight));
+        PackTransposed(weight, first, end);
     }
 
-    private void PackTransposed(ReadOnlySpan<float> weight)
+    /// <summary>Transposed (columns-then-scatter) panels over all groups: groups x ceil(depth / MR) (0 when this form has none).</summary>
+    public int TransposedPanelCount => TransposedKernel is { } k ? Spec.Groups * ((Depth + k.Rows - 1) / k.Rows) : 0;
+
+    private void PackTransposed(ReadOnlySpan<float> weight) => PackTransposed(weight, 0, TransposedPanelCount);
+
+    // Panel q = g * rowPanels + kp holds W_g^T rows kp * MR .. + MR - 1 (column rows k of the group, zero past
+    // the depth) for every output channel o: panels[q * M * MR + o * MR + r] = W[g * M + o, k].
+    private unsafe void PackTransposed(ReadOnlySpan<float> weight, int first, int end)
     {
         float[] panels = TransposedPanels!;
         int mr = TransposedKernel!.Rows, m = OutPerGroup, rowPanels = (Depth + mr - 1) / mr;
-        for (int g = 0; g < Spec.Groups; g++)
-        for (int kp = 0; kp < rowPanels; kp++)
+        fixed (float* pw = weight)
+        fixed (float* pp = panels)
         {
-            long start = (long)(g * rowPanels + kp) * m * mr;
-            for (int o = 0; o < m; o++)
-            for (int r = 0; r < mr; r++)
+            for (int q = first; q < end; q++)
             {
-                int k = kp * mr + r;
-                panels[start + o * mr + r] = k < Depth ? weight[(g * m + o) * Depth + k] : 0f;
+                int g = q / rowPanels, k0 = q % rowPanels * mr, valid = Math.Min(mr, Depth - k0);
+                float* dst = pp + (long)q * m * mr;
+                float* src = pw + (long)g * m * Depth + k0;
+                for (int o = 0; o < m; o++, dst += mr, src += Depth)
+                {
+                    if (valid == 8 && mr == 8)
+                        System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(src), dst);
+                    else
+                    {
+                        int r = 0;
+                        for (; r < valid; r++) dst[r] = src[r];
+                        for (; r < mr; r++) dst[r] = 0f;
+                    }
+                }
             }
         }
     }
