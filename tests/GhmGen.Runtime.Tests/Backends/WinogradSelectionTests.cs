@@ -22,6 +22,35 @@ public class WinogradSelectionTests
         Assert.Equal(winograd ? 1 : 0, passes);
     }
 
+    [Theory]
+    [InlineData(16, 20, 1, false)]  // 20 tiles: under a 48-wide block per thread (49 on 2 threads)
+    [InlineData(16, 20, 2, false)]  // 40 tiles: still under (the weight gradient's threshold is lower: below)
+    [InlineData(16, 16, 8, true)]   // batch 8 x 512x512's P5 and layer4: 8 x 16 tiles in 16-wide blocks
+    [InlineData(12, 12, 8, false)]  // 9 tiles per image: under the narrowest block
+    public void Default_Selection_OfBatches_OnAvx512(int h, int w, int n, bool winograd)
+    {
+        if (!GemmKernel.IsSupported(GemmKernelKind.Avx512)) return; // the per-image minimum is the AVX-512 kernel's narrowest block
+        using var cpu = new CpuBackend(2) { WinogradWeightsPerCall = true };
+        Assert.Equal(winograd ? 1 : 0, Run(cpu, 64, h, w, n));
+    }
+
+    [Theory]
+    [InlineData(16, 20, 2, true)]   // R-50 at 512x640, batch 2: P5 and layer4, 40 tiles
+    [InlineData(8, 10, 2, false)]   // P6: 12 tiles
+    [InlineData(16, 20, 1, false)]  // 20 tiles
+    public void Default_WeightGradientSelection(int h, int w, int n, bool winograd)
+    {
+        if (!GemmKernel.IsSupported(GemmKernelKind.Avx512)) return; // the Winograd weight gradient runs on the AVX-512 kernel only
+        using var cpu = new CpuBackend(2);
+        var spec = new ConvSpec(64, 64, 3, 1, 1, 1);
+        var random = new Random(h * w + n);
+        TensorView x = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * 64 * h * w), n, 64, h, w);
+        TensorView dy = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * 64 * h * w), n, 64, h, w);
+        var dw = new TensorView(cpu.Allocate(spec.WeightCount), 0, 64, 64, 3, 3);
+        cpu.Conv2dBackwardWeights(spec, x, dy, dw, null, accumulate: false);
+        Assert.Equal(winograd ? 1 : 0, cpu.WinogradWeightGradientCalls);
+    }
+
     [Fact]
     public void TileOverride_ForcesWinograd_OnFewChannels()
     {
@@ -42,20 +71,20 @@ public class WinogradSelectionTests
 
     // One convolution; returns the per-call Winograd weight transforms it ran, after checking its result
     // against the direct sum (tolerance: Winograd's rounding, a few times the direct GEMM's).
-    private static long Run(CpuBackend cpu, int channels, int h, int w)
+    private static long Run(CpuBackend cpu, int channels, int h, int w, int n = 1)
     {
         var spec = new ConvSpec(channels, channels, 3, 1, 1, 1);
         var random = new Random(channels + h);
         float[] weight = CpuBackendTests.RandomValues(random, (int)spec.WeightCount), bias = CpuBackendTests.RandomValues(random, channels);
-        float[] x = CpuBackendTests.RandomValues(random, channels * h * w);
+        float[] x = CpuBackendTests.RandomValues(random, n * channels * h * w);
         using IPreparedConv conv = cpu.PrepareConv(spec, weight, bias);
-        TensorView xv = CpuBackendTests.Tensor(cpu, x, 1, channels, h, w);
-        var yv = new TensorView(cpu.Allocate(channels * h * w), 0, 1, channels, h, w);
+        TensorView xv = CpuBackendTests.Tensor(cpu, x, n, channels, h, w);
+        var yv = new TensorView(cpu.Allocate(n * channels * h * w), 0, n, channels, h, w);
         long before = cpu.WinogradWeightPasses;
         cpu.Conv2d(conv, xv, yv, null, relu: false);
         long passes = cpu.WinogradWeightPasses - before;
         float[] y = CpuBackendTests.Read(cpu, yv);
-        (double[] want, double[] magnitude) = SharedInputConvolutionTests.Naive(spec, 1, h, w, x, weight, bias, null, relu: false);
+        (double[] want, double[] magnitude) = SharedInputConvolutionTests.Naive(spec, n, h, w, x, weight, bias, null, relu: false);
         for (int i = 0; i < y.Length; i++)
             Assert.True(Math.Abs(want[i] - y[i]) <= 1e-4 * magnitude[i] + 1e-6, $"[{i}] {y[i]} vs {want[i]}");
         return passes;

@@ -93,9 +93,9 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
 
     /// <summary>
     /// Fewest 4x4 output tiles (N x tiles per image) for which a Winograd-capable convolution uses
-    /// Winograd; -1 (default): one full block of NR tiles and a block for every thread, below
-    /// which the direct GEMM wastes fewer lanes or keeps the threads busier. Tests set 0 to force
-    /// Winograd on small images.
+    /// Winograd; -1 (default): a block of the narrowest NR tiles per image and a full block for every
+    /// thread over the batch, below which the direct GEMM wastes fewer lanes or keeps the threads busier.
+    /// Tests set 0 to force Winograd on small images.
     /// </summary>
     internal long WinogradMinimumTiles { get; set; } = -1;
 
@@ -284,12 +284,16 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     private bool EnoughWinogradTiles(PackedConvWeights packed, TensorView x)
     {
         if (WinogradMinimumTiles < 0 && packed.Spec.InChannels < WinogradMinimumChannels) return false;
-        // Default: at least one full block of NR tiles per image (tile blocks do not span images, so a
-        // batch of 8 maps of 16 tiles would compute 2/3 padding: R-50 at 8 x 512x512 ran its 16x16
-        // 3x3s at ~40 GFLOP/s direct-equivalent), and a block for every worker over the batch.
+        // Default: at least one block of the narrowest NR tiles per image (tile blocks do not span images:
+        // with only 48-wide blocks a batch of 8 maps of 16 tiles computed 2/3 padding, and R-50 at
+        // 8 x 512x512 ran its 16x16 3x3s at ~40 GFLOP/s direct-equivalent; the AVX-512 kernel's 16-wide
+        // blocks pad none, and those 3x3 512-512s now take 72-79 ms instead of 118-130 ms per batch),
+        // and a full-width block for every worker over the batch (a single image needs 49 tiles on 2
+        // threads: with 17, R-50 at 64x96 ran its 24-tile layer1 3x3s through Winograd, 25% slower).
+        int imageMinimum = kernel.Kind == GemmKernelKind.Avx512 && kernel.Rows == 8 ? 16 : kernel.Columns;
         long minimumTiles = WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : (long)kernel.Columns * (pool.WorkerCount - 1) + 1;
         long imageTiles = WinogradConvolution.TileCount(x.H, x.W), winogradTiles = x.N * imageTiles;
-        return winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || imageTiles >= kernel.Columns);
+        return winogradTiles >= minimumTiles && (WinogradMinimumTiles >= 0 || imageTiles >= imageMinimum);
     }
 
     // The checked convolution, under the lock: Winograd, small-map or GEMM path.

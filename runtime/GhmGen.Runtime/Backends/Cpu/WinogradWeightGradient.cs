@@ -40,8 +40,12 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     /// </summary>
     public const int TileChunk = 128;
 
-    /// <summary>Fewest tiles (over the batch) for which this path is chosen by default (R-50 at 512x640, batch 2: P3, P4, layer2-3).</summary>
-    public const int MinimumTiles = 64;
+    /// <summary>
+    /// Fewest tiles (over the batch) for which this path is chosen by default: R-50 at 512x640, batch 2, from P5
+    /// and layer4 (two 16x20 maps, 40 tiles: their 3x3 256-256 weight gradients took 40-43 ms instead of 54-56 ms
+    /// per step as the pixel-reduction GEMM) up; not P6 (12 tiles).
+    /// </summary>
+    public const int MinimumTiles = 40;
 
     private const int Positions = 36;
     private const int PassRows = 256;          // output channels per pass
