@@ -35,18 +35,20 @@ public class WinogradSelectionTests
     }
 
     [Theory]
-    [InlineData(16, 20, 2, true)]   // R-50 at 512x640, batch 2: P5 and layer4, 40 tiles
-    [InlineData(8, 10, 2, false)]   // P6: 12 tiles
-    [InlineData(16, 20, 1, false)]  // 20 tiles
-    public void Default_WeightGradientSelection(int h, int w, int n, bool winograd)
+    [InlineData(64, 16, 20, 2, true)]    // R-50 at 512x640, batch 2: P5, 40 tiles
+    [InlineData(64, 8, 10, 2, false)]    // P6: 12 tiles
+    [InlineData(64, 16, 20, 1, false)]   // 20 tiles
+    [InlineData(512, 16, 20, 2, false)]  // layer4's 512 channels (two passes): from 64 tiles
+    [InlineData(512, 16, 32, 2, true)]   // 64 tiles
+    public void Default_WeightGradientSelection(int channels, int h, int w, int n, bool winograd)
     {
         if (!GemmKernel.IsSupported(GemmKernelKind.Avx512)) return; // the Winograd weight gradient runs on the AVX-512 kernel only
         using var cpu = new CpuBackend(2);
-        var spec = new ConvSpec(64, 64, 3, 1, 1, 1);
+        var spec = new ConvSpec(channels, 16, 3, 1, 1, 1);
         var random = new Random(h * w + n);
-        TensorView x = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * 64 * h * w), n, 64, h, w);
-        TensorView dy = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * 64 * h * w), n, 64, h, w);
-        var dw = new TensorView(cpu.Allocate(spec.WeightCount), 0, 64, 64, 3, 3);
+        TensorView x = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * channels * h * w), n, channels, h, w);
+        TensorView dy = CpuBackendTests.Tensor(cpu, CpuBackendTests.RandomValues(random, n * 16 * h * w), n, 16, h, w);
+        var dw = new TensorView(cpu.Allocate(spec.WeightCount), 0, 16, channels, 3, 3);
         cpu.Conv2dBackwardWeights(spec, x, dy, dw, null, accumulate: false);
         Assert.Equal(winograd ? 1 : 0, cpu.WinogradWeightGradientCalls);
     }

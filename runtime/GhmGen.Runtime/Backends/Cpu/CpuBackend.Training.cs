@@ -284,11 +284,11 @@ public sealed unsafe partial class CpuBackend
     }
 
     // Whether the weight gradient runs as Winograd F(4x4, 3x3) (WinogradWeightGradient): with Winograd on, a dense
-    // 3x3 stride-1 convolution over at least WinogradWeightGradient.MinimumTiles 4x4 tiles (WinogradMinimumTiles,
+    // 3x3 stride-1 convolution over at least WinogradWeightGradient.MinimumTilesFor(spec) 4x4 tiles (WinogradMinimumTiles,
     // when set, instead).
     private bool WinogradWeightGradientApplies(ConvSpec spec, TensorView x, TensorView dy) =>
         useWinograd && WinogradWeightGradient.Applies(spec, x, dy.ElementCount, kernel)
-        && WinogradWeightGradient.TileCount(x) >= (WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : WinogradWeightGradient.MinimumTiles);
+        && WinogradWeightGradient.TileCount(x) >= (WinogradMinimumTiles >= 0 ? WinogradMinimumTiles : WinogradWeightGradient.MinimumTilesFor(spec));
 
     /// <inheritdoc/>
     public void ReluBackward(TensorView y, TensorView dy, TensorView dx)

@@ -41,11 +41,23 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
     public const int TileChunk = 128;
 
     /// <summary>
-    /// Fewest tiles (over the batch) for which this path is chosen by default: R-50 at 512x640, batch 2, from P5
-    /// and layer4 (two 16x20 maps, 40 tiles: their 3x3 256-256 weight gradients took 40-43 ms instead of 54-56 ms
-    /// per step as the pixel-reduction GEMM) up; not P6 (12 tiles).
+    /// Fewest tiles (over the batch) for which this path is chosen by default for convolutions of at most one
+    /// pass of input channels (<see cref="MinimumTilesFor"/>): R-50 at 512x640, batch 2, from P5 (two 16x20 maps,
+    /// 40 tiles: the head's 3x3 256-256 weight gradients took 40-43 ms instead of 54-56 ms per step as the
+    /// pixel-reduction GEMM) up; not P6 (12 tiles).
     /// </summary>
     public const int MinimumTiles = 40;
+
+    /// <summary>
+    /// Fewest tiles for convolutions of more input channels than one pass takes (288: layer4's 512): 64. At 40
+    /// tiles layer4's 3x3 512-512s gained ~7 ms per step and raised the step's peak RSS by ~22 MB (their pass
+    /// scratch did not fit the memory lent at that point of the backward pass), against a memory goal that the
+    /// step meets by little.
+    /// </summary>
+    public const int MinimumTilesWide = 64;
+
+    /// <summary>The default tile threshold of <paramref name="spec"/>: <see cref="MinimumTiles"/> or <see cref="MinimumTilesWide"/>.</summary>
+    public static int MinimumTilesFor(ConvSpec spec) => spec.InChannels <= PassColumnPanels * 48 /* the AVX-512 NR: this path's only kernel */ ? MinimumTiles : MinimumTilesWide;
 
     private const int Positions = 36;
     private const int PassRows = 256;          // output channels per pass
