@@ -17,10 +17,9 @@
 // a per-worker column tile, then the scatter-add of that tile.
 // Not accumulating, each band first zeroes the dx rows it is the first to write (in its chunk's
 // channels): band b owns input rows [b*R*s - pad, (b+1)*R*s - pad) (band 0 from row 0, the last
-// to row H) and spills
-// k - s rows into the next band's; an even band zeroes its rows and its spill, an odd band its
-// rows past the previous band's spill (no separate pass over dx; when pad > R*s the rows do not
-// line up like that and dx is zeroed in a pass of its own first).
+// to row H) and spills k - s rows into the next band's; an even band zeroes its rows and its
+// spill, an odd band its rows past the previous band's spill (no separate pass over dx; when
+// pad > R*s the rows do not line up like that and dx is zeroed in a pass of its own first).
 // Shapes: dy [N, out, OH, OW], dx [N, in, H, W].
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (against ReferenceBackend).
 using System.Runtime.InteropServices;

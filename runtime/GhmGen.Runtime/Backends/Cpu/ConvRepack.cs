@@ -1,8 +1,8 @@
 // Repacking as parallel work: a form of a prepared convolution (the forward GEMM panels, its
 // Winograd form, the backward-data convolution's panels and Winograd form) is cut into ranges of
 // whole panels of output rows, one work item each, so that all workers transform at once (the
-// transposed panels of the columns-then-scatter input gradient in ranges of whole panels too). UpdateConv rewrites
-// the forward and (unless transient) transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
+// transposed panels of the columns-then-scatter input gradient in ranges of whole panels too).
+// UpdateConv rewrites the forward and (unless transient) transposed panels; the other forms are rebuilt when next used (CpuBackend). Each item
 // writes only its own rows with the same arithmetic as PackedConvWeights.Repack, so the result is
 // bitwise that of the single-threaded repack, whatever the thread count or scheduling.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackwardTests.cs (UpdateConv cases).

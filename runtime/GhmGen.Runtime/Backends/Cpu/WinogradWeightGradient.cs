@@ -50,9 +50,9 @@ internal sealed unsafe class WinogradWeightGradient : IParallelWork, IDisposable
 
     /// <summary>
     /// Fewest tiles for convolutions of more input channels than one pass takes (288: layer4's 512): 64. At 40
-    /// tiles layer4's 3x3 512-512s gained ~7 ms per step and raised the step's peak RSS by ~22 MB (their pass
-    /// scratch did not fit the memory lent at that point of the backward pass), against a memory goal that the
-    /// step meets by little.
+    /// tiles layer4's 3x3 512-512s gained ~7 ms per step and raised the step's peak RSS by ~22 MB (not traced;
+    /// most likely their pass scratch outgrew the memory lent at that point of the backward pass and was
+    /// allocated), against a memory goal that the step meets by little.
     /// </summary>
     public const int MinimumTilesWide = 64;
 
