@@ -22,6 +22,8 @@
 // panels when an op next uses it, on all workers in disjoint row ranges (ConvRepack). A form the map sizes
 // never select is then never transformed, and the backward-data Winograd form never allocated.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs, CpuBackwardTests.cs.
+using System.Runtime.Intrinsics;
+
 namespace GhmGen.Backends.Cpu;
 
 /// <summary>Weights of one convolution in the CPU micro-kernel's panel layout.</summary>
@@ -304,13 +306,11 @@ internal sealed class PackedConvWeights : IPreparedConv
         }
     }
 
-    /// <summary>Rewrites <see cref="TransposedPanels"/> (when this form has them) from <paramref name="weight"/>.</summary>
-    public void RepackTransposedPanels(ReadOnlySpan<float> weight) => RepackTransposedPanels(weight, 0, TransposedPanelCount);
-
     /// <summary>
-    /// <see cref="RepackTransposedPanels(ReadOnlySpan{float})"/> for transposed panels <paramref name="first"/> ..
-    /// <paramref name="end"/> - 1 only (over the groups: panel g * row panels + kp), so that disjoint ranges can be
-    /// packed on several threads at once (ConvRepack); the values are the same copies as the whole repack's.
+    /// Rewrites transposed panels <paramref name="first"/> .. <paramref name="end"/> - 1 of <see cref="TransposedPanels"/>
+    /// (when this form has them; over the groups: panel g * row panels + kp) from <paramref name="weight"/>, so that
+    /// disjoint ranges can be packed on several threads at once (ConvRepack); the values are the same copies as a
+    /// whole repack's.
     /// </summary>
     public void RepackTransposedPanels(ReadOnlySpan<float> weight, int first, int end)
     {
@@ -344,7 +344,7 @@ internal sealed class PackedConvWeights : IPreparedConv
                 for (int o = 0; o < m; o++, dst += mr, src += Depth)
                 {
                     if (valid == 8 && mr == 8)
-                        System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(src), dst);
+                        Vector256.Store(Vector256.Load(src), dst);
                     else
                     {
                         int r = 0;
