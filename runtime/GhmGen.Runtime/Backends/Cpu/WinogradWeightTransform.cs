@@ -6,7 +6,8 @@
 // to the Winograd layout [xi][panel - firstPanel][c][r] of a pass of panels (WinogradConvolution
 // reads it with that pass's panel count). Float arithmetic, MR rows per vector (the stored form
 // of WinogradWeights.Repack rounds a double sum instead: the two differ by a few ulps).
-// One work item is one panel; a pass of P panels costs ~90 vector operations per (panel, channel).
+// One work item is one panel; a pass of P panels costs ~90 vector operations per (panel, channel);
+// 8-row panels go through a local block of 16 channels, written out per position in contiguous runs.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/CpuBackendTests.cs (Winograd cases, per call).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -19,6 +20,9 @@ internal sealed unsafe class WinogradWeightTransform : IParallelWork
 {
     /// <summary>Most floats of transformed weights one pass holds (16 MB); larger convolutions run in passes of output channels.</summary>
     public const long MaxPassElements = 4L << 20;
+
+    /// <summary>Input channels transformed into the local block before it is written out (8-row panels).</summary>
+    private const int ChunkChannels = 16;
 
     private float* source, destination;
     private int rows, inChannels, firstPanel, passPanels;
@@ -60,8 +64,19 @@ internal sealed unsafe class WinogradWeightTransform : IParallelWork
         float* dst = destination + (long)item * c * mr;
         if (mr == 8)
         {
-            for (int ch = 0; ch < c; ch++)
-                Transform256(panel + (long)ch * 9 * 8, dst + (long)ch * 8, positionStride);
+            // The 36 positions lie positionStride apart (a multiple of 4 KB for R-50's channel counts), so
+            // writing each channel's 36 half-lines straight out made 36 streams fight over the same cache
+            // sets, every line evicted before its other half came. A chunk of channels is transformed into
+            // a local block first (18 KB), then each position's part goes out as one contiguous run.
+            float* local = stackalloc float[WinogradWeights.Positions * ChunkChannels * 8];
+            for (int c0 = 0; c0 < c; c0 += ChunkChannels)
+            {
+                int count = Math.Min(ChunkChannels, c - c0);
+                for (int ch = 0; ch < count; ch++)
+                    Transform256(panel + (long)(c0 + ch) * 9 * 8, local + ch * 8, ChunkChannels * 8);
+                for (int xi = 0; xi < WinogradWeights.Positions; xi++)
+                    GemmConvolution.Copy(local + xi * ChunkChannels * 8, dst + (long)c0 * 8 + xi * positionStride, count * 8);
+            }
             return;
         }
         // 4 rows per vector; a panel of 6 rows takes rows 0-3 and 2-5 (the overlap writes the same values twice).
