@@ -216,6 +216,8 @@ public sealed class CpuBackendTests
     [InlineData(1, 5, 8, 8, 2, 2, 0)]
     [InlineData(1, 2, 7, 10, 3, 1, 1)]
     [InlineData(1, 64, 40, 61, 3, 2, 1)]
+    [InlineData(1, 3, 11, 37, 5, 2, 2)] // a wider window: the dense window pass reads two border columns each side
+    [InlineData(2, 2, 6, 34, 3, 3, 1)]  // stride 3: every third window start
     public void MaxPoolMatchesReference(int n, int c, int h, int w, int kernel, int stride, int padding)
     {
         float[] x = RandomValues(new Random(h * w), n * c * h * w);
