@@ -761,21 +761,74 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
     // Writes the 4x4 tiles (bias included) with residual and ReLU, clipped to the image.
     private void WriteTiles(float* result, int firstTile, int lanes, float* outPlane, float* resPlane)
     {
+        if (FastTiles)
+        {
+            WriteTilesByRows(result, firstTile, outPlane, resPlane);
+            return;
+        }
         for (int l = 0; l < lanes; l++)
+            WriteTile(result, firstTile, lanes, l, outPlane, resPlane);
+    }
+
+    // WriteTiles for 8 lanes on AVX2: the result transposed once into tile order (as WriteTileRun does),
+    // then every tile wholly inside the image written as 4 rows of 4 floats, the others clipped by
+    // WriteTile. (The per-element loop took more time than WriteTileRun while writing ~1/5 of the
+    // tiles at 100x152: 8-tile runs that cross a tile row, of which a 40x40 map has 4 in 7.)
+    private void WriteTilesByRows(float* result, int firstTile, float* outPlane, float* resPlane)
+    {
+        float* rows = stackalloc float[4 * 32]; // rows[i * 32 + l * 4 + j] = tile l's value (i, j)
+        for (int i = 0; i < 4; i++)
+        {
+            float* r = result + i * 4 * 8;
+            Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
+            Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
+            Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
+            Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
+            Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle();
+            Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle();
+            float* dst = rows + i * 32;
+            Avx.Permute2x128(e, f, 0x20).Store(dst);
+            Avx.Permute2x128(g, h, 0x20).Store(dst + 8);
+            Avx.Permute2x128(e, f, 0x31).Store(dst + 16);
+            Avx.Permute2x128(g, h, 0x31).Store(dst + 24);
+        }
+        Vector128<float> zero = Vector128<float>.Zero;
+        for (int l = 0; l < 8; l++)
         {
             int t = firstTile + l;
             if (t >= tiles) return;
             int oy0 = t / tilesX * 4, ox0 = t % tilesX * 4;
-            int rows = Math.Min(4, height - oy0), columns = Math.Min(4, width - ox0);
-            for (int i = 0; i < rows; i++)
+            if (oy0 + 4 > height || ox0 + 4 > width)
+            {
+                WriteTile(result, firstTile, 8, l, outPlane, resPlane);
+                continue;
+            }
+            for (int i = 0; i < 4; i++)
             {
                 long at = (long)(oy0 + i) * width + ox0;
-                for (int j = 0; j < columns; j++)
-                {
-                    float value = result[(i * 4 + j) * lanes + l];
-                    if (resPlane != null) value += resPlane[at + j];
-                    outPlane[at + j] = relu ? MathF.Max(value, 0f) : value;
-                }
+                Vector128<float> value = Vector128.Load(rows + i * 32 + l * 4);
+                if (resPlane != null) value += Vector128.Load(resPlane + at);
+                if (relu) value = Sse.Max(value, zero);
+                value.Store(outPlane + at);
+            }
+        }
+    }
+
+    // Tile firstTile + l of the result (lanes wide), clipped to the image, element by element.
+    private void WriteTile(float* result, int firstTile, int lanes, int l, float* outPlane, float* resPlane)
+    {
+        int t = firstTile + l;
+        if (t >= tiles) return;
+        int oy0 = t / tilesX * 4, ox0 = t % tilesX * 4;
+        int rows = Math.Min(4, height - oy0), columns = Math.Min(4, width - ox0);
+        for (int i = 0; i < rows; i++)
+        {
+            long at = (long)(oy0 + i) * width + ox0;
+            for (int j = 0; j < columns; j++)
+            {
+                float value = result[(i * 4 + j) * lanes + l];
+                if (resPlane != null) value += resPlane[at + j];
+                outPlane[at + j] = relu ? MathF.Max(value, 0f) : value;
             }
         }
     }
