@@ -233,6 +233,7 @@ internal sealed unsafe class CpuPointwiseOps : IParallelWork
     {
         float* src = a + (long)plane * inH * inW, dst = y + (long)plane * outH * outW;
         const int MaxRow = 8192;
+        if (outW <= 0) return;
         if (inW > MaxRow || padding >= kernelSize)
         {
             MaxPoolPlaneDirect(src, dst);
