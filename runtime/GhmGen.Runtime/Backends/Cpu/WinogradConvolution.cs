@@ -620,15 +620,7 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         Vector256<float> zero = Vector256<float>.Zero;
         for (int i = 0; i < 4; i++)
         {
-            float* r = result + i * 4 * 8;
-            Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
-            Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
-            Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 0 and 4
-            Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 1 and 5
-            Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 2 and 6
-            Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 3 and 7
-            Vector256<float> o0 = Avx.Permute2x128(e, f, 0x20), o1 = Avx.Permute2x128(g, h, 0x20);
-            Vector256<float> o2 = Avx.Permute2x128(e, f, 0x31), o3 = Avx.Permute2x128(g, h, 0x31);
+            TileRow(result, i, out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3);
             long at = (long)(ty * 4 + i) * width + tx * 4;
             if (resPlane != null)
             {
@@ -770,7 +762,25 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
             WriteTile(result, firstTile, lanes, l, outPlane, resPlane);
     }
 
-    // WriteTiles for 8 lanes on AVX2: the result transposed once into tile order (as WriteTileRun does),
+    // Row i of 8 tiles' outputs (result[(i * 4 + j) * 8 + l]) in tile order, 4 floats per tile: o0 holds
+    // tiles 0-1, o1 tiles 2-3, o2 tiles 4-5, o3 tiles 6-7.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TileRow(float* result, int i, out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3)
+    {
+        float* r = result + i * 4 * 8;
+        Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
+        Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
+        Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 0 and 4
+        Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle(); // tiles 1 and 5
+        Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 2 and 6
+        Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle(); // tiles 3 and 7
+        o0 = Avx.Permute2x128(e, f, 0x20);
+        o1 = Avx.Permute2x128(g, h, 0x20);
+        o2 = Avx.Permute2x128(e, f, 0x31);
+        o3 = Avx.Permute2x128(g, h, 0x31);
+    }
+
+    // WriteTiles for 8 lanes on AVX2: the result transposed once into tile order (TileRow, as WriteTileRun),
     // then every tile wholly inside the image written as 4 rows of 4 floats, the others clipped by
     // WriteTile. (The per-element loop took more time than WriteTileRun while writing ~1/5 of the
     // tiles at 100x152: 8-tile runs that cross a tile row, of which a 40x40 map has 4 in 7.)
@@ -779,18 +789,12 @@ internal sealed unsafe class WinogradConvolution : IParallelWork
         float* rows = stackalloc float[4 * 32]; // rows[i * 32 + l * 4 + j] = tile l's value (i, j)
         for (int i = 0; i < 4; i++)
         {
-            float* r = result + i * 4 * 8;
-            Vector256<float> r0 = Vector256.Load(r), r1 = Vector256.Load(r + 8), r2 = Vector256.Load(r + 16), r3 = Vector256.Load(r + 24);
-            Vector256<float> a = Avx.UnpackLow(r0, r1), b = Avx.UnpackLow(r2, r3), c = Avx.UnpackHigh(r0, r1), d = Avx.UnpackHigh(r2, r3);
-            Vector256<float> e = Avx.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
-            Vector256<float> f = Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
-            Vector256<float> g = Avx.UnpackLow(c.AsDouble(), d.AsDouble()).AsSingle();
-            Vector256<float> h = Avx.UnpackHigh(c.AsDouble(), d.AsDouble()).AsSingle();
+            TileRow(result, i, out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3);
             float* dst = rows + i * 32;
-            Avx.Permute2x128(e, f, 0x20).Store(dst);
-            Avx.Permute2x128(g, h, 0x20).Store(dst + 8);
-            Avx.Permute2x128(e, f, 0x31).Store(dst + 16);
-            Avx.Permute2x128(g, h, 0x31).Store(dst + 24);
+            o0.Store(dst);
+            o1.Store(dst + 8);
+            o2.Store(dst + 16);
+            o3.Store(dst + 24);
         }
         Vector128<float> zero = Vector128<float>.Zero;
         for (int l = 0; l < 8; l++)
