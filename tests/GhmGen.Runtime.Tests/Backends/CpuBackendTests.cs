@@ -35,6 +35,8 @@ public sealed class CpuBackendTests
         new(8, 16, 1, 2, 0, 1, 5, 99, 2, true, true),         // downsample on wide rows
         new(3, 16, 7, 2, 3, 1, 11, 133, 1, false, true),      // stem on wide rows
         new(3, 10, 3, 1, 1, 1, 2000, 1, 4, false, false),     // one-pixel rows: more runs than kept, per-element packing
+        new(1100, 20, 1, 1, 0, 1, 23, 29, 2, true, true),     // 1x1, K = 1100 (over 512 pixels: the GEMM path) in one k block over narrow column blocks, the last partial
+        new(600, 12, 1, 2, 0, 1, 47, 45, 1, false, false),    // downsample 1x1 to 24x23, K = 600 in one k block
     ];
 
     // Dense 3x3 stride-1 pad-1 cases, run through Winograd F(4x4, 3x3): partial tiles at the right

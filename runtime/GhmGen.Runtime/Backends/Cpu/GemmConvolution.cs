@@ -11,7 +11,11 @@
 // output channels (a 256 x 256 weight block = 256 KB stays in L2). KC was 128 (the panel in L1):
 // 256 passes half as often over each output tile, which for large K is read and written once per
 // k block; the 1x1 convolutions of R-50 with K >= 256 took ~9% less time on a Zen 4 (bench/README).
-// The order of the additions does not depend on KC, so neither do the results. Work items are (image, group, column block, row chunk);
+// 1x1 convolutions with K > 192 instead run the whole depth in one block over fewer columns (as many
+// NR panels as fit the same scratch: K = 1024 two, K = 2048 one), each weight panel (MR x K, streamed
+// from L3) over them: every output tile is then loaded and stored once instead of once per k block
+// (X-101-64x4d's 45 1x1 1024-1024s at 50x76, ~45% of its forward, 38.8-40.9 -> 37.7-38.0 ms each on a
+// Zen 4, bench/README). The order of the additions does not depend on KC, so neither do the results. Work items are (image, group, column block, row chunk);
 // rows are split into chunks only when there are too few items to keep every worker busy.
 // Shapes: x [N, in, H, W], y and residual [N, out, OH, OW]. The residual may be y itself
 // (y += conv(x)): then each work item first adds the bias to its part of y and accumulates onto it.
@@ -62,8 +66,8 @@ internal sealed unsafe class GemmConvolution : IParallelWork
     private PackedConvWeights conv = null!;
     private float* x, y, residual, panels, bias;
     private int inChannels, height, width, outHeight, outWidth, pixels;
-    private int columnBlocks, rowChunks, panelsPerChunk, columnBlock;
-    private bool relu;
+    private int columnBlocks, rowChunks, panelsPerChunk, columnBlock, depthBlock;
+    private bool relu, wholeDepth;
 
     /// <summary>Uses <paramref name="kernel"/> and one scratch block of <see cref="ScratchElements"/> per worker.</summary>
     public GemmConvolution(GemmKernel kernel, float*[] scratch)
@@ -94,7 +98,12 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         outWidth = s.OutputSize(width);
         pixels = outHeight * outWidth;
         int nr = kernel.Columns;
-        columnBlock = PanelsPerColumnBlock * nr;
+        int depth = conv.Depth;
+        // A 1x1 convolution whose whole depth fits the scratch as one input panel or more runs in one k block (see the top).
+        long budget = ScratchElements(kernel);
+        wholeDepth = depth > SingleDepthBlock && s.Kernel == 1 && (long)depth * nr <= budget;
+        depthBlock = depth <= SingleDepthBlock || wholeDepth ? depth : LargeDepthBlock;
+        columnBlock = (wholeDepth ? (int)Math.Min(PanelsPerColumnBlock, budget / ((long)depth * nr)) : PanelsPerColumnBlock) * nr;
         columnBlocks = (pixels + columnBlock - 1) / columnBlock;
         long images = (long)xView.N * s.Groups;
         long items = images * columnBlocks;
@@ -158,14 +167,33 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         float* packed = scratch[worker];
         float* edge = stackalloc float[2 * MaxTileElements];
 
-        // Up to 192 in one block; above, blocks of 256 (the last may be short).
-        int depthBlock = depth <= SingleDepthBlock ? depth : LargeDepthBlock;
         for (int k0 = 0; k0 < depth; k0 += depthBlock)
         {
             int kc = Math.Min(depthBlock, depth - k0);
             PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
             int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
                 | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
+            if (wholeDepth)
+            {
+                for (int ip = firstPanel; ip < endPanel; ip++)
+                {
+                    float* a = aGroup + (long)ip * mr * depth;
+                    int tileRows = Math.Min(mr, m - ip * mr);
+                    for (int jp = 0; jp < columnPanels; jp++)
+                    {
+                        float* b = packed + (long)jp * kc * nr;
+                        int tileColumns = Math.Min(nr, columns - jp * nr);
+                        long at = (long)ip * mr * pixels + jp * nr;
+                        float* c = yGroup + at;
+                        float* r = rGroup == null ? null : rGroup + at;
+                        if (tileRows == mr && tileColumns == nr)
+                            kernel.Tile(kc, a, b, c, pixels, biasGroup + ip * mr, r, mode);
+                        else
+                            GemmMicroKernels.EdgeTile(kernel.Tile, mr, nr, kc, a, b, c, pixels, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
+                    }
+                }
+                continue;
+            }
             for (int p0 = firstPanel; p0 < endPanel; p0 += panelsPerRowBlock)
             {
                 int p1 = Math.Min(endPanel, p0 + panelsPerRowBlock);
