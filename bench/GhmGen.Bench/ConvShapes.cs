@@ -91,7 +91,7 @@ public sealed record ConvShape(string Name, int In, int Out, int Kernel, int Str
         return [.. shapes];
     }
 
-    /// <summary>ResNeXt shapes at 800x1216 that R-50 lacks: the grouped 3x3s (32x4d and 64x4d) and X-101-64x4d's layer3 1x1.</summary>
+    /// <summary>ResNeXt shapes at 800x1216 that R-50 lacks: the grouped 3x3s (32x4d and 64x4d; 64x4d's stride-2 ones) and X-101-64x4d's layer3 1x1.</summary>
     public static readonly ConvShape[] ResNeXtGrouped =
     [
         new("X32x4d L1 3x3 g32 128-128 @200x304", 128, 128, 3, 1, 1, 32, 200, 304, 3),
@@ -102,6 +102,10 @@ public sealed record ConvShape(string Name, int In, int Out, int Kernel, int Str
         new("X64x4d L2 3x3 g64 512-512 @100x152", 512, 512, 3, 1, 1, 64, 100, 152, 3),
         new("X64x4d L3 3x3 g64 1024-1024 @50x76", 1024, 1024, 3, 1, 1, 64, 50, 76, 22),
         new("X64x4d L4 3x3 g64 2048-2048 @25x38", 2048, 2048, 3, 1, 1, 64, 25, 38, 2),
+        // The stride-2 grouped 3x3s that open X-101-64x4d's layers 2-4.
+        new("X64x4d L2 3x3/2 g64 512-512 @200x304", 512, 512, 3, 2, 1, 64, 200, 304, 1),
+        new("X64x4d L3 3x3/2 g64 1024-1024 @100x152", 1024, 1024, 3, 2, 1, 64, 100, 152, 1),
+        new("X64x4d L4 3x3/2 g64 2048-2048 @50x76", 2048, 2048, 3, 2, 1, 64, 50, 76, 1),
         // X-101-64x4d's most frequent convolution (layer3's 1x1s; ~45% of its forward), which R-50 lacks.
         new("X64x4d L3 1x1 1024-1024 @50x76", 1024, 1024, 1, 1, 0, 1, 50, 76, 45),
     ];

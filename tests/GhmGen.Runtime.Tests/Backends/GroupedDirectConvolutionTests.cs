@@ -4,7 +4,7 @@ using GhmGen.Backends.Cpu;
 namespace GhmGen.Runtime.Tests.Backends;
 
 /// <summary>
-/// Grouped stride-1 convolutions (GroupedDirectConvolution on the AVX-512 kernel) against the
+/// Grouped stride-1 and stride-2 convolutions (GroupedDirectConvolution on the AVX-512 kernel) against the
 /// reference backend, and bitwise against the GEMM path they replace: 4 outputs per group (the
 /// narrow kernel's 4-row panels), 12 (a full and a half 8-row panel), 16 and 32 (ResNeXt's
 /// widths; 32 gives K = 288, more than one GEMM k block), 1x1, 3x3 and 5x5 kernels, no padding,
@@ -22,10 +22,24 @@ public class GroupedDirectConvolutionTests
     [InlineData(1, 64, 64, 3, 0, 8, 10, 9, false, false)]      // no padding: OW = W - 2
     [InlineData(1, 128, 16, 3, 1, 2, 5, 300, false, true)]     // 64 channels per group on a 300-wide map: blocks of 6 tiles, starting mid-row
     [InlineData(1, 8, 8, 3, 1, 2, 1, 1, true, true)]           // a 1x1 map
-    public void GroupedConvolutions_MatchReferenceAndGemmPath(int n, int cin, int cout, int k, int pad, int groups, int h, int w, bool residual, bool relu)
+    public void GroupedConvolutions_MatchReferenceAndGemmPath(int n, int cin, int cout, int k, int pad, int groups, int h, int w, bool residual, bool relu) =>
+        Check(n, cin, cout, k, 1, pad, groups, h, w, residual, relu);
+
+    [Theory]
+    [InlineData(2, 256, 256, 3, 1, 64, 13, 17, false, true)]   // X-101 64x4d's layer2 entry widths (4 per group), odd size: phase planes of unequal widths
+    [InlineData(1, 512, 512, 3, 1, 64, 14, 20, true, true)]    // 8 per group, even size, residual + ReLU
+    [InlineData(1, 1024, 1024, 3, 1, 32, 9, 8, false, false)]  // 32 per group: K = 288
+    [InlineData(1, 20, 24, 5, 2, 2, 11, 13, false, true)]      // 5x5: taps two rows and columns into a phase plane
+    [InlineData(1, 64, 16, 3, 1, 2, 6, 150, false, true)]      // 32 per group, wide rows: vector phase rows, blocks starting mid-row
+    [InlineData(1, 16, 16, 3, 1, 4, 1, 1, true, true)]         // a 1x1 map
+    [InlineData(1, 16, 16, 1, 0, 4, 9, 7, true, false)]        // 1x1 stride 2 (a downsample, grouped)
+    public void StrideTwoGroupedConvolutions_MatchReferenceAndGemmPath(int n, int cin, int cout, int k, int pad, int groups, int h, int w, bool residual, bool relu) =>
+        Check(n, cin, cout, k, 2, pad, groups, h, w, residual, relu);
+
+    private static void Check(int n, int cin, int cout, int k, int stride, int pad, int groups, int h, int w, bool residual, bool relu)
     {
-        var random = new Random(cin * 31 + cout + k);
-        var spec = new ConvSpec(cin, cout, k, 1, pad, groups);
+        var random = new Random(cin * 31 + cout + k + stride);
+        var spec = new ConvSpec(cin, cout, k, stride, pad, groups);
         float[] weight = Values(random, (int)spec.WeightCount, 1f / MathF.Sqrt(cin / groups * k * k));
         float[] bias = Values(random, cout, 0.5f);
         float[] x = Values(random, n * cin * h * w, 1f);

@@ -1,4 +1,4 @@
-// Grouped stride-1 convolution without im2col (ResNeXt's 3x3 g32/g64), AVX-512 kernels only.
+// Grouped stride-1 and stride-2 convolution without im2col (ResNeXt's 3x3 g32/g64), AVX-512 kernels only.
 // The GEMM path packs the implicit im2col matrix of each group: with M = out/groups = 4..32
 // output channels per group (ResNeXt-101 64x4d: 4, 8, 16, 32), each packed value feeds only M
 // multiply-adds, so the packing (K = in/groups * 9 rows per pixel) costs as much as the products
@@ -11,6 +11,11 @@
 //   offset per depth step k = (c * kh + ky) * kw + kx, the weight panels' order. So 48
 //   consecutive flat outputs are three plain (unaligned) vector loads per k, as in the GEMM
 //   micro-kernel, with the offset table instead of a packed panel.
+// Stride s > 1 (the first block of each ResNeXt stage) becomes the same by phases: the window holds,
+// per channel, the s x s phase planes P[py][px][r][j] = padded[s r + py][s j + px] (width
+// Wf = ceil(Wp / s), the flat grid's width), and tap (ky, kx) of output (oy, ox) reads
+// P[ky % s][kx % s][oy + ky / s][ox + kx / s]: again one constant offset per depth step. (Through
+// im2col, X-101 64x4d's three stride-2 grouped 3x3s ran at 40-101 GFLOP/s.)
 // A tile (MR = the panels' 8 or 4 rows x 48 flat outputs) is summed in registers (bias first, the
 // whole depth at once) into a small scratch, then its valid columns are copied to y with the
 // residual and ReLU. Work items are (image, group, block of flat outputs); a block is sized so
@@ -26,7 +31,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GhmGen.Backends.Cpu;
 
-/// <summary>Grouped stride-1 convolutions computed from a padded input window (no im2col packing).</summary>
+/// <summary>Grouped stride-1 and stride-2 convolutions computed from a padded input window (no im2col packing).</summary>
 [SkipLocalsInit]
 internal sealed unsafe class GroupedDirectConvolution : IParallelWork
 {
@@ -46,7 +51,7 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
     private PackedConvWeights conv = null!;
     private float* x, y, residual, panels, bias;
     private bool relu;
-    private int height, width, outHeight, outWidth, paddedWidth, flat, blockColumns, blocks;
+    private int height, width, outHeight, outWidth, flatWidth, flat, blockColumns, blocks;
 
     /// <summary>Uses one block of <paramref name="scratchElements"/> floats per worker (the GEMM path's scratch).</summary>
     public GroupedDirectConvolution(float*[] scratch, long scratchElements)
@@ -56,28 +61,31 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
     }
 
     /// <summary>
-    /// Whether this path takes the convolution: groups above 1, stride 1, panels of the AVX-512
+    /// Whether this path takes the convolution: groups above 1, stride 1 or 2, panels of the AVX-512
     /// kernel (8 rows, or the narrow kernel's 4), a depth the offset table holds, and a window of
     /// at least one tile that fits the scratch.
     /// </summary>
     public bool Applies(PackedConvWeights conv, int width)
     {
         ConvSpec s = conv.Spec;
-        return s.Groups > 1 && s.Stride == 1 && conv.PanelRows is 8 or 4 && conv.Kernel.Kind == GemmKernelKind.Avx512
+        return s.Groups > 1 && s.Stride is 1 or 2 && conv.PanelRows is 8 or 4 && conv.Kernel.Kind == GemmKernelKind.Avx512
             && conv.Depth <= MaxDepth && Avx512F.IsSupported
-            && WindowElements(s, width + 2 * s.Padding, TileColumns) <= scratchElements;
+            && WindowElements(s, FlatWidth(s, width), TileColumns) <= scratchElements;
     }
 
-    // Floats of scratch for a block of `columns` flat outputs: the window over every channel of a
-    // group (rows covering the block's tiles plus kh - 1, and some for a block that starts mid-row;
+    // The flat grid's width: the padded width, or for stride s a phase plane's ceil(Wp / s).
+    private static int FlatWidth(ConvSpec s, int width) => (width + 2 * s.Padding + s.Stride - 1) / s.Stride;
+
+    // Floats of scratch for a block of `columns` flat outputs: the window over every channel (and phase) of a
+    // group (rows covering the block's tiles plus (kh - 1) / s, and some for a block that starts mid-row;
     // Execute needs at most this many), then one MR x 48 tile.
-    private static long WindowElements(ConvSpec s, int paddedWidth, int columns)
+    private static long WindowElements(ConvSpec s, int flatWidth, int columns)
     {
-        long rows = (columns + paddedWidth - 1) / paddedWidth + s.Kernel + 2;
-        return (long)(s.InChannels / s.Groups) * ChannelStride(rows, paddedWidth) + 8 * TileColumns;
+        long rows = (columns + flatWidth - 1) / flatWidth + (s.Kernel - 1) / s.Stride + 3;
+        return (long)(s.InChannels / s.Groups) * s.Stride * s.Stride * PlaneStride(rows, flatWidth) + 8 * TileColumns;
     }
 
-    private static long ChannelStride(long rows, int paddedWidth) => (rows * paddedWidth + 15) / 16 * 16;
+    private static long PlaneStride(long rows, int flatWidth) => (rows * flatWidth + 15) / 16 * 16;
 
     /// <summary>Sets up one call and returns the number of work items.</summary>
     public int Prepare(PackedConvWeights conv, TensorView xView, float* x, float* y, float* residual,
@@ -95,10 +103,10 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         width = xView.W;
         outHeight = s.OutputSize(height);
         outWidth = s.OutputSize(width);
-        paddedWidth = width + 2 * s.Padding;
-        flat = outHeight * paddedWidth;
+        flatWidth = FlatWidth(s, width);
+        flat = outHeight * flatWidth;
         int tiles = MaxTilesPerBlock;
-        while (tiles > 1 && WindowElements(s, paddedWidth, tiles * TileColumns) > scratchElements) tiles--;
+        while (tiles > 1 && WindowElements(s, flatWidth, tiles * TileColumns) > scratchElements) tiles--;
         blockColumns = tiles * TileColumns;
         blocks = (flat + blockColumns - 1) / blockColumns;
         return checked((int)((long)xView.N * s.Groups * blocks));
@@ -112,44 +120,54 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         int block = item % blocks;
         item /= blocks;
         int g = item % s.Groups, n = item / s.Groups;
-        int channels = s.InChannels / s.Groups, kernelSize = s.Kernel, pad = s.Padding, wp = paddedWidth;
+        int channels = s.InChannels / s.Groups, kernelSize = s.Kernel, pad = s.Padding, stride = s.Stride, wf = flatWidth;
         int mr = conv.PanelRows, m = conv.OutPerGroup, depth = conv.Depth;
         int q0 = block * blockColumns, q1 = Math.Min(flat, q0 + blockColumns);
         int tiles = (q1 - q0 + TileColumns - 1) / TileColumns;
 
-        // The window: padded rows firstRow .. firstRow + rows - 1 of every channel of the group.
-        int firstRow = q0 / wp;
-        int lastRead = q0 + tiles * TileColumns - 1 + (kernelSize - 1) * (wp + 1);
-        int rows = lastRead / wp - firstRow + 1;
-        long channelStride = ChannelStride(rows, wp);
+        // The window: rows firstRow .. firstRow + rows - 1 of every phase plane of every channel of the group
+        // (stride 1: one plane, the padded rows).
+        int firstRow = q0 / wf;
+        int reach = (kernelSize - 1) / stride;
+        int lastRead = q0 + tiles * TileColumns - 1 + reach * (wf + 1);
+        int rows = lastRead / wf - firstRow + 1;
+        long planeStride = PlaneStride(rows, wf), channelStride = stride * stride * planeStride;
         float* window = scratch[worker];
         float* tile = window + channels * channelStride;
         float* image = x + ((long)n * s.InChannels + (long)g * channels) * height * width;
         for (int c = 0; c < channels; c++)
         {
             float* source = image + (long)c * height * width;
-            float* line = window + c * channelStride;
-            for (int r = 0; r < rows; r++, line += wp)
-            {
-                int iy = firstRow + r - pad;
-                if ((uint)iy >= (uint)height)
+            // Input rows in memory order (row r of phase row py is input row (firstRow + r) s + py - pad), each
+            // into its s phase planes.
+            for (int r = 0; r < rows; r++)
+                for (int py = 0; py < stride; py++)
                 {
-                    GemmConvolution.Clear(line, wp);
-                    continue;
+                    int iy = (firstRow + r) * stride + py - pad;
+                    for (int px = 0; px < stride; px++)
+                    {
+                        float* line = window + c * channelStride + (py * stride + px) * planeStride + (long)r * wf;
+                        if ((uint)iy >= (uint)height)
+                            GemmConvolution.Clear(line, wf);
+                        else if (stride == 1)
+                        {
+                            GemmConvolution.Clear(line, pad);
+                            GemmConvolution.Copy(source + (long)iy * width, line + pad, width);
+                            GemmConvolution.Clear(line + pad + width, wf - pad - width);
+                        }
+                        else
+                            PhaseRow(source + (long)iy * width, line, px - pad, stride);
+                    }
                 }
-                GemmConvolution.Clear(line, pad);
-                GemmConvolution.Copy(source + (long)iy * width, line + pad, width);
-                GemmConvolution.Clear(line + pad + width, pad);
-            }
         }
 
-        // Depth step k reads window[offsets[k] + (q - firstRow * wp)].
+        // Depth step k reads window[offsets[k] + (q - firstRow * wf)].
         int* offsets = stackalloc int[depth];
         int taps = kernelSize * kernelSize;
         for (int k = 0; k < depth; k++)
         {
-            int c = k / taps, tap = k % taps;
-            offsets[k] = (int)(c * channelStride) + tap / kernelSize * wp + tap % kernelSize;
+            int c = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
+            offsets[k] = (int)(c * channelStride + (ky % stride * stride + kx % stride) * planeStride) + ky / stride * wf + kx / stride;
         }
 
         float* aGroup = panels + g * conv.GroupStride;
@@ -160,7 +178,7 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         for (int t = 0; t < tiles; t++)
         {
             int qt = q0 + t * TileColumns, columns = Math.Min(TileColumns, q1 - qt);
-            float* b = window + (qt - firstRow * wp);
+            float* b = window + (qt - firstRow * wf);
             for (int ip = 0; ip < conv.PanelsPerGroup; ip++)
             {
                 float* a = aGroup + (long)ip * mr * depth;
@@ -172,17 +190,40 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         }
     }
 
+    // One row of a phase plane: line[j] = row[s j + first] (first = px - pad) where that lies in the row, else 0,
+    // for j < Wf; stride 2 by even-element permutes of 32 floats while they lie in the row.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PhaseRow(float* row, float* line, int first, int stride)
+    {
+        int wf = flatWidth;
+        int lo = first >= 0 ? 0 : Math.Min(wf, (-first + stride - 1) / stride);
+        int hi = Math.Clamp((width - first + stride - 1) / stride, lo, wf); // j < hi <=> s j + first < W
+        GemmConvolution.Clear(line, lo);
+        int j = lo;
+        if (stride == 2)
+        {
+            Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            for (; j + 16 <= hi && 2 * j + first + 32 <= width; j += 16)
+            {
+                float* at = row + 2 * j + first;
+                Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(line + j);
+            }
+        }
+        for (; j < hi; j++) line[j] = row[stride * j + first];
+        GemmConvolution.Clear(line + hi, wf - hi);
+    }
+
     // Copies the tile's valid outputs (flat columns qt .. qt + columns - 1 whose ox < OW) of rows
     // firstRow .. firstRow + rowCount - 1 of the group to y, adding the residual, then ReLU.
     private void Scatter(float* tile, int rowCount, int firstRow, int qt, int columns, float* yGroup, float* rGroup)
     {
-        int wp = paddedWidth;
+        int wf = flatWidth;
         long plane = (long)outHeight * outWidth;
         int q = qt, end = qt + columns;
         while (q < end)
         {
-            int oy = q / wp, ox = q % wp;
-            int run = Math.Min(end - q, wp - ox);
+            int oy = q / wf, ox = q % wf;
+            int run = Math.Min(end - q, wf - ox);
             int valid = Math.Min(run, outWidth - ox);
             if (valid > 0)
             {
