@@ -142,7 +142,9 @@ internal sealed unsafe class GemmConvolution : IParallelWork
         int firstColumn = block * columnBlock, columns = Math.Min(columnBlock, pixels - firstColumn);
         int columnPanels = (columns + nr - 1) / nr;
         int firstPanel = chunk * panelsPerChunk, endPanel = Math.Min(conv.PanelsPerGroup, firstPanel + panelsPerChunk);
-        int panelsPerRowBlock = Math.Max(1, RowBlock / mr);
+        // Row blocks of MC rows whose weight block stays in L2 while the column panels pass; with the whole depth
+        // in one block, one panel at a time (streamed from L3 over the item's few column panels).
+        int panelsPerRowBlock = wholeDepth ? 1 : Math.Max(1, RowBlock / mr);
 
         float* image = x + ((long)n * inChannels + (long)g * (inChannels / s.Groups)) * height * width;
         long outStart = ((long)n * s.OutChannels + (long)g * m) * pixels + firstColumn;
@@ -173,27 +175,6 @@ internal sealed unsafe class GemmConvolution : IParallelWork
             PackInput(packed, image, k0, kc, firstColumn, columns, columnPanels * nr);
             int mode = (k0 == 0 && !inPlace ? GemmMicroKernels.First : 0)
                 | (k0 + kc == depth ? GemmMicroKernels.Last | (relu ? GemmMicroKernels.Relu : 0) : 0);
-            if (wholeDepth)
-            {
-                for (int ip = firstPanel; ip < endPanel; ip++)
-                {
-                    float* a = aGroup + (long)ip * mr * depth;
-                    int tileRows = Math.Min(mr, m - ip * mr);
-                    for (int jp = 0; jp < columnPanels; jp++)
-                    {
-                        float* b = packed + (long)jp * kc * nr;
-                        int tileColumns = Math.Min(nr, columns - jp * nr);
-                        long at = (long)ip * mr * pixels + jp * nr;
-                        float* c = yGroup + at;
-                        float* r = rGroup == null ? null : rGroup + at;
-                        if (tileRows == mr && tileColumns == nr)
-                            kernel.Tile(kc, a, b, c, pixels, biasGroup + ip * mr, r, mode);
-                        else
-                            GemmMicroKernels.EdgeTile(kernel.Tile, mr, nr, kc, a, b, c, pixels, biasGroup + ip * mr, r, mode, tileRows, tileColumns, edge, edge + MaxTileElements);
-                    }
-                }
-                continue;
-            }
             for (int p0 = firstPanel; p0 < endPanel; p0 += panelsPerRowBlock)
             {
                 int p1 = Math.Min(endPanel, p0 + panelsPerRowBlock);
