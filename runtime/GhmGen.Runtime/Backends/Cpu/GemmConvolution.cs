@@ -31,7 +31,7 @@ namespace GhmGen.Backends.Cpu;
 internal sealed unsafe class GemmConvolution : IParallelWork
 {
     /// <summary>
-    /// KC of the other GEMM paths (shared-input, concatenated, Winograd): k steps per packed block.
+    /// KC of the shared-input and concatenated GEMM paths: k steps per packed block.
     /// </summary>
     public const int DepthBlock = 128;
 
@@ -289,12 +289,7 @@ internal sealed unsafe class GemmConvolution : IParallelWork
                     {
                         // Even elements of 32 contiguous floats, while all 32 lie in the row.
                         for (; t < run && ix0 + 2 * t < 0; t++) d[t] = 0f;
-                        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                        for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16)
-                        {
-                            float* at = row + ix0 + 2 * t;
-                            Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(d + t);
-                        }
+                        for (; t + 16 <= run && ix0 + 2 * t + 32 <= width; t += 16) CopyEven16(row + ix0 + 2 * t, d + t);
                     }
                     for (; t < run; t++)
                     {
@@ -307,6 +302,12 @@ internal sealed unsafe class GemmConvolution : IParallelWork
             for (int q = columns; q < paddedColumns; q++) rowDst[q / nr * panelStride + q % nr] = 0f;
         }
     }
+
+    /// <summary>destination[0 .. 16) = source[0, 2, .., 30] (AVX-512: one two-source permute of 32 floats).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void CopyEven16(float* source, float* destination) =>
+        Avx512F.PermuteVar16x32x2(Vector512.Load(source), Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+            Vector512.Load(source + 16)).Store(destination);
 
     /// <summary>destination[0 .. count) = source[0 .. count) (short runs: inline vector moves).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -149,12 +149,6 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
                         float* line = window + c * channelStride + (py * stride + px) * planeStride + (long)r * wf;
                         if ((uint)iy >= (uint)height)
                             GemmConvolution.Clear(line, wf);
-                        else if (stride == 1)
-                        {
-                            GemmConvolution.Clear(line, pad);
-                            GemmConvolution.Copy(source + (long)iy * width, line + pad, width);
-                            GemmConvolution.Clear(line + pad + width, wf - pad - width);
-                        }
                         else
                             PhaseRow(source + (long)iy * width, line, px - pad, stride);
                     }
@@ -191,7 +185,8 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
     }
 
     // One row of a phase plane: line[j] = row[s j + first] (first = px - pad) where that lies in the row, else 0,
-    // for j < Wf; stride 2 by even-element permutes of 32 floats while they lie in the row.
+    // for j < Wf (stride 1: the padded row); stride 1 by a copy, stride 2 by even-element permutes of 32 floats
+    // while they lie in the row.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PhaseRow(float* row, float* line, int first, int stride)
     {
@@ -200,15 +195,13 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         int hi = Math.Clamp((width - first + stride - 1) / stride, lo, wf); // j < hi <=> s j + first < W
         GemmConvolution.Clear(line, lo);
         int j = lo;
-        if (stride == 2)
+        if (stride == 1)
         {
-            Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            for (; j + 16 <= hi && 2 * j + first + 32 <= width; j += 16)
-            {
-                float* at = row + 2 * j + first;
-                Avx512F.PermuteVar16x32x2(Vector512.Load(at), even, Vector512.Load(at + 16)).Store(line + j);
-            }
+            GemmConvolution.Copy(row + lo + first, line + lo, hi - lo);
+            j = hi;
         }
+        else if (stride == 2)
+            for (; j + 16 <= hi && 2 * j + first + 32 <= width; j += 16) GemmConvolution.CopyEven16(row + 2 * j + first, line + j);
         for (; j < hi; j++) line[j] = row[stride * j + first];
         GemmConvolution.Clear(line + hi, wf - hi);
     }
