@@ -26,6 +26,7 @@
 // Shapes: x [N, in, H, W], y and residual [N, out, OH, OW]; residual may be y.
 // Reference test: tests/GhmGen.Runtime.Tests/Backends/GroupedDirectConvolutionTests.cs.
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -41,23 +42,30 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
     /// <summary>Most tiles per work item (a block of 480 flat outputs when the window allows).</summary>
     private const int MaxTilesPerBlock = 40;
 
-    /// <summary>Largest depth (in/groups * kh * kw) taken: the offset table lives on the stack.</summary>
+    /// <summary>Largest depth (in/groups * kh * kw) taken: the size of the offset table.</summary>
     private const int MaxDepth = 4096;
 
     private readonly float*[] scratch;
     private readonly long scratchElements;
+
+    // Depth step k of every work item of a call reads window[offsets[k] + (q - firstRow * Wf)] (filled by Prepare;
+    // a pinned array, read through a pointer).
+    private readonly int[] offsetTable = GC.AllocateArray<int>(MaxDepth, pinned: true);
+    private readonly int* offsets;
 
     // Per-call arguments (set by Prepare, read by Execute on every worker).
     private PackedConvWeights conv = null!;
     private float* x, y, residual, panels, bias;
     private bool relu;
     private int height, width, outHeight, outWidth, flatWidth, flat, blockColumns, blocks;
+    private long planeStride;
 
     /// <summary>Uses one block of <paramref name="scratchElements"/> floats per worker (the GEMM path's scratch).</summary>
     public GroupedDirectConvolution(float*[] scratch, long scratchElements)
     {
         this.scratch = scratch;
         this.scratchElements = scratchElements;
+        offsets = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(offsetTable));
     }
 
     /// <summary>
@@ -79,11 +87,14 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
     // Floats of scratch for a block of `columns` flat outputs: the window over every channel (and phase) of a
     // group (rows covering the block's tiles plus (kh - 1) / s, and some for a block that starts mid-row;
     // Execute needs at most this many), then one MR x 48 tile.
-    private static long WindowElements(ConvSpec s, int flatWidth, int columns)
-    {
-        long rows = (columns + flatWidth - 1) / flatWidth + (s.Kernel - 1) / s.Stride + 3;
-        return (long)(s.InChannels / s.Groups) * s.Stride * s.Stride * PlaneStride(rows, flatWidth) + 8 * TileColumns;
-    }
+    private static long WindowElements(ConvSpec s, int flatWidth, int columns) =>
+        (long)(s.InChannels / s.Groups) * s.Stride * s.Stride * PlaneStride(WindowRows(s, flatWidth, columns), flatWidth)
+        + 8 * TileColumns;
+
+    // The most phase-plane rows a block of `columns` flat outputs reads (its tiles plus (kh - 1) / s rows, and
+    // some for a block that starts mid-row).
+    private static long WindowRows(ConvSpec s, int flatWidth, int columns) =>
+        (columns + flatWidth - 1) / flatWidth + (s.Kernel - 1) / s.Stride + 3;
 
     private static long PlaneStride(long rows, int flatWidth) => (rows * flatWidth + 15) / 16 * 16;
 
@@ -109,6 +120,18 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         while (tiles > 1 && WindowElements(s, flatWidth, tiles * TileColumns) > scratchElements) tiles--;
         blockColumns = tiles * TileColumns;
         blocks = (flat + blockColumns - 1) / blockColumns;
+
+        // One plane stride for every block (room for the most rows a block reads, WindowElements' count), so
+        // that the offsets are the same for all work items.
+        planeStride = PlaneStride(WindowRows(s, flatWidth, blockColumns), flatWidth);
+        long channelStride = s.Stride * s.Stride * planeStride;
+        int taps = s.Kernel * s.Kernel;
+        for (int k = 0; k < conv.Depth; k++)
+        {
+            int c = k / taps, tap = k % taps, ky = tap / s.Kernel, kx = tap % s.Kernel;
+            offsets[k] = (int)(c * channelStride + (ky % s.Stride * s.Stride + kx % s.Stride) * planeStride)
+                + ky / s.Stride * flatWidth + kx / s.Stride;
+        }
         return checked((int)((long)xView.N * s.Groups * blocks));
     }
 
@@ -131,7 +154,7 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
         int reach = (kernelSize - 1) / stride;
         int lastRead = q0 + tiles * TileColumns - 1 + reach * (wf + 1);
         int rows = lastRead / wf - firstRow + 1;
-        long planeStride = PlaneStride(rows, wf), channelStride = stride * stride * planeStride;
+        long planeStride = this.planeStride, channelStride = stride * stride * planeStride;
         float* window = scratch[worker];
         float* tile = window + channels * channelStride;
         float* image = x + ((long)n * s.InChannels + (long)g * channels) * height * width;
@@ -153,15 +176,6 @@ internal sealed unsafe class GroupedDirectConvolution : IParallelWork
                             PhaseRow(source + (long)iy * width, line, px - pad, stride);
                     }
                 }
-        }
-
-        // Depth step k reads window[offsets[k] + (q - firstRow * wf)].
-        int* offsets = stackalloc int[depth];
-        int taps = kernelSize * kernelSize;
-        for (int k = 0; k < depth; k++)
-        {
-            int c = k / taps, tap = k % taps, ky = tap / kernelSize, kx = tap % kernelSize;
-            offsets[k] = (int)(c * channelStride + (ky % stride * stride + kx % stride) * planeStride) + ky / stride * wf + kx / stride;
         }
 
         float* aGroup = panels + g * conv.GroupStride;
